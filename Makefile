@@ -1,0 +1,42 @@
+# bff: every target CI runs is here. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test check lint format typecheck layers clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install bff with its test and dev extras
+
+test: $(STAMP) ## run the whole test suite (starts its own redis-server)
+	$(BIN)/python -m pytest
+
+check: lint typecheck layers ## lint, type-check and enforce the import layers
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check bff tests
+	$(BIN)/ruff format --check bff tests
+
+format: $(STAMP) ## format the code
+	$(BIN)/ruff format bff tests
+	$(BIN)/ruff check --fix bff tests
+
+typecheck: $(STAMP) ## mypy --strict over the package and the tests
+	$(BIN)/mypy
+
+layers: $(STAMP) ## import-linter: the layering of ARCHITECTURE.md
+	$(BIN)/lint-imports
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

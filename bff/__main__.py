@@ -1,0 +1,5 @@
+import sys
+
+from bff.cli import main
+
+sys.exit(main())

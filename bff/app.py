@@ -1,0 +1,199 @@
+"""The composition root: picks implementations, builds the routes, owns the lifespan.
+
+Requests are dispatched by a small raw-ASGI router before any framework runs:
+
+* ``/bff/*``, ``/healthz``, ``/readyz`` -> the control plane, a Starlette app (login, callback, user, logout);
+* a configured route prefix -> the proxy, raw ASGI on the data plane (issue 6: a framework per proxied request
+  costs more CPU than the whole proxy hop);
+* anything else -> the frontend (when configured) or ``404 {"error": "not_found"}``.
+
+The lifespan opens the store, the IdP and upstream HTTP clients, and loads the IdP metadata; if the IdP cannot be
+reached yet, the app still starts (``/readyz`` says 503) and keeps retrying with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bff.config import Config
+from bff.endpoints.callback import Callback
+from bff.endpoints.common import SessionCookie, html_error, json_error
+from bff.endpoints.health import Readyz, healthz
+from bff.endpoints.login import Login, LoginBinding
+from bff.endpoints.logout import Logout
+from bff.endpoints.user import User
+from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
+from bff.httpclient import create_idp_client
+from bff.oidc.provider import IdentityProvider
+from bff.proxy import Proxy
+from bff.responses import send_error
+from bff.session.manager import SessionManager
+from bff.session.memory_store import MemoryStore
+from bff.session.redis_store import RedisStore
+from bff.session.store import SessionStore
+from bff.tokens import TokenManager
+from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
+from bff.upstream_client import UpstreamClient
+
+logger = logging.getLogger("bff.app")
+
+CONTROL_PREFIX = "/bff/"
+CONTROL_PATHS = frozenset({"/bff", "/healthz", "/readyz"})
+#: Navigations (not XHR) get an HTML error page instead of JSON.
+NAVIGATION_PATHS = frozenset({"/bff/login", "/bff/callback"})
+
+
+def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore:
+    """The one place a store implementation is chosen (STYLE 2)."""
+    url = config.session.store
+    if urlsplit(url).scheme == "memory":
+        return MemoryStore(clock=clock)
+    return RedisStore.from_url(url, timeout=config.session.store_timeout)
+
+
+class BffApp:
+    """The ASGI application. Attributes expose the composed services to the CLI and tests."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: SessionStore | None = None,
+        clock: Clock = system_clock,
+        idp_transport: httpx.AsyncBaseTransport | None = None,
+        store_prefix: str = "",
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store if store is not None else create_store(config, clock=clock)
+        self.http = create_idp_client(
+            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
+        )
+        self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
+        self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
+        self.cookie = SessionCookie(config, self.sessions)
+        self.tokens = TokenManager(self.sessions, self.idp, cookie_name=config.session.cookie_name, clock=clock)
+        self.upstream = UpstreamClient()
+        self.proxy = Proxy(
+            config.routes,
+            self.upstream,
+            self.tokens,
+            public_origin=config.server.public_origin,
+            trusted_proxies=config.server.trusted_proxies,
+            error_headers=self._error_headers,
+        )
+        self._retry: asyncio.Task[None] | None = None
+        self.control = self._control_app()
+
+    # --- composition ---------------------------------------------------------------------------------------------
+
+    def _control_app(self) -> Starlette:
+        config = self.config
+        binding = LoginBinding(config)
+        routes = [
+            Route("/bff/login", Login(config, self.sessions, self.idp, binding, self.clock).handle, methods=["GET"]),
+            Route(
+                "/bff/callback", Callback(config, self.sessions, self.idp, binding, self.cookie).handle, methods=["GET"]
+            ),
+            Route("/bff/user", User(config, self.sessions, self.cookie, self.clock).handle, methods=["GET"]),
+            Route("/bff/logout", Logout(config, self.sessions, self.idp, self.cookie).handle, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", Readyz(self.store, self.idp).handle, methods=["GET"]),
+        ]
+        return Starlette(
+            routes=routes,
+            exception_handlers={BffError: self._on_error, HTTPException: self._on_http_exception},
+            lifespan=self._lifespan,
+        )
+
+    def _error_headers(self, exc: BffError) -> list[tuple[bytes, bytes]]:
+        """A session that ended (invalid_grant, reuse detected) also loses its cookie."""
+        return [self.cookie.clear_header()] if isinstance(exc, SessionExpired) else []
+
+    async def _on_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BffError)
+        if isinstance(exc, ServiceUnavailable):
+            logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        path = request.url.path
+        if path in NAVIGATION_PATHS or (path == "/bff/logout" and request.method == "GET"):
+            title = "Sign-out failed" if path == "/bff/logout" else "Sign-in failed"
+            response: Response = html_error(exc, title=title)
+        else:
+            response = json_error(exc)
+        if isinstance(exc, SessionExpired):
+            self.cookie.clear(response)
+        return response
+
+    async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return json_error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+        return json_error(NotFound(f"no such endpoint: {request.url.path}"))
+
+    # --- lifespan ------------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self.idp.load()
+            logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
+        except BffError as exc:
+            logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
+            self._retry = asyncio.create_task(self._keep_loading())
+        try:
+            yield
+        finally:
+            if self._retry is not None:
+                self._retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._retry
+            await self.upstream.aclose()
+            await self.http.aclose()
+            await self.store.aclose()
+
+    async def _keep_loading(self) -> None:
+        delay = 0.5
+        while not self.idp.ready:
+            await asyncio.sleep(delay)
+            try:
+                await self.idp.load()
+                logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
+            except BffError as exc:
+                delay = min(delay * 2, 30.0)
+                logger.warning("identity provider still not reachable (%s); next try in %.0fs", exc.message, delay)
+
+    # --- dispatch ------------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.control(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(CONTROL_PREFIX) or path in CONTROL_PATHS:
+            await self.control(scope, receive, send)
+        elif scope["type"] == "http" and self.proxy.match(path) is not None:
+            await self.proxy(scope, receive, send)
+        elif scope["type"] == "http":
+            await send_error(send, NotFound(f"no route for {path[:200]}"))
+        else:  # a websocket with nowhere to go: refuse the handshake (403)
+            await send({"type": "websocket.close", "code": 1008})
+
+
+def app_from_env() -> ASGIApp:
+    """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
+    import os
+
+    from bff.config import load_config
+
+    return BffApp(load_config(os.environ["BFF_CONFIG"]))

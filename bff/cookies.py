@@ -1,0 +1,76 @@
+"""Cookies: signing (itsdangerous lives only here) and ``Set-Cookie`` values.
+
+The session cookie carries only a signed random id; everything else is server-side. Its name has the ``__Host-``
+prefix, so browsers insist on ``Secure``, ``Path=/`` and no ``Domain`` (RFC 6265bis 4.1.3.2). The login cookie binds a
+pending login to the browser that started it; it is ``SameSite=Lax`` because the IdP's redirect back to
+``/bff/callback`` is a cross-site top-level navigation, on which ``Strict`` cookies are not sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from http.cookies import SimpleCookie
+from typing import Literal
+
+from itsdangerous import BadSignature, Signer
+
+SESSION_SALT = "bff.session-cookie"
+LOGIN_SALT = "bff.login-cookie"
+MAX_COOKIE_VALUE = 512
+
+
+class CookieSigner:
+    """Signs and verifies cookie values with a rotating key ring: the newest key signs, any key verifies."""
+
+    def __init__(self, keys: Sequence[str], salt: str) -> None:
+        # itsdangerous: secret_key may be a list "from oldest to newest. The newest (last) key is used for signing".
+        self._signer = Signer(secret_key=list(keys), salt=salt, digest_method=hashlib.sha256)
+
+    def sign(self, value: str) -> str:
+        return self._signer.sign(value).decode("ascii")
+
+    def unsign(self, signed: str | None) -> str | None:
+        """The value, or None when absent, oversized or badly signed (the store is never touched for those)."""
+        if not signed or len(signed) > MAX_COOKIE_VALUE:
+            return None
+        try:
+            return self._signer.unsign(signed.encode("ascii")).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None
+
+
+def read_cookie(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, or None. Malformed headers yield None."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
+
+
+def set_cookie(
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+    same_site: Literal["strict", "lax"] = "strict",
+    path: str = "/",
+) -> str:
+    """A ``Set-Cookie`` header value: always ``HttpOnly; Secure``, never ``Domain``."""
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[name] = value
+    morsel = cookie[name]
+    morsel["path"] = path
+    morsel["httponly"] = True
+    morsel["secure"] = True
+    morsel["samesite"] = same_site.capitalize()
+    if max_age is not None:
+        morsel["max-age"] = max(0, int(max_age))
+    return morsel.OutputString()
+
+
+def clear_cookie(name: str, *, same_site: Literal["strict", "lax"] = "strict") -> str:
+    return set_cookie(name, "", max_age=0, same_site=same_site) + "; expires=Thu, 01 Jan 1970 00:00:00 GMT"

@@ -1,0 +1,107 @@
+"""``GET /bff/callback``: finish the login.
+
+Order matters (RFC 9700 4.7, RFC 9207, OpenID Connect Core 3.1.3.7): consume the one-time state first, so a
+replayed or failed callback can never be retried; check the browser binding; refuse an IdP error; check the
+``iss`` parameter; only then spend the code, validate the ID token (signature, ``iss``, ``aud``, ``azp``, ``exp``,
+``iat``, ``nonce``) and create a session under a fresh id. Every failure is a 400 page and leaves no session.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from bff.config import Config
+from bff.crypto import constant_time_equal, digest
+from bff.endpoints.common import NO_STORE, SessionCookie
+from bff.endpoints.login import LoginBinding
+from bff.errors import IdPError, InvalidIdToken, InvalidState
+from bff.oidc.provider import IdentityProvider
+from bff.session.manager import SessionManager
+from bff.types import JSONObject
+
+logger = logging.getLogger("bff.login")
+
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+MAX_PARAM = 4096
+
+
+class Callback:
+    def __init__(
+        self,
+        config: Config,
+        sessions: SessionManager,
+        idp: IdentityProvider,
+        binding: LoginBinding,
+        cookie: SessionCookie,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.idp = idp
+        self.binding = binding
+        self.cookie = cookie
+
+    async def handle(self, request: Request) -> Response:
+        params = request.query_params
+        if any(len(v) > MAX_PARAM for v in params.values()):
+            raise InvalidState("callback parameters are too long")
+        state = params.get("state")
+        if not state:
+            raise InvalidState("the callback has no state parameter")
+        client = self.idp.client
+        login = await self.sessions.take_login(state)
+        if login is None:
+            raise InvalidState("unknown, expired or already used login state; start the login again")
+        binding = self.binding.read(request)
+        if binding is None or not constant_time_equal(digest(binding), login.binding):
+            raise InvalidState("this login was started in another browser (login cookie missing or mismatched)")
+
+        error = params.get("error")
+        if error is not None:
+            error_code = error if _ERROR_CODE.match(error) else "unknown_error"
+            logger.info("login refused by the IdP: %s", error_code)
+            raise IdPError(f"the identity provider refused the login ({error_code})")
+
+        # RFC 9207: when present, iss must be our issuer; when the IdP advertises it, it must be present.
+        iss = params.get("iss")
+        if iss is not None and not constant_time_equal(iss, self.idp.metadata.issuer):
+            raise InvalidState("the authorization response came from another issuer (RFC 9207 iss mismatch)")
+        if iss is None and self.idp.metadata.authorization_response_iss_parameter_supported:
+            raise InvalidState("the authorization response lacks the iss parameter the IdP advertises (RFC 9207)")
+
+        code = params.get("code")
+        if not code:
+            raise InvalidState("the callback has no code parameter")
+
+        tokens = await client.exchange_code(code, login.code_verifier, self.config.oidc.redirect_uri)
+        if not tokens.id_token:
+            raise InvalidIdToken("the token response has no id_token (is the 'openid' scope granted?)")
+        claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce)
+
+        previous = await self.cookie.current(request, slide=False)
+        if previous is not None:
+            await self.sessions.delete(previous.loaded)  # a new login replaces the old session (no fixation)
+        session_id, _ = await self.sessions.create(
+            sub=str(claims["sub"]),
+            sid=_string_or_none(claims.get("sid")),
+            claims=self._user_claims(claims),
+            tokens=tokens,
+        )
+        logger.info("login completed")
+        response = RedirectResponse(
+            self.config.server.public_origin + login.return_to,
+            status_code=302,
+            headers={**NO_STORE, "Referrer-Policy": "no-referrer"},
+        )
+        self.cookie.set(response, session_id)
+        return response
+
+    def _user_claims(self, claims: JSONObject) -> JSONObject:
+        return {k: claims[k] for k in self.config.oidc.user_claims if k in claims}
+
+
+def _string_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

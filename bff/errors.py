@@ -1,0 +1,178 @@
+"""The one exception tree of bff. A leaf module: it imports nothing from the package.
+
+Every class carries a machine-readable ``error`` code and the HTTP ``status`` the app answers with, so the SPA can
+branch on ``error`` and never has to parse a message. Messages are for operators: they never contain a token, a
+code, a secret or an upstream's internals.
+
+    BffError
+    ├── ConfigError                      (not an HTTP error: the process exits 2)
+    ├── BadRequest                  400  bad_request
+    │   ├── InvalidPath             400  invalid_path
+    │   ├── LoginFailed             400  login_failed
+    │   │   ├── IdPError            400  idp_error        (error=... on the callback)
+    │   │   ├── InvalidState        400  invalid_state
+    │   │   └── InvalidIdToken      400  invalid_id_token
+    │   └── InvalidLogoutToken      400  invalid_logout_token
+    ├── CsrfRejected                401  csrf
+    ├── Unauthenticated             401  unauthenticated
+    │   └── SessionExpired          401  session_expired
+    ├── Forbidden                   403  forbidden
+    ├── NotFound                    404  not_found
+    ├── MethodNotAllowed            405  method_not_allowed
+    ├── PayloadTooLarge             413  payload_too_large
+    ├── UpstreamError               502  bad_gateway
+    │   └── UpstreamTimeout         504  upstream_timeout
+    ├── OAuthError                  (from the token/revocation endpoints)
+    │   ├── InvalidGrant            401  session_expired  (fatal for the session)
+    │   └── IdPUnavailable          503  temporarily_unavailable (not fatal; retried later)
+    │       └── InvalidProviderMetadata 503  temporarily_unavailable (discovery answer unusable: a misconfiguration)
+    ├── JoseError-like failures are raised as InvalidIdToken / InvalidLogoutToken
+    └── ServiceUnavailable          503  temporarily_unavailable
+        ├── SessionStoreUnavailable 503  temporarily_unavailable
+        └── NotReady                503  not_ready
+"""
+
+from __future__ import annotations
+
+
+class BffError(Exception):
+    """Root of every error bff raises on purpose."""
+
+    error: str = "internal_error"
+    status: int = 500
+    #: Seconds the client should wait before retrying (sent as ``Retry-After``), when it makes sense.
+    retry_after: int | None = None
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.error)
+        self.message = message or self.error
+
+
+class ConfigError(BffError):
+    """The configuration is invalid. ``problems`` holds every problem found, each prefixed with its key path."""
+
+    error = "config_error"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class BadRequest(BffError):
+    error = "bad_request"
+    status = 400
+
+
+class InvalidPath(BadRequest):
+    error = "invalid_path"
+
+
+class LoginFailed(BadRequest):
+    error = "login_failed"
+
+
+class IdPError(LoginFailed):
+    """The IdP answered the authorization request with ``error=...`` (RFC 6749 4.1.2.1)."""
+
+    error = "idp_error"
+
+
+class InvalidState(LoginFailed):
+    error = "invalid_state"
+
+
+class InvalidIdToken(LoginFailed):
+    error = "invalid_id_token"
+
+
+class InvalidLogoutToken(BadRequest):
+    error = "invalid_logout_token"
+
+
+class CsrfRejected(BffError):
+    error = "csrf"
+    status = 401
+
+
+class Unauthenticated(BffError):
+    error = "unauthenticated"
+    status = 401
+
+
+class SessionExpired(Unauthenticated):
+    error = "session_expired"
+
+
+class Forbidden(BffError):
+    error = "forbidden"
+    status = 403
+
+
+class NotFound(BffError):
+    error = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(BffError):
+    error = "method_not_allowed"
+    status = 405
+
+
+class PayloadTooLarge(BffError):
+    error = "payload_too_large"
+    status = 413
+
+
+class UpstreamError(BffError):
+    error = "bad_gateway"
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    error = "upstream_timeout"
+    status = 504
+
+
+class OAuthError(BffError):
+    """An error answer from the IdP's token, revocation or metadata endpoints."""
+
+    error = "oauth_error"
+    status = 502
+
+    def __init__(self, message: str = "", *, oauth_error: str | None = None) -> None:
+        super().__init__(message)
+        #: The ``error`` field of the IdP's answer (RFC 6749 5.2), when it sent one.
+        self.oauth_error = oauth_error
+
+
+class InvalidGrant(OAuthError):
+    """The grant (code or refresh token) is invalid, expired, revoked or reused: fatal for the session."""
+
+    error = "session_expired"
+    status = 401
+
+
+class ServiceUnavailable(BffError):
+    error = "temporarily_unavailable"
+    status = 503
+    retry_after = 5
+
+
+class IdPUnavailable(ServiceUnavailable, OAuthError):
+    """The IdP timed out, answered 5xx or garbage: not fatal, the session is kept."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+
+class SessionStoreUnavailable(ServiceUnavailable):
+    """The session store did not answer (connection refused, timeout): the session is kept."""
+
+
+class NotReady(ServiceUnavailable):
+    error = "not_ready"
+
+
+class InvalidProviderMetadata(IdPUnavailable):
+    """The IdP's discovery document is unusable (issuer mismatch, insecure or missing endpoint): almost always a
+    misconfiguration, so the app may refuse to start instead of retrying."""

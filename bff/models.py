@@ -1,0 +1,99 @@
+"""Value objects shared by the session and OIDC layers. Standard library only.
+
+A :class:`Session` is what bff keeps server-side for one logged-in browser: the user's minimal claims, the
+IdP session id, the tokens and the session's clocks. It is serialised to JSON and encrypted as a whole before it
+reaches the store (see ``bff.session.manager``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from bff.types import JSONObject
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Tokens from one token-endpoint answer. ``expires_at`` is absolute (epoch seconds), computed at issue."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_at: float | None = None
+    refresh_token: str | None = None
+    #: When the refresh token stops working, if the IdP said so (``refresh_expires_in``, Keycloak and others).
+    refresh_expires_at: float | None = None
+    id_token: str | None = None
+    scope: str | None = None
+
+    def to_json(self) -> JSONObject:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> TokenSet:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Session:
+    sub: str
+    tokens: TokenSet
+    created_at: float
+    #: The session is never used past this instant, whatever its activity (absolute timeout).
+    expires_at: float
+    last_seen: float
+    sid: str | None = None
+    #: The user's claims that ``/bff/user`` may show (minimal; never a token).
+    claims: JSONObject = field(default_factory=dict)
+    #: Bumped on every write; the basis of compare-and-set writes (issue 4).
+    version: int = 1
+
+    def to_json(self) -> JSONObject:
+        out: JSONObject = {
+            "sub": self.sub,
+            "tokens": self.tokens.to_json(),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "last_seen": self.last_seen,
+            "claims": self.claims,
+            "version": self.version,
+        }
+        if self.sid is not None:
+            out["sid"] = self.sid
+        return out
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> Session:
+        return cls(
+            sub=str(data["sub"]),
+            tokens=TokenSet.from_json(data["tokens"]),
+            created_at=float(data["created_at"]),
+            expires_at=float(data["expires_at"]),
+            last_seen=float(data["last_seen"]),
+            sid=data.get("sid"),
+            claims=dict(data.get("claims", {})),
+            version=int(data.get("version", 1)),
+        )
+
+    def evolve(self, **changes: Any) -> Session:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """One started login: lives in the store for ``login_timeout``, consumed exactly once by the callback."""
+
+    state: str
+    nonce: str
+    code_verifier: str
+    return_to: str
+    #: sha256 of the browser-binding value in the login cookie: a state is usable only by the browser that started it.
+    binding: str
+    created_at: float
+
+    def to_json(self) -> JSONObject:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> LoginState:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})

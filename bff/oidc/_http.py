@@ -1,0 +1,64 @@
+"""Calls to the IdP's JSON documents (discovery, JWKS), with httpx's exceptions translated where they enter.
+
+Every failure here is :class:`~bff.errors.IdPUnavailable`: the IdP timed out, could not be reached, answered an
+error status or something that is not a JSON object. Messages name the document and URL (never a credential).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from urllib.parse import urlsplit
+
+import httpx
+
+from bff.errors import IdPUnavailable
+from bff.types import JSONObject
+
+
+async def get_json_object(client: httpx.AsyncClient, url: str, *, what: str) -> JSONObject:
+    """GET ``url`` and return its JSON object body; ``what`` names the document in messages."""
+    try:
+        response = await client.get(url, headers={"Accept": "application/json"})
+    except httpx.TimeoutException as exc:
+        raise IdPUnavailable(f"{what}: timed out fetching {url}") from exc
+    except httpx.HTTPError as exc:
+        raise IdPUnavailable(f"{what}: cannot fetch {url} ({type(exc).__name__})") from exc
+    if response.status_code != 200:
+        # Redirects are not followed (bff.httpclient): a moved document is a misconfiguration to fix, not chase.
+        raise IdPUnavailable(f"{what}: {url} answered HTTP {response.status_code}")
+    return json_object(response, what=what)
+
+
+def json_object(response: httpx.Response, *, what: str) -> JSONObject:
+    """The body of ``response`` as a JSON object, or IdPUnavailable."""
+    try:
+        data = json.loads(response.content)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise IdPUnavailable(f"{what}: the answer is not JSON (HTTP {response.status_code})") from exc
+    if not isinstance(data, dict):
+        raise IdPUnavailable(f"{what}: the answer is not a JSON object (HTTP {response.status_code})")
+    return data
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_secure_url(url: str) -> bool:
+    """``https`` with a host, or ``http`` to a loopback host (a local IdP in development and tests)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or parts.fragment:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(host))

@@ -1,0 +1,312 @@
+"""The OAuth 2.0 / OpenID Connect client: authorization URL, code exchange, refresh, client credentials, revocation
+and the end-session URL.
+
+The IdP's answers are translated here, where they enter (the core of this module):
+
+- an OAuth error body with ``invalid_grant`` (RFC 6749 5.2) is :class:`~bff.errors.InvalidGrant`: the code or refresh
+  token is dead and the session with it;
+- any other OAuth error body (``invalid_client``, ``invalid_scope``, ...) is :class:`~bff.errors.OAuthError` carrying
+  ``oauth_error``;
+- timeouts, connection errors, 5xx, 429 and anything that is not a well-formed answer are
+  :class:`~bff.errors.IdPUnavailable`: not fatal, the session is kept and the call retried later.
+
+Messages name the endpoint, the grant and the OAuth error code; never a token, a code or a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, Key, RSAKey
+
+from bff.config import OIDCSettings
+from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
+from bff.models import TokenSet
+from bff.oidc._http import json_object
+from bff.oidc.discovery import ProviderMetadata
+from bff.types import Clock, JSONObject
+
+logger = logging.getLogger(__name__)
+
+#: RFC 7523 2.2 / RFC 7521 4.2.
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Lifetime of a private_key_jwt client assertion: short, it is used once.
+ASSERTION_TTL = 60
+#: RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E; anything else is not shown.
+_ERROR_CODE = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$")
+#: Codes that, although sent as OAuth errors, say the IdP is down rather than the request wrong (RFC 6749 4.1.2.1).
+_TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+_EC_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+def _load_signing_key(path: str) -> tuple[Key, str]:
+    """The private key for ``private_key_jwt`` (RFC 7523 2.2) and its algorithm: RS256 for RSA, ES* by curve."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"oidc.private_key_file: cannot read {path} ({exc.strerror or exc})"]) from exc
+    key_types: tuple[type[RSAKey] | type[ECKey], ...] = (RSAKey, ECKey)
+    for key_type in key_types:
+        try:
+            key = key_type.import_key(pem)
+        except (JoseError, ValueError, TypeError):
+            continue
+        if not key.is_private:
+            break
+        key.ensure_kid()  # RFC 7638 thumbprint, the kid most IdPs register for an uploaded public key
+        if isinstance(key, ECKey):
+            alg = _EC_ALGS.get(key.curve_name)
+            if alg is None:
+                break
+            return key, alg
+        return key, "RS256"
+    raise ConfigError([f"oidc.private_key_file: {path} is not a PEM RSA or EC (P-256/384/521) private key"])
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` added to its query; its existing parameters are kept unless ``params`` sets them."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _seconds(data: JSONObject, name: str, what: str) -> float | None:
+    value: Any = data.get(name)
+    if value is None:
+        return None
+    # Some IdPs (Azure AD v1) send expires_in as a string of digits; accept that, refuse anything else.
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise IdPUnavailable(f"{what}: {name} is not a number of seconds")
+    return float(value)
+
+
+def _optional_string(data: JSONObject, name: str, what: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise IdPUnavailable(f"{what}: {name} is not a string")
+    return value or None  # "" is as good as absent (some IdPs send scope="" for client credentials)
+
+
+class OIDCClient:
+    """Talks to one IdP's token, revocation and logout endpoints with the configured client authentication.
+
+    ``http`` is owned by the caller (the app's lifespan), built by :func:`bff.httpclient.create_idp_client`.
+    """
+
+    def __init__(
+        self, settings: OIDCSettings, metadata: ProviderMetadata, http: httpx.AsyncClient, *, clock: Clock
+    ) -> None:
+        self._settings = settings
+        self._metadata = metadata
+        self._http = http
+        self._clock = clock
+        self._signing_key: tuple[Key, str] | None = None
+        method = settings.token_endpoint_auth_method
+        if method in ("client_secret_basic", "client_secret_post") and settings.client_secret is None:
+            raise ConfigError([f"oidc.client_secret: is required for {method}"])
+        if method == "private_key_jwt":
+            if not settings.private_key_file:
+                raise ConfigError(["oidc.private_key_file: is required for private_key_jwt"])
+            self._signing_key = _load_signing_key(settings.private_key_file)
+
+    @property
+    def metadata(self) -> ProviderMetadata:
+        return self._metadata
+
+    # --- front channel --------------------------------------------------------------------------------------------
+
+    def authorization_url(
+        self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str, extra: Mapping[str, str] = _NO_PARAMS
+    ) -> str:
+        """The authorization request (Core 3.1.2.1, RFC 7636 4.3). ``extra`` and ``extra_auth_params`` (``prompt``,
+        ``login_hint``, ...) never override the protocol parameters, which are set last."""
+        params: dict[str, str] = {**self._settings.extra_auth_params, **extra}
+        params.update(
+            response_type="code",
+            client_id=self._settings.client_id,
+            redirect_uri=redirect_uri,
+            scope=" ".join(self._settings.scopes),
+            state=state,
+            nonce=nonce,
+            code_challenge=code_challenge,
+            code_challenge_method="S256",
+        )
+        return _with_query(self._metadata.authorization_endpoint, params)
+
+    def end_session_url(
+        self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None, state: str | None = None
+    ) -> str | None:
+        """RP-Initiated Logout 1.0 section 2; None when the IdP has no ``end_session_endpoint``."""
+        endpoint = self._metadata.end_session_endpoint
+        if endpoint is None:
+            return None
+        params = {"client_id": self._settings.client_id}
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        if post_logout_redirect_uri:
+            params["post_logout_redirect_uri"] = post_logout_redirect_uri
+            if state:
+                params["state"] = state
+        return _with_query(endpoint, params)
+
+    # --- back channel ---------------------------------------------------------------------------------------------
+
+    async def exchange_code(self, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
+        """The authorization code grant with PKCE (RFC 6749 4.1.3, RFC 7636 4.5). The answer must hold an
+        ``id_token`` (Core 3.1.3.3); validating it is the caller's job (it holds the nonce)."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+        }
+        tokens = await self._token_request(form, "authorization_code")
+        if tokens.id_token is None:
+            raise InvalidIdToken("token endpoint answered the authorization_code grant without an id_token")
+        return tokens
+
+    async def refresh(self, refresh_token: str, *, scopes: Sequence[str] = (), resource: str | None = None) -> TokenSet:
+        """RFC 6749 6, with RFC 8707 ``resource``. ``refresh_token`` is None in the result when the IdP did not
+        rotate it; keeping the old one is the caller's decision."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return await self._token_request(self._scoped(form, scopes, resource), "refresh_token")
+
+    async def client_credentials(self, *, scopes: Sequence[str] = (), resource: str | None = None) -> TokenSet:
+        """RFC 6749 4.4: a token for bff itself, for routes with ``token = "client"``."""
+        form = {"grant_type": "client_credentials"}
+        return await self._token_request(self._scoped(form, scopes, resource), "client_credentials")
+
+    async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> None:  # noqa: S107
+        """RFC 7009 2.1; a no-op when the IdP has no ``revocation_endpoint``. Failures raise; the caller (logout)
+        usually ignores them, since the session is gone either way."""
+        endpoint = self._metadata.revocation_endpoint
+        if endpoint is None:
+            return
+        form = {"token": token, "token_type_hint": token_type_hint}
+        # RFC 7009 2.2: 200 whether or not the token was valid; the body is irrelevant.
+        await self._post(endpoint, form, what="revocation endpoint")
+
+    # --- internals ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _scoped(form: dict[str, str], scopes: Sequence[str], resource: str | None) -> dict[str, str]:
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        if resource:
+            form["resource"] = resource
+        return form
+
+    def _client_auth(self, form: dict[str, str], headers: dict[str, str]) -> None:
+        """Add the client's credentials to a request (RFC 6749 2.3, OIDC Core 9)."""
+        settings = self._settings
+        method = settings.token_endpoint_auth_method
+        secret = settings.client_secret.reveal() if settings.client_secret is not None else ""
+        if method == "client_secret_basic":
+            # RFC 6749 2.3.1: id and secret are form-urlencoded BEFORE base64, so ':' or '%' in a secret survive.
+            pair = f"{quote_plus(settings.client_id, safe='')}:{quote_plus(secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        elif method == "client_secret_post":
+            form["client_id"] = settings.client_id
+            form["client_secret"] = secret
+        elif method == "private_key_jwt":
+            form["client_id"] = settings.client_id
+            form["client_assertion_type"] = JWT_BEARER_ASSERTION
+            form["client_assertion"] = self._client_assertion()
+        else:  # "none": a public client identifies itself only (RFC 6749 4.1.3)
+            form["client_id"] = settings.client_id
+
+    def _client_assertion(self) -> str:
+        """RFC 7523 3 / OIDC Core 9: a one-time JWT signed with the client's private key."""
+        assert self._signing_key is not None
+        key, alg = self._signing_key
+        now = int(self._clock())
+        client_id = self._settings.client_id
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": self._metadata.token_endpoint,
+            "jti": secrets.token_urlsafe(32),
+            "iat": now,
+            "exp": now + ASSERTION_TTL,
+        }
+        return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+
+    async def _post(self, url: str, form: dict[str, str], *, what: str) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        self._client_auth(form, headers)
+        try:
+            response = await self._http.post(url, data=form, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise IdPUnavailable(f"{what}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise IdPUnavailable(f"{what}: request failed ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            _raise_for_error(response, what)
+        return response
+
+    async def _token_request(self, form: dict[str, str], grant: str) -> TokenSet:
+        what = f"token endpoint ({grant})"
+        response = await self._post(self._metadata.token_endpoint, form, what=what)
+        return self._token_set(json_object(response, what=what), what)
+
+    def _token_set(self, data: JSONObject, what: str) -> TokenSet:
+        """A successful token answer (RFC 6749 5.1), checked field by field."""
+        access_token = data.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise IdPUnavailable(f"{what}: the answer has no access_token")
+        token_type = data.get("token_type")
+        # RFC 6749 5.1: token_type is case insensitive; bff sends only Bearer tokens (RFC 6750).
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise IdPUnavailable(f"{what}: token_type is not Bearer")
+        now = self._clock()
+        expires_in = _seconds(data, "expires_in", what)
+        # Keycloak sends refresh_expires_in = 0 for offline tokens: "does not expire", not "already expired".
+        refresh_expires_in = _seconds(data, "refresh_expires_in", what) or None
+        return TokenSet(
+            access_token=access_token,
+            token_type="Bearer",  # noqa: S106 - a token type, not a password
+            expires_at=None if expires_in is None else now + expires_in,
+            refresh_token=_optional_string(data, "refresh_token", what),
+            refresh_expires_at=None if refresh_expires_in is None else now + refresh_expires_in,
+            id_token=_optional_string(data, "id_token", what),
+            scope=_optional_string(data, "scope", what),
+        )
+
+
+def _raise_for_error(response: httpx.Response, what: str) -> None:
+    """Translate a non-200 answer from the token or revocation endpoint (RFC 6749 5.2, RFC 7009 2.2.1)."""
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise IdPUnavailable(f"{what}: HTTP {status}")
+    if status not in (400, 401, 403):
+        raise IdPUnavailable(f"{what}: unexpected HTTP {status}")
+    try:
+        body = json_object(response, what=what)
+    except IdPUnavailable as exc:
+        raise IdPUnavailable(f"{what}: HTTP {status} without an OAuth error body") from exc
+    code = body.get("error")
+    if not isinstance(code, str) or not _ERROR_CODE.match(code):
+        raise IdPUnavailable(f"{what}: HTTP {status} without a valid OAuth error code")
+    logger.info("%s refused the request: %s (HTTP %d)", what, code, status)
+    if code == "invalid_grant":
+        raise InvalidGrant(f"{what}: invalid_grant", oauth_error=code)
+    if code in _TRANSIENT_ERRORS:
+        raise IdPUnavailable(f"{what}: {code}", oauth_error=code)
+    raise OAuthError(f"{what}: {code}", oauth_error=code)

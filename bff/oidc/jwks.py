@@ -1,0 +1,193 @@
+"""The IdP's signing keys, fetched from its ``jwks_uri`` and cached.
+
+Keys come from the JWKS URI of the discovery document and from nowhere else: a ``jwk``, ``jku``, ``x5u`` or ``x5c``
+header in a token is never looked at (RFC 8725 3.10; accepting them lets the token choose the key that verifies it).
+Only public asymmetric signing keys are kept (RFC 8725 3.1): ``oct`` keys, encryption keys and keys joserfc cannot
+read are skipped one by one (RFC 7517 5: "implementations SHOULD ignore JWKs ... that use kty values that are not
+understood by them, that are missing required members").
+
+When a token names a ``kid`` the cache does not know, the IdP has probably rotated its keys (OpenID Connect Core
+10.1.1): the set is fetched again, at most once per ``min_refetch_interval`` seconds (by the injected clock), so a
+stream of tokens with made-up ``kid`` values cannot turn bff into a JWKS request amplifier. The set is also fetched
+again after ``max_age``, so a key the IdP withdrew (compromised, retired) stops being trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, Key, KeySet, OKPKey, import_key
+
+from bff.errors import IdPUnavailable, InvalidIdToken
+from bff.oidc._http import get_json_object
+from bff.types import Clock
+
+logger = logging.getLogger(__name__)
+
+#: Key types allowed to verify ID and logout tokens: public asymmetric keys only.
+PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+#: Members of a private JWK (RFC 7518 6.2.2, 6.3.2; RFC 8037 2): dropped so a leaked private key is used as public.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
+#: The curve each ECDSA algorithm requires (RFC 7518 3.4).
+_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+
+
+def key_type_for(alg: str) -> str | None:
+    """The JWK ``kty`` an asymmetric JWS ``alg`` needs (RFC 7518 3.1, RFC 8037 3.1); None for anything else."""
+    if alg[:2] in ("RS", "PS"):
+        return "RSA"
+    if alg in _EC_CURVES:
+        return "EC"
+    if alg == "EdDSA":
+        return "OKP"
+    return None
+
+
+def key_fits(key: Key, alg: str) -> bool:
+    """Whether ``key`` may verify a signature made with ``alg``: right type and curve, ``use``/``alg`` agree."""
+    if key.key_type != key_type_for(alg):
+        return False
+    if isinstance(key, ECKey) and key.curve_name != _EC_CURVES[alg]:
+        return False
+    if isinstance(key, OKPKey) and key.curve_name not in ("Ed25519", "Ed448"):
+        return False
+    use = key.get("use")
+    declared_alg = key.get("alg")
+    return use in (None, "sig") and declared_alg in (None, alg)
+
+
+def _import_public_keys(data: dict[str, Any], jwks_uri: str) -> KeySet:
+    raw_keys = data.get("keys")
+    if not isinstance(raw_keys, list):
+        raise IdPUnavailable(f"JWKS: {jwks_uri} has no 'keys' array")
+    keys: list[Key] = []
+    for index, raw in enumerate(raw_keys):
+        if not isinstance(raw, dict) or raw.get("kty") not in PUBLIC_KEY_TYPES:
+            kty = raw.get("kty") if isinstance(raw, dict) else None
+            logger.warning("JWKS %s: key %d skipped (kty %r is not an asymmetric key type)", jwks_uri, index, kty)
+            continue
+        if not isinstance(raw.get("kid", ""), str):
+            logger.warning("JWKS %s: key %d skipped (kid is not a string)", jwks_uri, index)
+            continue
+        public = {name: value for name, value in raw.items() if name not in _PRIVATE_MEMBERS}
+        try:
+            key = import_key(public, raw["kty"])
+        except (JoseError, ValueError, TypeError) as exc:
+            logger.warning("JWKS %s: key %d skipped (%s)", jwks_uri, index, type(exc).__name__)
+            continue
+        keys.append(key)
+    # KeySet fills in a missing kid with the RFC 7638 thumbprint; a token without kid is matched by type instead.
+    return KeySet(keys)
+
+
+class JwksCache:
+    """The IdP's public signing keys, fetched on first use, again after ``max_age`` and (rate-limited) for an
+    unknown ``kid``.
+
+    Refetches for unknown ``kid`` values happen at most once per ``min_refetch_interval``; the first one may follow
+    the initial fetch at once (a key rotated just after startup is picked up without waiting). After ``max_age`` the
+    set is fetched again so a key the IdP withdrew stops being trusted; if that fetch fails the old set is kept
+    (an IdP outage must not stop logins that the cached keys can still verify) and retried later.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        jwks_uri: str,
+        *,
+        clock: Clock,
+        min_refetch_interval: float = 60.0,
+        max_age: float = 3600.0,
+    ) -> None:
+        self._client = client
+        self._jwks_uri = jwks_uri
+        self._clock = clock
+        self._min_refetch_interval = min_refetch_interval
+        self._max_age = max_age
+        self._keys: KeySet | None = None
+        self._stale_at = 0.0
+        self._last_kid_refetch: float | None = None
+        #: One fetch at a time: concurrent logins with a new kid share one refetch.
+        self._lock = asyncio.Lock()
+
+    @property
+    def jwks_uri(self) -> str:
+        return self._jwks_uri
+
+    async def refresh(self) -> None:
+        """Fetch the key set now (also used at startup to check that the JWKS answers)."""
+        data = await get_json_object(self._client, self._jwks_uri, what="JWKS")
+        keys = _import_public_keys(data, self._jwks_uri)
+        self._keys = keys
+        self._stale_at = self._clock() + self._max_age
+        logger.info("JWKS %s: %d signing key(s) loaded", self._jwks_uri, len(keys.keys))
+
+    async def get_key(self, kid: str | None, alg: str) -> Key:
+        """The key that verifies a token with header ``kid`` and ``alg``.
+
+        Without a ``kid`` the key set must hold exactly one key suitable for ``alg``. Raises
+        :class:`~bff.errors.InvalidIdToken` when no key fits, :class:`~bff.errors.IdPUnavailable` when the JWKS
+        cannot be fetched and nothing is cached.
+        """
+        keys = await self._current()
+        key = self._find(keys, kid, alg)
+        if key is not None:
+            return key
+        if await self._refetch_for_unknown_key(keys):
+            key = self._find(await self._current(), kid, alg)
+            if key is not None:
+                return key
+        raise InvalidIdToken("unknown signing key")
+
+    async def _current(self) -> KeySet:
+        if self._keys is None or self._clock() >= self._stale_at:
+            async with self._lock:
+                if self._keys is None or self._clock() >= self._stale_at:
+                    try:
+                        await self.refresh()
+                    except IdPUnavailable:
+                        if self._keys is None:
+                            raise
+                        logger.warning("JWKS %s: refetch failed, keeping the cached keys", self._jwks_uri)
+                        self._stale_at = self._clock() + self._min_refetch_interval
+        assert self._keys is not None
+        return self._keys
+
+    async def _refetch_for_unknown_key(self, seen: KeySet) -> bool:
+        """Refetch once for an unknown key, unless another such refetch happened within ``min_refetch_interval``.
+
+        Returns whether a newer key set than ``seen`` is now cached (fetched here or by a concurrent caller).
+        """
+        async with self._lock:
+            if self._keys is not seen:
+                return True
+            now = self._clock()
+            if self._last_kid_refetch is not None and now - self._last_kid_refetch < self._min_refetch_interval:
+                logger.debug("JWKS %s: refetch for an unknown kid skipped (rate limit)", self._jwks_uri)
+                return False
+            self._last_kid_refetch = now
+            await self.refresh()
+            return True
+
+    @staticmethod
+    def _find(keys: KeySet, kid: str | None, alg: str) -> Key | None:
+        if kid is not None:
+            named = [key for key in keys if key.kid == kid]
+            if not named:
+                return None
+            # A kid the JWKS knows, but for another key type: the token is forged or broken, refetching won't help.
+            for key in named:
+                if key_fits(key, alg):
+                    return key
+            raise InvalidIdToken("signing key does not match the token's alg")
+        # OpenID Connect Core 10.1: kid may be omitted when the JWKS holds a single key for the algorithm.
+        fitting = [key for key in keys if key_fits(key, alg)]
+        if len(fitting) == 1:
+            return fitting[0]
+        if fitting:
+            raise InvalidIdToken("token has no kid and several signing keys fit")
+        return None

@@ -1,0 +1,80 @@
+"""``IdentityProvider``: the IdP as the rest of bff sees it, loaded once at startup.
+
+Discovery can fail at startup (the IdP is still booting, a network blip): the app starts anyway, ``/readyz``
+answers 503 and every endpoint that needs the IdP answers ``503 not_ready`` until ``load()`` succeeds. The app's
+lifespan retries with back-off.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from bff.config import OIDCSettings
+from bff.errors import NotReady
+from bff.oidc.client import OIDCClient
+from bff.oidc.discovery import ProviderMetadata, fetch_metadata
+from bff.oidc.id_token import validate_id_token, validate_logout_token
+from bff.oidc.jwks import JwksCache
+from bff.types import Clock, JSONObject, system_clock
+
+
+class IdentityProvider:
+    def __init__(self, settings: OIDCSettings, http: httpx.AsyncClient, *, clock: Clock = system_clock) -> None:
+        self.settings = settings
+        self.http = http
+        self.clock = clock
+        self._metadata: ProviderMetadata | None = None
+        self._client: OIDCClient | None = None
+        self._jwks: JwksCache | None = None
+
+    async def load(self) -> None:
+        """Fetch the discovery document; raises IdPUnavailable (and stays not ready) when the IdP cannot be read."""
+        metadata = await fetch_metadata(self.http, self.settings.issuer)
+        self._jwks = JwksCache(self.http, metadata.jwks_uri, clock=self.clock)
+        self._client = OIDCClient(self.settings, metadata, self.http, clock=self.clock)
+        self._metadata = metadata
+
+    @property
+    def ready(self) -> bool:
+        return self._metadata is not None
+
+    @property
+    def metadata(self) -> ProviderMetadata:
+        if self._metadata is None:
+            raise NotReady("the identity provider's metadata is not loaded yet")
+        return self._metadata
+
+    @property
+    def client(self) -> OIDCClient:
+        if self._client is None:
+            raise NotReady("the identity provider's metadata is not loaded yet")
+        return self._client
+
+    @property
+    def jwks(self) -> JwksCache:
+        if self._jwks is None:
+            raise NotReady("the identity provider's metadata is not loaded yet")
+        return self._jwks
+
+    async def validate_id_token(self, token: str, *, nonce: str | None) -> JSONObject:
+        return await validate_id_token(
+            token,
+            jwks=self.jwks,
+            issuer=self.metadata.issuer,
+            client_id=self.settings.client_id,
+            nonce=nonce,
+            algorithms=self.settings.id_token_signing_algs,
+            clock=self.clock,
+            leeway=self.settings.clock_skew,
+        )
+
+    async def validate_logout_token(self, token: str) -> JSONObject:
+        return await validate_logout_token(
+            token,
+            jwks=self.jwks,
+            issuer=self.metadata.issuer,
+            client_id=self.settings.client_id,
+            algorithms=self.settings.id_token_signing_algs,
+            clock=self.clock,
+            leeway=self.settings.clock_skew,
+        )

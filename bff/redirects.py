@@ -1,0 +1,52 @@
+"""Same-origin redirect targets: the only kind bff ever redirects to after login.
+
+``safe_return_to`` keeps a ``returnTo`` value only when it is unmistakably a relative path on our own origin, and
+falls back to ``/`` otherwise. Browsers are lenient URL parsers (WHATWG URL: backslashes count as slashes, tabs and
+newlines are removed, ``//host`` is scheme-relative), so the check is deliberately strict: it refuses anything that
+any parser could read as another origin, including after percent-decoding, rather than trying to normalise it.
+The caller then prefixes the public origin (``https://app.example.com`` + path), so even a path the checks missed
+cannot change the host. Regression corpora: oauth2-proxy ``testdata/openredirects.txt`` and mod_auth_openidc
+``test/open-redirect-payload-list.txt`` (``tests/test_redirects.py``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from urllib.parse import unquote, urlsplit
+
+MAX_RETURN_TO = 2048
+FALLBACK = "/"
+
+
+def _looks_safe(path: str, *, decoded: bool = False) -> bool:
+    if not path.startswith("/") or path.startswith(("//", "/\\")) or "\\" in path:
+        return False
+    if decoded:
+        # After decoding, a space in a query is fine; control and format characters (tab, newline, bidi
+        # overrides) are not: browsers strip some of them, which can turn "/\t/evil" into "//evil".
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in path):
+            return False
+    elif any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in path):
+        # As sent, the value must be plain printable ASCII: anything else a browser may strip or reinterpret.
+        return False
+    parts = urlsplit(path)
+    return not parts.scheme and not parts.netloc
+
+
+def safe_return_to(value: str | None) -> str:
+    """``value`` when it is a same-origin relative path (``/orders?x=1#top``), else ``/``."""
+    if not value or len(value) > MAX_RETURN_TO or not _looks_safe(value):
+        return FALLBACK
+    # Encoded tricks (%2f%2fevil, %5c, %09, double encoding): every decoding of the value must be safe too.
+    decoded = value
+    for _ in range(3):
+        once = unquote(decoded, errors="strict") if "%" in decoded else decoded
+        if once == decoded:
+            break
+        if not _looks_safe(once, decoded=True):
+            return FALLBACK
+        decoded = once
+    else:
+        if "%" in decoded:  # still encoded after three rounds: nobody needs that
+            return FALLBACK
+    return value

@@ -1,0 +1,241 @@
+"""``SessionManager``: everything bff knows about sessions above the byte-level store.
+
+It owns the store keys, serialisation, encryption, expiry and the indexes:
+
+* ``{prefix}s:{digest(session id)}``: the encrypted session record. The session id itself (256 bits from
+  ``secrets``) lives only in the browser's signed cookie; the store sees its SHA-256, so a store dump cannot be
+  replayed as cookies.
+* ``{prefix}l:{digest(state)}``: a pending login (one-time, ``login_timeout``).
+* ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
+  session, so "log out everywhere" and back-channel logout never scan the keyspace.
+
+Records are JSON encrypted with AES-256-GCM (``bff.crypto.Encryptor``) with the store key as associated data.
+
+Expiry: each record's store TTL is ``min(idle_timeout, absolute expiry, refresh-token expiry) - now``; reading
+with ``slide=True`` pushes it forward (sliding idle timeout), never past the absolute expiry. Expired means gone:
+bff never has to remember to delete.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+from bff.config import SessionSettings
+from bff.cookies import SESSION_SALT, CookieSigner
+from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
+from bff.models import LoginState, Session, TokenSet
+from bff.session.store import SessionStore
+from bff.types import Clock, JSONObject, system_clock
+
+logger = logging.getLogger("bff.session")
+
+SESSION_ENCRYPTION = "bff session record encryption v1"
+LOGIN_ENCRYPTION = "bff login state encryption v1"
+LOGOUT_SID = "bff logout sid v1"
+
+
+@dataclass(frozen=True)
+class LoadedSession:
+    """A session as read from the store, with what a compare-and-set write needs."""
+
+    key: str
+    session: Session
+    #: The exact bytes read: ``compare_and_set`` succeeds only if nobody wrote since.
+    raw: bytes
+
+
+class SessionManager:
+    def __init__(
+        self, store: SessionStore, settings: SessionSettings, *, clock: Clock = system_clock, prefix: str = ""
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._prefix = prefix
+        ring = [k.reveal() for k in settings.keys]
+        self._sessions = Encryptor(derive_keys(ring, SESSION_ENCRYPTION))
+        self._logins = Encryptor(derive_keys(ring, LOGIN_ENCRYPTION))
+        self._logout_keys = derive_keys(ring, LOGOUT_SID)
+        self._cookie = CookieSigner(ring, SESSION_SALT)
+
+    # --- the cookie ----------------------------------------------------------------------------------------------
+
+    def cookie_value(self, session_id: str) -> str:
+        return self._cookie.sign(session_id)
+
+    def session_id_from_cookie(self, value: str | None) -> str | None:
+        """The session id in a cookie value, or None when absent or badly signed (then the store is not touched)."""
+        return self._cookie.unsign(value)
+
+    def logout_sid(self, session_id: str) -> str:
+        """The ``sid`` query parameter of this session's ``logout_url``: a GET logout must carry it (a CSRF guard,
+        as in Duende BFF). Derived from the session id with a keyed hash, so it reveals nothing about the id."""
+        return self._logout_sid(self._logout_keys[-1], session_id)
+
+    def check_logout_sid(self, session_id: str, candidate: str) -> bool:
+        return any(
+            hmac.compare_digest(self._logout_sid(k, session_id).encode(), candidate.encode("utf-8", "replace"))
+            for k in self._logout_keys
+        )
+
+    @staticmethod
+    def _logout_sid(key: bytes, session_id: str) -> str:
+        mac = hmac.new(key, session_id.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+    # --- keys ----------------------------------------------------------------------------------------------------
+
+    def key_for(self, session_id: str) -> str:
+        return f"{self._prefix}s:{digest(session_id)}"
+
+    def _user_index(self, sub: str) -> str:
+        return f"{self._prefix}u:{digest(sub)}"
+
+    def _sid_index(self, sid: str) -> str:
+        return f"{self._prefix}i:{digest(sid)}"
+
+    def _login_key(self, state: str) -> str:
+        return f"{self._prefix}l:{digest(state)}"
+
+    # --- expiry --------------------------------------------------------------------------------------------------
+
+    def ttl_for(self, session: Session, now: float) -> float:
+        """Seconds the record may live from ``now``: idle timeout, capped by the absolute and refresh expiries."""
+        limit = min(now + self.settings.idle_timeout, session.expires_at)
+        if session.tokens.refresh_expires_at is not None:
+            limit = min(limit, session.tokens.refresh_expires_at)
+        return limit - now
+
+    def idle_expires_at(self, session: Session, now: float) -> float:
+        return now + self.ttl_for(session, now)
+
+    # --- sessions ------------------------------------------------------------------------------------------------
+
+    async def create(self, *, sub: str, sid: str | None, claims: JSONObject, tokens: TokenSet) -> tuple[str, Session]:
+        """Store a new session under a fresh id (a new id at every login: no fixation). Returns (id, session)."""
+        now = self.clock()
+        session = Session(
+            sub=sub,
+            sid=sid,
+            claims=claims,
+            tokens=tokens,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + self.settings.absolute_timeout,
+        )
+        ttl = self.ttl_for(session, now)
+        session_id = random_id(32)
+        key = self.key_for(session_id)
+        await self.store.set(key, self._encrypt(key, session), ttl)
+        # Indexes live as long as the longest session they may point to; stale members are pruned on read.
+        index_ttl = session.expires_at - now
+        await self.store.index_add(self._user_index(sub), key, index_ttl)
+        if sid:
+            await self.store.index_add(self._sid_index(sid), key, index_ttl)
+        return session_id, session
+
+    async def load(self, session_id: str, *, slide: bool = True) -> LoadedSession | None:
+        """The live session for this id, or None (unknown, expired, or unreadable). Slides the idle timeout."""
+        key = self.key_for(session_id)
+        return await self.load_key(key, slide=slide)
+
+    async def load_key(self, key: str, *, slide: bool = False) -> LoadedSession | None:
+        raw = await self.store.get(key)
+        if raw is None:
+            return None
+        session = self._decrypt(key, raw)
+        if session is None:
+            return None
+        now = self.clock()
+        ttl = self.ttl_for(session, now)
+        if ttl <= 0:
+            await self.store.delete(key)
+            return None
+        if slide:
+            await self.store.touch(key, ttl)
+        return LoadedSession(key=key, session=session, raw=raw)
+
+    async def replace(self, loaded: LoadedSession, session: Session) -> LoadedSession | None:
+        """Compare-and-set write: stores ``session`` only if the record still holds ``loaded.raw``. Returns the new
+        state, or None when someone else wrote (or deleted) it first; the caller reloads and decides again."""
+        now = self.clock()
+        session = session.evolve(version=loaded.session.version + 1)
+        ttl = self.ttl_for(session, now)
+        blob = self._encrypt(loaded.key, session)
+        if ttl <= 0:
+            await self.store.delete(loaded.key)
+            return None
+        if not await self.store.compare_and_set(loaded.key, loaded.raw, blob, ttl):
+            return None
+        return LoadedSession(key=loaded.key, session=session, raw=blob)
+
+    async def delete(self, loaded: LoadedSession) -> None:
+        await self.store.delete(loaded.key)
+        await self.store.index_remove(self._user_index(loaded.session.sub), loaded.key)
+        if loaded.session.sid:
+            await self.store.index_remove(self._sid_index(loaded.session.sid), loaded.key)
+
+    async def delete_key(self, key: str) -> LoadedSession | None:
+        """Delete the session stored under ``key`` (from an index); returns what was deleted, if it was readable."""
+        loaded = await self.load_key(key)
+        if loaded is not None:
+            await self.delete(loaded)
+        else:
+            await self.store.delete(key)
+        return loaded
+
+    async def keys_for_sub(self, sub: str) -> list[str]:
+        return await self._live_members(self._user_index(sub))
+
+    async def keys_for_sid(self, sid: str) -> list[str]:
+        return await self._live_members(self._sid_index(sid))
+
+    async def _live_members(self, index: str) -> list[str]:
+        live: list[str] = []
+        for key in await self.store.index_members(index):
+            if await self.store.ttl(key) is None:
+                await self.store.index_remove(index, key)  # the session expired on its own
+            else:
+                live.append(key)
+        return live
+
+    # --- login state ---------------------------------------------------------------------------------------------
+
+    async def save_login(self, login: LoginState) -> None:
+        key = self._login_key(login.state)
+        blob = self._logins.encrypt(json.dumps(login.to_json()).encode(), key.encode())
+        await self.store.set(key, blob, self.settings.login_timeout)
+
+    async def take_login(self, state: str) -> LoginState | None:
+        """The pending login for ``state``, consumed: a second call returns None (one-time, RFC 9700 4.7)."""
+        key = self._login_key(state)
+        blob = await self.store.take(key)
+        if blob is None:
+            return None
+        try:
+            return LoginState.from_json(json.loads(self._logins.decrypt(blob, key.encode())))
+        except (DecryptionError, ValueError, KeyError, TypeError):
+            logger.warning("unreadable login state discarded")
+            return None
+
+    # --- encryption ----------------------------------------------------------------------------------------------
+
+    def _encrypt(self, key: str, session: Session) -> bytes:
+        plaintext = json.dumps(session.to_json(), separators=(",", ":")).encode("utf-8")
+        return self._sessions.encrypt(plaintext, key.encode())
+
+    def _decrypt(self, key: str, raw: bytes) -> Session | None:
+        try:
+            return Session.from_json(json.loads(self._sessions.decrypt(raw, key.encode())))
+        except DecryptionError:
+            # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
+            logger.warning("session record could not be decrypted (key removed from the ring?)")
+            return None
+        except (ValueError, KeyError, TypeError):
+            logger.warning("session record is malformed")
+            return None

@@ -1,0 +1,166 @@
+"""JwksCache: keys from the JWKS URI only, refetch once on an unknown kid, rate-limited by the injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from joserfc.jwk import OctKey, RSAKey
+
+from bff.errors import IdPUnavailable, InvalidIdToken
+from bff.oidc.jwks import JwksCache
+from tests.oidc.conftest import ISSUER
+from tests.support.clock import FakeClock
+from tests.support.oidc_provider import TestProvider
+
+JWKS_URI = f"{ISSUER}/jwks"
+
+
+async def test_known_kid_is_served_from_cache(provider: TestProvider, jwks: JwksCache) -> None:
+    kid = provider.signing_key.kid
+    key = await jwks.get_key(kid, "RS256")
+    assert key.kid == kid
+    assert not key.is_private
+    await jwks.get_key(kid, "RS256")
+    assert provider.jwks_requests == 1
+
+
+async def test_unknown_kid_refetches_once_then_fails(provider: TestProvider, jwks: JwksCache) -> None:
+    await jwks.get_key(provider.signing_key.kid, "RS256")
+    with pytest.raises(InvalidIdToken, match=r"^unknown signing key$"):
+        await jwks.get_key("no-such-kid", "RS256")
+    assert provider.jwks_requests == 2
+
+
+async def test_refetch_is_rate_limited_by_the_clock(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
+    await jwks.get_key(provider.signing_key.kid, "RS256")
+    with pytest.raises(InvalidIdToken):
+        await jwks.get_key("unknown-1", "RS256")
+    assert provider.jwks_requests == 2
+    clock.advance(59)
+    for kid in ("unknown-2", "unknown-3"):
+        with pytest.raises(InvalidIdToken):
+            await jwks.get_key(kid, "RS256")
+    assert provider.jwks_requests == 2  # within min_refetch_interval: no request
+    clock.advance(1)
+    with pytest.raises(InvalidIdToken):
+        await jwks.get_key("unknown-4", "RS256")
+    assert provider.jwks_requests == 3
+
+
+async def test_rotated_key_is_found_by_refetch(provider: TestProvider, jwks: JwksCache) -> None:
+    await jwks.get_key(provider.signing_key.kid, "RS256")
+    provider.rotate_key(keep_old=False)
+    key = await jwks.get_key(provider.signing_key.kid, "RS256")
+    assert key.kid == provider.signing_key.kid
+    assert provider.jwks_requests == 2
+
+
+async def test_concurrent_unknown_kids_share_one_refetch(provider: TestProvider, jwks: JwksCache) -> None:
+    await jwks.get_key(provider.signing_key.kid, "RS256")
+    provider.rotate_key()
+    new_kid = provider.signing_key.kid
+    async with asyncio.timeout(5):
+        keys = await asyncio.gather(*(jwks.get_key(new_kid, "RS256") for _ in range(10)))
+    assert {key.kid for key in keys} == {new_kid}
+    assert provider.jwks_requests == 2
+
+
+async def test_keys_are_refetched_after_max_age(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
+    old_kid = provider.signing_key.kid
+    await jwks.get_key(old_kid, "RS256")
+    provider.rotate_key(keep_old=False)  # the IdP withdraws the old key
+    clock.advance(3600)
+    with pytest.raises(InvalidIdToken):  # still cached without max_age
+        await jwks.get_key(old_kid, "RS256")
+    assert provider.jwks_requests == 3  # first fetch, the max_age refetch, one refetch for the now unknown kid
+
+
+# --- what a JWKS may hold ---------------------------------------------------------------------------------------
+
+
+def jwks_client(answer: Any, *, status: int = 200, calls: list[int] | None = None) -> httpx.AsyncClient:
+    """A client whose JWKS URI answers ``answer`` (JSON, or bytes as they are)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if calls is not None:
+            calls.append(1)
+        if isinstance(answer, bytes):
+            return httpx.Response(status, content=answer)
+        return httpx.Response(status, json=answer)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_symmetric_and_private_material_is_never_used(clock: FakeClock) -> None:
+    rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
+    oct_key = OctKey.generate_key(256, parameters={"kid": "hmac-1"})
+    answer = {
+        "keys": [
+            oct_key.as_dict(private=True),
+            rsa.as_dict(private=True),  # an IdP leaking its private key: only the public part is kept
+            {"kty": "RSA", "kid": "broken", "n": "AQAB"},  # missing e: skipped, not fatal
+            {"kty": "PQC", "kid": "future"},
+        ]
+    }
+    async with jwks_client(answer) as http:
+        jwks = JwksCache(http, JWKS_URI, clock=clock)
+        key = await jwks.get_key("rsa-1", "RS256")
+        assert key.key_type == "RSA"
+        assert not key.is_private
+        for kid in ("hmac-1", "broken", "future"):
+            with pytest.raises(InvalidIdToken, match=r"^unknown signing key$"):
+                await jwks.get_key(kid, "RS256")
+
+
+async def test_key_restricted_to_another_alg_or_use_does_not_fit(clock: FakeClock) -> None:
+    rs384 = RSAKey.generate_key(2048, parameters={"kid": "rs384", "alg": "RS384"})
+    enc = RSAKey.generate_key(2048, parameters={"kid": "enc", "use": "enc"})
+    async with jwks_client({"keys": [rs384.as_dict(), enc.as_dict()]}) as http:
+        jwks = JwksCache(http, JWKS_URI, clock=clock)
+        assert (await jwks.get_key("rs384", "RS384")).kid == "rs384"
+        for kid in ("rs384", "enc"):
+            with pytest.raises(InvalidIdToken, match=r"^signing key does not match the token's alg$"):
+                await jwks.get_key(kid, "RS256")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "message"),
+    [
+        ({"keys": []}, 503, "answered HTTP 503"),
+        (b"<html>oops</html>", 200, "not JSON"),
+        ([1, 2], 200, "not a JSON object"),
+        ({"keys": "none"}, 200, "has no 'keys' array"),
+    ],
+)
+async def test_jwks_failures_are_idp_unavailable(clock: FakeClock, answer: Any, status: int, message: str) -> None:
+    async with jwks_client(answer, status=status) as http:
+        with pytest.raises(IdPUnavailable, match=message):
+            await JwksCache(http, JWKS_URI, clock=clock).get_key("k", "RS256")
+
+
+async def test_stale_keys_are_kept_when_the_idp_is_down(clock: FakeClock) -> None:
+    rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
+    up = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": [rsa.as_dict()]}) if up[0] else httpx.Response(502)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        jwks = JwksCache(http, JWKS_URI, clock=clock)
+        await jwks.get_key("rsa-1", "RS256")
+        up[0] = False
+        clock.advance(3600)
+        assert (await jwks.get_key("rsa-1", "RS256")).kid == "rsa-1"
+
+
+async def test_timeout_is_idp_unavailable_with_cause(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(IdPUnavailable, match="timed out") as info:
+            await JwksCache(http, JWKS_URI, clock=clock).get_key("k", "RS256")
+    assert isinstance(info.value.__cause__, httpx.TimeoutException)

@@ -1,0 +1,81 @@
+"""bff and a test OpenID Provider as real servers on loopback, wired together: the end-to-end test bed."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from bff.app import BffApp
+from bff.config import Config
+from bff.session.memory_store import MemoryStore
+from bff.session.redis_store import RedisStore
+from bff.session.store import SessionStore
+from bff.types import Clock, system_clock
+from tests.support.configs import base_document, make_config
+from tests.support.oidc_provider import TestProvider
+from tests.support.servers import serve
+
+
+@dataclass
+class Stack:
+    provider: TestProvider
+    app: BffApp
+    url: str
+    idp_url: str
+
+    @property
+    def config(self) -> Config:
+        return self.app.config
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.contextmanager
+def running_bff(
+    provider: TestProvider,
+    idp_url: str,
+    *,
+    redis_url: str | None = None,
+    store: SessionStore | None = None,
+    clock: Clock = system_clock,
+    customize: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Stack]:
+    """Serve bff against ``provider`` (already served at ``idp_url``) with the Redis store when ``redis_url`` is
+    given, else the memory store (or an explicit ``store``)."""
+    sock = bound_socket()
+    public_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    doc = base_document(public_origin=public_origin, issuer=idp_url)
+    doc["oidc"]["client_secret"] = provider.client_secret or ""
+    doc["routes"] = []
+    if customize is not None:
+        customize(doc)
+    config = make_config(doc)
+    if store is None:
+        store = RedisStore.from_url(redis_url, prefix=f"e2e{uuid4().hex}:") if redis_url else MemoryStore(clock=clock)
+    app = BffApp(config, store=store, clock=clock)
+    with serve(app, sock=sock) as url:
+        yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
+
+
+@contextlib.contextmanager
+def running_stack(
+    *,
+    redis_url: str | None = None,
+    clock: Clock = system_clock,
+    customize: Callable[[dict[str, Any]], None] | None = None,
+    **provider_options: Any,
+) -> Iterator[Stack]:
+    provider = TestProvider(**provider_options)
+    with serve(provider.app) as idp_url:
+        provider.issuer = idp_url
+        with running_bff(provider, idp_url, redis_url=redis_url, clock=clock, customize=customize) as stack:
+            yield stack

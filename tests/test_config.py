@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bff.cli import main
+from bff.config import Secret, load_config, parse_config, parse_duration, parse_size
+from bff.errors import ConfigError
+from tests.support.configs import SESSION_KEY, base_document
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+EXAMPLE_ENV = {
+    "BFF_SESSION_KEY": SESSION_KEY,
+    "BFF_CLIENT_SECRET": "example-client-secret",
+    "REDIS_PASSWORD": "example-redis-password",
+}
+
+
+def problems(doc: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env=env or {})
+    return info.value.problems
+
+
+def test_base_document_is_valid() -> None:
+    config = parse_config(base_document(), env={})
+    assert config.server.public_origin == "https://app.example.com"
+    assert config.oidc.redirect_uri == "https://app.example.com/bff/callback"
+    assert config.session.cookie_name == "__Host-bff"
+    assert config.session.same_site == "strict"
+    assert config.routes[0].path == "/api/orders"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIG_DIR.glob("*.toml")))
+def test_every_example_config_loads(path: str) -> None:
+    config = load_config(CONFIG_DIR / path, env=EXAMPLE_ENV)
+    assert config.session.keys == (Secret(SESSION_KEY),)
+
+
+def test_examples_exist() -> None:
+    assert {"production.toml", "development.toml"} <= {p.name for p in CONFIG_DIR.glob("*.toml")}
+
+
+def test_env_references_are_expanded_and_missing_ones_reported() -> None:
+    doc = base_document()
+    doc["oidc"]["client_secret"] = "${SECRET_A}"
+    doc["session"]["keys"] = ["${KEY_A}"]
+    assert problems(doc) == [
+        "session.keys[0]: environment variable ${KEY_A} is not set",
+        "oidc.client_secret: environment variable ${SECRET_A} is not set",
+    ]
+    config = parse_config(doc, env={"SECRET_A": "s3cr3t", "KEY_A": SESSION_KEY})
+    assert config.oidc.client_secret == Secret("s3cr3t")
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    config = parse_config(base_document(), env={})
+    assert SESSION_KEY not in repr(config)
+    assert "test-client-secret" not in repr(config)
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
+    doc = base_document()
+    doc["server"]["public_origin"] = "http://app.example.com"
+    doc["session"]["keys"] = ["short"]
+    doc["session"]["same_site"] = "none"
+    doc["session"]["idle_timout"] = "5m"
+    doc["routes"].append({"path": "/api/orders/", "upstream": "ftp://x"})
+    doc["routes"].append({"path": "/api/x", "upstream": "https://*.example.net", "token": "admin"})
+    found = problems(doc)
+    assert found == [
+        "server.public_origin: must use https (plain http is allowed only for localhost/127.0.0.1)",
+        "session.same_site: SameSite=None is refused: it sends the session cookie on cross-site requests (CSRF)",
+        "session.keys[0]: is too short (5 characters); use at least 32 random characters",
+        "session.idle_timout: unknown key (check the spelling; see config/ for every supported key)",
+        "routes[1].path: duplicates routes[0].path '/api/orders'",
+        "routes[1].upstream: must be an absolute http(s) URL, got 'ftp://x'",
+        "routes[2].upstream: must not contain a wildcard",
+        "routes[2].token: expected one of user, client, user_or_none, none, got 'admin'",
+    ]
+
+
+def test_cli_check_exits_2_and_prints_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\npublic_origin = "http://evil.example"\n[session]\nkeys = []\n[oidc]\nissuer = "x"\n')
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "server.public_origin: must use https" in err
+    assert "session.keys: must hold at least one key" in err
+    assert "oidc.client_id: is required" in err
+    assert "oidc.issuer: must be an absolute http(s) URL" in err
+
+
+def test_cli_check_ok(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in EXAMPLE_ENV.items():
+        monkeypatch.setenv(k, v)
+    assert main(["check", "--config", str(CONFIG_DIR / "production.toml")]) == 0
+    assert "OK (2 route(s)" in capsys.readouterr().out
+
+
+def test_cli_check_reads_bff_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("BFF_CONFIG", raising=False)
+    assert main(["check"]) == 2
+    assert "pass --config PATH or set BFF_CONFIG" in capsys.readouterr().err
+    monkeypatch.setenv("BFF_CONFIG", "/nonexistent/bff.toml")
+    assert main(["check"]) == 2
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("server", "public_origin", "https://app.example.com/path", "must be an origin"),
+        ("server", "public_origin", "https://user:pw@app.example.com", "must not carry credentials"),
+        ("server", "listen", "8000", "expected host:port"),
+        ("server", "trusted_proxies", ["10.0.0.0/33"], "expected a CIDR"),
+        ("session", "store", "mysql://x", "expected memory://"),
+        ("session", "cookie_name", "bff", "must start with __Host-"),
+        ("session", "same_site", "None", "SameSite=None is refused"),
+        ("session", "keys", [], "must hold at least one key"),
+        ("session", "keys", [""], "is too short (0 characters)"),
+        ("session", "keys", [SESSION_KEY, SESSION_KEY], "contains the same key twice"),
+        ("session", "idle_timeout", "soon", "expected a duration"),
+        ("session", "idle_timeout", "13h", "must not exceed absolute_timeout"),
+        ("oidc", "issuer", "http://idp.example.com", "must use https"),
+        ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
+        ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
+        ("oidc", "id_token_signing_algs", ["HS256"], "'HS256' is refused"),
+        ("oidc", "id_token_signing_algs", ["none"], "'none' is refused"),
+        ("oidc", "scopes", ["profile"], "must include 'openid'"),
+        ("oidc", "redirect_uri", "https://evil.example/bff/callback", "must be on public_origin"),
+        ("oidc", "post_logout_redirect_uri", "https://evil.example/", "must be on public_origin"),
+        ("oidc", "extra_auth_params", {"state": "x"}, "is set by bff and may not be overridden"),
+        ("oidc", "clock_skew", "1h", "must not exceed 5m"),
+        ("oidc", "client_secret", 42, "expected str, got int"),
+    ],
+)
+def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: Any, expected: str) -> None:
+    doc = base_document()
+    doc[section][key] = value
+    found = problems(doc)
+    assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ({"path": "/bff/x", "upstream": "https://a.example"}, "overlaps bff's own endpoints"),
+        ({"path": "/healthz", "upstream": "https://a.example"}, "overlaps bff's own endpoints"),
+        ({"path": "/", "upstream": "https://a.example"}, "must not be '/'"),
+        ({"path": "api", "upstream": "https://a.example"}, "must be a plain absolute path prefix"),
+        ({"path": "/api/../x", "upstream": "https://a.example"}, "must be a plain absolute path prefix"),
+        ({"path": "/api/%2e", "upstream": "https://a.example"}, "must be a plain absolute path prefix"),
+        ({"path": "/api//orders", "upstream": "https://a.example"}, "duplicates routes[0].path"),
+        ({"path": "/x", "upstream": "http://orders.example.net"}, "must use https"),
+        ({"path": "/x", "upstream": "https://a.example/?q=1"}, "must not contain a query string"),
+        ({"path": "/x"}, "upstream: is required"),
+        ({"path": "/x", "upstream": "https://a.example", "methods": ["FETCH"]}, "unknown HTTP method"),
+        ({"path": "/x", "upstream": "https://a.example", "max_body": "lots"}, "expected a size"),
+        ({"path": "/x", "upstream": "https://a.example", "set_headers": {"Authorization": "x"}}, "managed by bff"),
+        ({"path": "/x", "upstream": "https://a.example", "set_headers": {"bad name": "x"}}, "invalid header name"),
+        ({"path": "/x", "upstream": "https://a.example", "strip_prefx": False}, "strip_prefx: unknown key"),
+    ],
+)
+def test_route_problems(route: dict[str, Any], expected: str) -> None:
+    doc = base_document()
+    doc["routes"].append(route)
+    found = problems(doc)
+    assert any(expected in p for p in found), found
+
+
+def test_nested_prefixes_are_allowed_longest_wins_at_runtime() -> None:
+    doc = base_document()
+    doc["routes"].append({"path": "/api", "upstream": "https://api.example.net"})
+    assert [r.path for r in parse_config(doc, env={}).routes] == ["/api/orders", "/api"]
+
+
+def test_loopback_http_is_allowed_for_development() -> None:
+    doc = base_document(public_origin="http://localhost:8000", issuer="http://127.0.0.1:9000")
+    doc["routes"][0]["upstream"] = "http://127.0.0.1:9100"
+    config = parse_config(doc, env={})
+    assert config.server.public_origin == "http://localhost:8000"
+    assert config.oidc.redirect_uri == "http://localhost:8000/bff/callback"
+
+
+def test_unknown_sections_are_refused() -> None:
+    doc = copy.deepcopy(base_document())
+    doc["sessions"] = {}
+    assert problems(doc) == ["sessions: unknown key (check the spelling; see config/ for every supported key)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("15m", 900), ("12h", 43200), ("1d", 86400), ("250ms", 0.25), (5, 5)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5 minutes", "-5s", -1, True, "1w"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"duration|negative"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(("text", "size"), [("64KiB", 65536), ("10MiB", 10485760), (1000, 1000), ("1GB", 10**9)])
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BFF_TEST_SECRET_X", "from-env")
+    doc = base_document()
+    doc["oidc"]["client_secret"] = "${BFF_TEST_SECRET_X}"
+    assert parse_config(doc).oidc.client_secret == Secret("from-env")
+    assert os.environ["BFF_TEST_SECRET_X"] == "from-env"
