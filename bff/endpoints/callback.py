@@ -18,7 +18,7 @@ from bff.config import Config
 from bff.crypto import constant_time_equal, digest
 from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.endpoints.login import LoginBinding
-from bff.errors import IdPError, InvalidIdToken, InvalidState
+from bff.errors import IdPError, InvalidGrant, InvalidIdToken, InvalidState, LoginFailed
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager
 from bff.types import JSONObject
@@ -76,7 +76,10 @@ class Callback:
         if not code:
             raise InvalidState("the callback has no code parameter")
 
-        tokens = await client.exchange_code(code, login.code_verifier, self.config.oidc.redirect_uri)
+        try:
+            tokens = await client.exchange_code(code, login.code_verifier, self.config.oidc.redirect_uri)
+        except InvalidGrant as exc:  # an expired, replayed or foreign code: a failed login, not an ended session
+            raise LoginFailed("the identity provider refused the authorization code (expired or already used)") from exc
         if not tokens.id_token:
             raise InvalidIdToken("the token response has no id_token (is the 'openid' scope granted?)")
         claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce)

@@ -12,7 +12,6 @@ from uuid import uuid4
 from bff.app import BffApp
 from bff.config import Config
 from bff.session.memory_store import MemoryStore
-from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.types import Clock, system_clock
 from tests.support.configs import base_document, make_config
@@ -56,12 +55,15 @@ def running_bff(
     doc = base_document(public_origin=public_origin, issuer=idp_url)
     doc["oidc"]["client_secret"] = provider.client_secret or ""
     doc["routes"] = []
+    if redis_url:
+        doc["session"]["store"] = redis_url  # the app builds its RedisStore from the config, as in production
     if customize is not None:
         customize(doc)
     config = make_config(doc)
-    if store is None:
-        store = RedisStore.from_url(redis_url, prefix=f"e2e{uuid4().hex}:") if redis_url else MemoryStore(clock=clock)
-    app = BffApp(config, store=store, clock=clock)
+    if store is None and not redis_url:
+        store = MemoryStore(clock=clock)
+    # Tests share one Redis: each app gets key prefixes of its own.
+    app = BffApp(config, store=store, clock=clock, store_prefix=f"e2e{uuid4().hex}:")
     with serve(app, sock=sock) as url:
         yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
 
