@@ -83,7 +83,9 @@ class BffApp:
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
-        self.tokens = TokenManager(self.sessions, self.idp, cookie_name=config.session.cookie_name, clock=clock)
+        self.tokens = TokenManager(
+            self.sessions, self.idp, cookie_name=config.session.cookie_name, settings=config.tokens, clock=clock
+        )
         self.upstream = UpstreamClient()
         self.proxy = Proxy(
             config.routes,
@@ -92,6 +94,7 @@ class BffApp:
             public_origin=config.server.public_origin,
             trusted_proxies=config.server.trusted_proxies,
             error_headers=self._error_headers,
+            replay_limit=config.tokens.replay_limit,
         )
         self._retry: asyncio.Task[None] | None = None
         self.control = self._control_app()

@@ -150,6 +150,16 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class TokenSettings:
+    #: Refresh an access token this long before it expires (proactive refresh).
+    refresh_leeway: float = 30.0
+    #: Lease of the cross-process refresh lock; renewed every third of it while the IdP call runs.
+    refresh_lock_lease: float = 5.0
+    #: Requests with bodies up to this size are kept so they can be replayed after a 401 and a refresh.
+    replay_limit: int = 64 * 1024
+
+
+@dataclass(frozen=True)
 class FrontendSettings:
     directory: str | None = None
     dev_server: str | None = None
@@ -162,6 +172,7 @@ class Config:
     oidc: OIDCSettings
     routes: tuple[RouteSettings, ...] = ()
     frontend: FrontendSettings | None = None
+    tokens: TokenSettings = field(default_factory=TokenSettings)
     source: str = "<memory>"
 
 
@@ -427,6 +438,19 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
     return tuple(routes)
 
 
+def _tokens(root: Reader) -> TokenSettings:
+    r = table(root, "tokens")
+    leeway = r.converted("refresh_leeway", parse_duration, 30.0)
+    lease = r.converted("refresh_lock_lease", parse_duration, 5.0)
+    replay = r.converted("replay_limit", parse_size, 64 * 1024)
+    if lease < 0.1:
+        r.problem("refresh_lock_lease", "must be at least 100ms")
+    if replay > 10 * 1024 * 1024:
+        r.problem("replay_limit", "must not exceed 10MiB (replayable bodies are held in memory)")
+    r.finish()
+    return TokenSettings(refresh_leeway=leeway, refresh_lock_lease=lease, replay_limit=replay)
+
+
 def _frontend(root: Reader) -> FrontendSettings | None:
     if "frontend" not in root.data:
         root.seen.add("frontend")
@@ -453,10 +477,13 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     oidc = _oidc(root, server.public_origin)
     routes = _routes(root)
     frontend = _frontend(root)
+    tokens = _tokens(root)
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server=server, session=session, oidc=oidc, routes=routes, frontend=frontend, source=source)
+    return Config(
+        server=server, session=session, oidc=oidc, routes=routes, frontend=frontend, tokens=tokens, source=source
+    )
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:

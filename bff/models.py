@@ -47,6 +47,8 @@ class Session:
     claims: JSONObject = field(default_factory=dict)
     #: Bumped on every write; the basis of compare-and-set writes (issue 4).
     version: int = 1
+    #: Per-route access tokens (RFC 8707 ``resource`` and/or ``scopes``), keyed by ``route_token_key``.
+    route_tokens: dict[str, TokenSet] = field(default_factory=dict)
 
     def to_json(self) -> JSONObject:
         out: JSONObject = {
@@ -60,6 +62,8 @@ class Session:
         }
         if self.sid is not None:
             out["sid"] = self.sid
+        if self.route_tokens:
+            out["route_tokens"] = {k: v.to_json() for k, v in self.route_tokens.items()}
         return out
 
     @classmethod
@@ -73,6 +77,7 @@ class Session:
             sid=data.get("sid"),
             claims=dict(data.get("claims", {})),
             version=int(data.get("version", 1)),
+            route_tokens={k: TokenSet.from_json(v) for k, v in data.get("route_tokens", {}).items()},
         )
 
     def evolve(self, **changes: Any) -> Session:

@@ -7,7 +7,7 @@ route is computed once, in ``_Route``; a request costs one pass over its headers
 One request, in order (every refusal is JSON from ``bff.errors`` and happens before any upstream call):
 
 1. ``proxy_paths``: the raw path and query are vetted (400 ``invalid_path``); the route is the longest prefix that
-   matches on a segment boundary (404 ``not_found``); the method is allowed (405 with ``Allow``).
+   matches on a segment boundary (404 ``not_found``); the method is allowed (405 with ``Allow``; never TRACE).
 2. ``csrf.check_csrf`` (401 ``csrf``), before the token provider is even asked; ``Content-Length`` over the route's
    ``max_body`` (413).
 3. ``BearerProvider.bearer()`` for the route's token policy; its ``BffError`` is the answer.
@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
-from bff.config import RouteSettings
+from bff.config import HTTP_METHODS, RouteSettings
 from bff.csrf import check_csrf
 from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, UpstreamError
 from bff.proxy_headers import (
@@ -88,8 +88,11 @@ class _Route:
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
         self.base = settings.upstream.rstrip("/")
-        self.methods = frozenset(m.upper() for m in settings.methods) or None
-        self.allow = ", ".join(m.upper() for m in settings.methods).encode("ascii")
+        # "All methods" means the ones config accepts: never TRACE, which would echo the request, bearer token
+        # included, back to the caller (OWASP "Cross-Site Tracing"), nor CONNECT or extension methods.
+        methods = tuple(m.upper() for m in settings.methods) or HTTP_METHODS
+        self.methods = frozenset(methods)
+        self.allow = ", ".join(methods).encode("ascii")
         self.max_body = settings.max_body
         self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
@@ -238,7 +241,7 @@ class Proxy:
             route = self._match(raw_path)
             if route is None:
                 raise NotFound("no route for this path")
-            if route.methods is not None and scope["method"] not in route.methods:
+            if scope["method"] not in route.methods:
                 refusal = MethodNotAllowed(f"{scope['method']} is not allowed on this route")
                 await self._refuse(send, refusal, [(b"allow", route.allow)])
                 return
@@ -355,10 +358,13 @@ class Proxy:
             return None
 
     async def _relay(self, send: Send, response: UpstreamResponse, route: _Route, watch: _DisconnectWatch) -> None:
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response_headers(response.headers)}
-        )
+        start = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response_headers(response.headers),
+        }
         try:
+            await send(start)
             while True:
                 chunk = await response.read_chunk()
                 if response.at_eof():

@@ -1,21 +1,41 @@
 """``TokenManager``: the only module that joins sessions and OIDC. It answers one question for the proxy: which
-bearer token goes with this request, under this route's token policy?
+bearer token goes with this request, under this route's token policy? And it refreshes tokens so that, with
+refresh-token rotation, two requests can never spend the same refresh token (which an IdP with reuse detection
+answers by revoking the whole token family, logging the user out: the top complaint about every BFF).
 
-* ``none``: no token.
-* ``user``: the session's access token; no session -> ``Unauthenticated``.
-* ``user_or_none``: the session's access token, or anonymous when there is no session.
-* ``client``: a client-credentials token, shared by every session, cached until shortly before it expires, and
-  fetched single-flight (concurrent requests wait for one IdP call).
+Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
+(anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
+before it expires, fetched single-flight).
+
+Refreshing one session, ``refresh()``:
+
+1. Single-flight in the process: concurrent callers for one session await the same task (shielded, so a browser
+   that leaves does not cancel the refresh the others wait for).
+2. A short-lived *refresh result* keyed by a hash of the spent refresh token: a straggler that still holds the old
+   tokens picks up the new ones.
+3. Single-flight across processes and instances: a store lock with a lease, renewed every third of the lease while
+   the IdP call runs, so a slow IdP cannot let a second refresher in. Whoever does not get the lock waits for the
+   session to change (polling the store) instead of refreshing.
+4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
+   changed underneath us"); someone else may have refreshed already.
+5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
+   401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and a bounded
+   back-off keeps bff from hammering a failing IdP (while the current access token is still valid, it is used).
+6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
+   kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
+   refresh never resurrects the session (the freshly issued refresh token is revoked instead).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
-from bff.config import RouteSettings
+from bff.config import RouteSettings, TokenSettings
 from bff.cookies import read_cookie
-from bff.errors import Unauthenticated
+from bff.errors import IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError, SessionExpired, Unauthenticated
 from bff.models import TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
@@ -23,12 +43,26 @@ from bff.types import Clock, Scope, system_clock
 
 logger = logging.getLogger("bff.tokens")
 
-DEFAULT_LEEWAY = 30.0
+#: How long a refresh result stays readable for stragglers.
+RESULT_TTL = 60.0
+#: Bounds of the back-off after the IdP failed (seconds).
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+#: Polling interval bounds while another process holds the refresh lock.
+POLL_MIN, POLL_MAX = 0.02, 0.25
+
+RouteKey = tuple[str | None, tuple[str, ...]]
 
 
 def cookie_header(scope: Scope) -> str | None:
     values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"]
     return "; ".join(values) if values else None
+
+
+def route_token_key(route: RouteSettings) -> str | None:
+    """Where a route's own token lives in the session; None for routes that use the login's access token."""
+    if route.resource is None and not route.scopes:
+        return None
+    return f"{route.resource or ''}|{' '.join(sorted(route.scopes))}"
 
 
 class TokenManager:
@@ -38,24 +72,31 @@ class TokenManager:
         idp: IdentityProvider,
         *,
         cookie_name: str,
+        settings: TokenSettings | None = None,
         clock: Clock = system_clock,
-        leeway: float = DEFAULT_LEEWAY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.sessions = sessions
         self.idp = idp
         self.cookie_name = cookie_name
+        self.settings = settings or TokenSettings()
         self.clock = clock
-        self.leeway = leeway
-        self._client_tokens: dict[tuple[str | None, tuple[str, ...]], TokenSet] = {}
-        self._client_locks: dict[tuple[str | None, tuple[str, ...]], asyncio.Lock] = {}
+        self._sleep = sleep
+        self._inflight: dict[tuple[str, str | None], asyncio.Task[LoadedSession]] = {}
+        self._client_tokens: dict[RouteKey, TokenSet] = {}
+        self._client_locks: dict[RouteKey, asyncio.Lock] = {}
+        self._backoff = 0.0
+        self._idp_down_until = 0.0
+        #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
+        self.refresh_count = 0
+
+    # --- BearerProvider (bff.proxy) ------------------------------------------------------------------------------
 
     async def session_for(self, scope: Scope) -> LoadedSession | None:
         session_id = self.sessions.session_id_from_cookie(read_cookie(cookie_header(scope), self.cookie_name))
         if session_id is None:
             return None
         return await self.sessions.load(session_id, slide=True)
-
-    # --- BearerProvider (bff.proxy) ------------------------------------------------------------------------------
 
     async def bearer(self, scope: Scope, route: RouteSettings) -> str | None:
         if route.token == "none":
@@ -70,17 +111,230 @@ class TokenManager:
         return await self.access_token(loaded, route)
 
     async def refresh_bearer(self, scope: Scope, route: RouteSettings, rejected: str) -> str | None:
-        """After an upstream 401: a client token is dropped from the cache and fetched again once."""
+        """After an upstream 401 to ``rejected``: a fresh token, or None when there is nothing better to send."""
         if route.token == "client":
             key = (route.resource, route.scopes)
             cached = self._client_tokens.get(key)
             if cached is not None and cached.access_token == rejected:
                 del self._client_tokens[key]
             return await self.client_token(route)
-        return None
+        loaded = await self.session_for(scope)
+        if loaded is None:
+            return None
+        current = self._tokens_for(loaded, route)
+        if current is not None and current.access_token != rejected:
+            return current.access_token  # someone refreshed since this request read the session
+        refreshed = await self.refresh(loaded, route, stale_access_token=rejected)
+        fresh = self._tokens_for(refreshed, route)
+        return None if fresh is None or fresh.access_token == rejected else fresh.access_token
 
-    async def access_token(self, loaded: LoadedSession, route: RouteSettings) -> str:
-        return loaded.session.tokens.access_token
+    # --- user tokens ---------------------------------------------------------------------------------------------
+
+    async def access_token(self, loaded: LoadedSession, route: RouteSettings | None = None) -> str:
+        """A valid access token for this session (and route), refreshing it first when it expires soon."""
+        tokens = self._tokens_for(loaded, route)
+        if tokens is not None and not self._expiring(tokens):
+            return tokens.access_token
+        try:
+            refreshed = await self.refresh(loaded, route, stale_access_token=tokens.access_token if tokens else None)
+        except IdPUnavailable:
+            if tokens is not None and not self._expired(tokens):
+                # Proactive refresh failed but the token still works: use it rather than fail the request.
+                return tokens.access_token
+            raise
+        fresh = self._tokens_for(refreshed, route)
+        assert fresh is not None  # refresh() stores the route's token or raises
+        return fresh.access_token
+
+    async def refresh(
+        self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
+    ) -> LoadedSession:
+        """Refresh single-flight (see the module docstring). Returns the session with fresh tokens."""
+        route_key = route_token_key(route) if route is not None else None
+        flight = (loaded.key, route_key)
+        task = self._inflight.get(flight)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._refresh_across_processes(loaded, route, route_key, stale_access_token)
+            )
+            self._inflight[flight] = task
+            task.add_done_callback(lambda _: self._inflight.pop(flight, None))
+        return await asyncio.shield(task)
+
+    def _tokens_for(self, loaded: LoadedSession, route: RouteSettings | None) -> TokenSet | None:
+        key = route_token_key(route) if route is not None else None
+        if key is None:
+            return loaded.session.tokens
+        return loaded.session.route_tokens.get(key)
+
+    def _expiring(self, tokens: TokenSet) -> bool:
+        return tokens.expires_at is not None and tokens.expires_at - self.settings.refresh_leeway <= self.clock()
+
+    def _expired(self, tokens: TokenSet) -> bool:
+        return tokens.expires_at is not None and tokens.expires_at <= self.clock()
+
+    def _settled(self, loaded: LoadedSession, route: RouteSettings | None, stale: str | None) -> bool:
+        """True when the session now holds a token other than the stale one this caller saw: someone refreshed.
+        (Comparing tokens, not expiry, keeps an IdP that issues tokens shorter than the leeway from causing a
+        refresh per waiter.)"""
+        tokens = self._tokens_for(loaded, route)
+        if tokens is None:
+            return False
+        if stale is not None:
+            return tokens.access_token != stale
+        return not self._expiring(tokens)
+
+    async def _refresh_across_processes(
+        self, loaded: LoadedSession, route: RouteSettings | None, route_key: str | None, stale: str | None
+    ) -> LoadedSession:
+        spent = loaded.session.tokens.refresh_token
+        if not spent:
+            await self.sessions.delete(loaded)
+            raise SessionExpired("the access token expired and the session has no refresh token")
+        lease = self.settings.refresh_lock_lease
+        lock_key = self.sessions.refresh_lock_key(loaded.key)
+        # A waiter gives up after the IdP's timeout plus a lease or two: a holder that died releases by expiry.
+        deadline = asyncio.get_running_loop().time() + self.idp.settings.timeout + 2 * lease
+        poll = POLL_MIN
+        while True:
+            owner = await self.sessions.store.lock(lock_key, lease)
+            if owner is not None:
+                break
+            # Another process is refreshing this session: wait for its result instead of spending the token.
+            current = await self._current(loaded)
+            if self._settled(current, route, stale):
+                return current
+            if asyncio.get_running_loop().time() > deadline:
+                raise IdPUnavailable("timed out waiting for another instance's token refresh")
+            await self._sleep(poll)
+            poll = min(poll * 2, POLL_MAX)
+        renewer = asyncio.get_running_loop().create_task(self._renew(lock_key, owner, lease))
+        try:
+            current = await self._current(loaded)  # reload and check again, under the lock
+            if self._settled(current, route, stale):
+                return current
+            return await self._refresh_locked(current, route, route_key)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self.sessions.store.unlock(lock_key, owner)
+
+    async def _current(self, loaded: LoadedSession) -> LoadedSession:
+        current = await self.sessions.load_key(loaded.key)
+        if current is None:
+            raise SessionExpired("the session ended (logged out elsewhere or expired)")
+        return current
+
+    async def _renew(self, lock_key: str, owner: str, lease: float) -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not await self.sessions.store.extend_lock(lock_key, owner, lease):
+                logger.warning("lost the refresh lock while refreshing (the store may have restarted)")
+                return
+
+    async def _refresh_locked(
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
+    ) -> LoadedSession:
+        session = current.session
+        spent = session.tokens.refresh_token
+        assert spent is not None
+        remembered = await self.sessions.load_refresh_result(spent)
+        if remembered is not None and route_key is None:
+            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+        else:
+            new = await self._call_idp(current, spent, route)
+        tokens = session.tokens
+        if route_key is None:
+            # Rotation: the new refresh token replaces the old one atomically with the new access token; keep the
+            # old one when the IdP did not rotate it (RFC 6749 6). A new ID token must be about the same user.
+            id_token = new.id_token or tokens.id_token
+            if new.id_token is not None:
+                await self._check_same_user(current, new.id_token)
+            tokens = TokenSet(
+                access_token=new.access_token,
+                token_type=new.token_type,
+                expires_at=new.expires_at,
+                refresh_token=new.refresh_token or spent,
+                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+                id_token=id_token,
+                scope=new.scope or tokens.scope,
+            )
+            updated = session.evolve(tokens=tokens)
+        else:
+            rotated = TokenSet(
+                access_token=tokens.access_token,
+                token_type=tokens.token_type,
+                expires_at=tokens.expires_at,
+                refresh_token=new.refresh_token or spent,
+                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+                id_token=tokens.id_token,
+                scope=tokens.scope,
+            )
+            route_tokens = {
+                **session.route_tokens,
+                route_key: TokenSet(
+                    access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
+                ),
+            }
+            updated = session.evolve(tokens=rotated, route_tokens=route_tokens)
+        # Stragglers holding the spent token find the answer here, even before the session write lands.
+        await self.sessions.save_refresh_result(spent, updated.tokens, RESULT_TTL)
+        written = await self.sessions.replace(current, updated)
+        if written is None:
+            # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
+            if await self.sessions.load_key(current.key) is None:
+                await self._revoke_quietly(updated.tokens.refresh_token)
+                raise SessionExpired("the session ended while its tokens were being refreshed")
+            return await self._current(current)
+        return written
+
+    async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
+        now = self.clock()
+        if now < self._idp_down_until:
+            error = IdPUnavailable("the identity provider failed recently; not retrying yet")
+            error.retry_after = max(1, int(self._idp_down_until - now + 0.999))
+            raise error
+        try:
+            new = await self.idp.client.refresh(
+                spent, scopes=route.scopes if route else (), resource=route.resource if route else None
+            )
+        except InvalidGrant as exc:
+            logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
+            await self.sessions.delete(current)
+            raise SessionExpired("the session expired or was revoked at the identity provider") from exc
+        except IdPUnavailable as exc:
+            self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+            self._idp_down_until = self.clock() + self._backoff
+            exc.retry_after = max(1, int(self._backoff))
+            logger.warning("token refresh failed, keeping the session: %s", exc.message)
+            raise
+        self._backoff = 0.0
+        self._idp_down_until = 0.0
+        self.refresh_count += 1
+        return new
+
+    async def _check_same_user(self, current: LoadedSession, id_token: str) -> None:
+        """OpenID Connect Core 12.2: a refreshed ID token's ``sub`` must be the session's; otherwise the session
+        is not this user's any more and ends."""
+        try:
+            claims = await self.idp.validate_id_token(id_token, nonce=None)
+        except InvalidIdToken as exc:
+            await self.sessions.delete(current)
+            raise SessionExpired("the refreshed ID token is invalid") from exc
+        if claims.get("sub") != current.session.sub:
+            await self.sessions.delete(current)
+            raise SessionExpired("the refreshed ID token names another user")
+
+    async def _revoke_quietly(self, refresh_token: str | None) -> None:
+        if not refresh_token:
+            return
+        try:
+            await self.idp.client.revoke(refresh_token, "refresh_token")
+        except OAuthError as exc:
+            logger.info("could not revoke an orphaned refresh token: %s", exc.error)
+
+    # --- client tokens -------------------------------------------------------------------------------------------
 
     async def client_token(self, route: RouteSettings) -> str:
         key = (route.resource, route.scopes)
@@ -95,6 +349,3 @@ class TokenManager:
             tokens = await self.idp.client.client_credentials(scopes=route.scopes, resource=route.resource)
             self._client_tokens[key] = tokens
             return tokens.access_token
-
-    def _expiring(self, tokens: TokenSet) -> bool:
-        return tokens.expires_at is not None and tokens.expires_at - self.leeway <= self.clock()

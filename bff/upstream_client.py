@@ -101,11 +101,11 @@ class UpstreamClient:
     def options(self, *, connect_timeout: float, timeout: float, ca_bundle: str | None = None) -> TransportOptions:
         """Transport settings for one route. ``timeout`` bounds each wait for the upstream (the answer's headers and
         every later read), not the whole exchange, so a long download or an SSE stream that keeps talking lives on."""
-        context: ssl.SSLContext | bool = True
+        context: ssl.SSLContext | bool = True  # aiohttp's default context: system CAs, hostname checked
         if ca_bundle:
-            context = self._ssl_contexts.get(ca_bundle) or self._ssl_contexts.setdefault(
-                ca_bundle, ssl.create_default_context(cafile=ca_bundle)
-            )
+            if ca_bundle not in self._ssl_contexts:  # one context per bundle, shared by the routes that name it
+                self._ssl_contexts[ca_bundle] = ssl.create_default_context(cafile=ca_bundle)
+            context = self._ssl_contexts[ca_bundle]
         client_timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=timeout)
         return TransportOptions(timeout=client_timeout, ssl=context)
 

@@ -8,6 +8,8 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 * ``{prefix}l:{digest(state)}``: a pending login (one-time, ``login_timeout``).
 * ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
+* ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
+  would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
 
 Records are JSON encrypted with AES-256-GCM (``bff.crypto.Encryptor``) with the store key as associated data.
 
@@ -37,6 +39,9 @@ logger = logging.getLogger("bff.session")
 SESSION_ENCRYPTION = "bff session record encryption v1"
 LOGIN_ENCRYPTION = "bff login state encryption v1"
 LOGOUT_SID = "bff logout sid v1"
+#: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
+_LOGOUT_PENDING = b"pending"
+_LOGOUT_DONE = b"done"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,19 @@ class SessionManager:
 
     def _login_key(self, state: str) -> str:
         return f"{self._prefix}l:{digest(state)}"
+
+    @staticmethod
+    def handle_for(session_key: str) -> str:
+        """A short name for a session in admin output: the start of its store key's digest. The key is a hash of
+        the session id, so the handle can neither be turned into a cookie nor be used to find the id."""
+        return session_key.rpartition(":")[2][:12]
+
+    def refresh_lock_key(self, session_key: str) -> str:
+        """The cross-process lock that makes refreshing one session single-flight."""
+        return f"{self._prefix}lock:{session_key.rpartition(':')[2]}"
+
+    def _result_key(self, spent_refresh_token: str) -> str:
+        return f"{self._prefix}r:{digest(spent_refresh_token)}"
 
     # --- expiry --------------------------------------------------------------------------------------------------
 
@@ -203,6 +221,50 @@ class SessionManager:
             else:
                 live.append(key)
         return live
+
+    # --- refresh results ------------------------------------------------------------------------------------------
+
+    async def save_refresh_result(self, spent_refresh_token: str, tokens: TokenSet, ttl: float) -> None:
+        """Remember, briefly, what a refresh token was exchanged for, keyed by a hash of the spent token: a request
+        that still holds the old tokens picks the new ones up instead of replaying a spent refresh token (which an
+        IdP with reuse detection answers by revoking the whole token family)."""
+        key = self._result_key(spent_refresh_token)
+        plaintext = json.dumps(tokens.to_json(), separators=(",", ":")).encode("utf-8")
+        await self.store.set(key, self._sessions.encrypt(plaintext, key.encode()), ttl)
+
+    async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
+        key = self._result_key(spent_refresh_token)
+        blob = await self.store.get(key)
+        if blob is None:
+            return None
+        try:
+            return TokenSet.from_json(json.loads(self._sessions.decrypt(blob, key.encode())))
+        except (DecryptionError, ValueError, KeyError, TypeError):
+            return None
+
+    # --- back-channel logout tokens --------------------------------------------------------------------------------
+
+    def _logout_token_key(self, issuer: str, jti: str) -> str:
+        # jti is unique per issuer only (Back-Channel Logout 1.0 section 2.4), so the key names both.
+        return f"{self._prefix}j:{digest(json.dumps([issuer, jti]))}"
+
+    async def begin_logout_token(self, issuer: str, jti: str, until: float) -> bool:
+        """Claim the logout token ``jti`` of ``issuer`` before acting on it (section 2.6 step 7: refuse replays).
+
+        The claim lives until ``until`` (epoch seconds: when the token stops being acceptable), so the blocklist
+        expires with the tokens it guards. True when the token may be acted on: its first delivery, or a retry of a
+        delivery whose logout never finished (its claim is still "pending": the store failed halfway, or a Redis
+        timeout left it unknown whether the claim was written). False when a logout with this ``jti`` completed.
+        """
+        key = self._logout_token_key(issuer, jti)
+        ttl = max(until - self.clock(), 1.0)
+        if await self.store.set_if_absent(key, _LOGOUT_PENDING, ttl):
+            return True
+        return await self.store.get(key) != _LOGOUT_DONE
+
+    async def finish_logout_token(self, issuer: str, jti: str, until: float) -> None:
+        """Mark the logout token as acted on: from now on ``begin_logout_token`` refuses it."""
+        await self.store.set(self._logout_token_key(issuer, jti), _LOGOUT_DONE, max(until - self.clock(), 1.0))
 
     # --- login state ---------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from bff.errors import BffError, ServiceUnavailable, Unauthenticated
 from bff.proxy import Proxy
 from bff.upstream_client import UpstreamClient
 from tests.proxy.conftest import PUBLIC_ORIGIN, TOKEN, StubBearer, Upstream, raw_request, run_proxy
-from tests.support.echo_upstream import GZIP_BODY
+from tests.support.echo_upstream import GZIP_BODY, TRUNCATED
 
 BINARY = bytes(range(256)) * 40 + os.urandom(4096) + b"\x00\r\n\r\n"
 
@@ -85,6 +85,14 @@ def test_method_not_allowed(client: httpx.Client, upstream: Upstream) -> None:
     assert_refused(response, 405, "method_not_allowed", upstream)
     assert response.headers["allow"] == "GET, HEAD"
     assert client.get("/api/readonly/x").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "PURGE"])
+def test_methods_outside_the_standard_set_are_refused(client: httpx.Client, upstream: Upstream, method: str) -> None:
+    # TRACE would echo the request back, the bearer token bff added included.
+    response = client.request(method, "/api/echo/x")
+    assert_refused(response, 405, "method_not_allowed", upstream)
+    assert response.headers["allow"] == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def test_anonymous_route_sends_no_token(client: httpx.Client, bearer: StubBearer) -> None:
@@ -289,6 +297,21 @@ def test_slow_upstream_is_504_and_abandoned(client: httpx.Client, upstream: Upst
     assert response.status_code == 504
     assert response.json()["error"] == "upstream_timeout"
     assert upstream.state.slow_abandoned.wait(5)
+
+
+def read_into(received: bytearray, response: httpx.Response) -> None:
+    for chunk in response.iter_raw():
+        received += chunk
+
+
+def test_upstream_failing_mid_body_truncates_the_answer(client: httpx.Client) -> None:
+    received = bytearray()
+    with client.stream("GET", "/api/up/truncated") as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):  # the browser sees a truncated body, not a second answer
+            read_into(received, response)
+    assert bytes(received) == TRUNCATED
+    assert client.get("/api/echo/x").status_code == 200
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 409, 500, 503])

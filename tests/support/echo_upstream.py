@@ -15,6 +15,7 @@ Paths (anything else is the echo):
 - ``/protected``: 401 ``WWW-Authenticate: Bearer error="invalid_token"`` (just ``401`` with ``plain=1``) unless
   the bearer token is ``fresh``, then the echo;
 - ``/gzip``: ``GZIP_BODY`` with ``Content-Encoding: gzip``;
+- ``/truncated``: sends ``TRUNCATED`` (chunked) and closes the connection without the last chunk;
 - ``/status/CODE``: that status with a small body of the upstream's own.
 """
 
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs
 from bff.types import Message, Receive, Scope, Send
 
 CHUNK = bytes(range(256)) * 256  # 64 KiB
+TRUNCATED = b"only this "
 GZIP_BODY = gzip.compress(b"compressed by the upstream " * 100)
 FRESH_TOKEN = "fresh"
 
@@ -135,6 +137,7 @@ class EchoUpstream:
             "/slow": self._slow,
             "/protected": self._protected,
             "/gzip": self._gzip,
+            "/truncated": self._truncated,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,3 +254,8 @@ class EchoUpstream:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": GZIP_BODY})
+
+    async def _truncated(self, scope: Scope, receive: Receive, send: Send, seen: Seen) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": TRUNCATED, "more_body": True})
+        # Returning now makes uvicorn close the connection mid-body (it logs an error: expected here).

@@ -128,6 +128,8 @@ class TestProvider:
     revoked_tokens: list[str] = field(default_factory=list, init=False)
     token_responses: list[dict[str, Any]] = field(default_factory=list, init=False)
     refresh_calls: int = field(default=0, init=False)
+    #: Refresh tokens presented again after rotation (each revoked its whole family).
+    reuse_detected: int = field(default=0, init=False)
     jwks_requests: int = field(default=0, init=False)
     authorize_requests: list[dict[str, str]] = field(default_factory=list, init=False)
     end_session_requests: list[dict[str, str]] = field(default_factory=list, init=False)
@@ -369,6 +371,7 @@ class TestProvider:
         if record is None or record.family in self._revoked_families:
             raise _Refused("invalid_grant")
         if record.spent:  # reuse of a rotated token: revoke the whole family (RFC 9700 4.14.2)
+            self.reuse_detected += 1
             self._revoked_families.add(record.family)
             raise _Refused("invalid_grant")
         scope = form.get("scope", record.scope)

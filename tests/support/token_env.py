@@ -1,0 +1,93 @@
+"""TokenManagers against a real test OpenID Provider over HTTP, in the test's own event loop.
+
+Several TokenManagers on one store stand for several bff processes: each has its own in-process single-flight
+state, so only the store lock stands between them and a double refresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from bff.config import TokenSettings
+from bff.httpclient import create_idp_client
+from bff.models import TokenSet
+from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
+from bff.oidc.provider import IdentityProvider
+from bff.session.manager import LoadedSession, SessionManager
+from bff.session.store import SessionStore
+from bff.tokens import TokenManager
+from tests.support.configs import make_config
+from tests.support.oidc_provider import TestProvider
+
+REDIRECT_URI = "https://app.example.com/bff/callback"
+
+
+@dataclass
+class TokenEnv:
+    provider: TestProvider
+    sessions: SessionManager
+    idps: list[IdentityProvider] = field(default_factory=list)
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def manager(self, settings: TokenSettings | None = None) -> TokenManager:
+        """A TokenManager with its own IdP client: one more 'process'."""
+        config = make_config(issuer=self.provider.issuer)
+        http = create_idp_client(timeout=10)
+        idp = IdentityProvider(config.oidc, http)
+        await idp.load()
+        self.clients.append(http)
+        self.idps.append(idp)
+        return TokenManager(self.sessions, idp, cookie_name="__Host-bff", settings=settings)
+
+    async def login(self, user: str = "alice") -> tuple[str, LoadedSession]:
+        """A real code flow against the provider; returns the new session's id and its stored state."""
+        idp = self.idps[0] if self.idps else None
+        if idp is None:
+            await self.manager()
+            idp = self.idps[0]
+        self.provider.login_as = user
+        verifier, nonce = new_code_verifier(), new_nonce()
+        url = idp.client.authorization_url(
+            state=new_state(), nonce=nonce, code_challenge=s256_challenge(verifier), redirect_uri=REDIRECT_URI
+        )
+        answer = await self.clients[0].get(url)
+        code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+        tokens = await idp.client.exchange_code(code, verifier, REDIRECT_URI)
+        claims = await idp.validate_id_token(tokens.id_token or "", nonce=nonce)
+        session_id, _ = await self.sessions.create(sub=claims["sub"], sid=claims.get("sid"), claims={}, tokens=tokens)
+        loaded = await self.sessions.load(session_id)
+        assert loaded is not None
+        return session_id, loaded
+
+    async def expire_access_token(self, session_id: str) -> LoadedSession:
+        """Make the session's access token look expired (as if its lifetime had passed)."""
+        loaded = await self.sessions.load(session_id)
+        assert loaded is not None
+        old = loaded.session.tokens
+        expired = TokenSet(
+            access_token=old.access_token,
+            token_type=old.token_type,
+            expires_at=1.0,
+            refresh_token=old.refresh_token,
+            id_token=old.id_token,
+            scope=old.scope,
+        )
+        written = await self.sessions.replace(loaded, loaded.session.evolve(tokens=expired))
+        assert written is not None
+        return written
+
+
+@contextlib.asynccontextmanager
+async def token_env(provider: TestProvider, store: SessionStore) -> AsyncIterator[TokenEnv]:
+    config = make_config()
+    env = TokenEnv(provider=provider, sessions=SessionManager(store, config.session))
+    try:
+        yield env
+    finally:
+        for client in env.clients:
+            await client.aclose()

@@ -1,0 +1,209 @@
+"""Token refresh: single-flight in a process and across 'processes' (TokenManagers sharing one store), rotation,
+and which failures end the session. The IdP is the real test provider over HTTP, rotating refresh tokens and
+revoking the whole family on reuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bff.config import RouteSettings, TokenSettings
+from bff.errors import IdPUnavailable, SessionExpired
+from bff.session.memory_store import MemoryStore
+from bff.session.redis_store import RedisStore
+from tests.support.oidc_provider import TestProvider
+from tests.support.servers import serve
+from tests.support.token_env import TokenEnv, token_env
+
+ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
+
+
+@pytest.fixture
+def provider() -> Iterator[TestProvider]:
+    provider = TestProvider(access_token_ttl=300)
+    with serve(provider.app) as url:
+        provider.issuer = url
+        yield provider
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def env(
+    request: pytest.FixtureRequest, provider: TestProvider, redis_store: RedisStore
+) -> AsyncIterator[TokenEnv]:
+    store = redis_store if request.param == "redis" else MemoryStore()
+    async with token_env(provider, store) as env:
+        yield env
+
+
+async def test_a_fresh_token_is_used_as_is(env: TokenEnv) -> None:
+    manager = await env.manager()
+    _, loaded = await env.login()
+    assert await manager.access_token(loaded, ROUTE) == loaded.session.tokens.access_token
+    assert env.provider.refresh_calls == 0
+
+
+async def test_concurrent_requests_in_one_process_refresh_once(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    tokens = await asyncio.wait_for(asyncio.gather(*(manager.access_token(stale, ROUTE) for _ in range(50))), 20)
+    assert len(set(tokens)) == 1
+    assert tokens[0] != stale.session.tokens.access_token
+    assert env.provider.refresh_calls == 1
+    assert env.provider.reuse_detected == 0
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.access_token == tokens[0]
+    assert reloaded.session.tokens.refresh_token != stale.session.tokens.refresh_token  # rotated and stored
+
+
+async def test_concurrent_requests_across_processes_refresh_once(env: TokenEnv) -> None:
+    managers = [await env.manager() for _ in range(3)]
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    calls = [m.access_token(stale, ROUTE) for m in managers for _ in range(20)]
+    tokens = await asyncio.wait_for(asyncio.gather(*calls), 20)
+    assert len(set(tokens)) == 1
+    assert env.provider.refresh_calls == 1
+    assert env.provider.reuse_detected == 0
+
+
+async def test_a_slow_idp_does_not_let_a_second_refresher_in(env: TokenEnv) -> None:
+    settings = TokenSettings(refresh_lock_lease=0.3)  # the IdP takes 4 leases to answer
+    managers = [await env.manager(settings) for _ in range(3)]
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 1.2
+    tokens = await asyncio.wait_for(
+        asyncio.gather(*(m.access_token(stale, ROUTE) for m in managers for _ in range(10))), 20
+    )
+    assert len(set(tokens)) == 1
+    assert env.provider.refresh_calls == 1
+    assert env.provider.reuse_detected == 0
+
+
+async def test_a_straggler_with_the_old_tokens_does_not_replay(env: TokenEnv) -> None:
+    manager, other = await env.manager(), await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    first = await manager.access_token(stale, ROUTE)
+    # `stale` is what a request read before the refresh landed: it must get the new token, not spend the old one.
+    assert await other.access_token(stale, ROUTE) == first
+    assert env.provider.refresh_calls == 1
+    assert env.provider.reuse_detected == 0
+
+
+async def test_refresh_without_rotation_keeps_the_refresh_token(env: TokenEnv) -> None:
+    env.provider.rotate_refresh_tokens = False
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    stale = await env.expire_access_token(session_id)
+    await manager.access_token(stale, ROUTE)
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.refresh_token == loaded.session.tokens.refresh_token
+
+
+async def test_invalid_grant_ends_the_session(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    stale = await env.expire_access_token(session_id)
+    await env.idps[0].client.revoke(loaded.session.tokens.refresh_token or "")  # e.g. revoked by an admin
+    with pytest.raises(SessionExpired):
+        await manager.access_token(stale, ROUTE)
+    assert await env.sessions.load(session_id) is None
+
+
+async def test_reuse_detected_by_the_idp_ends_the_session(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    spent = loaded.session.tokens.refresh_token or ""
+    await env.idps[0].client.refresh(spent)  # someone else spent it (a stolen copy)
+    stale = await env.expire_access_token(session_id)
+    with pytest.raises(SessionExpired):
+        await manager.access_token(stale, ROUTE)
+    assert env.provider.reuse_detected == 1
+    assert await env.sessions.load(session_id) is None
+
+
+async def test_an_idp_outage_keeps_the_session_and_backs_off(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.fail_token_endpoint_with = 503
+    with pytest.raises(IdPUnavailable) as info:
+        await manager.access_token(stale, ROUTE)
+    assert info.value.retry_after is not None
+    assert info.value.retry_after >= 1
+    calls = len(env.provider.token_requests)
+    with pytest.raises(IdPUnavailable):
+        await manager.access_token(stale, ROUTE)  # within the back-off: the IdP is not called again
+    assert len(env.provider.token_requests) == calls
+    assert await env.sessions.load(session_id) is not None
+
+
+async def test_an_outage_during_a_proactive_refresh_uses_the_still_valid_token(env: TokenEnv) -> None:
+    manager = await env.manager(TokenSettings(refresh_leeway=600))  # every token is "about to expire"
+    _, loaded = await env.login()
+    env.provider.fail_token_endpoint_with = 500
+    assert await manager.access_token(loaded, ROUTE) == loaded.session.tokens.access_token
+
+
+async def test_a_logout_racing_a_refresh_does_not_resurrect_the_session(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 0.5
+    refresh = asyncio.ensure_future(manager.access_token(stale, ROUTE))
+    await asyncio.sleep(0.2)
+    await env.sessions.delete(stale)  # logout while the IdP is still answering
+    with pytest.raises(SessionExpired):
+        await refresh
+    assert await env.sessions.load(session_id) is None
+    issued = env.provider.token_responses[-1]["refresh_token"]
+    assert issued in env.provider.revoked_tokens  # the orphaned refresh token was revoked
+
+
+async def test_a_refreshed_id_token_for_another_user_ends_the_session(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.id_token_claims_override = {"sub": "mallory-0666"}
+    with pytest.raises(SessionExpired, match="another user"):
+        await manager.access_token(stale, ROUTE)
+    assert await env.sessions.load(session_id) is None
+
+
+async def test_per_route_tokens_are_cached_and_rotate_the_refresh_token(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    route = RouteSettings(
+        path="/api/orders",
+        upstream="https://orders.example.net",
+        resource="https://orders.example.net",
+        scopes=("openid",),
+    )
+    token = await manager.access_token(loaded, route)
+    assert token != loaded.session.tokens.access_token
+    request = env.provider.token_requests[-1]
+    assert request["resource"] == "https://orders.example.net"
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.refresh_token != loaded.session.tokens.refresh_token
+    assert await manager.access_token(reloaded, route) == token  # cached in the session
+    assert env.provider.refresh_calls == 1
+    # The login's own token still works and still refreshes with the rotated refresh token.
+    stale = await env.expire_access_token(session_id)
+    await manager.access_token(stale, ROUTE)
+    assert env.provider.reuse_detected == 0
+
+
+async def test_client_tokens_are_single_flight_and_cached(env: TokenEnv) -> None:
+    manager = await env.manager()
+    route = RouteSettings(path="/api/x", upstream="https://x.example.net", token="client")
+    tokens = await asyncio.gather(*(manager.client_token(route) for _ in range(20)))
+    assert len(set(tokens)) == 1
+    grants = [r["grant_type"] for r in env.provider.token_requests]
+    assert grants.count("client_credentials") == 1
