@@ -1,0 +1,187 @@
+"""The acceptance test of the token lifecycle: three real ``bff serve`` processes sharing one real Redis, 50 parallel
+requests on an expired access token, an IdP that rotates refresh tokens and revokes the whole family on reuse:
+every request succeeds, the IdP sees exactly one refresh and no reuse. And again with an IdP slower than the
+refresh lock's lease."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bff.config import load_config
+from bff.models import TokenSet
+from bff.session.manager import SessionManager
+from bff.session.redis_store import RedisStore
+from bff.types import Receive, Scope, Send
+from tests.support.browser import Browser
+from tests.support.configs import SESSION_KEY
+from tests.support.oidc_provider import TestProvider
+from tests.support.redis_server import RedisProcess
+from tests.support.servers import free_port, serve
+
+XHR = {"X-CSRF": "1"}
+PROCESSES = 3
+REQUESTS = 50
+
+
+def write_config(path: Path, *, port: int, redis_url: str, idp_url: str, api_url: str, secret: str, lease: str) -> None:
+    path.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "http://127.0.0.1:{port}"
+
+[session]
+store = "{redis_url}"
+keys = ["{SESSION_KEY}"]
+
+[oidc]
+issuer = "{idp_url}"
+client_id = "spa-bff"
+client_secret = "{secret}"
+
+[tokens]
+refresh_lock_lease = "{lease}"
+
+[[routes]]
+path = "/api"
+upstream = "{api_url}"
+token = "user"
+""")
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    async def echo_token(scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers with the bearer token it received."""
+        headers = dict(scope["headers"])
+        body = headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve(echo_token, lifespan="off") as url:
+        yield url
+
+
+@pytest.fixture
+def provider() -> Iterator[TestProvider]:
+    provider = TestProvider()
+    with serve(provider.app) as url:
+        provider.issuer = url
+        yield provider
+
+
+def start_bff(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bff", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bff exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"bff on port {port} never became ready:\n{log.read_text()[-3000:]}")
+
+
+async def expire_access_token(redis_url: str, config: Path, cookie: str) -> str:
+    store = RedisStore.from_url(redis_url)
+    try:
+        sessions = SessionManager(store, load_config(config).session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        loaded = await sessions.load(session_id)
+        assert loaded is not None
+        old = loaded.session.tokens
+        expired = TokenSet(
+            access_token=old.access_token,
+            expires_at=1.0,
+            refresh_token=old.refresh_token,
+            id_token=old.id_token,
+            scope=old.scope,
+        )
+        assert await sessions.replace(loaded, loaded.session.evolve(tokens=expired)) is not None
+        return old.access_token
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(("lease", "idp_delay"), [("5s", 0.0), ("300ms", 1.5)], ids=["normal-idp", "slow-idp"])
+async def test_parallel_requests_through_three_processes_refresh_exactly_once(
+    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str, lease: str, idp_delay: float
+) -> None:
+    ports = [free_port() for _ in range(PROCESSES)]
+    configs = []
+    for i, port in enumerate(ports):
+        config = tmp_path / f"bff{i}.toml"
+        write_config(
+            config,
+            port=port,
+            redis_url=redis_process.url,
+            idp_url=provider.issuer,
+            api_url=upstream,
+            secret=provider.client_secret or "",
+            lease=lease,
+        )
+        configs.append(config)
+    with ExitStack() as stack:
+        processes = []
+        for i, (config, port) in enumerate(zip(configs, ports, strict=True)):
+            log = tmp_path / f"bff{i}.log"
+            process = start_bff(config, port, log)
+            stack.callback(process.wait, 10)
+            stack.callback(process.terminate)
+            processes.append((process, log))
+        for (process, log), port in zip(processes, ports, strict=True):
+            wait_ready(port, process, log)
+
+        browser = Browser()
+        try:
+            # Log in through the first instance; every instance accepts the cookie (one key ring, one store).
+            await browser.follow(f"http://127.0.0.1:{ports[0]}/bff/login")
+            cookie = browser.cookies(f"http://127.0.0.1:{ports[0]}")["__Host-bff"]
+        finally:
+            await browser.aclose()
+        old_token = await expire_access_token(redis_process.url, configs[0], cookie)
+        provider.token_delay = idp_delay
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            responses = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        http.get(
+                            f"http://127.0.0.1:{ports[i % PROCESSES]}/api/items",
+                            headers={**XHR, "cookie": f"__Host-bff={cookie}"},
+                        )
+                        for i in range(REQUESTS)
+                    )
+                ),
+                60,
+            )
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200] * REQUESTS, [r.text for r in responses if r.status_code != 200][:3]
+        tokens = {r.text for r in responses}
+        assert len(tokens) == 1
+        assert old_token not in tokens
+        assert provider.refresh_calls == 1
+        assert provider.reuse_detected == 0
