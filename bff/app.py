@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bff.config import Config
+from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
 from bff.endpoints.health import Readyz, healthz
@@ -111,6 +112,9 @@ class BffApp:
             ),
             Route("/bff/user", User(config, self.sessions, self.cookie, self.clock).handle, methods=["GET"]),
             Route("/bff/logout", Logout(config, self.sessions, self.idp, self.cookie).handle, methods=["GET", "POST"]),
+            Route(
+                "/bff/backchannel-logout", BackchannelLogout(config, self.sessions, self.idp).handle, methods=["POST"]
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", Readyz(self.store, self.idp).handle, methods=["GET"]),
         ]

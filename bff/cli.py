@@ -2,21 +2,39 @@
 
     bff serve [--config PATH] [--workers N]   run the proxy (config from --config or $BFF_CONFIG)
     bff check [--config PATH]                 validate the config; print every problem; exit 2 if any
+    bff sessions list --sub SUB [--config PATH] [--json]
+                                              the user's live sessions (handle, clocks, IdP sid; never a token)
+    bff sessions revoke --sub SUB [--config PATH]
+                                              log the user out everywhere: revoke the refresh tokens at the IdP,
+                                              delete every session (all instances sharing the store)
 
-Exit codes: 0 success, 2 invalid configuration or usage.
+Exit codes: 0 success, 1 the session store could not be reached, 2 invalid configuration or usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
 from bff import __version__
 from bff.config import Config, load_config
-from bff.errors import ConfigError
+from bff.errors import BffError, ConfigError
 
+if TYPE_CHECKING:
+    from bff.oidc.provider import IdentityProvider
+    from bff.session.manager import SessionManager
+    from bff.sessions_admin import RevokeReport, SessionListing
+
+_T = TypeVar("_T")
+
+EXIT_UNAVAILABLE = 1
 EXIT_CONFIG = 2
 
 
@@ -65,6 +83,120 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bff sessions ----------------------------------------------------------------------------------------------------
+
+
+def _load_shared_store_config(args: argparse.Namespace) -> Config:
+    config = _load(args)
+    if config.session.store.startswith("memory:"):
+        raise ConfigError(
+            [
+                "session.store: memory:// keeps sessions inside the bff process; `bff sessions` acts on a shared "
+                "store (Redis), so pass the --config of the bff instances whose sessions you mean"
+            ]
+        )
+    return config
+
+
+@contextlib.asynccontextmanager
+async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
+    """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
+    from bff.app import create_store
+    from bff.httpclient import create_idp_client
+    from bff.oidc.provider import IdentityProvider
+    from bff.session.manager import SessionManager
+
+    try:
+        store = create_store(config)
+    except ValueError as exc:
+        raise ConfigError([f"session.store: {exc}"]) from exc
+    try:
+        http = create_idp_client(timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle)
+        try:
+            yield SessionManager(store, config.session), IdentityProvider(config.oidc, http)
+        finally:
+            await http.aclose()
+    finally:
+        await store.aclose()
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_listing(listing: SessionListing, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(listing.to_json(), indent=2) + "\n")
+        return
+    lines = [
+        f"# {len(listing.sessions)} live session(s) of {listing.sub}; times UTC; "
+        "LAST SEEN is approximate (derived from the store TTL and the idle timeout: at least this recent)",
+        f"{'HANDLE':<12}  {'CREATED':<20}  {'LAST SEEN (APPROX.)':<20}  {'EXPIRES':<20}  IDP SID",
+    ]
+    lines.extend(
+        f"{s.handle:<12}  {_utc(s.created_at):<20}  {_utc(s.last_seen):<20}  {_utc(s.expires_at):<20}  {s.sid or '-'}"
+        for s in listing.sessions
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    if listing.unreadable:
+        sys.stderr.write(
+            f"bff: warning: {listing.unreadable} session record(s) of {listing.sub} do not decrypt with this "
+            "config's session.keys (not shown)\n"
+        )
+
+
+def _print_report(report: RevokeReport) -> None:
+    for failure in report.failures:
+        sys.stderr.write(f"bff: warning: {failure}\n")
+    if report.unreadable:
+        sys.stderr.write(
+            f"bff: warning: {report.unreadable} session record(s) did not decrypt with this config's session.keys: "
+            "deleted, but their refresh tokens could not be revoked\n"
+        )
+    sys.stdout.write(
+        f"revoked {report.deleted + report.unreadable} session(s) of {report.sub} "
+        f"({report.revoked} refresh token(s) revoked at the identity provider)\n"
+    )
+
+
+def _run_admin(config: Config, action: Callable[[SessionManager, IdentityProvider], Awaitable[_T]]) -> _T:
+    async def run() -> _T:
+        async with _admin_services(config) as (sessions, idp):
+            return await action(sessions, idp)
+
+    return asyncio.run(run())
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    from bff.sessions_admin import list_sessions
+
+    config = _load_shared_store_config(args)
+    try:
+        listing = _run_admin(config, lambda sessions, _: list_sessions(sessions, args.sub))
+    except ConfigError:
+        raise
+    except BffError as exc:  # the store did not answer
+        sys.stderr.write(f"bff: {exc.message}\n")
+        return EXIT_UNAVAILABLE
+    _print_listing(listing, as_json=args.json)
+    return 0
+
+
+def cmd_sessions_revoke(args: argparse.Namespace) -> int:
+    from bff.sessions_admin import revoke_sessions
+
+    config = _load_shared_store_config(args)
+    try:
+        report = _run_admin(config, lambda sessions, idp: revoke_sessions(sessions, idp, args.sub))
+    except ConfigError:
+        raise
+    except BffError as exc:  # the store did not answer (IdP failures are in the report)
+        sys.stderr.write(f"bff: {exc.message}\n")
+        return EXIT_UNAVAILABLE
+    _print_report(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bff", description="Backend-for-Frontend reverse proxy")
     parser.add_argument("--version", action="version", version=f"bff {__version__}")
@@ -80,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and exit (2 when invalid)")
     check.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     check.set_defaults(func=cmd_check)
+
+    sessions = sub.add_parser("sessions", help="list or revoke a user's sessions (acts on the shared store)")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_sub.add_parser("list", help="the user's live sessions; never shows a token")
+    listing.add_argument("--sub", required=True, help="the user's subject identifier (the ID token's sub)")
+    listing.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_sessions_list)
+    revoke = sessions_sub.add_parser("revoke", help="log the user out everywhere")
+    revoke.add_argument("--sub", required=True, help="the user's subject identifier (the ID token's sub)")
+    revoke.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
+    revoke.set_defaults(func=cmd_sessions_revoke)
     return parser
 
 
