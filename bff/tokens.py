@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -245,41 +246,31 @@ class TokenManager:
         else:
             new = await self._call_idp(current, spent, route)
         tokens = session.tokens
+        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
+        # kept when the IdP did not rotate it (RFC 6749 6).
+        refresh_token = new.refresh_token or spent
+        refresh_expires_at = new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at
         if route_key is None:
-            # Rotation: the new refresh token replaces the old one atomically with the new access token; keep the
-            # old one when the IdP did not rotate it (RFC 6749 6). A new ID token must be about the same user.
-            id_token = new.id_token or tokens.id_token
-            if new.id_token is not None:
+            if new.id_token is not None:  # a new ID token must be about the same user
                 await self._check_same_user(current, new.id_token)
-            tokens = TokenSet(
-                access_token=new.access_token,
-                token_type=new.token_type,
-                expires_at=new.expires_at,
-                refresh_token=new.refresh_token or spent,
-                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
-                id_token=id_token,
+            tokens = dataclasses.replace(
+                new,
+                refresh_token=refresh_token,
+                refresh_expires_at=refresh_expires_at,
+                id_token=new.id_token or tokens.id_token,
                 scope=new.scope or tokens.scope,
             )
             updated = session.evolve(tokens=tokens)
+            # Stragglers holding the spent token find the answer here, even before the session write lands.
+            await self.sessions.save_refresh_result(spent, tokens, RESULT_TTL)
         else:
-            rotated = TokenSet(
-                access_token=tokens.access_token,
-                token_type=tokens.token_type,
-                expires_at=tokens.expires_at,
-                refresh_token=new.refresh_token or spent,
-                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
-                id_token=tokens.id_token,
-                scope=tokens.scope,
+            route_token = TokenSet(
+                access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
             )
-            route_tokens = {
-                **session.route_tokens,
-                route_key: TokenSet(
-                    access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
-                ),
-            }
-            updated = session.evolve(tokens=rotated, route_tokens=route_tokens)
-        # Stragglers holding the spent token find the answer here, even before the session write lands.
-        await self.sessions.save_refresh_result(spent, updated.tokens, RESULT_TTL)
+            updated = session.evolve(
+                tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
+                route_tokens={**session.route_tokens, route_key: route_token},
+            )
         written = await self.sessions.replace(current, updated)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.

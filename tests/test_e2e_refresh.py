@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bff.models import TokenSet
 from bff.session.manager import SessionManager
+from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
 from tests.support.servers import serve
+from tests.support.sessions import expire_access_token
 from tests.support.stack import Stack, running_stack
 
 XHR = {"X-CSRF": "1"}
@@ -108,31 +109,15 @@ async def test_a_second_401_passes_through(stack: Stack, browser: Browser, upstr
     assert len(upstream[0].seen) == 2
 
 
-def _manager(stack: Stack) -> SessionManager:
-    return stack.app.sessions
-
-
 async def _expire(stack: Stack, browser: Browser, redis_url: str) -> None:
-    """Make the session's access token expired, writing through a SessionManager of our own on the same Redis."""
-    from bff.session.redis_store import RedisStore
-
-    app_sessions = _manager(stack)
+    """Expire the session's access token, writing through a SessionManager of our own on the same Redis."""
     store = RedisStore.from_url(redis_url)
     try:
-        ours = SessionManager(store, stack.config.session, prefix=app_sessions.key_for("x").rpartition("s:")[0])
+        prefix = stack.app.sessions.key_for("x").rpartition("s:")[0]
+        ours = SessionManager(store, stack.config.session, prefix=prefix)
         session_id = ours.session_id_from_cookie(browser.cookies(stack.url)["__Host-bff"])
         assert session_id is not None
-        loaded = await ours.load(session_id)
-        assert loaded is not None
-        old = loaded.session.tokens
-        expired = TokenSet(
-            access_token=old.access_token,
-            expires_at=1.0,
-            refresh_token=old.refresh_token,
-            id_token=old.id_token,
-            scope=old.scope,
-        )
-        assert await ours.replace(loaded, loaded.session.evolve(tokens=expired)) is not None
+        await expire_access_token(ours, session_id)
     finally:
         await store.aclose()
 

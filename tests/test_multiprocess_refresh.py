@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from bff.config import load_config
-from bff.models import TokenSet
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
@@ -27,6 +26,7 @@ from tests.support.configs import SESSION_KEY
 from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
+from tests.support.sessions import expire_access_token
 
 XHR = {"X-CSRF": "1"}
 PROCESSES = 3
@@ -104,24 +104,14 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"bff on port {port} never became ready:\n{log.read_text()[-3000:]}")
 
 
-async def expire_access_token(redis_url: str, config: Path, cookie: str) -> str:
+async def expire(redis_url: str, config: Path, cookie: str) -> str:
+    """Expire the session's access token (as the bff processes see it: same key ring, same store); returns it."""
     store = RedisStore.from_url(redis_url)
     try:
         sessions = SessionManager(store, load_config(config).session)
         session_id = sessions.session_id_from_cookie(cookie)
         assert session_id is not None
-        loaded = await sessions.load(session_id)
-        assert loaded is not None
-        old = loaded.session.tokens
-        expired = TokenSet(
-            access_token=old.access_token,
-            expires_at=1.0,
-            refresh_token=old.refresh_token,
-            id_token=old.id_token,
-            scope=old.scope,
-        )
-        assert await sessions.replace(loaded, loaded.session.evolve(tokens=expired)) is not None
-        return old.access_token
+        return (await expire_access_token(sessions, session_id)).session.tokens.access_token
     finally:
         await store.aclose()
 
@@ -162,7 +152,7 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
             cookie = browser.cookies(f"http://127.0.0.1:{ports[0]}")["__Host-bff"]
         finally:
             await browser.aclose()
-        old_token = await expire_access_token(redis_process.url, configs[0], cookie)
+        old_token = await expire(redis_process.url, configs[0], cookie)
         provider.token_delay = idp_delay
 
         async with httpx.AsyncClient(timeout=30) as http:

@@ -15,7 +15,6 @@ import httpx
 
 from bff.config import TokenSettings
 from bff.httpclient import create_idp_client
-from bff.models import TokenSet
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
@@ -23,6 +22,7 @@ from bff.session.store import SessionStore
 from bff.tokens import TokenManager
 from tests.support.configs import make_config
 from tests.support.oidc_provider import TestProvider
+from tests.support.sessions import expire_access_token
 
 REDIRECT_URI = "https://app.example.com/bff/callback"
 
@@ -65,21 +65,7 @@ class TokenEnv:
         return session_id, loaded
 
     async def expire_access_token(self, session_id: str) -> LoadedSession:
-        """Make the session's access token look expired (as if its lifetime had passed)."""
-        loaded = await self.sessions.load(session_id)
-        assert loaded is not None
-        old = loaded.session.tokens
-        expired = TokenSet(
-            access_token=old.access_token,
-            token_type=old.token_type,
-            expires_at=1.0,
-            refresh_token=old.refresh_token,
-            id_token=old.id_token,
-            scope=old.scope,
-        )
-        written = await self.sessions.replace(loaded, loaded.session.evolve(tokens=expired))
-        assert written is not None
-        return written
+        return await expire_access_token(self.sessions, session_id)
 
 
 @contextlib.asynccontextmanager
