@@ -368,3 +368,13 @@ async def test_commands_sent_are_single_key_and_never_keys_or_scan(redis_process
     allowed |= {"script|load", "client|setinfo", "hello", "info"}  # loading scripts, the handshake, this INFO
     assert used <= allowed, used - allowed
     assert {"get", "set", "getdel", "evalsha", "smembers"} <= used  # the stats really saw the store's calls
+
+
+def test_a_missing_redis_server_fails_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from tests.support import redis_server
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match=r"apt-get install -y redis-server"):
+        redis_server.require_redis_server()
