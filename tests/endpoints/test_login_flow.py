@@ -9,8 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from bff.session.memory_store import MemoryStore
 from tests.support.browser import Browser
-from tests.support.stack import Stack, running_stack
+from tests.support.oidc_provider import TestProvider
+from tests.support.servers import serve
+from tests.support.stack import Stack, running_bff, running_stack
 
 XHR = {"X-CSRF": "1"}
 
@@ -200,3 +203,34 @@ async def test_health_and_readiness(stack: Stack, browser: Browser) -> None:
     ready = await browser.request("GET", f"{stack.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"store": "ok", "idp": "ok"}
+
+
+class CountingStore(MemoryStore):
+    """The memory store, counting reads: proves which requests reach the store at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        return await super().get(key)
+
+
+async def test_badly_signed_cookies_never_reach_the_store(browser: Browser) -> None:
+    provider = TestProvider()
+    store = CountingStore()
+    with serve(provider.app) as idp_url:
+        provider.issuer = idp_url
+        with running_bff(provider, idp_url, store=store) as stack:
+            await login(browser, stack)
+            good = browser.cookies(stack.url)["__Host-bff"]
+            before = store.reads
+            for value in (good[:-2] + "xx", good.partition(".")[0], "garbage"):
+                response = await browser.http.get(
+                    f"{stack.url}/bff/user", headers={**XHR, "cookie": f"__Host-bff={value}"}
+                )
+                assert response.status_code == 401
+            assert store.reads == before
+            assert (await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)).status_code == 200
+            assert store.reads == before + 1  # the control: a good cookie does read the store
