@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test check lint format typecheck layers clean
+.PHONY: help venv demo test check lint format typecheck layers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install bff with its test and dev extras
+
+demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA on http://localhost:8000
+	$(BIN)/bff demo
 
 test: $(STAMP) ## run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest

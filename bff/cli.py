@@ -7,6 +7,10 @@
     bff sessions revoke --sub SUB [--config PATH]
                                               log the user out everywhere: revoke the refresh tokens at the IdP,
                                               delete every session (all instances sharing the store)
+    bff demo [--port 8000] [--idp-port 9000] [--api-port 9100] [--check]
+                                              the IdP, the demo API and bff with the demo SPA in one process
+    bff demo-api [--port 9100] [--issuer URL] [--audience demo-api]
+                                              the demo API alone (see bff.demo.cli)
 
 Exit codes: 0 success, 1 the session store could not be reached, 2 invalid configuration or usage.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import importlib.util
 import json
 import os
 import sys
@@ -74,13 +80,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
         "access_log": args.access_log,
+        **_event_loop_and_parser(),
     }
     if args.workers > 1:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
         uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
-        uvicorn.run(BffApp(config), **common)
+        app = BffApp(config)
+        gc.freeze()  # as each worker does in bff.app.app_from_env: see there why
+        uvicorn.run(app, **common)
     return 0
+
+
+def _event_loop_and_parser() -> dict[str, str]:
+    """uvloop and httptools (both installed by ``uvicorn[standard]``) whenever they import: together they halve the
+    server's share of a proxied request's CPU (issue 6). uvicorn's "auto" prefers them too, but falls back without
+    a word; naming them here makes the choice bff's. The fallbacks keep ``bff serve`` working where they cannot be
+    installed (PyPy, Windows for uvloop)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    return {"loop": loop, "http": http}
 
 
 # --- bff sessions ----------------------------------------------------------------------------------------------------
@@ -224,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--sub", required=True, help="the user's subject identifier (the ID token's sub)")
     revoke.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
     revoke.set_defaults(func=cmd_sessions_revoke)
+
+    from bff.demo.cli import add_demo_parsers  # the demo and its API (bff demo, bff demo-api)
+    from bff.devidp.cli import add_devidp_parser
+
+    add_demo_parsers(sub)
+    add_devidp_parser(sub)  # the reference IdP: bff devidp, bff devidp rotate-key
     return parser
 
 

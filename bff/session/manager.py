@@ -11,16 +11,19 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 * ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
   would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
 
-Records are JSON encrypted with AES-256-GCM (``bff.crypto.Encryptor``) with the store key as associated data.
+Records are compact JSON (``bff.session.record``: JWTs unpacked, DEFLATE) encrypted with AES-256-GCM
+(``bff.crypto.Encryptor``) with the store key as associated data.
 
 Expiry: each record's store TTL is ``min(idle_timeout, absolute expiry, refresh-token expiry) - now``; reading
-with ``slide=True`` pushes it forward (sliding idle timeout), never past the absolute expiry. Expired means gone:
-bff never has to remember to delete.
+with ``slide=True`` pushes it forward (sliding idle timeout) in the same round trip as the read
+(``SessionStore.get_and_touch``), never past the absolute expiry. Expired means gone: bff never has to remember to
+delete.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -31,6 +34,7 @@ from bff.config import SessionSettings
 from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
 from bff.models import LoginState, Session, TokenSet
+from bff.session.record import decode_session, encode_session
 from bff.session.store import SessionStore
 from bff.types import Clock, JSONObject, system_clock
 
@@ -42,6 +46,10 @@ LOGOUT_SID = "bff logout sid v1"
 #: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
 _LOGOUT_PENDING = b"pending"
 _LOGOUT_DONE = b"done"
+#: Decoded session records kept per process (a few KB each).
+DECODED_CACHE_SIZE = 1024
+#: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
+_TTL_RESOLUTION = 0.001
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,11 @@ class SessionManager:
         self._logins = Encryptor(derive_keys(ring, LOGIN_ENCRYPTION))
         self._logout_keys = derive_keys(ring, LOGOUT_SID)
         self._cookie = CookieSigner(ring, SESSION_SALT)
+        # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
+        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU (issue 6). Every write
+        # encrypts with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry;
+        # what is cached is exactly what decrypting again would return. Sessions are immutable.
+        self._decoded = functools.lru_cache(maxsize=DECODED_CACHE_SIZE)(self._decrypt)
 
     # --- the cookie ----------------------------------------------------------------------------------------------
 
@@ -163,10 +176,16 @@ class SessionManager:
         return await self.load_key(key, slide=slide)
 
     async def load_key(self, key: str, *, slide: bool = False) -> LoadedSession | None:
-        raw = await self.store.get(key)
+        # Sliding costs one round trip on every proxied request (issue 6): GETEX sets the TTL to the idle timeout
+        # as it reads, because the cap (absolute and refresh-token expiry) is inside the encrypted record. Only in a
+        # session's last idle timeout, when the cap is nearer, does a second call shorten the TTL to it. Between the
+        # two calls (or if the second never happens) the record may outlive its cap in the store, never in use:
+        # every read checks the cap below.
+        idle = self.settings.idle_timeout
+        raw = await (self.store.get_and_touch(key, idle) if slide else self.store.get(key))
         if raw is None:
             return None
-        session = self._decrypt(key, raw)
+        session = self._decoded(key, raw)
         if session is None:
             return None
         now = self.clock()
@@ -174,7 +193,7 @@ class SessionManager:
         if ttl <= 0:
             await self.store.delete(key)
             return None
-        if slide:
+        if slide and ttl < idle - _TTL_RESOLUTION:
             await self.store.touch(key, ttl)
         return LoadedSession(key=key, session=session, raw=raw)
 
@@ -288,12 +307,11 @@ class SessionManager:
     # --- encryption ----------------------------------------------------------------------------------------------
 
     def _encrypt(self, key: str, session: Session) -> bytes:
-        plaintext = json.dumps(session.to_json(), separators=(",", ":")).encode("utf-8")
-        return self._sessions.encrypt(plaintext, key.encode())
+        return self._sessions.encrypt(encode_session(session), key.encode())
 
     def _decrypt(self, key: str, raw: bytes) -> Session | None:
         try:
-            return Session.from_json(json.loads(self._sessions.decrypt(raw, key.encode())))
+            return decode_session(self._sessions.decrypt(raw, key.encode()))
         except DecryptionError:
             # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
             logger.warning("session record could not be decrypted (key removed from the ring?)")

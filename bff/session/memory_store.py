@@ -91,6 +91,18 @@ class MemoryStore:
             self._expire(key, entry, now + ttl)
         return True
 
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        now = self._sweep()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value = _value(key, entry)  # like GETEX, a key of the wrong type raises and is left alone
+        if ttl <= 0:
+            del self._entries[key]
+        else:
+            self._expire(key, entry, now + ttl)
+        return value
+
     async def ttl(self, key: str) -> float | None:
         now = self._sweep()
         entry = self._entries.get(key)

@@ -12,7 +12,7 @@ notifications are enabled, which is the default), so without the retry each of t
 A refused connection fails in microseconds, so the retry keeps the bound. The client reconnects on the next call,
 so a Redis that comes back is used again without restarting bff (``tests/session/test_redis_store.py``).
 
-Requires Redis >= 6.2 (GETDEL).
+Requires Redis >= 6.2 (GETDEL, GETEX).
 """
 
 from __future__ import annotations
@@ -71,17 +71,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS[1]: the index set. ARGV[1]: the member. ARGV[2]: the TTL in ms (> 0). Adds ARGV[1] and makes the set live
-# at least ARGV[2] ms more: its TTL only grows. Not SADD + PEXPIRE GT, because GT treats a set without a TTL as
-# infinite and would leave it immortal (https://redis.io/docs/latest/commands/pexpire/#options); PTTL answers -1
-# for it, which is below any ARGV[2], so it gets one here. Returns 1 when the TTL was raised, 0 otherwise.
+# Indexes are hashes whose fields are the members (values empty), not sets: Redis keeps a small hash as a listpack
+# (~170 bytes for one member), while a set of strings is a hashtable (~280 bytes) before Redis 7.2, and every
+# session has two indexes (issue 6: Redis memory per session). Sets written by earlier versions are still read and
+# updated as sets (TYPE picks the command) until they expire with the sessions they list.
+
+# KEYS[1]: the index. ARGV[1]: the member. ARGV[2]: the TTL in ms (> 0). Adds ARGV[1] and makes the index live at
+# least ARGV[2] ms more: its TTL only grows. Not PEXPIRE GT, because GT treats a key without a TTL as infinite and
+# would leave it immortal (https://redis.io/docs/latest/commands/pexpire/#options); PTTL answers -1 for it, which is
+# below any ARGV[2], so it gets one here. Returns 1 when the TTL was raised, 0 otherwise.
 _INDEX_ADD = """
-redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+    redis.call('SADD', KEYS[1], ARGV[1])
+else
+    redis.call('HSET', KEYS[1], ARGV[1], '')
+end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return 1
 end
 return 0
+"""
+
+# KEYS[1]: the index. ARGV[1]: the member. Removes it; Redis deletes the index with its last member. Returns the
+# number of members removed (0 when the member or the index is absent).
+_INDEX_REMOVE = """
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SREM', KEYS[1], ARGV[1]) end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+# KEYS[1]: the index. Returns its members, an empty array when it does not exist.
+_INDEX_MEMBERS = """
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SMEMBERS', KEYS[1]) end
+return redis.call('HKEYS', KEYS[1])
 """
 
 Kind = Literal["standalone", "sentinel", "cluster"]
@@ -206,6 +228,8 @@ class RedisStore:
         self._extend_lock = client.register_script(_EXTEND_LOCK)
         self._unlock = client.register_script(_UNLOCK)
         self._index_add = client.register_script(_INDEX_ADD)
+        self._index_remove = client.register_script(_INDEX_REMOVE)
+        self._index_members = client.register_script(_INDEX_MEMBERS)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "bff:", timeout: float = 2.0) -> RedisStore:
@@ -286,6 +310,15 @@ class RedisStore:
         with self._errors("PEXPIRE"):
             return await self._client.pexpire(self._prefix + key, _ms(ttl))
 
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        # GETEX (Redis >= 6.2) reads and sets the TTL in one command; PX 0 is an error there, so a TTL <= 0 is a
+        # GETDEL, which is what "read, then expire now" means.
+        ms = _ms(ttl)
+        with self._errors("GETEX" if ms else "GETDEL"):
+            if ms:
+                return _bytes(await self._client.getex(self._prefix + key, px=ms))
+            return _bytes(await self._client.getdel(self._prefix + key))
+
     async def ttl(self, key: str) -> float | None:
         with self._errors("PTTL"):
             ms = await self._client.pttl(self._prefix + key)
@@ -308,12 +341,12 @@ class RedisStore:
                 await self._index_add(keys=[self._prefix + index], args=[member, ms])
 
     async def index_remove(self, index: str, member: str) -> None:
-        with self._errors("SREM"):
-            await self._client.srem(self._prefix + index, member)
+        with self._errors("index_remove"):
+            await self._index_remove(keys=[self._prefix + index], args=[member])
 
     async def index_members(self, index: str) -> list[str]:
-        with self._errors("SMEMBERS"):
-            members = await self._client.smembers(self._prefix + index)
+        with self._errors("index_members"):
+            members = await self._index_members(keys=[self._prefix + index])
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
     async def lock(self, key: str, ttl: float) -> str | None:

@@ -38,6 +38,11 @@ class SessionStore(Protocol):
         """Set a new TTL on an existing key (sliding expiry): the TTL is replaced, so it may also shrink; a TTL <= 0
         deletes the key. False when the key does not exist (nothing is created)."""
 
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        """Read the value and set its TTL to ``ttl`` in one atomic step (``GETEX key PX ttl``): a sliding expiry
+        that costs one round trip, not a read and a ``touch`` (issue 6). None when the key is absent (nothing is
+        created). A TTL <= 0 returns the value and deletes the key."""
+
     async def ttl(self, key: str) -> float | None:
         """Remaining seconds to live, or None when the key does not exist (``math.inf`` for a key without TTL, which
         only something other than a store can create)."""

@@ -216,6 +216,10 @@ class CountingStore(MemoryStore):
         self.reads += 1
         return await super().get(key)
 
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        self.reads += 1
+        return await super().get_and_touch(key, ttl)
+
 
 async def test_badly_signed_cookies_never_reach_the_store(browser: Browser) -> None:
     provider = TestProvider()

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from uuid import uuid4
 
 import pytest
 
 from bff.config import Secret, SessionSettings
+from bff.crypto import Encryptor, derive_keys
 from bff.models import LoginState, TokenSet
-from bff.session.manager import SessionManager
+from bff.session.manager import SESSION_ENCRYPTION, SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.clock import FakeClock
@@ -114,6 +116,55 @@ async def test_absolute_timeout_wins_over_activity(memory_store: MemoryStore, fa
     assert await manager.load(session_id) is not None
     fake_clock.advance(2)
     assert await manager.load(session_id) is None
+
+
+class CallCountingStore(MemoryStore):
+    """Counts the reads and TTL changes a session lookup makes."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.calls: list[str] = []
+
+    async def get(self, key: str) -> bytes | None:
+        self.calls.append("get")
+        return await super().get(key)
+
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        self.calls.append("get_and_touch")
+        return await super().get_and_touch(key, ttl)
+
+    async def touch(self, key: str, ttl: float) -> bool:
+        self.calls.append("touch")
+        return await super().touch(key, ttl)
+
+
+async def test_a_sliding_read_is_one_store_call_until_the_absolute_timeout_is_near(fake_clock: FakeClock) -> None:
+    store = CallCountingStore(fake_clock)
+    manager = SessionManager(store, settings(idle=600, absolute=1000), clock=fake_clock)
+    session_id, _ = await manager.create(sub="alice", sid=None, claims={}, tokens=TOKENS)
+    key = manager.key_for(session_id)
+    assert await manager.load(session_id) is not None
+    assert store.calls == ["get_and_touch"]  # issue 6: one round trip per proxied request
+    assert await store.ttl(key) == 600
+    fake_clock.advance(500)  # 500 s of absolute lifetime left, less than the idle timeout
+    store.calls.clear()
+    assert await manager.load(session_id) is not None
+    assert store.calls == ["get_and_touch", "touch"]
+    assert await store.ttl(key) == 500
+    store.calls.clear()
+    assert await manager.load(session_id, slide=False) is not None
+    assert store.calls == ["get"]
+
+
+async def test_a_record_in_the_format_before_compaction_still_loads(manager: SessionManager) -> None:
+    session_id, session = await manager.create(sub="alice", sid="idp-sid", claims={"name": "Alice"}, tokens=TOKENS)
+    key = manager.key_for(session_id)
+    legacy = Encryptor(derive_keys([KEY_A], SESSION_ENCRYPTION))
+    plaintext = json.dumps(session.to_json(), separators=(",", ":")).encode()
+    await manager.store.set(key, legacy.encrypt(plaintext, key.encode()), 60)
+    loaded = await manager.load(session_id)
+    assert loaded is not None
+    assert loaded.session == session
 
 
 async def test_session_never_outlives_its_refresh_token(memory_store: MemoryStore, fake_clock: FakeClock) -> None:

@@ -235,6 +235,43 @@ async def test_touch_with_ttl_le_zero_deletes(store: SessionStore) -> None:
     assert await store.get("k") is None
 
 
+# -- get_and_touch (the sliding read of every proxied request) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("value", BINARY_VALUES, ids=["empty", "nul", "inner-nul", "all-bytes", "70k"])
+async def test_get_and_touch_returns_the_value_and_replaces_the_ttl(store: SessionStore, value: bytes) -> None:
+    await store.set("k", value, 1)
+    assert await store.get_and_touch("k", LONG) == value
+    assert (await store.ttl("k") or 0) > LONG - 10
+    assert await store.get("k") == value
+
+
+async def test_get_and_touch_may_shorten_the_ttl(harness: Harness) -> None:
+    await harness.store.set("k", b"v", LONG)
+    assert await harness.store.get_and_touch("k", SHORT) == b"v"
+    await harness.elapse(PAST_SHORT)
+    assert await harness.store.get("k") is None
+
+
+async def test_get_and_touch_on_absent_key_creates_nothing(store: SessionStore) -> None:
+    assert await store.get_and_touch("absent", LONG) is None
+    assert await store.ttl("absent") is None
+
+
+async def test_get_and_touch_on_expired_key_is_none(harness: Harness) -> None:
+    await harness.store.set("k", b"v", SHORT)
+    await harness.elapse(PAST_SHORT)
+    assert await harness.store.get_and_touch("k", LONG) is None
+    assert await harness.store.ttl("k") is None
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+async def test_get_and_touch_with_ttl_le_zero_returns_the_value_and_deletes(store: SessionStore, ttl: float) -> None:
+    await store.set("k", b"v", LONG)
+    assert await store.get_and_touch("k", ttl) == b"v"
+    assert await store.get("k") is None
+
+
 # -- take / delete -----------------------------------------------------------------------------------------------
 
 

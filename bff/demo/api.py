@@ -1,0 +1,231 @@
+"""The demo API: a small resource server that the demo SPA calls through bff (``/api/*`` -> here, with the user's
+access token). It shows what an upstream behind bff sees: a bearer token, verified with the IdP's public keys
+only (``bff.demo.access_tokens``), and never a cookie.
+
+    GET /me            who is calling: sub, role, scope, when the token expires (never the token)
+    GET /items         a list
+    GET /admin/stats   role ``admin`` only: 403 ``insufficient_scope`` for anyone else
+    GET /slow?seconds=2   answers after that long (at most ``max_slow`` seconds)
+    GET /ticks?n=10    Server-Sent Events: one tick per ``tick_interval`` (1 s), n of them (at most 60)
+    GET /healthz       liveness, no token
+    GET /public/info   the IdP's issuer and admin page, no token (bff proxies it on a ``token = "none"`` route)
+
+Token failures follow RFC 6750 3: no token is ``401`` with ``WWW-Authenticate: Bearer realm="demo-api"``; a bad one
+is ``401`` with ``error="invalid_token"`` and an ``error_description`` (which is also what makes bff refresh the
+token and replay the call once); a missing role is ``403`` with ``error="insufficient_scope"``. Bodies are JSON
+``{"error": ..., "error_description": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bff.demo.access_tokens import (
+    AccessToken,
+    AccessTokenVerifier,
+    Blocklist,
+    DiscoveredJwks,
+    InvalidToken,
+    VerifierUnavailable,
+)
+from bff.httpclient import create_idp_client
+from bff.types import Clock, system_clock
+
+REALM = "demo-api"
+NO_STORE = {"Cache-Control": "no-store"}
+_UNSAFE_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # RFC 6750 3: error_description characters
+
+ITEMS = [
+    {"id": 1, "name": "Refresh-token rotation", "status": "done"},
+    {"id": 2, "name": "Back-channel logout", "status": "done"},
+    {"id": 3, "name": "Single-flight refresh", "status": "done"},
+    {"id": 4, "name": "Tokens never in the browser", "status": "always"},
+]
+
+
+@dataclass(frozen=True)
+class DemoApiSettings:
+    issuer: str = "http://localhost:9000"
+    audience: str = "demo-api"
+    algorithms: tuple[str, ...] = ("ES256", "RS256")
+    #: Seconds between fetches of the IdP's jti blocklist (fetched when a token is checked, never more often).
+    blocklist_interval: float = 2.0
+    #: How long the last blocklist copy may be used while the IdP cannot be reached.
+    blocklist_max_stale: float = 30.0
+    #: At most one JWKS refetch for an unknown kid per this many seconds.
+    jwks_min_refetch_interval: float = 10.0
+    tick_interval: float = 1.0
+    max_ticks: int = 60
+    max_slow: float = 10.0
+    timeout: float = 5.0
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str | None, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+def _challenge(error: str | None, description: str) -> str:
+    if error is None:
+        return f'Bearer realm="{REALM}"'
+    safe = _UNSAFE_DESCRIPTION.sub("?", description)
+    return f'Bearer realm="{REALM}", error="{error}", error_description="{safe}"'
+
+
+class DemoApi:
+    """The endpoints; ``verifier`` is set by the lifespan (it needs the HTTP client the lifespan opens)."""
+
+    def __init__(self, settings: DemoApiSettings, *, clock: Clock, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._transport = transport
+        self._verifier: AccessTokenVerifier | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        s = self.settings
+        async with create_idp_client(timeout=s.timeout, transport=self._transport) as http:
+            issuer = s.issuer.rstrip("/")
+            jwks = DiscoveredJwks(http, issuer, clock=self.clock, min_refetch_interval=s.jwks_min_refetch_interval)
+            blocklist = Blocklist(
+                http,
+                issuer + "/blocklist",
+                clock=self.clock,
+                interval=s.blocklist_interval,
+                max_stale=s.blocklist_max_stale,
+            )
+            self._verifier = AccessTokenVerifier(
+                jwks, blocklist, issuer=s.issuer, audience=s.audience, clock=self.clock, algorithms=s.algorithms
+            )
+            yield
+
+    async def _caller(self, request: Request) -> AccessToken:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refused(401, None, "a bearer token is required")
+        assert self._verifier is not None
+        try:
+            return await self._verifier.verify(token.strip())
+        except InvalidToken as exc:
+            raise _Refused(401, "invalid_token", exc.description) from exc
+
+    async def on_refused(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _Refused)
+        body = {"error": exc.error or "missing_token", "error_description": exc.description}
+        headers = {**NO_STORE, "WWW-Authenticate": _challenge(exc.error, exc.description)}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
+
+    async def on_unavailable(self, request: Request, exc: Exception) -> Response:
+        body = {"error": "temporarily_unavailable", "error_description": str(exc)}
+        return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "5"})
+
+    # --- endpoints -------------------------------------------------------------------------------------------------
+
+    async def me(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        now = self.clock()
+        body = {
+            "sub": caller.sub,
+            "role": caller.role,
+            "scope": list(caller.scope),
+            "client_id": caller.client_id,
+            "token_issued_at": caller.issued_at,
+            "token_expires_at": caller.expires_at,
+            "token_expires_in": max(0, round(caller.expires_at - now)),
+            "issuer": self.settings.issuer,
+        }
+        return JSONResponse(body, headers=NO_STORE)
+
+    async def items(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        return JSONResponse({"owner": caller.sub, "items": ITEMS}, headers=NO_STORE)
+
+    async def admin_stats(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        if caller.role != "admin":
+            raise _Refused(403, "insufficient_scope", "the admin role is required")
+        return JSONResponse({"users": 2, "items": len(ITEMS), "checked_by": caller.sub}, headers=NO_STORE)
+
+    async def slow(self, request: Request) -> Response:
+        await self._caller(request)
+        try:
+            requested = float(request.query_params.get("seconds", "2"))
+        except ValueError:
+            requested = -1.0
+        if not 0 <= requested < float("inf"):
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "seconds must be a non-negative number"},
+                status_code=400,
+                headers=NO_STORE,
+            )
+        slept = min(requested, self.settings.max_slow)
+        await asyncio.sleep(slept)
+        return JSONResponse({"requested": requested, "slept": slept}, headers=NO_STORE)
+
+    async def ticks(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        try:
+            n = int(request.query_params.get("n", "10"))
+        except ValueError:
+            n = 10
+        n = max(1, min(n, self.settings.max_ticks))
+        return StreamingResponse(
+            self._tick_stream(n, caller.sub),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _tick_stream(self, n: int, sub: str) -> AsyncIterator[bytes]:
+        yield f": {n} ticks for {sub}\n\n".encode()  # a comment: the browser sees the stream open at once
+        for i in range(1, n + 1):
+            if i > 1:
+                await asyncio.sleep(self.settings.tick_interval)
+            data = json.dumps({"tick": i, "of": n, "at": self.clock()})
+            yield f"id: {i}\nevent: tick\ndata: {data}\n\n".encode()
+        yield b"event: done\ndata: {}\n\n"
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers=NO_STORE)
+
+    async def info(self, request: Request) -> Response:
+        issuer = self.settings.issuer.rstrip("/")
+        body = {"issuer": issuer, "admin_url": issuer + "/admin", "audience": self.settings.audience}
+        return JSONResponse(body, headers=NO_STORE)
+
+
+def create_demo_api(
+    settings: DemoApiSettings | None = None,
+    *,
+    clock: Clock = system_clock,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """The demo API as an ASGI app (its lifespan opens and closes the HTTP client for the IdP)."""
+    api = DemoApi(settings or DemoApiSettings(), clock=clock, transport=transport)
+    routes = [
+        Route("/me", api.me, methods=["GET"]),
+        Route("/items", api.items, methods=["GET"]),
+        Route("/admin/stats", api.admin_stats, methods=["GET"]),
+        Route("/slow", api.slow, methods=["GET"]),
+        Route("/ticks", api.ticks, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/public/info", api.info, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={_Refused: api.on_refused, VerifierUnavailable: api.on_unavailable},
+        lifespan=api.lifespan,
+    )

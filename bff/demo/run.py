@@ -1,0 +1,266 @@
+"""``bff demo``: the whole system in one process. The reference IdP, the demo API and bff (serving the demo SPA)
+run as three uvicorn servers on one event loop, wired to each other:
+
+    browser -> bff http://localhost:8000  (the SPA, /bff/*, /api/* -> the demo API with the user's token)
+            -> IdP http://localhost:9000  (login form, admin page; back-channel logout -> bff)
+    bff     -> API http://127.0.0.1:9100  (verifies the IdP's JWTs, checks its jti blocklist)
+
+Sessions and IdP state live in memory unless ``REDIS_URL`` is set (then both use that Redis). The session key and
+the client secret are random for each run unless ``BFF_SESSION_KEY`` / ``BFF_CLIENT_SECRET`` are set. Access tokens
+live 60 s by default, so bff's refreshes are visible in the SPA within a minute.
+
+``check=True`` starts everything, waits until all three answer (bff ``/readyz``, the IdP's discovery document,
+the API's ``/healthz``), prints ``OK`` and stops: the smoke test of CI. SIGINT and SIGTERM stop all three
+servers gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from bff.config import Config, parse_config
+from bff.errors import ConfigError
+from bff.types import ASGIApp
+
+#: The demo SPA, shipped in the wheel as package data.
+SPA_DIR = Path(__file__).resolve().parent / "spa"
+CLIENT_ID = "spa-bff"
+EXIT_FAILED = 1
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    port: int = 8000
+    idp_port: int = 9000
+    api_port: int = 9100
+    #: The address the three servers listen on (loopback: the demo's URLs say localhost).
+    host: str = "127.0.0.1"
+    redis_url: str | None = None
+    session_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    access_token_ttl: float = 60.0
+    #: How long ``check`` (and startup) waits for the three servers.
+    ready_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> DemoOptions:
+        """Options with ``REDIS_URL``, ``BFF_SESSION_KEY`` and ``BFF_CLIENT_SECRET`` from ``env`` when set."""
+        values: dict[str, object] = {}
+        if env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        if env.get("BFF_SESSION_KEY"):
+            values["session_key"] = env["BFF_SESSION_KEY"]
+        if env.get("BFF_CLIENT_SECRET"):
+            values["client_secret"] = env["BFF_CLIENT_SECRET"]
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
+
+    @property
+    def public_origin(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        return f"http://localhost:{self.idp_port}"
+
+    @property
+    def local_host(self) -> str:
+        """Where this process reaches its own servers."""
+        return "127.0.0.1" if self.host in ("", "0.0.0.0", "localhost") else self.host  # noqa: S104 - a comparison
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.local_host}:{self.api_port}"
+
+    @property
+    def store(self) -> str:
+        return self.redis_url or "memory://"
+
+
+def build_bff_config(options: DemoOptions) -> Config:
+    """bff's configuration for the demo, built in code and validated like a TOML file."""
+    origin = options.public_origin
+    document = {
+        "server": {"listen": f"{options.host}:{options.port}", "public_origin": origin},
+        "session": {"store": options.store, "keys": [options.session_key]},
+        "oidc": {
+            "issuer": options.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": options.client_secret,
+            "scopes": ["openid", "profile", "email", "offline_access"],
+            "post_logout_redirect_uri": origin + "/",
+            "id_token_signing_algs": ["ES256", "RS256"],
+        },
+        "routes": [
+            # Longest prefix wins: the API's public info needs no login (token = "none"), everything else does.
+            {"path": "/api/public", "upstream": options.api_url + "/public", "token": "none", "methods": ["GET"]},
+            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s"},
+        ],
+        "frontend": {"directory": str(SPA_DIR)},
+    }
+    return parse_config(document, env={}, source="<bff demo>")
+
+
+def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, ASGIApp]:
+    """The IdP, the demo API and bff, configured for each other."""
+    from bff.app import BffApp
+    from bff.demo.api import DemoApiSettings, create_demo_api
+    from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+
+    origin = options.public_origin
+    client = ClientRegistration(
+        client_id=CLIENT_ID,
+        client_secret=options.client_secret,
+        redirect_uris=(origin + "/bff/callback",),
+        post_logout_redirect_uris=(origin + "/",),
+        backchannel_logout_uri=origin + "/bff/backchannel-logout",
+    )
+    idp = create_devidp_app(
+        DevIdPSettings(
+            issuer=options.issuer,
+            data_dir=data_dir,
+            store_url=options.store,
+            access_token_ttl=options.access_token_ttl,
+            clients=(client,),
+        )
+    )
+    api = create_demo_api(DemoApiSettings(issuer=options.issuer, audience="demo-api"))
+    return idp, api, BffApp(build_bff_config(options))
+
+
+class _Server(uvicorn.Server):
+    """Three servers share one loop: signals are handled once, by :func:`run_demo`, not by each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError([f"{what}: cannot listen on {host}:{port} ({exc.strerror}); choose another port"]) from exc
+    return sock
+
+
+def _server(app: ASGIApp) -> _Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=3,
+    )
+    return _Server(config)
+
+
+async def _wait_until_ok(client: httpx.AsyncClient, url: str, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(url)).status_code == 200:
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _banner(options: DemoOptions) -> str:
+    from bff.devidp.settings import default_users
+
+    users = " or ".join(f"{u.username} / {u.demo_password} (role {u.role})" for u in default_users())
+    store = options.store.split("://")[0] + "://" if options.redis_url else "memory:// (set REDIS_URL to use Redis)"
+    return "\n".join(
+        [
+            "bff demo is running:",
+            f"  open      {options.public_origin}/          <- the demo SPA, served and protected by bff",
+            f"  IdP       {options.issuer}          (admin page: {options.issuer}/admin)",
+            f"  demo API  {options.api_url}",
+            f"  store     {store}",
+            f"Log in as {users}; the passwords are also on the IdP's login page.",
+            f"Access tokens live {options.access_token_ttl:.0f} s: watch bff refresh them. Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+async def run_demo(options: DemoOptions, *, check: bool = False) -> int:
+    """Run the three servers until SIGINT/SIGTERM (or, with ``check``, until all three are ready). Exit code."""
+    sockets = [
+        _bind(options.host, options.idp_port, "the IdP (--idp-port)"),
+        _bind(options.host, options.api_port, "the demo API (--api-port)"),
+    ]
+    try:
+        sockets.append(_bind(options.host, options.port, "bff (--port)"))
+        with tempfile.TemporaryDirectory(prefix="bff-demo-idp-") as data_dir:
+            servers = [_server(app) for app in build_apps(options, Path(data_dir))]
+            return await _serve(options, servers, sockets, check=check)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve(options: DemoOptions, servers: list[_Server], sockets: list[socket.socket], *, check: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled = [sig for sig in (signal.SIGINT, signal.SIGTERM) if _add_signal_handler(loop, sig, stop.set)]
+    tasks: list[asyncio.Task[None]] = []
+    local = options.local_host
+    checks = [
+        ("the IdP", f"http://{local}:{options.idp_port}/.well-known/openid-configuration"),
+        ("the demo API", f"http://{local}:{options.api_port}/healthz"),
+        ("bff", f"http://{local}:{options.port}/readyz"),
+    ]
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            deadline = time.monotonic() + options.ready_timeout
+            # The IdP first, so that bff loads its metadata at startup instead of retrying with back-off.
+            for server, sock, (name, url) in zip(servers, sockets, checks, strict=True):
+                tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+                if not await _wait_until_ok(client, url, deadline):
+                    sys.stderr.write(f"bff demo: {name} is not ready ({url} did not answer 200)\n")
+                    return EXIT_FAILED
+        if check:
+            store = options.store.split("://")[0]
+            sys.stdout.write(
+                f"bff demo --check: OK (bff {options.public_origin}, IdP {options.issuer}, API {options.api_url}, "
+                f"store {store}://)\n"
+            )
+            return 0
+        sys.stdout.write(_banner(options))
+        sys.stdout.flush()
+        waiting = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        return 0 if stop.is_set() else EXIT_FAILED
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _add_signal_handler(loop: asyncio.AbstractEventLoop, sig: signal.Signals, callback: Callable[[], object]) -> bool:
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals (Windows)
+        return False
+    return True

@@ -1,0 +1,151 @@
+"""``bff devidp``: run the DEVELOPMENT identity provider, or rotate its signing key.
+
+    bff devidp [--port 9000] [--host 127.0.0.1] [--issuer URL] [--data-dir DIR] [--store URL] [--alg ES256|RS256]
+               [--access-token-ttl 15m] [--client-id spa-bff] [--client-secret S] [--redirect-uri URL ...]
+               [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL] [--audience demo-api]
+    bff devidp rotate-key [--data-dir DIR] [--alg ES256|RS256] [--keep-old-for 15m]
+
+The client secret is ``--client-secret``, else ``$BFF_CLIENT_SECRET``, else generated and printed at start. Invalid
+flags raise :class:`~bff.errors.ConfigError` (``bff`` prints every problem and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bff.config_reader import parse_duration
+from bff.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
+from bff.devidp.pages import BANNER
+from bff.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+CLIENT_SECRET_ENV = "BFF_CLIENT_SECRET"  # noqa: S105 - the name of an environment variable
+BFF_ORIGIN = "http://localhost:8000"
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_devidp_parser(subparsers: SubParsers) -> None:
+    """Register ``devidp`` (serve) and ``devidp rotate-key`` on ``bff``'s sub-command parsers."""
+    parser = subparsers.add_parser(
+        "devidp",
+        help="run the DEVELOPMENT identity provider (not for production)",
+        description=f"{BANNER}. An OpenID Provider for local development, demos and tests.",
+    )
+    parser.add_argument("--port", type=int, default=9000, help="listen port (default: 9000)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    parser.add_argument("--issuer", help="issuer URL (default: http://localhost:PORT)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"signing keys (default: {DEFAULT_DATA_DIR})"
+    )
+    parser.add_argument("--store", default="memory://", help="memory:// or a Redis URL (default: memory://)")
+    parser.add_argument("--alg", choices=ALGS, default="ES256", help="signing algorithm (default: ES256)")
+    parser.add_argument("--access-token-ttl", type=_duration, default=900.0, help="e.g. 15m, 30s (default: 15m)")
+    parser.add_argument("--client-id", default="spa-bff", help="the registered client (default: spa-bff)")
+    parser.add_argument("--client-secret", help=f"default: ${CLIENT_SECRET_ENV}, else generated and printed")
+    parser.add_argument("--redirect-uri", action="append", help=f"repeatable (default: {BFF_ORIGIN}/bff/callback)")
+    parser.add_argument("--post-logout-redirect-uri", action="append", help=f"repeatable (default: {BFF_ORIGIN}/)")
+    parser.add_argument(
+        "--backchannel-logout-uri",
+        default=f"{BFF_ORIGIN}/bff/backchannel-logout",
+        help=f"'' for none (default: {BFF_ORIGIN}/bff/backchannel-logout)",
+    )
+    parser.add_argument("--audience", default="demo-api", help="aud of access tokens (default: demo-api)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(func=cmd_devidp)
+
+    commands = parser.add_subparsers(dest="devidp_command", metavar="{rotate-key}")
+    rotate = commands.add_parser("rotate-key", help="sign with a new key; keep the old one published for a while")
+    # Its own dest: a sub-parser's defaults would overwrite a --data-dir given before "rotate-key".
+    rotate.add_argument("--data-dir", dest="key_data_dir", type=Path, help=f"default: {DEFAULT_DATA_DIR}")
+    rotate.add_argument("--alg", dest="key_alg", choices=ALGS, help="default: the current key's")
+    rotate.add_argument(
+        "--keep-old-for", type=_duration, default=DEFAULT_KEEP_OLD_FOR, help="publish the old key this long (15m)"
+    )
+    rotate.set_defaults(func=cmd_rotate_key)
+
+
+def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[DevIdPSettings, bool]:
+    """The settings ``args`` describe, and whether the client secret was generated (so it must be shown)."""
+    env = os.environ if environ is None else environ
+    secret = args.client_secret or env.get(CLIENT_SECRET_ENV)
+    generated = not secret
+    client = ClientRegistration(
+        client_id=args.client_id,
+        client_secret=secret or secrets.token_urlsafe(32),
+        redirect_uris=tuple(args.redirect_uri or [f"{BFF_ORIGIN}/bff/callback"]),
+        post_logout_redirect_uris=tuple(args.post_logout_redirect_uri or [f"{BFF_ORIGIN}/"]),
+        backchannel_logout_uri=args.backchannel_logout_uri or None,
+        grant_types=("authorization_code", "refresh_token", "client_credentials"),
+    )
+    settings = DevIdPSettings(
+        issuer=args.issuer or f"http://localhost:{args.port}",
+        data_dir=args.data_dir,
+        store_url=args.store,
+        alg=args.alg,
+        access_token_ttl=args.access_token_ttl,
+        audience=args.audience,
+        clients=(client,),
+    )
+    return settings, generated
+
+
+def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
+    client = settings.clients[0]
+    secret = client.client_secret if show_secret else f"(from --client-secret or ${CLIENT_SECRET_ENV})"
+    users = ", ".join(f"{u.username} / {u.demo_password} ({u.role})" for u in settings.users if u.demo_password)
+    return "\n".join(
+        [
+            BANNER,
+            f"  issuer:        {settings.issuer}",
+            f"  discovery:     {settings.issuer}/.well-known/openid-configuration",
+            f"  admin page:    {settings.issuer}/admin",
+            f"  client:        {client.client_id}, secret {secret}",
+            f"  redirect URIs: {', '.join(client.redirect_uris)}",
+            f"  demo users:    {users}",
+            f"  signing keys:  {settings.data_dir} ({settings.alg})",
+            "",
+        ]
+    )
+
+
+def cmd_devidp(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bff.devidp.app import create_devidp_app
+    from bff.observability import configure_logging
+
+    settings, generated = build_settings(args)
+    configure_logging(args.log_level)
+    sys.stdout.write(banner(settings, show_secret=generated))
+    sys.stdout.flush()
+    uvicorn.run(
+        create_devidp_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    data_dir = args.key_data_dir or args.data_dir
+    kid = rotate_key(data_dir, alg=args.key_alg, keep_old_for=args.keep_old_for)
+    sys.stdout.write(
+        f"{data_dir}: now signing with {kid}; the previous key stays published for {args.keep_old_for:g}s\n"
+    )
+    return 0

@@ -1,0 +1,153 @@
+"""The IdP's protocol endpoints other than ``/authorize`` (see ``login``): discovery, JWKS, token, revocation,
+RP-initiated logout, userinfo, and the access-token blocklist.
+
+``GET /blocklist`` answers ``{"revoked_jtis": {"<jti>": <exp>, ...}}``: the ``jti`` of every revoked access token
+that has not expired yet, with its ``exp``. An API that polls it can refuse revoked tokens before they expire. The
+``jti`` values are not secret (a ``jti`` is no credential), so the list is public.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bff.devidp.accounts import user_claims
+from bff.devidp.keys import KeyRing
+from bff.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
+from bff.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
+from bff.devidp.pages import error_page, logout_confirm_page, message_page
+from bff.devidp.sessions import BrowserSessions
+from bff.devidp.settings import DevIdPSettings
+from bff.devidp.storage import Blocklist
+from bff.types import Clock, JSONObject
+
+logger = logging.getLogger("bff.devidp.endpoints")
+
+NO_STORE = {"Cache-Control": "no-store"}
+CLAIMS_SUPPORTED = (
+    *("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "amr", "at_hash"),
+    *("name", "preferred_username", "role", "email", "email_verified"),
+)
+
+
+class ProtocolEndpoints:
+    def __init__(
+        self,
+        settings: DevIdPSettings,
+        server: DevAuthorizationServer,
+        *,
+        keys: KeyRing,
+        minter: TokenMinter,
+        sessions: BrowserSessions,
+        blocklist: Blocklist,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._server = server
+        self._keys = keys
+        self._minter = minter
+        self._sessions = sessions
+        self._blocklist = blocklist
+        self._clock = clock
+
+    async def discovery(self, request: Request) -> Response:
+        """OpenID Connect Discovery 1.0 section 3, with RFC 8414, RFC 9207 and the logout specs' fields."""
+        issuer = self._settings.issuer
+        metadata: JSONObject = {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/authorize",
+            "token_endpoint": f"{issuer}/token",
+            "jwks_uri": f"{issuer}/jwks",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+            "revocation_endpoint": f"{issuer}/revoke",
+            "end_session_endpoint": f"{issuer}/end_session",
+            "scopes_supported": self._settings.scopes_supported(),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": self._keys.algorithms(),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "prompt_values_supported": ["none", "login"],
+            "claims_supported": list(CLAIMS_SUPPORTED),
+            "authorization_response_iss_parameter_supported": True,
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
+            "frontchannel_logout_supported": False,
+        }
+        return JSONResponse(metadata)
+
+    async def jwks(self, request: Request) -> Response:
+        # Short caching: after a rotation, clients see the new key within a minute (and refetch on unknown kid).
+        return JSONResponse(self._keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    async def blocklist(self, request: Request) -> Response:
+        return JSONResponse({"revoked_jtis": await self._blocklist.live()}, headers=NO_STORE)
+
+    async def token(self, request: Request) -> Response:
+        """RFC 6749 3.2; errors per 5.2 (``invalid_client`` is 401 when the client tried HTTP Basic)."""
+        http = await HttpRequest.read(request, issuer=self._settings.issuer)
+        response = await run_in_thread(self._server.token_response, http)
+        return response.to_starlette()
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: 200 whether or not the token was known (2.2), so the answer reveals nothing."""
+        http = await HttpRequest.read(request, issuer=self._settings.issuer)
+        response = await run_in_thread(self._server.revocation_response, http)
+        return response.to_starlette()
+
+    async def end_session(self, request: Request) -> Response:
+        """RP-Initiated Logout 1.0. With a valid ``id_token_hint``: end that IdP session at once and redirect to
+        ``post_logout_redirect_uri`` only if it is registered for the client (section 3), else a page. Without
+        one: ask the signed-in user to confirm (section 6), with a CSRF-protected POST."""
+        http = await HttpRequest.read(request, issuer=self._settings.issuer)
+        session = await self._sessions.current(request)
+        params = dict(http.params)
+        if request.method == "POST" and params.get("confirm") == "yes":
+            if session is None:
+                return message_page("Signed out", "You are not signed in.")
+            if not hmac.compare_digest(params.get("csrf", "").encode(), session.csrf.encode()):
+                return error_page("The sign-out form is invalid; reload it and try again.", status=403)
+            await self._sessions.end(session.sid)
+            signed_out = message_page("Signed out", "You are signed out of the identity provider.")
+            self._sessions.clear_session_cookie(signed_out)
+            return signed_out
+        try:
+            validated = await run_in_thread(self._server.end_session_request, http)
+        except OAuth2Error as error:  # RP-Initiated Logout 4: on errors, no logout and no redirect
+            return error_page(f"The logout request is invalid ({error.description or error.error}).")
+        if validated.needs_confirmation:
+            if session is None:
+                return message_page("Signed out", "You are not signed in.")
+            return logout_confirm_page(username=session.username, csrf=session.csrf)
+        redirect = await run_in_thread(self._server.end_session_response, validated)
+        response: Response
+        if redirect is not None:
+            response = redirect.to_starlette()
+        else:
+            response = message_page("Signed out", "You are signed out of the identity provider.")
+        if session is not None and session.sid == (validated.id_token_claims or {}).get("sid"):
+            self._sessions.clear_session_cookie(response)
+        return response
+
+    async def userinfo(self, request: Request) -> Response:
+        """OpenID Connect Core 5.3 with a Bearer access token (RFC 6750 2.1); errors per RFC 6750 3."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer", **NO_STORE})
+        claims = self._minter.verify(token.strip(), typ=ACCESS_TOKEN_TYP)
+        if claims is None or claims.get("exp", 0) <= self._clock() or await self._blocklist.contains(claims["jti"]):
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"', **NO_STORE})
+        scope = str(claims.get("scope", ""))
+        user = self._settings.user_by_sub(str(claims.get("sub")))
+        if user is None or "openid" not in scope.split():
+            return Response(
+                status_code=403, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"', **NO_STORE}
+            )
+        return JSONResponse(user_claims(user, scope), headers=NO_STORE)

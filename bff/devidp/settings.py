@@ -1,0 +1,189 @@
+"""Settings of the development identity provider: frozen dataclasses with stated defaults, validated at once.
+
+Validation collects every problem and raises one :class:`~bff.errors.ConfigError` (STYLE 7), so ``bff devidp``
+with three bad flags names all three.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+from urllib.parse import urlsplit
+
+from bff.config_reader import is_loopback_host
+from bff.devidp.passwords import hash_password
+from bff.errors import ConfigError
+
+Alg = Literal["ES256", "RS256"]
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+ALGS: tuple[Alg, ...] = get_args(Alg)
+GRANT_TYPES: tuple[GrantType, ...] = get_args(GrantType)
+#: Scopes every client may ask for; a client's ``scope`` may add its own (API scopes for client credentials).
+STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
+DEFAULT_DATA_DIR = Path(".bff-data/devidp")
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    """A registered client (OpenID Connect Dynamic Client Registration 1.0 section 2 names the fields).
+
+    ``client_secret=None`` registers a public client: it authenticates with ``none`` and proves possession with
+    PKCE only. Redirect URIs, post-logout redirect URIs and the back-channel URI are compared exactly, never by
+    prefix (RFC 9700 4.1.3).
+    """
+
+    client_id: str
+    client_secret: str | None = field(repr=False)
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
+    grant_types: tuple[GrantType, ...] = ("authorization_code", "refresh_token")
+    scope: str = " ".join(STANDARD_SCOPES)
+
+    @property
+    def is_public(self) -> bool:
+        return self.client_secret is None
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A user of the IdP. ``demo_password`` is only shown on the login page in demo mode; logins check the hash."""
+
+    username: str
+    sub: str
+    name: str
+    email: str
+    role: str
+    password_hash: str = field(repr=False)
+    email_verified: bool = True
+    demo_password: str | None = field(default=None, repr=False)
+
+
+@functools.cache
+def default_users() -> tuple[DemoUser, ...]:
+    """alice (role ``admin``, password ``wonderland``) and bob (role ``user``, password ``builder``).
+
+    Cached: hashing costs ~50 ms per password, and the tuple of frozen users is safe to share.
+    """
+    return (
+        DemoUser(
+            "alice", "alice-0001", "Alice Example", "alice@example.com", "admin", hash_password("wonderland"),
+            demo_password="wonderland",  # noqa: S106 - demo passwords are public by design
+        ),
+        DemoUser(
+            "bob", "bob-0002", "Bob Example", "bob@example.com", "user", hash_password("builder"),
+            demo_password="builder",  # noqa: S106 - demo passwords are public by design
+        ),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DevIdPSettings:
+    """Everything ``create_devidp_app`` needs. Durations are seconds."""
+
+    #: The issuer identifier (OpenID Connect Discovery 1.0 section 3): every endpoint URL derives from it.
+    issuer: str
+    #: Where the signing keys live (``signing-key.pem``, ``retired-keys.json``); created 0700 when missing.
+    data_dir: Path
+    #: ``memory://`` or a Redis URL, as for bff's ``[session] store``.
+    store_url: str = "memory://"
+    #: Prefix of every key in Redis, so the IdP can share a database with bff.
+    store_prefix: str = "devidp:"
+    alg: Alg = "ES256"
+    access_token_ttl: float = 900
+    refresh_token_ttl: float = 7 * 86400
+    id_token_ttl: float = 300
+    #: The IdP's own browser session (single sign-on across clients).
+    session_ttl: float = 12 * 3600
+    #: ``aud`` of access tokens unless the client asks for one of ``resources`` (RFC 8707).
+    audience: str = "demo-api"
+    #: Further RFC 8707 resource indicators a client may ask for with ``resource=``.
+    resources: tuple[str, ...] = ()
+    clients: tuple[ClientRegistration, ...] = ()
+    users: tuple[DemoUser, ...] = field(default_factory=default_users)
+    #: Shows the demo passwords on the login page and enables ``/admin``.
+    demo_mode: bool = True
+
+    def __post_init__(self) -> None:
+        problems = [
+            *_issuer_problems(self.issuer),
+            *_ttl_problems(self),
+            *_client_problems(self.clients),
+            *_unique_problems("users", [u.username for u in self.users] + [u.sub for u in self.users]),
+        ]
+        if self.alg not in ALGS:
+            problems.append(f"alg: must be one of {', '.join(ALGS)}, got {self.alg!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def max_token_ttl(self) -> float:
+        """The longest lifetime of a signed token: how long a retired signing key must stay in the JWKS."""
+        return max(self.access_token_ttl, self.id_token_ttl)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies get ``Secure`` when the issuer is https (on http://localhost a browser would drop them)."""
+        return self.issuer.startswith("https://")
+
+    def client(self, client_id: str) -> ClientRegistration | None:
+        return next((c for c in self.clients if c.client_id == client_id), None)
+
+    def user(self, username: str) -> DemoUser | None:
+        return next((u for u in self.users if u.username == username), None)
+
+    def user_by_sub(self, sub: str) -> DemoUser | None:
+        return next((u for u in self.users if u.sub == sub), None)
+
+    def scopes_supported(self) -> list[str]:
+        extra = sorted({s for c in self.clients for s in c.scope.split()} - set(STANDARD_SCOPES))
+        return [*STANDARD_SCOPES, *extra]
+
+
+def _issuer_problems(issuer: str) -> list[str]:
+    parts = urlsplit(issuer)
+    # Discovery 1.0 section 3 / RFC 8414 section 2: a URL with scheme and host, no query and no fragment.
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"issuer: must be an http(s) URL, got {issuer!r}"]
+    if parts.query or parts.fragment or issuer.endswith("/"):
+        return [f"issuer: must have no query, fragment or trailing slash, got {issuer!r}"]
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        # bff's own rule for an IdP (bff.oidc._http.is_secure_url); authlib's transport check agrees (RFC 6749 3.1).
+        return [f"issuer: plain http only for a loopback host (localhost, *.localhost, 127.0.0.1), got {issuer!r}"]
+    return []
+
+
+def _ttl_problems(settings: DevIdPSettings) -> list[str]:
+    names = ("access_token_ttl", "refresh_token_ttl", "id_token_ttl", "session_ttl")
+    return [f"{name}: must be at least 1 second" for name in names if not getattr(settings, name) >= 1]
+
+
+def _client_problems(clients: Sequence[ClientRegistration]) -> list[str]:
+    problems = _unique_problems("clients", [c.client_id for c in clients])
+    for c in clients:
+        where = f"clients[{c.client_id}]"
+        if c.client_secret is not None and len(c.client_secret) < 16:
+            problems.append(f"{where}.client_secret: must be at least 16 characters (or None for a public client)")
+        unknown = [g for g in c.grant_types if g not in GRANT_TYPES]
+        if unknown:
+            problems.append(f"{where}.grant_types: unknown {', '.join(unknown)}")
+        if c.is_public and "client_credentials" in c.grant_types:
+            problems.append(f"{where}: a public client cannot use client_credentials (RFC 6749 4.4)")
+        if "authorization_code" in c.grant_types and not c.redirect_uris:
+            problems.append(f"{where}.redirect_uris: the authorization_code grant needs at least one")
+        uris = [*c.redirect_uris, *c.post_logout_redirect_uris, *filter(None, [c.backchannel_logout_uri])]
+        problems.extend(f"{where}: {uri!r} is not an absolute http(s) URL" for uri in uris if not _is_url(uri))
+    return problems
+
+
+def _unique_problems(what: str, names: Sequence[str]) -> list[str]:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    return [f"{what}: {name!r} is defined twice" for name in duplicates]
+
+
+def _is_url(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.fragment

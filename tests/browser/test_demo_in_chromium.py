@@ -1,0 +1,209 @@
+"""The whole system in a real headless Chromium: the demo SPA served by bff, the reference IdP's login page, the demo
+API behind bff, the Redis store. Chromium is Debian's (/usr/bin/chromium), driven by Playwright; no browser is
+ever downloaded."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bff.app import BffApp
+from bff.config import TokenSettings
+from bff.demo.run import DemoOptions, build_apps, build_bff_config
+from bff.session.manager import SessionManager
+from bff.session.redis_store import RedisStore
+from tests.support.redis_server import RedisProcess, require_redis_server
+from tests.support.servers import serve
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ACCESS_TOKEN_TTL = 4.0
+TIMEOUT_MS = 15_000
+
+
+@dataclasses.dataclass
+class Demo:
+    url: str
+    idp_url: str
+    bff: BffApp
+    redis_url: str
+    options: DemoOptions
+
+
+def _bound() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisProcess(require_redis_server()))
+        socks = [_bound() for _ in range(3)]
+        ports = [s.getsockname()[1] for s in socks]
+        options = DemoOptions(port=ports[0], idp_port=ports[1], api_port=ports[2], redis_url=redis.url,
+                              access_token_ttl=ACCESS_TOKEN_TTL)
+        idp, api, _ = build_apps(options, tmp_path_factory.mktemp("devidp"))
+        # Tokens live 4 s here; refresh them 1 s before they expire (the default 30 s would refresh every time).
+        config = dataclasses.replace(build_bff_config(options), tokens=TokenSettings(refresh_leeway=1.0))
+        bff = BffApp(config)
+        stack.enter_context(serve(idp, sock=socks[1]))
+        stack.enter_context(serve(api, sock=socks[2]))
+        stack.enter_context(serve(bff, sock=socks[0]))
+        yield Demo(url=options.public_origin, idp_url=options.issuer, bff=bff, redis_url=redis.url, options=options)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium not found: install it with `apt-get install -y chromium` (Debian)", pytrace=False)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page: Any, demo: Demo, username: str = "alice", password: str = "wonderland") -> None:
+    page.goto(demo.url + "/")
+    page.click("#login")
+    page.wait_for_url(f"{demo.idp_url}/**")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{demo.url}/**")
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Example", timeout=TIMEOUT_MS)
+
+
+def call(page: Any, button: str) -> str:
+    page.locator("#result").evaluate("el => el.textContent = ''")
+    page.click(button)
+    playwright_sync.expect(page.locator("#result")).to_contain_text("HTTP", timeout=TIMEOUT_MS)
+    return str(page.locator("#result").text_content())
+
+
+def test_login_user_and_an_api_call(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Alice Example")
+    # The session cookie is HttpOnly: the page's JavaScript cannot see it.
+    assert "__Host-bff" not in page.evaluate("document.cookie")
+    assert "__Host-bff" not in str(page.locator("#cookies").text_content())
+    cookies = {c["name"]: c for c in page.context.cookies(demo.url)}
+    assert cookies["__Host-bff"]["httpOnly"] is True
+    assert cookies["__Host-bff"]["sameSite"] == "Strict"
+    result = call(page, "#call-me")
+    assert "HTTP 200" in result
+    assert "alice-0001" in result
+    assert "eyJ" not in page.content()  # no JWT anywhere in the page
+
+
+def test_tokens_are_refreshed_after_the_access_token_expired(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    before = demo.bff.tokens.refresh_count
+    time.sleep(ACCESS_TOKEN_TTL + 0.5)
+    assert "HTTP 200" in call(page, "#call-items")
+    assert demo.bff.tokens.refresh_count > before
+    page.click("#call-me")
+    playwright_sync.expect(page.locator("#refreshed")).to_contain_text("Tokens refreshed", timeout=TIMEOUT_MS)
+
+
+def test_server_sent_events_arrive_live(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    page.click("#start-ticks")
+    ticks = page.locator("#ticks li")
+    playwright_sync.expect(ticks.first).to_be_visible(timeout=TIMEOUT_MS)
+    first_seen = ticks.count()
+    assert first_seen < 10  # the first tick is on screen while the upstream is still sending the rest
+    playwright_sync.expect(ticks).to_have_count(first_seen + 2, timeout=TIMEOUT_MS)
+    page.click("#stop-ticks")
+
+
+def test_logout(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    page.click("#logout")
+    page.wait_for_url(f"{demo.url}/**")
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in")
+    assert "__Host-bff" not in {c["name"] for c in page.context.cookies(demo.url)}
+
+
+def test_a_password_change_ends_the_session(chromium: Any, page: Any, demo: Demo) -> None:
+    log_in(page, demo, "bob", "builder")
+    admin = chromium.new_context()
+    try:
+        admin_page = admin.new_page()
+        log_in(admin_page, demo)  # alice, an admin, with a session at the IdP
+        admin_page.goto(demo.idp_url + "/admin?user=bob")
+        form = admin_page.locator("form[action='/admin/users/bob/password']")
+        form.locator("input[name=password]").fill("a-new-password-for-bob")
+        form.locator("button[type=submit]").click()
+        admin_page.wait_for_load_state()
+    finally:
+        admin.close()
+    call(page, "#call-me")
+    playwright_sync.expect(page.locator("#error")).to_be_visible(timeout=TIMEOUT_MS)
+    assert "HTTP 200" not in str(page.locator("#result").text_content())
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in", timeout=TIMEOUT_MS)
+
+
+async def _refresh_token_of(demo: Demo, cookie: str) -> str:
+    store = RedisStore.from_url(demo.redis_url)
+    try:
+        sessions = SessionManager(store, demo.bff.config.session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        loaded = await sessions.load(session_id, slide=False)
+        assert loaded is not None
+        token = loaded.session.tokens.refresh_token
+        assert token
+        return token
+    finally:
+        await store.aclose()
+
+
+def test_a_replayed_refresh_token_ends_the_session(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    cookie = {c["name"]: c["value"] for c in page.context.cookies(demo.url)}["__Host-bff"]
+    # Playwright's sync API owns this thread's event loop: read the store from another thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stolen = pool.submit(asyncio.run, _refresh_token_of(demo, cookie)).result()
+    time.sleep(ACCESS_TOKEN_TTL + 0.5)
+    assert "HTTP 200" in call(page, "#call-items")  # bff refreshed: `stolen` is now spent
+    # An attacker replays the spent refresh token: the IdP revokes the whole family and tells bff.
+    answer = httpx.post(f"{demo.idp_url}/token", data={"grant_type": "refresh_token", "refresh_token": stolen},
+                        auth=("spa-bff", demo.options.client_secret))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_grant"
+    call(page, "#call-me")
+    playwright_sync.expect(page.locator("#error")).to_be_visible(timeout=TIMEOUT_MS)
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in", timeout=TIMEOUT_MS)
+
+
+def test_chromium_is_debians(chromium: Any) -> None:
+    assert shutil.which("chromium") == CHROMIUM or Path(CHROMIUM).exists()
+    assert chromium.version

@@ -1,0 +1,79 @@
+"""``bff devidp``: flags to settings, the client secret's sources, the banner and ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from bff.devidp.cli import add_devidp_parser, banner, build_settings
+from bff.devidp.pages import BANNER
+from bff.errors import ConfigError
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bff")
+    add_devidp_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["devidp", *argv])
+
+
+def test_defaults() -> None:
+    settings, generated = build_settings(parse(), environ={})
+    assert settings.issuer == "http://localhost:9000"
+    assert settings.data_dir == Path(".bff-data/devidp")
+    assert settings.store_url == "memory://"
+    assert settings.alg == "ES256"
+    assert settings.access_token_ttl == 900
+    assert settings.audience == "demo-api"
+    [client] = settings.clients
+    assert client.client_id == "spa-bff"
+    assert client.redirect_uris == ("http://localhost:8000/bff/callback",)
+    assert client.post_logout_redirect_uris == ("http://localhost:8000/",)
+    assert client.backchannel_logout_uri == "http://localhost:8000/bff/backchannel-logout"
+    assert generated
+    assert len(client.client_secret or "") >= 43
+
+
+def test_flags() -> None:
+    args = parse(
+        "--port", "9100", "--alg", "RS256", "--access-token-ttl", "30s", "--client-id", "web",
+        "--redirect-uri", "http://localhost:3000/bff/callback", "--redirect-uri", "http://127.0.0.1:3000/bff/callback",
+        "--backchannel-logout-uri", "", "--audience", "orders", "--store", "redis://localhost:6379/0",
+    )  # fmt: skip
+    settings, _ = build_settings(args, environ={"BFF_CLIENT_SECRET": "from-the-environment-123"})
+    assert settings.issuer == "http://localhost:9100"
+    assert (settings.alg, settings.access_token_ttl, settings.audience) == ("RS256", 30, "orders")
+    [client] = settings.clients
+    assert client.client_id == "web"
+    assert client.client_secret == "from-the-environment-123"
+    assert len(client.redirect_uris) == 2
+    assert client.backchannel_logout_uri is None
+    assert settings.store_url == "redis://localhost:6379/0"
+
+
+def test_the_secret_flag_wins_over_the_environment() -> None:
+    settings, generated = build_settings(parse("--client-secret", "from-the-flag-0123456"), environ={})
+    assert settings.clients[0].client_secret == "from-the-flag-0123456"
+    assert not generated
+
+
+def test_bad_flags_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="issuer"):
+        build_settings(parse("--issuer", "ftp://idp"), environ={})
+    with pytest.raises(SystemExit):
+        parse("--access-token-ttl", "soon")
+
+
+def test_banner_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    settings, _ = build_settings(parse("--client-secret", "shown-only-if-generated"), environ={})
+    text = banner(settings, show_secret=False)
+    assert text.startswith("bff devidp \u2014 DEVELOPMENT identity provider, not for production\n")
+    assert "alice / wonderland (admin)" in text
+    assert "http://localhost:9000/admin" in text
+    assert "shown-only-if-generated" not in text
+    assert "shown-only-if-generated" in banner(settings, show_secret=True)
+    with pytest.raises(SystemExit):
+        parse("--help")
+    assert "DEVELOPMENT identity provider, not for production" in capsys.readouterr().out
+    assert BANNER.startswith("bff devidp")
