@@ -30,8 +30,14 @@ playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright 
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ACCESS_TOKEN_TTL = 4.0
 TIMEOUT_MS = 15_000
@@ -59,8 +65,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         redis = stack.enter_context(RedisProcess(require_redis_server()))
         socks = [_bound() for _ in range(3)]
         ports = [s.getsockname()[1] for s in socks]
-        options = DemoOptions(port=ports[0], idp_port=ports[1], api_port=ports[2], redis_url=redis.url,
-                              access_token_ttl=ACCESS_TOKEN_TTL)
+        options = DemoOptions(
+            port=ports[0], idp_port=ports[1], api_port=ports[2], redis_url=redis.url, access_token_ttl=ACCESS_TOKEN_TTL
+        )
         idp, api, _ = build_apps(options, tmp_path_factory.mktemp("devidp"))
         # Tokens live 4 s here; refresh them 1 s before they expire (the default 30 s would refresh every time).
         config = dataclasses.replace(build_bff_config(options), tokens=TokenSettings(refresh_leeway=1.0))
@@ -195,8 +202,11 @@ def test_a_replayed_refresh_token_ends_the_session(page: Any, demo: Demo) -> Non
     time.sleep(ACCESS_TOKEN_TTL + 0.5)
     assert "HTTP 200" in call(page, "#call-items")  # bff refreshed: `stolen` is now spent
     # An attacker replays the spent refresh token: the IdP revokes the whole family and tells bff.
-    answer = httpx.post(f"{demo.idp_url}/token", data={"grant_type": "refresh_token", "refresh_token": stolen},
-                        auth=("spa-bff", demo.options.client_secret))
+    answer = httpx.post(
+        f"{demo.idp_url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": stolen},
+        auth=("spa-bff", demo.options.client_secret),
+    )
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_grant"
     call(page, "#call-me")
