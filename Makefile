@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test check lint format typecheck layers clean
+.PHONY: help venv demo test bench bench-smoke check lint format typecheck layers clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA 
 
 test: $(STAMP) ## run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP) ## benchmark the data plane against nginx, enforce issue 6's targets (minutes; needs wrk, nginx)
+	$(BIN)/python -m tests.bench
+
+bench-smoke: $(STAMP) ## the benchmark in seconds: every part runs, only correctness is enforced (CI)
+	$(BIN)/python -m tests.bench --smoke
 
 check: lint typecheck layers ## lint, type-check and enforce the import layers
 

@@ -21,8 +21,9 @@ One request, in order (every refusal is JSON from ``bff.errors`` and happens bef
    ends the stream unfinished, so the browser sees a truncated body, never a second response.
 
 The browser leaving (``http.disconnect``) cancels the request task, which abandons the upstream request: once the
-request body has been read, a watcher task waits on ``receive()`` for it. ``send()`` after a disconnect may be a
-silent no-op (uvicorn), so the watcher is what stops an endless SSE stream.
+request body has been read, a watcher task waits on ``receive()`` for it, from ``WATCH_DELAY`` on (most requests are
+done sooner and never pay for a task). ``send()`` after a disconnect may be a silent no-op (uvicorn), so the watcher
+is what stops an endless SSE stream.
 """
 
 from __future__ import annotations

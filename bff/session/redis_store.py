@@ -2,7 +2,9 @@
 
 The only module that imports ``redis``. Every method is one single-key command or one Lua script that touches
 exactly one key, so each is atomic and runs unchanged on Redis Cluster (a script's keys must hash to one slot). No
-KEYS or SCAN: nothing here is O(number of keys).
+KEYS or SCAN: nothing here is O(number of keys). The per-request ``get_and_touch`` on a plain standalone Redis goes
+over a leaner pipelined connection of bff's own (``bff.session.redis_pipeline``, issue 6); the rest, and Sentinel,
+Cluster and TLS, through redis-py.
 
 Failing fast is the point: sockets time out after ``timeout`` seconds and a timeout is never retried, so a dead
 Redis costs a request about one timeout and the app answers 503 (``SessionStoreUnavailable``) instead of hanging.
@@ -27,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -34,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from bff.errors import SessionStoreUnavailable
+from bff.session.redis_pipeline import Address, PipelinedConnection, ReplyError
 
 # Each script touches only KEYS[1]; compares are byte for byte (Lua strings are binary-safe).
 
@@ -209,6 +213,27 @@ def _ms(ttl: float) -> int:
     return 0 if ttl <= 0 else max(1, round(ttl * 1000))
 
 
+def pipelined_connection_for(url: str, timeout: float) -> PipelinedConnection | None:
+    """The pipelined connection for the per-request GETEX (``bff.session.redis_pipeline``), when the URL asks for
+    nothing it lacks: ``redis://`` or ``unix://`` with at most credentials and a database. TLS and the URL's query
+    options stay with redis-py, which also reads the URL here, so that both connections reach the same place."""
+    options = dict(parse_url(url))
+    connection_class = options.pop("connection_class", None)
+    if connection_class not in (None, UnixDomainSocketConnection):  # rediss://
+        return None
+    if set(options) - {"host", "port", "path", "db", "username", "password"}:
+        return None
+    address = Address(
+        host=str(options.get("host", "localhost")),
+        port=int(options.get("port", 6379)),  # type: ignore[call-overload]
+        path=str(options["path"]) if "path" in options else None,
+        db=int(options.get("db", 0)),  # type: ignore[call-overload]
+        username=str(options["username"]) if options.get("username") else None,
+        password=str(options["password"]) if options.get("password") is not None else None,
+    )
+    return PipelinedConnection(address, timeout=timeout)
+
+
 class RedisStore:
     """A ``SessionStore`` on Redis. Keys are ``prefix + key``, so several apps can share one database.
 
@@ -221,6 +246,8 @@ class RedisStore:
         self._prefix = prefix
         self._display = display  # names the server in error messages; never holds a password
         self._sentinel: Sentinel | None = None  # set by from_url: the sentinel clients are ours to close too
+        # Set by from_url for a plain standalone Redis: the connection of the per-request GETEX.
+        self._pipeline: PipelinedConnection | None = None
         self._closed = False
         # register_script computes the SHA1 only; EVALSHA loads the script on first use (and on NOSCRIPT after a
         # restart or failover), on whichever node owns the key.
@@ -242,8 +269,10 @@ class RedisStore:
         target = parse_store_url(url)
         client: Redis | RedisCluster
         sentinel = None
+        pipeline = None
         if target.kind == "standalone":
             client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry())
+            pipeline = pipelined_connection_for(url, timeout)
         elif target.kind == "cluster":
             client = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
@@ -278,6 +307,7 @@ class RedisStore:
             )
         store = cls(client, prefix, display=target.display)
         store._sentinel = sentinel
+        store._pipeline = pipeline
         return store
 
     def __repr__(self) -> str:
@@ -315,9 +345,23 @@ class RedisStore:
         # GETDEL, which is what "read, then expire now" means.
         ms = _ms(ttl)
         with self._errors("GETEX" if ms else "GETDEL"):
-            if ms:
-                return _bytes(await self._client.getex(self._prefix + key, px=ms))
-            return _bytes(await self._client.getdel(self._prefix + key))
+            if not ms:
+                return _bytes(await self._client.getdel(self._prefix + key))
+            if self._pipeline is not None:
+                return await self._pipelined(b"GETEX", (self._prefix + key).encode(), b"PX", b"%d" % ms)
+            return _bytes(await self._client.getex(self._prefix + key, px=ms))
+
+    async def _pipelined(self, *command: bytes) -> bytes | None:
+        """A command whose reply is a bulk string, on the pipelined connection; a connection error is retried
+        once, at once, as redis-py's are (a Redis restart leaves the connection dead), a timeout never."""
+        assert self._pipeline is not None
+        try:
+            reply = await self._pipeline(*command)
+        except ConnectionError:
+            reply = await self._pipeline(*command)
+        if isinstance(reply, int):
+            raise ReplyError(f"unexpected integer reply to {command[0].decode()}")
+        return reply
 
     async def ttl(self, key: str) -> float | None:
         with self._errors("PTTL"):
@@ -371,6 +415,8 @@ class RedisStore:
     async def aclose(self) -> None:
         self._closed = True
         try:
+            if self._pipeline is not None:
+                await self._pipeline.aclose()
             await self._client.aclose()
         finally:
             if self._sentinel is not None:
@@ -389,7 +435,7 @@ class RedisStore:
             yield
         # RedisClusterException is not a RedisError (e.g. SlotNotCoveredError while the cluster is partly down).
         # TimeoutError is asyncio.TimeoutError since Python 3.11 (an OSError too; named for the reader).
-        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError, ReplyError) as exc:
             raise SessionStoreUnavailable(
                 f"session store {self._display}: {command} failed ({type(exc).__name__})"
             ) from exc

@@ -111,6 +111,19 @@ async def test_a_hung_redis_costs_one_timeout_not_retries(silent_port: int) -> N
         await store.aclose()
 
 
+async def test_a_hung_redis_fails_the_pipelined_read_with_a_timeout(silent_port: int) -> None:
+    # get_and_touch goes over bff's own pipelined connection (issue 6): its timeout is a timeout too, never retried.
+    store = RedisStore.from_url(f"redis://:{SECRET}@127.0.0.1:{silent_port}/0", timeout=0.2)
+    try:
+        with pytest.raises(SessionStoreUnavailable) as info:
+            await store.get_and_touch("k", 10)
+        assert isinstance(info.value.__cause__, TimeoutError)
+        assert "GETEX failed (TimeoutError)" in str(info.value)
+        assert_no_secret(info.value)
+    finally:
+        await store.aclose()
+
+
 # -- Redis goes away and comes back ------------------------------------------------------------------------------
 
 
@@ -141,6 +154,12 @@ async def test_pooled_connections_survive_a_restart_nobody_saw(redis_process: Re
         await asyncio.sleep(0.05)  # let the loop see the connections close, as it would in a real pause
         await asyncio.to_thread(redis_process.start)
         assert await asyncio.gather(*(store.get(f"k{i}") for i in range(5))) == [None] * 5  # nothing persisted
+        # The pipelined connection of get_and_touch (issue 6) died with Redis too: it reconnects as well.
+        await store.set("k0", b"v", 60)
+        assert await store.get_and_touch("k0", 60) == b"v"
+        await asyncio.to_thread(redis_process.stop)
+        await asyncio.to_thread(redis_process.start)  # this time the loop may not have seen the connection close
+        assert await store.get_and_touch("k0", 60) is None
     finally:
         await store.aclose()
 
@@ -153,6 +172,7 @@ async def test_unix_socket_url(tmp_path: Path) -> None:
         try:
             await store.set("k", b"\x00v", 60)
             assert await store.get("k") == b"\x00v"
+            assert await store.get_and_touch("k", 60) == b"\x00v"  # the pipelined connection selects db 1 too
         finally:
             await store.aclose()
 

@@ -1,0 +1,213 @@
+"""One pipelined connection to a standalone Redis, for the command every proxied request sends (``GETEX``).
+
+Why not redis-py for it (issue 6): redis-py's asyncio client spends ~40 µs of CPU per command on this project's
+reference box (a connection taken from and returned to a pool, argument-deprecation checks, observability hooks, a
+task per write when a socket timeout is set), a sixth of bff's whole budget for a proxied request. This connection
+spends ~13 µs: the command is written straight to the transport and its reply resolves a future, in order. Requests
+that arrive together share the socket, so one read often carries many replies. Everything else the Redis store
+does goes through redis-py, as do Sentinel, Cluster and TLS (``RedisStore.from_url`` decides).
+
+The contract is the store's (``bff.session.redis_store``): fail fast and never hang. Every command waits at most
+``timeout`` seconds; a timeout closes the connection, and every command still waiting on it fails with
+``TimeoutError`` too (their replies would come after the lost one: the stream cannot be trusted any more). A lost
+connection fails the commands waiting on it with ``ConnectionError``; the caller may retry once. The next command
+connects again (``AUTH`` and ``SELECT`` first, pipelined). A caller that is cancelled leaves its reply to be read
+and dropped, so the replies of the others stay in order. Redis error replies raise :class:`ReplyError`; none of
+these messages carries the password.
+
+RESP2 (https://redis.io/docs/latest/develop/reference/protocol-spec/): simple strings, errors, integers and bulk
+strings are all the replies these commands have; anything else is a protocol error that closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import cast
+
+_CRLF = b"\r\n"
+
+
+class ReplyError(Exception):
+    """Redis answered with an error (``-ERR ...``, ``-WRONGTYPE ...``)."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str = "localhost"
+    port: int = 6379
+    #: A Unix socket path (``unix://``) instead of host and port.
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+Reply = bytes | int | None
+
+
+def pack(*args: bytes) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    """The socket: writes commands, parses replies into the waiting futures, FIFO."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiters: collections.deque[asyncio.Future[Reply]] = collections.deque()
+        self.buffer = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport; uvloop's do not subclass asyncio.Transport, so this is a cast, not a check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, command: bytes) -> asyncio.Future[Reply]:
+        if self.closed or self.transport is None:
+            raise ConnectionError("the Redis connection is closed")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        self.transport.write(command)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        position = 0
+        try:
+            while self.waiters:
+                parsed = _parse(buffer, position)
+                if parsed is None:
+                    break
+                reply, position = parsed
+                future = self.waiters.popleft()
+                if future.done():  # its caller was cancelled: the reply is read and dropped
+                    continue
+                if isinstance(reply, ReplyError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except ValueError:
+            self.abort(ConnectionError("Redis sent something that is not a RESP reply"))
+            return
+        del buffer[:position]
+        if buffer and not self.waiters:
+            self.abort(ConnectionError("Redis sent a reply nobody asked for"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(ConnectionError("the Redis connection was lost"))
+
+    def abort(self, error: Exception) -> None:
+        self.fail(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail(self, error: Exception) -> None:
+        self.closed = True
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+def _parse(buffer: bytearray, position: int) -> tuple[Reply | ReplyError, int] | None:
+    """One reply at ``position``: (reply, position after it), or None when it has not all arrived yet."""
+    end = buffer.find(_CRLF, position)
+    if end < 0:
+        return None
+    kind, line = buffer[position], bytes(buffer[position + 1 : end])
+    if kind == 0x24:  # "$": bulk string, or -1 for nil
+        length = int(line)
+        if length < 0:
+            return None, end + 2
+        stop = end + 2 + length
+        if len(buffer) < stop + 2:
+            return None
+        return bytes(buffer[end + 2 : stop]), stop + 2
+    if kind == 0x2B:  # "+": simple string
+        return line, end + 2
+    if kind == 0x3A:  # ":": integer
+        return int(line), end + 2
+    if kind == 0x2D:  # "-": error
+        return ReplyError(line.decode("utf-8", "replace")), end + 2
+    raise ValueError(f"unexpected RESP type {kind!r}")
+
+
+class PipelinedConnection:
+    """Commands on one connection, pipelined. Connects on first use; ``aclose()`` ends it."""
+
+    def __init__(self, address: Address, *, timeout: float) -> None:
+        self._address = address
+        self._timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._closed = False
+
+    async def __call__(self, *args: bytes) -> Reply:
+        """Send one command and return its reply, within ``timeout`` seconds (connecting included). Raises
+        ``TimeoutError``, ``ConnectionError`` (also when the connection was lost while the command waited: a retry
+        may succeed) or :class:`ReplyError`."""
+        protocol = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                protocol = await self._connection()
+                return await protocol.send(pack(*args))
+        except TimeoutError:
+            # The late reply would arrive where a later command's belongs: this connection cannot be trusted.
+            if protocol is not None:
+                protocol.abort(TimeoutError("an earlier Redis command on this connection timed out"))
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.abort(ConnectionError("the Redis connection was closed"))
+
+    async def _connection(self) -> _Protocol:
+        if self._closed:
+            raise ConnectionError("the Redis connection was closed")
+        if self._protocol is not None and not self._protocol.closed:
+            return self._protocol
+        if self._connecting is not None:  # another command is connecting already: share its connection
+            return await asyncio.shield(self._connecting)
+        connecting = self._connecting = asyncio.get_running_loop().create_future()
+        try:
+            protocol = await self._connect()
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else ConnectionError("connecting to Redis was cancelled")
+            connecting.set_exception(error)
+            connecting.exception()  # marks it retrieved: there may be no other waiter
+            raise
+        finally:
+            self._connecting = None
+        self._protocol = protocol
+        connecting.set_result(protocol)
+        return protocol
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        address = self._address
+        if address.path is not None:
+            _, protocol = await loop.create_unix_connection(_Protocol, address.path)
+        else:
+            _, protocol = await loop.create_connection(_Protocol, address.host, address.port)
+        handshake = []
+        if address.password is not None:
+            credentials = [address.username.encode()] if address.username else []
+            handshake.append(protocol.send(pack(b"AUTH", *credentials, address.password.encode())))
+        if address.db:
+            handshake.append(protocol.send(pack(b"SELECT", str(address.db).encode())))
+        try:
+            for reply in handshake:
+                await reply
+        except BaseException:
+            protocol.abort(ConnectionError("the Redis handshake failed"))
+            raise
+        return protocol

@@ -1,0 +1,21 @@
+"""The data-plane benchmark (issue 6): ``make bench`` (a few minutes, targets enforced) and ``make bench-smoke``
+(seconds, every part exercised, only correctness checked; CI runs it).
+
+``python -m tests.bench [--smoke] [--compare-with DIR]`` runs, on loopback:
+
+* an nginx upstream answering a fixed ~300-byte JSON document, and an nginx reverse proxy in front of it: the
+  baseline every bff number is divided by, measured in the same run (``nginx.py``);
+* ``bff serve`` with a Redis store, one worker and then two, with a real session logged in through an OpenID
+  Provider (the reference IdP, ``bff.devidp``, or the suite's ``TestProvider``: ``idp.py``; ``servers.py``), loaded
+  by ``wrk`` with 32 keep-alive connections (``wrk.py``); CPU per request is the server's utime+stime delta over
+  the run from ``/proc`` (``system.py``). Also one worker with each request on the next of 2,048 sessions, more
+  than bff memoises: the worst case of a session lookup;
+* the refresh storm: 500 concurrent requests on one session whose access token just expired (``storm.py``);
+* Redis memory per session, and lookups and expiry of that many sessions without an O(N) command
+  (``redis_memory.py``);
+* how long ``bff serve`` takes to answer ``/readyz`` 200.
+
+With at least two cores the server under test gets a core of its own (``taskset``); wrk, the upstream, Redis and
+the IdP share the others. ``report.py`` prints the table and the targets; the exit status is non-zero when a
+correctness check fails (both modes) or a performance target fails (full mode only).
+"""

@@ -1,0 +1,201 @@
+"""Redis memory per session, and N sessions created, looked up and expired without an O(N) command.
+
+A private ``redis-server`` (nothing else in it). N sessions are created through ``SessionManager``, each for a user
+and an IdP session of its own (so each has its own user and ``sid`` index: the worst case), with tokens of
+realistic size and entropy: an RS256 JWT access token of ~800 bytes, a 43-byte opaque refresh token and an ~900-byte
+ID token, each with its own random identifiers and signature. Memory is ``INFO memory`` ``used_memory`` after
+minus before, divided by N.
+
+Then every session is loaded (sliding its idle timeout), and expired for real: loaded once more through a manager
+whose idle timeout is one second, so that Redis itself expires the records (in the background, and on access);
+then every session must read as gone, no record may be left, and reading the indexes of a sample of users prunes
+them (the last member gone, the index goes). ``INFO commandstats`` must show no command that walks the keyspace
+(KEYS, SCAN, ...) and a bounded number of calls per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from bff.config import Secret, SessionSettings
+from bff.session.manager import SessionManager
+from bff.session.redis_store import RedisStore
+from tests.support.configs import SESSION_KEY
+from tests.support.realistic_tokens import realistic_tokens
+from tests.support.redis_server import RedisProcess, command
+
+#: Commands whose cost grows with the keyspace (or that read all of it): never in bff's paths.
+O_N_COMMANDS = frozenset({"keys", "scan", "flushdb", "flushall", "randomkey", "dbsize", "debug", "sort"})
+CONCURRENCY = 64
+#: A bound on Redis commands per session over the whole test (create, two sliding reads, the read after expiry, the
+#: sampled index pruning): ~15, counting those that scripts run (``INFO commandstats`` does). Anything that grew with
+#: the number of sessions would blow it.
+MAX_CALLS_PER_SESSION = 20
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    sessions: int
+    bytes_per_session: float
+    access_token_bytes: int
+    id_token_bytes: int
+    refresh_token_bytes: int
+    create_seconds: float
+    lookups_found: int
+    lookup_seconds: float
+    expired: bool
+    expiry_seconds: float
+    #: The share of the expired records Redis had removed on its own by the end of the wait.
+    reclaimed_by_redis: float
+    indexes_pruned: bool
+    command_calls: dict[str, int]
+
+    @property
+    def o_n_commands(self) -> list[str]:
+        return sorted(name for name in self.command_calls if name in O_N_COMMANDS)
+
+    @property
+    def calls_per_session(self) -> float:
+        store_calls = sum(n for name, n in self.command_calls.items() if name not in {"info", "config"})
+        return store_calls / self.sessions
+
+    @property
+    def correct(self) -> bool:
+        return (
+            self.lookups_found == self.sessions
+            and self.expired
+            and self.indexes_pruned
+            and not self.o_n_commands
+            and self.calls_per_session <= MAX_CALLS_PER_SESSION
+        )
+
+
+def _info(port: int, section: str) -> str:
+    return command(port, "INFO", section).decode()
+
+
+def used_memory(port: int) -> int:
+    match = re.search(r"^used_memory:(\d+)", _info(port, "memory"), re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
+
+
+def key_count(port: int) -> int:
+    match = re.search(r"^db0:keys=(\d+)", _info(port, "keyspace"), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def command_calls(port: int) -> dict[str, int]:
+    """``INFO commandstats``: calls per command (``cmdstat_get:calls=3,...``), subcommands folded in."""
+    calls: dict[str, int] = {}
+    for name, count in re.findall(r"^cmdstat_([a-z_|-]+):calls=(\d+)", _info(port, "commandstats"), re.MULTILINE):
+        base = name.split("|")[0]
+        calls[base] = calls.get(base, 0) + int(count)
+    return calls
+
+
+async def _bounded(items: Iterable[Awaitable[None]], limit: int = CONCURRENCY) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(item: Awaitable[None]) -> None:
+        async with gate:
+            await item
+
+    await asyncio.gather(*(run(item) for item in items))
+
+
+async def measure(redis_binary: str, n: int, *, sample: int = 1000, expiry_wait: float = 10.0) -> MemoryResult:
+    with RedisProcess(redis_binary) as server:
+        store = RedisStore.from_url(server.url, timeout=30)
+        try:
+            return await _measure(server.port, store, n, sample, expiry_wait)
+        finally:
+            await store.aclose()
+
+
+async def _measure(port: int, store: RedisStore, n: int, sample: int, expiry_wait: float) -> MemoryResult:
+    settings = SessionSettings(keys=(Secret(SESSION_KEY),))
+    sessions = SessionManager(store, settings)
+    await store.ping()
+    command(port, "CONFIG", "RESETSTAT")
+    before = used_memory(port)
+    now = int(time.time())
+    users = [(f"{uuid.uuid4()}", f"{uuid.uuid4()}") for _ in range(n)]
+    ids: list[str] = [""] * n
+    example = realistic_tokens(*users[0], now)
+
+    def create(i: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            sub, sid = users[i]
+            claims = {"sub": sub, "name": "Alice Example", "email": "alice@example.com"}
+            ids[i], _ = await sessions.create(sub=sub, sid=sid, claims=claims, tokens=realistic_tokens(sub, sid, now))
+
+        return run
+
+    started = time.perf_counter()
+    await _bounded(create(i)() for i in range(n))
+    create_seconds = time.perf_counter() - started
+    per_session = (used_memory(port) - before) / n
+
+    found = 0
+
+    async def look_up(session_id: str) -> None:
+        nonlocal found
+        if await sessions.load(session_id, slide=True) is not None:
+            found += 1
+
+    started = time.perf_counter()
+    await _bounded(look_up(session_id) for session_id in ids)
+    lookup_seconds = time.perf_counter() - started
+
+    # Expire for real: one more sliding read through a manager whose idle timeout is one second. Redis reclaims
+    # expired keys on its own, in the background (a share of them within the wait), and on access: afterwards every
+    # session must read as gone, and then no record may be left.
+    keys_before = key_count(port)
+    short = SessionManager(store, dataclasses.replace(settings, idle_timeout=1.0))
+    await _bounded(_slide(short, session_id) for session_id in ids)
+    started = time.perf_counter()
+    deadline = time.monotonic() + expiry_wait
+    while key_count(port) > keys_before - n and time.monotonic() < deadline:  # noqa: ASYNC110 - polling Redis
+        await asyncio.sleep(0.1)
+    expiry_seconds = time.perf_counter() - started
+    reclaimed = (keys_before - key_count(port)) / n
+    gone = 0
+
+    async def check_gone(session_id: str) -> None:
+        nonlocal gone
+        if await sessions.load(session_id) is None:
+            gone += 1
+
+    await _bounded(check_gone(session_id) for session_id in ids)
+    expired = gone == n and key_count(port) == keys_before - n
+    # Reading a user's index prunes the members that expired; an emptied index is deleted.
+    subs = [users[i][0] for i in range(0, n, max(1, n // sample))]
+    pruned_before = key_count(port)
+    remaining = [await sessions.keys_for_sub(sub) for sub in subs]
+    indexes_pruned = not any(remaining) and key_count(port) == pruned_before - len(subs)
+    return MemoryResult(
+        sessions=n,
+        bytes_per_session=per_session,
+        access_token_bytes=len(example.access_token),
+        id_token_bytes=len(example.id_token or ""),
+        refresh_token_bytes=len(example.refresh_token or ""),
+        create_seconds=create_seconds,
+        lookups_found=found,
+        lookup_seconds=lookup_seconds,
+        expired=expired,
+        expiry_seconds=expiry_seconds,
+        reclaimed_by_redis=reclaimed,
+        indexes_pruned=indexes_pruned,
+        command_calls=command_calls(port),
+    )
+
+
+async def _slide(sessions: SessionManager, session_id: str) -> None:
+    await sessions.load(session_id, slide=True)
