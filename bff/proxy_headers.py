@@ -6,7 +6,7 @@ Towards the upstream (RFC 9110 7.6.1, RFC 9112 7.6.1 for hop-by-hop fields):
   ``Transfer-Encoding``, ``Upgrade``) and every field named in ``Connection`` are dropped; so are ``Proxy-*``;
 - the browser's credentials never leave bff: ``Cookie`` (all of it: bff's session cookie is not the upstream's
   business) and any client ``Authorization`` (bff sets its own bearer token); ``X-CSRF`` (bff's own guard);
-- ``Host`` becomes the upstream's (aiohttp derives it from the URL) and ``Expect`` is answered by the ASGI server;
+- ``Host`` becomes the upstream's (the client derives it from the URL) and ``Expect`` is answered by the ASGI server;
 - ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` from the client are dropped unless the TCP peer is a trusted
   proxy; then they are kept and the peer is appended to the chain. ``X-Forwarded-For``, ``-Proto`` and ``-Host``
   are always set.
@@ -82,8 +82,9 @@ def read_request_headers(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[byt
             if not value.isdigit():  # the server's parser normally refuses this first
                 raise BadRequest("invalid Content-Length")
             content_length = int(value)
-        # aiohttp writes header strings as UTF-8; an invalid octet in a value becomes U+FFFD rather than a crash.
-        forward.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
+        # Latin-1 both ways (here and in ``bff.upstream_client``): every octet of a value reaches the upstream as the
+        # browser sent it (RFC 9110 5.5: field values are octets, not UTF-8).
+        forward.append((name.decode("latin-1"), value.decode("latin-1")))
     if named:
         forward = [(n, v) for n, v in forward if n.encode("latin-1") not in named]
         forwarding = [(n, v) for n, v in forwarding if n not in named]

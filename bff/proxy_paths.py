@@ -27,7 +27,7 @@ from bff.errors import InvalidPath
 # RFC 3986 pchar without ";" and "@" (see above), plus "/" as separator and "%" for escapes (checked separately).
 _PATH_OCTETS = (string.ascii_letters + string.digits + "-._~" + "!$&'()*+,=" + ":" + "/" + "%").encode("ascii")
 # Query: any visible ASCII octet but "#". The query is forwarded verbatim and the upstream parses it; refusing
-# controls, spaces and non-ASCII keeps the request line that aiohttp writes well-formed.
+# controls, spaces and non-ASCII keeps the request line that the upstream client writes well-formed.
 _QUERY_OCTETS = bytes(c for c in range(0x21, 0x7F) if c != ord("#"))
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # Octets that must not appear percent-encoded in a path: NUL and controls, "%" (double encoding), ".", "/", ";", "\".

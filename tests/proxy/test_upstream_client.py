@@ -1,14 +1,22 @@
-"""The data-plane client at its edge: TLS verification, per-route CA bundles, and failures translated to bff errors."""
+"""The data-plane client at its edge, against scripted upstreams that answer with exact bytes: what goes on the
+wire (the request line and headers as given, framing bff's own, nothing injectable), how answers are read (interim
+answers, HEAD, 204, bodies delimited by close, trailers, malformed or oversized answers), keep-alive reuse and its
+limits, flow control, TLS verification with per-route CA bundles, and failures translated to bff errors.
+
+Every test runs on both event loops (``tests/proxy/conftest.py``): ``bff serve`` runs on uvloop, whose transports are
+not asyncio's classes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httptools
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bff.errors import UpstreamError, UpstreamTimeout
-from bff.upstream_client import UpstreamClient
+from bff.upstream_client import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
 
+BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -127,9 +136,314 @@ async def test_no_answer_within_the_timeout_is_upstream_timeout(client: Upstream
             await get(client, f"http://127.0.0.1:{port}/x", timeout=0.2)
 
 
-async def test_cookies_are_not_kept_and_bytes_pass_untouched(client: UpstreamClient) -> None:
-    server, port = await start(answer)
+class Scripted:
+    """An upstream that records each request's exact bytes and answers the n-th request with ``answers[n]``.
+
+    An answer is bytes, or ``CLOSE`` (hang up without answering). After each answer the connection stays open for
+    the next request unless ``close_after`` says otherwise. ``connections`` counts TCP connections accepted."""
+
+    def __init__(self, answers: list[bytes | None], *, close_after: bool = False) -> None:
+        self.answers = answers
+        self.close_after = close_after
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.closed = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lower = head.lower()
+                body = b""
+                if b"transfer-encoding: chunked" in lower:
+                    body = await reader.readuntil(b"0\r\n\r\n")
+                elif b"content-length: " in lower:
+                    length = int(lower.split(b"content-length: ")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                answer = self.answers[len(self.requests) - 1]
+                if answer is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
+
+
+CLOSE = None
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@contextlib.asynccontextmanager
+async def scripted(answers: list[bytes | None], **kwargs: bool) -> AsyncIterator[tuple[Scripted, str]]:
+    upstream = Scripted(answers, **kwargs)
+    server, port = await start(upstream)
     async with server:
-        assert await get(client, f"http://127.0.0.1:{port}/x") == (200, b"ok")
-        session = client._get_session()
-        assert len(session.cookie_jar) == 0
+        try:
+            yield upstream, f"http://127.0.0.1:{port}"
+        finally:
+            for writer in upstream.writers:  # hang up on kept-alive connections: their handlers end now
+                writer.close()
+            await asyncio.sleep(0)
+
+
+async def send(
+    client: UpstreamClient,
+    url: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | AsyncIterator[bytes] | None = None,
+    read_timeout: float = 2.0,
+) -> UpstreamResponse:
+    options = client.options(connect_timeout=2, timeout=read_timeout)
+    return await client.send(method, url, headers or [], body, options)
+
+
+async def read_all(response: UpstreamResponse) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in response])
+    finally:
+        response.release()
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_the_request_goes_out_as_given_and_framed_by_bff(client: UpstreamClient) -> None:
+    async with scripted([OK, OK]) as (upstream, url):
+        headers = [("X-Mixed-Case", "v1"), ("x-repeated", "a"), ("x-repeated", "b"), ("x-octets", "caf\u00c3\u00a9")]
+        await read_all(await send(client, url + "/a/%2e%2E/b?x=%41&y", headers=headers))
+        # A caller's Host and framing fields are replaced by what the request really is.
+        framing = [("host", "evil.example"), ("content-length", "99"), ("transfer-encoding", "chunked")]
+        await read_all(await send(client, url + "/up", method="POST", headers=framing, body=b"abc"))
+    port = url.rsplit(":", 1)[1]
+    assert upstream.requests[0] == (
+        f"GET /a/%2e%2E/b?x=%41&y HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+        "x-mixed-case: v1\r\nx-repeated: a\r\nx-repeated: b\r\nx-octets: caf\xc3\xa9\r\n\r\n"
+    ).encode("latin-1")  # nothing invented: no Accept, Accept-Encoding, User-Agent, Cookie; octets untouched
+    posted = f"POST /up HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-length: 3\r\n\r\nabc"
+    assert upstream.requests[1] == posted.encode()
+    assert upstream.connections == 1  # kept alive and reused
+
+
+async def test_streamed_bodies_are_chunked_or_sent_at_their_declared_length(client: UpstreamClient) -> None:
+    async with scripted([OK, OK, OK]) as (upstream, url):
+        await read_all(await send(client, url, method="PUT", body=chunks(b"ab", b"", b"cde")))
+        declared = [("content-length", "5")]
+        await read_all(await send(client, url, method="PUT", headers=declared, body=chunks(b"ab", b"cde")))
+        await read_all(await send(client, url, method="POST"))
+    assert upstream.requests[0].endswith(b"transfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+    assert upstream.requests[1].endswith(b"content-length: 5\r\n\r\nabcde")
+    assert upstream.requests[2].endswith(b"content-length: 0\r\n\r\n")  # POST without a body says so
+
+
+@pytest.mark.parametrize("declared", ["3", "9"])
+async def test_a_stream_that_disagrees_with_its_content_length_fails(client: UpstreamClient, declared: str) -> None:
+    async with scripted([OK]) as (upstream, url):
+        body = chunks(b"abcde")
+        with pytest.raises(UpstreamError) as caught:
+            await read_all(await send(client, url, method="PUT", headers=[("content-length", declared)], body=body))
+        assert isinstance(caught.value.__cause__, ValueError)
+        await asyncio.wait_for(upstream.closed.wait(), BOUND)
+    assert upstream.requests == []  # the upstream never got a complete request it could take for the whole one
+
+
+@pytest.mark.parametrize(
+    ("headers", "target"),
+    [
+        ([("x-token", "a\r\nX-Injected: 1")], "/"),
+        ([("x-token", "a\nX-Injected: 1")], "/"),
+        ([("x-token", "a\rb")], "/"),
+        ([("x-token", "a\x00b")], "/"),
+        ([("x-token", "\u20ac")], "/"),  # not an octet: refused rather than re-encoded
+        ([("x bad", "1")], "/"),
+        ([("x:bad", "1")], "/"),
+        ([("", "1")], "/"),
+        ([], "/a b"),
+        ([], "/a\r\nX-Injected: 1"),
+        ([], "/\u00e9"),
+    ],
+)
+async def test_nothing_can_break_out_of_its_line(
+    client: UpstreamClient, headers: list[tuple[str, str]], target: str
+) -> None:
+    async with scripted([OK]) as (upstream, url):
+        with pytest.raises(UpstreamError) as caught:
+            await send(client, url + target, headers=headers)
+    assert "X-Injected" not in caught.value.message
+    assert "\u20ac" not in caught.value.message
+    assert upstream.connections == 0  # refused before anything was sent
+
+
+async def test_a_method_that_is_not_a_token_is_refused(client: UpstreamClient) -> None:
+    async with scripted([OK]) as (upstream, url):
+        with pytest.raises(UpstreamError):
+            await send(client, url, method="GET /x HTTP/1.1\r\n")
+    assert upstream.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK, 200, b"ok"),
+        (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", 204, b""),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 304, b""),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: 1\r\n\r\n", 200, b"ok"),
+    ],
+)
+async def test_answers_are_read_as_http_frames_them(
+    client: UpstreamClient, answer: bytes, status: int, body: bytes
+) -> None:
+    async with scripted([answer, OK]) as (upstream, url):
+        response = await send(client, url)
+        assert response.status == status
+        assert all(name.lower() not in (b"link", b"x-trailer") for name, _ in response.headers)
+        assert await read_all(response) == body
+        assert await read_all(await send(client, url)) == b"ok"  # the connection was left clean for the next one
+    assert upstream.connections == 1
+
+
+async def test_head_reads_no_body_whatever_content_length_says(client: UpstreamClient) -> None:
+    async with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", OK]) as (upstream, url):
+        response = await send(client, url, method="HEAD")
+        assert (response.status, await read_all(response)) == (200, b"")
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 1
+
+
+async def test_a_body_delimited_by_close_is_whole_and_its_connection_is_not_reused(client: UpstreamClient) -> None:
+    async with scripted([b"HTTP/1.1 200 OK\r\n\r\nuntil close", OK], close_after=True) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"until close"
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the upstream hangs up
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ],
+)
+async def test_a_truncated_body_is_an_error_not_an_end(client: UpstreamClient, answer: bytes) -> None:
+    async with scripted([answer], close_after=True) as (_, url):
+        response = await send(client, url)
+        with pytest.raises(UpstreamError):
+            await read_all(response)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nBad Header: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ],
+)
+async def test_a_malformed_or_oversized_answer_is_a_bad_gateway(client: UpstreamClient, answer: bytes) -> None:
+    async with scripted([answer]) as (_, url):
+        with pytest.raises(UpstreamError) as caught:
+            await send(client, url)
+    assert type(caught.value) is UpstreamError
+    assert isinstance(caught.value.__cause__, httptools.HttpParserError | httptools.HttpParserUpgrade)
+
+
+async def test_bytes_after_a_complete_answer_spoil_the_connection(client: UpstreamClient) -> None:
+    async with scripted([OK + b"HTTP/1.1 200 OK\r\n\r\n", OK]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 2
+
+
+async def test_connection_close_and_unread_bodies_are_not_reused(client: UpstreamClient) -> None:
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted([closing, OK, OK]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        (await send(client, url)).release()  # the body was never read: the connection cannot serve another request
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 3
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_when_safe(
+    client: UpstreamClient,
+) -> None:
+    # The upstream hangs up on the second request of each connection without answering (its keep-alive timeout).
+    async with scripted([OK, CLOSE, OK, CLOSE]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        assert await read_all(await send(client, url)) == b"ok"  # GET: sent again on a new connection
+        assert upstream.connections == 2
+        with pytest.raises(UpstreamError):  # POST is not idempotent: never sent twice
+            await send(client, url, method="POST", body=b"x")
+    assert upstream.connections == 2
+
+
+async def test_a_body_that_stalls_times_out(client: UpstreamClient) -> None:
+    async with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]) as (_, url):
+        response = await send(client, url, read_timeout=0.2)
+        assert await response.read_chunk() == b"abc"
+        with pytest.raises(UpstreamTimeout):
+            await response.read_chunk()
+        response.close()
+
+
+async def test_an_unread_answer_stops_the_socket_being_read() -> None:
+    client = UpstreamClient(read_bufsize=64 * 1024)
+    big = 8 * 1024 * 1024
+    try:
+        async with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big]) as (_, url):
+            response = await send(client, url)
+            await asyncio.sleep(0.3)  # the upstream keeps sending; nobody reads
+            connection = response._connection
+            assert connection is not None
+            assert connection._reading_paused
+            assert connection._buffered < 1024 * 1024  # bounded by read_bufsize plus one socket read
+            received = 0
+            async for chunk in response:
+                received += len(chunk)
+            assert received == big
+            response.release()
+    finally:
+        await client.aclose()
+
+
+async def test_idle_connections_are_closed_after_the_keepalive_timeout() -> None:
+    client = UpstreamClient(keepalive_timeout=0.2)
+    try:
+        async with scripted([OK]) as (upstream, url):
+            assert await read_all(await send(client, url)) == b"ok"
+            assert client.idle_connections() == 1
+            await asyncio.wait_for(upstream.closed.wait(), BOUND)
+            assert client.idle_connections() == 0
+    finally:
+        await client.aclose()
+
+
+async def test_aclose_closes_idle_connections() -> None:
+    client = UpstreamClient()
+    async with scripted([OK]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        await client.aclose()
+        await asyncio.wait_for(upstream.closed.wait(), BOUND)
+
+
+async def test_set_cookie_passes_as_bytes_and_no_cookie_is_sent_back(client: UpstreamClient) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted([answer, OK]) as (upstream, url):
+        response = await send(client, url)
+        assert (b"Set-Cookie", b"a=1") in response.headers  # exactly as received; the proxy drops it later
+        await read_all(response)
+        await read_all(await send(client, url))
+    assert b"cookie" not in upstream.requests[1].lower()

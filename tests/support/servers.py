@@ -1,6 +1,8 @@
 """Run ASGI apps as real HTTP servers on loopback, each in its own thread and event loop.
 
-The socket is bound (port 0) before the server starts, so there is no race for a free port.
+The socket is bound (port 0) before the server starts, so there is no race for a free port. The loop is uvloop and
+the parser httptools, as under ``bff serve``: uvloop's transports are not asyncio's classes, and a test on asyncio's
+loop alone would not see code that assumes they are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import uvicorn
+import uvloop
 
 from bff.types import ASGIApp
 
@@ -29,6 +32,11 @@ class _Server(uvicorn.Server):
         pass
 
 
+def _run_on_uvloop(server: uvicorn.Server, sock: socket.socket) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(server.serve(sockets=[sock]))
+
+
 @contextlib.contextmanager
 def serve(
     app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "auto", sock: socket.socket | None = None
@@ -40,10 +48,16 @@ def serve(
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan=lifespan, log_level="warning", access_log=False, loop="asyncio", timeout_graceful_shutdown=2
+        app,
+        lifespan=lifespan,
+        log_level="warning",
+        access_log=False,
+        loop="none",
+        http="httptools",
+        timeout_graceful_shutdown=2,
     )
     server = _Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread = threading.Thread(target=lambda: _run_on_uvloop(server, sock), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
