@@ -54,8 +54,9 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: The answer's status line and header fields together; more is refused (llhttp itself sets no limit).
 MAX_HEADER_BYTES = 64 * 1024
-#: Idle connections kept per origin; more are closed when released.
-MAX_IDLE_PER_ORIGIN = 256
+#: Idle connections kept per origin, more are closed when released: enough for a burst of concurrent requests to
+#: find its connections again in the next burst, few enough that a spike cannot hold file descriptors for long.
+MAX_IDLE_PER_ORIGIN = 1024
 #: RFC 9110 5.6.2 ``token``: what a field name may be.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: A request target (RFC 9112 3.2) is visible ASCII: no space, no control character, nothing beyond 0x7E.
@@ -92,9 +93,9 @@ def _origin(prefix: str) -> _Origin:
         raise ValueError("not an absolute http(s) URL without credentials")
     default = 443 if scheme == "https" else 80
     if authority.startswith("["):  # an IPv6 literal
-        host, _, rest = authority[1:].partition("]")
+        host, bracket, rest = authority[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
-        if rest and not rest.startswith(":"):
+        if not bracket or (rest and not rest.startswith(":")):
             raise ValueError("malformed authority")
     else:
         host, _, port_text = authority.partition(":")
@@ -650,6 +651,8 @@ async def _stream_body(connection: _Connection, body: AsyncIterable[bytes], leng
     assert transport is not None
     sent = 0
     async for chunk in body:
+        if connection.closed:  # the upstream answered (413, say) and hung up: stop reading the browser's upload
+            raise UpstreamError("the upstream closed the connection before the request body was sent")
         if not chunk:
             continue
         sent += len(chunk)

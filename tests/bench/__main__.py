@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import platform
 import sys
 import tempfile
@@ -241,6 +242,14 @@ def _throughput_outcomes(ctx: Context, baseline: WrkResult, one: WrkResult, two:
     scaling_note = "" if ctx.plan.scaling_fair else (
         f"{len(ctx.plan.cores)} cores: the workers share them with wrk, the upstream and Redis; needs 4"
     )  # fmt: skip
+    # What the 2-worker run says about scaling where the cores are there: whether a worker lost efficiency (CPU per
+    # request against one worker's), how evenly the connections spread (the busiest worker's share of the work:
+    # 50 % is even), and whether the machine itself was the limit (cores busy).
+    share = two.busiest_share
+    detail = [f"{(two.cpu_us_per_request or 0) / cpu:.2f}x the CPU/request of 1 worker" if cpu else ""]
+    detail.append(f"busiest worker {share:.0%} of the work" if share is not None else "")
+    detail.append(f"{two.cores_busy:.2f} of {os.cpu_count()} cores busy" if two.cores_busy is not None else "")
+    scaling_detail = "; ".join(d for d in detail if d)
     return [
         Outcome(f"1 worker: >= {MIN_RPS:,} req/s", f"{one.rps:,.0f} req/s", one.rps >= MIN_RPS),
         Outcome(f"1 worker: <= {MAX_CPU_US} µs CPU/request", f"{cpu:.0f} µs", cpu <= MAX_CPU_US),
@@ -252,7 +261,7 @@ def _throughput_outcomes(ctx: Context, baseline: WrkResult, one: WrkResult, two:
         Outcome(f"1 worker: p99 <= {ms(MAX_P99)}", ms(one.p99), one.p99 <= MAX_P99),
         Outcome(
             f"2 workers: >= {MIN_SCALING}x the req/s of 1",
-            f"{scaling:.2f}x ({two.rps:,.0f} req/s)",
+            f"{scaling:.2f}x ({two.rps:,.0f} req/s; {scaling_detail})",
             scaling >= MIN_SCALING if ctx.plan.scaling_fair else None,
             note=scaling_note,
         ),

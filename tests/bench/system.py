@@ -196,3 +196,21 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime (clock ticks)
     return total / CLOCK_TICKS
+
+
+def cpu_seconds_each(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes."""
+    used = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, over every core (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS

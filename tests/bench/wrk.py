@@ -7,13 +7,15 @@ requests wrk counted (``/proc/PID/stat``, summed over every worker).
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.system import CpuPlan, cpu_seconds, pinned, process_tree
+from tests.bench.system import CpuPlan, cpu_seconds_each, machine_busy_seconds, pinned, process_tree
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 _PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -32,6 +34,15 @@ class WrkResult:
     socket_errors: int
     #: The server's CPU seconds (all its processes) during the run; None when it was not measured.
     cpu: float | None = None
+    #: The CPU seconds of each server process that did work during the run, busiest first (uvicorn's workers).
+    cpu_by_process: tuple[float, ...] = ()
+    #: How many of the machine's cores were busy on average during the run (every process, not just the server's).
+    cores_busy: float | None = None
+
+    @property
+    def busiest_share(self) -> float | None:
+        """The busiest server process's part of the server's CPU: 1/workers when the load is spread evenly."""
+        return self.cpu_by_process[0] / self.cpu if self.cpu and self.cpu_by_process else None
 
     @property
     def rps(self) -> float:
@@ -86,18 +97,23 @@ def run_wrk(
         command += ["-H", f"{name}: {value}"]
     command.append(url)
     pids = process_tree(server_pid) if server_pid is not None else []
-    before = cpu_seconds(pids)
+    before, machine_before = cpu_seconds_each(pids), machine_busy_seconds()
     completed = subprocess.run(
         pinned(command, cores, plan), capture_output=True, text=True, check=False, timeout=duration + 60
     )
-    used = cpu_seconds(pids) - before
+    after, machine_after = cpu_seconds_each(pids), machine_busy_seconds()
+    each = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+    busy, total = (a - b for a, b in zip(machine_after, machine_before, strict=True))
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr}{completed.stdout}")
     result = parse_wrk(completed.stdout)
     if server_pid is None:
         return result
-    return WrkResult(
-        result.requests, result.seconds, result.p50, result.p99, result.non_2xx, result.socket_errors, cpu=used
+    return dataclasses.replace(
+        result,
+        cpu=sum(each),
+        cpu_by_process=tuple(c for c in each if c > 0),
+        cores_busy=busy / total * (os.cpu_count() or 1) if total else None,  # /proc/stat sums every core
     )
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bff.errors import UpstreamError, UpstreamTimeout
-from bff.upstream_client import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
+from bff.upstream_client import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse, _split_url
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
@@ -447,3 +447,37 @@ async def test_set_cookie_passes_as_bytes_and_no_cookie_is_sent_back(client: Ups
         await read_all(response)
         await read_all(await send(client, url))
     assert b"cookie" not in upstream.requests[1].lower()
+
+
+async def test_idle_connections_per_origin_are_capped(client: UpstreamClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bff.upstream_client.MAX_IDLE_PER_ORIGIN", 2)
+    async with scripted([OK, OK, OK]) as (upstream, url):
+        responses = await asyncio.gather(*(send(client, url) for _ in range(3)))
+        assert upstream.connections == 3
+        for response in responses:
+            await read_all(response)
+        assert client.idle_connections() == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "authority", "target"),
+    [
+        ("http://127.0.0.1:8080/a/b?c=d", "127.0.0.1", 8080, "127.0.0.1:8080", "/a/b?c=d"),
+        ("https://api.example/x", "api.example", 443, "api.example", "/x"),
+        ("HTTPS://api.example:443", "api.example", 443, "api.example", "/"),
+        ("http://api.example:80?q=1", "api.example", 80, "api.example", "/?q=1"),
+        ("http://[::1]:9000/v1#fragment", "::1", 9000, "[::1]:9000", "/v1"),
+        ("https://[2001:db8::1]/", "2001:db8::1", 443, "[2001:db8::1]", "/"),
+    ],
+)
+def test_urls_split_into_origin_and_target(url: str, host: str, port: int, authority: str, target: str) -> None:
+    origin, split_target = _split_url(url)
+    assert (origin.host, origin.port, origin.authority, split_target) == (host, port, authority, target)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://h/x", "//h/x", "http:///x", "http://user:pw@h/x", "http://h:0/", "http://h:99999/", "http://[::1/"]
+)
+def test_urls_that_are_not_absolute_http_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"URL|authority"):
+        _split_url(url)
