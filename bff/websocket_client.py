@@ -1,7 +1,8 @@
 """A WebSocket client (aiohttp) for relaying the browser's WebSockets to the frontend dev server (hot reload).
 
-Infrastructure layer, beside ``bff.upstream_client`` and built the same way: aiohttp stays behind two small types,
-and its failures are translated where they enter (``raise ... from exc``, fixed messages that carry no URL):
+Infrastructure layer, beside ``bff.upstream_client``: aiohttp (a handful of WebSockets per developer, never the
+data plane) stays behind two small types, and its failures are translated where they enter (``raise ... from exc``,
+fixed messages that carry no URL):
 
 - connect refused, handshake refused (not a 101), a broken frame stream -> ``UpstreamError``   (502 bad_gateway)
 - the connect or handshake timed out                                   -> ``UpstreamTimeout`` (504)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from uuid import uuid4
 
 import pytest
 
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
+from tests.support.browser import Browser
 from tests.support.clock import FakeClock
 from tests.support.redis_server import RedisProcess, require_redis_server, session_redis_url
 
@@ -60,3 +61,25 @@ async def memory_store(fake_clock: FakeClock) -> AsyncIterator[MemoryStore]:
     store = MemoryStore(clock=fake_clock)
     yield store
     await store.aclose()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A :class:`Browser` with an empty cookie jar; closed at teardown."""
+    b = Browser()
+    yield b
+    await b.aclose()
+
+
+@pytest.fixture
+async def browsers() -> AsyncIterator[Callable[[], Browser]]:
+    """Makes as many browsers as the test asks for; all closed at teardown."""
+    made: list[Browser] = []
+
+    def make() -> Browser:
+        made.append(Browser())
+        return made[-1]
+
+    yield make
+    for browser in made:
+        await browser.aclose()

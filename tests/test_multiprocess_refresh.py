@@ -22,7 +22,7 @@ from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
 from tests.support.browser import Browser
-from tests.support.configs import SESSION_KEY
+from tests.support.configs import write_config
 from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
@@ -31,31 +31,6 @@ from tests.support.sessions import expire_access_token
 XHR = {"X-CSRF": "1"}
 PROCESSES = 3
 REQUESTS = 50
-
-
-def write_config(path: Path, *, port: int, redis_url: str, idp_url: str, api_url: str, secret: str, lease: str) -> None:
-    path.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_origin = "http://127.0.0.1:{port}"
-
-[session]
-store = "{redis_url}"
-keys = ["{SESSION_KEY}"]
-
-[oidc]
-issuer = "{idp_url}"
-client_id = "spa-bff"
-client_secret = "{secret}"
-
-[tokens]
-refresh_lock_lease = "{lease}"
-
-[[routes]]
-path = "/api"
-upstream = "{api_url}"
-token = "user"
-""")
 
 
 @pytest.fixture
@@ -129,9 +104,9 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
             port=port,
             redis_url=redis_process.url,
             idp_url=provider.issuer,
-            api_url=upstream,
-            secret=provider.client_secret or "",
-            lease=lease,
+            client_secret=provider.client_secret or "",
+            upstream=upstream,
+            refresh_lock_lease=lease,
         )
         configs.append(config)
     with ExitStack() as stack:

@@ -8,7 +8,8 @@ import base64
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -81,19 +82,6 @@ def config_path(tmp_path: Path, provider: TestProvider, redis_url: str) -> Path:
     return write_config(tmp_path, document(provider, "http://127.0.0.1:8000", redis_url))
 
 
-@pytest.fixture
-async def browsers() -> AsyncIterator[Callable[[], Browser]]:
-    made: list[Browser] = []
-
-    def make() -> Browser:
-        made.append(Browser())
-        return made[-1]
-
-    yield make
-    for browser in made:
-        await browser.aclose()
-
-
 def claims_of(token: str) -> JSONObject:
     payload = token.split(".")[1]
     claims: JSONObject = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -113,6 +101,40 @@ async def status(browser: Browser, url: str) -> int:
     return (await browser.request("GET", f"{url}/bff/user", headers=XHR)).status_code
 
 
+@dataclass(frozen=True)
+class Login:
+    """A browser logged in at the instance ``url``, and the IdP's token answer for that login."""
+
+    browser: Browser
+    url: str
+    answer: dict[str, Any]
+
+    @property
+    def cookie(self) -> str:
+        return self.browser.cookies(self.url)["__Host-bff"]
+
+
+#: ``await log_in_carol(n)``: the logins, one per instance.
+LogInCarol = Callable[[int], Awaitable[list[Login]]]
+
+
+@pytest.fixture
+def log_in_carol(provider: TestProvider, redis_url: str, browsers: Callable[[], Browser]) -> Iterator[LogInCarol]:
+    """Starts ``n`` instances (one store, one key ring) and logs carol in once at each, each time in a browser of its
+    own; the instances stop at teardown."""
+    with contextlib.ExitStack() as instances:
+
+        async def start_and_log_in(n: int) -> list[Login]:
+            urls = [instances.enter_context(instance(provider, redis_url)) for _ in range(n)]
+            logins = []
+            for url in urls:
+                browser = browsers()
+                logins.append(Login(browser, url, await log_in(browser, provider, url, "carol")))
+            return logins
+
+        yield start_and_log_in
+
+
 async def run_cli(*argv: str) -> int:
     """``bff ...`` as the console script runs it (``main`` calls ``asyncio.run``: off this test's loop)."""
     return await asyncio.to_thread(main, list(argv))
@@ -120,122 +142,105 @@ async def run_cli(*argv: str) -> int:
 
 async def test_revoke_logs_the_user_out_on_every_instance(
     provider: TestProvider,
-    redis_url: str,
     config_path: Path,
+    log_in_carol: LogInCarol,
     browsers: Callable[[], Browser],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     carol, dave = provider.users["carol"]["sub"], provider.users["dave"]["sub"]
-    with instance(provider, redis_url) as first_url, instance(provider, redis_url) as second_url:
-        on_first, on_second, other_user = browsers(), browsers(), browsers()
-        first = await log_in(on_first, provider, first_url, "carol")
-        second = await log_in(on_second, provider, second_url, "carol")
-        others = await log_in(other_user, provider, first_url, "dave")
-        # Each instance sees the other's session: one store, one key ring.
-        cross = await on_first.http.get(
-            f"{second_url}/bff/user",
-            headers={**XHR, "cookie": f"__Host-bff={on_first.cookies(first_url)['__Host-bff']}"},
-        )
-        assert cross.status_code == 200
+    first, second = await log_in_carol(2)
+    other_user = browsers()
+    others = await log_in(other_user, provider, first.url, "dave")
+    # Each instance sees the other's session: one store, one key ring.
+    cross = await first.browser.http.get(
+        f"{second.url}/bff/user", headers={**XHR, "cookie": f"__Host-bff={first.cookie}"}
+    )
+    assert cross.status_code == 200
 
-        assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
-        out, err = capsys.readouterr()
-        assert out == f"revoked 2 session(s) of {carol} (2 refresh token(s) revoked at the identity provider)\n"
-        assert err == ""
+    assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
+    out, err = capsys.readouterr()
+    assert out == f"revoked 2 session(s) of {carol} (2 refresh token(s) revoked at the identity provider)\n"
+    assert err == ""
 
-        assert await status(on_first, first_url) == 401
-        assert await status(on_second, second_url) == 401
-        assert await status(other_user, first_url) == 200
-        assert set(provider.revoked_tokens) == {first["refresh_token"], second["refresh_token"]}
-        assert others["refresh_token"] not in provider.revoked_tokens
+    assert await status(first.browser, first.url) == 401
+    assert await status(second.browser, second.url) == 401
+    assert await status(other_user, first.url) == 200
+    assert set(provider.revoked_tokens) == {first.answer["refresh_token"], second.answer["refresh_token"]}
+    assert others["refresh_token"] not in provider.revoked_tokens
 
-        assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path), "--json") == 0
-        assert json.loads(capsys.readouterr().out)["sessions"] == []
-        assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
-        assert capsys.readouterr().out.startswith("revoked 0 session(s)")
-        # Clean up the other user's session (the instances use the shared, unprefixed key layout).
-        assert await run_cli("sessions", "revoke", "--sub", dave, "--config", str(config_path)) == 0
-        assert await status(other_user, first_url) == 401
+    assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == []
+    assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
+    assert capsys.readouterr().out.startswith("revoked 0 session(s)")
+    # Clean up the other user's session (the instances use the shared, unprefixed key layout).
+    assert await run_cli("sessions", "revoke", "--sub", dave, "--config", str(config_path)) == 0
+    assert await status(other_user, first.url) == 401
 
 
 async def test_list_shows_each_session_and_never_a_token(
-    provider: TestProvider,
-    redis_url: str,
-    config_path: Path,
-    browsers: Callable[[], Browser],
-    capsys: pytest.CaptureFixture[str],
+    provider: TestProvider, config_path: Path, log_in_carol: LogInCarol, capsys: pytest.CaptureFixture[str]
 ) -> None:
     carol = provider.users["carol"]["sub"]
-    with instance(provider, redis_url) as first_url, instance(provider, redis_url) as second_url:
-        on_first, on_second = browsers(), browsers()
-        answers = [
-            await log_in(on_first, provider, first_url, "carol"),
-            await log_in(on_second, provider, second_url, "carol"),
-        ]
-        sids = {claims_of(a["id_token"])["sid"] for a in answers}
-        cookies = [on_first.cookies(first_url)["__Host-bff"], on_second.cookies(second_url)["__Host-bff"]]
+    logins = await log_in_carol(2)
+    first = logins[0]
+    sids = {claims_of(login.answer["id_token"])["sid"] for login in logins}
+    cookies = [login.cookie for login in logins]
 
-        assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path), "--json") == 0
-        out_json, err_json = capsys.readouterr()
-        assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path)) == 0
-        out_text, err_text = capsys.readouterr()
+    assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path), "--json") == 0
+    out_json, err_json = capsys.readouterr()
+    assert await run_cli("sessions", "list", "--sub", carol, "--config", str(config_path)) == 0
+    out_text, err_text = capsys.readouterr()
 
-        listing = json.loads(out_json)
-        assert listing["sub"] == carol
-        assert listing["last_seen_is_approximate"] is True
-        sessions = listing["sessions"]
-        assert len(sessions) == 2
-        assert {s["sid"] for s in sessions} == sids
-        assert len({s["handle"] for s in sessions}) == 2
-        for s in sessions:
-            assert len(s["handle"]) == 12
-            assert s["created_at"] <= s["last_seen"] <= s["idle_expires_at"] <= s["expires_at"]
-            assert s["expires_at"] - s["created_at"] == 12 * 3600  # the default absolute timeout
+    listing = json.loads(out_json)
+    assert listing["sub"] == carol
+    assert listing["last_seen_is_approximate"] is True
+    sessions = listing["sessions"]
+    assert len(sessions) == 2
+    assert {s["sid"] for s in sessions} == sids
+    assert len({s["handle"] for s in sessions}) == 2
+    for s in sessions:
+        assert len(s["handle"]) == 12
+        assert s["created_at"] <= s["last_seen"] <= s["idle_expires_at"] <= s["expires_at"]
+        assert s["expires_at"] - s["created_at"] == 12 * 3600  # the default absolute timeout
 
-        header, columns, *rows = out_text.splitlines()
-        assert header.startswith(f"# 2 live session(s) of {carol}")
-        assert "approximate" in header
-        assert columns.split()[:2] == ["HANDLE", "CREATED"]
-        assert len(rows) == 2
-        assert {row.split()[0] for row in rows} == {s["handle"] for s in sessions}
-        assert {row.split()[-1] for row in rows} == sids
+    header, columns, *rows = out_text.splitlines()
+    assert header.startswith(f"# 2 live session(s) of {carol}")
+    assert "approximate" in header
+    assert columns.split()[:2] == ["HANDLE", "CREATED"]
+    assert len(rows) == 2
+    assert {row.split()[0] for row in rows} == {s["handle"] for s in sessions}
+    assert {row.split()[-1] for row in rows} == sids
 
-        everything = out_json + err_json + out_text + err_text
-        issued = provider.issued_tokens()
-        assert len(issued) == 6  # access, refresh and ID token of each login: the check below checks something
-        for secret in [*issued, *cookies, *(c.rpartition(".")[0] for c in cookies)]:
-            assert secret not in everything
-        assert await status(on_first, first_url) == 200  # listing ended nothing
+    everything = out_json + err_json + out_text + err_text
+    issued = provider.issued_tokens()
+    assert len(issued) == 6  # access, refresh and ID token of each login: the check below checks something
+    for secret in [*issued, *cookies, *(c.rpartition(".")[0] for c in cookies)]:
+        assert secret not in everything
+    assert await status(first.browser, first.url) == 200  # listing ended nothing
 
-        assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
+    assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(config_path)) == 0
 
 
 async def test_listing_with_another_key_ring_says_it_cannot_read_the_sessions(
-    provider: TestProvider,
-    redis_url: str,
-    tmp_path: Path,
-    browsers: Callable[[], Browser],
-    capsys: pytest.CaptureFixture[str],
+    provider: TestProvider, redis_url: str, tmp_path: Path, log_in_carol: LogInCarol, capsys: pytest.CaptureFixture[str]
 ) -> None:
     carol = provider.users["carol"]["sub"]
     doc = document(provider, "http://127.0.0.1:8000", redis_url)
     doc["session"]["keys"] = ["another-key-0123456789-abcdefghijklmnop"]
     other_keys = write_config(tmp_path, doc)
-    with instance(provider, redis_url) as url:
-        browser = browsers()
-        await log_in(browser, provider, url, "carol")
-        assert await run_cli("sessions", "list", "--sub", carol, "--config", str(other_keys)) == 0
-        out, err = capsys.readouterr()
-        assert out.startswith(f"# 0 live session(s) of {carol}")
-        assert "1 session record(s)" in err
-        assert "session.keys" in err
-        assert await status(browser, url) == 200
+    [login] = await log_in_carol(1)
+    assert await run_cli("sessions", "list", "--sub", carol, "--config", str(other_keys)) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"# 0 live session(s) of {carol}")
+    assert "1 session record(s)" in err
+    assert "session.keys" in err
+    assert await status(login.browser, login.url) == 200
 
-        assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(other_keys)) == 0
-        out, err = capsys.readouterr()
-        assert out.startswith(f"revoked 1 session(s) of {carol} (0 refresh token(s)")
-        assert "could not be revoked" in err
-        assert await status(browser, url) == 401
+    assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(other_keys)) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"revoked 1 session(s) of {carol} (0 refresh token(s)")
+    assert "could not be revoked" in err
+    assert await status(login.browser, login.url) == 401
 
 
 async def test_revocation_failures_are_reported_and_the_sessions_still_end(
@@ -266,11 +271,7 @@ async def test_revocation_failures_are_reported_and_the_sessions_still_end(
 
 
 async def test_an_unreachable_idp_does_not_stop_the_logout(
-    provider: TestProvider,
-    redis_url: str,
-    tmp_path: Path,
-    browsers: Callable[[], Browser],
-    capsys: pytest.CaptureFixture[str],
+    provider: TestProvider, redis_url: str, tmp_path: Path, log_in_carol: LogInCarol, capsys: pytest.CaptureFixture[str]
 ) -> None:
     carol = provider.users["carol"]["sub"]
     with socket.socket() as closed:
@@ -278,15 +279,13 @@ async def test_an_unreachable_idp_does_not_stop_the_logout(
         doc = document(provider, "http://127.0.0.1:8000", redis_url)
         doc["oidc"]["issuer"] = f"http://127.0.0.1:{closed.getsockname()[1]}"
         path = write_config(tmp_path, doc)
-        with instance(provider, redis_url) as url:
-            browser = browsers()
-            answer = await log_in(browser, provider, url, "carol")
-            assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(path)) == 0
-            out, err = capsys.readouterr()
-            assert out.startswith(f"revoked 1 session(s) of {carol} (0 refresh token(s)")
-            assert "identity provider not reachable" in err
-            assert answer["refresh_token"] not in out + err
-            assert await status(browser, url) == 401
+        [login] = await log_in_carol(1)
+        assert await run_cli("sessions", "revoke", "--sub", carol, "--config", str(path)) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith(f"revoked 1 session(s) of {carol} (0 refresh token(s)")
+        assert "identity provider not reachable" in err
+        assert login.answer["refresh_token"] not in out + err
+        assert await status(login.browser, login.url) == 401
 
 
 @pytest.mark.parametrize("command", ["list", "revoke"])

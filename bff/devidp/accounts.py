@@ -13,7 +13,7 @@ from __future__ import annotations
 import anyio.to_thread
 
 from bff.devidp.passwords import hash_password, verify_password
-from bff.devidp.records import PERSISTENT_TTL, user_password_key, user_version_key
+from bff.devidp.records import PERSISTENT_TTL, user_key
 from bff.devidp.settings import DemoUser, DevIdPSettings
 from bff.session.store import SessionStore
 
@@ -33,16 +33,16 @@ class Accounts:
         user = self._settings.user(username)
         encoded = None
         if user is not None:
-            changed = await self._store.get(user_password_key(user.username))
+            changed = await self._store.get(user_key(user.username, "password"))
             encoded = changed.decode() if changed is not None else user.password_hash
         matches = await anyio.to_thread.run_sync(verify_password, password, encoded)
         return user if matches else None
 
     async def password_changed(self, username: str) -> bool:
-        return await self._store.get(user_password_key(username)) is not None
+        return await self._store.get(user_key(username, "password")) is not None
 
     async def version(self, username: str) -> int:
-        raw = await self._store.get(user_version_key(username))
+        raw = await self._store.get(user_key(username, "version"))
         return int(raw) if raw is not None else 0
 
     async def change_password(self, username: str, password: str) -> int:
@@ -51,9 +51,9 @@ class Accounts:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         encoded = await anyio.to_thread.run_sync(hash_password, password)
-        await self._store.set(user_password_key(username), encoded.encode(), PERSISTENT_TTL)
+        await self._store.set(user_key(username, "password"), encoded.encode(), PERSISTENT_TTL)
         version = await self.version(username) + 1
-        await self._store.set(user_version_key(username), str(version).encode(), PERSISTENT_TTL)
+        await self._store.set(user_key(username, "version"), str(version).encode(), PERSISTENT_TTL)
         return version
 
 

@@ -21,15 +21,14 @@ from bff.devidp.backchannel import BackchannelNotifier, LogoutTarget
 from bff.devidp.records import (
     Family,
     RevokedReason,
-    family_jtis_key,
     family_key,
     is_random_id,
     jti_member,
     parse_jti_member,
     refresh_key,
     secret_hash,
-    session_families_key,
-    user_families_key,
+    session_key,
+    user_key,
 )
 from bff.devidp.settings import DemoUser
 from bff.devidp.storage import Blocklist
@@ -134,7 +133,7 @@ class TokenFamilies:
 
     async def record_access_token(self, family_id: str, jti: str, exp: int) -> None:
         """Remember an access token issued from the family, so revoking the family can blocklist it."""
-        await self._store.index_add(family_jtis_key(family_id), jti_member(jti, exp), exp - self._clock())
+        await self._store.index_add(family_key(family_id, "jtis"), jti_member(jti, exp), exp - self._clock())
 
     async def revoke(self, family_id: str, reason: RevokedReason, *, notify: bool = True) -> Family | None:
         """Revoke one family; see :meth:`revoke_many`."""
@@ -151,10 +150,10 @@ class TokenFamilies:
         return revoked
 
     async def of_user(self, username: str) -> list[Family]:
-        return await self._members(user_families_key(username))
+        return await self._members(user_key(username, "families"))
 
     async def of_session(self, sid: str) -> list[Family]:
-        return await self._members(session_families_key(sid))
+        return await self._members(session_key(sid, "families"))
 
     # --- internals ------------------------------------------------------------------------------------------------
 
@@ -173,7 +172,7 @@ class TokenFamilies:
         raise RuntimeError(f"family {family_id} kept changing while being revoked")
 
     async def _blocklist_access_tokens(self, family_id: str) -> None:
-        key = family_jtis_key(family_id)
+        key = family_key(family_id, "jtis")
         now = self._clock()
         for member in await self._store.index_members(key):
             parsed = parse_jti_member(member)
@@ -182,8 +181,8 @@ class TokenFamilies:
         await self._store.delete(key)
 
     async def _index(self, family: Family) -> None:
-        await self._store.index_add(user_families_key(family.username), family.family_id, self._ttl)
-        await self._store.index_add(session_families_key(family.sid), family.family_id, self._ttl)
+        await self._store.index_add(user_key(family.username, "families"), family.family_id, self._ttl)
+        await self._store.index_add(session_key(family.sid, "families"), family.family_id, self._ttl)
 
     async def _members(self, index: str) -> list[Family]:
         """The families in ``index``, oldest first; members whose record expired are dropped from the index."""

@@ -69,40 +69,23 @@ def login_key(tx: str) -> str:
     return f"l:{secret_hash(tx)}"
 
 
-def session_key(sid: str) -> str:
-    return f"s:{sid}"
-
-
-def session_families_key(sid: str) -> str:
-    return f"s:{sid}:families"
-
-
-def session_clients_key(sid: str) -> str:
-    return f"s:{sid}:clients"
+def session_key(sid: str, index: Literal["families", "clients"] | None = None) -> str:
+    """``s:{sid}``, the session's record, or ``s:{sid}:{index}``, one of its indexes."""
+    return f"s:{sid}" if index is None else f"s:{sid}:{index}"
 
 
 def refresh_key(token_hash: str) -> str:
     return f"r:{token_hash}"
 
 
-def family_key(family_id: str) -> str:
-    return f"f:{family_id}"
+def family_key(family_id: str, index: Literal["jtis"] | None = None) -> str:
+    """``f:{family}``, the family's record, or ``f:{family}:{index}``, one of its indexes."""
+    return f"f:{family_id}" if index is None else f"f:{family_id}:{index}"
 
 
-def family_jtis_key(family_id: str) -> str:
-    return f"f:{family_id}:jtis"
-
-
-def user_families_key(username: str) -> str:
-    return f"u:{username}:families"
-
-
-def user_version_key(username: str) -> str:
-    return f"u:{username}:version"
-
-
-def user_password_key(username: str) -> str:
-    return f"u:{username}:password"
+def user_key(username: str, record: Literal["families", "version", "password"]) -> str:
+    """``u:{username}:{record}``: the user's families (an index), token version or changed password hash."""
+    return f"u:{username}:{record}"
 
 
 def jti_member(jti: str, exp: int) -> str:

@@ -28,8 +28,6 @@ from bff.devidp.records import (
     BrowserSession,
     is_random_id,
     secret_hash,
-    session_clients_key,
-    session_families_key,
     session_key,
 )
 from bff.devidp.settings import DemoUser, DevIdPSettings
@@ -101,7 +99,7 @@ class BrowserSessions:
 
     async def add_client(self, sid: str, client_id: str) -> None:
         """Remember that ``client_id`` received tokens in session ``sid`` (it gets the back-channel logout)."""
-        await self._store.index_add(session_clients_key(sid), client_id, self._settings.session_ttl)
+        await self._store.index_add(session_key(sid, "clients"), client_id, self._settings.session_ttl)
 
     async def end(self, sid: str, *, sub: str | None = None) -> BrowserSession | None:
         """End the session ``sid``: delete it, revoke its families, and notify its clients over the back channel.
@@ -112,9 +110,9 @@ class BrowserSessions:
             sub = user.sub
         families = await self._families.of_session(sid)
         revoked = await self._families.revoke_many([f.family_id for f in families], "logout", notify=False)
-        clients = await self._store.index_members(session_clients_key(sid))
-        await self._store.delete(session_clients_key(sid))
-        await self._store.delete(session_families_key(sid))
+        clients = await self._store.index_members(session_key(sid, "clients"))
+        await self._store.delete(session_key(sid, "clients"))
+        await self._store.delete(session_key(sid, "families"))
         targets = [LogoutTarget(f.client_id, f.sub, sid) for f in revoked]
         if sub is not None:
             targets.extend(LogoutTarget(client_id, sub, sid) for client_id in clients)

@@ -22,10 +22,11 @@ from tests.bench import nginx, redis_memory
 from tests.bench.idp import NAMES as IDP_NAMES
 from tests.bench.idp import IdP, Kind, default_kind, start_idp
 from tests.bench.report import Outcome, Run, ms, outcomes_table, runs_table
-from tests.bench.servers import API_PATH, COOKIE_NAME, Bff, start_bff, write_config
+from tests.bench.servers import API_PATH, COOKIE_NAME, Bff, start_bff
 from tests.bench.storm import StormResult, run_storm
 from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_self
 from tests.bench.wrk import WrkResult, rotating_cookies_script, run_wrk
+from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,6 @@ from bff.session.redis_store import RedisStore
 from tests.bench.idp import PASSWORD, USERNAME
 from tests.bench.system import CpuPlan, Process, pinned
 from tests.support.browser import Browser
-from tests.support.configs import SESSION_KEY
 from tests.support.realistic_tokens import realistic_tokens
 from tests.support.sessions import expire_access_token
 
@@ -30,28 +29,6 @@ API_PATH = "/api/orders/7"
 COOKIE_NAME = "__Host-bff"
 _LOGIN_FORM = re.compile(r"name='tx' value='([^']+)'")
 _FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-def write_config(path: Path, *, port: int, redis_url: str, idp_url: str, client_secret: str, upstream: str) -> None:
-    path.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_origin = "http://127.0.0.1:{port}"
-
-[session]
-store = "{redis_url}"
-keys = ["{SESSION_KEY}"]
-
-[oidc]
-issuer = "{idp_url}"
-client_id = "spa-bff"
-client_secret = "{client_secret}"
-
-[[routes]]
-path = "/api"
-upstream = "{upstream}"
-token = "user"
-""")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Fixtures of the development IdP's tests: a running IdP (memory store, or Redis where a module parametrizes
-``backend``), a back-channel logout receiver, a browser and an OAuth client."""
+``backend``), a back-channel logout receiver and an OAuth client (in the suite's ``browser``)."""
 
 from __future__ import annotations
 
@@ -43,13 +43,6 @@ def idp(
         tmp_path / "keys", (client(backchannel_logout_uri=receiver[1]),), redis_url=redis_url, resources=(RESOURCE,)
     ) as running:
         yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    b = Browser()
-    yield b
-    await b.aclose()
 
 
 @pytest.fixture

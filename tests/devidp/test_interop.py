@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,13 +100,6 @@ def world(tmp_path: Path) -> Iterator[World]:
             for name in SECRETS
         }
         yield World(idp, urls)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    b = Browser()
-    yield b
-    await b.aclose()
 
 
 async def sign_in(browser: Browser, bff_url: str, password: str = "wonderland") -> list[httpx.Response]:

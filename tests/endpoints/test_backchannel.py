@@ -26,29 +26,10 @@ FORM = "application/x-www-form-urlencoded"
 ENDPOINT = "/bff/backchannel-logout"
 
 
-@pytest.fixture(params=["redis", "memory"])
-def stack(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Stack]:
-    with running_stack(redis_url=redis_url if request.param == "redis" else None) as stack:
-        yield stack
-
-
 @pytest.fixture
 def redis_stack(redis_url: str) -> Iterator[Stack]:
     with running_stack(redis_url=redis_url) as stack:
         yield stack
-
-
-@pytest.fixture
-async def browsers() -> AsyncIterator[Callable[[], Browser]]:
-    made: list[Browser] = []
-
-    def make() -> Browser:
-        made.append(Browser())
-        return made[-1]
-
-    yield make
-    for browser in made:
-        await browser.aclose()
 
 
 @pytest.fixture

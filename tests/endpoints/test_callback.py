@@ -4,7 +4,7 @@ RFC 9700 4.7)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,15 +20,9 @@ XHR = {"X-CSRF": "1"}
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
+    """bff with the memory store only (the conftest's ``stack`` runs each test with Redis and with memory)."""
     with running_stack() as stack:
         yield stack
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    b = Browser()
-    yield b
-    await b.aclose()
 
 
 async def callback_url(browser: Browser, stack: Stack) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -13,22 +12,9 @@ from bff.session.memory_store import MemoryStore
 from tests.support.browser import Browser
 from tests.support.oidc_provider import TestProvider
 from tests.support.servers import serve
-from tests.support.stack import Stack, running_bff, running_stack
+from tests.support.stack import Stack, running_bff
 
 XHR = {"X-CSRF": "1"}
-
-
-@pytest.fixture(params=["redis", "memory"])
-def stack(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Stack]:
-    with running_stack(redis_url=redis_url if request.param == "redis" else None) as stack:
-        yield stack
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    b = Browser()
-    yield b
-    await b.aclose()
 
 
 async def login(browser: Browser, stack: Stack, return_to: str = "/") -> list[httpx.Response]:

@@ -191,7 +191,7 @@ def test_route_sets_and_removes_headers(client: httpx.Client) -> None:
 def test_no_headers_are_invented(proxy_url: str) -> None:
     response = raw_request(proxy_url, b"/api/echo/x", method=b"POST", body=b"raw bytes")
     names = {name for name, _ in response_json_headers(response.body)}
-    # aiohttp would add Accept, Accept-Encoding (then the upstream compresses), User-Agent and Content-Type.
+    # HTTP clients like to add Accept, Accept-Encoding (then the upstream compresses), User-Agent and Content-Type.
     assert names.isdisjoint({"accept", "accept-encoding", "user-agent", "content-type"}), names
 
 

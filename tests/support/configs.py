@@ -1,8 +1,9 @@
-"""Config documents for tests: a valid base that each test modifies."""
+"""Config documents for tests: a valid base that each test modifies, and the TOML file of a ``bff serve`` process."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from bff.config import Config, parse_config
@@ -24,3 +25,37 @@ def base_document(
 
 def make_config(doc: dict[str, Any] | None = None, **kwargs: Any) -> Config:
     return parse_config(copy.deepcopy(doc) if doc is not None else base_document(**kwargs), env={})
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    redis_url: str,
+    idp_url: str,
+    client_secret: str,
+    upstream: str,
+    refresh_lock_lease: str | None = None,
+) -> None:
+    """Write the TOML config of a ``bff serve`` process on ``127.0.0.1:port``: sessions in ``redis_url`` under
+    :data:`SESSION_KEY`, client ``spa-bff`` at ``idp_url``, one route ``/api`` to ``upstream`` with the user's token."""
+    tokens = "" if refresh_lock_lease is None else f'\n[tokens]\nrefresh_lock_lease = "{refresh_lock_lease}"\n'
+    path.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "http://127.0.0.1:{port}"
+
+[session]
+store = "{redis_url}"
+keys = ["{SESSION_KEY}"]
+
+[oidc]
+issuer = "{idp_url}"
+client_id = "spa-bff"
+client_secret = "{client_secret}"
+{tokens}
+[[routes]]
+path = "/api"
+upstream = "{upstream}"
+token = "user"
+""")
