@@ -8,6 +8,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import cast
 from uuid import uuid4
 
 import pytest
@@ -90,6 +91,32 @@ async def test_a_cancelled_caller_leaves_the_replies_in_order(connection: Pipeli
     assert await connection(b"GET", f"{prefix}b".encode()) == b"B"
     with contextlib.suppress(asyncio.CancelledError):
         await first
+
+
+@pytest.mark.redis
+async def test_the_commands_of_one_loop_turn_leave_in_one_write(connection: PipelinedConnection, raw: Redis) -> None:
+    prefix = f"t{uuid4().hex}:"
+    await raw.mset({f"{prefix}{i}": f"v{i}" for i in range(10)})
+    assert await connection(b"PING") == b"PONG"  # connected
+    protocol = connection._protocol
+    assert protocol is not None
+    assert protocol.transport is not None
+    transport, writes = protocol.transport, []
+
+    class CountingTransport:
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+            transport.write(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(transport, name)
+
+    protocol.transport = cast(asyncio.Transport, CountingTransport())
+    replies = await asyncio.gather(*(connection(b"GET", f"{prefix}{i}".encode()) for i in range(10)))
+    assert replies == [f"v{i}".encode() for i in range(10)]
+    assert len(writes) == 1, writes
+    assert await connection(b"GET", f"{prefix}3".encode()) == b"v3"  # and alone, at once
+    assert len(writes) == 2
 
 
 @pytest.mark.redis
