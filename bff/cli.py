@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import json
 import os
 import sys
@@ -68,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bff.app import BffApp
     from bff.observability import configure_logging
+    from bff.server import event_loop_and_protocol
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
         "access_log": args.access_log,
-        **_event_loop_and_parser(),
+        **event_loop_and_protocol(),
     }
     if args.workers > 1:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
@@ -90,16 +90,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gc.freeze()  # as each worker does in bff.app.app_from_env: see there why
         uvicorn.run(app, **common)
     return 0
-
-
-def _event_loop_and_parser() -> dict[str, str]:
-    """uvloop and httptools (both installed by ``uvicorn[standard]``) whenever they import: against asyncio and h11
-    they cut the CPU of a proxied request by ~30 % in ``make bench`` (issue 6). uvicorn's "auto" prefers them too, but
-    falls back without a word; naming them here makes the choice bff's. The fallbacks keep ``bff serve`` working
-    where they cannot be installed (PyPy, Windows for uvloop)."""
-    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
-    return {"loop": loop, "http": http}
 
 
 # --- bff sessions ----------------------------------------------------------------------------------------------------

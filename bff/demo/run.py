@@ -34,6 +34,7 @@ import uvicorn
 
 from bff.config import Config, parse_config
 from bff.errors import ConfigError
+from bff.server import CoalescingHttpToolsProtocol
 from bff.types import ASGIApp
 
 #: The demo SPA, shipped in the wheel as package data.
@@ -164,6 +165,7 @@ def _server(app: ASGIApp) -> _Server:
     config = uvicorn.Config(
         app,
         lifespan="on",
+        http=CoalescingHttpToolsProtocol,  # as under ``bff serve``
         log_config=None,
         access_log=False,
         proxy_headers=False,

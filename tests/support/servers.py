@@ -1,8 +1,8 @@
 """Run ASGI apps as real HTTP servers on loopback, each in its own thread and event loop.
 
 The socket is bound (port 0) before the server starts, so there is no race for a free port. The loop is uvloop and
-the parser httptools, as under ``bff serve``: uvloop's transports are not asyncio's classes, and a test on asyncio's
-loop alone would not see code that assumes they are.
+the HTTP protocol bff's own on httptools (``bff.server``), as under ``bff serve``: uvloop's transports are not
+asyncio's classes, and a test on asyncio's loop alone would not see code that assumes they are.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Literal
 import uvicorn
 import uvloop
 
+from bff.server import CoalescingHttpToolsProtocol
 from bff.types import ASGIApp
 
 
@@ -53,7 +54,7 @@ def serve(
         log_level="warning",
         access_log=False,
         loop="none",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=2,
     )
     server = _Server(config)
