@@ -8,6 +8,7 @@ pending login to the browser that started it; it is ``SameSite=Lax`` because the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from http.cookies import SimpleCookie
@@ -18,6 +19,8 @@ from itsdangerous import BadSignature, Signer
 SESSION_SALT = "bff.session-cookie"
 LOGIN_SALT = "bff.login-cookie"
 MAX_COOKIE_VALUE = 512
+#: Cookie values whose verification is remembered (each entry ~200 bytes).
+VERIFIED_CACHE_SIZE = 4096
 
 
 class CookieSigner:
@@ -26,6 +29,10 @@ class CookieSigner:
     def __init__(self, keys: Sequence[str], salt: str) -> None:
         # itsdangerous: secret_key may be a list "from oldest to newest. The newest (last) key is used for signing".
         self._signer = Signer(secret_key=list(keys), salt=salt, digest_method=hashlib.sha256)
+        # A browser sends the same cookie with every API call, and verifying it (a key derivation and an HMAC per
+        # key of the ring, ~10 µs) is a pure function of the value: remembered for the values seen last (issue 6).
+        # The key ring is fixed for the signer's life, so a remembered answer is the one verifying again would give.
+        self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify)
 
     def sign(self, value: str) -> str:
         return self._signer.sign(value).decode("ascii")
@@ -34,6 +41,9 @@ class CookieSigner:
         """The value, or None when absent, oversized or badly signed (the store is never touched for those)."""
         if not signed or len(signed) > MAX_COOKIE_VALUE:
             return None
+        return self._verified(signed)
+
+    def _verify(self, signed: str) -> str | None:
         try:
             return self._signer.unsign(signed.encode("ascii")).decode("ascii")
         except (BadSignature, UnicodeError):

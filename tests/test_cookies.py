@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+from itsdangerous import Signer
+
 from bff.cookies import SESSION_SALT, CookieSigner, clear_cookie, read_cookie, set_cookie
 
 KEYS = ["k" * 40]
@@ -22,6 +25,25 @@ def test_bad_values_are_none() -> None:
     assert signer.unsign("other-id" + signed[len("session-id") :]) is None
     assert signer.unsign("x" * 600) is None
     assert signer.unsign("caf\u00e9.sig") is None
+
+
+def test_a_verification_is_remembered_and_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    signer = CookieSigner(KEYS, SESSION_SALT)
+    signed = signer.sign("session-id")
+    tampered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
+    calls: list[bytes] = []
+    real = Signer.unsign
+
+    def counting(self: Signer, value: bytes) -> bytes:
+        calls.append(value)
+        return real(self, value)
+
+    monkeypatch.setattr(Signer, "unsign", counting)
+    for _ in range(3):
+        assert signer.unsign(signed) == "session-id"
+        assert signer.unsign(tampered) is None
+    assert calls == [signed.encode(), tampered.encode()]  # each verified once
+    assert CookieSigner(["n" * 40], SESSION_SALT).unsign(signed) is None  # another ring remembers nothing of this one
 
 
 def test_salts_separate_purposes() -> None:

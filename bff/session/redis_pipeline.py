@@ -10,8 +10,10 @@ by ~15 %), and one read often carries many replies. Everything else the Redis st
 does goes through redis-py, as do Sentinel, Cluster and TLS (``RedisStore.from_url`` decides).
 
 The contract is the store's (``bff.session.redis_store``): fail fast and never hang. Every command waits at most
-``timeout`` seconds; a timeout closes the connection, and every command still waiting on it fails with
-``TimeoutError`` too (their replies would come after the lost one: the stream cannot be trusted any more). A lost
+``timeout`` seconds, connecting included; a timeout closes the connection, and every command still waiting on it
+fails with ``TimeoutError`` too (their replies would come after the lost one: the stream cannot be trusted any
+more). So one timer per connection watches the oldest command's deadline, rather than a timeout scope per command
+(``asyncio.timeout`` costs a timer, a task lookup and a context manager on every request). A lost
 connection fails the commands waiting on it with ``ConnectionError``; the caller may retry once. The next command
 connects again (``AUTH`` and ``SELECT`` first, pipelined). A caller that is cancelled leaves its reply to be read
 and dropped, so the replies of the others stay in order. Redis error replies raise :class:`ReplyError`; none of
@@ -62,9 +64,11 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiters: collections.deque[asyncio.Future[Reply]] = collections.deque()
+        #: The futures of the commands sent, oldest first, each with its deadline (``loop.time()``).
+        self.waiters: collections.deque[tuple[asyncio.Future[Reply], float]] = collections.deque()
         self.buffer = bytearray()
         self.closed = False
+        self._watchdog: asyncio.TimerHandle | None = None
         #: Commands not written yet: they leave together at the end of this turn of the event loop.
         self._outgoing: list[bytes] = []
 
@@ -72,16 +76,32 @@ class _Protocol(asyncio.Protocol):
         # A stream transport; uvloop's do not subclass asyncio.Transport, so this is a cast, not a check.
         self.transport = cast(asyncio.Transport, transport)
 
-    def send(self, command: bytes) -> asyncio.Future[Reply]:
+    def send(self, command: bytes, deadline: float) -> asyncio.Future[Reply]:
+        """The future of ``command``'s reply; it fails with ``TimeoutError`` once ``deadline`` has passed."""
         if self.closed or self.transport is None:
             raise ConnectionError("the Redis connection is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
-        self.waiters.append(future)
+        self.waiters.append((future, deadline))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
         if not self._outgoing:
             loop.call_soon(self._flush)
         self._outgoing.append(command)
         return future
+
+    def _check_deadline(self) -> None:
+        """Fail the connection if its oldest command is overdue, else look again at that command's deadline."""
+        self._watchdog = None
+        if not self.waiters:
+            return
+        deadline = self.waiters[0][1]
+        loop = asyncio.get_running_loop()
+        if deadline <= loop.time():
+            # The late reply would arrive where a later command's belongs: this connection cannot be trusted.
+            self.abort(TimeoutError("a Redis command on this connection timed out"))
+        else:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
 
     def _flush(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
@@ -98,7 +118,7 @@ class _Protocol(asyncio.Protocol):
                 if parsed is None:
                     break
                 reply, position = parsed
-                future = self.waiters.popleft()
+                future = self.waiters.popleft()[0]
                 if future.done():  # its caller was cancelled: the reply is read and dropped
                     continue
                 if isinstance(reply, ReplyError):
@@ -122,8 +142,11 @@ class _Protocol(asyncio.Protocol):
 
     def fail(self, error: Exception) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self.waiters:
-            future = self.waiters.popleft()
+            future = self.waiters.popleft()[0]
             if not future.done():
                 future.set_exception(error)
 
@@ -165,16 +188,12 @@ class PipelinedConnection:
         """Send one command and return its reply, within ``timeout`` seconds (connecting included). Raises
         ``TimeoutError``, ``ConnectionError`` (also when the connection was lost while the command waited: a retry
         may succeed) or :class:`ReplyError`."""
-        protocol = None
-        try:
-            async with asyncio.timeout(self._timeout):
-                protocol = await self._connection()
-                return await protocol.send(pack(*args))
-        except TimeoutError:
-            # The late reply would arrive where a later command's belongs: this connection cannot be trusted.
-            if protocol is not None:
-                protocol.abort(TimeoutError("an earlier Redis command on this connection timed out"))
-            raise
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            async with asyncio.timeout_at(deadline):
+                protocol = await self._connection(deadline)
+        return await protocol.send(pack(*args), deadline)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -182,7 +201,7 @@ class PipelinedConnection:
         if protocol is not None:
             protocol.abort(ConnectionError("the Redis connection was closed"))
 
-    async def _connection(self) -> _Protocol:
+    async def _connection(self, deadline: float) -> _Protocol:
         if self._closed:
             raise ConnectionError("the Redis connection was closed")
         if self._protocol is not None and not self._protocol.closed:
@@ -191,7 +210,7 @@ class PipelinedConnection:
             return await asyncio.shield(self._connecting)
         connecting = self._connecting = asyncio.get_running_loop().create_future()
         try:
-            protocol = await self._connect()
+            protocol = await self._connect(deadline)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ConnectionError("connecting to Redis was cancelled")
             connecting.set_exception(error)
@@ -203,7 +222,7 @@ class PipelinedConnection:
         connecting.set_result(protocol)
         return protocol
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self, deadline: float) -> _Protocol:
         loop = asyncio.get_running_loop()
         address = self._address
         if address.path is not None:
@@ -213,9 +232,9 @@ class PipelinedConnection:
         handshake = []
         if address.password is not None:
             credentials = [address.username.encode()] if address.username else []
-            handshake.append(protocol.send(pack(b"AUTH", *credentials, address.password.encode())))
+            handshake.append(protocol.send(pack(b"AUTH", *credentials, address.password.encode()), deadline))
         if address.db:
-            handshake.append(protocol.send(pack(b"SELECT", str(address.db).encode())))
+            handshake.append(protocol.send(pack(b"SELECT", str(address.db).encode()), deadline))
         try:
             for reply in handshake:
                 await reply

@@ -344,11 +344,15 @@ class RedisStore:
         # GETEX (Redis >= 6.2) reads and sets the TTL in one command; PX 0 is an error there, so a TTL <= 0 is a
         # GETDEL, which is what "read, then expire now" means.
         ms = _ms(ttl)
+        if ms and self._pipeline is not None and not self._closed:
+            # Every proxied request comes here: the pipelined connection, and no context manager (issue 6).
+            try:
+                return await self._pipelined(b"GETEX", (self._prefix + key).encode(), b"PX", b"%d" % ms)
+            except _FAILURES as exc:
+                raise self._unavailable("GETEX", exc) from exc
         with self._errors("GETEX" if ms else "GETDEL"):
             if not ms:
                 return _bytes(await self._client.getdel(self._prefix + key))
-            if self._pipeline is not None:
-                return await self._pipelined(b"GETEX", (self._prefix + key).encode(), b"PX", b"%d" % ms)
             return _bytes(await self._client.getex(self._prefix + key, px=ms))
 
     async def _pipelined(self, *command: bytes) -> bytes | None:
@@ -433,12 +437,17 @@ class RedisStore:
             raise SessionStoreUnavailable("session store is closed")
         try:
             yield
-        # RedisClusterException is not a RedisError (e.g. SlotNotCoveredError while the cluster is partly down).
-        # TimeoutError is asyncio.TimeoutError since Python 3.11 (an OSError too; named for the reader).
-        except (TimeoutError, RedisError, RedisClusterException, OSError, ReplyError) as exc:
-            raise SessionStoreUnavailable(
-                f"session store {self._display}: {command} failed ({type(exc).__name__})"
-            ) from exc
+        except _FAILURES as exc:
+            raise self._unavailable(command, exc) from exc
+
+    def _unavailable(self, command: str, exc: BaseException) -> SessionStoreUnavailable:
+        return SessionStoreUnavailable(f"session store {self._display}: {command} failed ({type(exc).__name__})")
+
+
+#: What the clients raise when the store fails. RedisClusterException is not a RedisError (e.g. SlotNotCoveredError
+#: while the cluster is partly down); TimeoutError is asyncio.TimeoutError since Python 3.11 (an OSError too; named
+#: for the reader).
+_FAILURES = (TimeoutError, RedisError, RedisClusterException, OSError, ReplyError)
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:

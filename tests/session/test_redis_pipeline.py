@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import cast
 from uuid import uuid4
@@ -202,6 +203,24 @@ async def test_a_timeout_fails_every_command_waiting_on_the_connection() -> None
         finally:
             await conn.aclose()
     assert all(isinstance(r, TimeoutError) for r in results), results
+
+
+async def test_a_slow_reply_within_its_own_deadline_is_no_timeout() -> None:
+    def answer_slowly(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(2):
+                client.recv(65536)
+                time.sleep(0.2)
+                client.sendall(b"+PONG\r\n")
+
+    with fake_server(answer_slowly) as port:
+        conn = PipelinedConnection(Address(port=port), timeout=0.3)
+        try:
+            # The first command's deadline passes while the second waits, well within its own.
+            assert await conn(b"PING") == b"PONG"
+            assert await conn(b"PING") == b"PONG"
+        finally:
+            await conn.aclose()
 
 
 async def test_a_reply_that_is_not_resp_closes_the_connection() -> None:
