@@ -10,6 +10,9 @@
   by ``wrk`` with 32 keep-alive connections (``wrk.py``); CPU per request is the server's utime+stime delta over
   the run from ``/proc`` (``system.py``). Also one worker with each request on the next of 2,048 sessions, more
   than bff memoises: the worst case of a session lookup;
+* where the machine has fewer than 4 cores (so two workers cannot get two of their own beside the load): a 1-worker
+  and a 2-worker bff loaded at the same time, every worker capped at 0.4 of a core by a cgroup CPU quota, which is
+  how the scaling target is measured there (``budget.py``);
 * the refresh storm: 500 concurrent requests on one session whose access token just expired (``storm.py``);
 * Redis memory per session, and lookups and expiry of that many sessions without an O(N) command
   (``redis_memory.py``);

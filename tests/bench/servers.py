@@ -19,7 +19,7 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from tests.bench.idp import PASSWORD, USERNAME
-from tests.bench.system import CpuPlan, Process, pinned
+from tests.bench.system import CpuPlan, Process, pinned, process_tree
 from tests.support.browser import Browser
 from tests.support.realistic_tokens import realistic_tokens
 from tests.support.sessions import expire_access_token
@@ -68,6 +68,20 @@ class Bff:
             raise RuntimeError(f"{self.name}: the login did not end with a session ({trail}): {hops[-1].text[:300]}")
         self.cookie = cookie
 
+    async def worker_pids(self, workers: int) -> list[int]:
+        """The processes that serve requests, once all ``workers`` are up: the process itself for one worker, else
+        uvicorn's spawned workers (not the supervisor, nor multiprocessing's resource tracker)."""
+        if workers == 1:
+            return [self.process.pid]
+        deadline = time.monotonic() + 15
+        while True:
+            spawned = [pid for pid in process_tree(self.process.pid)[1:] if b"multiprocessing.spawn" in _cmdline(pid)]
+            if len(spawned) >= workers:
+                return sorted(spawned)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {len(spawned)} of {workers} workers started:\n{self.process.tail()}")
+            await asyncio.sleep(0.05)
+
     async def _sessions(self) -> tuple[SessionManager, RedisStore]:
         store = RedisStore.from_url(self.redis_url)
         return SessionManager(store, load_config(self.config).session), store
@@ -105,6 +119,13 @@ class Bff:
             return None if loaded is None else loaded.session.tokens.access_token
         finally:
             await store.aclose()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 async def start_bff(

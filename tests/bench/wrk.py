@@ -75,6 +75,16 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
+@dataclass(frozen=True)
+class Load:
+    """What one wrk sends, and the server whose CPU is measured (None: not measured)."""
+
+    url: str
+    headers: Mapping[str, str]
+    server_pid: int | None = None
+    script: Path | None = None
+
+
 def run_wrk(
     binary: str,
     url: str,
@@ -90,31 +100,63 @@ def run_wrk(
 ) -> WrkResult:
     """One wrk run; with ``server_pid``, the CPU its process tree used during the run; ``script`` is a wrk Lua
     script (``-s``)."""
-    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
-    if script is not None:
-        command += ["-s", str(script)]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    command.append(url)
-    pids = process_tree(server_pid) if server_pid is not None else []
-    before, machine_before = cpu_seconds_each(pids), machine_busy_seconds()
-    completed = subprocess.run(
-        pinned(command, cores, plan), capture_output=True, text=True, check=False, timeout=duration + 60
+    load = Load(url, headers, server_pid, script)
+    [result] = run_wrk_at_once(
+        binary, [load], duration=duration, connections=connections, threads=threads, cores=cores, plan=plan
     )
-    after, machine_after = cpu_seconds_each(pids), machine_busy_seconds()
-    each = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+    return result
+
+
+def run_wrk_at_once(
+    binary: str,
+    loads: Sequence[Load],
+    *,
+    duration: float,
+    connections: int,
+    threads: int,
+    cores: Sequence[int],
+    plan: CpuPlan,
+) -> list[WrkResult]:
+    """One wrk per load, all running at the same time, each with ``connections`` connections."""
+    trees = [process_tree(load.server_pid) if load.server_pid is not None else [] for load in loads]
+    before, machine_before = [cpu_seconds_each(pids) for pids in trees], machine_busy_seconds()
+    running = [
+        subprocess.Popen(
+            pinned(_command(binary, load, duration, connections, threads), cores, plan),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for load in loads
+    ]
+    outputs = [process.communicate(timeout=duration + 60) for process in running]
+    after, machine_after = [cpu_seconds_each(pids) for pids in trees], machine_busy_seconds()
     busy, total = (a - b for a, b in zip(machine_after, machine_before, strict=True))
-    if completed.returncode != 0:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr}{completed.stdout}")
-    result = parse_wrk(completed.stdout)
-    if server_pid is None:
-        return result
-    return dataclasses.replace(
-        result,
-        cpu=sum(each),
-        cpu_by_process=tuple(c for c in each if c > 0),
-        cores_busy=busy / total * (os.cpu_count() or 1) if total else None,  # /proc/stat sums every core
-    )
+    results = []
+    for load, process, (stdout, stderr), was, now in zip(loads, running, outputs, before, after, strict=True):
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {stderr}{stdout}")
+        result = parse_wrk(stdout)
+        if load.server_pid is not None:
+            each = sorted((now[pid] - was.get(pid, 0.0) for pid in now), reverse=True)
+            result = dataclasses.replace(
+                result,
+                cpu=sum(each),
+                cpu_by_process=tuple(c for c in each if c > 0),
+                cores_busy=busy / total * (os.cpu_count() or 1) if total else None,  # /proc/stat sums every core
+            )
+        results.append(result)
+    return results
+
+
+def _command(binary: str, load: Load, duration: float, connections: int, threads: int) -> list[str]:
+    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if load.script is not None:
+        command += ["-s", str(load.script)]
+    for name, value in load.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(load.url)
+    return command
 
 
 #: Each request carries the next cookie of a file (one per line), round robin: many sessions, one connection pool.
