@@ -174,7 +174,7 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection to an upstream, carrying one exchange at a time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, read_limit: int) -> None:
-        self._loop = loop
+        self.loop = loop
         self._read_limit = read_limit
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -345,8 +345,8 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     async def _wait(self) -> None:
-        waiter = self._waiter = self._loop.create_future()
-        self._timer = self._loop.call_later(self._read_timeout, self._on_timeout)
+        waiter = self._waiter = self.loop.create_future()
+        self._timer = self.loop.call_later(self._read_timeout, self._on_timeout)
         try:
             await waiter
         finally:
@@ -384,7 +384,7 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         while self._write_paused and self._error is None and not self.closed:
-            self._drain = self._loop.create_future()
+            self._drain = self.loop.create_future()
             try:
                 await self._drain
             finally:
@@ -588,7 +588,7 @@ class UpstreamClient:
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = connection.loop
         connection.idle_since = loop.time()
         idle.append(connection)
         if self._sweeper is None:

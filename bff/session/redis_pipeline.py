@@ -62,8 +62,9 @@ def pack(*args: bytes) -> bytes:
 class _Protocol(asyncio.Protocol):
     """The socket: writes commands, parses replies into the waiting futures, FIFO."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop = loop
         #: The futures of the commands sent, oldest first, each with its deadline (``loop.time()``).
         self.waiters: collections.deque[tuple[asyncio.Future[Reply], float]] = collections.deque()
         self.buffer = bytearray()
@@ -80,7 +81,7 @@ class _Protocol(asyncio.Protocol):
         """The future of ``command``'s reply; it fails with ``TimeoutError`` once ``deadline`` has passed."""
         if self.closed or self.transport is None:
             raise ConnectionError("the Redis connection is closed")
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         future: asyncio.Future[Reply] = loop.create_future()
         self.waiters.append((future, deadline))
         if self._watchdog is None:
@@ -96,7 +97,7 @@ class _Protocol(asyncio.Protocol):
         if not self.waiters:
             return
         deadline = self.waiters[0][1]
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if deadline <= loop.time():
             # The late reply would arrive where a later command's belongs: this connection cannot be trusted.
             self.abort(TimeoutError("a Redis command on this connection timed out"))
@@ -188,11 +189,12 @@ class PipelinedConnection:
         """Send one command and return its reply, within ``timeout`` seconds (connecting included). Raises
         ``TimeoutError``, ``ConnectionError`` (also when the connection was lost while the command waited: a retry
         may succeed) or :class:`ReplyError`."""
-        deadline = asyncio.get_running_loop().time() + self._timeout
         protocol = self._protocol
-        if protocol is None or protocol.closed:
-            async with asyncio.timeout_at(deadline):
-                protocol = await self._connection(deadline)
+        if protocol is not None and not protocol.closed:
+            return await protocol.send(pack(*args), protocol.loop.time() + self._timeout)
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        async with asyncio.timeout_at(deadline):
+            protocol = await self._connection(deadline)
         return await protocol.send(pack(*args), deadline)
 
     async def aclose(self) -> None:
@@ -226,9 +228,9 @@ class PipelinedConnection:
         loop = asyncio.get_running_loop()
         address = self._address
         if address.path is not None:
-            _, protocol = await loop.create_unix_connection(_Protocol, address.path)
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(loop), address.path)
         else:
-            _, protocol = await loop.create_connection(_Protocol, address.host, address.port)
+            _, protocol = await loop.create_connection(lambda: _Protocol(loop), address.host, address.port)
         handshake = []
         if address.password is not None:
             credentials = [address.username.encode()] if address.username else []
