@@ -230,6 +230,28 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
         budgets.close()
 
 
+def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
+    """Both trees' bff on the server core at the same time, one wrk each: run after run, this box's speed drifts by
+    tens of percent, but two servers loaded together see the same machine, so their ratio is steady (issue 6)."""
+    loads = [Load(b.url + API_PATH, b.headers, b.process.pid) for b in (other, this)]
+    ratios, speedups = [], []
+    for _ in range(ctx.mode.budget_rounds):
+        theirs, ours = run_wrk_at_once(
+            ctx.tools["wrk"], loads, duration=ctx.mode.duration, connections=ctx.mode.connections, threads=1,
+            cores=ctx.plan.load, plan=ctx.plan,
+        )  # fmt: skip
+        if theirs.failures or ours.failures:
+            raise RuntimeError(f"paired comparison: {theirs.failures} and {ours.failures} requests failed")
+        ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
+        speedups.append(ours.rps / theirs.rps)
+    return (
+        f"Paired with {compare_with} (both on the server core at the same time, one wrk each, "
+        f"{len(ratios)} rounds of {ctx.mode.duration:.0f} s): this tree's CPU/request is "
+        f"{statistics.median(ratios):.2f}x that one's (rounds {min(ratios):.2f}-{max(ratios):.2f}), "
+        f"its req/s {statistics.median(speedups):.2f}x."
+    )
+
+
 async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
     tools = find_tools()
     plan = cpu_plan()
@@ -237,6 +259,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
     runs: list[Run] = []
     outcomes: list[Outcome] = []
     storms: dict[str, StormResult] = {}
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bff-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         redis = stack.enter_context(RedisProcess(tools["redis-server"]))
@@ -277,14 +300,18 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
 
         if compare_with is not None:
-            _progress(f"bff from {compare_with}, 1 worker")
-            async with _bff(ctx, "bff-compare", workers=1, source=compare_with) as other:
+            async with (
+                _bff(ctx, "bff-compare", workers=1, source=compare_with) as other,
+                _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again,
+            ):
+                _progress(f"bff from {compare_with}, 1 worker")
                 before = _wrk(ctx, other.url + API_PATH, other.headers, other.process.pid, cores, threads=threads)
                 runs.append(Run(f"bff from {compare_with}, 1 worker, valid session (before)", before))
-            _progress("bff, 1 worker, once more (the comparison between two runs of this tree)")
-            async with _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again:
+                _progress("bff, 1 worker, once more (the comparison between two runs of this tree)")
                 repeat = _wrk(ctx, again.url + API_PATH, again.headers, again.process.pid, cores, threads=threads)
                 runs.append(Run("bff, 1 worker, valid session (again)", repeat))
+                _progress(f"bff and bff from {compare_with} at the same time, {mode.budget_rounds} rounds")
+                notes.append(_paired_comparison(ctx, compare_with, other, again))
 
         _progress("bff, 2 workers")
         cores2, threads2 = _load(ctx, 2)
@@ -320,7 +347,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
         Outcome(f"`bff serve` answers /readyz 200 within {MAX_READY_SECONDS:.0f} s", f"{ready:.2f} s",
                 ready <= MAX_READY_SECONDS)
     )  # fmt: skip
-    _print(ctx, runs, baseline, outcomes, memory)
+    _print(ctx, runs, baseline, outcomes, memory, notes)
     return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
 
@@ -418,6 +445,7 @@ def _print(
     baseline: WrkResult,
     outcomes: Sequence[Outcome],
     memory: redis_memory.MemoryResult,
+    notes: Sequence[str],
 ) -> None:
     mode = ctx.mode
     cpu = platform.processor() or platform.machine()
@@ -438,6 +466,8 @@ def _print(
         "",
         *runs_table(runs, baseline),
         "",
+        *[f"* {note}" for note in notes],
+        *([""] if notes else []),
         *outcomes_table(outcomes, smoke=mode.smoke),
         "",
     ]
