@@ -293,8 +293,8 @@ class RedisStore:
                 "retry": _retry(),
                 "ssl": target.ssl,
             }
-            # redis-py leaves Sentinel.__init__ unannotated.
-            sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+            # redis-py < 8.2 leaves Sentinel.__init__ unannotated.
+            sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call, unused-ignore]
             client = sentinel.master_for(
                 target.service_name,
                 db=target.db,
