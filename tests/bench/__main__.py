@@ -184,6 +184,11 @@ class BudgetedScaling:
         return [pair for pair, used in zip(self.rounds, self.used, strict=True) if min(used) >= BUDGET_USED]
 
     @property
+    def least_used(self) -> float:
+        """The smallest share of its cap that a worker used in a counted round."""
+        return min((min(used) for used in self.used if min(used) >= BUDGET_USED), default=0.0)
+
+    @property
     def ratio(self) -> float | None:
         counted = self.counted
         return statistics.median(two.rps / one.rps for one, two in counted) if counted else None
@@ -390,13 +395,18 @@ def _scaling_outcome(ctx: Context, one: WrkResult, two: WrkResult, budgeted: Bud
     shared = f"every core shared with the load: {plain}" + (f", and {needed}" if needed else "")
     if isinstance(budgeted, BudgetedScaling) and budgeted.ratio is not None:
         counted = budgeted.counted
-        low = min(min(used) for used in budgeted.used)
         rps_one = statistics.median(o.rps for o, _ in counted)
         rps_two = statistics.median(t.rps for _, t in counted)
+        left_out = [
+            f"round {i + 1}, where a worker used {min(used):.0%} of its cap"
+            for i, used in enumerate(budgeted.used)
+            if min(used) < BUDGET_USED
+        ]
+        why_not = f"; left out: {', '.join(left_out)}" if left_out else ""
         measured = (
             f"{budgeted.ratio:.2f}x with every worker capped at {budgeted.budget} of a core, 1 and 2 workers loaded "
             f"at the same time (median of {len(counted)} of {len(budgeted.rounds)} rounds: {rps_one:,.0f} -> "
-            f"{rps_two:,.0f} req/s; each worker used >= {low:.0%} of its cap); {shared}"
+            f"{rps_two:,.0f} req/s, each worker using >= {budgeted.least_used:.0%} of its cap{why_not}); {shared}"
         )
         return Outcome(name, measured, budgeted.ratio >= MIN_SCALING, note=f"{len(ctx.plan.cores)} cores: under caps")
     why = budgeted if isinstance(budgeted, str) else "no round in which every cap bound"

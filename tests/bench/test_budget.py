@@ -77,4 +77,5 @@ def test_only_rounds_in_which_every_cap_bound_count() -> None:
     )
     assert scaling.counted == [scaling.rounds[0], scaling.rounds[2]]
     assert scaling.ratio == pytest.approx(1.85)
+    assert scaling.least_used == pytest.approx(0.92)
     assert BudgetedScaling(budget=0.4, rounds=scaling.rounds[1:2], used=scaling.used[1:2]).ratio is None
