@@ -29,7 +29,7 @@ bench: $(STAMP) ## benchmark the data plane against nginx, enforce issue 6's tar
 	$(BIN)/python -m tests.bench
 
 bench-smoke: $(STAMP) ## the benchmark in seconds: every part runs, only correctness is enforced (CI)
-	$(BIN)/python -m tests.bench --smoke
+	$(BIN)/python -m tests.bench --smoke --compare-with .  # this tree against itself: the comparison runs too
 
 check: lint typecheck layers ## lint, type-check and enforce the import layers
 
