@@ -213,9 +213,14 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
 
             def at_once(duration: float) -> list[WrkResult]:
                 return run_wrk_at_once(
-                    ctx.tools["wrk"], loads, duration=duration, connections=ctx.mode.connections, threads=1,
-                    cores=cores, plan=ctx.plan,
-                )  # fmt: skip
+                    ctx.tools["wrk"],
+                    loads,
+                    duration=duration,
+                    connections=ctx.mode.connections,
+                    threads=1,
+                    cores=cores,
+                    plan=ctx.plan,
+                )
 
             at_once(ctx.mode.warmup)
             rounds, used = [], []
@@ -242,9 +247,14 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
     ratios, speedups = [], []
     for _ in range(ctx.mode.budget_rounds):
         theirs, ours = run_wrk_at_once(
-            ctx.tools["wrk"], loads, duration=ctx.mode.duration, connections=ctx.mode.connections, threads=1,
-            cores=ctx.plan.load, plan=ctx.plan,
-        )  # fmt: skip
+            ctx.tools["wrk"],
+            loads,
+            duration=ctx.mode.duration,
+            connections=ctx.mode.connections,
+            threads=1,
+            cores=ctx.plan.load,
+            plan=ctx.plan,
+        )
         if theirs.failures or ours.failures:
             raise RuntimeError(f"paired comparison: {theirs.failures} and {ours.failures} requests failed")
         ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
@@ -389,10 +399,9 @@ def _scaling_outcome(ctx: Context, one: WrkResult, two: WrkResult, budgeted: Bud
     if ctx.plan.scaling_fair:
         return Outcome(name, plain, two.rps / one.rps >= MIN_SCALING)
     # Too few cores to pin two workers apart from the load: what 1.7x would take, and the budgeted measurement.
-    needed = f"{MIN_SCALING}x one worker's rate would keep {MIN_SCALING * one.cores_busy:.1f} cores busy" if (
-        one.cores_busy is not None
-    ) else ""  # fmt: skip
-    shared = f"every core shared with the load: {plain}" + (f", and {needed}" if needed else "")
+    shared = f"every core shared with the load: {plain}"
+    if one.cores_busy is not None:
+        shared += f", and {MIN_SCALING}x one worker's rate would keep {MIN_SCALING * one.cores_busy:.1f} cores busy"
     if isinstance(budgeted, BudgetedScaling) and budgeted.ratio is not None:
         counted = budgeted.counted
         rps_one = statistics.median(o.rps for o, _ in counted)
