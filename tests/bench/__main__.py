@@ -194,6 +194,15 @@ class BudgetedScaling:
         return statistics.median(two.rps / one.rps for one, two in counted) if counted else None
 
 
+def _at_once(ctx: Context, servers: Sequence[Bff], duration: float, cores: Sequence[int]) -> list[WrkResult]:
+    """One single-threaded wrk per server, all at the same time (on ``cores``), each server's CPU measured."""
+    loads = [Load(b.url + API_PATH, b.headers, b.process.pid) for b in servers]
+    return run_wrk_at_once(
+        ctx.tools["wrk"], loads, duration=duration, connections=ctx.mode.connections, threads=1, cores=cores,
+        plan=ctx.plan,
+    )  # fmt: skip
+
+
 async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
     """The scaling measurement for machines with fewer than 4 cores (see ``budget.py``); a string says why it
     cannot run here."""
@@ -209,23 +218,10 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
             workers = [await one.worker_pids(1), await two.worker_pids(2)]
             for i, pid in enumerate(pid for group in workers for pid in group):
                 budgets.cap(pid, f"worker-{i}", WORKER_BUDGET)
-            loads = [Load(b.url + API_PATH, b.headers, b.process.pid) for b in (one, two)]
-
-            def at_once(duration: float) -> list[WrkResult]:
-                return run_wrk_at_once(
-                    ctx.tools["wrk"],
-                    loads,
-                    duration=duration,
-                    connections=ctx.mode.connections,
-                    threads=1,
-                    cores=cores,
-                    plan=ctx.plan,
-                )
-
-            at_once(ctx.mode.warmup)
+            _at_once(ctx, (one, two), ctx.mode.warmup, cores)
             rounds, used = [], []
             for _ in range(ctx.mode.budget_rounds):
-                pair = at_once(ctx.mode.duration)
+                pair = _at_once(ctx, (one, two), ctx.mode.duration, cores)
                 rounds.append((pair[0], pair[1]))
                 # The busiest processes of each tree are its workers (a supervisor and a resource tracker idle).
                 used.append(
@@ -243,18 +239,9 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
 def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
     """Both trees' bff on the server core at the same time, one wrk each: run after run, this box's speed drifts by
     tens of percent, but two servers loaded together see the same machine, so their ratio is steady (issue 6)."""
-    loads = [Load(b.url + API_PATH, b.headers, b.process.pid) for b in (other, this)]
     ratios, speedups = [], []
     for _ in range(ctx.mode.budget_rounds):
-        theirs, ours = run_wrk_at_once(
-            ctx.tools["wrk"],
-            loads,
-            duration=ctx.mode.duration,
-            connections=ctx.mode.connections,
-            threads=1,
-            cores=ctx.plan.load,
-            plan=ctx.plan,
-        )
+        theirs, ours = _at_once(ctx, (other, this), ctx.mode.duration, ctx.plan.load)
         if theirs.failures or ours.failures:
             raise RuntimeError(f"paired comparison: {theirs.failures} and {ours.failures} requests failed")
         ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
