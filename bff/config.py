@@ -103,6 +103,9 @@ class OIDCSettings:
     redirect_uri: str = ""
     post_logout_redirect_uri: str | None = None
     id_token_signing_algs: tuple[str, ...] = ("RS256", "ES256")
+    #: Audiences besides ``client_id`` that an ID or logout token may also name (OpenID Connect Core 3.1.3.7 step 3);
+    #: a token naming any other is refused. Empty: the client trusts no other audience.
+    trusted_audiences: tuple[str, ...] = ()
     #: Leeway for ``exp``/``iat``/``nbf`` checks (clock skew between bff and the IdP).
     clock_skew: float = 60.0
     #: Timeout for each call to the IdP.
@@ -315,6 +318,12 @@ def _oidc(root: Reader, public_origin: str) -> OIDCSettings:
             )
     if not algs:
         r.problem("id_token_signing_algs", "must not be empty")
+    trusted_audiences = r.string_list("trusted_audiences", ())
+    for i, audience in enumerate(trusted_audiences):
+        if not audience:
+            r.problem(f"trusted_audiences[{i}]", "must not be empty")
+        elif audience == client_id:
+            r.problem(f"trusted_audiences[{i}]", "is client_id, which is always an accepted audience")
     skew = r.converted("clock_skew", parse_duration, 60.0)
     if skew > 300:
         r.problem("clock_skew", "must not exceed 5m")
@@ -347,6 +356,7 @@ def _oidc(root: Reader, public_origin: str) -> OIDCSettings:
         redirect_uri=redirect_uri,
         post_logout_redirect_uri=post_logout,
         id_token_signing_algs=algs,
+        trusted_audiences=trusted_audiences,
         clock_skew=skew,
         timeout=timeout,
         extra_auth_params=extra,

@@ -241,7 +241,9 @@ class TokenManager:
         spent = session.tokens.refresh_token
         assert spent is not None
         remembered = await self.sessions.load_refresh_result(spent)
-        if remembered is not None and route_key is None:
+        from_idp = remembered is None or route_key is not None
+        if not from_idp:
+            assert remembered is not None
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
         else:
             new = await self._call_idp(current, spent, route)
@@ -251,8 +253,9 @@ class TokenManager:
         refresh_token = new.refresh_token or spent
         refresh_expires_at = new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at
         if route_key is None:
-            if new.id_token is not None:  # a new ID token must be about the same user
-                await self._check_same_user(current, new.id_token)
+            # A new ID token must be about the same user; a remembered result was checked before it was saved.
+            if new.id_token is not None and from_idp:
+                await self._check_same_user(current, new.id_token, new.access_token)
             tokens = dataclasses.replace(
                 new,
                 refresh_token=refresh_token,
@@ -305,11 +308,12 @@ class TokenManager:
         self.refresh_count += 1
         return new
 
-    async def _check_same_user(self, current: LoadedSession, id_token: str) -> None:
-        """OpenID Connect Core 12.2: a refreshed ID token's ``sub`` must be the session's; otherwise the session
-        is not this user's any more and ends."""
+    async def _check_same_user(self, current: LoadedSession, id_token: str, access_token: str) -> None:
+        """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
+        against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
+        this user's any more and ends."""
         try:
-            claims = await self.idp.validate_id_token(id_token, nonce=None)
+            claims = await self.idp.validate_id_token(id_token, nonce=None, access_token=access_token)
         except InvalidIdToken as exc:
             await self.sessions.delete(current)
             raise SessionExpired("the refreshed ID token is invalid") from exc

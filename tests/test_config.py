@@ -144,6 +144,9 @@ def test_not_toml(tmp_path: Path) -> None:
         ("oidc", "extra_auth_params", {"state": "x"}, "is set by bff and may not be overridden"),
         ("oidc", "clock_skew", "1h", "must not exceed 5m"),
         ("oidc", "client_secret", 42, "expected str, got int"),
+        ("oidc", "trusted_audiences", "https://api.example.com", "expected a list of strings"),
+        ("oidc", "trusted_audiences", [""], "trusted_audiences[0]: must not be empty"),
+        ("oidc", "trusted_audiences", ["spa-bff"], "trusted_audiences[0]: is client_id"),
     ],
 )
 def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: Any, expected: str) -> None:
@@ -178,6 +181,14 @@ def test_route_problems(route: dict[str, Any], expected: str) -> None:
     doc["routes"].append(route)
     found = problems(doc)
     assert any(expected in p for p in found), found
+
+
+def test_trusted_audiences_default_to_none_and_are_read() -> None:
+    assert parse_config(base_document(), env={}).oidc.trusted_audiences == ()
+    doc = base_document()
+    doc["oidc"]["trusted_audiences"] = ["https://api.example.com", "${API_AUDIENCE}"]
+    config = parse_config(doc, env={"API_AUDIENCE": "orders-api"})
+    assert config.oidc.trusted_audiences == ("https://api.example.com", "orders-api")
 
 
 def test_nested_prefixes_are_allowed_longest_wins_at_runtime() -> None:

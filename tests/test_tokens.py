@@ -176,6 +176,27 @@ async def test_a_refreshed_id_token_for_another_user_ends_the_session(env: Token
     assert await env.sessions.load(session_id) is None
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # OpenID Connect Core 3.1.3.8: the refreshed ID token's at_hash must bind the refreshed access token.
+        ({"at_hash": "R6WcBw6Zt9Ae3mEkLJa4SA"}, "the refreshed ID token is invalid"),
+        # Core 3.1.3.7 step 3 applies to refreshed ID tokens too (Core 12.2).
+        ({"aud": ["spa-bff", "another-client"], "azp": "spa-bff"}, "the refreshed ID token is invalid"),
+    ],
+)
+async def test_a_refreshed_id_token_that_fails_validation_ends_the_session(
+    env: TokenEnv, override: dict[str, object], message: str
+) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.id_token_claims_override = override
+    with pytest.raises(SessionExpired, match=message):
+        await manager.access_token(stale, ROUTE)
+    assert await env.sessions.load(session_id) is None
+
+
 async def test_per_route_tokens_are_cached_and_rotate_the_refresh_token(env: TokenEnv) -> None:
     manager = await env.manager()
     session_id, loaded = await env.login()

@@ -32,7 +32,7 @@ from joserfc.jwk import Key
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
 
 from bff.errors import IdPUnavailable, InvalidIdToken
-from bff.oidc.jwks import JwksCache, key_type_for
+from bff.oidc.jwks import JwksCache, TokenSource, key_type_for
 from bff.types import Clock, JSONObject
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class DiscoveredJwks:
                         clock=self._clock,
                         min_refetch_interval=self._min_refetch_interval,
                     )
-        return await self._cache.get_key(kid, alg)
+        # A bearer token presented to the API arrives from outside: unknown kids refetch only within the rate limit.
+        return await self._cache.get_key(kid, alg, source=TokenSource.UNSOLICITED)
 
     async def _discover_jwks_uri(self) -> str:
         url = self._issuer + "/.well-known/openid-configuration"

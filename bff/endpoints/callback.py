@@ -2,8 +2,9 @@
 
 Order matters (RFC 9700 4.7, RFC 9207, OpenID Connect Core 3.1.3.7): consume the one-time state first, so a
 replayed or failed callback can never be retried; check the browser binding; refuse an IdP error; check the
-``iss`` parameter; only then spend the code, validate the ID token (signature, ``iss``, ``aud``, ``azp``, ``exp``,
-``iat``, ``nonce``) and create a session under a fresh id. Every failure is a 400 page and leaves no session.
+``iss`` parameter; only then spend the code, validate the ID token (signature, ``iss``, ``aud`` with no untrusted
+extra audience, ``azp``, ``exp``, ``iat``, ``nonce``, ``at_hash`` against the access token) and create a session
+under a fresh id. Every failure is a 400 page and leaves no session.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Callback:
             raise LoginFailed("the identity provider refused the authorization code (expired or already used)") from exc
         if not tokens.id_token:
             raise InvalidIdToken("the token response has no id_token (is the 'openid' scope granted?)")
-        claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce)
+        claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce, access_token=tokens.access_token)
 
         previous = await self.cookie.current(request, slide=False)
         if previous is not None:

@@ -4,7 +4,14 @@ section 2.6), with joserfc doing the JOSE work.
 Both share one signature check: the header ``alg`` must be on the configured allow-list and asymmetric ("none" and
 HMAC are refused even if configured, RFC 8725 3.1 and 2.1), the key comes from the JWKS by ``kid`` and must be of
 the type the ``alg`` names (so an RSA public key can never be used as an HMAC secret, RFC 8725 2.1), and key
-material in the token's own header (``jwk``, ``jku``, ``x5u``, ``x5c``) is never used (RFC 8725 3.10).
+material in the token's own header (``jwk``, ``jku``, ``x5u``, ``x5c``) is never used (RFC 8725 3.10). The caller
+says where the token came from (:class:`~bff.oidc.jwks.TokenSource`): only a token from the token endpoint may make the
+JWKS cache refetch whenever it names an unknown ``kid``; a token posted to a public endpoint is held to a rate limit.
+
+Audiences (Core 3.1.3.7 step 3, Back-Channel Logout 2.6 step 3): ``aud`` must contain the client and may contain
+nothing else unless the operator listed it in ``trusted_audiences``; a token also meant for a party the client does
+not trust is refused, whatever ``azp`` says. An ID token from the token endpoint that carries ``at_hash`` must bind
+the access token of the same answer (Core 3.1.3.8 and 3.2.2.9); a missing ``at_hash`` is allowed (Core 3.1.3.6).
 
 Every failure raises :class:`~bff.errors.InvalidIdToken` or :class:`~bff.errors.InvalidLogoutToken` with a short
 operator-facing message that names the check ("id_token issuer mismatch") and never contains the token.
@@ -12,16 +19,19 @@ operator-facing message that names the check ("id_token issuer mismatch") and ne
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 from collections.abc import Collection
 from typing import Any, Literal
 
 from joserfc.errors import JoseError
+from joserfc.jwk import Key, OKPKey
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
 
 from bff.errors import InvalidIdToken, InvalidLogoutToken
-from bff.oidc.jwks import JwksCache, key_type_for
+from bff.oidc.jwks import JwksCache, TokenSource, key_type_for
 from bff.types import Clock, JSONObject
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -32,14 +42,17 @@ _LOGOUT_TOKEN_TYPES = frozenset({"jwt", "logout+jwt", "application/logout+jwt"})
 #: joserfc's default 512-byte header limit is too small for IdPs that put an ``x5c`` chain in the header.
 _MAX_HEADER_BYTES = 8192
 
+#: RS*, PS* and ES* name their SHA-2 hash by its size (RFC 7518 3.1).
+_SHA_BY_SIZE = {"256": "sha256", "384": "sha384", "512": "sha512"}
+
 _Kind = Literal["id_token", "logout_token"]
 _Error = type[InvalidIdToken] | type[InvalidLogoutToken]
 
 
 async def verify_signature(
-    token: str, *, jwks: JwksCache, algorithms: Collection[str], kind: _Kind, error: _Error
-) -> tuple[JSONObject, JSONObject]:
-    """Check the JWS signature of ``token`` with a key from ``jwks``; return its header and claims."""
+    token: str, *, jwks: JwksCache, algorithms: Collection[str], kind: _Kind, error: _Error, source: TokenSource
+) -> tuple[JSONObject, JSONObject, Key]:
+    """Check the JWS signature of ``token`` with a key from ``jwks``; return its header, claims and the key."""
     if not isinstance(token, str) or token.count(".") != 2:
         if isinstance(token, str) and token.count(".") == 4:
             raise error(f"{kind} is encrypted (JWE is not supported)")
@@ -65,7 +78,7 @@ async def verify_signature(
     if kid is not None and not isinstance(kid, str):
         raise error(f"{kind} is malformed")
     try:
-        key = await jwks.get_key(kid, alg)
+        key = await jwks.get_key(kid, alg, source=source)
     except InvalidIdToken as exc:
         if error is InvalidIdToken:
             raise
@@ -82,7 +95,7 @@ async def verify_signature(
         raise error(f"{kind} is malformed") from exc
     if not isinstance(claims, dict):
         raise error(f"{kind} is malformed")
-    return header, claims
+    return header, claims, key
 
 
 def _time(claims: JSONObject, name: str, *, kind: _Kind, error: _Error, required: bool) -> float | None:
@@ -102,6 +115,7 @@ def _check_common(
     *,
     issuer: str,
     client_id: str,
+    trusted_audiences: Collection[str],
     now: float,
     leeway: float,
     kind: _Kind,
@@ -117,6 +131,9 @@ def _check_common(
         raise error(f"{kind} aud missing or malformed")
     if client_id not in audiences:
         raise error(f"{kind} audience mismatch")
+    # Core 3.1.3.7 step 3: refuse a token that also names an audience the client does not trust, even with azp.
+    if any(a != client_id and a not in trusted_audiences for a in audiences):
+        raise error(f"{kind} aud lists an audience the client does not trust")
     exp = _time(claims, "exp", kind=kind, error=error, required=require_exp)
     if exp is not None and now >= exp + leeway:
         raise error(f"{kind} expired")
@@ -136,18 +153,22 @@ async def validate_id_token(
     issuer: str,
     client_id: str,
     nonce: str | None,
+    access_token: str | None,
     algorithms: Collection[str],
     clock: Clock,
     leeway: float,
+    source: TokenSource,
+    trusted_audiences: Collection[str] = (),
 ) -> JSONObject:
     """Validate an ID token per OpenID Connect Core 3.1.3.7 and return its claims.
 
     ``nonce`` is the value sent in the authorization request; pass None only for an ID token from a refresh (Core
-    12.2), which need not carry one. Raises :class:`~bff.errors.InvalidIdToken` (and
+    12.2), which need not carry one. ``access_token`` is the one the same token answer carried: an ``at_hash`` claim
+    must bind it (pass None only when there is none). Raises :class:`~bff.errors.InvalidIdToken` (and
     :class:`~bff.errors.IdPUnavailable` when the JWKS cannot be fetched).
     """
-    header, claims = await verify_signature(
-        token, jwks=jwks, algorithms=algorithms, kind="id_token", error=InvalidIdToken
+    header, claims, key = await verify_signature(
+        token, jwks=jwks, algorithms=algorithms, kind="id_token", error=InvalidIdToken, source=source
     )
     typ = header.get("typ")
     if isinstance(typ, str) and typ.lower() in _NOT_ID_TOKEN_TYPES:
@@ -156,6 +177,7 @@ async def validate_id_token(
         claims,
         issuer=issuer,
         client_id=client_id,
+        trusted_audiences=trusted_audiences,
         now=clock(),
         leeway=leeway,
         kind="id_token",
@@ -181,7 +203,37 @@ async def validate_id_token(
         raise InvalidIdToken("id_token sub missing")
     if len(sub) > 255 or not sub.isascii():
         raise InvalidIdToken("id_token sub is not a valid subject identifier")
+    _check_at_hash(claims, access_token, alg=str(header["alg"]), key=key)
     return claims
+
+
+def _check_at_hash(claims: JSONObject, access_token: str | None, *, alg: str, key: Key) -> None:
+    """Core 3.1.3.8 / 3.2.2.9: ``at_hash`` is the base64url left half of the hash of the ASCII access token."""
+    at_hash = claims.get("at_hash")
+    if at_hash is None:
+        return  # Core 3.1.3.6: optional in the code flow
+    if not isinstance(at_hash, str):
+        raise InvalidIdToken("id_token at_hash is not a string")
+    if access_token is None:
+        raise InvalidIdToken("id_token has an at_hash but the token answer has no access token")
+    if not access_token.isascii():  # RFC 6749 A.12: an access token is VSCHARs; Core hashes its ASCII octets
+        raise InvalidIdToken("id_token at_hash cannot bind a non-ASCII access token")
+    expected = _half_hash(access_token.encode("ascii"), alg, key)
+    if not hmac.compare_digest(at_hash.encode(), expected.encode()):
+        raise InvalidIdToken("id_token at_hash does not match the access token")
+
+
+def _half_hash(value: bytes, alg: str, key: Key) -> str:
+    """The hash of the JWS ``alg`` (RFC 7518 3.1); for EdDSA the curve decides (Ed25519: SHA-512, Ed448: SHAKE256
+    with 114 bytes of output, as OpenID Connect Token Hash Algorithms 1.0 records)."""
+    if alg == "EdDSA":
+        if isinstance(key, OKPKey) and key.curve_name == "Ed448":
+            digest = hashlib.shake_256(value).digest(114)
+        else:
+            digest = hashlib.sha512(value).digest()
+    else:
+        digest = hashlib.new(_SHA_BY_SIZE[alg[2:]], value).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
 async def validate_logout_token(
@@ -194,16 +246,20 @@ async def validate_logout_token(
     clock: Clock,
     leeway: float,
     max_age: float = 300.0,
+    trusted_audiences: Collection[str] = (),
 ) -> JSONObject:
     """Validate a logout token per OpenID Connect Back-Channel Logout 1.0 section 2.6 and return its claims.
 
     A token without ``exp`` is refused once its ``iat`` is older than ``max_age`` (plus leeway), which bounds how
     long the caller must remember ``jti`` values to refuse replays (section 2.6 step 7, the caller's job).
-    Raises :class:`~bff.errors.InvalidLogoutToken` (and :class:`~bff.errors.IdPUnavailable` for the JWKS).
+    A logout token arrives at a public endpoint, so an unknown ``kid`` in it refetches the JWKS only within the
+    cache's rate limit (:attr:`~bff.oidc.jwks.TokenSource.UNSOLICITED`). Raises
+    :class:`~bff.errors.InvalidLogoutToken` (and :class:`~bff.errors.IdPUnavailable` for the JWKS).
     """
-    header, claims = await verify_signature(
-        token, jwks=jwks, algorithms=algorithms, kind="logout_token", error=InvalidLogoutToken
-    )
+    header, claims, _ = await verify_signature(
+        token, jwks=jwks, algorithms=algorithms, kind="logout_token", error=InvalidLogoutToken,
+        source=TokenSource.UNSOLICITED,
+    )  # fmt: skip
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.lower() not in _LOGOUT_TOKEN_TYPES):
         raise InvalidLogoutToken("logout_token typ is not logout+jwt")
@@ -212,6 +268,7 @@ async def validate_logout_token(
         claims,
         issuer=issuer,
         client_id=client_id,
+        trusted_audiences=trusted_audiences,
         now=now,
         leeway=leeway,
         kind="logout_token",

@@ -7,14 +7,25 @@ read are skipped one by one (RFC 7517 5: "implementations SHOULD ignore JWKs ...
 understood by them, that are missing required members").
 
 When a token names a ``kid`` the cache does not know, the IdP has probably rotated its keys (OpenID Connect Core
-10.1.1): the set is fetched again, at most once per ``min_refetch_interval`` seconds (by the injected clock), so a
-stream of tokens with made-up ``kid`` values cannot turn bff into a JWKS request amplifier. The set is also fetched
-again after ``max_age``, so a key the IdP withdrew (compromised, retired) stops being trusted.
+10.1.1) and the set is fetched again. How often depends on where the token came from, which the caller states
+(:class:`TokenSource`), never guessed:
+
+- ``TOKEN_ENDPOINT``: the answer to bff's own authenticated request to the IdP over TLS. Such a token is as
+  authentic as the JWKS itself, so every unknown ``kid`` gets a refetch; concurrent callers share one fetch
+  (single-flight), and a caller only settles for a fetch that started after it saw the unknown ``kid``, so a
+  rotation is always picked up by the first login that needs it;
+- ``UNSOLICITED``: posted to a public endpoint (back-channel logout) by anyone. Its refetches are rate-limited to
+  one per ``min_refetch_interval`` seconds (by the injected clock), so a stream of tokens with made-up ``kid``
+  values can neither turn bff into a JWKS request amplifier nor, since the budget is theirs alone, stop a real
+  rotation from reaching logins.
+
+The set is also fetched again after ``max_age``, so a key the IdP withdrew (compromised, retired) stops being trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from typing import Any
 
@@ -34,6 +45,15 @@ PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 #: The curve each ECDSA algorithm requires (RFC 7518 3.4).
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+
+
+class TokenSource(enum.Enum):
+    """Where a token to verify came from: it decides whether an unknown ``kid`` may refetch the JWKS at once."""
+
+    #: In the answer to bff's own client-authenticated request to the token endpoint (OpenID Connect Core 3.1.3.7).
+    TOKEN_ENDPOINT = "token_endpoint"  # noqa: S105 - where a token came from, not a password
+    #: Sent to bff by someone else (back-channel logout, a bearer token presented to an API).
+    UNSOLICITED = "unsolicited"
 
 
 def key_type_for(alg: str) -> str | None:
@@ -85,13 +105,16 @@ def _import_public_keys(data: dict[str, Any], jwks_uri: str) -> KeySet:
 
 
 class JwksCache:
-    """The IdP's public signing keys, fetched on first use, again after ``max_age`` and (rate-limited) for an
-    unknown ``kid``.
+    """The IdP's public signing keys, fetched on first use, again after ``max_age`` and for an unknown ``kid``.
 
-    Refetches for unknown ``kid`` values happen at most once per ``min_refetch_interval``; the first one may follow
-    the initial fetch at once (a key rotated just after startup is picked up without waiting). After ``max_age`` the
-    set is fetched again so a key the IdP withdrew stops being trusted; if that fetch fails the old set is kept
-    (an IdP outage must not stop logins that the cached keys can still verify) and retried later.
+    Refetches for unknown ``kid`` values in ``UNSOLICITED`` tokens happen at most once per ``min_refetch_interval``;
+    the first one may follow the initial fetch at once (a key rotated just after startup is picked up without
+    waiting). ``TOKEN_ENDPOINT`` tokens refetch every time, single-flight. After ``max_age`` the set is fetched again
+    so a key the IdP withdrew stops being trusted; if that fetch fails the old set is kept (an IdP outage must not
+    stop logins that the cached keys can still verify) and retried later.
+
+    Every fetch runs under one lock and is numbered when it starts; ``_done`` remembers the number and outcome of
+    the last one that finished, which is how a waiting caller knows whether a fetch it can use has happened.
     """
 
     def __init__(
@@ -113,6 +136,11 @@ class JwksCache:
         self._last_kid_refetch: float | None = None
         #: One fetch at a time: concurrent logins with a new kid share one refetch.
         self._lock = asyncio.Lock()
+        #: Fetches started so far, whether one is running, and the number and failure (None: success) of the last
+        #: one that finished.
+        self._started = 0
+        self._fetching = False
+        self._done: tuple[int, IdPUnavailable | None] = (0, None)
 
     @property
     def jwks_uri(self) -> str:
@@ -120,24 +148,39 @@ class JwksCache:
 
     async def refresh(self) -> None:
         """Fetch the key set now (also used at startup to check that the JWKS answers)."""
-        data = await get_json_object(self._client, self._jwks_uri, what="JWKS")
-        keys = _import_public_keys(data, self._jwks_uri)
+        self._started += 1
+        number = self._started
+        self._fetching = True
+        try:
+            data = await get_json_object(self._client, self._jwks_uri, what="JWKS")
+            keys = _import_public_keys(data, self._jwks_uri)
+        except IdPUnavailable as exc:
+            self._done = (number, exc)
+            raise
+        finally:
+            self._fetching = False
         self._keys = keys
         self._stale_at = self._clock() + self._max_age
+        self._done = (number, None)
         logger.info("JWKS %s: %d signing key(s) loaded", self._jwks_uri, len(keys.keys))
 
-    async def get_key(self, kid: str | None, alg: str) -> Key:
-        """The key that verifies a token with header ``kid`` and ``alg``.
+    async def get_key(self, kid: str | None, alg: str, *, source: TokenSource) -> Key:
+        """The key that verifies a token with header ``kid`` and ``alg``, from a token that came from ``source``.
 
         Without a ``kid`` the key set must hold exactly one key suitable for ``alg``. Raises
         :class:`~bff.errors.InvalidIdToken` when no key fits, :class:`~bff.errors.IdPUnavailable` when the JWKS
-        cannot be fetched and nothing is cached.
+        cannot be fetched and nothing is cached (or, for a ``TOKEN_ENDPOINT`` token, when the refetch fails).
         """
         keys = await self._current()
         key = self._find(keys, kid, alg)
         if key is not None:
             return key
-        if await self._refetch_for_unknown_key(keys):
+        if source is TokenSource.TOKEN_ENDPOINT:
+            await self._refetch_for_token_endpoint(kid, alg, seen=self._started, in_flight=self._fetching)
+            refetched = True
+        else:
+            refetched = await self._refetch_for_unknown_key(keys)
+        if refetched:
             key = self._find(await self._current(), kid, alg)
             if key is not None:
                 return key
@@ -156,6 +199,24 @@ class JwksCache:
                         self._stale_at = self._clock() + self._min_refetch_interval
         assert self._keys is not None
         return self._keys
+
+    async def _refetch_for_token_endpoint(self, kid: str | None, alg: str, *, seen: int, in_flight: bool) -> None:
+        """Refetch for an unknown key in a token from the token endpoint, never rate-limited, single-flight.
+
+        ``seen`` is the number of fetches started when the caller missed the key, ``in_flight`` whether the last of
+        them was still running. Under the lock, a fetch that started later and finished meanwhile answers for the
+        caller (its failure too); so does any fetch that brought the key, and the failure of the fetch that was in
+        flight (the IdP is down). Otherwise the caller fetches, and the callers queued behind it use that fetch.
+        """
+        async with self._lock:
+            number, failure = self._done
+            if number > seen or (in_flight and number == seen and failure is not None):
+                if failure is not None:
+                    raise IdPUnavailable(failure.message) from failure
+                return
+            if self._keys is not None and self._find(self._keys, kid, alg) is not None:
+                return
+            await self.refresh()
 
     async def _refetch_for_unknown_key(self, seen: KeySet) -> bool:
         """Refetch once for an unknown key, unless another such refetch happened within ``min_refetch_interval``.

@@ -14,7 +14,7 @@ from bff.errors import NotReady
 from bff.oidc.client import OIDCClient
 from bff.oidc.discovery import ProviderMetadata, fetch_metadata
 from bff.oidc.id_token import validate_id_token, validate_logout_token
-from bff.oidc.jwks import JwksCache
+from bff.oidc.jwks import JwksCache, TokenSource
 from bff.types import Clock, JSONObject, system_clock
 
 
@@ -56,19 +56,25 @@ class IdentityProvider:
             raise NotReady("the identity provider's metadata is not loaded yet")
         return self._jwks
 
-    async def validate_id_token(self, token: str, *, nonce: str | None) -> JSONObject:
+    async def validate_id_token(self, token: str, *, nonce: str | None, access_token: str) -> JSONObject:
+        """An ID token from the token endpoint's answer (code exchange or refresh), with that answer's
+        ``access_token`` (bound by ``at_hash`` when present)."""
         return await validate_id_token(
             token,
             jwks=self.jwks,
             issuer=self.metadata.issuer,
             client_id=self.settings.client_id,
             nonce=nonce,
+            access_token=access_token,
             algorithms=self.settings.id_token_signing_algs,
             clock=self.clock,
             leeway=self.settings.clock_skew,
+            source=TokenSource.TOKEN_ENDPOINT,
+            trusted_audiences=self.settings.trusted_audiences,
         )
 
     async def validate_logout_token(self, token: str) -> JSONObject:
+        """A logout token posted to the public back-channel logout endpoint."""
         return await validate_logout_token(
             token,
             jwks=self.jwks,
@@ -77,4 +83,5 @@ class IdentityProvider:
             algorithms=self.settings.id_token_signing_algs,
             clock=self.clock,
             leeway=self.settings.clock_skew,
+            trusted_audiences=self.settings.trusted_audiences,
         )

@@ -157,6 +157,8 @@ FORGED: dict[str, dict[str, Any]] = {
     "unknown kid": {"mode": "unknown_kid"},
     "key in the header": {"mode": "header_jwk"},
     "wrong aud": {"claims": {"aud": "another-client"}},
+    # Back-Channel Logout 2.6 step 3 validates aud as for ID tokens: an extra untrusted audience is refused.
+    "an untrusted extra aud": {"claims": {"aud": ["spa-bff", "another-client"], "azp": "spa-bff"}},
     "wrong iss": {"claims": {"iss": "https://evil.example"}},
     "with a nonce": {"claims": {"nonce": "n-0123456789"}},
     "no events": {"claims": {"events": REMOVE}},

@@ -171,7 +171,11 @@ async def test_forged_id_tokens_fail_the_login(stack: Stack, browser: Browser, m
     [
         ({"iss": "https://evil.example"}, "issuer"),
         ({"aud": "another-client"}, "audience"),
-        ({"aud": ["spa-bff", "another-client"], "azp": "another-client"}, "azp"),
+        ({"azp": "another-client"}, "azp"),
+        # OpenID Connect Core 3.1.3.7 step 3: an extra audience the client does not trust, even with our azp.
+        ({"aud": ["spa-bff", "another-client"], "azp": "spa-bff"}, "aud lists an audience the client does not trust"),
+        # Core 3.1.3.8: at_hash binds the access token of the same answer (here the hash of another token).
+        ({"at_hash": "R6WcBw6Zt9Ae3mEkLJa4SA"}, "at_hash does not match the access token"),
         ({"nonce": "not-the-nonce"}, "nonce"),
         ({"nonce": REMOVE}, "nonce"),
         ({"exp": int(time.time()) - 3600}, "expired"),
@@ -186,3 +190,14 @@ async def test_id_token_claims_are_checked(
     response = await browser.request("GET", await callback_url(browser, stack))
     await assert_refused(browser, stack, response, "invalid_id_token")
     assert message in response.text
+
+
+async def test_an_extra_audience_listed_in_trusted_audiences_is_accepted(browser: Browser) -> None:
+    def trust(doc: dict[str, Any]) -> None:
+        doc["oidc"]["trusted_audiences"] = ["https://api.example.net"]
+
+    with running_stack(customize=trust) as stack:
+        stack.provider.id_token_claims_override = {"aud": ["spa-bff", "https://api.example.net"], "azp": "spa-bff"}
+        response = await browser.request("GET", await callback_url(browser, stack))
+        assert response.status_code == 302, response.text
+        assert (await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)).status_code == 200

@@ -23,7 +23,7 @@ from bff.models import TokenSet
 from bff.oidc.client import OIDCClient
 from bff.oidc.discovery import ProviderMetadata, fetch_metadata
 from bff.oidc.id_token import validate_id_token
-from bff.oidc.jwks import JwksCache
+from bff.oidc.jwks import JwksCache, TokenSource
 from bff.oidc.pkce import new_code_verifier, new_state, s256_challenge
 from tests.support.clock import FakeClock
 from tests.support.oidc_provider import TestProvider
@@ -99,7 +99,7 @@ async def test_code_exchange_with_pkce(idp: TestProvider, http: httpx.AsyncClien
     jwks = JwksCache(http, client.metadata.jwks_uri, clock=clock)
     claims = await validate_id_token(
         tokens.id_token, jwks=jwks, issuer=idp.issuer, client_id="spa-bff", nonce="n-1", algorithms=("RS256",),
-        clock=clock, leeway=60,
+        clock=clock, leeway=60, access_token=tokens.access_token, source=TokenSource.TOKEN_ENDPOINT,
     )  # fmt: skip
     assert claims["sub"] == "alice-0001"
     request = idp.token_requests[-1]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from bff.errors import InvalidIdToken, InvalidLogoutToken
 from bff.oidc.id_token import BACKCHANNEL_LOGOUT_EVENT, validate_id_token, validate_logout_token
-from bff.oidc.jwks import JwksCache
+from bff.oidc.jwks import JwksCache, TokenSource
 from bff.types import JSONObject
 from tests.oidc.conftest import CLIENT_ID, ISSUER, T0
 from tests.support.clock import FakeClock
@@ -23,11 +29,19 @@ ALGS = ("RS256", "ES256")
 
 
 async def validate(
-    token: str, jwks: JwksCache, clock: FakeClock, *, nonce: str | None = NONCE, algorithms: tuple[str, ...] = ALGS
+    token: str,
+    jwks: JwksCache,
+    clock: FakeClock,
+    *,
+    nonce: str | None = NONCE,
+    algorithms: tuple[str, ...] = ALGS,
+    access_token: str | None = None,
+    trusted_audiences: tuple[str, ...] = (),
 ) -> JSONObject:
     return await validate_id_token(
         token, jwks=jwks, issuer=ISSUER, client_id=CLIENT_ID, nonce=nonce, algorithms=algorithms, clock=clock,
-        leeway=LEEWAY,
+        leeway=LEEWAY, access_token=access_token, trusted_audiences=trusted_audiences,
+        source=TokenSource.TOKEN_ENDPOINT,
     )  # fmt: skip
 
 
@@ -63,11 +77,12 @@ async def test_expiry_within_leeway_is_accepted(provider: TestProvider, jwks: Jw
     assert (await validate(provider.mint_id_token(nonce=NONCE), jwks, clock))["sub"] == "alice-0001"
 
 
-async def test_multiple_audiences_with_our_azp_are_accepted(
+async def test_multiple_trusted_audiences_with_our_azp_are_accepted(
     provider: TestProvider, jwks: JwksCache, clock: FakeClock
 ) -> None:
     provider.id_token_claims_override = {"aud": [CLIENT_ID, "other-client"], "azp": CLIENT_ID}
-    assert (await validate(provider.mint_id_token(nonce=NONCE), jwks, clock))["azp"] == CLIENT_ID
+    token = provider.mint_id_token(nonce=NONCE)
+    assert (await validate(token, jwks, clock, trusted_audiences=("other-client",)))["azp"] == CLIENT_ID
 
 
 async def test_refresh_id_token_without_nonce_is_accepted_when_no_nonce_is_expected(
@@ -166,8 +181,13 @@ async def test_id_token_typed_as_access_token_is_refused(
         ({"aud": "other-client"}, "id_token audience mismatch"),
         ({"aud": ["other-client", "third"]}, "id_token audience mismatch"),
         ({"aud": REMOVE}, "id_token aud missing or malformed"),
-        ({"aud": [CLIENT_ID, "other-client"]}, "id_token azp missing with multiple audiences"),
-        ({"aud": [CLIENT_ID, "other-client"], "azp": "other-client"}, "id_token azp mismatch"),
+        ({"aud": [CLIENT_ID, "other-client"]}, "id_token aud lists an audience the client does not trust"),
+        (
+            {"aud": [CLIENT_ID, "other-client"], "azp": CLIENT_ID},
+            "id_token aud lists an audience the client does not trust",
+        ),
+        ({"aud": [CLIENT_ID, "trusted-api"]}, "id_token azp missing with multiple audiences"),
+        ({"aud": [CLIENT_ID, "trusted-api"], "azp": "trusted-api"}, "id_token azp mismatch"),
         ({"azp": "other-client"}, "id_token azp mismatch"),
         ({"nonce": "wrong-nonce"}, "id_token nonce mismatch"),
         ({"nonce": REMOVE}, "id_token nonce missing"),
@@ -188,7 +208,8 @@ async def test_id_token_claim_check_fails(
     provider: TestProvider, jwks: JwksCache, clock: FakeClock, override: dict[str, Any], message: str
 ) -> None:
     provider.id_token_claims_override = override
-    assert await refused(provider.mint_id_token(nonce=NONCE), jwks, clock) == message
+    token = provider.mint_id_token(nonce=NONCE)
+    assert await refused(token, jwks, clock, trusted_audiences=("trusted-api",)) == message
 
 
 async def test_id_token_expires_with_the_clock(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
@@ -198,13 +219,119 @@ async def test_id_token_expires_with_the_clock(provider: TestProvider, jwks: Jwk
     assert await refused(token, jwks, clock) == "id_token expired"
 
 
+# --- at_hash (Core 3.1.3.8, 3.2.2.9) ----------------------------------------------------------------------------
+
+ACCESS_TOKEN = "eyJhbGciOiJFUzI1NiJ9.an-access-token.signature-part"
+
+
+def half_hash(value: str, digest: str) -> str:
+    """Written from the spec, apart from bff's: base64url of the left half of the hash of the ASCII octets."""
+    raw = (
+        hashlib.shake_256(value.encode()).digest(114)
+        if digest == "shake256"
+        else hashlib.new(digest, value.encode()).digest()
+    )
+    return base64.urlsafe_b64encode(raw[: len(raw) // 2]).rstrip(b"=").decode()
+
+
+def keyed_jwks(key: Key, clock: FakeClock) -> tuple[JwksCache, httpx.AsyncClient]:
+    """A JwksCache on a JWKS that publishes only ``key``."""
+    body = {"keys": [key.as_dict(private=False)]}
+    app = Starlette(routes=[Route("/jwks", lambda request: JSONResponse(body))])
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER)
+    return JwksCache(http, f"{ISSUER}/jwks", clock=clock), http
+
+
+@pytest.mark.parametrize(
+    ("alg", "key", "digest"),
+    [
+        ("RS256", lambda: RSAKey.generate_key(2048, auto_kid=True), "sha256"),
+        ("PS384", lambda: RSAKey.generate_key(2048, auto_kid=True), "sha384"),
+        ("RS512", lambda: RSAKey.generate_key(2048, auto_kid=True), "sha512"),
+        ("ES256", lambda: ECKey.generate_key("P-256", auto_kid=True), "sha256"),
+        ("ES384", lambda: ECKey.generate_key("P-384", auto_kid=True), "sha384"),
+        ("ES512", lambda: ECKey.generate_key("P-521", auto_kid=True), "sha512"),
+        ("EdDSA", lambda: OKPKey.generate_key("Ed25519", auto_kid=True), "sha512"),
+        ("EdDSA", lambda: OKPKey.generate_key("Ed448", auto_kid=True), "shake256"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc's note on RFC 9864; IdPs still sign with it
+async def test_at_hash_uses_the_hash_of_the_signature_alg(
+    clock: FakeClock, alg: str, key: Callable[[], Key], digest: str
+) -> None:
+    signing = key()
+    jwks, http = keyed_jwks(signing, clock)
+    base = {"iss": ISSUER, "aud": CLIENT_ID, "sub": "alice-0001", "iat": T0, "exp": T0 + 60, "nonce": NONCE}
+
+    def token(at_hash: str) -> str:
+        return jwt.encode({"alg": alg, "kid": signing.kid}, {**base, "at_hash": at_hash}, signing, algorithms=[alg])
+
+    async with http:
+        good = half_hash(ACCESS_TOKEN, digest)
+        claims = await validate(token(good), jwks, clock, access_token=ACCESS_TOKEN, algorithms=(alg,))
+        assert claims["at_hash"] == good
+        # The same half hash of another access token, and the right hash with the wrong algorithm, are refused.
+        wrong = half_hash(ACCESS_TOKEN + "x", digest)
+        other = half_hash(ACCESS_TOKEN, "sha384" if digest == "sha256" else "sha256")
+        for bad in (wrong, other, good[:-1], good + "A"):
+            message = await refused(token(bad), jwks, clock, access_token=ACCESS_TOKEN, algorithms=(alg,))
+            assert message == "id_token at_hash does not match the access token"
+
+
+async def test_at_hash_mismatch_is_refused(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
+    provider.id_token_claims_override = {"at_hash": half_hash("another-access-token", "sha256")}
+    message = await refused(provider.mint_id_token(nonce=NONCE), jwks, clock, access_token=ACCESS_TOKEN)
+    assert message == "id_token at_hash does not match the access token"
+
+
+async def test_matching_at_hash_is_accepted(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
+    provider.id_token_claims_override = {"at_hash": half_hash(ACCESS_TOKEN, "sha256")}
+    claims = await validate(provider.mint_id_token(nonce=NONCE), jwks, clock, access_token=ACCESS_TOKEN)
+    assert claims["sub"] == "alice-0001"
+
+
+async def test_absent_at_hash_is_accepted(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:
+    claims = await validate(provider.mint_id_token(nonce=NONCE), jwks, clock, access_token=ACCESS_TOKEN)
+    assert "at_hash" not in claims
+
+
+@pytest.mark.parametrize(
+    ("at_hash", "access_token", "message"),
+    [
+        (42, ACCESS_TOKEN, "id_token at_hash is not a string"),
+        (half_hash(ACCESS_TOKEN, "sha256"), None, "id_token has an at_hash but the token answer has no access token"),
+        (half_hash("t\u00f6ken", "sha256"), "t\u00f6ken", "id_token at_hash cannot bind a non-ASCII access token"),
+    ],
+)
+async def test_unusable_at_hash_is_refused(
+    provider: TestProvider, jwks: JwksCache, clock: FakeClock, at_hash: object, access_token: str | None, message: str
+) -> None:
+    provider.id_token_claims_override = {"at_hash": at_hash}
+    token = provider.mint_id_token(nonce=NONCE)
+    assert await refused(token, jwks, clock, access_token=access_token) == message
+
+
 # --- logout tokens ----------------------------------------------------------------------------------------------
 
 
-async def validate_logout(token: str, jwks: JwksCache, clock: FakeClock) -> JSONObject:
+async def validate_logout(
+    token: str, jwks: JwksCache, clock: FakeClock, *, trusted_audiences: tuple[str, ...] = ()
+) -> JSONObject:
     return await validate_logout_token(
-        token, jwks=jwks, issuer=ISSUER, client_id=CLIENT_ID, algorithms=ALGS, clock=clock, leeway=LEEWAY
-    )
+        token, jwks=jwks, issuer=ISSUER, client_id=CLIENT_ID, algorithms=ALGS, clock=clock, leeway=LEEWAY,
+        trusted_audiences=trusted_audiences,
+    )  # fmt: skip
+
+
+async def test_logout_token_with_an_untrusted_extra_audience_is_refused(
+    provider: TestProvider, jwks: JwksCache, clock: FakeClock
+) -> None:
+    token = provider.mint_logout_token(sid="s", claims_override={"aud": [CLIENT_ID, "other-client"], "azp": CLIENT_ID})
+    with pytest.raises(InvalidLogoutToken) as info:
+        await validate_logout(token, jwks, clock, trusted_audiences=("trusted-api",))
+    assert info.value.message == "logout_token aud lists an audience the client does not trust"
+    # Listed in trusted_audiences, the same extra audience is fine.
+    assert (await validate_logout(token, jwks, clock, trusted_audiences=("other-client",)))["sid"] == "s"
 
 
 async def test_valid_logout_token(provider: TestProvider, jwks: JwksCache, clock: FakeClock) -> None:

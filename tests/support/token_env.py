@@ -58,7 +58,7 @@ class TokenEnv:
         answer = await self.clients[0].get(url)
         code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
         tokens = await idp.client.exchange_code(code, verifier, REDIRECT_URI)
-        claims = await idp.validate_id_token(tokens.id_token or "", nonce=nonce)
+        claims = await idp.validate_id_token(tokens.id_token or "", nonce=nonce, access_token=tokens.access_token)
         session_id, _ = await self.sessions.create(sub=claims["sub"], sid=claims.get("sid"), claims={}, tokens=tokens)
         loaded = await self.sessions.load(session_id)
         assert loaded is not None
