@@ -5,10 +5,11 @@ and the signed logout token is the only credential. In order:
 
 1. the body is ``application/x-www-form-urlencoded``, at most ``MAX_BODY`` bytes (else 413), with exactly one
    ``logout_token`` (else 400 ``bad_request``);
-2. the token is validated (section 2.6: signature against the JWKS with the algorithm allow-list, ``iss``, ``aud``,
-   ``iat``/``exp``, ``jti``, the back-channel ``events`` member, no ``nonce``, ``sid`` and/or ``sub``); any failure
-   is 400 ``invalid_logout_token`` and nothing is deleted or remembered, so a forged token cannot burn the ``jti``
-   of a real one;
+2. the token is validated (section 2.6: signature against the JWKS with the algorithm allow-list, ``iss``, ``aud``
+   without an audience the client does not trust, ``iat``/``exp``, ``jti``, the back-channel ``events`` member, no
+   ``nonce``, ``sid`` and/or ``sub``); any failure is 400 ``invalid_logout_token`` and nothing is deleted or
+   remembered, so a forged token cannot burn the ``jti`` of a real one. The endpoint is public, so an unknown
+   ``kid`` here refetches the JWKS only within the cache's rate limit, a budget logins never depend on;
 3. its ``jti`` is claimed in the store (section 2.6 step 7): a ``jti`` whose logout already completed is a replay,
    400 and nothing deleted. The claim expires when the token would (``exp``, else ``iat`` + the ``max_age`` that
    validation enforces, plus the clock-skew leeway), so the blocklist never grows past the tokens in flight. A claim
