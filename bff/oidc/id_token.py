@@ -23,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Collection
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate
 from bff.errors import InvalidIdToken, InvalidLogoutToken
 from bff.oidc.jwks import JwksCache, TokenSource, key_type_for
 from bff.types import Clock, JSONObject
+
+logger = logging.getLogger(__name__)
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: RFC 8725 3.11 explicit typing: tokens of these types are never accepted as an ID token.
@@ -132,7 +135,10 @@ def _check_common(
     if client_id not in audiences:
         raise error(f"{kind} audience mismatch")
     # Core 3.1.3.7 step 3: refuse a token that also names an audience the client does not trust, even with azp.
-    if any(a != client_id and a not in trusted_audiences for a in audiences):
+    untrusted = [a for a in audiences if a != client_id and a not in trusted_audiences]
+    if untrusted:
+        # The IdP signed it, so naming it helps the operator decide; the browser's message stays generic.
+        logger.warning("%s names audience %r, which is not in oidc.trusted_audiences", kind, untrusted[0][:200])
         raise error(f"{kind} aud lists an audience the client does not trust")
     exp = _time(claims, "exp", kind=kind, error=error, required=require_exp)
     if exp is not None and now >= exp + leeway:

@@ -324,12 +324,13 @@ async def validate_logout(
 
 
 async def test_logout_token_with_an_untrusted_extra_audience_is_refused(
-    provider: TestProvider, jwks: JwksCache, clock: FakeClock
+    provider: TestProvider, jwks: JwksCache, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = provider.mint_logout_token(sid="s", claims_override={"aud": [CLIENT_ID, "other-client"], "azp": CLIENT_ID})
     with pytest.raises(InvalidLogoutToken) as info:
         await validate_logout(token, jwks, clock, trusted_audiences=("trusted-api",))
     assert info.value.message == "logout_token aud lists an audience the client does not trust"
+    assert "'other-client', which is not in oidc.trusted_audiences" in caplog.text  # the operator learns which
     # Listed in trusted_audiences, the same extra audience is fine.
     assert (await validate_logout(token, jwks, clock, trusted_audiences=("other-client",)))["sid"] == "s"
 
