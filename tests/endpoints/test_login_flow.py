@@ -136,7 +136,16 @@ async def test_several_tabs_can_log_in_at_once(stack: Stack, browser: Browser) -
 
 
 @pytest.mark.parametrize(
-    "return_to", ["//evil.example", "https://evil.example/", "/%5Cevil.example", "%2F%2Fevil.example", "/%09/evil"]
+    "return_to",
+    [
+        "//evil.example",
+        "https://evil.example/",
+        "/%5Cevil.example",
+        "%2F%2Fevil.example",
+        "/%09/evil",
+        "/.//evil.example",
+        "/%2e//evil.example",
+    ],
 )
 async def test_return_to_off_origin_falls_back_to_root(stack: Stack, browser: Browser, return_to: str) -> None:
     hops = await login(browser, stack, return_to)
