@@ -147,6 +147,8 @@ class RouteSettings:
     scopes: tuple[str, ...] = ()
     #: Refresh and replay on a plain 401 too, not only on ``WWW-Authenticate: Bearer error="invalid_token"``.
     refresh_on_401: bool = False
+    #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
+    anonymous: bool = False
 
 
 @dataclass(frozen=True)
@@ -417,6 +419,13 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
         resource = r.get("resource", str, "") or None
         if resource:
             check_url(r, "resource", resource)
+        anonymous = r.get("anonymous", bool, False)
+        if "anonymous" in item and token != "client":
+            r.problem(
+                "anonymous",
+                "applies only to token = 'client' (routes with token 'none' or 'user_or_none' always serve callers"
+                " without a session, 'user' never does)",
+            )
         route = RouteSettings(
             path=path,
             upstream=upstream.rstrip("/"),
@@ -432,6 +441,7 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
             resource=resource,
             scopes=r.string_list("scopes", ()),
             refresh_on_401=r.get("refresh_on_401", bool, False),
+            anonymous=anonymous,
         )
         r.finish()
         routes.append(route)

@@ -171,6 +171,15 @@ def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: A
         ({"path": "/x", "upstream": "https://a.example", "set_headers": {"Authorization": "x"}}, "managed by bff"),
         ({"path": "/x", "upstream": "https://a.example", "set_headers": {"bad name": "x"}}, "invalid header name"),
         ({"path": "/x", "upstream": "https://a.example", "strip_prefx": False}, "strip_prefx: unknown key"),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "user", "anonymous": True},
+            "routes[1].anonymous: applies only to token = 'client'",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "none", "anonymous": False},
+            "routes[1].anonymous: applies only to token = 'client'",
+        ),
+        ({"path": "/x", "upstream": "https://a.example", "token": "client", "anonymous": "yes"}, "routes[1].anonymous"),
     ],
 )
 def test_route_problems(route: dict[str, Any], expected: str) -> None:
@@ -178,6 +187,15 @@ def test_route_problems(route: dict[str, Any], expected: str) -> None:
     doc["routes"].append(route)
     found = problems(doc)
     assert any(expected in p for p in found), found
+
+
+def test_client_routes_need_a_session_unless_they_say_anonymous() -> None:
+    doc = base_document()
+    doc["routes"] = [
+        {"path": "/api/a", "upstream": "https://a.example", "token": "client"},
+        {"path": "/api/b", "upstream": "https://b.example", "token": "client", "anonymous": True},
+    ]
+    assert [r.anonymous for r in parse_config(doc, env={}).routes] == [False, True]
 
 
 def test_nested_prefixes_are_allowed_longest_wins_at_runtime() -> None:
