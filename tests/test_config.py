@@ -133,6 +133,10 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "keys", [SESSION_KEY, SESSION_KEY], "contains the same key twice"),
         ("session", "idle_timeout", "soon", "expected a duration"),
         ("session", "idle_timeout", "13h", "must not exceed absolute_timeout"),
+        ("session", "max_pending_logins", 0, "session.max_pending_logins: must be between 1 and 20, got 0"),
+        ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20, got 21"),
+        ("session", "max_pending_logins", "5", "session.max_pending_logins: expected int"),
+        ("session", "login_timeout", "0s", "session.login_timeout: must be positive"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
@@ -187,6 +191,13 @@ def test_route_problems(route: dict[str, Any], expected: str) -> None:
     doc["routes"].append(route)
     found = problems(doc)
     assert any(expected in p for p in found), found
+
+
+def test_max_pending_logins_defaults_to_five() -> None:
+    assert parse_config(base_document(), env={}).session.max_pending_logins == 5
+    doc = base_document()
+    doc["session"]["max_pending_logins"] = 8
+    assert parse_config(doc, env={}).session.max_pending_logins == 8
 
 
 def test_client_routes_need_a_session_unless_they_say_anonymous() -> None:

@@ -41,8 +41,10 @@ async def test_full_flow(stack: Stack, browser: Browser, caplog: pytest.LogCaptu
     assert "domain" not in attributes
     assert "SameSite=Strict" in session_cookie
     assert "Path=/" in session_cookie
-    login_cookie = next(h for h in browser.set_cookie_headers if h.startswith("__Host-bff-login="))
+    login_cookie = next(h for h in browser.set_cookie_headers if h.startswith("__Host-bff-login-"))
     assert "SameSite=Lax" in login_cookie
+    assert "HttpOnly" in login_cookie
+    assert "Path=/" in login_cookie
 
     user = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
     assert user.status_code == 200
