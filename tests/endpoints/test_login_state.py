@@ -208,3 +208,13 @@ async def test_long_return_paths_keep_the_login_cookies_small(stack: Stack, brow
     # The newest login always has its cookie, and completes.
     hops = await browser.follow(start.headers["location"])
     assert hops[1].headers["location"] == f"{stack.url}/{MAX_PENDING - 1}{'x' * 2000}"
+
+
+async def test_a_request_stuffed_with_login_cookies_costs_a_bounded_answer(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        cookie = "; ".join(f"{LOGIN_COOKIE}-{i:016d}=junk" for i in range(500))
+        response = await client.get(f"{stack.url}/bff/login", headers={"cookie": cookie})
+        assert response.status_code == 302
+        set_cookies = response.headers.get_list("set-cookie")
+        # Only the first 2 x max_pending are looked at (and dropped); plus the new login's own cookie.
+        assert len(set_cookies) == 2 * MAX_PENDING + 1
