@@ -55,7 +55,7 @@ class Callback:
         if not state:
             raise InvalidState("the callback has no state parameter")
         client = self.idp.client
-        login = self.login_cookies.take(request, state)
+        login = self.login_cookies.read(request, state)
         if not await self.sessions.consume_login(login):
             raise InvalidState("this login was already used; start the login again")
 

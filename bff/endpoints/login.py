@@ -90,7 +90,7 @@ class LoginCookies:
             response.headers.append("set-cookie", clear_cookie(other, same_site="lax"))
         response.headers.append("set-cookie", set_cookie(name, sealed, max_age=int(self.timeout), same_site="lax"))
 
-    def take(self, request: Request, state: str) -> LoginState:
+    def read(self, request: Request, state: str) -> LoginState:
         """The pending login of ``state`` that this browser holds, checked; ``InvalidState`` otherwise. The caller
         still has to consume it (``SessionManager.consume_login``) before acting on it."""
         name = self.name_for(state)

@@ -123,7 +123,7 @@ async def run(ops: list[Op]) -> None:
             req = request(jar, {"state": login.state})
             expected = login in model and clock() < login.created_at + TIMEOUT
             try:
-                taken = logins.take(req, login.state)
+                taken = logins.read(req, login.state)
                 succeeded = await sessions.consume_login(taken)
             except InvalidState:
                 succeeded = False
