@@ -32,7 +32,7 @@ from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
 from bff.endpoints.health import Readyz, healthz
-from bff.endpoints.login import Login, LoginBinding
+from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
 from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
@@ -112,6 +112,7 @@ class BffApp:
             replay_limit=config.tokens.replay_limit,
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
+        self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
         self.control = self._control_app()
 
@@ -119,11 +120,11 @@ class BffApp:
 
     def _control_app(self) -> Starlette:
         config = self.config
-        binding = LoginBinding(config)
+        logins = self.login_cookies
         routes = [
-            Route("/bff/login", Login(config, self.sessions, self.idp, binding, self.clock).handle, methods=["GET"]),
+            Route("/bff/login", Login(config, self.sessions, self.idp, logins, self.clock).handle, methods=["GET"]),
             Route(
-                "/bff/callback", Callback(config, self.sessions, self.idp, binding, self.cookie).handle, methods=["GET"]
+                "/bff/callback", Callback(config, self.sessions, self.idp, logins, self.cookie).handle, methods=["GET"]
             ),
             Route("/bff/user", User(config, self.sessions, self.cookie, self.clock).handle, methods=["GET"]),
             Route("/bff/logout", Logout(config, self.sessions, self.idp, self.cookie).handle, methods=["GET", "POST"]),
@@ -155,6 +156,8 @@ class BffApp:
             response = json_error(exc)
         if isinstance(exc, SessionExpired):
             self.cookie.clear(response)
+        if path == "/bff/callback":  # a failed callback ends its login too: its login cookie goes
+            self.login_cookies.clear(request, response)
         return response
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:

@@ -43,6 +43,8 @@ ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 #: Paths bff answers itself; a route may not shadow them.
 RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
+#: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
+MAX_PENDING_LOGINS = 20
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -87,6 +89,8 @@ class SessionSettings:
     absolute_timeout: float = 12 * 3600
     #: How long a started login may take before its state expires (one-time, bound to the browser).
     login_timeout: float = 10 * 60
+    #: Logins one browser may have pending at once (one login cookie each; starting another drops the oldest).
+    max_pending_logins: int = 5
     #: Seconds to wait for the store before answering 503.
     store_timeout: float = 2.0
 
@@ -150,6 +154,8 @@ class RouteSettings:
     scopes: tuple[str, ...] = ()
     #: Refresh and replay on a plain 401 too, not only on ``WWW-Authenticate: Bearer error="invalid_token"``.
     refresh_on_401: bool = False
+    #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
+    anonymous: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,12 @@ def _session(root: Reader) -> SessionSettings:
     absolute = r.converted("absolute_timeout", parse_duration, 12 * 3600.0)
     login = r.converted("login_timeout", parse_duration, 600.0)
     store_timeout = r.converted("store_timeout", parse_duration, 2.0)
+    max_pending = r.get("max_pending_logins", int, SessionSettings.max_pending_logins)
+    if not 1 <= max_pending <= MAX_PENDING_LOGINS:
+        r.problem("max_pending_logins", f"must be between 1 and {MAX_PENDING_LOGINS}, got {max_pending}")
+        max_pending = SessionSettings.max_pending_logins
+    if login <= 0:
+        r.problem("login_timeout", "must be positive")
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
     if absolute <= 0:
@@ -261,6 +273,7 @@ def _session(root: Reader) -> SessionSettings:
         idle_timeout=idle,
         absolute_timeout=absolute,
         login_timeout=login,
+        max_pending_logins=max_pending,
         store_timeout=store_timeout,
     )
 
@@ -427,6 +440,13 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
         resource = r.get("resource", str, "") or None
         if resource:
             check_url(r, "resource", resource)
+        anonymous = r.get("anonymous", bool, False)
+        if "anonymous" in item and token != "client":
+            r.problem(
+                "anonymous",
+                "applies only to token = 'client' (routes with token 'none' or 'user_or_none' always serve callers"
+                " without a session, 'user' never does)",
+            )
         route = RouteSettings(
             path=path,
             upstream=upstream.rstrip("/"),
@@ -442,6 +462,7 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
             resource=resource,
             scopes=r.string_list("scopes", ()),
             refresh_on_401=r.get("refresh_on_401", bool, False),
+            anonymous=anonymous,
         )
         r.finish()
         routes.append(route)

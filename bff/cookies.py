@@ -2,8 +2,9 @@
 
 The session cookie carries only a signed random id; everything else is server-side. Its name has the ``__Host-``
 prefix, so browsers insist on ``Secure``, ``Path=/`` and no ``Domain`` (RFC 6265bis 4.1.3.2). The login cookie binds a
-pending login to the browser that started it; it is ``SameSite=Lax`` because the IdP's redirect back to
-``/bff/callback`` is a cross-site top-level navigation, on which ``Strict`` cookies are not sent.
+pending login to the browser that started it (one cookie per pending login, ``bff.endpoints.login``); it is
+``SameSite=Lax`` because the IdP's redirect back to ``/bff/callback`` is a cross-site top-level navigation, on which
+``Strict`` cookies are not sent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Literal
 from itsdangerous import BadSignature, Signer
 
 SESSION_SALT = "bff.session-cookie"
-LOGIN_SALT = "bff.login-cookie"
 MAX_COOKIE_VALUE = 512
 #: Cookie values whose verification is remembered (each entry ~200 bytes).
 VERIFIED_CACHE_SIZE = 4096
@@ -59,6 +59,21 @@ def read_cookie(header: str | None, name: str) -> str | None:
         if sep and key == name:
             return value.strip().strip('"') or None
     return None
+
+
+def read_cookies_with_prefix(header: str | None, prefix: str, *, limit: int) -> list[tuple[str, str]]:
+    """The first ``limit`` cookies of a ``Cookie`` header whose name starts with ``prefix``, as (name, value) pairs
+    in the order sent; later ones are ignored, so a request stuffed with cookies costs a bounded amount of work."""
+    found: list[tuple[str, str]] = []
+    if not header:
+        return found
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key.startswith(prefix):
+            found.append((key, value.strip().strip('"')))
+            if len(found) >= limit:
+                break
+    return found
 
 
 def set_cookie(

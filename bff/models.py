@@ -86,14 +86,13 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginState:
-    """One started login: lives in the store for ``login_timeout``, consumed exactly once by the callback."""
+    """One started login: sealed into its own login cookie in the browser that started it (never in the store),
+    usable for ``login_timeout`` and consumed exactly once by the callback."""
 
     state: str
     nonce: str
     code_verifier: str
     return_to: str
-    #: sha256 of the browser-binding value in the login cookie: a state is usable only by the browser that started it.
-    binding: str
     created_at: float
 
     def to_json(self) -> JSONObject:

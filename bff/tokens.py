@@ -5,7 +5,8 @@ answers by revoking the whole token family, logging the user out: the top compla
 
 Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
 (anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
-before it expires, fetched single-flight).
+before it expires, fetched single-flight). A ``client`` route needs a session like ``user`` unless it says
+``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend.
 
 Refreshing one session, ``refresh()``:
 
@@ -103,6 +104,8 @@ class TokenManager:
         if route.token == "none":
             return None
         if route.token == "client":
+            if not route.anonymous and await self.session_for(scope) is None:
+                raise Unauthenticated("no session; log in at /bff/login (this route is not anonymous)")
             return await self.client_token(route)
         loaded = await self.session_for(scope)
         if loaded is None:

@@ -133,6 +133,10 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "keys", [SESSION_KEY, SESSION_KEY], "contains the same key twice"),
         ("session", "idle_timeout", "soon", "expected a duration"),
         ("session", "idle_timeout", "13h", "must not exceed absolute_timeout"),
+        ("session", "max_pending_logins", 0, "session.max_pending_logins: must be between 1 and 20, got 0"),
+        ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20, got 21"),
+        ("session", "max_pending_logins", "5", "session.max_pending_logins: expected int"),
+        ("session", "login_timeout", "0s", "session.login_timeout: must be positive"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
@@ -174,6 +178,15 @@ def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: A
         ({"path": "/x", "upstream": "https://a.example", "set_headers": {"Authorization": "x"}}, "managed by bff"),
         ({"path": "/x", "upstream": "https://a.example", "set_headers": {"bad name": "x"}}, "invalid header name"),
         ({"path": "/x", "upstream": "https://a.example", "strip_prefx": False}, "strip_prefx: unknown key"),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "user", "anonymous": True},
+            "routes[1].anonymous: applies only to token = 'client'",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "none", "anonymous": False},
+            "routes[1].anonymous: applies only to token = 'client'",
+        ),
+        ({"path": "/x", "upstream": "https://a.example", "token": "client", "anonymous": "yes"}, "routes[1].anonymous"),
     ],
 )
 def test_route_problems(route: dict[str, Any], expected: str) -> None:
@@ -189,6 +202,22 @@ def test_trusted_audiences_default_to_none_and_are_read() -> None:
     doc["oidc"]["trusted_audiences"] = ["https://api.example.com", "${API_AUDIENCE}"]
     config = parse_config(doc, env={"API_AUDIENCE": "orders-api"})
     assert config.oidc.trusted_audiences == ("https://api.example.com", "orders-api")
+
+
+def test_max_pending_logins_defaults_to_five() -> None:
+    assert parse_config(base_document(), env={}).session.max_pending_logins == 5
+    doc = base_document()
+    doc["session"]["max_pending_logins"] = 8
+    assert parse_config(doc, env={}).session.max_pending_logins == 8
+
+
+def test_client_routes_need_a_session_unless_they_say_anonymous() -> None:
+    doc = base_document()
+    doc["routes"] = [
+        {"path": "/api/a", "upstream": "https://a.example", "token": "client"},
+        {"path": "/api/b", "upstream": "https://b.example", "token": "client", "anonymous": True},
+    ]
+    assert [r.anonymous for r in parse_config(doc, env={}).routes] == [False, True]
 
 
 def test_nested_prefixes_are_allowed_longest_wins_at_runtime() -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
-from bff.errors import IdPUnavailable, SessionExpired
+from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.oidc_provider import TestProvider
@@ -228,3 +228,26 @@ async def test_client_tokens_are_single_flight_and_cached(env: TokenEnv) -> None
     assert len(set(tokens)) == 1
     grants = [r["grant_type"] for r in env.provider.token_requests]
     assert grants.count("client_credentials") == 1
+
+
+async def test_client_routes_need_a_session_unless_they_say_anonymous(env: TokenEnv) -> None:
+    manager = await env.manager()
+    route = RouteSettings(path="/api/x", upstream="https://x.example.net", token="client")
+    nobody: dict[str, object] = {"type": "http", "headers": []}
+    forged: dict[str, object] = {"type": "http", "headers": [(b"cookie", b"__Host-bff=forged.value")]}
+    for scope in (nobody, forged):
+        with pytest.raises(Unauthenticated):
+            await manager.bearer(scope, route)
+    # bff's own token was not even fetched for a caller without a session.
+    assert "client_credentials" not in [r["grant_type"] for r in env.provider.token_requests]
+
+    session_id, _ = await env.login()
+    cookie = f"__Host-bff={env.sessions.cookie_value(session_id)}".encode()
+    signed_in: dict[str, object] = {"type": "http", "headers": [(b"cookie", cookie)]}
+    token = await manager.bearer(signed_in, route)
+    assert token is not None
+    assert token == await manager.client_token(route)
+
+    # A route that says so serves anonymous callers with bff's token.
+    public = RouteSettings(path="/api/x", upstream="https://x.example.net", token="client", anonymous=True)
+    assert await manager.bearer(nobody, public) == token

@@ -1,10 +1,13 @@
 """``GET /bff/callback``: finish the login.
 
-Order matters (RFC 9700 4.7, RFC 9207, OpenID Connect Core 3.1.3.7): consume the one-time state first, so a
-replayed or failed callback can never be retried; check the browser binding; refuse an IdP error; check the
-``iss`` parameter; only then spend the code, validate the ID token (signature, ``iss``, ``aud`` with no untrusted
-extra audience, ``azp``, ``exp``, ``iat``, ``nonce``, ``at_hash`` against the access token) and create a session
-under a fresh id. Every failure is a 400 page and leaves no session.
+Order matters (RFC 9700 4.7, RFC 9207, OpenID Connect Core 3.1.3.7): open the login sealed in this browser's
+login cookie for the ``state`` (which binds the callback to the browser that started the login), then consume the
+state with a one-time marker in the store, so a replayed or failed callback can never be retried, on any instance;
+refuse an IdP error; check the ``iss`` parameter; only then spend the code, validate the ID token (signature,
+``iss``, ``aud`` with no untrusted extra audience, ``azp``, ``exp``, ``iat``, ``nonce``, ``at_hash`` against the
+access token) and create a session under a fresh id. Every failure is a 400 page and leaves no session. Whatever the
+outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error handler otherwise);
+the browser's other pending logins (other tabs) stay.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from bff.config import Config
-from bff.crypto import constant_time_equal, digest
+from bff.crypto import constant_time_equal
 from bff.endpoints.common import NO_STORE, SessionCookie
-from bff.endpoints.login import LoginBinding
+from bff.endpoints.login import LoginCookies
 from bff.errors import IdPError, InvalidGrant, InvalidIdToken, InvalidState, LoginFailed
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager
@@ -36,13 +39,13 @@ class Callback:
         config: Config,
         sessions: SessionManager,
         idp: IdentityProvider,
-        binding: LoginBinding,
+        login_cookies: LoginCookies,
         cookie: SessionCookie,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.idp = idp
-        self.binding = binding
+        self.login_cookies = login_cookies
         self.cookie = cookie
 
     async def handle(self, request: Request) -> Response:
@@ -53,12 +56,9 @@ class Callback:
         if not state:
             raise InvalidState("the callback has no state parameter")
         client = self.idp.client
-        login = await self.sessions.take_login(state)
-        if login is None:
-            raise InvalidState("unknown, expired or already used login state; start the login again")
-        binding = self.binding.read(request)
-        if binding is None or not constant_time_equal(digest(binding), login.binding):
-            raise InvalidState("this login was started in another browser (login cookie missing or mismatched)")
+        login = self.login_cookies.read(request, state)
+        if not await self.sessions.consume_login(login):
+            raise InvalidState("this login was already used; start the login again")
 
         error = params.get("error")
         if error is not None:
@@ -101,6 +101,7 @@ class Callback:
             headers={**NO_STORE, "Referrer-Policy": "no-referrer"},
         )
         self.cookie.set(response, session_id)
+        self.login_cookies.clear(request, response)
         return response
 
     def _user_claims(self, claims: JSONObject) -> JSONObject:

@@ -5,7 +5,10 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 * ``{prefix}s:{digest(session id)}``: the encrypted session record. The session id itself (256 bits from
   ``secrets``) lives only in the browser's signed cookie; the store sees its SHA-256, so a store dump cannot be
   replayed as cookies.
-* ``{prefix}l:{digest(state)}``: a pending login (one-time, ``login_timeout``).
+* ``{prefix}l:{digest(state)}``: the one-time marker of a login state that a callback used, kept only while that
+  state could still be presented (``login_timeout`` from its start). Pending logins themselves are not stored: each
+  is sealed (``seal_login``) into a login cookie of the browser that started it, so an anonymous ``GET /bff/login``
+  costs the store nothing, however many arrive.
 * ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
 * ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
@@ -23,6 +26,7 @@ delete.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -287,22 +291,32 @@ class SessionManager:
 
     # --- login state ---------------------------------------------------------------------------------------------
 
-    async def save_login(self, login: LoginState) -> None:
-        key = self._login_key(login.state)
-        blob = self._logins.encrypt(json.dumps(login.to_json()).encode(), key.encode())
-        await self.store.set(key, blob, self.settings.login_timeout)
+    def seal_login(self, login: LoginState, name: str) -> str:
+        """``login`` encrypted and authenticated (AES-256-GCM) for the cookie ``name``: a cookie value. The name is
+        the associated data, so a sealed login moved under another cookie name does not open."""
+        plaintext = json.dumps(login.to_json(), separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(self._logins.encrypt(plaintext, name.encode())).rstrip(b"=").decode("ascii")
 
-    async def take_login(self, state: str) -> LoginState | None:
-        """The pending login for ``state``, consumed: a second call returns None (one-time, RFC 9700 4.7)."""
-        key = self._login_key(state)
-        blob = await self.store.take(key)
-        if blob is None:
-            return None
+    def open_login(self, sealed: str, name: str) -> LoginState | None:
+        """The login sealed in the cookie ``name``, or None when the value was not sealed by this key ring for that
+        name (tampered, truncated, foreign, or sealed with a key removed from the ring)."""
         try:
-            return LoginState.from_json(json.loads(self._logins.decrypt(blob, key.encode())))
-        except (DecryptionError, ValueError, KeyError, TypeError):
-            logger.warning("unreadable login state discarded")
+            blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+            login = LoginState.from_json(json.loads(self._logins.decrypt(blob, name.encode())))
+        except (binascii.Error, DecryptionError, ValueError, KeyError, TypeError):
             return None
+        if not all(isinstance(v, str) for v in (login.state, login.nonce, login.code_verifier, login.return_to)):
+            return None
+        if not isinstance(login.created_at, int | float) or isinstance(login.created_at, bool):
+            return None
+        return login
+
+    async def consume_login(self, login: LoginState) -> bool:
+        """Mark ``login`` used. True the first time, False ever after, on every instance that shares the store: a
+        state is one-time (RFC 6749 10.12, RFC 9700 4.7.1), even for whoever kept a copy of its login cookie. The
+        marker lives as long as the login could still be presented, then expires with it."""
+        ttl = login.created_at + self.settings.login_timeout - self.clock()
+        return await self.store.set_if_absent(self._login_key(login.state), b"1", max(ttl, 1.0))
 
     # --- encryption ----------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from tests.support.oidc_provider import REMOVE, IdTokenMode
 from tests.support.stack import Stack, running_stack
 
 XHR = {"X-CSRF": "1"}
+LOGIN_COOKIE = "__Host-bff-login"
 
 
 @pytest.fixture
@@ -44,11 +45,20 @@ def with_params(url: str, **changes: str | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(params)))
 
 
-async def assert_refused(browser: Browser, stack: Stack, response: httpx.Response, error: str) -> None:
+def login_cookies(browser: Browser, stack: Stack) -> list[str]:
+    return [name for name in browser.cookies(stack.url) if name.startswith(LOGIN_COOKIE)]
+
+
+async def assert_refused(
+    browser: Browser, stack: Stack, response: httpx.Response, error: str, *, login_cookie_kept: bool = False
+) -> None:
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert f"error: {error}" in response.text
     assert "__Host-bff" not in browser.cookies(stack.url)
+    # The login this callback named is over, whatever the outcome: its cookie goes with it. A callback naming no
+    # login of this browser (no or a forged state) leaves the browser's real pending login alone.
+    assert len(login_cookies(browser, stack)) == (1 if login_cookie_kept else 0), login_cookies(browser, stack)
     assert not any(h.startswith("__Host-bff=") for h in response.headers.get_list("set-cookie"))
     user = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
     assert user.status_code == 401
@@ -59,6 +69,7 @@ async def test_the_happy_path_for_reference(stack: Stack, browser: Browser) -> N
     assert response.status_code == 302
     assert response.headers["location"] == stack.url + "/x"
     assert response.headers["referrer-policy"] == "no-referrer"
+    assert login_cookies(browser, stack) == []
 
 
 async def test_idp_error(stack: Stack, browser: Browser) -> None:
@@ -79,12 +90,12 @@ async def test_idp_error_codes_are_not_reflected_raw(stack: Stack, browser: Brow
 
 async def test_missing_state(stack: Stack, browser: Browser) -> None:
     url = with_params(await callback_url(browser, stack), state=None)
-    await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state")
+    await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state", login_cookie_kept=True)
 
 
 async def test_unknown_state(stack: Stack, browser: Browser) -> None:
     url = with_params(await callback_url(browser, stack), state="forged-state")
-    await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state")
+    await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state", login_cookie_kept=True)
 
 
 async def test_a_callback_works_once(stack: Stack, browser: Browser) -> None:
@@ -101,15 +112,20 @@ async def test_a_login_finished_in_another_browser_is_refused(stack: Stack, brow
     try:
         response = await attacker.request("GET", url)
         await assert_refused(attacker, stack, response, "invalid_state")
+        assert "another browser" in response.text
     finally:
         await attacker.aclose()
-    # The state was consumed by the failed attempt: the victim cannot be logged in with it either.
-    await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state")
+    assert stack.provider.token_requests == []  # the stolen code was never spent
+    # Without the login cookie there was nothing to consume, so the attacker cannot cancel the victim's login either.
+    victim = await browser.request("GET", url)
+    assert victim.status_code == 302
+    assert victim.headers["location"] == stack.url + "/x"
 
 
 async def test_a_forged_login_cookie_is_refused(stack: Stack, browser: Browser) -> None:
     url = await callback_url(browser, stack)
-    browser.cookies(stack.url)["__Host-bff-login"] = "forged.value"
+    for name in login_cookies(browser, stack):
+        browser.cookies(stack.url)[name] = "forged.value"
     await assert_refused(browser, stack, await browser.request("GET", url), "invalid_state")
 
 
@@ -156,6 +172,7 @@ async def test_an_idp_outage_during_the_exchange(stack: Stack, browser: Browser)
     assert "temporarily_unavailable" in response.text
     assert response.headers["retry-after"]
     assert "__Host-bff" not in browser.cookies(stack.url)
+    assert login_cookies(browser, stack) == []
 
 
 @pytest.mark.parametrize("mode", ["bad_signature", "alg_none", "hs256_with_public_key", "header_jwk", "unknown_kid"])

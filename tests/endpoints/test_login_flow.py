@@ -41,8 +41,10 @@ async def test_full_flow(stack: Stack, browser: Browser, caplog: pytest.LogCaptu
     assert "domain" not in attributes
     assert "SameSite=Strict" in session_cookie
     assert "Path=/" in session_cookie
-    login_cookie = next(h for h in browser.set_cookie_headers if h.startswith("__Host-bff-login="))
+    login_cookie = next(h for h in browser.set_cookie_headers if h.startswith("__Host-bff-login-"))
     assert "SameSite=Lax" in login_cookie
+    assert "HttpOnly" in login_cookie
+    assert "Path=/" in login_cookie
 
     user = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
     assert user.status_code == 200
@@ -136,7 +138,16 @@ async def test_several_tabs_can_log_in_at_once(stack: Stack, browser: Browser) -
 
 
 @pytest.mark.parametrize(
-    "return_to", ["//evil.example", "https://evil.example/", "/%5Cevil.example", "%2F%2Fevil.example", "/%09/evil"]
+    "return_to",
+    [
+        "//evil.example",
+        "https://evil.example/",
+        "/%5Cevil.example",
+        "%2F%2Fevil.example",
+        "/%09/evil",
+        "/.//evil.example",
+        "/%2e//evil.example",
+    ],
 )
 async def test_return_to_off_origin_falls_back_to_root(stack: Stack, browser: Browser, return_to: str) -> None:
     hops = await login(browser, stack, return_to)

@@ -57,8 +57,12 @@ async def test_a_refused_redis_connection_answers_503(redis_process: RedisProces
             down = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
             assert down.status_code == 503
             assert "set-cookie" not in down.headers
+            # Starting a login needs no store (its state is in the browser); finishing it does.
             login = await browser.request("GET", f"{stack.url}/bff/login")
-            assert login.status_code == 503
+            assert login.status_code == 302
+            finish = await browser.follow(login.headers["location"])
+            assert finish[-1].status_code == 503
+            assert "temporarily_unavailable" in finish[-1].text
             redis_process.start()  # an empty Redis (no persistence here): the session is gone, cleanly
             after = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
             assert after.status_code == 401

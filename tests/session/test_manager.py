@@ -209,11 +209,25 @@ async def test_indexes_by_sub_and_sid(manager: SessionManager) -> None:
     assert await manager.keys_for_sub(sub) == []
 
 
-async def test_login_state_is_one_time(manager: SessionManager) -> None:
-    login = LoginState(
-        state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", binding="b", created_at=1.0
-    )
-    await manager.save_login(login)
-    assert await manager.take_login(login.state) == login
-    assert await manager.take_login(login.state) is None
-    assert await manager.take_login("never-issued") is None
+async def test_a_sealed_login_opens_only_under_its_own_name(manager: SessionManager) -> None:
+    login = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=1.0)
+    sealed = manager.seal_login(login, "__Host-bff-login-a")
+    assert manager.open_login(sealed, "__Host-bff-login-a") == login
+    assert "v" * 43 not in sealed  # encrypted, not just signed: the verifier stays secret
+    assert manager.open_login(sealed, "__Host-bff-login-b") is None  # moved under another name
+    flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
+    for bad in (flipped, sealed[:-4], "", "!!!", "AAAA" * 40):
+        assert manager.open_login(bad, "__Host-bff-login-a") is None
+
+
+async def test_a_login_is_consumed_once(manager: SessionManager) -> None:
+    now = manager.clock()
+    login = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=now)
+    assert await manager.consume_login(login)
+    assert not await manager.consume_login(login)
+    other = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=now)
+    assert await manager.consume_login(other)
+    # The marker lives only as long as the login could be presented.
+    ttl = await manager.store.ttl(manager._login_key(login.state))
+    assert ttl is not None
+    assert 0 < ttl <= manager.settings.login_timeout
