@@ -20,17 +20,20 @@ import contextlib
 import re
 import socket
 import struct
+import threading
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bff.config import RouteSettings
 from bff.errors import UpstreamError
 from bff.upstream_client import _IDEMPOTENT, MAX_HEADER_BYTES, TransportOptions, UpstreamClient
-from tests.proxy.conftest import CLIENT_LOOPS
+from tests.proxy.conftest import CLIENT_LOOPS, StubBearer, run_proxy
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 TIMEOUT = 0.15  # the route's timeout: scripts that leave an answer unfinished end with it
@@ -498,3 +501,103 @@ def test_the_generated_scripts_cover_what_they_claim() -> None:
     assert len(pieces) == 3
     assert b"".join(pieces).endswith(SECOND)
     assert split.now[-1] == CLOSE
+
+
+# --- Through bff: two users share a route's pooled connections ------------------------------------------------------
+
+
+class RawUpstream:
+    """A threaded raw-socket upstream for a real bff: ``answer(connection, nth, head)`` gives the bytes to send to the
+    nth request of a connection. Records (connection, head) for every request."""
+
+    def __init__(self, answer: Callable[[int, int, bytes], bytes]) -> None:
+        self.answer = answer
+        self.requests: list[tuple[int, bytes]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> RawUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        self._thread.join(BOUND)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.sock.accept()
+                self.connections.append(connection)
+                number = len(self.connections) - 1
+                threading.Thread(target=self._serve, args=(connection, number), daemon=True).start()
+
+    def _serve(self, connection: socket.socket, number: int) -> None:
+        buffer, nth = b"", 0
+        connection.settimeout(BOUND)
+        with contextlib.suppress(OSError):
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = connection.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.requests.append((number, head))
+                connection.sendall(self.answer(number, nth, head))
+                nth += 1
+
+
+def for_user(head: bytes, *extra: bytes) -> bytes:
+    """An answer naming the request's ``x-user``, so a misdelivered answer shows whose it was."""
+    found = re.search(rb"x-user: (\w+)", head)
+    user = found[1] if found else b"nobody"
+    body = b"for " + user
+    lines = [b"HTTP/1.1 200 OK", b"X-For: " + user, *extra, b"Content-Length: %d" % len(body)]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_an_anonymous_head_cannot_hand_its_late_body_to_another_user() -> None:
+    stray = b"HTTP/1.1 200 OK\r\nX-For: anon\r\nContent-Length: 8\r\n\r\nfor anon"
+
+    def answer(connection: int, nth: int, head: bytes) -> bytes:
+        if head.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nX-For: anon\r\nContent-Length: 8\r\n\r\n"  # the body comes late
+        return (stray if nth else b"") + for_user(head)  # the late body, then the real answer
+
+    with RawUpstream(answer) as upstream:
+        routes = [
+            RouteSettings(path="/api/public", upstream=upstream.url, token="none"),
+            RouteSettings(path="/api/mine", upstream=upstream.url),
+        ]
+        with run_proxy(routes, StubBearer()) as url, httpx.Client(base_url=url, headers={"X-CSRF": "1"}) as browser:
+            anonymous = browser.head("/api/public/page", timeout=BOUND)
+            assert (anonymous.status_code, anonymous.content) == (200, b"")
+            alice = browser.get("/api/mine/account", headers={"X-User": "alice"}, timeout=BOUND)
+    assert (alice.status_code, alice.headers["x-for"], alice.content) == (200, "alice", b"for alice")
+    assert [connection for connection, _ in upstream.requests] == [0, 1]
+
+
+def test_an_answer_followed_by_another_in_one_read_reaches_the_browser_whole() -> None:
+    trailing = b"HTTP/1.1 404 Not Found\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n"
+
+    def answer(connection: int, nth: int, head: bytes) -> bytes:
+        return for_user(head, b"Cache-Control: no-store") + (trailing if connection == 0 else b"")
+
+    with RawUpstream(answer) as upstream:
+        routes = [RouteSettings(path="/api/mine", upstream=upstream.url)]
+        with run_proxy(routes, StubBearer()) as url, httpx.Client(base_url=url, headers={"X-CSRF": "1"}) as browser:
+            first = browser.get("/api/mine/a", headers={"X-User": "alice"}, timeout=BOUND)
+            second = browser.get("/api/mine/b", headers={"X-User": "bob"}, timeout=BOUND)
+    assert (first.status_code, first.headers.get("cache-control"), first.content) == (200, "no-store", b"for alice")
+    assert "x-injected" not in first.headers
+    assert (second.status_code, second.content) == (200, b"for bob")
+    assert [connection for connection, _ in upstream.requests] == [0, 1]  # the spoiled connection was closed
