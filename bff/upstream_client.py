@@ -86,7 +86,8 @@ class TransportOptions:
     """Per-route transport settings, built once per route with :meth:`UpstreamClient.options`."""
 
     connect_timeout: float
-    #: Bounds each wait for the upstream: for the answer's headers, then for every later read of its body.
+    #: Bounds each wait for the upstream: for the answer's headers, then for every later read of its body; restarted
+    #: by every chunk of a streamed request body while one is being sent.
     read_timeout: float
     #: ``True``: the default context (system CAs, hostname checked); else a route's own context.
     ssl: ssl.SSLContext | bool
