@@ -677,12 +677,13 @@ async def test_bytes_after_a_complete_answer_in_the_same_read_rewrite_nothing(cl
 async def test_late_bytes_on_an_idle_pooled_connection_close_it(client: UpstreamClient) -> None:
     async with scripted([OK, OK]) as (upstream, url):
         assert await read_all(await send(client, url)) == b"ok"
-        assert client.idle_connections() == 1
+        [pooled] = [connection for idle in client._idle.values() for connection in idle]
         upstream.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if client.idle_connections() == 0 or client._idle_connection(next(iter(client._idle))) is None:
+        for _ in range(int(BOUND / 0.01)):
+            if pooled.closed:
                 break
+            await asyncio.sleep(0.01)
+        assert pooled.closed
         assert await read_all(await send(client, url)) == b"ok"
     assert upstream.connections == 2
 
