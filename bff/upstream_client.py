@@ -23,9 +23,26 @@ cached ``SSLContext``). The target is sent exactly as given: the proxy has alrea
 re-quoting or dot-segment normalisation here would undo that vetting.
 
 Connections are kept alive per origin (and TLS context) and reused most-recently-used first; an idle one is closed
-after ``keepalive_timeout``. A request on a reused connection that the upstream closed before answering (it timed
-the connection out as the request left) is sent once more on a new connection when that is safe: an idempotent
-method (RFC 9110 9.2.2) and a body that is not a stream.
+after ``keepalive_timeout``. A request is sent again at most once, always on a new connection (a pooled sibling may
+be just as stale), and only when the upstream cannot have acted on it: a reused connection failed before any byte of
+the answer arrived, and either the kernel refused the very first write (the peer had reset the connection: nothing
+of the request left) or the method is idempotent (RFC 9110 9.2.2) with a body that can be sent again. A timeout is
+never a reason to resend: the upstream may be working on the request.
+
+An upstream is hostile until proven otherwise, and a keep-alive connection is shared by every user of a route, so
+one stray byte could become another user's answer. The parser is told nothing is expected after the end of an
+answer: a second answer that starts in the same read breaks the connection before its status line is parsed, and
+any byte on an idle connection closes it. An answer that announced a body it cannot have (a HEAD, 204 or 304 with a
+non-zero ``Content-Length`` or a ``Transfer-Encoding``) is delivered without one and its connection closed, because
+the announced bytes may still be on their way. An interim (1xx) answer announcing content is refused (RFC 9110 8.6,
+15.2). A ``Transfer-Encoding`` whose final coding is not ``chunked`` delimits the body by close (RFC 9112 6.3 item
+4). The answer's head, interim answers included, is capped at ``MAX_HEADER_BYTES`` counted as bytes arrive, and so are
+the bytes of a chunked body that carry no data (chunk lines, extensions, trailers): an endless head costs one cap of
+memory, not what the upstream chose to send.
+
+The route's ``timeout`` bounds idleness, not duration: the wait for the answer restarts whenever a streamed request
+body makes progress (a chunk handed to the socket), so a slow upload lives as long as it moves. The timer is re-armed
+lazily when it fires, so progress costs a clock read per chunk, not a timer.
 
 Flow control both ways: the answer's body is buffered up to ``read_bufsize`` bytes, then the socket stops being
 read until the proxy has passed the bytes on; a streamed request body waits while the socket's write buffer is full.
@@ -52,7 +69,8 @@ RequestBody = bytes | AsyncIterable[bytes] | None
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: Methods whose request without a body still says ``Content-Length: 0`` (RFC 9110 8.6: a user agent SHOULD).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-#: The answer's status line and header fields together; more is refused (llhttp itself sets no limit).
+#: The answer's head (status lines and header fields of interim and final answers together), and the bytes of a
+#: chunked body that carry no data between two that do; more is refused (llhttp itself sets no limit).
 MAX_HEADER_BYTES = 64 * 1024
 #: Idle connections kept per origin, more are closed when released: enough for a burst of concurrent requests to
 #: find its connections again in the next burst, few enough that a spike cannot hold file descriptors for long.
@@ -68,7 +86,8 @@ class TransportOptions:
     """Per-route transport settings, built once per route with :meth:`UpstreamClient.options`."""
 
     connect_timeout: float
-    #: Bounds each wait for the upstream: for the answer's headers, then for every later read of its body.
+    #: Bounds each wait for the upstream: for the answer's headers, then for every later read of its body; restarted
+    #: by every chunk of a streamed request body while one is being sent.
     read_timeout: float
     #: ``True``: the default context (system CAs, hostname checked); else a route's own context.
     ssl: ssl.SSLContext | bool
@@ -180,11 +199,17 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        #: The current request provably never left: the connection was closed before, or the first write refused.
+        self.unsent = False
+        #: Loop time of the last progress of a streamed request body (a chunk handed to the transport).
+        self.progress = 0.0
         # The current exchange.
         self._parser: httptools.HttpResponseParser | None = None
         self._head_request = False
         self._interim = False
-        self._header_bytes = 0
+        self._head_bytes = 0
+        self._gap = 0
+        self._fed_body = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -217,11 +242,38 @@ class _Connection(asyncio.Protocol):
             self._break(UpstreamError("the upstream sent more than one answer"))
             return
         try:
-            parser.feed_data(data)
+            self._feed(parser, data)
         except httptools.HttpParserUpgrade as exc:
             self._break(UpstreamError("the upstream switched protocols unasked"), exc)
         except httptools.HttpParserError as exc:
             self._break(UpstreamError("the upstream sent a malformed answer"), exc)
+
+    def _feed(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        """Parse what arrived, within the caps: raises ``HttpParserError`` for an answer that broke one."""
+        if self.headers_done:
+            self._fed_body = 0
+            parser.feed_data(data)
+            # Bytes that carried no body data since the last that did (chunk lines, extensions, trailers).
+            fed = self._fed_body
+            self._gap = (0 if fed else self._gap) + len(data) - fed
+            if self._gap > MAX_HEADER_BYTES:
+                raise httptools.HttpParserError("chunk framing or trailer fields too large")
+            return
+        room = MAX_HEADER_BYTES - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            parser.feed_data(data)
+            return
+        # Feed no more than the cap allows while the head is incomplete: the parser never holds more than that.
+        view = memoryview(data)
+        self._head_bytes = MAX_HEADER_BYTES
+        parser.feed_data(view[:room])
+        if not self.headers_done:
+            raise httptools.HttpParserError("answer head too large")
+        if self.done:
+            raise httptools.HttpParserError("bytes after the end of the answer")
+        self._fed_body = 0
+        parser.feed_data(view[room:])
 
     def eof_received(self) -> bool:
         return False  # close the transport: HTTP/1.1 has no use for a half-closed connection
@@ -248,15 +300,13 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks -------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.headers_done:  # a second answer, to no request: not one byte of it is parsed
+            raise httptools.HttpParserError("bytes after the end of the answer")
         self.headers = []
-        self._header_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
             return  # trailer fields of a chunked answer: not forwarded
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise httptools.HttpParserError("header block too large")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -264,24 +314,42 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status == 101:  # bff never asks to switch protocols (Upgrade is hop-by-hop and dropped)
             raise httptools.HttpParserUpgrade("101 Switching Protocols to a request that asked for none")
+        length: bytes | None = None
+        coding: bytes | None = None
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = value
+            elif lower == b"transfer-encoding":
+                coding = value  # the last field line holds the final coding
         if status < 200:  # 100 Continue, 103 Early Hints: interim, the real answer follows
+            if length is not None or coding is not None:  # RFC 9110 8.6, 15.2: a 1xx has no content to announce
+                raise httptools.HttpParserError("an interim answer announced content")
             self._interim = True
             return
         self.status = status
         self.headers_done = True
-        self.keep_alive = self._parser.should_keep_alive()
-        names = {name.lower() for name, _ in self.headers}
-        self._framed = (
-            self._head_request or status in (204, 304) or b"content-length" in names or b"transfer-encoding" in names
-        )
+        if self._head_request or status in (204, 304):
+            self._framed = True
+            # RFC 9110 9.3.2, 15.3.5, 15.4.5: no body follows, whatever was announced. An announced one may still be
+            # sent by a non-compliant upstream: such a connection is never reused.
+            announced = coding is not None or (length is not None and length.strip() != b"0")
+            self.keep_alive = not announced and self._parser.should_keep_alive()
+        else:
+            # RFC 9112 6.3: chunked as the final coding frames the body; another final coding leaves it to the close.
+            chunked = coding is not None and coding.rpartition(b",")[2].strip().lower() == b"chunked"
+            self._framed = chunked or (coding is None and length is not None)
+            self.keep_alive = self._framed and self._parser.should_keep_alive()
         if self._head_request:
             self._finish()  # no body follows, whatever Content-Length says (RFC 9110 9.3.2)
         else:
             self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.done:
+        if self.done:  # the body of an answer that may have none (a HEAD): never reuse this connection
+            self.keep_alive = False
             return
+        self._fed_body += len(body)
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered >= self._read_limit and not self._reading_paused and self.transport is not None:
@@ -305,6 +373,10 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.done = False
         self.received_any = False
+        self.unsent = False
+        self.progress = 0.0
+        self._head_bytes = 0
+        self._gap = 0
         self.status = 0
         self.headers = []
         self._error = None
@@ -335,6 +407,13 @@ class _Connection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
+        writer = self.writer
+        if writer is not None and not writer.done():
+            # The request body is still moving: the timeout bounds idleness, counted from its last progress.
+            deadline = self.progress + self._read_timeout
+            if deadline > self.loop.time():
+                self._timer = self.loop.call_at(deadline, self._on_timeout)
+                return
         error = UpstreamTimeout(
             "the upstream stopped sending within the route's timeout"
             if self.headers_done
@@ -408,6 +487,7 @@ class _Connection(asyncio.Protocol):
         self._parser = None
         self.writer = None
         self.headers = []
+        self.received_any = False
 
     def close(self) -> None:
         self.closed = True
@@ -508,18 +588,19 @@ class UpstreamClient:
             raise UpstreamError("the request cannot be sent upstream: a header or the target is malformed") from exc
         context = self._context(options) if origin.https else None
         key = (origin.host, origin.port, id(context) if context is not None else None)
-        retry = method in _IDEMPOTENT and not (body is not None and not isinstance(body, bytes))
+        connection = self._idle_connection(key)
+        resent = False
         while True:
-            connection = self._idle_connection(key)
             if connection is None:
                 connection = await self._connect(origin, context, options)
             try:
                 self._start(connection, method, head, body, length, options)
                 await connection.wait_headers()
-            except UpstreamError:
+            except UpstreamError as exc:
                 connection.close()
-                if retry and connection.reused and not connection.received_any:
-                    retry = False  # the upstream closed a kept-alive connection as the request left: once more
+                if not resent and _may_resend(exc, connection, method, body):
+                    resent = True
+                    connection = None  # a new connection: a pooled sibling may be just as stale
                     continue
                 raise
             except BaseException:
@@ -537,17 +618,24 @@ class UpstreamClient:
         options: TransportOptions,
     ) -> None:
         transport = connection.transport
-        if connection.closed or transport is None:
+        if connection.closed or transport is None or transport.is_closing():
+            connection.unsent = True
             error = UpstreamError("the upstream could not be reached or broke the connection")
             error.__cause__ = ConnectionResetError("the connection closed while idle")
             raise error
         connection.start(method == "HEAD", options.read_timeout)
+        small = isinstance(body, bytes) and len(body) <= 16384
+        transport.write(head + body if small and isinstance(body, bytes) else head)
+        if transport.is_closing():
+            # The first write failed at once (the peer had reset the connection): no byte of the request left.
+            connection.unsent = True
+            error = UpstreamError("the upstream could not be reached or broke the connection")
+            error.__cause__ = ConnectionResetError("the upstream reset the connection before the request")
+            raise error
         if isinstance(body, bytes):
-            transport.write(head + body if len(body) <= 16384 else head)
-            if len(body) > 16384:
+            if not small:
                 transport.write(body)
         else:
-            transport.write(head)
             if body is not None:
                 connection.writer = asyncio.get_running_loop().create_task(_write_body(connection, body, length))
 
@@ -628,6 +716,18 @@ class UpstreamClient:
         await asyncio.sleep(0)
 
 
+def _may_resend(error: UpstreamError, connection: _Connection, method: str, body: RequestBody) -> bool:
+    """Whether a failed request may go out once more: only if the upstream cannot have acted on it."""
+    if isinstance(error, UpstreamTimeout) or not connection.reused:
+        return False  # a timeout: the upstream may still be working on it
+    if connection.unsent:
+        return True  # not one byte left (a streamed body was not read either)
+    if connection.received_any:
+        return False  # answered in part: the upstream has acted
+    # The upstream closed as the request left (its keep-alive timeout): safe only to repeat (RFC 9110 9.2.2).
+    return method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
+
+
 class _BodyMismatch(ValueError):
     """A streamed body that is longer or shorter than the Content-Length it was sent with."""
 
@@ -662,7 +762,9 @@ async def _stream_body(connection: _Connection, body: AsyncIterable[bytes], leng
             raise _BodyMismatch("the request body is longer than its Content-Length")
         else:
             transport.write(chunk)
+        connection.progress = connection.loop.time()
         await connection.drain()
+        connection.progress = connection.loop.time()
     if length is None:
         transport.write(b"0\r\n\r\n")
     elif sent != length:

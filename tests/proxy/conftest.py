@@ -41,7 +41,7 @@ MiB = 1024 * 1024
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    if item.path.name == "test_upstream_client.py":
+    if item.path.name in ("test_upstream_client.py", "test_upstream_adversarial.py"):
         return CLIENT_LOOPS
     return {"asyncio": asyncio.new_event_loop}
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 import tracemalloc
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.proxy.conftest import MiB, Upstream
+from bff.config import RouteSettings
+from tests.proxy.conftest import MiB, StubBearer, Upstream, run_proxy
 from tests.support.echo_upstream import CHUNK
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
@@ -129,3 +131,20 @@ def test_browser_leaving_mid_upload_aborts_the_upstream_request(proxy_url: str, 
         assert upstream.state.seen
     assert upstream.state.upload_aborted.wait(BOUND)
     assert upstream.state.bodies_completed == 0
+
+
+def test_a_slow_upload_outlives_the_route_timeout_while_it_makes_progress(upstream: Upstream) -> None:
+    """200 KiB paced over ~3 s through a real bff on a route whose timeout is 1 s: the timeout bounds idleness."""
+    piece = b"p" * 10240
+    routes = [RouteSettings(path="/api/paced", upstream=f"{upstream.url}/echo", timeout=1.0, max_body=MiB)]
+
+    def paced() -> Iterator[bytes]:
+        for _ in range(20):
+            time.sleep(0.15)
+            yield piece
+
+    with run_proxy(routes, StubBearer()) as url, httpx.Client(base_url=url, headers={"X-CSRF": "1"}) as client:
+        response = client.post("/api/paced/upload", content=paced(), timeout=BOUND)
+    assert response.status_code == 200
+    echoed = response.json()
+    assert (echoed["body_length"], echoed["body_sha256"]) == (20 * len(piece), hashlib.sha256(piece * 20).hexdigest())

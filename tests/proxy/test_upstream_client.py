@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
+import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -298,7 +301,8 @@ async def test_a_method_that_is_not_a_token_is_refused(client: UpstreamClient) -
     [
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK, 200, b"ok"),
         (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", 204, b""),
-        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 304, b""),
+        (b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n', 304, b""),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 204, b""),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: 1\r\n\r\n", 200, b"ok"),
     ],
 )
@@ -314,12 +318,17 @@ async def test_answers_are_read_as_http_frames_them(
     assert upstream.connections == 1
 
 
-async def test_head_reads_no_body_whatever_content_length_says(client: UpstreamClient) -> None:
-    async with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", OK]) as (upstream, url):
+@pytest.mark.parametrize(("length", "connections"), [(b"0", 1), (b"10", 2)])
+async def test_head_reads_no_body_whatever_content_length_says(
+    client: UpstreamClient, length: bytes, connections: int
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n"
+    async with scripted([head, OK, OK]) as (upstream, url):
         response = await send(client, url, method="HEAD")
         assert (response.status, await read_all(response)) == (200, b"")
         assert await read_all(await send(client, url)) == b"ok"
-    assert upstream.connections == 1
+    # A length that announced a body: the body may still come, so that connection is not reused.
+    assert upstream.connections == connections
 
 
 async def test_a_body_delimited_by_close_is_whole_and_its_connection_is_not_reused(client: UpstreamClient) -> None:
@@ -481,3 +490,255 @@ def test_urls_split_into_origin_and_target(url: str, host: str, port: int, autho
 def test_urls_that_are_not_absolute_http_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match=r"URL|authority"):
         _split_url(url)
+
+
+# --- Hostile upstreams: resends, slow uploads, bytes that belong to no request, malformed interim answers -----------
+
+
+Step = bytes | None | str
+
+
+class PerConnection:
+    """An upstream that answers the i-th request of the n-th connection with ``scripts[n][i]`` (the last script serves
+    every later connection): bytes, ``CLOSE`` to hang up, or ``SILENT`` to keep reading without ever answering. It
+    records every request with its connection number."""
+
+    def __init__(self, scripts: list[list[Step]]) -> None:
+        self.scripts = scripts
+        self.requests: list[tuple[int, bytes]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(self.writers)
+        self.writers.append(writer)
+        try:
+            for step in self.scripts[min(number, len(self.scripts) - 1)]:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                if b"content-length: " in head:
+                    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                self.requests.append((number, head + await reader.readexactly(length)))
+                if step is CLOSE:
+                    return
+                if step == SILENT:
+                    await reader.read()
+                    return
+                assert isinstance(step, bytes)
+                writer.write(step)
+                await writer.drain()
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+SILENT = "silent"
+
+
+@contextlib.asynccontextmanager
+async def per_connection(*scripts: list[Step]) -> AsyncIterator[tuple[PerConnection, str]]:
+    upstream = PerConnection(list(scripts))
+    server, port = await start(upstream)
+    async with server:
+        try:
+            yield upstream, f"http://127.0.0.1:{port}"
+        finally:
+            for writer in upstream.writers:
+                writer.close()
+            await asyncio.sleep(0)
+
+
+async def test_a_timeout_on_a_reused_connection_is_never_resent(client: UpstreamClient) -> None:
+    async with per_connection([OK, SILENT]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(UpstreamTimeout):
+            await send(client, url, method="PUT", body=b'{"charge": 100}', read_timeout=0.5)
+        waited = loop.time() - began
+        await asyncio.sleep(0.1)  # a resend, if any, would have reached the upstream by now
+    charges = [request for _, request in upstream.requests if request.startswith(b"PUT")]
+    assert len(charges) == 1  # the upstream may have charged: never a second time
+    assert waited < 0.9  # one timeout, not two
+
+
+async def test_a_resend_goes_on_a_fresh_connection_never_another_pooled_one(client: UpstreamClient) -> None:
+    # Each connection answers its first request and hangs up on its second one, as a keep-alive timeout would.
+    async with per_connection([OK, CLOSE]) as (upstream, url):
+        first = await asyncio.gather(send(client, url), send(client, url))
+        for response in first:
+            assert await read_all(response) == b"ok"
+        assert client.idle_connections() == 2
+        assert await read_all(await send(client, url)) == b"ok"  # resent once, on a new connection
+        with pytest.raises(UpstreamError):  # a POST is never resent after it may have been read
+            await send(client, url, method="POST", body=b"x")
+    assert len(upstream.writers) == 3
+    assert sum(request.startswith(b"POST") for _, request in upstream.requests) == 1
+
+
+async def test_a_request_the_kernel_refused_to_send_is_resent_whatever_its_method(client: UpstreamClient) -> None:
+    """A pooled connection the upstream reset while idle, before bff's loop noticed: the write fails at once, so the
+    upstream provably never read the request, and even a POST goes out again, once, on a new connection."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0]) if b"content-length" in head else 0
+                posted.append(head + await reader.readexactly(length))
+                writer.write(OK)
+                await writer.drain()
+
+    posted: list[bytes] = []
+    server, port = await start(handler)
+    async with server:
+        url = f"http://127.0.0.1:{port}"
+        assert await read_all(await send(client, url)) == b"ok"
+        pooled = accepted[0].get_extra_info("socket")
+        pooled.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted[0].transport.abort()  # an RST, sent as the loop runs the abort
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # Blocks the loop on purpose: bff's side has not read the reset when the request is written.
+        time.sleep(0.05)  # noqa: ASYNC251
+        assert await read_all(await send(client, url, method="POST", body=b"once")) == b"ok"
+        for writer in accepted:
+            writer.close()
+    assert [request for request in posted if request.startswith(b"POST")] == [posted[-1]]
+    assert len(accepted) == 2
+
+
+async def test_a_slow_streamed_upload_keeps_the_answer_timer_from_expiring(client: UpstreamClient) -> None:
+    piece = b"u" * 10240
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        for _ in range(20):  # 200 KiB over ~3 s on a route whose timeout is 1 s
+            await asyncio.sleep(0.15)
+            yield piece
+
+    async with scripted([OK]) as (upstream, url):
+        declared = [("content-length", str(20 * len(piece)))]
+        response = await send(client, url, method="PUT", headers=declared, body=slow_body(), read_timeout=1.0)
+        assert await read_all(response) == b"ok"
+    assert upstream.requests[0].partition(b"\r\n\r\n")[2] == piece * 20
+
+
+async def test_an_upload_that_stops_making_progress_still_times_out(client: UpstreamClient) -> None:
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b"start"
+        await asyncio.sleep(30)
+        yield b"never"
+
+    async with per_connection([SILENT]) as (_, url):
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(send(client, url, method="PUT", body=stalled_body(), read_timeout=0.3), BOUND)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # to a HEAD
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+async def test_an_answer_that_announced_a_body_it_could_not_have_is_never_reused(
+    client: UpstreamClient, answer: bytes
+) -> None:
+    """The anonymous HEAD and alice's GET: a non-compliant upstream sends the announced body late, when the next
+    request arrived. Had the connection gone back to the pool, alice would read the stray bytes as her answer."""
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-For: anon\r\n\r\nanon"
+    alice = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-For: alice\r\n\r\nalice"
+    async with per_connection([answer, stray + alice], [alice]) as (upstream, url):
+        method = "HEAD" if answer.startswith(b"HTTP/1.1 200") else "GET"
+        assert await read_all(await send(client, url, method=method)) == b""
+        response = await send(client, url, headers=[("authorization", "Bearer alice")])
+        assert (b"X-For", b"alice") in response.headers
+        assert await read_all(response) == b"alice"
+    assert len(upstream.writers) == 2
+
+
+async def test_bytes_after_a_complete_answer_in_the_same_read_rewrite_nothing(client: UpstreamClient) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nok"
+    trailing = b"HTTP/1.1 404 Not Found\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n"
+    async with scripted([answer + trailing, OK]) as (upstream, url):
+        response = await send(client, url)
+        assert response.status == 200
+        assert list(response.headers) == [(b"Cache-Control", b"no-store"), (b"Content-Length", b"2")]
+        assert await read_all(response) == b"ok"
+        assert client.idle_connections() == 0  # closed, not pooled
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 2
+
+
+async def test_late_bytes_on_an_idle_pooled_connection_close_it(client: UpstreamClient) -> None:
+    async with scripted([OK, OK]) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"ok"
+        [pooled] = [connection for idle in client._idle.values() for connection in idle]
+        upstream.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+        for _ in range(int(BOUND / 0.01)):
+            if pooled.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert pooled.closed
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 2
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        # The interim answer's "content" is itself a whole answer: taken at its word, it would be the final one.
+        b"HTTP/1.1 100 Continue\r\nContent-Length: 41\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nXX",
+        b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+async def test_an_interim_answer_that_announces_content_is_refused(client: UpstreamClient, interim: bytes) -> None:
+    async with scripted([interim + OK]) as (_, url):
+        with pytest.raises(UpstreamError) as caught:
+            await read_all(await send(client, url))
+    assert type(caught.value) is UpstreamError
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip"])
+async def test_a_transfer_coding_that_is_not_chunked_is_delimited_by_close(
+    client: UpstreamClient, coding: bytes
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\nraw bytes until close"
+    async with scripted([answer, OK], close_after=True) as (upstream, url):
+        assert await read_all(await send(client, url)) == b"raw bytes until close"
+        assert await read_all(await send(client, url)) == b"ok"
+    assert upstream.connections == 2
+
+
+async def test_an_endless_answer_head_is_refused_as_soon_as_it_passes_the_limit(client: UpstreamClient) -> None:
+    total = 48 * 1024 * 1024
+    sent = 0
+    broke = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+            piece = b"a" * 65536
+            while sent < total:
+                writer.write(piece)
+                await writer.drain()
+                sent += len(piece)
+        except ConnectionError:
+            pass
+        finally:
+            broke.set()
+            writer.close()
+
+    server, port = await start(handler)
+    async with server:
+        with pytest.raises(UpstreamError) as caught:
+            await send(client, f"http://127.0.0.1:{port}")
+        await asyncio.wait_for(broke.wait(), BOUND)
+    assert isinstance(caught.value.__cause__, httptools.HttpParserError)
+    assert sent < total // 4  # refused at the limit, not after reading the whole head (socket buffers hold a few MiB)
