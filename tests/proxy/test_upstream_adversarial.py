@@ -433,7 +433,11 @@ class Generated:
         no_body = self.method == "HEAD" or self.status in (204, 304)
         late = b""
         if no_body:
-            late, body = (body + SECOND if self.late else b""), b""
+            # Late bytes follow only an answer that announced a body: after one that announced none, bytes that
+            # arrive with the next request's answer cannot be told from it (RFC 9112 has no way), so no client can
+            # promise more than refusing what does not parse.
+            announced = self.framing != "close"
+            late, body = (body + SECOND if self.late and announced else b""), b""
         stream = b"".join(self.interim) + b"\r\n".join(head) + b"\r\n\r\n" + body + self.extra
         acts: list[Act] = []
         at = 0
