@@ -153,10 +153,24 @@ def test_server_sent_events_arrive_live(page: Any, demo: Demo) -> None:
 
 def test_logout(page: Any, demo: Demo) -> None:
     log_in(page, demo)
-    page.click("#logout")
-    page.wait_for_url(f"{demo.url}/**")
+    seen: list[Any] = []
+    page.on("response", seen.append)
+    with page.expect_response(lambda r: r.url == f"{demo.url}/bff/logout" and r.request.method == "POST") as posted:
+        page.click("#logout")
+    body = posted.value.json()
+    assert body["redirect"].startswith(f"{demo.url}/bff/logout?handle=")  # what the script reads: no token
+    page.wait_for_url(f"{demo.url}/")
     playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in")
     assert "__Host-bff" not in {c["name"] for c in page.context.cookies(demo.url)}
+    # The navigation went on to the IdP with the ID token as hint, and the IdP logged out without a prompt.
+    hops = [r.url for r in seen if r.request.is_navigation_request()]
+    assert hops[0] == body["redirect"]
+    assert hops[1].startswith(f"{demo.idp_url}/") and "id_token_hint=" in hops[1]
+    assert hops[-1] == f"{demo.url}/"
+    # The IdP's session ended too: logging in again asks for the password.
+    page.click("#login")
+    page.wait_for_url(f"{demo.idp_url}/**")
+    playwright_sync.expect(page.locator("input[name=password]")).to_be_visible()
 
 
 def test_a_password_change_ends_the_session(chromium: Any, page: Any, demo: Demo) -> None:
