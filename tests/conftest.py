@@ -11,7 +11,16 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
+from tests.support.leak_guard import LeakGuard, install, verdict
 from tests.support.redis_server import RedisProcess, require_redis_server, session_redis_url
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[LeakGuard]:
+    """Every test: fails it if any answer of bff held a token, code or secret (``tests.support.leak_guard``)."""
+    guard = install(monkeypatch)
+    yield guard
+    verdict(guard)
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,8 @@ def test_logout(page: Any, demo: Demo) -> None:
     # The navigation went on to the IdP with the ID token as hint, and the IdP logged out without a prompt.
     hops = [r.url for r in seen if r.request.is_navigation_request()]
     assert hops[0] == body["redirect"]
-    assert hops[1].startswith(f"{demo.idp_url}/") and "id_token_hint=" in hops[1]
+    assert hops[1].startswith(f"{demo.idp_url}/")
+    assert "id_token_hint=" in hops[1]
     assert hops[-1] == f"{demo.url}/"
     # The IdP's session ended too: logging in again asks for the password.
     page.click("#login")
