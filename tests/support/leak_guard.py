@@ -278,10 +278,10 @@ def fingerprint(token: str) -> str:
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> LeakGuard:
-    """Start guarding the current test: forget the previous test's secrets, wrap bff's answers and httpx's sends."""
+    """Wrap bff's answers and httpx's sends, for the whole session: fixtures of any scope talk to IdPs (discovery
+    documents name the end-session endpoints) and serve bff apps."""
     from bff.app import BffApp
 
-    GUARD.reset()
     monkeypatch.setattr(BffApp, "__call__", guarded_app_call(GUARD, BffApp.__call__))
     monkeypatch.setattr(httpx.AsyncClient, "send", guarded_async_send(GUARD, httpx.AsyncClient.send))
     monkeypatch.setattr(httpx.Client, "send", guarded_sync_send(GUARD, httpx.Client.send))
