@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bff.endpoints.logout import Logout
@@ -140,3 +141,19 @@ def test_the_verdict_fails_the_test_that_leaked() -> None:
     assert "access token leaked in the body of the answer to GET /bff/user" in str(failed.value)
     assert ACCESS not in str(failed.value)
     verdict(g)  # the findings were taken: a second verdict passes
+
+
+async def test_a_code_bff_never_spent_is_known_before_bff_answers(
+    leak_guard: LeakGuard, monkeypatch: pytest.MonkeyPatch, browser: Browser
+) -> None:
+    from bff.endpoints.callback import Callback
+
+    async def echo_code(self: Callback, request: Request) -> Response:
+        return Response(f"bad code {request.query_params['code']}", status_code=400)
+
+    monkeypatch.setattr(Callback, "handle", echo_code)
+    with running_stack() as stack:
+        await browser.request("GET", f"{stack.url}/bff/callback?state=s&code={'c' * 43}")
+    assert leak_guard.take_findings() == [
+        "authorization code leaked in the body of the answer to GET /bff/callback (HTTP 400)"
+    ]

@@ -8,6 +8,8 @@ secrets stays cheap):
   requests (codes, refresh tokens, client secrets in the form or in ``Authorization: Basic``) are recorded; the
   test OpenID Provider also reports what it issues (for ``bff serve`` subprocesses, whose IdP calls this process
   cannot see);
+* every authorization code: from the IdP's redirect when an httpx client follows it, and from the query of any
+  request to ``/bff/callback`` before bff answers it (so a code bff refuses to spend is known too);
 * the client secret and the session keys of every bff app that answers a request.
 
 What the guard scans:
@@ -43,6 +45,7 @@ from bff.types import Message, Receive, Scope, Send
 MIN_SECRET = 16
 TOKEN_FIELDS = {"access_token": "access token", "refresh_token": "refresh token", "id_token": "ID token"}
 ID_TOKEN = "ID token"
+CALLBACK = "/bff/callback"
 REDIRECTS = range(300, 400)
 
 
@@ -233,6 +236,9 @@ def guarded_app_call(
             oidc.client_secret.reveal() if oidc.client_secret is not None else None,
             [k.reveal() for k in app.config.session.keys],
         )
+        if scope.get("path") == CALLBACK:  # the code is known before bff answers, even if it never spends it
+            query = bytes(scope.get("query_string", b"")).decode("latin-1")
+            guard.learn(dict(parse_qsl(query)).get("code"), "authorization code")
         where = f"{scope.get('method', '?')} {scope.get('path', '?')}"
         await original(app, scope, receive, _AnswerWatcher(guard, where, send))
 
@@ -242,6 +248,9 @@ def guarded_app_call(
 def observe_exchange(guard: LeakGuard, request: httpx.Request, response: httpx.Response) -> None:
     """What an httpx client saw: learn tokens from IdP answers, scan answers of watched ``bff serve`` processes."""
     guard.learn_token_request(request)
+    if response.is_redirect:  # an IdP sending a browser back with a code (RFC 6749 4.1.2)
+        location = response.headers.get("location", "")
+        guard.learn(dict(parse_qsl(urlsplit(location).query)).get("code"), "authorization code")
     if _origin(str(request.url)) in guard.bff_origins:
         try:
             body = response.content
