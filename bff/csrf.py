@@ -8,6 +8,12 @@ Three independent checks (draft-ietf-oauth-browser-based-apps, "BFF" section; Du
 3. ``Origin``, when present, must be exactly ``public_origin``.
 
 Each failure raises ``CsrfRejected`` (401 ``{"error": "csrf"}``) before any session or upstream work.
+
+``check_navigation`` guards the endpoints a person reaches by a top-level navigation (``GET /bff/logout``): no
+``X-CSRF`` header there (a navigation cannot add one), the query carries the proof instead. It accepts
+``Sec-Fetch-Site: none`` (the address bar, a bookmark) besides ``same-origin``, and refuses any fetch mode or
+destination but a top-level document: a script's ``fetch()`` could read where a redirect led (``Response.url``)
+when the target allows CORS, a frame could be framed (Fetch Metadata Request Headers, W3C).
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ def check_same_origin(headers: Mapping[str, str], public_origin: str) -> None:
     site = headers.get("sec-fetch-site")
     if site is not None and site != "same-origin":
         raise CsrfRejected(f"cross-site request refused (Sec-Fetch-Site: {site[:20]})")
+    origin = headers.get("origin")
+    if origin is not None and origin != public_origin:
+        raise CsrfRejected("request from another origin refused")
+
+
+#: ``Sec-Fetch-Site`` of a navigation from this origin, or one the user started (address bar, bookmark).
+_NAVIGATION_SITES = frozenset({"same-origin", "none"})
+
+
+def check_navigation(headers: Mapping[str, str], public_origin: str) -> None:
+    """A top-level navigation from this origin or from the user; the headers are checked when the browser sends them."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in _NAVIGATION_SITES:
+        raise CsrfRejected(f"cross-site request refused (Sec-Fetch-Site: {site[:20]})")
+    mode = headers.get("sec-fetch-mode")
+    if mode is not None and mode != "navigate":
+        raise CsrfRejected(f"only a top-level navigation may open this URL (Sec-Fetch-Mode: {mode[:20]})")
+    dest = headers.get("sec-fetch-dest")
+    if dest is not None and dest != "document":
+        raise CsrfRejected(f"only a top-level navigation may open this URL (Sec-Fetch-Dest: {dest[:20]})")
     origin = headers.get("origin")
     if origin is not None and origin != public_origin:
         raise CsrfRejected("request from another origin refused")

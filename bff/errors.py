@@ -12,7 +12,8 @@ code, a secret or an upstream's internals.
     │   │   ├── IdPError            400  idp_error        (error=... on the callback)
     │   │   ├── InvalidState        400  invalid_state
     │   │   └── InvalidIdToken      400  invalid_id_token
-    │   └── InvalidLogoutToken      400  invalid_logout_token
+    │   ├── InvalidLogoutToken      400  invalid_logout_token
+    │   └── LogoutExpired           400  logout_expired   (a used, expired or unknown logout continuation URL)
     ├── CsrfRejected                401  csrf
     ├── Unauthenticated             401  unauthenticated
     │   └── SessionExpired          401  session_expired
@@ -87,6 +88,10 @@ class InvalidIdToken(LoginFailed):
 
 class InvalidLogoutToken(BadRequest):
     error = "invalid_logout_token"
+
+
+class LogoutExpired(BadRequest):
+    error = "logout_expired"
 
 
 class CsrfRejected(BffError):

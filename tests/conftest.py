@@ -11,7 +11,23 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
+from tests.support.leak_guard import LeakGuard, install, verdict
 from tests.support.redis_server import RedisProcess, require_redis_server, session_redis_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_guard_installed() -> Iterator[LeakGuard]:
+    """The leak guard watches bff's answers and the IdP traffic of the whole session (``tests.support.leak_guard``)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield install(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(leak_guard_installed: LeakGuard) -> Iterator[LeakGuard]:
+    """Fails every test in which an answer of bff held a token, code or secret it knows of."""
+    leak_guard_installed.reset()
+    yield leak_guard_installed
+    verdict(leak_guard_installed)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
+from tests.support.leak_guard import fingerprint
 from tests.support.servers import serve
 from tests.support.sessions import expire_access_token
 from tests.support.stack import Stack, running_stack
@@ -29,7 +30,7 @@ class Upstream:
     """An API that accepts any bearer token except the ones it was told to reject (as if they were revoked)."""
 
     def __init__(self) -> None:
-        self.rejected: set[str] = set()
+        self.rejected: set[str] = set()  #: fingerprints of the tokens it refuses
         self.reject_all = False
         self.seen: list[dict[str, Any]] = []
         self.app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
@@ -39,9 +40,9 @@ class Upstream:
         token = auth.removeprefix("Bearer ")
         body = (await request.body()).decode()
         self.seen.append({"token": token, "cookie": request.headers.get("cookie"), "body": body})
-        if self.reject_all or token in self.rejected:
+        if self.reject_all or fingerprint(token) in self.rejected:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        return JSONResponse({"token": token, "body": body})
+        return JSONResponse({"token": fingerprint(token), "body": body})  # bff relays it: never the token itself
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ async def test_the_access_token_reaches_the_upstream_and_the_cookie_does_not(
 ) -> None:
     response = await browser.request("GET", f"{stack.url}/api/items", headers=XHR)
     assert response.status_code == 200
-    assert response.json()["token"] == stack.provider.token_responses[0]["access_token"]
+    assert response.json()["token"] == fingerprint(stack.provider.token_responses[0]["access_token"])
     assert upstream[0].seen[-1]["cookie"] is None
 
 
@@ -97,7 +98,7 @@ async def test_reactive_refresh_replays_once(stack: Stack, browser: Browser, ups
     assert response.json()["token"] != first
     assert response.json()["body"] == '{"n": 1}'  # the replay carried the same body
     assert stack.provider.refresh_calls == 1
-    assert [s["token"] for s in api.seen[-2:]] == [first, response.json()["token"]]
+    assert [fingerprint(s["token"]) for s in api.seen[-2:]] == [first, response.json()["token"]]
 
 
 async def test_a_second_401_passes_through(stack: Stack, browser: Browser, upstream: tuple[Upstream, str]) -> None:
@@ -130,7 +131,7 @@ async def test_proactive_refresh_of_an_expired_token(stack: Stack, browser: Brow
     )
     tokens = {r.json()["token"] for r in responses}
     assert len(tokens) == 1
-    assert before not in tokens
+    assert fingerprint(before) not in tokens
     assert stack.provider.refresh_calls == 1
     assert stack.provider.reuse_detected == 0
 

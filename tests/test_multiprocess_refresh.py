@@ -23,6 +23,7 @@ from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
 from tests.support.browser import Browser
 from tests.support.configs import write_config
+from tests.support.leak_guard import GUARD, fingerprint
 from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
@@ -36,9 +37,9 @@ REQUESTS = 50
 @pytest.fixture
 def upstream() -> Iterator[str]:
     async def echo_token(scope: Scope, receive: Receive, send: Send) -> None:
-        """Answers with the bearer token it received."""
+        """Answers with the fingerprint of the bearer token it received (bff relays it to the browser)."""
         headers = dict(scope["headers"])
-        body = headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+        body = fingerprint(headers.get(b"authorization", b"").removeprefix(b"Bearer ").decode()).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": body})
 
@@ -55,6 +56,7 @@ def provider() -> Iterator[TestProvider]:
 
 
 def start_bff(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    GUARD.watch_bff(f"http://127.0.0.1:{port}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -147,6 +149,6 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
         assert statuses == [200] * REQUESTS, [r.text for r in responses if r.status_code != 200][:3]
         tokens = {r.text for r in responses}
         assert len(tokens) == 1
-        assert old_token not in tokens
+        assert fingerprint(old_token) not in tokens
         assert provider.refresh_calls == 1
         assert provider.reuse_detected == 0

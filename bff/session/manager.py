@@ -11,6 +11,8 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
   costs the store nothing, however many arrive.
 * ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
+* ``{prefix}o:{digest(handle)}``: where a logout continues at the IdP (its end-session URL, which holds the ID
+  token), one-time and short-lived, so that the browser only ever sees the opaque handle.
 * ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
   would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
 
@@ -47,6 +49,7 @@ logger = logging.getLogger("bff.session")
 SESSION_ENCRYPTION = "bff session record encryption v1"
 LOGIN_ENCRYPTION = "bff login state encryption v1"
 LOGOUT_SID = "bff logout sid v1"
+LOGOUT_REDIRECT_ENCRYPTION = "bff logout redirect encryption v1"
 #: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
 _LOGOUT_PENDING = b"pending"
 _LOGOUT_DONE = b"done"
@@ -78,6 +81,7 @@ class SessionManager:
         self._sessions = Encryptor(derive_keys(ring, SESSION_ENCRYPTION))
         self._logins = Encryptor(derive_keys(ring, LOGIN_ENCRYPTION))
         self._logout_keys = derive_keys(ring, LOGOUT_SID)
+        self._logout_redirects = Encryptor(derive_keys(ring, LOGOUT_REDIRECT_ENCRYPTION))
         self._cookie = CookieSigner(ring, SESSION_SALT)
         # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
         # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU (issue 6). Every write
@@ -120,6 +124,9 @@ class SessionManager:
 
     def _sid_index(self, sid: str) -> str:
         return f"{self._prefix}i:{digest(sid)}"
+
+    def _logout_redirect_key(self, handle: str) -> str:
+        return f"{self._prefix}o:{digest(handle)}"
 
     def _login_key(self, state: str) -> str:
         return f"{self._prefix}l:{digest(state)}"
@@ -263,6 +270,27 @@ class SessionManager:
         try:
             return TokenSet.from_json(json.loads(self._sessions.decrypt(blob, key.encode())))
         except (DecryptionError, ValueError, KeyError, TypeError):
+            return None
+
+    # --- logout continuations -------------------------------------------------------------------------------------
+
+    async def save_logout_redirect(self, url: str, ttl: float) -> str:
+        """Keep ``url`` (the IdP's end-session URL) for ``ttl`` seconds; returns the opaque one-time handle to it."""
+        handle = random_id(32)
+        key = self._logout_redirect_key(handle)
+        await self.store.set(key, self._logout_redirects.encrypt(url.encode(), key.encode()), ttl)
+        return handle
+
+    async def take_logout_redirect(self, handle: str) -> str | None:
+        """The URL saved under ``handle``, consumed: a second call, an expired or an unknown handle gives None."""
+        key = self._logout_redirect_key(handle)
+        blob = await self.store.take(key)
+        if blob is None:
+            return None
+        try:
+            return self._logout_redirects.decrypt(blob, key.encode()).decode()
+        except (DecryptionError, UnicodeDecodeError):
+            logger.warning("unreadable logout continuation discarded")
             return None
 
     # --- back-channel logout tokens --------------------------------------------------------------------------------

@@ -153,10 +153,25 @@ def test_server_sent_events_arrive_live(page: Any, demo: Demo) -> None:
 
 def test_logout(page: Any, demo: Demo) -> None:
     log_in(page, demo)
-    page.click("#logout")
-    page.wait_for_url(f"{demo.url}/**")
+    seen: list[Any] = []
+    page.on("response", lambda response: seen.append(response))
+    with page.expect_response(lambda r: r.url == f"{demo.url}/bff/logout" and r.request.method == "POST") as posted:
+        page.click("#logout")
+    assert posted.value.status == 200  # its body is scanned by the suite's leak guard: no token in it
+    page.wait_for_url(f"{demo.url}/")
     playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in")
     assert "__Host-bff" not in {c["name"] for c in page.context.cookies(demo.url)}
+    # The script navigated to the one-time URL, which went on to the IdP with the ID token as hint; the IdP logged
+    # out without a confirmation prompt and sent the browser back.
+    hops = [r.url for r in seen if r.request.is_navigation_request()]
+    assert hops[0].startswith(f"{demo.url}/bff/logout?handle=")
+    assert hops[1].startswith(f"{demo.idp_url}/")
+    assert "id_token_hint=" in hops[1]
+    assert hops[-1] == f"{demo.url}/"
+    # The IdP's session ended too: logging in again asks for the password.
+    page.click("#login")
+    page.wait_for_url(f"{demo.idp_url}/**")
+    playwright_sync.expect(page.locator("input[name=password]")).to_be_visible()
 
 
 def test_a_password_change_ends_the_session(chromium: Any, page: Any, demo: Demo) -> None:

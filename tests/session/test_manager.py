@@ -83,6 +83,25 @@ async def test_logout_sid(manager: SessionManager) -> None:
     assert not manager.check_logout_sid("the-id", "\u00e9" * 3)
 
 
+async def test_logout_redirects_are_one_time_encrypted_and_bound_to_their_key(manager: SessionManager) -> None:
+    url = "https://idp.example.com/logout?id_token_hint=ID-secret-value"
+    handle = await manager.save_logout_redirect(url, 60)
+    other = await manager.save_logout_redirect(url, 60)
+    assert handle != other
+    assert len(handle) >= 43
+    key = manager._logout_redirect_key(handle)
+    assert handle not in key
+    raw = await manager.store.get(key)
+    assert raw is not None
+    assert b"ID-secret-value" not in raw
+    # A record copied under another handle's key does not decrypt (the key is the associated data).
+    await manager.store.set(manager._logout_redirect_key(other), raw, 60)
+    assert await manager.take_logout_redirect(other) is None
+    assert await manager.take_logout_redirect(handle) == url
+    assert await manager.take_logout_redirect(handle) is None
+    assert await manager.take_logout_redirect("unknown") is None
+
+
 async def test_key_rotation_keeps_sessions_readable(memory_store: MemoryStore, fake_clock: FakeClock) -> None:
     old = SessionManager(memory_store, settings(KEY_A), clock=fake_clock)
     session_id, _ = await old.create(sub="alice", sid=None, claims={}, tokens=TOKENS)

@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from tests.support.leak_guard import GUARD
+
 IdTokenMode = Literal["good", "bad_signature", "alg_none", "hs256_with_public_key", "unknown_kid", "header_jwk"]
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 DEFAULT_CLIENT_SECRET = "test-client-secret-0123456789-abcdefghij"
@@ -244,6 +246,7 @@ class TestProvider:
         }
         if self.omit_revocation_endpoint:
             del doc["revocation_endpoint"]
+        GUARD.learn_metadata(doc)
         return JSONResponse(doc)
 
     async def _jwks(self, request: Request) -> Response:
@@ -277,6 +280,7 @@ class TestProvider:
         if "openid" not in scope.split():
             return back(error="invalid_scope")
         code = secrets.token_urlsafe(32)
+        GUARD.learn(code, "authorization code")
         self._codes[code] = _Code(
             self.login_as, redirect_uri, q["code_challenge"], q.get("nonce"), scope, secrets.token_hex(8)
         )
@@ -404,6 +408,7 @@ class TestProvider:
         if id_token is not None:
             answer["id_token"] = id_token
         self.token_responses.append(answer)
+        GUARD.learn_token_answer(answer)  # also what it hands a ``bff serve`` subprocess, out of this process' sight
         return answer
 
     def issued_tokens(self) -> list[str]:

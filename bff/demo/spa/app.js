@@ -87,8 +87,25 @@ function login() {
   location.assign("/bff/login?returnTo=" + encodeURIComponent(location.pathname + location.search));
 }
 
-function logout() {
-  if (user) location.assign(user.logout_url);
+// POST ends the session at once and answers a one-time same-origin URL; navigating to it takes the browser on to the
+// IdP's logout. The IdP URL holds the ID token, so bff never puts it in a body this script could read.
+// (A plain link to user.logout_url works too, e.g. without JavaScript.)
+async function logout() {
+  if (!user) return;
+  clearError();
+  let response;
+  try {
+    response = await fetch("/bff/logout", { method: "POST", headers: CSRF, cache: "no-store" });
+  } catch (exc) {
+    showError("network", exc.message, 0);
+    return;
+  }
+  if (!response.ok) {
+    const err = await readError(response);
+    showError(err.error, err.message, response.status, response.headers.get("Retry-After"));
+    return;
+  }
+  location.assign((await response.json()).redirect);
 }
 
 function renderUser() {
