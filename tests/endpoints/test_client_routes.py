@@ -24,19 +24,19 @@ async def test_client_routes_need_a_session_unless_anonymous(browser: Browser) -
             ]
 
         with running_stack(customize=routes) as stack:
-            refused = await browser.request("GET", f"{stack.url}/api/reports/1", headers=XHR)
+            refused = await browser.request("GET", f"{stack.url}/api/reports/status/200", headers=XHR)
             assert refused.status_code == 401
             assert refused.json()["error"] == "unauthenticated"
             assert echo.seen == []  # the upstream never heard of it
             grants = [r["grant_type"] for r in stack.provider.token_requests]
             assert "client_credentials" not in grants  # nor was bff's token fetched for it
 
-            public = await browser.request("GET", f"{stack.url}/api/public/1", headers=XHR)
+            public = await browser.request("GET", f"{stack.url}/api/public/status/200", headers=XHR)
             assert public.status_code == 200
             assert echo.seen[-1].authorization is not None
             assert echo.seen[-1].authorization.startswith("Bearer ")
 
             await browser.follow(f"{stack.url}/bff/login")
-            signed_in = await browser.request("GET", f"{stack.url}/api/reports/1", headers=XHR)
+            signed_in = await browser.request("GET", f"{stack.url}/api/reports/status/200", headers=XHR)
             assert signed_in.status_code == 200
             assert echo.seen[-1].authorization == echo.seen[-2].authorization  # bff's token, not the user's
