@@ -255,17 +255,22 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         return not self.transport.is_closing()
 
     def _refuse(self, exc: BffError) -> None:
-        """Answer ``exc`` and close. With an earlier (pipelined) request still being answered, an answer now would
-        land inside that one's: the answers due are sent, the last one closes the connection, and nothing more is
-        read or parsed (the head room is spent, so every later segment comes back here)."""
+        """Answer ``exc`` and close, unless that would corrupt an answer in flight. Bad bytes inside the body of the
+        request being answered end the connection (its app then sees ``http.disconnect``), with ``exc`` as the
+        answer if none has begun. Bad bytes after it (a pipelined request) leave the answers due to be sent, the
+        last one closing the connection. Either way nothing more is read or parsed: the head room is spent, so
+        every later segment comes back here."""
+        in_body = not self._reading_head
         self._refusal = None
         self._reading_head, self._head_room = True, -1
         cycle: Any = self.cycle
-        if cycle is not None and not cycle.response_complete:
+        if cycle is None or cycle.response_complete or (in_body and not cycle.response_started and not self.pipeline):
+            self.transport.write(_error_answer(exc, self.server_state.default_headers))
+            self.transport.close()
+        elif in_body:
+            self.transport.close()
+        else:
             cycle.keep_alive = False
-            return
-        self.transport.write(_error_answer(exc, self.server_state.default_headers))
-        self.transport.close()
 
     # --- parser callbacks ---------------------------------------------------------------------------------------
 
@@ -276,9 +281,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_began = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._mid_head = False
-        self._reading_head = False
-        self._head_began = None
         if len(self.headers) > self._limits.max_head_fields:
             self._refusal = RequestHeaderTooLarge("too many request header fields")
             raise _Refused
@@ -286,6 +288,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             # A pipelined head that began and ended inside one segment: its room was never charged.
             self._refusal = RequestHeaderTooLarge("the request head is too large")
             raise _Refused
+        self._mid_head = False
+        self._reading_head = False
+        self._head_began = None
         super().on_headers_complete()
 
     def _head_size(self) -> int:
