@@ -364,3 +364,69 @@ def test_a_spoofed_x_forwarded_for_does_not_reach_the_upstream_through_a_test_pr
     assert response.status_code == 200
     forwarded = [v for k, v in response.json()["headers"] if k == "x-forwarded-for"]
     assert forwarded == ["127.0.0.1"]
+
+
+# --- header hygiene end to end --------------------------------------------------------------------------------------
+
+
+async def hop_by_hop_upstream(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echoes the request's header names; answers with every hop-by-hop and proxy authentication field."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps(sorted(k.decode() for k, _ in scope["headers"])).encode()
+    headers = [
+        (b"content-length", b"%d" % len(body)),
+        (b"content-type", b"application/json"),
+        (b"connection", b"keep-alive, x-named-hop"),
+        (b"x-named-hop", b"for the next hop"),
+        (b"keep-alive", b"timeout=5"),
+        (b"proxy-authenticate", b'Basic realm="upstream-proxy"'),
+        (b"proxy-authorization", b"Basic dXBzdHJlYW06c2VjcmV0"),
+        (b"proxy-authentication-info", b"nextnonce=1"),
+        (b"proxy-connection", b"keep-alive"),
+        (b"te", b"trailers"),
+        (b"trailer", b"x-checksum"),
+        (b"upgrade", b"h2c"),
+        (b"x-kept", b"1"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_underscored_request_headers_and_hop_by_hop_answer_fields_stop_at_bff() -> None:
+    from bff.proxy import Proxy
+    from bff.upstream_client import UpstreamClient
+
+    with serve(hop_by_hop_upstream, lifespan="off") as upstream:
+        client = UpstreamClient()
+        proxy = Proxy(
+            [RouteSettings(path="/api", upstream=upstream)],
+            client,
+            StubBearer(),
+            public_origin=PUBLIC_ORIGIN,
+            trusted_proxies=(),
+        )
+        with serve(ProxyApp(proxy, client), lifespan="on") as url, connect(url) as sock:
+            sock.sendall(
+                b"GET /api/x HTTP/1.1\r\nHost: bff.test\r\nX-CSRF: 1\r\nX_Forwarded_For: 203.0.113.66\r\n"
+                b"x-forwarded_host: evil.example\r\nX_Real_IP: 203.0.113.66\r\nX-Kept-Request: 1\r\n\r\n"
+            )
+            answer = read_answer(sock)
+    assert answer is not None
+    assert answer.status == 200
+    received = json.loads(answer.body)
+    assert "x-kept-request" in received
+    assert not [name for name in received if "_" in name]
+    assert answer.headers.get("x-kept") == "1"
+    for gone in (
+        "x-named-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-authentication-info",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ):
+        assert gone not in answer.headers, gone
