@@ -14,14 +14,13 @@ the demo and the test servers), and bff's HTTP/1.1 protocol, uvicorn's httptools
      next request begins is closed ``keep_alive_timeout`` after the previous answer;
    - a worker holds at most ``max_connections`` connections; one more is answered 503 and closed at once.
 
-   One timer per connection serves both deadlines, checked lazily: the hot path (a request on a busy connection)
-   sets no timer and reads no clock, except one ``loop.time()`` when a head begins.
+   One timer per connection serves both deadlines, checked lazily: the hot path (requests on a busy keep-alive
+   connection) sets no timer; it reads the clock when a head begins and when an answer ends.
 
-Why (issue 6): uvicorn writes an answer's status line and headers, then its body, as two ``transport.write``
-calls, and uvloop sends each at once. A send on a loopback socket whose peer waits on another core is one of the
-dearest steps of a proxied request on the benchmark box (it runs the peer's TCP receive path and wakes it); with
-both writes joined, ``make bench``'s paired runs measured ~6 % less CPU per proxied request. The join costs one
-``call_soon`` per answer and no latency: the bytes leave at the end of the same loop turn.
+Why one send: uvicorn writes an answer's status line and headers, then its body, as two ``transport.write`` calls,
+and uvloop sends each at once. A send on a loopback socket whose peer waits on another core is one of the dearest
+steps of a proxied request (it runs the peer's TCP receive path and wakes it). The join costs one ``call_soon`` per
+answer and no latency: the bytes leave at the end of the same loop turn.
 
 Only the HTTP/1.1 side is changed: a connection that upgrades to a WebSocket hands uvicorn's WebSocket protocol the
 real transport, after the bytes still pending.

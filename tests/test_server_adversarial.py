@@ -38,7 +38,7 @@ EDGE = ServerSettings(
 )
 #: Answer or close within this long, or the server is hanging (the head deadline is 0.5 s).
 DEADLINE = 3.0
-PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _ids = count()
 
 
@@ -324,7 +324,7 @@ def exchange_all(port: int, segments: list[bytes], answers: int) -> None:
             data += chunk
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(request=st.binary(min_size=1, max_size=200), prefix=st.sampled_from([b"", b"GET / HTTP/1.1\r\n"]))
 def test_garbage_and_unfinished_heads_are_answered_or_closed_in_time(
     server: Server, request: bytes, prefix: bytes
