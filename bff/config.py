@@ -82,6 +82,8 @@ class ServerSettings:
     header_timeout: float = 10.0
     #: An idle keep-alive connection (no byte of a next request) is closed this long after the previous answer.
     keep_alive_timeout: float = 5.0
+    #: A request body that stops arriving (no byte for this long, while bff is ready to read) ends the connection.
+    body_timeout: float = 30.0
     #: Largest request head in bytes (request line, header fields, line ends); 431 and close beyond it.
     max_request_header_size: int = 64 * 1024
     #: Most header fields in one request head; 431 and close beyond it.
@@ -218,6 +220,10 @@ def _server(root: Reader) -> ServerSettings:
     if not 0 < keep_alive <= 3600:
         r.problem("keep_alive_timeout", "must be more than 0 and at most 1h")
         keep_alive = defaults.keep_alive_timeout
+    body_timeout = r.converted("body_timeout", parse_duration, defaults.body_timeout)
+    if not 0 < body_timeout <= 3600:
+        r.problem("body_timeout", "must be more than 0 and at most 1h")
+        body_timeout = defaults.body_timeout
     head_size = r.converted("max_request_header_size", parse_size, defaults.max_request_header_size)
     if not 1024 <= head_size <= 1024 * 1024:
         r.problem("max_request_header_size", "must be between 1KiB and 1MiB (request heads are held in memory)")
@@ -235,6 +241,7 @@ def _server(root: Reader) -> ServerSettings:
         max_connections=max_connections,
         header_timeout=header_timeout,
         keep_alive_timeout=keep_alive,
+        body_timeout=body_timeout,
         max_request_header_size=head_size,
         max_request_headers=head_fields,
     )

@@ -11,7 +11,10 @@ the demo and the test servers), and bff's HTTP/1.1 protocol, uvicorn's httptools
      that begins inside a segment after a pipelined request is charged conservatively (see ``_tail_length``);
    - a head must be complete ``header_timeout`` after its first byte (after the connection opened, for the first
      one): 408 and close. More lines do not move the deadline (slowloris). A keep-alive connection on which no
-     next request begins is closed ``keep_alive_timeout`` after the previous answer;
+     next request begins is closed ``keep_alive_timeout`` after the previous answer; a request body that stops
+     arriving (no byte for ``body_timeout`` while bff is ready to read: reading not paused by flow control, no
+     ``100 Continue`` owed) ends the connection, with 408 if no answer began. Body idleness is sampled (a flag set
+     per segment received, read by the timer), so it is detected after one to two ``body_timeout``;
    - a worker holds at most ``max_connections`` connections; one more is answered 503 and closed at once.
 
    One timer per connection serves both deadlines, checked lazily: the hot path (requests on a busy keep-alive
@@ -112,6 +115,7 @@ class EdgeLimits:
     max_connections: int
     header_timeout: float
     keep_alive_timeout: float
+    body_timeout: float
     max_head_bytes: int
     max_head_fields: int
 
@@ -121,6 +125,7 @@ class EdgeLimits:
             max_connections=server.max_connections,
             header_timeout=server.header_timeout,
             keep_alive_timeout=server.keep_alive_timeout,
+            body_timeout=server.body_timeout,
             max_head_bytes=server.max_request_header_size,
             max_head_fields=server.max_request_headers,
         )
@@ -181,6 +186,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_room = limits.max_head_bytes
         #: A message ended during the current ``feed_data``: a next head may have begun inside the segment.
         self._ended_in_feed = False
+        #: Bytes arrived since the timer last looked (body idleness).
+        self._active = False
         self._refusal: BffError | None = None
         self._upgraded = False
 
@@ -204,32 +211,46 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     # --- bytes in: the head limit -------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_head:
-            if len(data) > self._head_room:
-                self._feed_bounded(data)
+        self._active = True
+        if self._reading_head and len(data) > self._head_room:
+            if not self._feed_bounded(data):
                 return
-            self._head_room -= len(data)
-        if self._feed(data) and self._ended_in_feed:
-            self._after_message_in_feed(data, 0, len(data))
+        else:
+            if self._reading_head:
+                self._head_room -= len(data)
+            if not self._feed(data):
+                return
+            if self._ended_in_feed:
+                self._after_message_in_feed(data, 0, len(data))
+        if not self._reading_head:  # a body is still to come: make sure a check comes within body_timeout
+            due = self.loop.time() + self._limits.body_timeout
+            deadline = self._deadline
+            if deadline is None or deadline.when() > due:
+                if deadline is not None:
+                    deadline.cancel()
+                self._active = False
+                self._deadline = self.loop.call_at(due, self._on_deadline)
 
-    def _feed_bounded(self, data: bytes) -> None:
-        """Feed ``data`` in pieces so that llhttp never sees more head bytes than the head's remaining room."""
+    def _feed_bounded(self, data: bytes) -> bool:
+        """Feed ``data`` in pieces so that llhttp never sees more head bytes than the head's remaining room; False
+        as :meth:`_feed`."""
         view = memoryview(data)
         start, end = 0, len(data)
         while start < end:
             if self._reading_head:
                 if self._head_room <= 0:
                     self._refuse(RequestHeaderTooLarge("the request head is too large"))
-                    return
+                    return False
                 stop = min(end, start + self._head_room)
                 self._head_room -= stop - start
             else:
                 stop = end
             if not self._feed(view[start:stop]):
-                return
+                return False
             if self._ended_in_feed:
                 self._after_message_in_feed(data, start, stop)
             start = stop
+        return True
 
     def _after_message_in_feed(self, data: bytes, start: int, end: int) -> None:
         self._ended_in_feed = False
@@ -332,9 +353,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._upgraded:
             return
         cycle: Any = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            return  # a request is being answered: its end arms the next check
         now = self.loop.time()
+        if cycle is not None and not cycle.response_complete:
+            if self._reading_head:
+                return  # the request has arrived and is being answered: the answer's end arms the next check
+            if self._active or self.flow.read_paused or cycle.waiting_for_100_continue:
+                self._active = False
+                self._deadline = self.loop.call_at(now + self._limits.body_timeout, self._on_deadline)
+            else:
+                self.logger.info("Request body stopped arriving: 408.")
+                self._refuse(RequestTimeout("the request body stopped arriving"))
+            return
         if self._head_began is not None:
             due = self._head_began + self._limits.header_timeout
             if now >= due:

@@ -38,18 +38,19 @@ def test_base_document_is_valid() -> None:
 def test_server_edge_limits_have_safe_defaults_and_are_read() -> None:
     server = parse_config(base_document(), env={}).server
     assert (server.max_connections, server.header_timeout, server.keep_alive_timeout) == (4096, 10.0, 5.0)
-    assert (server.max_request_header_size, server.max_request_headers) == (64 * 1024, 100)
+    assert (server.max_request_header_size, server.max_request_headers, server.body_timeout) == (64 * 1024, 100, 30.0)
     doc = base_document()
     doc["server"].update(
         max_connections=100,
         header_timeout="2s",
         keep_alive_timeout="75s",
+        body_timeout="1m",
         max_request_header_size="16KiB",
         max_request_headers=50,
     )
     server = parse_config(doc, env={}).server
     assert (server.max_connections, server.header_timeout, server.keep_alive_timeout) == (100, 2.0, 75.0)
-    assert (server.max_request_header_size, server.max_request_headers) == (16 * 1024, 50)
+    assert (server.max_request_header_size, server.max_request_headers, server.body_timeout) == (16 * 1024, 50, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,7 @@ def test_server_edge_limits_have_safe_defaults_and_are_read() -> None:
         ("header_timeout", "1h", "server.header_timeout: must be more than 0 and at most 5m"),
         ("header_timeout", "soon", "server.header_timeout: expected a duration"),
         ("keep_alive_timeout", 0, "server.keep_alive_timeout: must be more than 0 and at most 1h"),
+        ("body_timeout", "2h", "server.body_timeout: must be more than 0 and at most 1h"),
         ("max_request_header_size", "512B", "server.max_request_header_size: must be between 1KiB and 1MiB"),
         ("max_request_header_size", "2MiB", "server.max_request_header_size: must be between 1KiB and 1MiB"),
         ("max_request_header_size", "big", "server.max_request_header_size: expected a size"),

@@ -3,7 +3,7 @@ formed and hostile (smuggling framings: CL+TE, duplicate or malformed Content-Le
 bare LF or CR, control bytes), cut into random segments, and sends them over raw sockets to a real server running
 ``bff serve``'s uvicorn settings (``tests.support.servers.serve``) with small limits. After every example:
 
-- the server answered or closed within a deadline (it never hangs);
+- the server answered or closed within a deadline (it never hangs), bodies cut short included;
 - no request whose head exceeded ``max_request_header_size`` (or had too many fields) reached the app, and every
   well-formed head within the limits did;
 - one browser request never became two at the app: the request hidden in each body never reached it;
@@ -34,9 +34,13 @@ from tests.support.servers import serve
 LIMIT = 2048
 FIELDS = 24
 EDGE = ServerSettings(
-    max_request_header_size=LIMIT, max_request_headers=FIELDS, header_timeout=0.5, keep_alive_timeout=0.5
+    max_request_header_size=LIMIT,
+    max_request_headers=FIELDS,
+    header_timeout=0.5,
+    keep_alive_timeout=0.5,
+    body_timeout=0.3,
 )
-#: Answer or close within this long, or the server is hanging (the head deadline is 0.5 s).
+#: Answer or close within this long, or the server is hanging (the head and body deadlines are 0.5 s and 0.3-0.6 s).
 DEADLINE = 3.0
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _ids = count()
@@ -333,6 +337,26 @@ def test_garbage_and_unfinished_heads_are_answered_or_closed_in_time(
     status, closed = exchange(server.port, [prefix + request.replace(b"\r\n\r\n", b"\r\n")])
     assert closed or status in (400, 408, 200)
     assert_served_normally(server.port)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    framing=st.sampled_from(["cl", "chunked"]),
+    keep=st.floats(min_value=0.0, max_value=0.95),
+    chunk_sizes=st.lists(st.integers(min_value=1, max_value=40), max_size=4),
+)
+def test_a_body_cut_short_is_answered_or_closed_in_time(
+    server: Server, framing: str, keep: float, chunk_sizes: list[int]
+) -> None:
+    """The body stops arriving anywhere before its end: 408 or a close within the deadline, never a hang."""
+    marker = str(next(_ids))
+    request = framed_request(marker, framing, [], chunk_sizes)
+    head_end = request.index(b"\r\n\r\n") + 4
+    cut = head_end + int((len(request) - head_end) * keep)
+    status, closed = exchange(server.port, [request[:cut]])
+    assert closed or status == 408
+    assert_served_normally(server.port)
+    assert server.app.seen.matching(f"/smuggled{marker}") == []
 
 
 def test_floods_of_header_bytes_leave_memory_bounded(server: Server) -> None:

@@ -296,6 +296,29 @@ def test_a_slow_but_timely_head_is_served() -> None:
         assert answer.status == 200
 
 
+def test_a_body_that_stops_arriving_ends_the_connection_with_408() -> None:
+    settings = replace(SMALL, body_timeout=0.3)
+    with serve(hello, lifespan="off", settings=settings) as url, connect(url) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"b" * 10)
+        answer = read_answer(sock)  # read_answer gives up after WAIT: a hang fails here
+        assert answer is not None
+        assert answer.status == 408
+        assert json.loads(answer.body)["error"] == "request_timeout"
+        assert closed_by_server(sock)
+
+
+def test_a_slow_body_that_keeps_arriving_is_served() -> None:
+    settings = replace(SMALL, body_timeout=0.4)
+    with serve(hello, lifespan="off", settings=settings) as url, connect(url) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n")
+        for _ in range(12):  # 1.8 s in all, a byte every 150 ms
+            time.sleep(0.15)
+            sock.sendall(b"b")
+        answer = read_answer(sock)
+        assert answer is not None
+        assert (answer.status, answer.body) == (200, b"POST /upload 12 127.0.0.1")
+
+
 # --- connection limit -----------------------------------------------------------------------------------------------
 
 
