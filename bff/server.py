@@ -88,6 +88,9 @@ class CoalescingTransport:
         if not self.transport.is_closing():
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()  # asked on every answer: not through __getattr__
+
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() + self._size
 
@@ -221,7 +224,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if not self._feed(data):
                 return
             if self._ended_in_feed:
-                self._after_message_in_feed(data, 0, len(data))
+                self._ended_in_feed = False
+                if self._mid_head:
+                    self._charge_pipelined_head(data, 0, len(data))
         if not self._reading_head:  # a body is still to come: make sure a check comes within body_timeout
             due = self.loop.time() + self._limits.body_timeout
             deadline = self._deadline
@@ -248,14 +253,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if not self._feed(view[start:stop]):
                 return False
             if self._ended_in_feed:
-                self._after_message_in_feed(data, start, stop)
+                self._ended_in_feed = False
+                if self._mid_head:
+                    self._charge_pipelined_head(data, start, stop)
             start = stop
         return True
 
-    def _after_message_in_feed(self, data: bytes, start: int, end: int) -> None:
-        self._ended_in_feed = False
-        if self._mid_head:  # a pipelined head began inside the segment: charge it conservatively
-            self._head_room = self._limits.max_head_bytes - _tail_length(data, start, end)
+    def _charge_pipelined_head(self, data: bytes, start: int, end: int) -> None:
+        """A message ended inside ``data[start:end]`` and the next head began there: charge it conservatively."""
+        self._head_room = self._limits.max_head_bytes - _tail_length(data, start, end)
 
     def _feed(self, data: bytes | memoryview) -> bool:
         """Feed llhttp; False once the connection stops speaking HTTP/1.1 here (refused, malformed or upgraded)."""
@@ -272,7 +278,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return False
-        return not self.transport.is_closing()
+        return True  # the callbacks never close the transport themselves: a refusal raises and lands above
 
     def _refuse(self, exc: BffError) -> None:
         """Answer ``exc`` and close, unless that would corrupt an answer in flight. Bad bytes inside the body of the
