@@ -158,6 +158,15 @@ def test_a_head_of_exactly_the_limit_is_served_and_one_byte_more_is_refused(in_p
                 assert answer.status == status, size
 
 
+def test_a_huge_request_target_is_refused_with_431() -> None:
+    with serve(hello, lifespan="off", settings=SMALL) as url, connect(url) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"GET /" + b"a" * (4 * 1024 * 1024))
+        answer = read_answer(sock)
+        assert answer is not None
+        assert answer.status == 431
+
+
 def test_a_small_head_with_a_big_body_in_the_same_segment_is_served() -> None:
     """Only the head counts: a body far beyond the head limit, arriving with the head, is the app's business."""
     body = b"b" * 300_000
