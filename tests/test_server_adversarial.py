@@ -6,7 +6,8 @@ bare LF or CR, control bytes), cut into random segments, and sends them over raw
 - the server answered or closed within a deadline (it never hangs), bodies cut short included;
 - no request whose head exceeded ``max_request_header_size`` (or had too many fields) reached the app, and every
   well-formed head within the limits did;
-- one browser request never became two at the app: the request hidden in each body never reached it;
+- one browser request never became two at the app, nor at an upstream behind bff's Proxy: the request hidden in
+  each body never reached either;
 - a new connection is served normally.
 
 The app reads each body to its end before answering, as a proxied route does.
@@ -127,9 +128,9 @@ def _status(data: bytes) -> int | None:
     return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
 
 
-def assert_served_normally(port: int) -> None:
-    marker = f"/next-{next(_ids)}"
-    status, _ = exchange(port, [f"GET {marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode()])
+def assert_served_normally(port: int, prefix: str = "") -> None:
+    marker = f"{prefix}/next-{next(_ids)}"
+    status, _ = exchange(port, [f"GET {marker} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\n\r\n".encode()])
     assert status == 200
 
 
@@ -357,6 +358,57 @@ def test_a_body_cut_short_is_answered_or_closed_in_time(
     assert closed or status == 408
     assert_served_normally(server.port)
     assert server.app.seen.matching(f"/smuggled{marker}") == []
+
+
+@dataclass
+class ProxiedServer:
+    port: int
+    upstream: Recorder
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[ProxiedServer]:
+    """bff's Proxy (bff serve's settings, the same limits) in front of a recording upstream."""
+    from bff.config import RouteSettings
+    from bff.proxy import Proxy
+    from bff.upstream_client import UpstreamClient
+    from tests.proxy.conftest import PUBLIC_ORIGIN, ProxyApp, StubBearer
+
+    upstream = Recorder()
+    with serve(upstream, lifespan="off") as upstream_url:
+        client = UpstreamClient()
+        proxy = Proxy(
+            [RouteSettings(path="/api", upstream=upstream_url, token="none", timeout=DEADLINE / 2)],
+            client,
+            StubBearer(),
+            public_origin=PUBLIC_ORIGIN,
+            trusted_proxies=(),
+        )
+        with serve(ProxyApp(proxy, client), lifespan="on", settings=EDGE) as url:
+            yield ProxiedServer(int(url.rsplit(":", 1)[1]), upstream)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    framing=st.sampled_from(["cl", "chunked", *HOSTILE]),
+    chunk_sizes=st.lists(st.integers(min_value=1, max_value=40), max_size=4),
+    where=cuts,
+)
+def test_one_browser_request_never_reaches_the_upstream_twice(
+    proxied: ProxiedServer, framing: str, chunk_sizes: list[int], where: list[int]
+) -> None:
+    marker = str(next(_ids))
+    request = framed_request(marker, framing, [("X-CSRF", b"1")], chunk_sizes).replace(
+        f"/m{marker} ".encode(), f"/api/m{marker} ".encode(), 1
+    )
+    status, _ = exchange(proxied.port, split(request, where))
+    assert_served_normally(proxied.port, "/api")
+    assert proxied.upstream.seen.matching(f"/smuggled{marker}") == []
+    reached = proxied.upstream.seen.matching(f"/m{marker}")
+    assert len(reached) <= 1
+    if framing in ("cl", "chunked"):
+        assert status == 200
+        assert reached == [f"/m{marker}"]
 
 
 def test_floods_of_header_bytes_leave_memory_bounded(server: Server) -> None:
