@@ -283,10 +283,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout() -> N
 
 def test_keep_alive_traffic_slower_than_nothing_but_faster_than_the_timeouts_is_unaffected() -> None:
     """Requests every 150 ms on one connection for longer than both timeouts: each head has its own deadline."""
-    settings = replace(SMALL, header_timeout=0.5, keep_alive_timeout=0.3)
+    settings = replace(SMALL, header_timeout=1.0, keep_alive_timeout=0.8)
     with serve(hello, lifespan="off", settings=settings) as url, connect(url) as sock:
         buffer = bytearray()
-        for i in range(12):
+        for i in range(15):
             sock.sendall(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
             answer = read_answer(sock, buffer)
             assert answer is not None, i
@@ -295,11 +295,11 @@ def test_keep_alive_traffic_slower_than_nothing_but_faster_than_the_timeouts_is_
 
 
 def test_a_slow_but_timely_head_is_served() -> None:
-    settings = replace(SMALL, header_timeout=1.0, keep_alive_timeout=0.2)
+    settings = replace(SMALL, header_timeout=2.5, keep_alive_timeout=0.1)
     with serve(hello, lifespan="off", settings=settings) as url, connect(url) as sock:
         for piece in (b"GET /slow HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n", b"\r\n"):
             sock.sendall(piece)
-            time.sleep(0.15)  # longer than keep_alive_timeout between pieces: only the head deadline applies
+            time.sleep(0.25)  # longer than keep_alive_timeout between pieces: only the head deadline applies
         answer = read_answer(sock)
         assert answer is not None
         assert answer.status == 200
@@ -317,15 +317,15 @@ def test_a_body_that_stops_arriving_ends_the_connection_with_408() -> None:
 
 
 def test_a_slow_body_that_keeps_arriving_is_served() -> None:
-    settings = replace(SMALL, body_timeout=0.4)
+    settings = replace(SMALL, body_timeout=0.8)
     with serve(hello, lifespan="off", settings=settings) as url, connect(url) as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n")
-        for _ in range(12):  # 1.8 s in all, a byte every 150 ms
-            time.sleep(0.15)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):  # 2 s in all, more than twice body_timeout, a byte every 200 ms
+            time.sleep(0.2)
             sock.sendall(b"b")
         answer = read_answer(sock)
         assert answer is not None
-        assert (answer.status, answer.body) == (200, b"POST /upload 12 127.0.0.1")
+        assert (answer.status, answer.body) == (200, b"POST /upload 10 127.0.0.1")
 
 
 # --- connection limit -----------------------------------------------------------------------------------------------
