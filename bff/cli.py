@@ -67,21 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bff.app import BffApp
     from bff.observability import configure_logging
-    from bff.server import event_loop_and_protocol
+    from bff.server import uvicorn_settings
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
     configure_logging(args.log_level)
-    common = {
-        "host": config.server.host,
-        "port": config.server.port,
-        "log_config": None,
-        "proxy_headers": False,
-        "server_header": False,
-        "access_log": args.access_log,
-        **event_loop_and_protocol(),
-    }
+    common = {**uvicorn_settings(config.server), "log_config": None, "access_log": args.access_log}
     if args.workers > 1:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
         uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)

@@ -77,6 +77,19 @@ class ServerSettings:
     port: int = 8000
     public_origin: str = "http://localhost:8000"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: Open connections per worker process; one more is answered 503 and closed at once.
+    max_connections: int = 4096
+    #: A request head (request line and header fields) must be complete this long after its first byte (or after
+    #: the connection opened); otherwise 408 and close. More header lines do not extend it.
+    header_timeout: float = 10.0
+    #: An idle keep-alive connection (no byte of a next request) is closed this long after the previous answer.
+    keep_alive_timeout: float = 5.0
+    #: A request body that stops arriving (no byte for this long, while bff is ready to read) ends the connection.
+    body_timeout: float = 30.0
+    #: Largest request head in bytes (request line, header fields, line ends); 431 and close beyond it.
+    max_request_header_size: int = 64 * 1024
+    #: Most header fields in one request head; 431 and close beyond it.
+    max_request_headers: int = 100
 
 
 @dataclass(frozen=True)
@@ -204,8 +217,43 @@ def _server(root: Reader) -> ServerSettings:
             nets.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
             r.problem(f"trusted_proxies[{i}]", f"expected a CIDR like 10.0.0.0/8, got {cidr!r}")
+    max_connections = r.get("max_connections", int, defaults.max_connections)
+    if not 1 <= max_connections <= 1_000_000:
+        r.problem("max_connections", f"must be between 1 and 1000000, got {max_connections}")
+        max_connections = defaults.max_connections
+    header_timeout = r.converted("header_timeout", parse_duration, defaults.header_timeout)
+    if not 0 < header_timeout <= 300:
+        r.problem("header_timeout", "must be more than 0 and at most 5m")
+        header_timeout = defaults.header_timeout
+    keep_alive = r.converted("keep_alive_timeout", parse_duration, defaults.keep_alive_timeout)
+    if not 0 < keep_alive <= 3600:
+        r.problem("keep_alive_timeout", "must be more than 0 and at most 1h")
+        keep_alive = defaults.keep_alive_timeout
+    body_timeout = r.converted("body_timeout", parse_duration, defaults.body_timeout)
+    if not 0 < body_timeout <= 3600:
+        r.problem("body_timeout", "must be more than 0 and at most 1h")
+        body_timeout = defaults.body_timeout
+    head_size = r.converted("max_request_header_size", parse_size, defaults.max_request_header_size)
+    if not 1024 <= head_size <= 1024 * 1024:
+        r.problem("max_request_header_size", "must be between 1KiB and 1MiB (request heads are held in memory)")
+        head_size = defaults.max_request_header_size
+    head_fields = r.get("max_request_headers", int, defaults.max_request_headers)
+    if not 1 <= head_fields <= 10_000:
+        r.problem("max_request_headers", f"must be between 1 and 10000, got {head_fields}")
+        head_fields = defaults.max_request_headers
     r.finish()
-    return ServerSettings(host=host, port=port, public_origin=public_origin, trusted_proxies=tuple(nets))
+    return ServerSettings(
+        host=host,
+        port=port,
+        public_origin=public_origin,
+        trusted_proxies=tuple(nets),
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive,
+        body_timeout=body_timeout,
+        max_request_header_size=head_size,
+        max_request_headers=head_fields,
+    )
 
 
 def _session(root: Reader) -> SessionSettings:

@@ -20,7 +20,9 @@ code, a secret or an upstream's internals.
     ├── Forbidden                   403  forbidden
     ├── NotFound                    404  not_found
     ├── MethodNotAllowed            405  method_not_allowed
+    ├── RequestTimeout              408  request_timeout  (from the HTTP server: the request head came too slowly)
     ├── PayloadTooLarge             413  payload_too_large
+    ├── RequestHeaderTooLarge       431  request_header_too_large (from the HTTP server)
     ├── UpstreamError               502  bad_gateway
     │   └── UpstreamTimeout         504  upstream_timeout
     ├── OAuthError                  (from the token/revocation endpoints)
@@ -30,7 +32,8 @@ code, a secret or an upstream's internals.
     ├── JoseError-like failures are raised as InvalidIdToken / InvalidLogoutToken
     └── ServiceUnavailable          503  temporarily_unavailable
         ├── SessionStoreUnavailable 503  temporarily_unavailable
-        └── NotReady                503  not_ready
+        ├── NotReady                503  not_ready
+        └── TooManyConnections      503  too_many_connections (from the HTTP server)
 """
 
 from __future__ import annotations
@@ -123,6 +126,20 @@ class MethodNotAllowed(BffError):
     status = 405
 
 
+class RequestTimeout(BffError):
+    """The request head was not complete in time (RFC 9110 15.5.9)."""
+
+    error = "request_timeout"
+    status = 408
+
+
+class RequestHeaderTooLarge(BffError):
+    """The request head has too many bytes or too many fields (RFC 6585 5)."""
+
+    error = "request_header_too_large"
+    status = 431
+
+
 class PayloadTooLarge(BffError):
     error = "payload_too_large"
     status = 413
@@ -176,6 +193,13 @@ class SessionStoreUnavailable(ServiceUnavailable):
 
 class NotReady(ServiceUnavailable):
     error = "not_ready"
+
+
+class TooManyConnections(ServiceUnavailable):
+    """The worker holds as many connections as it may; a new one is answered and closed at once."""
+
+    error = "too_many_connections"
+    retry_after = 1
 
 
 class InvalidProviderMetadata(IdPUnavailable):

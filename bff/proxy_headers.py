@@ -7,12 +7,17 @@ Towards the upstream (RFC 9110 7.6.1, RFC 9112 7.6.1 for hop-by-hop fields):
 - the browser's credentials never leave bff: ``Cookie`` (all of it: bff's session cookie is not the upstream's
   business) and any client ``Authorization`` (bff sets its own bearer token); ``X-CSRF`` (bff's own guard);
 - ``Host`` becomes the upstream's (the client derives it from the URL) and ``Expect`` is answered by the ASGI server;
+- every field whose name contains ``_`` is dropped (as nginx does by default, ``underscores_in_headers off``):
+  CGI/WSGI servers map ``-`` and ``_`` alike to ``_``, so ``X_Forwarded_For`` would reach their application as the
+  ``X-Forwarded-For`` bff controls;
 - ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` from the client are dropped unless the TCP peer is a trusted
   proxy; then they are kept and the peer is appended to the chain. ``X-Forwarded-For``, ``-Proto`` and ``-Host``
   are always set.
 
 Towards the browser: ``Set-Cookie``/``Set-Cookie2`` (the browser would store an upstream's cookie on bff's origin),
-hop-by-hop fields and those named in ``Connection`` are dropped, and so are ``Date`` and ``Server`` (as nginx does
+hop-by-hop fields, those named in ``Connection`` and the proxy authentication fields (``Proxy-Authenticate``,
+``Proxy-Authorization``, ``Proxy-Authentication-Info``: between the upstream and a proxy of its own, RFC 9110 11.7) are
+dropped, and so are ``Date`` and ``Server`` (as nginx does
 by default, ``proxy_pass_header``): the ASGI server adds its own, and a second ``Date`` would be malformed.
 Everything else passes unchanged, including ``WWW-Authenticate``, ``Content-Encoding`` and ``Content-Length``.
 """
@@ -30,7 +35,9 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 REQUEST_DROP = HOP_BY_HOP | {b"cookie", b"authorization", b"x-csrf", b"host", b"expect"}
-RESPONSE_DROP = HOP_BY_HOP | {b"set-cookie", b"set-cookie2", b"date", b"server"}
+#: RFC 9110 11.7: the proxy authentication fields concern the next hop only, never the browser.
+_PROXY_AUTH = frozenset({b"proxy-authenticate", b"proxy-authorization", b"proxy-authentication-info"})
+RESPONSE_DROP = HOP_BY_HOP | _PROXY_AUTH | {b"set-cookie", b"set-cookie2", b"date", b"server"}
 #: The request headers the CSRF guard reads (``bff.csrf``).
 GUARD_HEADERS = frozenset({b"x-csrf", b"sec-fetch-site", b"origin"})
 _FORWARDING = frozenset({b"forwarded", b"x-real-ip"})
@@ -73,7 +80,7 @@ def read_request_headers(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[byt
             elif name == b"connection":
                 named = connection_tokens(value) if named is None else named | connection_tokens(value)
             continue
-        if name.startswith(b"proxy-"):
+        if name.startswith(b"proxy-") or b"_" in name:
             continue
         if name.startswith(b"x-forwarded-") or name in _FORWARDING:
             forwarding.append((name, value))

@@ -35,6 +35,48 @@ def test_base_document_is_valid() -> None:
     assert config.routes[0].path == "/api/orders"
 
 
+def test_server_edge_limits_have_safe_defaults_and_are_read() -> None:
+    server = parse_config(base_document(), env={}).server
+    assert (server.max_connections, server.header_timeout, server.keep_alive_timeout) == (4096, 10.0, 5.0)
+    assert (server.max_request_header_size, server.max_request_headers, server.body_timeout) == (64 * 1024, 100, 30.0)
+    doc = base_document()
+    doc["server"].update(
+        max_connections=100,
+        header_timeout="2s",
+        keep_alive_timeout="75s",
+        body_timeout="1m",
+        max_request_header_size="16KiB",
+        max_request_headers=50,
+    )
+    server = parse_config(doc, env={}).server
+    assert (server.max_connections, server.header_timeout, server.keep_alive_timeout) == (100, 2.0, 75.0)
+    assert (server.max_request_header_size, server.max_request_headers, server.body_timeout) == (16 * 1024, 50, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("max_connections", 0, "server.max_connections: must be between 1 and 1000000, got 0"),
+        ("max_connections", "many", "server.max_connections: expected int, got str"),
+        ("header_timeout", "0s", "server.header_timeout: must be more than 0 and at most 5m"),
+        ("header_timeout", "1h", "server.header_timeout: must be more than 0 and at most 5m"),
+        ("header_timeout", "soon", "server.header_timeout: expected a duration"),
+        ("keep_alive_timeout", 0, "server.keep_alive_timeout: must be more than 0 and at most 1h"),
+        ("body_timeout", "2h", "server.body_timeout: must be more than 0 and at most 1h"),
+        ("max_request_header_size", "512B", "server.max_request_header_size: must be between 1KiB and 1MiB"),
+        ("max_request_header_size", "2MiB", "server.max_request_header_size: must be between 1KiB and 1MiB"),
+        ("max_request_header_size", "big", "server.max_request_header_size: expected a size"),
+        ("max_request_headers", 0, "server.max_request_headers: must be between 1 and 10000, got 0"),
+        ("max_request_headers", True, "server.max_request_headers: expected int, got bool"),
+    ],
+)
+def test_server_edge_limits_are_validated(key: str, value: object, expected: str) -> None:
+    doc = base_document()
+    doc["server"][key] = value
+    found = problems(doc)
+    assert any(p.startswith(expected) for p in found), found
+
+
 @pytest.mark.parametrize("path", sorted(p.name for p in CONFIG_DIR.glob("*.toml")))
 def test_every_example_config_loads(path: str) -> None:
     config = load_config(CONFIG_DIR / path, env=EXAMPLE_ENV)

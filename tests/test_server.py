@@ -5,6 +5,8 @@ server in the suite runs on it, WebSocket relays included: ``tests/support/serve
 from __future__ import annotations
 
 import asyncio
+import functools
+import pickle
 import socket
 from typing import Any, cast
 
@@ -12,7 +14,8 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from bff.server import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport, event_loop_and_protocol
+from bff.config import ServerSettings
+from bff.server import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport, EdgeLimits, uvicorn_settings
 from bff.types import Receive, Scope, Send
 from tests.support.servers import serve
 
@@ -115,8 +118,24 @@ async def test_everything_else_is_the_transports_own() -> None:
     assert transport.is_closing() is False
 
 
-def test_bff_serve_names_uvloop_and_the_coalescing_protocol() -> None:
-    assert event_loop_and_protocol() == {"loop": "uvloop", "http": CoalescingHttpToolsProtocol}
+def test_bff_serve_names_uvloop_the_coalescing_protocol_and_its_limits() -> None:
+    server = ServerSettings(host="0.0.0.0", port=8443, max_connections=7, header_timeout=3.0, keep_alive_timeout=2.0)
+    settings = uvicorn_settings(server)
+    protocol = settings.pop("http")
+    assert settings == {
+        "host": "0.0.0.0",
+        "port": 8443,
+        "loop": "uvloop",
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_keep_alive": 2.0,
+    }
+    assert isinstance(protocol, functools.partial)
+    assert protocol.func is CoalescingHttpToolsProtocol
+    assert protocol.keywords == {"limits": EdgeLimits.of(server)}
+    assert protocol.keywords["limits"].max_connections == 7
+    # --workers N sends the settings to each worker process by pickling them.
+    assert pickle.loads(pickle.dumps(protocol)).keywords == protocol.keywords  # noqa: S301 - our own bytes
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:

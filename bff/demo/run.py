@@ -32,9 +32,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from bff.config import Config, parse_config
+from bff.config import Config, ServerSettings, parse_config
 from bff.errors import ConfigError
-from bff.server import CoalescingHttpToolsProtocol
+from bff.server import uvicorn_settings
 from bff.types import ASGIApp
 
 #: The demo SPA, shipped in the wheel as package data.
@@ -161,16 +161,17 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def _server(app: ASGIApp) -> _Server:
+def _server(app: ASGIApp, server: ServerSettings) -> _Server:
     config = uvicorn.Config(
         app,
-        lifespan="on",
-        http=CoalescingHttpToolsProtocol,  # as under ``bff serve``
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=3,
+        **{
+            **uvicorn_settings(server),  # as under ``bff serve``
+            "loop": "none",  # the three servers share the running loop
+            "lifespan": "on",
+            "log_config": None,
+            "access_log": False,
+            "timeout_graceful_shutdown": 3,
+        },
     )
     return _Server(config)
 
@@ -212,7 +213,9 @@ async def run_demo(options: DemoOptions, *, check: bool = False) -> int:
     try:
         sockets.append(_bind(options.host, options.port, "bff (--port)"))
         with tempfile.TemporaryDirectory(prefix="bff-demo-idp-") as data_dir:
-            servers = [_server(app) for app in build_apps(options, Path(data_dir))]
+            # bff's [server] limits apply to all three: the IdP and the API face the same browsers.
+            server = build_bff_config(options).server
+            servers = [_server(app, server) for app in build_apps(options, Path(data_dir))]
             return await _serve(options, servers, sockets, check=check)
     finally:
         for sock in sockets:

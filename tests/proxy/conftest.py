@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,19 +141,8 @@ def run_proxy(
         error_headers=error_marker,
         **kwargs,
     )
-    with contextlib.ExitStack() as stack:
-        # bff judges forwarding headers itself (trusted_proxies). uvicorn's ProxyHeadersMiddleware, on by default,
-        # would rewrite scope["client"] from X-Forwarded-For for loopback peers first; bff's CLI runs uvicorn with
-        # proxy_headers=False, and serve() has no such switch, so its documented variable turns the trust off here.
-        previous = os.environ.get("FORWARDED_ALLOW_IPS")
-        os.environ["FORWARDED_ALLOW_IPS"] = ""
-        try:
-            url = stack.enter_context(serve(ProxyApp(proxy, client), lifespan="on"))
-        finally:
-            if previous is None:
-                del os.environ["FORWARDED_ALLOW_IPS"]
-            else:
-                os.environ["FORWARDED_ALLOW_IPS"] = previous
+    # serve() runs bff serve's uvicorn settings: proxy_headers off, so bff alone judges X-Forwarded-* here too.
+    with serve(ProxyApp(proxy, client), lifespan="on") as url:
         yield url
 
 

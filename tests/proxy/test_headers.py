@@ -117,3 +117,40 @@ def test_response_headers() -> None:
         (b"vary", b"Accept"),
         (b"vary", b"Origin"),
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"x_forwarded_for", b"x-forwarded_host", b"x_real_ip", b"x_csrf", b"authorization_", b"_", b"x-custom_name"],
+)
+def test_request_header_names_with_an_underscore_never_reach_the_upstream(name: bytes) -> None:
+    # CGI/WSGI servers map both "-" and "_" to "_": X_Forwarded_For would read as the X-Forwarded-For bff controls.
+    incoming = read_request_headers([(name, b"203.0.113.66"), (b"x-kept", b"1")], REQUEST_DROP)
+    assert incoming.forward == [("x-kept", "1")]
+    assert incoming.forwarding == []
+    assert incoming.guard == {}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"Connection",
+        b"Keep-Alive",
+        b"Proxy-Authenticate",
+        b"Proxy-Authorization",
+        b"Proxy-Authentication-Info",
+        b"Proxy-Connection",
+        b"TE",
+        b"Trailer",
+        b"Transfer-Encoding",
+        b"Upgrade",
+        b"X-Named-In-Connection",
+    ],
+)
+def test_no_hop_by_hop_response_header_reaches_the_browser(name: bytes) -> None:
+    raw = [
+        (b"Connection", b"x-named-in-connection"),
+        (name, b'Basic realm="upstream"'),
+        (b"Content-Type", b"text/plain"),
+    ]
+    assert response_headers(raw) == [(b"content-type", b"text/plain")]

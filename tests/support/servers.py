@@ -1,8 +1,10 @@
 """Run ASGI apps as real HTTP servers on loopback, each in its own thread and event loop.
 
-The socket is bound (port 0) before the server starts, so there is no race for a free port. The loop is uvloop and
-the HTTP protocol bff's own on httptools (``bff.server``), as under ``bff serve``: uvloop's transports are not
-asyncio's classes, and a test on asyncio's loop alone would not see code that assumes they are.
+The socket is bound (port 0) before the server starts, so there is no race for a free port. The uvicorn settings
+are ``bff serve``'s own (``bff.server.uvicorn_settings``: bff's protocol and edge limits, no trust in
+``X-Forwarded-For``), for the default ``[server]`` table or the one a test passes; the loop is uvloop, as under
+``bff serve``: uvloop's transports are not asyncio's classes, and a test on asyncio's loop alone would not see code
+that assumes they are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Literal
 import uvicorn
 import uvloop
 
-from bff.server import CoalescingHttpToolsProtocol
+from bff.config import ServerSettings
+from bff.server import uvicorn_settings
 from bff.types import ASGIApp
 
 
@@ -40,9 +43,14 @@ def _run_on_uvloop(server: uvicorn.Server, sock: socket.socket) -> None:
 
 @contextlib.contextmanager
 def serve(
-    app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "auto", sock: socket.socket | None = None
+    app: ASGIApp,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "auto",
+    sock: socket.socket | None = None,
+    settings: ServerSettings | None = None,
 ) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 and yield its base URL (``http://127.0.0.1:PORT``)."""
+    """Serve ``app`` on 127.0.0.1 with the uvicorn settings of ``bff serve`` for ``settings`` (default: the
+    ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``)."""
     if sock is None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,12 +58,14 @@ def serve(
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        lifespan=lifespan,
-        log_level="warning",
-        access_log=False,
-        loop="none",
-        http=CoalescingHttpToolsProtocol,
-        timeout_graceful_shutdown=2,
+        **{
+            **uvicorn_settings(settings or ServerSettings()),
+            "loop": "none",  # the thread runs its own uvloop (_run_on_uvloop)
+            "lifespan": lifespan,
+            "log_level": "warning",
+            "access_log": False,
+            "timeout_graceful_shutdown": 2,
+        },
     )
     server = _Server(config)
     thread = threading.Thread(target=lambda: _run_on_uvloop(server, sock), daemon=True)
