@@ -3,6 +3,7 @@
     bff devidp [--port 9000] [--host 127.0.0.1] [--issuer URL] [--data-dir DIR] [--store URL] [--alg ES256|RS256]
                [--access-token-ttl 15m] [--client-id spa-bff] [--client-secret S] [--redirect-uri URL ...]
                [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL] [--audience demo-api]
+               [--refresh-reuse-grace 30s]
     bff devidp rotate-key [--data-dir DIR] [--alg ES256|RS256] [--keep-old-for 15m]
 
 The client secret is ``--client-secret``, else ``$BFF_CLIENT_SECRET``, else generated and printed at start. Invalid
@@ -63,6 +64,14 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         help=f"'' for none (default: {BFF_ORIGIN}/bff/backchannel-logout)",
     )
     parser.add_argument("--audience", default="demo-api", help="aud of access tokens (default: demo-api)")
+    parser.add_argument(
+        "--refresh-reuse-grace",
+        type=_duration,
+        default=0.0,
+        help="accept the refresh token the last rotation replaced once more within this window (e.g. 30s) and "
+        "rotate again instead of revoking the family, like Auth0's reuse interval and Okta's grace period; "
+        "0 keeps reuse detection strict (default: 0)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=cmd_devidp)
 
@@ -98,6 +107,7 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         access_token_ttl=args.access_token_ttl,
         audience=args.audience,
         clients=(client,),
+        refresh_reuse_grace=args.refresh_reuse_grace,
     )
     return settings, generated
 
