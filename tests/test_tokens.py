@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
+from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.oidc_provider import TestProvider
@@ -400,3 +402,49 @@ async def test_the_probe_stops_on_close(provider: TestProvider) -> None:
         await asyncio.wait_for(manager.aclose(), 5)
         await asyncio.sleep(1.2)
         assert len(env.provider.token_requests) == probes  # nothing probes any more
+
+
+async def test_a_refresh_stuck_past_every_deadline_frees_its_lock_and_is_replaced(
+    env: TokenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IdP call that loses the cancellation of its own deadline (and so never ends): requests still answer in
+    time, the lock's renewer gives up at the deadline so the lease runs out, and a later request starts afresh."""
+    settings = TokenSettings(refresh_lock_lease=0.3, refresh_timeout=0.6)
+    manager = await env.manager(settings, oidc_timeout=0.3)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    client = env.idps[0].client
+    real_refresh = client.refresh
+    stuck = True
+
+    async def refresh(refresh_token: str, **options: Any) -> TokenSet:
+        if stuck:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(3600)  # the deadline's cancellation, lost; the next one (shutdown) is not
+        return await real_refresh(refresh_token, **options)
+
+    monkeypatch.setattr(client, "refresh", refresh)
+    lock_key = env.sessions.refresh_lock_key(stale.key)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(IdPUnavailable):
+        await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+    assert loop.time() - started < 0.3 + 0.3
+    assert await env.sessions.store.ttl(lock_key) is not None  # held while the refresh may still answer
+    async with asyncio.timeout(5):
+        while True:  # ... but not renewed past its deadline: the lease runs out
+            if await env.sessions.store.ttl(lock_key) is None:
+                break
+            await asyncio.sleep(0.05)
+    assert loop.time() - started < 0.6 + 2 * 0.3 + 0.5
+    stuck = False
+    async with asyncio.timeout(5):
+        while True:  # once the stuck flight is past every deadline, the next request refreshes anew
+            try:
+                token = await manager.access_token(stale, ROUTE)
+                break
+            except IdPUnavailable:
+                await asyncio.sleep(0.1)
+    assert token != stale.session.tokens.access_token
