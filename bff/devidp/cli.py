@@ -115,6 +115,8 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
 def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
     client = settings.clients[0]
     secret = client.client_secret if show_secret else f"(from --client-secret or ${CLIENT_SECRET_ENV})"
+    grace = settings.refresh_reuse_grace
+    reuse = f"a replaced one is accepted again for {grace:g}s" if grace else "reuse revokes the family"
     users = ", ".join(f"{u.username} / {u.demo_password} ({u.role})" for u in settings.users if u.demo_password)
     return "\n".join(
         [
@@ -126,6 +128,7 @@ def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
             f"  redirect URIs: {', '.join(client.redirect_uris)}",
             f"  demo users:    {users}",
             f"  signing keys:  {settings.data_dir} ({settings.alg})",
+            f"  refresh:       tokens rotated; {reuse}",
             "",
         ]
     )
