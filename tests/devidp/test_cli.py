@@ -85,6 +85,8 @@ def test_refresh_reuse_grace() -> None:
     assert settings.refresh_reuse_grace == 30
     with pytest.raises(ConfigError, match="refresh_reuse_grace: must be between 0 and 5m"):
         build_settings(parse("--refresh-reuse-grace", "6m"), environ={})
-    assert "refresh:       tokens rotated; a replaced one is accepted again for 30s" in banner(settings, show_secret=False)
+    assert "refresh:       tokens rotated; a replaced one is accepted again for 30s" in banner(
+        settings, show_secret=False
+    )
     strict, _ = build_settings(parse(), environ={})
     assert "refresh:       tokens rotated; reuse revokes the family" in banner(strict, show_secret=False)
