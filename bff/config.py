@@ -344,6 +344,8 @@ def _oidc(root: Reader, public_origin: str) -> OIDCSettings:
     if skew > 300:
         r.problem("clock_skew", "must not exceed 5m")
     timeout = r.converted("timeout", parse_duration, 10.0)
+    if timeout <= 0:  # every IdP call, and every wait for a token refresh, would fail at once
+        r.problem("timeout", "must be positive")
     extra = r.string_map("extra_auth_params")
     for reserved in (
         "state",

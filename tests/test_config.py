@@ -147,6 +147,7 @@ def test_not_toml(tmp_path: Path) -> None:
         ("oidc", "post_logout_redirect_uri", "https://evil.example/", "must be on public_origin"),
         ("oidc", "extra_auth_params", {"state": "x"}, "is set by bff and may not be overridden"),
         ("oidc", "clock_skew", "1h", "must not exceed 5m"),
+        ("oidc", "timeout", "0s", "oidc.timeout: must be positive"),
         ("oidc", "client_secret", 42, "expected str, got int"),
         ("oidc", "trusted_audiences", "https://api.example.com", "expected a list of strings"),
         ("oidc", "trusted_audiences", [""], "trusted_audiences[0]: must not be empty"),
