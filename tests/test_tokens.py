@@ -448,3 +448,17 @@ async def test_a_refresh_stuck_past_every_deadline_frees_its_lock_and_is_replace
             except IdPUnavailable:
                 await asyncio.sleep(0.1)
     assert token != stale.session.tokens.access_token
+
+
+async def test_shutdown_lets_a_refresh_in_flight_store_what_the_idp_answered(env: TokenEnv) -> None:
+    manager = await env.manager(oidc_timeout=0.3)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 1.0
+    with pytest.raises(IdPUnavailable):
+        await manager.access_token(stale, ROUTE)
+    await asyncio.wait_for(manager.aclose(), 10)  # SIGTERM while the IdP is still answering
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.access_token != stale.session.tokens.access_token  # the rotation was kept
+    assert await env.sessions.store.ttl(env.sessions.refresh_lock_key(stale.key)) is None
