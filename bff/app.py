@@ -185,6 +185,7 @@ class BffApp:
                     await self._retry
             if self.frontend is not None:
                 await self.frontend.aclose()
+            await self.tokens.aclose()  # before the IdP client and the store it still uses
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()

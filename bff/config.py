@@ -177,6 +177,9 @@ class TokenSettings:
     refresh_leeway: float = 30.0
     #: Lease of the cross-process refresh lock; renewed every third of it while the IdP call runs.
     refresh_lock_lease: float = 5.0
+    #: How long a refresh call may take at the IdP. A request waits only ``[oidc] timeout`` for it (then 503); the
+    #: refresh itself goes on to this deadline, so a slow IdP's answer (a rotated refresh token) is kept.
+    refresh_timeout: float = 60.0
     #: Requests with bodies up to this size are kept so they can be replayed after a 401 and a refresh.
     replay_limit: int = 64 * 1024
 
@@ -389,6 +392,8 @@ def _oidc(root: Reader, public_origin: str) -> OIDCSettings:
     if skew > 300:
         r.problem("clock_skew", "must not exceed 5m")
     timeout = r.converted("timeout", parse_duration, 10.0)
+    if timeout <= 0:  # every IdP call, and every wait for a token refresh, would fail at once
+        r.problem("timeout", "must be positive")
     extra = r.string_map("extra_auth_params")
     for reserved in (
         "state",
@@ -517,17 +522,25 @@ def _routes(root: Reader) -> tuple[RouteSettings, ...]:
     return tuple(routes)
 
 
-def _tokens(root: Reader) -> TokenSettings:
+def _tokens(root: Reader, oidc_timeout: float) -> TokenSettings:
     r = table(root, "tokens")
     leeway = r.converted("refresh_leeway", parse_duration, 30.0)
     lease = r.converted("refresh_lock_lease", parse_duration, 5.0)
+    refresh_timeout = r.converted("refresh_timeout", parse_duration, max(60.0, oidc_timeout))
     replay = r.converted("replay_limit", parse_size, 64 * 1024)
     if lease < 0.1:
         r.problem("refresh_lock_lease", "must be at least 100ms")
+    if refresh_timeout < oidc_timeout:
+        # A refresh cut short before the request's own deadline would leave its outcome unknown for nothing.
+        r.problem("refresh_timeout", f"must be at least oidc.timeout ({oidc_timeout:g}s)")
+    if refresh_timeout > 600:
+        r.problem("refresh_timeout", "must not exceed 10m (the session's refresh lock is held that long)")
     if replay > 10 * 1024 * 1024:
         r.problem("replay_limit", "must not exceed 10MiB (replayable bodies are held in memory)")
     r.finish()
-    return TokenSettings(refresh_leeway=leeway, refresh_lock_lease=lease, replay_limit=replay)
+    return TokenSettings(
+        refresh_leeway=leeway, refresh_lock_lease=lease, refresh_timeout=refresh_timeout, replay_limit=replay
+    )
 
 
 def _frontend(root: Reader) -> FrontendSettings | None:
@@ -556,7 +569,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     oidc = _oidc(root, server.public_origin)
     routes = _routes(root)
     frontend = _frontend(root)
-    tokens = _tokens(root)
+    tokens = _tokens(root, oidc.timeout)
     root.finish()
     if problems:
         raise ConfigError(problems)

@@ -10,8 +10,8 @@ before it expires, fetched single-flight). A ``client`` route needs a session li
 
 Refreshing one session, ``refresh()``:
 
-1. Single-flight in the process: concurrent callers for one session await the same task (shielded, so a browser
-   that leaves does not cancel the refresh the others wait for).
+1. Single-flight in the process: concurrent callers for one session join the same task. The task runs on its own:
+   neither a browser that leaves nor a request that gives up waiting cancels it.
 2. A short-lived *refresh result* keyed by a hash of the spent refresh token: a straggler that still holds the old
    tokens picks up the new ones.
 3. Single-flight across processes and instances: a store lock with a lease, renewed every third of the lease while
@@ -20,24 +20,53 @@ Refreshing one session, ``refresh()``:
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
 5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
-   401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and a bounded
-   back-off keeps bff from hammering a failing IdP (while the current access token is still valid, it is used).
+   401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``.
 6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
    refresh never resurrects the session (the freshly issued refresh token is revoked instead).
+
+Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
+``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
+the IdP answers or ``[tokens] refresh_timeout`` passes, and stores what the IdP answered: the session's next request
+finds the rotated tokens, or joins the refresh still in flight (this process), or sees the lock and waits (another
+process). So an IdP slower than a browser's patience never makes bff present a refresh token twice, which an IdP
+with reuse detection (RFC 9700 4.14.2) would answer by revoking the whole family. Nothing waits on a cancellation
+being honoured: the lock renewer stops on a flag (a cancel only wakes it early; CPython 3.11's ``asyncio.wait_for``,
+which redis-py uses, can swallow one), every wait for a task is bounded (``asyncio.wait`` with a timeout), the
+renewer stops renewing once the refresh overran its deadline (so no lock outlives ``refresh_timeout`` plus a lease),
+and a flight still running past its deadline is abandoned and replaced.
+
+What remains: an IdP that takes the refresh token and never answers. At ``refresh_timeout`` the refresh is abandoned
+with its outcome unknown; the next attempt presents the same refresh token. An IdP with a reuse grace window (Auth0's
+"reuse interval", Okta's grace period; ``bff devidp --refresh-reuse-grace``) accepts it; one without ends the
+session (401 ``session_expired``, log in again). Choose ``refresh_timeout`` above the IdP's worst answer time.
+
+An IdP that fails (connection refused, timeout, 5xx, garbage) is marked down: refreshes fail at once with 503 and
+``Retry-After: 1`` instead of sending it refresh tokens, while one background task probes the token endpoint every
+``PROBE_INTERVAL`` (a POST without a grant or credentials; any answer below 500 but 429 means it works again).
+Refreshes resume as soon as it answers. While a session's access token is still valid, a failed proactive refresh
+does not fail the request: the current token is used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings, TokenSettings
 from bff.cookies import read_cookie
-from bff.errors import IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError, SessionExpired, Unauthenticated
+from bff.errors import (
+    IdPUnavailable,
+    InvalidGrant,
+    InvalidIdToken,
+    OAuthError,
+    SessionExpired,
+    SessionStoreUnavailable,
+    Unauthenticated,
+)
 from bff.models import TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
@@ -47,12 +76,29 @@ logger = logging.getLogger("bff.tokens")
 
 #: How long a refresh result stays readable for stragglers.
 RESULT_TTL = 60.0
-#: Bounds of the back-off after the IdP failed (seconds).
-BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 #: Polling interval bounds while another process holds the refresh lock.
 POLL_MIN, POLL_MAX = 0.02, 0.25
+#: Retry-After (seconds) of a 503 while a refresh is still in flight or the IdP is being probed.
+RETRY_SOON = 1
+#: Seconds between two probes of a failing IdP.
+PROBE_INTERVAL = 0.5
+#: How long stopping a background task (lock renewer, probe) waits for it; a store or IdP call it is inside is
+#: bounded by its own timeout, and nothing depends on it having stopped.
+STOP_GRACE = 0.5
+#: On shutdown, how long refreshes in flight may still run, so that tokens the IdP already rotated get stored.
+SHUTDOWN_GRACE = 5.0
 
 RouteKey = tuple[str | None, tuple[str, ...]]
+FlightKey = tuple[str, str | None]
+
+
+@dataclasses.dataclass(slots=True)
+class _Flight:
+    """One session's refresh in this process: the task every caller joins, and when it counts as stuck."""
+
+    task: asyncio.Task[LoadedSession]
+    #: Loop time after which the task has overrun every deadline (a lost cancellation) and is replaced.
+    abandon_at: float
 
 
 def cookie_header(scope: Scope) -> str | None:
@@ -84,11 +130,13 @@ class TokenManager:
         self.settings = settings or TokenSettings()
         self.clock = clock
         self._sleep = sleep
-        self._inflight: dict[tuple[str, str | None], asyncio.Task[LoadedSession]] = {}
+        self._inflight: dict[FlightKey, _Flight] = {}
         self._client_tokens: dict[RouteKey, TokenSet] = {}
         self._client_locks: dict[RouteKey, asyncio.Lock] = {}
-        self._backoff = 0.0
-        self._idp_down_until = 0.0
+        #: The IdP failed: refreshes fail fast until ``_probe`` sees it answer again.
+        self._idp_down = False
+        self._probe: asyncio.Task[None] | None = None
+        self._closed = False
         #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
         self.refresh_count = 0
 
@@ -153,17 +201,41 @@ class TokenManager:
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
     ) -> LoadedSession:
-        """Refresh single-flight (see the module docstring). Returns the session with fresh tokens."""
+        """Refresh single-flight (see the module docstring). Returns the session with fresh tokens, or raises
+        ``IdPUnavailable`` at the request's deadline while the refresh goes on."""
         route_key = route_token_key(route) if route is not None else None
-        flight = (loaded.key, route_key)
-        task = self._inflight.get(flight)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(
-                self._refresh_across_processes(loaded, route, route_key, stale_access_token)
-            )
-            self._inflight[flight] = task
-            task.add_done_callback(lambda _: self._inflight.pop(flight, None))
-        return await asyncio.shield(task)
+        key = (loaded.key, route_key)
+        loop = asyncio.get_running_loop()
+        flight = self._inflight.get(key)
+        if flight is None or loop.time() > flight.abandon_at:
+            task = loop.create_task(self._refresh_across_processes(loaded, route, route_key, stale_access_token))
+            flight = _Flight(task, loop.time() + self._flight_limit)
+            self._inflight[key] = flight
+            task.add_done_callback(functools.partial(self._landed, key, flight))
+        # Not ``await task``: this request stops waiting at its deadline, and the task is not cancelled with it.
+        done, _ = await asyncio.wait({flight.task}, timeout=self.idp.settings.timeout)
+        if not done:
+            error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
+            error.retry_after = RETRY_SOON
+            raise error
+        return flight.task.result()
+
+    @property
+    def _refresh_timeout(self) -> float:
+        """How long the IdP may take to answer a refresh: never less than a request waits for it."""
+        return max(self.settings.refresh_timeout, self.idp.settings.timeout)
+
+    @property
+    def _flight_limit(self) -> float:
+        """Longest a refresh task can legitimately run: polling for another holder, then the IdP call, plus a few
+        store round trips (bounded by their own timeouts; a lease stands for them)."""
+        return self.idp.settings.timeout + self._refresh_timeout + 3 * self.settings.refresh_lock_lease
+
+    def _landed(self, key: FlightKey, flight: _Flight, task: asyncio.Task[LoadedSession]) -> None:
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # seen: a refresh whose waiters all gave up must not log "exception never retrieved"
 
     def _tokens_for(self, loaded: LoadedSession, route: RouteSettings | None) -> TokenSet | None:
         key = route_token_key(route) if route is not None else None
@@ -197,8 +269,10 @@ class TokenManager:
             raise SessionExpired("the access token expired and the session has no refresh token")
         lease = self.settings.refresh_lock_lease
         lock_key = self.sessions.refresh_lock_key(loaded.key)
-        # A waiter gives up after the IdP's timeout plus a lease or two: a holder that died releases by expiry.
-        deadline = asyncio.get_running_loop().time() + self.idp.settings.timeout + 2 * lease
+        loop = asyncio.get_running_loop()
+        # A waiter polls as long as a request waits; the session's next request polls again if the holder (another
+        # process, maybe with a slow IdP) is still at it, and a holder that died releases by expiry.
+        deadline = loop.time() + self.idp.settings.timeout
         poll = POLL_MIN
         while True:
             owner = await self.sessions.store.lock(lock_key, lease)
@@ -208,21 +282,25 @@ class TokenManager:
             current = await self._current(loaded)
             if self._settled(current, route, stale):
                 return current
-            if asyncio.get_running_loop().time() > deadline:
-                raise IdPUnavailable("timed out waiting for another instance's token refresh")
+            if loop.time() > deadline:
+                error = IdPUnavailable("another instance is still refreshing this session's tokens")
+                error.retry_after = RETRY_SOON
+                raise error
             await self._sleep(poll)
             poll = min(poll * 2, POLL_MAX)
-        renewer = asyncio.get_running_loop().create_task(self._renew(lock_key, owner, lease))
+        stop = asyncio.Event()
+        renew_until = loop.time() + self._refresh_timeout + lease
+        renewer = loop.create_task(self._renew(lock_key, owner, lease, stop, renew_until))
         try:
             current = await self._current(loaded)  # reload and check again, under the lock
             if self._settled(current, route, stale):
                 return current
             return await self._refresh_locked(current, route, route_key)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            await self.sessions.store.unlock(lock_key, owner)
+            stop.set()
+            renewer.cancel()  # only wakes it early: should the cancellation be lost, it sees the flag and returns
+            await _bounded_wait(renewer, "the refresh lock's renewer")
+            await self._unlock(lock_key, owner)
 
     async def _current(self, loaded: LoadedSession) -> LoadedSession:
         current = await self.sessions.load_key(loaded.key)
@@ -230,12 +308,29 @@ class TokenManager:
             raise SessionExpired("the session ended (logged out elsewhere or expired)")
         return current
 
-    async def _renew(self, lock_key: str, owner: str, lease: float) -> None:
-        while True:
+    async def _renew(self, lock_key: str, owner: str, lease: float, stop: asyncio.Event, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
             await asyncio.sleep(lease / 3)
-            if not await self.sessions.store.extend_lock(lock_key, owner, lease):
+            if stop.is_set():
+                return
+            if loop.time() > until:
+                logger.warning("a token refresh overran its deadline; its lock is left to expire")
+                return
+            try:
+                renewed = await self.sessions.store.extend_lock(lock_key, owner, lease)
+            except SessionStoreUnavailable as exc:
+                logger.warning("could not renew the refresh lock (trying again): %s", exc.message)
+                continue
+            if not renewed:
                 logger.warning("lost the refresh lock while refreshing (the store may have restarted)")
                 return
+
+    async def _unlock(self, lock_key: str, owner: str) -> None:
+        try:
+            await self.sessions.store.unlock(lock_key, owner)
+        except SessionStoreUnavailable as exc:
+            logger.warning("could not release the refresh lock (its lease frees it): %s", exc.message)
 
     async def _refresh_locked(
         self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
@@ -287,29 +382,67 @@ class TokenManager:
         return written
 
     async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
-        now = self.clock()
-        if now < self._idp_down_until:
-            error = IdPUnavailable("the identity provider failed recently; not retrying yet")
-            error.retry_after = max(1, int(self._idp_down_until - now + 0.999))
+        if self._idp_down:
+            error = IdPUnavailable("the identity provider is failing; refreshes resume as soon as it answers")
+            error.retry_after = RETRY_SOON
             raise error
+        timeout = self._refresh_timeout
         try:
-            new = await self.idp.client.refresh(
-                spent, scopes=route.scopes if route else (), resource=route.resource if route else None
-            )
+            try:
+                # httpx bounds each read and write; this bounds the whole call (an IdP trickling bytes).
+                async with asyncio.timeout(timeout):
+                    new = await self.idp.client.refresh(
+                        spent,
+                        scopes=route.scopes if route else (),
+                        resource=route.resource if route else None,
+                        io_timeout=timeout,
+                    )
+            except TimeoutError as exc:
+                raise IdPUnavailable(f"token endpoint (refresh_token): no answer within {timeout:g}s") from exc
         except InvalidGrant as exc:
             logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
             await self.sessions.delete(current)
             raise SessionExpired("the session expired or was revoked at the identity provider") from exc
         except IdPUnavailable as exc:
-            self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
-            self._idp_down_until = self.clock() + self._backoff
-            exc.retry_after = max(1, int(self._backoff))
+            self._idp_failed()
+            exc.retry_after = RETRY_SOON
             logger.warning("token refresh failed, keeping the session: %s", exc.message)
             raise
-        self._backoff = 0.0
-        self._idp_down_until = 0.0
         self.refresh_count += 1
         return new
+
+    # --- the IdP's health -----------------------------------------------------------------------------------------
+
+    def _idp_failed(self) -> None:
+        """Fail refreshes fast from now on, and start the one probe that ends this as soon as the IdP answers."""
+        self._idp_down = True
+        if self._probe is None and not self._closed:
+            self._probe = asyncio.get_running_loop().create_task(self._probe_idp())
+
+    async def _probe_idp(self) -> None:
+        try:
+            while not self._closed:
+                await asyncio.sleep(PROBE_INTERVAL)
+                if await self.idp.client.probe(io_timeout=self._refresh_timeout):
+                    logger.info("the identity provider answers again; token refreshes resume")
+                    return
+        finally:
+            # However the probe ends (the IdP answers, shutdown, a bug), refreshes are tried again: never stuck.
+            self._idp_down = False
+            self._probe = None
+
+    async def aclose(self) -> None:
+        """Shutdown: give refreshes in flight a moment to store what the IdP answered, then stop them and the
+        probe. Bounded: nothing here waits on a cancellation being honoured."""
+        self._closed = True
+        flights = [flight.task for flight in self._inflight.values()]
+        if flights:
+            await asyncio.wait(flights, timeout=SHUTDOWN_GRACE)
+        tasks = [task for task in (*flights, self._probe) if task is not None and not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
 
     async def _check_same_user(self, current: LoadedSession, id_token: str, access_token: str) -> None:
         """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
@@ -347,3 +480,12 @@ class TokenManager:
             tokens = await self.idp.client.client_credentials(scopes=route.scopes, resource=route.resource)
             self._client_tokens[key] = tokens
             return tokens.access_token
+
+
+async def _bounded_wait(task: asyncio.Task[None], what: str) -> None:
+    """Wait for a stopping background task at most ``STOP_GRACE``; never raises what it raised (logged instead)."""
+    done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
+    if not done:
+        logger.warning("%s did not stop in time; left to finish on its own", what)
+    elif not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("%s failed", what, exc_info=exc)

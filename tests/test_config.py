@@ -10,7 +10,7 @@ import pytest
 from bff.cli import main
 from bff.config import Secret, load_config, parse_config, parse_duration, parse_size
 from bff.errors import ConfigError
-from tests.support.configs import SESSION_KEY, base_document
+from tests.support.configs import SESSION_KEY, base_document, make_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 EXAMPLE_ENV = {
@@ -189,6 +189,7 @@ def test_not_toml(tmp_path: Path) -> None:
         ("oidc", "post_logout_redirect_uri", "https://evil.example/", "must be on public_origin"),
         ("oidc", "extra_auth_params", {"state": "x"}, "is set by bff and may not be overridden"),
         ("oidc", "clock_skew", "1h", "must not exceed 5m"),
+        ("oidc", "timeout", "0s", "oidc.timeout: must be positive"),
         ("oidc", "client_secret", 42, "expected str, got int"),
         ("oidc", "trusted_audiences", "https://api.example.com", "expected a list of strings"),
         ("oidc", "trusted_audiences", [""], "trusted_audiences[0]: must not be empty"),
@@ -306,3 +307,18 @@ def test_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None
     doc["oidc"]["client_secret"] = "${BFF_TEST_SECRET_X}"
     assert parse_config(doc).oidc.client_secret == Secret("from-env")
     assert os.environ["BFF_TEST_SECRET_X"] == "from-env"
+
+
+def test_refresh_timeout_defaults_to_a_minute_and_is_at_least_the_oidc_timeout() -> None:
+    assert make_config().tokens.refresh_timeout == 60.0
+    doc = base_document()
+    doc["oidc"]["timeout"] = "2m"
+    assert make_config(doc).tokens.refresh_timeout == 120.0  # never below the request's own deadline
+    doc["tokens"] = {"refresh_timeout": "30s"}
+    assert problems(doc) == ["tokens.refresh_timeout: must be at least oidc.timeout (120s)"]
+    doc["oidc"]["timeout"] = "5s"
+    assert make_config(doc).tokens.refresh_timeout == 30.0
+    doc["tokens"] = {"refresh_timeout": "11m"}
+    assert problems(doc) == [
+        "tokens.refresh_timeout: must not exceed 10m (the session's refresh lock is held that long)"
+    ]

@@ -152,3 +152,93 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
         assert fingerprint(old_token) not in tokens
         assert provider.refresh_calls == 1
         assert provider.reuse_detected == 0
+
+
+async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_deadline(
+    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+) -> None:
+    """Two ``bff serve`` processes, ``[oidc] timeout = 1s``, a lease of 300 ms, an IdP that answers the refresh
+    after 2.5 s: clients keep calling through both until they get a 200. Every request answers within its
+    deadline plus a bound; the lock's lease stays a lease while it is renewed, and the lock is gone at the end."""
+    timeout, bound, lease = 1.0, 1.0, 0.3
+    ports = [free_port() for _ in range(2)]
+    configs = []
+    for i, port in enumerate(ports):
+        config = tmp_path / f"bff{i}.toml"
+        write_config(
+            config,
+            port=port,
+            redis_url=redis_process.url,
+            idp_url=provider.issuer,
+            client_secret=provider.client_secret or "",
+            upstream=upstream,
+            refresh_lock_lease=f"{lease * 1000:g}ms",
+            oidc_timeout=f"{timeout:g}s",
+        )
+        configs.append(config)
+    with ExitStack() as stack:
+        processes = []
+        for i, (config, port) in enumerate(zip(configs, ports, strict=True)):
+            log = tmp_path / f"bff{i}.log"
+            process = start_bff(config, port, log)
+            stack.callback(process.wait, 10)
+            stack.callback(process.terminate)
+            processes.append((process, log))
+        for (process, log), port in zip(processes, ports, strict=True):
+            wait_ready(port, process, log)
+        browser = Browser()
+        try:
+            await browser.follow(f"http://127.0.0.1:{ports[0]}/bff/login")
+            cookie = browser.cookies(f"http://127.0.0.1:{ports[0]}")["__Host-bff"]
+        finally:
+            await browser.aclose()
+        old_token = await expire(redis_process.url, configs[0], cookie)
+        provider.token_delay = 2.5
+
+        store = RedisStore.from_url(redis_process.url)
+        sessions = SessionManager(store, load_config(configs[0]).session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        lock_key = sessions.refresh_lock_key(sessions.key_for(session_id))
+        lease_seen: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def client(http: httpx.AsyncClient, n: int) -> list[tuple[float, int, str]]:
+            seen: list[tuple[float, int, str]] = []
+            while not seen or seen[-1][1] == 503:
+                started = loop.time()
+                response = await http.get(
+                    f"http://127.0.0.1:{ports[n % 2]}/api/items", headers={**XHR, "cookie": f"__Host-bff={cookie}"}
+                )
+                seen.append((loop.time() - started, response.status_code, response.text))
+                if response.status_code == 503:
+                    assert response.headers["retry-after"] == "1"
+                    await asyncio.sleep(0.05 * (n % 5))
+            return seen
+
+        async def watch_the_lock(done: asyncio.Event) -> None:
+            while not done.is_set():
+                remaining = await store.ttl(lock_key)
+                if remaining is not None:
+                    lease_seen.append(remaining)
+                await asyncio.sleep(0.05)
+
+        try:
+            done = asyncio.Event()
+            watcher = asyncio.ensure_future(watch_the_lock(done))
+            async with httpx.AsyncClient(timeout=30) as http:
+                results = await asyncio.wait_for(asyncio.gather(*(client(http, n) for n in range(20))), 60)
+            done.set()
+            await asyncio.wait_for(watcher, 5)
+            assert await store.ttl(lock_key) is None  # released, not left renewed by a renewer that never stops
+        finally:
+            await store.aclose()
+        answers = [answer for seen in results for answer in seen]
+        assert all(took < timeout + bound for took, _, _ in answers), max(took for took, _, _ in answers)
+        assert {status for _, status, _ in answers} == {200, 503}
+        assert {text for _, status, text in answers if status == 200} - {fingerprint(old_token)}
+        assert len({text for _, status, text in answers if status == 200}) == 1
+        assert lease_seen  # the lock was held while the IdP took its time ...
+        assert max(lease_seen) <= lease  # ... under a lease that was renewed, never extended beyond it
+        assert provider.refresh_calls == 1
+        assert provider.reuse_detected == 0

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
+from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.oidc_provider import TestProvider
@@ -139,8 +141,8 @@ async def test_an_idp_outage_keeps_the_session_and_backs_off(env: TokenEnv) -> N
     assert info.value.retry_after >= 1
     calls = len(env.provider.token_requests)
     with pytest.raises(IdPUnavailable):
-        await manager.access_token(stale, ROUTE)  # within the back-off: the IdP is not called again
-    assert len(env.provider.token_requests) == calls
+        await manager.access_token(stale, ROUTE)  # the IdP is down: not sent the refresh token again
+    assert len(env.provider.token_requests) == calls  # failing fast while the IdP is probed
     assert await env.sessions.load(session_id) is not None
 
 
@@ -251,3 +253,212 @@ async def test_client_routes_need_a_session_unless_they_say_anonymous(env: Token
     # A route that says so serves anonymous callers with bff's token.
     public = RouteSettings(path="/api/x", upstream="https://x.example.net", token="client", anonymous=True)
     assert await manager.bearer(nobody, public) == token
+
+
+# --- refresh under faults ------------------------------------------------------------------------------------------
+
+
+class CancelSwallowingStore(MemoryStore):
+    """A store whose ``extend_lock`` (the lock renewer's call) blocks until it is cancelled and swallows the first
+    cancellation, returning as if its write had completed: what CPython 3.11's ``asyncio.wait_for`` inside
+    redis-py does when a cancel lands as the command's reply arrives. Later calls block until cancelled again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swallowed = 0
+
+    async def extend_lock(self, key: str, token: str, ttl: float) -> bool:
+        renewed = await super().extend_lock(key, token, ttl)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+        return renewed
+
+
+async def test_a_lost_cancellation_of_the_lock_renewer_does_not_hang_the_refresh(provider: TestProvider) -> None:
+    store = CancelSwallowingStore()
+    async with token_env(provider, store) as env:
+        manager = await env.manager(TokenSettings(refresh_lock_lease=0.3))
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        env.provider.token_delay = 0.4  # the renewer is inside extend_lock when the refresh ends
+        token = await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+        assert token != stale.session.tokens.access_token
+        assert store.swallowed == 1
+        # The lock was released, not left to a renewer that never stops.
+        assert await store.get(env.sessions.refresh_lock_key(stale.key)) is None
+
+
+async def _wait_for_refresh(env: TokenEnv, session_id: str, stale: str, limit: float = 10) -> None:
+    """Until the session holds a token other than ``stale`` (a background refresh landed)."""
+    async with asyncio.timeout(limit):
+        while True:
+            loaded = await env.sessions.load(session_id)
+            assert loaded is not None, "the session was lost"
+            if loaded.session.tokens.access_token != stale:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_refresh_slower_than_the_timeout_answers_503_in_time_and_its_result_is_kept(env: TokenEnv) -> None:
+    here, there = await env.manager(oidc_timeout=0.5), await env.manager(oidc_timeout=0.5)  # two processes
+    session_id, loaded = await env.login()
+    spent = loaded.session.tokens.refresh_token
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 1.5  # slower than the user-facing timeout, well within the refresh's own deadline
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(IdPUnavailable) as info:
+        await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
+    assert loop.time() - started < 0.5 + 0.5  # the request's deadline, plus a small bound
+    assert info.value.retry_after is not None
+    # Another process, meanwhile: it sees the lock and waits (up to its own deadline) instead of spending the token.
+    started = loop.time()
+    with pytest.raises(IdPUnavailable):
+        await asyncio.wait_for(there.access_token(stale, ROUTE), 5)
+    assert loop.time() - started < 0.5 + 0.5
+    await _wait_for_refresh(env, session_id, stale.session.tokens.access_token)
+    # Both processes' next requests (still holding the old tokens) get the rotated ones.
+    token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
+    assert await asyncio.wait_for(there.access_token(stale, ROUTE), 5) == token
+    assert token != stale.session.tokens.access_token
+    presented = [r["refresh_token"] for r in env.provider.token_requests if r.get("grant_type") == "refresh_token"]
+    assert presented == [spent]  # presented exactly once
+    assert env.provider.reuse_detected == 0
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.access_token == token
+
+
+async def test_requests_joining_a_slow_refresh_each_answer_within_their_deadline(env: TokenEnv) -> None:
+    manager = await env.manager(oidc_timeout=0.4)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 1.2
+    loop = asyncio.get_running_loop()
+
+    async def one(delay: float) -> tuple[float, str | None]:
+        await asyncio.sleep(delay)
+        started = loop.time()
+        try:
+            token: str | None = await manager.access_token(stale, ROUTE)
+        except IdPUnavailable:
+            token = None
+        return loop.time() - started, token
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i * 0.1) for i in range(14))), 10)
+    assert all(took < 0.4 + 0.5 for took, _ in results), results
+    assert None in {token for _, token in results}  # the first ones gave up waiting ...
+    assert {token for _, token in results} - {None}  # ... the later ones got the refresh's result
+    assert env.provider.refresh_calls == 1
+    assert env.provider.reuse_detected == 0
+
+
+async def test_refreshing_resumes_as_soon_as_the_idp_is_back(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.fail_token_endpoint_with = 503
+    loop = asyncio.get_running_loop()
+    outage_ends = loop.time() + 3.2
+    while loop.time() < outage_ends:  # a browser retrying throughout a 3 s outage
+        with pytest.raises(IdPUnavailable) as info:
+            await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+        assert info.value.retry_after is not None
+        assert info.value.retry_after <= 1  # the IdP is probed in the background: retry soon
+        await asyncio.sleep(0.1)
+    assert await env.sessions.load(session_id) is not None
+    grants = [r.get("grant_type") for r in env.provider.token_requests]
+    # A failing IdP is probed, not sent the refresh token again and again.
+    assert grants.count("refresh_token") == 1
+    env.provider.fail_token_endpoint_with = None
+    back = loop.time()
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                token = await manager.access_token(stale, ROUTE)
+                break
+            except IdPUnavailable:
+                await asyncio.sleep(0.05)
+    assert loop.time() - back < 2.0  # the next probe's answer, not a back-off of several seconds
+    assert token != stale.session.tokens.access_token
+    assert env.provider.reuse_detected == 0
+
+
+async def test_the_probe_stops_on_close(provider: TestProvider) -> None:
+    async with token_env(provider, MemoryStore()) as env:
+        manager = await env.manager()
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        env.provider.fail_token_endpoint_with = 502
+        with pytest.raises(IdPUnavailable):
+            await manager.access_token(stale, ROUTE)
+        await asyncio.sleep(1.4)
+        probes = len(env.provider.token_requests)
+        assert probes >= 2  # the refresh, then the probe's requests
+        await asyncio.wait_for(manager.aclose(), 5)
+        await asyncio.sleep(1.2)
+        assert len(env.provider.token_requests) == probes  # nothing probes any more
+
+
+async def test_a_refresh_stuck_past_every_deadline_frees_its_lock_and_is_replaced(
+    env: TokenEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IdP call that loses the cancellation of its own deadline (and so never ends): requests still answer in
+    time, the lock's renewer gives up at the deadline so the lease runs out, and a later request starts afresh."""
+    settings = TokenSettings(refresh_lock_lease=0.3, refresh_timeout=0.6)
+    manager = await env.manager(settings, oidc_timeout=0.3)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    client = env.idps[0].client
+    real_refresh = client.refresh
+    stuck = True
+
+    async def refresh(refresh_token: str, **options: Any) -> TokenSet:
+        if stuck:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(3600)  # the deadline's cancellation, lost; the next one (shutdown) is not
+        return await real_refresh(refresh_token, **options)
+
+    monkeypatch.setattr(client, "refresh", refresh)
+    lock_key = env.sessions.refresh_lock_key(stale.key)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(IdPUnavailable):
+        await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+    assert loop.time() - started < 0.3 + 0.3
+    assert await env.sessions.store.ttl(lock_key) is not None  # held while the refresh may still answer
+    async with asyncio.timeout(5):
+        while True:  # ... but not renewed past its deadline: the lease runs out
+            if await env.sessions.store.ttl(lock_key) is None:
+                break
+            await asyncio.sleep(0.05)
+    assert loop.time() - started < 0.6 + 2 * 0.3 + 0.5
+    stuck = False
+    async with asyncio.timeout(5):
+        while True:  # once the stuck flight is past every deadline, the next request refreshes anew
+            try:
+                token = await manager.access_token(stale, ROUTE)
+                break
+            except IdPUnavailable:
+                await asyncio.sleep(0.1)
+    assert token != stale.session.tokens.access_token
+
+
+async def test_shutdown_lets_a_refresh_in_flight_store_what_the_idp_answered(env: TokenEnv) -> None:
+    manager = await env.manager(oidc_timeout=0.3)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    env.provider.token_delay = 1.0
+    with pytest.raises(IdPUnavailable):
+        await manager.access_token(stale, ROUTE)
+    await asyncio.wait_for(manager.aclose(), 10)  # SIGTERM while the IdP is still answering
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens.access_token != stale.session.tokens.access_token  # the rotation was kept
+    assert await env.sessions.store.ttl(env.sessions.refresh_lock_key(stale.key)) is None

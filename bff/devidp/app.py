@@ -65,7 +65,12 @@ def create_devidp_app(
     blocklist = Blocklist(store, clock=clock)
     accounts = Accounts(store, settings)
     families = TokenFamilies(
-        store, refresh_token_ttl=settings.refresh_token_ttl, blocklist=blocklist, notifier=notifier, clock=clock
+        store,
+        refresh_token_ttl=settings.refresh_token_ttl,
+        reuse_grace=settings.refresh_reuse_grace,
+        blocklist=blocklist,
+        notifier=notifier,
+        clock=clock,
     )
     sessions = BrowserSessions(store, settings, accounts=accounts, families=families, notifier=notifier, clock=clock)
     issuer = TokenIssuer(

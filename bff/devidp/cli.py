@@ -3,6 +3,7 @@
     bff devidp [--port 9000] [--host 127.0.0.1] [--issuer URL] [--data-dir DIR] [--store URL] [--alg ES256|RS256]
                [--access-token-ttl 15m] [--client-id spa-bff] [--client-secret S] [--redirect-uri URL ...]
                [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL] [--audience demo-api]
+               [--refresh-reuse-grace 30s]
     bff devidp rotate-key [--data-dir DIR] [--alg ES256|RS256] [--keep-old-for 15m]
 
 The client secret is ``--client-secret``, else ``$BFF_CLIENT_SECRET``, else generated and printed at start. Invalid
@@ -63,6 +64,14 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         help=f"'' for none (default: {BFF_ORIGIN}/bff/backchannel-logout)",
     )
     parser.add_argument("--audience", default="demo-api", help="aud of access tokens (default: demo-api)")
+    parser.add_argument(
+        "--refresh-reuse-grace",
+        type=_duration,
+        default=0.0,
+        help="accept the refresh token the last rotation replaced once more within this window (e.g. 30s) and "
+        "rotate again instead of revoking the family, like Auth0's reuse interval and Okta's grace period; "
+        "0 keeps reuse detection strict (default: 0)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=cmd_devidp)
 
@@ -98,6 +107,7 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         access_token_ttl=args.access_token_ttl,
         audience=args.audience,
         clients=(client,),
+        refresh_reuse_grace=args.refresh_reuse_grace,
     )
     return settings, generated
 
@@ -105,6 +115,8 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
 def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
     client = settings.clients[0]
     secret = client.client_secret if show_secret else f"(from --client-secret or ${CLIENT_SECRET_ENV})"
+    grace = settings.refresh_reuse_grace
+    reuse = f"a replaced one is accepted again for {grace:g}s" if grace else "reuse revokes the family"
     users = ", ".join(f"{u.username} / {u.demo_password} ({u.role})" for u in settings.users if u.demo_password)
     return "\n".join(
         [
@@ -116,6 +128,7 @@ def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
             f"  redirect URIs: {', '.join(client.redirect_uris)}",
             f"  demo users:    {users}",
             f"  signing keys:  {settings.data_dir} ({settings.alg})",
+            f"  refresh:       tokens rotated; {reuse}",
             "",
         ]
     )

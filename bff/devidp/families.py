@@ -6,6 +6,12 @@ compare-and-set on the record, so of two concurrent presentations exactly one wi
 two parties hold the family's tokens (a leak, or a client that is not single-flight): the whole family is revoked,
 its live access tokens go to the blocklist, and the client gets a back-channel logout for the session.
 
+With a reuse grace window (``DevIdPSettings.refresh_reuse_grace``, off by default), one spent token is not reuse:
+the one the last rotation replaced, presented within the window after that rotation. It rotates the family again
+(a new token; the current one becomes the replaced one), so a client whose refresh answer was lost (a timeout) can
+retry with the token it still holds. Auth0 ("reuse interval") and Okta ("grace period") offer the same trade: a
+thief presenting a just-rotated token within the window is not detected.
+
 Revocation is a state, not a deletion: the record stays (``revoked``, with the reason) until its TTL runs out, so a
 late replay is still recognised and the admin page can show what happened.
 """
@@ -59,12 +65,14 @@ class TokenFamilies:
         store: SessionStore,
         *,
         refresh_token_ttl: float,
+        reuse_grace: float = 0,
         blocklist: Blocklist,
         notifier: BackchannelNotifier,
         clock: Clock,
     ) -> None:
         self._store = store
         self._ttl = refresh_token_ttl
+        self._grace = reuse_grace
         self._blocklist = blocklist
         self._notifier = notifier
         self._clock = clock
@@ -109,11 +117,23 @@ class TokenFamilies:
         loaded = await self.find(refresh_token)
         if loaded is None or loaded.family.state != "active":
             return None
-        if not secrets.compare_digest(loaded.family.current_hash, secret_hash(refresh_token)):
-            logger.warning("refresh token reuse detected: revoking family %s", loaded.family.family_id)
-            await self.revoke(loaded.family.family_id, "reuse_detected")
-            return None
-        return loaded
+        presented = secret_hash(refresh_token)
+        if secrets.compare_digest(loaded.family.current_hash, presented):
+            return loaded
+        if self._within_grace(loaded.family, presented):
+            logger.info("replaced refresh token presented within the grace window: family %s rotates again",
+                        loaded.family.family_id)  # fmt: skip
+            return loaded
+        logger.warning("refresh token reuse detected: revoking family %s", loaded.family.family_id)
+        await self.revoke(loaded.family.family_id, "reuse_detected")
+        return None
+
+    def _within_grace(self, family: Family, presented: str) -> bool:
+        """The token the last rotation replaced, within the grace window after that rotation."""
+        if self._grace <= 0 or family.previous_hash is None or family.rotated_at is None:
+            return False
+        replaced = secrets.compare_digest(family.previous_hash, presented)
+        return replaced and self._clock() - family.rotated_at <= self._grace
 
     async def rotate(self, loaded: LoadedFamily) -> str | None:
         """Spend the family's current token and return its successor; None when another request rotated or

@@ -176,9 +176,19 @@ class Family(_Record):
     revoked_at: float | None = None
     #: How many times the family was rotated (for the admin page).
     rotations: int = field(default=0)
+    #: SHA-256 of the token the last rotation replaced, and when: the reuse grace window's one exception.
+    previous_hash: str | None = None
+    rotated_at: float | None = None
 
     def rotated(self, new_hash: str, now: float) -> Family:
-        return replace(self, current_hash=new_hash, last_used_at=now, rotations=self.rotations + 1)
+        return replace(
+            self,
+            current_hash=new_hash,
+            previous_hash=self.current_hash,
+            rotated_at=now,
+            last_used_at=now,
+            rotations=self.rotations + 1,
+        )
 
     def revoked(self, reason: RevokedReason, now: float) -> Family:
         return replace(self, state="revoked", revoked_reason=reason, revoked_at=now)

@@ -24,6 +24,8 @@ GRANT_TYPES: tuple[GrantType, ...] = get_args(GrantType)
 #: Scopes every client may ask for; a client's ``scope`` may add its own (API scopes for client credentials).
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 DEFAULT_DATA_DIR = Path(".bff-data/devidp")
+#: Longest refresh-token reuse grace window, in seconds.
+MAX_REUSE_GRACE = 300.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,10 @@ class DevIdPSettings:
     users: tuple[DemoUser, ...] = field(default_factory=default_users)
     #: Shows the demo passwords on the login page and enables ``/admin``.
     demo_mode: bool = True
+    #: Seconds during which the refresh token that the last rotation replaced may be presented once more and is
+    #: rotated again instead of revoking its family (Auth0's reuse interval, Okta's grace period): a client that
+    #: never got the answer to its refresh can retry. 0 (the default) keeps reuse detection strict.
+    refresh_reuse_grace: float = 0
 
     def __post_init__(self) -> None:
         problems = [
@@ -114,6 +120,8 @@ class DevIdPSettings:
             *_client_problems(self.clients),
             *_unique_problems("users", [u.username for u in self.users] + [u.sub for u in self.users]),
         ]
+        if not 0 <= self.refresh_reuse_grace <= MAX_REUSE_GRACE:
+            problems.append("refresh_reuse_grace: must be between 0 and 5m (a longer window defeats reuse detection)")
         if self.alg not in ALGS:
             problems.append(f"alg: must be one of {', '.join(ALGS)}, got {self.alg!r}")
         if problems:

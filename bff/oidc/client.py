@@ -182,11 +182,35 @@ class OIDCClient:
             raise InvalidIdToken("token endpoint answered the authorization_code grant without an id_token")
         return tokens
 
-    async def refresh(self, refresh_token: str, *, scopes: Sequence[str] = (), resource: str | None = None) -> TokenSet:
+    async def refresh(
+        self,
+        refresh_token: str,
+        *,
+        scopes: Sequence[str] = (),
+        resource: str | None = None,
+        io_timeout: float | None = None,
+    ) -> TokenSet:
         """RFC 6749 6, with RFC 8707 ``resource``. ``refresh_token`` is None in the result when the IdP did not
-        rotate it; keeping the old one is the caller's decision."""
+        rotate it; keeping the old one is the caller's decision. ``io_timeout`` replaces ``[oidc] timeout`` for
+        this call's connect, reads and writes (a refresh may wait longer than a browser does: see ``bff.tokens``);
+        bounding the whole call is the caller's job."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return await self._token_request(self._scoped(form, scopes, resource), "refresh_token")
+        return await self._token_request(self._scoped(form, scopes, resource), "refresh_token", io_timeout=io_timeout)
+
+    async def probe(self, *, io_timeout: float) -> bool:
+        """Whether the token endpoint answers at all: a POST without a grant or credentials, which a working
+        endpoint refuses (RFC 6749 5.2: 400 or 401), while a failing one times out, refuses the connection or
+        answers 5xx/429. Nothing is spent and no credential is sent."""
+        try:
+            response = await self._http.post(
+                self._metadata.token_endpoint,
+                data={},
+                headers={"Accept": "application/json"},
+                timeout=httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0)),
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500 and response.status_code != 429
 
     async def client_credentials(self, *, scopes: Sequence[str] = (), resource: str | None = None) -> TokenSet:
         """RFC 6749 4.4: a token for bff itself, for routes with ``token = "client"``."""
@@ -248,11 +272,17 @@ class OIDCClient:
         }
         return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 
-    async def _post(self, url: str, form: dict[str, str], *, what: str) -> httpx.Response:
+    async def _post(
+        self, url: str, form: dict[str, str], *, what: str, io_timeout: float | None = None
+    ) -> httpx.Response:
         headers = {"Accept": "application/json"}
         self._client_auth(form, headers)
         try:
-            response = await self._http.post(url, data=form, headers=headers)
+            if io_timeout is None:
+                response = await self._http.post(url, data=form, headers=headers)
+            else:
+                limits = httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0))
+                response = await self._http.post(url, data=form, headers=headers, timeout=limits)
         except httpx.TimeoutException as exc:
             raise IdPUnavailable(f"{what}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -261,9 +291,9 @@ class OIDCClient:
             _raise_for_error(response, what)
         return response
 
-    async def _token_request(self, form: dict[str, str], grant: str) -> TokenSet:
+    async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
         what = f"token endpoint ({grant})"
-        response = await self._post(self._metadata.token_endpoint, form, what=what)
+        response = await self._post(self._metadata.token_endpoint, form, what=what, io_timeout=io_timeout)
         return self._token_set(json_object(response, what=what), what)
 
     def _token_set(self, data: JSONObject, what: str) -> TokenSet:

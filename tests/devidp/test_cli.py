@@ -77,3 +77,16 @@ def test_banner_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         parse("--help")
     assert "DEVELOPMENT identity provider, not for production" in capsys.readouterr().out
     assert BANNER.startswith("bff devidp")
+
+
+def test_refresh_reuse_grace() -> None:
+    assert build_settings(parse(), environ={})[0].refresh_reuse_grace == 0  # off: reuse detection stays strict
+    settings, _ = build_settings(parse("--refresh-reuse-grace", "30s"), environ={})
+    assert settings.refresh_reuse_grace == 30
+    with pytest.raises(ConfigError, match="refresh_reuse_grace: must be between 0 and 5m"):
+        build_settings(parse("--refresh-reuse-grace", "6m"), environ={})
+    assert "refresh:       tokens rotated; a replaced one is accepted again for 30s" in banner(
+        settings, show_secret=False
+    )
+    strict, _ = build_settings(parse(), environ={})
+    assert "refresh:       tokens rotated; reuse revokes the family" in banner(strict, show_secret=False)

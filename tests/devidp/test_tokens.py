@@ -19,7 +19,16 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
-from tests.support.devidp import CLIENT_ID, RESOURCE, IdP, LogoutReceiver, OAuthClient, running_devidp, unverified
+from tests.support.devidp import (
+    CLIENT_ID,
+    RESOURCE,
+    IdP,
+    LogoutReceiver,
+    OAuthClient,
+    client,
+    running_devidp,
+    unverified,
+)
 from tests.support.servers import free_port
 
 #: Every test that exercises the store runs on both implementations.
@@ -290,3 +299,41 @@ async def test_a_store_outage_is_503(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json() == {"error": "temporarily_unavailable"}
     assert response.headers["retry-after"] == "5"
+
+
+@both_stores
+async def test_a_reuse_grace_window_rotates_again_instead_of_revoking(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, browser: Browser, receiver: tuple[LogoutReceiver, str]
+) -> None:
+    """Auth0's reuse interval, Okta's grace period: the refresh token the last rotation replaced may be presented
+    once more within the window (a client that never got the answer to its refresh retries), and is rotated again;
+    the family survives. Outside the window, or any older token, is reuse as ever."""
+    clock = FakeClock(time.time())
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    registration = client(backchannel_logout_uri=receiver[1])
+    with running_devidp(tmp_path, (registration,), redis_url=redis_url, clock=clock, refresh_reuse_grace=30) as idp:
+        oauth = OAuthClient(idp, browser)
+        try:
+            first = await oauth.login()
+            second = (await oauth.refresh(first["refresh_token"])).json()  # its answer "lost" on the way
+            clock.advance(29)
+            retried = await oauth.refresh(first["refresh_token"])
+            assert retried.status_code == 200, retried.text
+            third = retried.json()
+            assert len({first["refresh_token"], second["refresh_token"], third["refresh_token"]}) == 3
+            assert receiver[0].tokens == []  # no logout: the family lives
+            fourth = await oauth.refresh(third["refresh_token"])
+            assert fourth.status_code == 200, fourth.text
+            # The first token is two rotations old now: reuse, whatever the window.
+            assert (await oauth.refresh(first["refresh_token"])).json()["error"] == "invalid_grant"
+            assert (await oauth.refresh(fourth.json()["refresh_token"])).json()["error"] == "invalid_grant"
+            assert len(receiver[0].tokens) == 1
+
+            # Once the window has passed, presenting the replaced token again is reuse.
+            other = await oauth.login()
+            await oauth.refresh(other["refresh_token"])
+            clock.advance(31)
+            assert (await oauth.refresh(other["refresh_token"])).json()["error"] == "invalid_grant"
+            assert len(receiver[0].tokens) == 2
+        finally:
+            await oauth.aclose()

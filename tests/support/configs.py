@@ -36,10 +36,12 @@ def write_config(
     client_secret: str,
     upstream: str,
     refresh_lock_lease: str | None = None,
+    oidc_timeout: str | None = None,
 ) -> None:
     """Write the TOML config of a ``bff serve`` process on ``127.0.0.1:port``: sessions in ``redis_url`` under
     :data:`SESSION_KEY`, client ``spa-bff`` at ``idp_url``, one route ``/api`` to ``upstream`` with the user's token."""
     tokens = "" if refresh_lock_lease is None else f'\n[tokens]\nrefresh_lock_lease = "{refresh_lock_lease}"\n'
+    timeout = "" if oidc_timeout is None else f'timeout = "{oidc_timeout}"'
     path.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -53,6 +55,7 @@ keys = ["{SESSION_KEY}"]
 issuer = "{idp_url}"
 client_id = "spa-bff"
 client_secret = "{client_secret}"
+{timeout}
 {tokens}
 [[routes]]
 path = "/api"

@@ -7,6 +7,7 @@ state, so only the store lock stands between them and a double refresh.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
@@ -33,16 +34,21 @@ class TokenEnv:
     sessions: SessionManager
     idps: list[IdentityProvider] = field(default_factory=list)
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    managers: list[TokenManager] = field(default_factory=list)
 
-    async def manager(self, settings: TokenSettings | None = None) -> TokenManager:
-        """A TokenManager with its own IdP client: one more 'process'."""
+    async def manager(self, settings: TokenSettings | None = None, *, oidc_timeout: float = 10) -> TokenManager:
+        """A TokenManager with its own IdP client: one more 'process'. ``oidc_timeout`` is its ``[oidc] timeout``
+        (how long a request waits for the IdP)."""
         config = make_config(issuer=self.provider.issuer)
-        http = create_idp_client(timeout=10)
-        idp = IdentityProvider(config.oidc, http)
+        oidc = dataclasses.replace(config.oidc, timeout=oidc_timeout)
+        http = create_idp_client(timeout=oidc_timeout)
+        idp = IdentityProvider(oidc, http)
         await idp.load()
         self.clients.append(http)
         self.idps.append(idp)
-        return TokenManager(self.sessions, idp, cookie_name="__Host-bff", settings=settings)
+        manager = TokenManager(self.sessions, idp, cookie_name="__Host-bff", settings=settings)
+        self.managers.append(manager)
+        return manager
 
     async def login(self, user: str = "alice") -> tuple[str, LoadedSession]:
         """A real code flow against the provider; returns the new session's id and its stored state."""
@@ -75,5 +81,7 @@ async def token_env(provider: TestProvider, store: SessionStore) -> AsyncIterato
     try:
         yield env
     finally:
+        for manager in env.managers:
+            await manager.aclose()
         for client in env.clients:
             await client.aclose()
