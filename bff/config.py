@@ -89,6 +89,8 @@ class SessionSettings:
     login_timeout: float = 10 * 60
     #: Seconds to wait for the store before answering 503.
     store_timeout: float = 2.0
+    #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
+    store_max_reply: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,11 @@ def _session(root: Reader) -> SessionSettings:
     absolute = r.converted("absolute_timeout", parse_duration, 12 * 3600.0)
     login = r.converted("login_timeout", parse_duration, 600.0)
     store_timeout = r.converted("store_timeout", parse_duration, 2.0)
+    store_max_reply = r.converted("store_max_reply", parse_size, 1024 * 1024)
+    if store_max_reply < 4096:
+        r.problem("store_max_reply", "must be at least 4KiB (a session record must fit)")
+    elif store_max_reply > 512 * 1024 * 1024:
+        r.problem("store_max_reply", "must not exceed 512MiB (Redis's own largest bulk string)")
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
     if absolute <= 0:
@@ -259,6 +266,7 @@ def _session(root: Reader) -> SessionSettings:
         absolute_timeout=absolute,
         login_timeout=login,
         store_timeout=store_timeout,
+        store_max_reply=store_max_reply,
     )
 
 
