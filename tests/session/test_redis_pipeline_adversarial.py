@@ -222,7 +222,7 @@ class Command:
         return outcome == self.value
 
 
-FaultKind = Literal["none", "inject", "short-bulk", "terminator", "close", "reset", "extra"]
+FaultKind = Literal["none", "inject", "short-bulk", "terminator", "close", "reset", "stall", "extra"]
 
 #: Bytes that are no reply of RESP2 or that no command of this connection gets: each breaks the connection at once.
 GARBAGE = [
@@ -288,7 +288,7 @@ class Scenario:
 
     def chunks(self) -> list[bytes]:
         stream, _ = self.stream()
-        if self.fault in ("close", "reset"):
+        if self.fault in ("close", "reset", "stall"):
             stream = stream[: self.where]
         bounds = [0, *sorted({c for c in self.cuts if 0 < c < len(stream)}), len(stream)]
         return [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
@@ -299,16 +299,17 @@ class Scenario:
         n = len(self.commands)
         if self.fault in ("inject", "short-bulk", "terminator"):
             return min(self.where, n)
-        if self.fault in ("close", "reset"):
+        if self.fault in ("close", "reset", "stall"):
             return next((i for i, end in enumerate(ends) if end > self.where), n)
         return n
 
 
-async def run(fake: FakeRedis, scenario: Scenario) -> PipelinedConnection:
-    """Send the scenario's commands at once on a fresh connection; the fake Redis answers with its stream. Fills
-    ``scenario.results``; returns the connection (open) for the next command."""
+async def run(fake: FakeRedis, scenario: Scenario, store_timeout: float = WAIT) -> PipelinedConnection:
+    """Send the scenario's commands at once on a fresh connection (whose commands time out after
+    ``store_timeout``); the fake Redis answers with its stream. Fills ``scenario.results``; returns the connection
+    for the next command."""
     loop = asyncio.get_running_loop()
-    conn = fake.connection()
+    conn = fake.connection(store_timeout)
     scopes: dict[int, asyncio.Timeout] = {}
     tasks: list[asyncio.Task[bytes | int | None]] = []
     done_script = loop.create_future()
@@ -385,22 +386,33 @@ def check(scenario: Scenario) -> None:
         )
         if gave_up:
             continue
-        if i < broken and scenario.fault != "reset":  # a reset may drop what the client had not read yet
-            assert command.right(outcome), (i, command, outcome)
-        elif i >= broken:
-            assert isinstance(outcome, ConnectionError), (i, command, outcome)
-        else:
+        if i < broken and scenario.fault == "reset":  # a reset may drop what the client had not read yet
             assert command.right(outcome) or isinstance(outcome, ConnectionError), (i, command, outcome)
+        elif i < broken and scenario.fault == "stall":  # a loaded machine may be slower than the short timeout
+            assert command.right(outcome) or isinstance(outcome, TimeoutError), (i, command, outcome)
+        elif i < broken:
+            assert command.right(outcome), (i, command, outcome)
+        else:
+            failure = TimeoutError if scenario.fault == "stall" else ConnectionError
+            assert isinstance(outcome, failure), (i, command, outcome)
 
 
-async def next_command_works(fake: FakeRedis, conn: PipelinedConnection) -> None:
+async def next_command_works(fake: FakeRedis, conn: PipelinedConnection, *, retry_timeouts: int = 0) -> None:
     """The next command gets its value (on a fresh connection after a failure). A connection error is retried
-    once, as the store does: a close the client has not seen yet fails the first command on that connection."""
+    once, as the store does: a close the client has not seen yet fails the first command on that connection.
+    ``retry_timeouts``: how many timeouts to forgive, for connections with a timeout shorter than a loaded
+    machine's pauses."""
     async with asyncio.timeout(WAIT):
-        try:
-            reply = await conn(b"GETEX", b"next", b"PX", b"60000", bulk=True)
-        except ConnectionError:
-            reply = await conn(b"GETEX", b"next", b"PX", b"60000", bulk=True)
+        for attempt in range(retry_timeouts + 1):
+            try:
+                reply = await conn(b"GETEX", b"next", b"PX", b"60000", bulk=True)
+            except ConnectionError:
+                reply = await conn(b"GETEX", b"next", b"PX", b"60000", bulk=True)
+            except TimeoutError:
+                if attempt == retry_timeouts:
+                    raise
+                continue
+            break
     assert reply == value_of(b"next")
     await conn.aclose()
 
@@ -439,6 +451,8 @@ def scenarios(draw: st.DrawFn, faults: tuple[FaultKind, ...]) -> Scenario:
     stream, _ = scenario.stream()
     if scenario.fault in ("close", "reset"):
         scenario.where = draw(st.integers(0, len(stream)))
+    elif scenario.fault == "stall":  # some reply stays incomplete: the connection's own timeout ends the wait
+        scenario.where = draw(st.integers(0, len(stream) - 1))
     # The reply stream in one piece, cut at generated points, in pieces of a few bytes, or at every byte.
     split = draw(st.sampled_from(["whole", "cuts", "cuts", "size", "every"]))
     if split == "cuts":
@@ -497,6 +511,22 @@ def test_hostile_replies_break_the_connection_and_never_give_a_wrong_value() -> 
             runner.run(body())
 
         hostile_server()
+
+
+def test_a_stalled_reply_times_out_the_commands_after_it_and_none_before() -> None:
+    with asyncio.Runner() as runner, fake_on(runner) as fake:
+
+        @examples(25)  # each waits for the connection's timeout
+        @given(scenario=scenarios(("stall",)))
+        def stalling_server(scenario: Scenario) -> None:
+            async def body() -> None:
+                conn = await run(fake, scenario, store_timeout=0.1)
+                check(scenario)
+                await next_command_works(fake, conn, retry_timeouts=3)
+
+            runner.run(body())
+
+        stalling_server()
 
 
 # -- the parser against redis-py's ----------------------------------------------------------------------------------
