@@ -30,7 +30,7 @@ from typing import Literal
 
 import pytest
 import uvloop
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from redis._parsers import Encoder
 from redis._parsers.resp2 import _AsyncRESP2Parser
@@ -349,15 +349,9 @@ async def run(fake: FakeRedis, scenario: Scenario, store_timeout: float = WAIT) 
             for command in scenario.commands:
                 assert await peer.command() == [b"GETEX", command.key, b"PX", b"60000"]
             chunks = scenario.chunks()
-            try:
-                for j, chunk in enumerate(chunks):
-                    give_up(j)
-                    await peer.send(chunk)
-            except ConnectionError:
-                if scenario.fault == "none":
-                    raise
-                done_script.set_result(True)  # the client hung up at the fault, before the rest was sent
-                return
+            for j, chunk in enumerate(chunks):
+                give_up(j)
+                await peer.send(chunk)
             give_up(len(chunks))
             if scenario.fault == "close":
                 peer.writer.close()
@@ -368,6 +362,12 @@ async def run(fake: FakeRedis, scenario: Scenario, store_timeout: float = WAIT) 
             if scenario.fault != "none":  # every other fault must make the client hang up
                 done_script.set_result(await peer.closed_by_client())
                 return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            if scenario.fault == "none":
+                raise
+            # The client hung up at the fault (or, for a stall, at its timeout) before the script was done.
+            done_script.set_result(True)
+            return
         except BaseException as exc:
             if not done_script.done():  # the script's own failure fails the test, not just a log line
                 done_script.set_exception(exc)
@@ -379,7 +379,12 @@ async def run(fake: FakeRedis, scenario: Scenario, store_timeout: float = WAIT) 
 
     fake.scripts.append(script)
     async with asyncio.timeout(WAIT):
-        assert await conn(b"PING") == b"PONG"
+        try:
+            assert await conn(b"PING") == b"PONG"
+        except TimeoutError:
+            if store_timeout < WAIT:
+                reject()  # a loaded machine took longer to connect than the short timeout: not this test's subject
+            raise
         tasks.extend(asyncio.create_task(call(i, c)) for i, c in enumerate(scenario.commands))
         scenario.results = list(await asyncio.gather(*tasks, return_exceptions=True))
         assert await done_script, "the client kept a connection that sent what it should not have"
