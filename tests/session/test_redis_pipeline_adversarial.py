@@ -12,9 +12,13 @@ the key it belongs to, so a reply matched to the wrong command shows. The invari
   ``ConnectionError`` (the store's 503), never with a value;
 - memory stays bounded: an announced 1 GiB bulk string is refused on its header, a line without end past the
   limit is refused too;
+- a reply that stalls times the commands after it out with the connection, and none before it;
 - the next command after a failure works, on a fresh connection.
 
-Then the same against a real ``redis-server`` stopped and frozen under pipelined traffic.
+The properties run on asyncio's loop and on uvloop (``bff serve``'s). The parser is also checked against redis-py's
+own on generated and mutated streams: whatever it reads, redis-py reads the same. Then a real ``redis-server``
+stopped, restarted and frozen under pipelined traffic: commands in flight fail (503) or get their own value, never
+another's; a GETEX whose connection was lost is retried once on a fresh connection (safe: GETEX PX is idempotent).
 """
 
 from __future__ import annotations
