@@ -65,7 +65,7 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
     url = config.session.store
     if urlsplit(url).scheme == "memory":
         return MemoryStore(clock=clock)
-    return RedisStore.from_url(url, timeout=config.session.store_timeout)
+    return RedisStore.from_url(url, timeout=config.session.store_timeout, max_reply=config.session.store_max_reply)
 
 
 def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:

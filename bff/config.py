@@ -106,6 +106,8 @@ class SessionSettings:
     max_pending_logins: int = 5
     #: Seconds to wait for the store before answering 503.
     store_timeout: float = 2.0
+    #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
+    store_max_reply: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,11 @@ def _session(root: Reader) -> SessionSettings:
         max_pending = SessionSettings.max_pending_logins
     if login <= 0:
         r.problem("login_timeout", "must be positive")
+    store_max_reply = r.converted("store_max_reply", parse_size, 1024 * 1024)
+    if store_max_reply < 4096:
+        r.problem("store_max_reply", "must be at least 4KiB (a session record must fit)")
+    elif store_max_reply > 512 * 1024 * 1024:
+        r.problem("store_max_reply", "must not exceed 512MiB (Redis's own largest bulk string)")
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
     if absolute <= 0:
@@ -326,6 +333,7 @@ def _session(root: Reader) -> SessionSettings:
         login_timeout=login,
         max_pending_logins=max_pending,
         store_timeout=store_timeout,
+        store_max_reply=store_max_reply,
     )
 
 

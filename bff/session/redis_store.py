@@ -24,7 +24,7 @@ import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from bff.errors import SessionStoreUnavailable
-from bff.session.redis_pipeline import Address, PipelinedConnection, ReplyError
+from bff.session.redis_pipeline import DEFAULT_MAX_REPLY, Address, PipelinedConnection, ReplyError
 
 # Each script touches only KEYS[1]; compares are byte for byte (Lua strings are binary-safe).
 
@@ -213,10 +213,13 @@ def _ms(ttl: float) -> int:
     return 0 if ttl <= 0 else max(1, round(ttl * 1000))
 
 
-def pipelined_connection_for(url: str, timeout: float) -> PipelinedConnection | None:
+def pipelined_connection_for(
+    url: str, timeout: float, max_reply: int = DEFAULT_MAX_REPLY
+) -> PipelinedConnection | None:
     """The pipelined connection for the per-request GETEX (``bff.session.redis_pipeline``), when the URL asks for
     nothing it lacks: ``redis://`` or ``unix://`` with at most credentials and a database. TLS and the URL's query
-    options stay with redis-py, which also reads the URL here, so that both connections reach the same place."""
+    options stay with redis-py, which also reads the URL here, so that both connections reach the same place.
+    ``max_reply`` bounds one reply (a session record) in bytes."""
     options = dict(parse_url(url))
     connection_class = options.pop("connection_class", None)
     if connection_class not in (None, UnixDomainSocketConnection):  # rediss://
@@ -231,7 +234,7 @@ def pipelined_connection_for(url: str, timeout: float) -> PipelinedConnection | 
         username=str(options["username"]) if options.get("username") else None,
         password=str(options["password"]) if options.get("password") is not None else None,
     )
-    return PipelinedConnection(address, timeout=timeout)
+    return PipelinedConnection(address, timeout=timeout, max_reply=max_reply)
 
 
 class RedisStore:
@@ -259,12 +262,16 @@ class RedisStore:
         self._index_members = client.register_script(_INDEX_MEMBERS)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "bff:", timeout: float = 2.0) -> RedisStore:
+    def from_url(
+        cls, url: str, *, prefix: str = "bff:", timeout: float = 2.0, max_reply: int = DEFAULT_MAX_REPLY
+    ) -> RedisStore:
         """Connect lazily (no I/O here) to the Redis named by ``url`` (see ``StoreURL`` for the forms).
 
         Socket connect and read timeouts are ``timeout`` seconds and a timeout is not retried (a connection error
         is, once, at once; see the module docstring): the caller answers 503 rather than holding the request while
-        Redis is away. Raises ``ValueError`` for a URL it cannot use (see ``parse_store_url``).
+        Redis is away. ``max_reply`` bounds one reply of the per-request GETEX in bytes (the pipelined connection;
+        redis-py's own replies are not bounded here). Raises ``ValueError`` for a URL it cannot use (see
+        ``parse_store_url``).
         """
         target = parse_store_url(url)
         client: Redis | RedisCluster
@@ -272,7 +279,7 @@ class RedisStore:
         pipeline = None
         if target.kind == "standalone":
             client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry())
-            pipeline = pipelined_connection_for(url, timeout)
+            pipeline = pipelined_connection_for(url, timeout, max_reply)
         elif target.kind == "cluster":
             client = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
@@ -356,16 +363,18 @@ class RedisStore:
             return _bytes(await self._client.getex(self._prefix + key, px=ms))
 
     async def _pipelined(self, *command: bytes) -> bytes | None:
-        """A command whose reply is a bulk string, on the pipelined connection; a connection error is retried
-        once, at once, as redis-py's are (a Redis restart leaves the connection dead), a timeout never."""
+        """A command whose reply is a bulk string or nil, on the pipelined connection. A connection error is retried
+        once, at once, on a fresh connection, as redis-py's are (a Redis restart leaves the connection dead); a
+        timeout never (it bounds the request). The retry is safe although the first command may have run: the
+        only command sent here is GETEX with PX, and running it twice reads the same value and sets the same expiry
+        (counted from the retry, microseconds later). A connection error also covers a reply that was no reply
+        (the connection is dropped, never read on): the retry reads a fresh stream."""
         assert self._pipeline is not None
         try:
-            reply = await self._pipeline(*command)
+            reply = await self._pipeline(*command, bulk=True)
         except ConnectionError:
-            reply = await self._pipeline(*command)
-        if isinstance(reply, int):
-            raise ReplyError(f"unexpected integer reply to {command[0].decode()}")
-        return reply
+            reply = await self._pipeline(*command, bulk=True)
+        return cast(bytes | None, reply)  # bulk=True: any other reply breaks the connection instead
 
     async def ttl(self, key: str) -> float | None:
         with self._errors("PTTL"):
