@@ -1,0 +1,78 @@
+"""Fault injection against real ``bff serve`` processes, on asyncio and on uvloop: Redis and the reference IdP are
+killed, paused and slowed while logged-in clients keep calling an API through bff, and the invariants of
+:mod:`tests.faults.bed` are checked afterwards (answers within the deadline, no session lost unless the IdP refused
+it, no refresh token presented twice, no lock beyond its lease, recovery at once, descriptors and memory back to
+their level)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.bed import OIDC_TIMEOUT, RECOVERY, Bed, running_bed
+from tests.support.redis_server import RedisProcess
+
+pytestmark = [pytest.mark.faults, pytest.mark.redis]
+
+#: Seconds of load before the first fault (the resource baseline is taken then), between faults, and after the last.
+WARMUP, GAP, AFTER = 1.5, 0.5, RECOVERY + 1.0
+
+Fault = tuple[float, Callable[[], None], Callable[[], None]]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def bed(request: pytest.FixtureRequest, tmp_path: Path, redis_process: RedisProcess) -> Iterator[Bed]:
+    with running_bed(request.param, tmp_path, redis_process) as running:
+        assert running.runs_uvloop() == (request.param == "uvloop"), "bff serve did not run on the loop asked for"
+        yield running
+
+
+async def run(bed: Bed, faults: list[Fault]) -> None:
+    await bed.sign_in()
+    async with bed.load():
+        await asyncio.sleep(WARMUP)
+        bed.baseline = bed.resources()
+        for duration, apply, lift in faults:
+            await bed.fault(duration, apply, lift)
+            await asyncio.sleep(GAP)
+        await asyncio.sleep(AFTER - GAP)
+    violations = await bed.violations()
+    assert not violations, "\n".join(violations) + "\n" + bed.describe()
+
+
+async def test_redis_paused_killed_and_slowed_and_a_slow_idp(bed: Bed) -> None:
+    """Redis SIGSTOPped, then unreachable (connections reset, new ones refused), then slow; then an IdP slower
+    than usual but within ``[oidc] timeout``."""
+    redis_server, redis_relay, idp_relay = bed.redis_server, bed.redis_relay, bed.idp_relay
+    await run(
+        bed,
+        [
+            (1.2, redis_server.pause, redis_server.resume),
+            (1.2, redis_relay.kill, redis_relay.revive),
+            (1.2, lambda: redis_relay.slow(0.1), lambda: redis_relay.slow(0)),
+            (1.2, lambda: idp_relay.slow(OIDC_TIMEOUT * 0.4), lambda: idp_relay.slow(0)),
+        ],
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 defect 3, fixed on the refresh branch")
+async def test_idp_down_then_back_recovers_at_once(bed: Bed) -> None:
+    """The IdP unreachable for a few seconds (every access token expires meanwhile), then back."""
+    await run(bed, [(4.5, bed.idp_relay.kill, bed.idp_relay.revive)])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 defects 1 and 2, fixed on the refresh branch")
+async def test_idp_slower_than_its_timeout_loses_no_session(bed: Bed) -> None:
+    """The IdP answering later than ``[oidc] timeout`` (it still rotates the refresh token), then stalled as if
+    SIGSTOPped (the refresh requests it holds are processed when it continues)."""
+    idp_relay = bed.idp_relay
+    await run(
+        bed,
+        [
+            (2.0, lambda: idp_relay.slow(OIDC_TIMEOUT + 0.5), lambda: idp_relay.slow(0)),
+            (2.0, idp_relay.stall, idp_relay.resume),
+        ],
+    )
