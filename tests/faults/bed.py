@@ -73,7 +73,7 @@ CLIENT_TIMEOUT = DEADLINE + BOUND + 3.0
 RECOVERY = 1.5
 #: Requests per client: one every PACE seconds.
 PACE = 0.05
-CLIENTS = 6
+CLIENTS = 4
 #: Tolerances of the resource check: descriptors, and resident memory in bytes. bff's connection pools (Redis, the
 #: IdP, the API) may keep up to one idle connection per request that was in flight at once after a fault made them
 #: open more; a leak grows with the number of requests (hundreds here), far beyond.
@@ -245,10 +245,23 @@ class Bed:
 
     # --- faults --------------------------------------------------------------------------------------------------
 
-    async def fault(self, duration: float, apply: Callable[[], None], lift: Callable[[], None]) -> None:
-        """Apply a fault for ``duration`` seconds under load, lift it; the last lift is the start of recovery."""
+    async def fault(
+        self,
+        duration: float,
+        apply: Callable[[], None],
+        lift: Callable[[], None],
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Apply a fault under load for ``duration`` seconds (or until ``until()`` holds, at most ``duration``),
+        lift it; the last lift is the start of recovery."""
         await asyncio.to_thread(apply)
-        await asyncio.sleep(duration)
+        if until is None:
+            await asyncio.sleep(duration)
+        else:
+            for _ in range(int(duration / 0.01)):
+                if until():
+                    break
+                await asyncio.sleep(0.01)
         await asyncio.to_thread(lift)
         self.lifted_at = asyncio.get_running_loop().time()
 

@@ -5,7 +5,9 @@ injects the network faults a client cannot tell from a sick server:
 * ``stall()`` / ``resume()``: nothing moves either way and new connections hang, but nothing is lost: the bytes
   held meanwhile are delivered on ``resume()``, as when a server is SIGSTOPped and SIGCONTed;
 * ``kill()`` / ``revive()``: live connections are reset and new ones refused (a crashed server, a partition),
-  while the server behind keeps its data.
+  while the server behind keeps its data;
+* ``crash()`` / ``revive()``: the same, but new connections are accepted and reset at once (a crashed server
+  behind a load balancer), and counted in ``resets``: a test can tell how often the client tried.
 
 Every control call returns once the relay's loop applied it, within ``CONTROL_TIMEOUT``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -27,6 +30,10 @@ class Relay:
         self.target_port = target_port
         self.port = 0
         self._delay = 0.0
+        self._crashed = False
+        #: Connections accepted and reset at once while crashed, and when the last one was (``time.monotonic()``).
+        self.resets = 0
+        self.last_reset = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"relay-{target_port}", daemon=True)
         self._server: asyncio.Server | None = None
@@ -63,7 +70,13 @@ class Relay:
     def kill(self) -> None:
         self._call(self._kill())
 
+    def crash(self) -> None:
+        self._crashed = True
+        self._call(self._kill())
+        self._call(self._listen())
+
     def revive(self) -> None:
+        self._crashed = False
         self._call(self._listen())
 
     # --- on the relay's loop ---------------------------------------------------------------------------------------
@@ -102,6 +115,11 @@ class Relay:
         task = asyncio.current_task()
         assert task is not None
         assert self._running is not None
+        if self._crashed:
+            self.resets += 1
+            self.last_reset = time.monotonic()
+            client_writer.transport.abort()
+            return
         self._tasks.add(task)
         self._writers.add(client_writer)
         server_writer: asyncio.StreamWriter | None = None

@@ -7,12 +7,13 @@ their level)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.bed import CLIENTS, OIDC_TIMEOUT, RECOVERY, Bed, running_bed
+from tests.faults.bed import ACCESS_TOKEN_TTL, CLIENTS, OIDC_TIMEOUT, RECOVERY, Bed, running_bed
 from tests.support.redis_server import RedisProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
@@ -20,7 +21,14 @@ pytestmark = [pytest.mark.faults, pytest.mark.redis]
 #: Seconds of load before the first fault (the resource baseline is taken then), between faults, and after the last.
 WARMUP, GAP, AFTER = 1.0, 0.5, RECOVERY + 0.5
 
-Fault = tuple[float, Callable[[], None], Callable[[], None]]
+#: Refresh attempts the IdP turns away (at least) before it comes back.
+IDP_DOWN_FAILURES = 3
+
+#: A fault: at most how long, how to apply and lift it, and optionally when it has done enough.
+Fault = (
+    tuple[float, Callable[[], None], Callable[[], None]]
+    | tuple[float, Callable[[], None], Callable[[], None], Callable[[], bool]]
+)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -35,8 +43,8 @@ async def run(bed: Bed, faults: list[Fault], *, clients: int = CLIENTS) -> None:
     async with bed.load():
         await asyncio.sleep(WARMUP)
         bed.baseline = bed.resources()
-        for duration, apply, lift in faults:
-            await bed.fault(duration, apply, lift)
+        for fault in faults:
+            await bed.fault(*fault)
             await asyncio.sleep(GAP)
         await asyncio.sleep(AFTER - GAP)
     violations = await bed.violations()
@@ -60,8 +68,21 @@ async def test_redis_paused_killed_and_slowed_and_a_slow_idp(bed: Bed) -> None:
 
 @pytest.mark.xfail(strict=True, reason="issue 12 defect 3, fixed on the refresh branch")
 async def test_idp_down_then_back_recovers_at_once(bed: Bed) -> None:
-    """The IdP unreachable for a few seconds (every access token expires meanwhile), then back."""
-    await run(bed, [(4.0, bed.idp_relay.kill, bed.idp_relay.revive)])
+    """The IdP down (connections reset) until every access token has expired and bff's refreshes failed three
+    times; it comes back right after a failed refresh (the moment a back-off, if any, is longest)."""
+    relay = bed.idp_relay
+    crashed_at = [0.0]
+
+    def crash() -> None:
+        crashed_at[0] = time.monotonic()
+        relay.crash()
+
+    def enough() -> bool:
+        now = time.monotonic()
+        expired = now - crashed_at[0] > ACCESS_TOKEN_TTL + 0.2
+        return expired and relay.resets >= IDP_DOWN_FAILURES and now - relay.last_reset < 0.1
+
+    await run(bed, [(5.0, crash, relay.revive, enough)])
 
 
 @pytest.mark.xfail(strict=True, reason="issue 12 defects 1 and 2, fixed on the refresh branch")
@@ -76,5 +97,5 @@ async def test_idp_slower_than_its_timeout_loses_no_session(bed: Bed) -> None:
 @pytest.mark.xfail(strict=True, reason="issue 12 defects 1 and 3, fixed on the refresh branch")
 async def test_idp_stalled_beyond_its_timeout_hangs_nothing(bed: Bed) -> None:
     """The IdP stalled as if SIGSTOPped for longer than ``[oidc] timeout`` (the refresh requests it holds are
-    processed when it continues), under six sessions."""
+    processed when it continues), under four sessions."""
     await run(bed, [(1.5, bed.idp_relay.stall, bed.idp_relay.resume)])
