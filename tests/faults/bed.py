@@ -68,7 +68,7 @@ DEADLINE = OIDC_TIMEOUT + 2 * LOCK_LEASE + 4 * STORE_TIMEOUT
 #: The small bound on top (the machine is shared: its scheduling is not ours).
 BOUND = 2.0
 #: A request still unanswered this long is cut at the client and counted as unanswered.
-CLIENT_TIMEOUT = DEADLINE + BOUND + 3.0
+CLIENT_TIMEOUT = DEADLINE + BOUND + 1.0
 #: Within this long after the last fault is lifted, every session works again.
 RECOVERY = 1.5
 #: Requests per client: one every PACE seconds.
