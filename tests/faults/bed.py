@@ -53,6 +53,9 @@ from tests.support.servers import free_port, serve
 from tests.support.stack import bound_socket
 
 CLIENT_SECRET = "faults-client-secret-0123456789"
+#: The interpreter that runs ``bff serve`` (another Python version with bff's dependencies installed may be named
+#: here; bff itself is imported from this tree).
+PYTHON = os.environ.get("BFF_FAULTS_PYTHON") or sys.executable
 XHR = {"X-CSRF": "1"}
 
 #: bff's settings in the bed: short, so that refreshes happen every half second and faults outlast timeouts.
@@ -415,7 +418,7 @@ def running_bed(loop: str, tmp: Path, redis_server: RedisProcess) -> Iterator[Be
         root = Path(__file__).resolve().parents[2]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.launch", loop, "serve", "--config", str(config)],
+                [PYTHON, "-m", "tests.faults.launch", loop, "serve", "--config", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=root,

@@ -2,7 +2,10 @@
 killed, paused and slowed while logged-in clients keep calling an API through bff, and the invariants of
 :mod:`tests.faults.bed` are checked afterwards (answers within the deadline, no session lost unless the IdP refused
 it, no refresh token presented twice, no lock beyond its lease, recovery at once, descriptors and memory back to
-their level)."""
+their level).
+
+``bff serve`` runs on the test's own interpreter, or on the one ``BFF_FAULTS_PYTHON`` names (another Python version
+with bff's dependencies installed), to run the same faults against it."""
 
 from __future__ import annotations
 
@@ -94,7 +97,7 @@ async def test_idp_slower_than_its_timeout_loses_no_session(bed: Bed) -> None:
     await run(bed, [(1.2, lambda: idp_relay.slow(OIDC_TIMEOUT + 0.5), lambda: idp_relay.slow(0))], clients=1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defects 1 and 3, fixed on the refresh branch")
+@pytest.mark.xfail(strict=True, reason="issue 12 defects 1-3, fixed on the refresh branch")
 async def test_idp_stalled_beyond_its_timeout_hangs_nothing(bed: Bed) -> None:
     """The IdP stalled as if SIGSTOPped for longer than ``[oidc] timeout`` (the refresh requests it holds are
     processed when it continues), under four sessions."""
