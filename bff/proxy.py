@@ -238,18 +238,29 @@ class _Outage:
         self.total = 1
 
 
+#: The three lines of an outage: started (status, error, cause, message, interval), ongoing (count, cause, interval,
+#: message), over (cause, interval, total, seconds from the first refusal to the last).
+OUTAGE_STARTED = "proxy: answering %d %s (%s): %s; further refusals are counted every %gs"
+OUTAGE_ONGOING = "proxy: %d more requests answered 503 (%s) in the last %gs: %s"
+OUTAGE_OVER = "proxy: %s refusals are over (none for %gs): %d request(s) answered 503 in %.1fs"
+
+
 class _OutageLog:
-    """Logs operational refusals aggregated per cause (see the module docstring)."""
+    """Logs operational refusals aggregated per cause (see the module docstring). ``loop_of`` gives the event loop
+    whose clock and timers it uses."""
 
-    __slots__ = ("_interval", "_outages")
+    __slots__ = ("_interval", "_loop_of", "_outages")
 
-    def __init__(self, interval: float) -> None:
+    def __init__(
+        self, interval: float, loop_of: Callable[[], asyncio.AbstractEventLoop] = asyncio.get_running_loop
+    ) -> None:
         self._interval = interval
+        self._loop_of = loop_of
         self._outages: dict[type[BffError], _Outage] = {}
 
     def refused(self, exc: ServiceUnavailable) -> None:
         cause = type(exc)
-        loop = asyncio.get_running_loop()
+        loop = self._loop_of()
         outage = self._outages.get(cause)
         if outage is not None:
             outage.count += 1
@@ -258,36 +269,17 @@ class _OutageLog:
             outage.message = exc.message
             return
         self._outages[cause] = outage = _Outage(exc.message, loop.time())
-        logger.warning(
-            "proxy: answering %d %s (%s): %s; further refusals are counted every %gs",
-            exc.status,
-            exc.error,
-            cause.__name__,
-            exc.message,
-            self._interval,
-        )
+        logger.warning(OUTAGE_STARTED, exc.status, exc.error, cause.__name__, exc.message, self._interval)
         loop.call_later(self._interval, self._tick, cause, outage)
 
     def _tick(self, cause: type[BffError], outage: _Outage) -> None:
         if outage.count:
-            logger.warning(
-                "proxy: %d more requests answered 503 (%s) in the last %gs: %s",
-                outage.count,
-                cause.__name__,
-                self._interval,
-                outage.message,
-            )
+            logger.warning(OUTAGE_ONGOING, outage.count, cause.__name__, self._interval, outage.message)
             outage.count = 0
-            asyncio.get_running_loop().call_later(self._interval, self._tick, cause, outage)
+            self._loop_of().call_later(self._interval, self._tick, cause, outage)
             return
         del self._outages[cause]
-        logger.warning(
-            "proxy: %s refusals are over (none for %gs): %d request(s) answered 503 in %.1fs",
-            cause.__name__,
-            self._interval,
-            outage.total,
-            outage.last_at - outage.started_at,
-        )
+        logger.warning(OUTAGE_OVER, cause.__name__, self._interval, outage.total, outage.last_at - outage.started_at)
 
 
 class Proxy:
