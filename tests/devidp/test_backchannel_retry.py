@@ -23,6 +23,7 @@ from bff.devidp import backchannel
 from tests.support.browser import Browser
 from tests.support.devidp import CLIENT_ID, IdP, OAuthClient, client, running_devidp
 from tests.support.servers import serve
+from tests.support.stack import bound_socket
 
 BOUND = 10.0
 #: The back-off the tests run with: the production one spans about a minute.
@@ -133,3 +134,29 @@ async def test_a_refusal_is_not_retried(idp: IdP, browser: Browser, receiver: tu
     await _logout(idp, browser)
     await _settled(flaky, 1)
     assert (len(flaky.attempts), flaky.accepted) == (1, [])
+
+
+async def test_a_client_that_was_down_gets_the_retry(tmp_path: Path, browser: Browser) -> None:
+    """The client's endpoint refuses connections at the first delivery (it is restarting), then comes up."""
+    flaky = FlakyReceiver(failures=0)
+    sock = bound_socket()  # bound, not listening yet: connections are refused
+    uri = f"http://127.0.0.1:{sock.getsockname()[1]}/backchannel"
+    with running_devidp(tmp_path / "keys", (client(backchannel_logout_uri=uri),)) as idp:
+        await _logout(idp, browser)
+        with serve(flaky.app, sock=sock):
+            await _settled(flaky, 1)
+    assert len(flaky.attempts) == 1
+    assert len(flaky.accepted) == 1
+
+
+async def test_stopping_the_idp_abandons_pending_retries(
+    tmp_path: Path, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backchannel, "RETRY_DELAYS", (1.0,))  # longer than the IdP takes to stop
+    flaky = FlakyReceiver(failures=100)
+    with serve(flaky.app) as url:
+        registration = client(backchannel_logout_uri=f"{url}/backchannel")
+        with running_devidp(tmp_path / "keys", (registration,)) as idp:
+            await _logout(idp, browser)
+        await asyncio.sleep(1.5)
+    assert len(flaky.attempts) == 1  # the IdP stopped before the retry was due
