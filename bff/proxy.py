@@ -25,6 +25,12 @@ The browser leaving (``http.disconnect``) cancels the request task, which abando
 request body has been read, a watcher task waits on ``receive()`` for it, from ``WATCH_DELAY`` on (most requests are
 done sooner and never pay for a task). ``send()`` after a disconnect may be a silent no-op (uvicorn), so the watcher
 is what stops an endless SSE stream.
+
+Refusals that say something is wrong with bff's own dependencies (503: the session store or the IdP unavailable,
+not ready) are logged at WARNING by ``_OutageLog``, per cause and without flooding: one line when they start, a
+count per ``OUTAGE_LOG_INTERVAL`` while they go on, one line once an interval passed without any. A refusal costs a
+dict lookup and an increment; one timer per cause runs only while an outage lasts; answers that succeed pay nothing.
+Messages are the errors' own, which never hold a token, a secret or a password (``bff.errors``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Protocol
 
 from bff.config import HTTP_METHODS, RouteSettings
 from bff.csrf import check_csrf
-from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, UpstreamError
+from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from bff.proxy_headers import (
     ForwardingPolicy,
     IncomingHeaders,
@@ -215,6 +221,67 @@ class _DisconnectWatch:
             self._watcher.cancel()
 
 
+#: Seconds between the lines that count the refusals of an ongoing outage; an interval without any ends it.
+OUTAGE_LOG_INTERVAL = 10.0
+
+
+class _Outage:
+    """One cause of operational refusals while it lasts."""
+
+    __slots__ = ("count", "last_at", "message", "started_at", "total")
+
+    def __init__(self, message: str, now: float) -> None:
+        self.message = message
+        self.started_at = now
+        self.last_at = now
+        self.count = 0  # refusals since the last line
+        self.total = 1
+
+
+#: The three lines of an outage: started (status, error, cause, message, interval), ongoing (count, cause, interval,
+#: message), over (cause, interval, total, seconds from the first refusal to the last).
+OUTAGE_STARTED = "proxy: answering %d %s (%s): %s; further refusals are counted every %gs"
+OUTAGE_ONGOING = "proxy: %d more requests answered 503 (%s) in the last %gs: %s"
+OUTAGE_OVER = "proxy: %s refusals are over (none for %gs): %d request(s) answered 503 in %.1fs"
+
+
+class _OutageLog:
+    """Logs operational refusals aggregated per cause (see the module docstring). ``loop_of`` gives the event loop
+    whose clock and timers it uses."""
+
+    __slots__ = ("_interval", "_loop_of", "_outages")
+
+    def __init__(
+        self, interval: float, loop_of: Callable[[], asyncio.AbstractEventLoop] = asyncio.get_running_loop
+    ) -> None:
+        self._interval = interval
+        self._loop_of = loop_of
+        self._outages: dict[type[BffError], _Outage] = {}
+
+    def refused(self, exc: ServiceUnavailable) -> None:
+        cause = type(exc)
+        loop = self._loop_of()
+        outage = self._outages.get(cause)
+        if outage is not None:
+            outage.count += 1
+            outage.total += 1
+            outage.last_at = loop.time()
+            outage.message = exc.message
+            return
+        self._outages[cause] = outage = _Outage(exc.message, loop.time())
+        logger.warning(OUTAGE_STARTED, exc.status, exc.error, cause.__name__, exc.message, self._interval)
+        loop.call_later(self._interval, self._tick, cause, outage)
+
+    def _tick(self, cause: type[BffError], outage: _Outage) -> None:
+        if outage.count:
+            logger.warning(OUTAGE_ONGOING, outage.count, cause.__name__, self._interval, outage.message)
+            outage.count = 0
+            self._loop_of().call_later(self._interval, self._tick, cause, outage)
+            return
+        del self._outages[cause]
+        logger.warning(OUTAGE_OVER, cause.__name__, self._interval, outage.total, outage.last_at - outage.started_at)
+
+
 class Proxy:
     """Raw ASGI app for the configured routes (see the module docstring for what each request goes through)."""
 
@@ -237,6 +304,7 @@ class Proxy:
         self._forwarding = ForwardingPolicy(public_origin, trusted_proxies)
         self._error_headers = error_headers
         self._replay_limit = replay_limit
+        self._outages = _OutageLog(OUTAGE_LOG_INTERVAL)
 
     def match(self, path: str) -> RouteSettings | None:
         """The route for a path: prefix match on segment boundaries, longest prefix wins."""
@@ -400,4 +468,6 @@ class Proxy:
             pass  # send() failed: the browser is gone; the caller closes the upstream response
 
     async def _refuse(self, send: Send, exc: BffError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        if isinstance(exc, ServiceUnavailable):
+            self._outages.refused(exc)
         await send_error(send, exc, self._error_headers(exc) + (extra or []))

@@ -10,9 +10,10 @@ by the reference IdP, verified with the IdP's public keys only.
   IdP, ``aud`` names this API, ``exp`` is in the future, ``iat``/``nbf`` are not, ``sub`` and ``jti`` are present.
 - Revocation: a token whose ``jti`` is on the IdP's blocklist (``GET {issuer}/blocklist`` ->
   ``{"revoked_jtis": {jti: exp}}``) is refused. The list is fetched when a token is checked and the copy is older
-  than ``interval`` (2 s), at most one fetch at a time. If the IdP cannot be asked, the last copy is used for up to
-  ``max_stale`` seconds and then every request fails with :class:`VerifierUnavailable`: revocation that silently
-  stops working would be worse than a 503.
+  than ``interval`` (2 s), at most one fetch at a time (single flight: requests that have no usable copy wait for
+  the fetch in progress, the others go on with the copy they have). If the IdP cannot be asked, the last copy is
+  used for up to ``max_stale`` seconds and then every request fails with :class:`VerifierUnavailable`: revocation
+  that silently stops working would be worse than a 503.
 
 Failures raise :class:`InvalidToken` with a short description for ``WWW-Authenticate`` (never the token).
 """
@@ -83,16 +84,31 @@ class Blocklist:
         self._lock = asyncio.Lock()
 
     async def is_revoked(self, jti: str) -> bool:
-        if self._checked_at is None or self._clock() - self._checked_at >= self._interval:
+        # Single flight: with a usable copy, a request goes on with it while another one fetches; without one, it
+        # waits for the fetch in progress and uses its outcome rather than failing before it completes.
+        if self._due() and (not self._lock.locked() or not self._usable()):
             async with self._lock:
-                if self._checked_at is None or self._clock() - self._checked_at >= self._interval:
+                if self._due():
                     await self._fetch()
-        if self._loaded_at is None or self._clock() - self._loaded_at > self._max_stale:
+        if not self._usable():
             raise VerifierUnavailable("the identity provider's token blocklist cannot be fetched")
         return jti in self._revoked
 
+    def _due(self) -> bool:
+        return self._checked_at is None or self._clock() - self._checked_at >= self._interval
+
+    def _usable(self) -> bool:
+        return self._loaded_at is not None and self._clock() - self._loaded_at <= self._max_stale
+
     async def _fetch(self) -> None:
-        self._checked_at = self._clock()
+        """Marked as checked only once the fetch is over, so concurrent requests wait for it (see ``is_revoked``)."""
+        started = self._clock()
+        try:
+            await self._load(started)
+        finally:
+            self._checked_at = started
+
+    async def _load(self, started: float) -> None:
         try:
             response = await self._client.get(self._url, headers={"Accept": "application/json"})
             response.raise_for_status()
@@ -103,7 +119,7 @@ class Blocklist:
             logger.warning("blocklist %s: cannot fetch (%s); keeping the last copy", self._url, type(exc).__name__)
             return
         self._revoked = frozenset(str(jti) for jti in revoked)
-        self._loaded_at = self._checked_at
+        self._loaded_at = started
 
 
 class KeySource(Protocol):

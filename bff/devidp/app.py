@@ -114,6 +114,7 @@ def create_devidp_app(
         try:
             yield
         finally:
+            await notifier.aclose()
             await http.aclose()
             if owned_store:
                 await store.aclose()

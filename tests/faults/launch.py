@@ -1,0 +1,31 @@
+"""``python -m tests.faults.launch LOOP serve --config FILE``: ``bff serve`` on the event loop named (``asyncio`` or
+``uvloop``). ``bff serve`` picks uvloop whenever it is installed and has no option to choose; the fault suite runs
+both, so this launcher overrides that one choice and runs the real CLI otherwise unchanged."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from bff import server
+from bff.cli import main
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def run(argv: list[str]) -> int:
+    loop, rest = argv[0], argv[1:]
+    if loop not in LOOPS:
+        sys.stderr.write(f"usage: python -m tests.faults.launch {{{','.join(LOOPS)}}} serve --config FILE\n")
+        return 2
+    chosen = server.event_loop_and_protocol
+
+    def event_loop_and_protocol() -> dict[str, Any]:
+        return {**chosen(), "loop": loop}
+
+    server.event_loop_and_protocol = event_loop_and_protocol
+    return main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
