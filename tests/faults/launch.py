@@ -7,8 +7,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bff import server
+from bff import server as bff_server
 from bff.cli import main
+from bff.config import ServerSettings
 
 LOOPS = ("asyncio", "uvloop")
 
@@ -18,12 +19,12 @@ def run(argv: list[str]) -> int:
     if loop not in LOOPS:
         sys.stderr.write(f"usage: python -m tests.faults.launch {{{','.join(LOOPS)}}} serve --config FILE\n")
         return 2
-    chosen = server.event_loop_and_protocol
+    chosen = bff_server.uvicorn_settings
 
-    def event_loop_and_protocol() -> dict[str, Any]:
-        return {**chosen(), "loop": loop}
+    def uvicorn_settings(server: ServerSettings) -> dict[str, Any]:
+        return {**chosen(server), "loop": loop}
 
-    server.event_loop_and_protocol = event_loop_and_protocol
+    bff_server.uvicorn_settings = uvicorn_settings
     return main(rest)
 
 

@@ -69,7 +69,6 @@ async def test_redis_paused_killed_and_slowed_and_a_slow_idp(bed: Bed) -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defect 3, fixed on the refresh branch")
 async def test_idp_down_then_back_recovers_at_once(bed: Bed) -> None:
     """The IdP down (connections reset) until every access token has expired and bff's refreshes failed three
     times; it comes back right after a failed refresh (the moment a back-off, if any, is longest)."""
@@ -88,7 +87,6 @@ async def test_idp_down_then_back_recovers_at_once(bed: Bed) -> None:
     await run(bed, [(5.0, crash, relay.revive, enough)])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defects 1 and 2, fixed on the refresh branch")
 async def test_idp_slower_than_its_timeout_loses_no_session(bed: Bed) -> None:
     """The IdP answering later than ``[oidc] timeout`` for a moment: it still rotates the refresh token it was
     sent. One session, so that the process-wide back-off after the failure is short and the next refresh comes
@@ -97,7 +95,6 @@ async def test_idp_slower_than_its_timeout_loses_no_session(bed: Bed) -> None:
     await run(bed, [(1.2, lambda: idp_relay.slow(OIDC_TIMEOUT + 0.5), lambda: idp_relay.slow(0))], clients=1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defects 1-3, fixed on the refresh branch")
 async def test_idp_stalled_beyond_its_timeout_hangs_nothing(bed: Bed) -> None:
     """The IdP stalled as if SIGSTOPped for longer than ``[oidc] timeout`` (the refresh requests it holds are
     processed when it continues), under four sessions."""
