@@ -41,6 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         host=args.host,
         access_token_ttl=args.access_token_ttl,
+        refresh_reuse_grace=args.refresh_reuse_grace,
     )
     try:
         return asyncio.run(run_demo(options, check=args.check))
@@ -74,6 +75,13 @@ def add_demo_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--host", default="127.0.0.1", help="listen address of all three (default 127.0.0.1)")
     demo.add_argument(
         "--access-token-ttl", type=_seconds, default=60.0, help="access token lifetime, e.g. 60s or 15m (default 60s)"
+    )
+    demo.add_argument(
+        "--refresh-reuse-grace",
+        type=_seconds,
+        default=0.0,
+        help="the IdP accepts a just-rotated refresh token once more within this window (e.g. 30s) instead of "
+        "revoking its family; 0 keeps reuse detection strict (default 0)",
     )
     demo.add_argument("--check", action="store_true", help="start, verify all three are ready, print OK, exit 0")
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

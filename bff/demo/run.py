@@ -54,6 +54,8 @@ class DemoOptions:
     session_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     access_token_ttl: float = 60.0
+    #: The IdP's refresh-token reuse grace window (0: a replayed refresh token revokes its family at once).
+    refresh_reuse_grace: float = 0.0
     #: How long ``check`` (and startup) waits for the three servers.
     ready_timeout: float = 30.0
 
@@ -135,6 +137,7 @@ def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, 
             data_dir=data_dir,
             store_url=options.store,
             access_token_ttl=options.access_token_ttl,
+            refresh_reuse_grace=options.refresh_reuse_grace,
             clients=(client,),
         )
     )

@@ -13,13 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import httpx
 import pytest
 
 from bff.cli import main
-from bff.demo.run import SPA_DIR, DemoOptions, build_bff_config, run_demo
+from bff.demo.run import SPA_DIR, DemoOptions, build_apps, build_bff_config, run_demo
 from tests.support.browser import Browser
 from tests.support.devidp import FORM, login_tx
 from tests.support.servers import free_port
@@ -223,3 +225,31 @@ def test_bff_demo_api_command() -> None:
         assert process.wait(timeout=BOUND) in (0, -signal.SIGTERM)
         assert process.stdout is not None
         assert "Traceback" not in process.stdout.read()
+
+
+def test_the_demo_passes_the_reuse_grace_window_to_its_idp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``bff demo --refresh-reuse-grace 30s`` shows an IdP that rotates again instead of revoking (0: strict)."""
+    seen: list[DemoOptions] = []
+
+    async def fake_run_demo(options: DemoOptions, *, check: bool) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("bff.demo.run.run_demo", fake_run_demo)
+    assert main(["demo", "--refresh-reuse-grace", "30s"]) == 0
+    assert main(["demo"]) == 0
+    assert [o.refresh_reuse_grace for o in seen] == [30.0, 0.0]
+
+    import bff.devidp
+
+    settings: list[object] = []
+    real = bff.devidp.create_devidp_app
+
+    def recording(devidp_settings: bff.devidp.DevIdPSettings, *args: Any, **kwargs: Any) -> Any:
+        settings.append(devidp_settings)
+        return real(devidp_settings, *args, **kwargs)
+
+    monkeypatch.setattr(bff.devidp, "create_devidp_app", recording)
+
+    build_apps(_options(refresh_reuse_grace=30.0), tmp_path)
+    assert [getattr(s, "refresh_reuse_grace", None) for s in settings] == [30.0]
