@@ -68,16 +68,25 @@ def safe_return_to(value: str | None) -> str:
     if not _looks_safe(resolved):
         return FALLBACK
     # Encoded tricks (%2f%2fevil, %5c, %09, %2e, double encoding): every decoding of the value must be safe too,
-    # before and after its dot segments are resolved (a SPA may decode the path it is handed, then navigate).
+    # before and after its dot segments are resolved (a SPA may decode the path it is handed, then navigate), and so
+    # must every decoding of what is handed over: resolving "/%252e//%252e/.." leaves "/%252e//", whose decoding
+    # "/%2e//" resolves to "//".
+    if not _every_decoding_safe(value) or not _every_decoding_safe(resolved):
+        return FALLBACK
+    return resolved
+
+
+def _every_decoding_safe(value: str) -> bool:
+    """Each percent-decoding of ``value`` (up to three rounds) looks safe, before and after dot-segment removal."""
     decoded = value
     for _ in range(3):
-        once = unquote(decoded, errors="strict") if "%" in decoded else decoded
+        try:
+            once = unquote(decoded, errors="strict") if "%" in decoded else decoded
+        except UnicodeDecodeError:  # bytes that are no UTF-8: no path of ours
+            return False
         if once == decoded:
-            break
+            return True
         if not _looks_safe(once, decoded=True) or not _looks_safe(remove_dot_segments(once), decoded=True):
-            return FALLBACK
+            return False
         decoded = once
-    else:
-        if "%" in decoded:  # still encoded after three rounds: nobody needs that
-            return FALLBACK
-    return resolved
+    return "%" not in decoded  # still encoded after three rounds: nobody needs that

@@ -48,6 +48,8 @@ def _lands_on_our_origin(return_to: str) -> bool:
         "/" + "a" * 3000,
         "/%2F%2Fevil",
         "/%E2%80%AE",
+        "/%ff",  # no UTF-8 once decoded
+        "/%252e//%252e/..",  # resolves to "/%252e//", whose decoding "/%2e//" resolves to "//"
         " /x",
     ],
 )
