@@ -41,15 +41,14 @@ from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
 from bff.httpclient import create_idp_client
 from bff.oidc.provider import IdentityProvider
-from bff.proxy import Proxy
-from bff.responses import send_error
+from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
-from bff.upstream_client import UpstreamClient
+from bff.upstream import UpstreamClient
 from bff.websocket_client import WebSocketClient
 
 logger = logging.getLogger("bff.app")

@@ -67,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bff.app import BffApp
     from bff.observability import configure_logging
-    from bff.server import uvicorn_settings
+    from bff.serving import uvicorn_settings
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):

@@ -34,7 +34,7 @@ import uvicorn
 
 from bff.config import Config, ServerSettings, parse_config
 from bff.errors import ConfigError
-from bff.server import uvicorn_settings
+from bff.serving import uvicorn_settings
 from bff.types import ASGIApp
 
 #: The demo SPA, shipped in the wheel as package data.

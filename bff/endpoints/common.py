@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from bff.config import Config
 from bff.cookies import clear_cookie, read_cookie, set_cookie
 from bff.errors import BffError
-from bff.responses import error_payload
+from bff.proxy import error_payload
 from bff.session.manager import LoadedSession, SessionManager
 
 NO_STORE = {"Cache-Control": "no-store"}

@@ -19,7 +19,7 @@ without asking the person to confirm.
 Why a handle and not the IdP URL in the JSON: the ID token in ``id_token_hint`` is a credential (a signed
 statement of who logged in, accepted as a bearer by careless APIs), and a JSON body is readable by every script on
 the page. A ``Location`` header of a top-level navigation is not: both GET forms refuse anything but a top-level
-navigation (``bff.csrf.check_navigation``), since a ``fetch()`` that follows the redirect could read the final URL
+navigation (``bff.proxy.csrf.check_navigation``), since a ``fetch()`` that follows the redirect could read the final URL
 when the IdP allows CORS. The alternative, ``client_id`` + ``logout_hint`` without ``id_token_hint``, needs no state
 but lets the IdP ask for a confirmation (section 2: the hint is how the IdP knows the logout is genuine) and leaves
 the person a click away from staying logged in there. The price of the handle is one store write per logout.
@@ -35,10 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from bff.config import Config
-from bff.csrf import check_csrf, check_navigation
 from bff.endpoints.common import NO_STORE, CurrentSession, SessionCookie
 from bff.errors import CsrfRejected, LogoutExpired, OAuthError, ServiceUnavailable
 from bff.oidc.provider import IdentityProvider
+from bff.proxy import check_csrf, check_navigation
 from bff.session.manager import SessionManager
 
 logger = logging.getLogger("bff.logout")

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bff.config import Config
-from bff.csrf import check_csrf
 from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.errors import Unauthenticated
+from bff.proxy import check_csrf
 from bff.session.manager import SessionManager
 from bff.types import Clock
 

@@ -6,7 +6,7 @@ jar, redirects not followed); WebSocket upgrades (hot reload: Vite's ``vite-hmr`
 ``WebSocketClient``, offering the browser's subprotocols and accepting the one the dev server picks. Frames are
 relayed both ways until either side closes; the close code travels across.
 
-What crosses, with ``bff.proxy_headers``' hygiene in both directions: the browser's ``Cookie`` (bff's session
+What crosses, with ``bff.proxy.headers``' hygiene in both directions: the browser's ``Cookie`` (bff's session
 cookie) and any ``Authorization`` never reach the dev server, nor do hop-by-hop fields, ``X-CSRF``, ``Proxy-*``,
 ``X-Forwarded-*``; the dev server's ``Set-Cookie`` never reaches the browser. The path and query are sent as
 received: dev servers have paths of their own (``/@vite/client``, ``/@fs/...``) that the proxy's strict path rules
@@ -23,10 +23,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bff.errors import BffError, InvalidPath, PayloadTooLarge, UpstreamError
-from bff.proxy_headers import REQUEST_DROP, read_request_headers, response_headers
-from bff.responses import send_error
+from bff.proxy import REQUEST_DROP, read_request_headers, response_headers, send_error
 from bff.types import Receive, Scope, Send
-from bff.upstream_client import UpstreamClient, UpstreamResponse
+from bff.upstream import UpstreamClient, UpstreamResponse
 from bff.websocket_client import UpstreamWebSocket, WebSocketClient, sendable_close_code
 
 logger = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ import anyio.to_thread
 from starlette.responses import FileResponse
 
 from bff.errors import InvalidPath, MethodNotAllowed, NotFound
-from bff.responses import send_error
+from bff.proxy import send_error
 from bff.types import Receive, Scope, Send
 
 DEFAULT_CSP = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bff import server as bff_server
+from bff import serving
 from bff.cli import main
 from bff.config import ServerSettings
 
@@ -19,12 +19,12 @@ def run(argv: list[str]) -> int:
     if loop not in LOOPS:
         sys.stderr.write(f"usage: python -m tests.faults.launch {{{','.join(LOOPS)}}} serve --config FILE\n")
         return 2
-    chosen = bff_server.uvicorn_settings
+    chosen = serving.uvicorn_settings
 
     def uvicorn_settings(server: ServerSettings) -> dict[str, Any]:
         return {**chosen(server), "loop": loop}
 
-    bff_server.uvicorn_settings = uvicorn_settings
+    serving.uvicorn_settings = uvicorn_settings
     return main(rest)
 
 

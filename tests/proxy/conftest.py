@@ -6,43 +6,27 @@ observed before every test. Tests that need another configuration start their ow
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvloop
 
 from bff.config import RouteSettings
 from bff.errors import BffError
 from bff.proxy import Proxy
 from bff.types import Receive, Scope, Send
-from bff.upstream_client import UpstreamClient
+from bff.upstream import UpstreamClient
 from tests.support.echo_upstream import EchoState, EchoUpstream
 from tests.support.servers import free_port, serve
 
 PUBLIC_ORIGIN = "http://bff.test"
-#: The event loops the data-plane client's own tests run on: asyncio's, and uvloop, which ``bff serve`` runs on and
-#: whose transports are not asyncio's classes.
-CLIENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 TOKEN = "t0-access-token"
 MiB = 1024 * 1024
-
-
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    if item.path.name in ("test_upstream_client.py", "test_upstream_adversarial.py"):
-        return CLIENT_LOOPS
-    return {"asyncio": asyncio.new_event_loop}
 
 
 @dataclass

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from bff.errors import BadRequest
-from bff.proxy_headers import (
+from bff.proxy.headers import (
     REQUEST_DROP,
     ForwardingPolicy,
     read_request_headers,

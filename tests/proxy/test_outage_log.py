@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bff import proxy
+from bff.proxy import outage_log
 from bff.types import Receive, Scope, Send
 from tests.support.browser import Browser
 from tests.support.redis_server import RedisProcess
@@ -48,7 +48,7 @@ def _route(upstream: str) -> Any:
 async def test_a_redis_outage_is_logged_in_a_bounded_number_of_lines(
     redis_process: RedisProcess, ok_upstream: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(proxy, "OUTAGE_LOG_INTERVAL", INTERVAL)
+    monkeypatch.setattr(outage_log, "OUTAGE_LOG_INTERVAL", INTERVAL)
     caplog.set_level(logging.WARNING, logger="bff.proxy")
     with running_stack(redis_url=redis_process.url, customize=_route(ok_upstream)) as stack:
         browser = Browser()

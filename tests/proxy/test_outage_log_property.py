@@ -15,8 +15,8 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bff import proxy
 from bff.errors import IdPUnavailable, NotReady, ServiceUnavailable, SessionStoreUnavailable
+from bff.proxy import outage_log as outages
 
 INTERVAL = 10.0
 CAUSES: list[Callable[[], ServiceUnavailable]] = [
@@ -53,8 +53,8 @@ class VirtualLoop:
         return len(self._timers)
 
 
-def outage_log(loop: VirtualLoop) -> proxy._OutageLog:
-    return proxy._OutageLog(INTERVAL, loop_of=lambda: cast(asyncio.AbstractEventLoop, loop))
+def outage_log(loop: VirtualLoop) -> outages.OutageLog:
+    return outages.OutageLog(INTERVAL, loop_of=lambda: cast(asyncio.AbstractEventLoop, loop))
 
 
 def arg(record: logging.LogRecord, index: int) -> Any:
@@ -105,9 +105,9 @@ def test_every_refusal_is_counted_once_in_a_bounded_number_of_lines(sequence: li
     assert all(r.levelno == logging.WARNING for r in records)
     for name, times in refusals.items():
         lines = [r for r in records if isinstance(r.args, tuple) and name in r.args]
-        started = [r for r in lines if r.msg == proxy.OUTAGE_STARTED]
-        ongoing = [r for r in lines if r.msg == proxy.OUTAGE_ONGOING]
-        over = [r for r in lines if r.msg == proxy.OUTAGE_OVER]
+        started = [r for r in lines if r.msg == outages.OUTAGE_STARTED]
+        ongoing = [r for r in lines if r.msg == outages.OUTAGE_ONGOING]
+        over = [r for r in lines if r.msg == outages.OUTAGE_OVER]
         assert len(started) == len(over) >= 1
         # Every refusal counted exactly once: the first of each outage by its start line, the others in counts.
         assert len(started) + sum(arg(r, 0) for r in ongoing) == len(times)
@@ -115,8 +115,8 @@ def test_every_refusal_is_counted_once_in_a_bounded_number_of_lines(sequence: li
         # Outages follow one another: started, (ongoing...), over, started...
         kinds = [r.msg for r in lines]
         for before, after in itertools.pairwise(kinds):
-            assert (before, after) != (proxy.OUTAGE_STARTED, proxy.OUTAGE_STARTED)
-            assert before != proxy.OUTAGE_OVER or after == proxy.OUTAGE_STARTED
+            assert (before, after) != (outages.OUTAGE_STARTED, outages.OUTAGE_STARTED)
+            assert before != outages.OUTAGE_OVER or after == outages.OUTAGE_STARTED
         # Bounded by time, not by refusals: a start, one line per interval the refusals span, an end.
         span = times[-1] - times[0]
         assert len(lines) <= 2 * len(started) + span / INTERVAL + len(started)
@@ -133,6 +133,6 @@ def test_a_burst_gives_three_lines(burst: int) -> None:
             log.refused(CAUSES[0]())
             loop.advance(INTERVAL / (2 * burst))
         loop.advance(3 * INTERVAL)
-    assert [r.msg for r in records] == [proxy.OUTAGE_STARTED, proxy.OUTAGE_ONGOING, proxy.OUTAGE_OVER]
+    assert [r.msg for r in records] == [outages.OUTAGE_STARTED, outages.OUTAGE_ONGOING, outages.OUTAGE_OVER]
     assert arg(records[1], 0) == burst - 1
     assert arg(records[2], 2) == burst

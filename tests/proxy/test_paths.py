@@ -18,7 +18,7 @@ import pytest
 from bff.config import RouteSettings
 from bff.proxy import Proxy
 from bff.types import Message
-from bff.upstream_client import UpstreamClient
+from bff.upstream import UpstreamClient
 from tests.proxy.conftest import PUBLIC_ORIGIN, StubBearer, Upstream, raw_request
 
 # Targets that reach the app over HTTP/1.1 on uvicorn (httptools) and that bff itself must refuse.

@@ -15,7 +15,7 @@ import pytest
 from bff.config import RouteSettings
 from bff.errors import BffError, ServiceUnavailable, Unauthenticated
 from bff.proxy import Proxy
-from bff.upstream_client import UpstreamClient
+from bff.upstream import UpstreamClient
 from tests.proxy.conftest import PUBLIC_ORIGIN, TOKEN, StubBearer, Upstream, raw_request, run_proxy
 from tests.support.echo_upstream import GZIP_BODY, TRUNCATED
 

@@ -1,7 +1,7 @@
 """Run ASGI apps as real HTTP servers on loopback, each in its own thread and event loop.
 
 The socket is bound (port 0) before the server starts, so there is no race for a free port. The uvicorn settings
-are ``bff serve``'s own (``bff.server.uvicorn_settings``: bff's protocol and edge limits, no trust in
+are ``bff serve``'s own (``bff.serving.uvicorn_settings``: bff's protocol and edge limits, no trust in
 ``X-Forwarded-For``), for the default ``[server]`` table or the one a test passes; the loop is uvloop, as under
 ``bff serve``: uvloop's transports are not asyncio's classes, and a test on asyncio's loop alone would not see code
 that assumes they are.
@@ -21,7 +21,7 @@ import uvicorn
 import uvloop
 
 from bff.config import ServerSettings
-from bff.server import uvicorn_settings
+from bff.serving import uvicorn_settings
 from bff.types import ASGIApp
 
 

@@ -3,7 +3,7 @@ the bytes arrive), the head deadline against slowloris, the idle keep-alive time
 and the uvicorn settings the test servers share with ``bff serve`` (no trust in a loopback peer's
 ``X-Forwarded-For``).
 
-Every server here is ``tests.support.servers.serve``, which runs :func:`bff.server.uvicorn_settings` exactly as
+Every server here is ``tests.support.servers.serve``, which runs :func:`bff.serving.uvicorn_settings` exactly as
 ``bff serve`` does; the limits are made small so that each test takes a fraction of a second.
 """
 
@@ -376,7 +376,7 @@ def test_a_spoofed_x_forwarded_for_from_loopback_changes_nothing() -> None:
 
 def test_a_spoofed_x_forwarded_for_does_not_reach_the_upstream_through_a_test_proxy() -> None:
     from bff.proxy import Proxy
-    from bff.upstream_client import UpstreamClient
+    from bff.upstream import UpstreamClient
 
     state = EchoState()
     with serve(EchoUpstream(state), lifespan="on") as upstream:
@@ -427,7 +427,7 @@ async def hop_by_hop_upstream(scope: Scope, receive: Receive, send: Send) -> Non
 
 def test_underscored_request_headers_and_hop_by_hop_answer_fields_stop_at_bff() -> None:
     from bff.proxy import Proxy
-    from bff.upstream_client import UpstreamClient
+    from bff.upstream import UpstreamClient
 
     with serve(hop_by_hop_upstream, lifespan="off") as upstream:
         client = UpstreamClient()

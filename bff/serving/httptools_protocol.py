@@ -1,8 +1,8 @@
-"""How ``bff serve`` runs uvicorn: :func:`uvicorn_settings` (the one source of the uvicorn settings of ``bff serve``,
-the demo and the test servers), and bff's HTTP/1.1 protocol, uvicorn's httptools protocol with two changes:
+"""bff's HTTP/1.1 protocol: uvicorn's httptools protocol with two changes.
 
-1. The writes made to a connection in one turn of the event loop leave in one send (below).
-2. The edge limits of ``[server]`` (:class:`EdgeLimits`), enforced before the app is ever reached:
+1. Its transport is a :class:`~bff.serving.transport.CoalescingTransport`: the writes made to a connection in one
+   turn of the event loop leave in one send.
+2. The edge limits of ``[server]`` (:class:`~bff.serving.limits.EdgeLimits`), enforced before the app is ever reached:
 
    - the request head (request line, header fields, line ends) may take ``max_request_header_size`` bytes and
      ``max_request_headers`` fields; beyond, 431 and close. The bytes are counted as they arrive, before llhttp
@@ -20,22 +20,17 @@ the demo and the test servers), and bff's HTTP/1.1 protocol, uvicorn's httptools
    One timer per connection serves both deadlines, checked lazily: the hot path (requests on a busy keep-alive
    connection) sets no timer; it reads the clock when a head begins and when an answer ends.
 
-Why one send: uvicorn writes an answer's status line and headers, then its body, as two ``transport.write`` calls,
-and uvloop sends each at once. A send on a loopback socket whose peer waits on another core is one of the dearest
-steps of a proxied request (it runs the peer's TCP receive path and wakes it). The join costs one ``call_soon`` per
-answer and no latency: the bytes leave at the end of the same loop turn.
-
 Only the HTTP/1.1 side is changed: a connection that upgrades to a WebSocket hands uvicorn's WebSocket protocol the
 real transport, after the bytes still pending.
+
+This subclasses uvicorn internals (``HttpToolsProtocol``'s attributes, callbacks and helpers): pyproject bounds
+uvicorn from above, and ``tests/serving/test_uvicorn_internals.py`` names what changed when a new uvicorn moves them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib.util
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -43,98 +38,10 @@ from uvicorn.config import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from bff.config import ServerSettings
 from bff.errors import BadRequest, BffError, RequestHeaderTooLarge, RequestTimeout, TooManyConnections
-from bff.responses import error_headers, error_payload
-
-#: Pending bytes beyond this are sent at once: memory stays bounded, and the transport's flow control sees them.
-FLUSH_AT = 64 * 1024
-
-
-class CoalescingTransport:
-    """A transport whose writes wait for the end of the event loop's turn and then leave in one ``write``.
-
-    Everything else is the wrapped transport's, except that ``close()`` and ``write_eof()`` send what is pending
-    first and ``abort()`` drops it, as they would have for bytes already written."""
-
-    __slots__ = ("_loop", "_pending", "_size", "transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-        self._size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        if not self._pending:
-            self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
-        self._size += len(data)
-        if self._size >= FLUSH_AT:
-            self.flush()
-
-    def writelines(self, lines: Any) -> None:
-        for data in lines:
-            self.write(data)
-
-    def flush(self) -> None:
-        """Send what is pending now (a no-op when nothing is). Bytes for a transport that is closing are dropped,
-        as the transport itself would drop them."""
-        if not self._pending:
-            return
-        pending, self._pending, self._size = self._pending, [], 0
-        if not self.transport.is_closing():
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()  # asked on every answer: not through __getattr__
-
-    def get_write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() + self._size
-
-    def write_eof(self) -> None:
-        self.flush()
-        self.transport.write_eof()
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def abort(self) -> None:
-        self._pending, self._size = [], 0
-        self.transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        # is_closing, get_extra_info, pause_reading, resume_reading, set_protocol, ...: the transport's own.
-        return getattr(self.transport, name)
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeLimits:
-    """The ``[server]`` limits the protocol enforces (see the module docstring)."""
-
-    max_connections: int
-    header_timeout: float
-    keep_alive_timeout: float
-    body_timeout: float
-    max_head_bytes: int
-    max_head_fields: int
-
-    @classmethod
-    def of(cls, server: ServerSettings) -> EdgeLimits:
-        return cls(
-            max_connections=server.max_connections,
-            header_timeout=server.header_timeout,
-            keep_alive_timeout=server.keep_alive_timeout,
-            body_timeout=server.body_timeout,
-            max_head_bytes=server.max_request_header_size,
-            max_head_fields=server.max_request_headers,
-        )
-
-
-DEFAULT_LIMITS = EdgeLimits.of(ServerSettings())
+from bff.proxy import error_headers, error_payload
+from bff.serving.limits import DEFAULT_LIMITS, EdgeLimits
+from bff.serving.transport import CoalescingTransport
 
 
 class _Refused(Exception):
@@ -397,27 +304,3 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             transport.flush()
             self.transport = transport.transport  # the WebSocket protocol writes frames on the real transport
         super().handle_websocket_upgrade()
-
-
-def uvicorn_settings(server: ServerSettings) -> dict[str, Any]:
-    """The uvicorn settings of ``bff serve``, the demo and the test servers, for one ``[server]`` table.
-
-    - ``loop``: uvloop (installed by ``uvicorn[standard]``) whenever it imports; the asyncio fallback keeps
-      ``bff serve`` working where uvloop cannot be installed (PyPy, Windows). uvicorn's "auto" prefers it too, but
-      falls back without a word;
-    - ``http``: :class:`CoalescingHttpToolsProtocol` with the ``[server]`` limits (a ``functools.partial``, which
-      pickles, so ``--workers`` processes get the same limits);
-    - ``proxy_headers=False``: bff judges ``X-Forwarded-*`` itself (``trusted_proxies``); uvicorn's middleware
-      would believe them from any loopback peer;
-    - ``server_header=False``: no product banner.
-    """
-    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    return {
-        "host": server.host,
-        "port": server.port,
-        "loop": loop,
-        "http": functools.partial(CoalescingHttpToolsProtocol, limits=EdgeLimits.of(server)),
-        "proxy_headers": False,
-        "server_header": False,
-        "timeout_keep_alive": server.keep_alive_timeout,
-    }

@@ -371,7 +371,7 @@ def proxied() -> Iterator[ProxiedServer]:
     """bff's Proxy (bff serve's settings, the same limits) in front of a recording upstream."""
     from bff.config import RouteSettings
     from bff.proxy import Proxy
-    from bff.upstream_client import UpstreamClient
+    from bff.upstream import UpstreamClient
     from tests.proxy.conftest import PUBLIC_ORIGIN, ProxyApp, StubBearer
 
     upstream = Recorder()

@@ -1,4 +1,4 @@
-"""Raw-ASGI response helpers shared by the proxy and the endpoints (no framework on the data plane, issue 6).
+"""Raw-ASGI error answers, shared by the proxy, the endpoints, the frontends and the edge protocol (no framework).
 
 Every error the SPA can receive is JSON ``{"error": "<code>", "message": "..."}`` with a stable code
 (``bff.errors``); the message is operator-facing and never contains a secret.

@@ -38,7 +38,7 @@ REQUEST_DROP = HOP_BY_HOP | {b"cookie", b"authorization", b"x-csrf", b"host", b"
 #: RFC 9110 11.7: the proxy authentication fields concern the next hop only, never the browser.
 _PROXY_AUTH = frozenset({b"proxy-authenticate", b"proxy-authorization", b"proxy-authentication-info"})
 RESPONSE_DROP = HOP_BY_HOP | _PROXY_AUTH | {b"set-cookie", b"set-cookie2", b"date", b"server"}
-#: The request headers the CSRF guard reads (``bff.csrf``).
+#: The request headers the CSRF guard reads (``bff.proxy.csrf``).
 GUARD_HEADERS = frozenset({b"x-csrf", b"sec-fetch-site", b"origin"})
 _FORWARDING = frozenset({b"forwarded", b"x-real-ip"})
 
@@ -51,7 +51,7 @@ class IncomingHeaders:
 
     #: What goes to the upstream (before forwarding headers, bearer and route headers are added).
     forward: list[tuple[str, str]]
-    #: ``x-csrf``, ``sec-fetch-site`` and ``origin`` as ``bff.csrf.check_csrf`` wants them.
+    #: ``x-csrf``, ``sec-fetch-site`` and ``origin`` as ``bff.proxy.csrf.check_csrf`` wants them.
     guard: dict[str, str]
     content_length: int | None
     chunked: bool
@@ -89,7 +89,7 @@ def read_request_headers(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[byt
             if not value.isdigit():  # the server's parser normally refuses this first
                 raise BadRequest("invalid Content-Length")
             content_length = int(value)
-        # Latin-1 both ways (here and in ``bff.upstream_client``): every octet of a value reaches the upstream as the
+        # Latin-1 both ways (here and in ``bff.upstream``): every octet of a value reaches the upstream as the
         # browser sent it (RFC 9110 5.5: field values are octets, not UTF-8).
         forward.append((name.decode("latin-1"), value.decode("latin-1")))
     if named:

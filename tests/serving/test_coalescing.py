@@ -1,4 +1,4 @@
-"""``bff.server``: the writes of one event-loop turn leave a connection in one send, and nothing else about the
+"""``bff.serving``: the writes of one event-loop turn leave a connection in one send, and nothing else about the
 transport changes. Unit tests against a recording transport, then a real uvicorn server on the protocol (every
 server in the suite runs on it, WebSocket relays included: ``tests/support/servers.py``)."""
 
@@ -15,7 +15,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from bff.config import ServerSettings
-from bff.server import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport, EdgeLimits, uvicorn_settings
+from bff.serving import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport, EdgeLimits, uvicorn_settings
 from bff.types import Receive, Scope, Send
 from tests.support.servers import serve
 

@@ -3,7 +3,7 @@ wire (the request line and headers as given, framing bff's own, nothing injectab
 answers, HEAD, 204, bodies delimited by close, trailers, malformed or oversized answers), keep-alive reuse and its
 limits, flow control, TLS verification with per-route CA bundles, and failures translated to bff errors.
 
-Every test runs on both event loops (``tests/proxy/conftest.py``): ``bff serve`` runs on uvloop, whose transports are
+Every test runs on both event loops (``tests/upstream/conftest.py``): ``bff serve`` runs on uvloop, whose transports are
 not asyncio's classes."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bff.errors import UpstreamError, UpstreamTimeout
-from bff.upstream_client import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse, _split_url
+from bff.upstream import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
+from bff.upstream.request_head import split_url
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
@@ -459,7 +460,7 @@ async def test_set_cookie_passes_as_bytes_and_no_cookie_is_sent_back(client: Ups
 
 
 async def test_idle_connections_per_origin_are_capped(client: UpstreamClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bff.upstream_client.MAX_IDLE_PER_ORIGIN", 2)
+    monkeypatch.setattr("bff.upstream.pool.MAX_IDLE_PER_ORIGIN", 2)
     async with scripted([OK, OK, OK]) as (upstream, url):
         responses = await asyncio.gather(*(send(client, url) for _ in range(3)))
         assert upstream.connections == 3
@@ -480,7 +481,7 @@ async def test_idle_connections_per_origin_are_capped(client: UpstreamClient, mo
     ],
 )
 def test_urls_split_into_origin_and_target(url: str, host: str, port: int, authority: str, target: str) -> None:
-    origin, split_target = _split_url(url)
+    origin, split_target = split_url(url)
     assert (origin.host, origin.port, origin.authority, split_target) == (host, port, authority, target)
 
 
@@ -489,7 +490,7 @@ def test_urls_split_into_origin_and_target(url: str, host: str, port: int, autho
 )
 def test_urls_that_are_not_absolute_http_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match=r"URL|authority"):
-        _split_url(url)
+        split_url(url)
 
 
 # --- Hostile upstreams: resends, slow uploads, bytes that belong to no request, malformed interim answers -----------

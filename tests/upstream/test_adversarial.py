@@ -32,8 +32,10 @@ from hypothesis import strategies as st
 
 from bff.config import RouteSettings
 from bff.errors import UpstreamError
-from bff.upstream_client import _IDEMPOTENT, MAX_HEADER_BYTES, TransportOptions, UpstreamClient
-from tests.proxy.conftest import CLIENT_LOOPS, StubBearer, run_proxy
+from bff.upstream import MAX_HEADER_BYTES, TransportOptions, UpstreamClient
+from bff.upstream.client import _IDEMPOTENT
+from tests.proxy.conftest import StubBearer, run_proxy
+from tests.upstream.conftest import CLIENT_LOOPS
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 TIMEOUT = 0.15  # the route's timeout: scripts that leave an answer unfinished end with it

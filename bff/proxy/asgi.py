@@ -1,0 +1,266 @@
+"""The proxy: a raw ASGI app that forwards ``/api/...`` calls to their route's upstream with a bearer token.
+
+Raw ASGI and one shared keep-alive client (``bff.upstream``), no framework objects on the data plane. Everything that
+depends only on the route is computed once, in :class:`~bff.proxy.routes.Route`; a request costs one pass over its
+headers.
+
+One request, in order (every refusal is JSON from ``bff.errors`` and happens before any upstream call):
+
+1. ``paths``: the raw path and query are vetted (400 ``invalid_path``); the route is the longest prefix that
+   matches on a segment boundary (404 ``not_found``); the method is allowed (405 with ``Allow``; never TRACE).
+2. ``csrf.check_csrf`` (401 ``csrf``), before the token provider is even asked; ``Content-Length`` over the route's
+   ``max_body`` (413).
+3. ``BearerProvider.bearer()`` for the route's token policy; its ``BffError`` is the answer.
+4. The request goes to ``upstream + raw path (prefix stripped) + raw query`` with the ``headers`` hygiene. The body
+   streams from ``receive()`` (``request_body``: a chunked body is counted against ``max_body`` as it flows: 413 and
+   the upstream request is aborted); a body of at most ``replay_limit`` bytes is kept so the request can be replayed.
+5. A 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (or any 401 on a ``refresh_on_401`` route) to a
+   request that carried a token and can be replayed: ``refresh_bearer()`` once and one replay; the second answer
+   passes through whatever it is (never a loop).
+6. The answer streams back chunk by chunk as it arrives (SSE event by event). A failure after the headers went out
+   ends the stream unfinished, so the browser sees a truncated body, never a second response.
+
+The browser leaving (``http.disconnect``) cancels the request task, which abandons the upstream request
+(``disconnect``). Refusals that say a dependency of bff's own is down (503) are logged per cause (``outage_log``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network, IPv6Network
+from typing import Protocol
+
+from bff.config import RouteSettings
+from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamError
+from bff.proxy import outage_log
+from bff.proxy.csrf import check_csrf
+from bff.proxy.disconnect import DisconnectWatch
+from bff.proxy.headers import (
+    ForwardingPolicy,
+    IncomingHeaders,
+    is_invalid_token_challenge,
+    read_request_headers,
+    response_headers,
+)
+from bff.proxy.paths import check_path, check_query
+from bff.proxy.request_body import ClientGone, RequestBodyReader, replayable_body
+from bff.proxy.responses import send_error
+from bff.proxy.routes import Route
+from bff.types import Receive, Scope, Send
+from bff.upstream import RequestBody, UpstreamClient, UpstreamResponse
+
+logger = logging.getLogger(__name__)
+
+ErrorHeaders = Callable[[BffError], list[tuple[bytes, bytes]]]
+
+
+class BearerProvider(Protocol):
+    """The seam to sessions and tokens (implemented above the proxy's layer, in the app composition)."""
+
+    async def bearer(self, scope: Scope, route: RouteSettings) -> str | None:
+        """The access token to send under ``route.token``, or None to forward anonymously.
+
+        Raises ``Unauthenticated``/``SessionExpired``/``ServiceUnavailable``: the proxy answers with the error.
+        """
+        ...
+
+    async def refresh_bearer(self, scope: Scope, route: RouteSettings, rejected: str) -> str | None:
+        """Called once after the upstream answered 401 to ``rejected``: a fresh token, or None (no retry)."""
+        ...
+
+
+def _no_headers(exc: BffError) -> list[tuple[bytes, bytes]]:
+    return []
+
+
+class Proxy:
+    """Raw ASGI app for the configured routes (see the module docstring for what each request goes through)."""
+
+    def __init__(
+        self,
+        routes: Sequence[RouteSettings],
+        client: UpstreamClient,
+        bearer: BearerProvider,
+        *,
+        public_origin: str,
+        trusted_proxies: Sequence[IPv4Network | IPv6Network],
+        error_headers: ErrorHeaders = _no_headers,
+        replay_limit: int = 64 * 1024,
+    ) -> None:
+        # Longest prefix first, so the first match is the most specific route.
+        self._routes = sorted((Route(r, client) for r in routes), key=lambda r: len(r.prefix), reverse=True)
+        self._client = client
+        self._bearer = bearer
+        self._public_origin = public_origin
+        self._forwarding = ForwardingPolicy(public_origin, trusted_proxies)
+        self._error_headers = error_headers
+        self._replay_limit = replay_limit
+        self._outages = outage_log.OutageLog(outage_log.OUTAGE_LOG_INTERVAL)
+
+    def match(self, path: str) -> RouteSettings | None:
+        """The route for a path: prefix match on segment boundaries, longest prefix wins."""
+        route = self._match(path.encode("utf-8"))
+        return None if route is None else route.settings
+
+    def _match(self, raw_path: bytes) -> Route | None:
+        for route in self._routes:
+            if route.matches(raw_path):
+                return route
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # pragma: no cover - the app routes only HTTP here
+            raise NotImplementedError(f"the proxy does not handle {scope['type']!r} scopes")
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        try:
+            check_path(raw_path)
+            check_query(query)
+            route = self._match(raw_path)
+            if route is None:
+                raise NotFound("no route for this path")
+            if scope["method"] not in route.methods:
+                refusal = MethodNotAllowed(f"{scope['method']} is not allowed on this route")
+                await self._refuse(send, refusal, [(b"allow", route.allow)])
+                return
+            incoming = read_request_headers(scope["headers"], route.drop)
+            check_csrf(incoming.guard, self._public_origin)
+            if incoming.content_length is not None and incoming.content_length > route.max_body:
+                raise PayloadTooLarge(f"the request body exceeds {route.max_body} bytes")
+            token = await self._bearer.bearer(scope, route.settings)
+        except BffError as exc:
+            await self._refuse(send, exc)
+            return
+
+        url = route.base + raw_path[route.strip :].decode("ascii")
+        if query:
+            url += "?" + query.decode("ascii")
+        headers = incoming.forward
+        client = scope.get("client")
+        headers += self._forwarding.headers(client[0] if client else None, incoming.forwarding)
+        headers += route.extra
+        if token is not None:
+            headers.append(("authorization", "Bearer " + token))
+
+        watch = DisconnectWatch()
+        try:
+            await self._forward(scope, receive, send, route, url, headers, incoming, token, watch)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own cancellation: the browser left, nothing to answer
+        finally:
+            watch.stop()
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        url: str,
+        headers: list[tuple[str, str]],
+        incoming: IncomingHeaders,
+        token: str | None,
+        watch: DisconnectWatch,
+    ) -> None:
+        method: str = scope["method"]
+        reader: RequestBodyReader | None = None
+        body: RequestBody = None
+        if incoming.content_length or incoming.chunked:
+            reader = RequestBodyReader(receive, route.max_body, self._replay_limit)
+            if incoming.content_length is not None and incoming.content_length <= self._replay_limit:
+                try:  # small and of known size: read it whole, which also keeps it for a replay
+                    body = await reader.read()
+                except ClientGone:
+                    return
+                except PayloadTooLarge as exc:  # pragma: no cover - the server enforces Content-Length framing
+                    await self._refuse(send, exc)
+                    return
+            else:
+                body = reader.stream()
+        if reader is None or reader.complete:
+            watch.start(receive)
+
+        response = await self._send(send, method, url, headers, body, route, reader)
+        if response is None:
+            return
+        try:
+            if token is not None and response.status == 401 and self._wants_refresh(route, response):
+                replayable, replay = replayable_body(body, reader)
+                if replayable:
+                    try:
+                        fresh = await self._bearer.refresh_bearer(scope, route.settings, token)
+                    except BffError as exc:
+                        await self._refuse(send, exc)
+                        return
+                    if fresh is not None:
+                        response.release()
+                        headers[-1] = ("authorization", "Bearer " + fresh)
+                        response = await self._send(send, method, url, headers, replay, route, None)
+                        if response is None:
+                            return
+            if reader is not None and reader.complete:
+                watch.start(receive)
+            await self._relay(send, response, route, watch)
+        finally:
+            if response is not None:
+                response.close()  # a no-op after a release; otherwise the connection is not reusable anyway
+
+    @staticmethod
+    def _wants_refresh(route: Route, response: UpstreamResponse) -> bool:
+        return route.settings.refresh_on_401 or is_invalid_token_challenge(response.headers)
+
+    async def _send(
+        self,
+        send: Send,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        route: Route,
+        reader: RequestBodyReader | None,
+    ) -> UpstreamResponse | None:
+        """The upstream's answer, or None once the browser has been answered (or has left)."""
+        try:
+            return await self._client.send(method, url, headers, body, route.options)
+        except UpstreamError as exc:
+            # A failure of our own body stream surfaces as a broken upstream request: report the real cause.
+            if reader is not None and reader.too_large:
+                await self._refuse(send, PayloadTooLarge(f"the request body exceeds {route.max_body} bytes"))
+            elif reader is None or not reader.disconnected:
+                logger.warning("proxy %s: %s (%s)", route.settings.path, exc.message, type(exc.__cause__).__name__)
+                await self._refuse(send, exc)
+            return None
+
+    async def _relay(self, send: Send, response: UpstreamResponse, route: Route, watch: DisconnectWatch) -> None:
+        start = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response_headers(response.headers),
+        }
+        try:
+            await send(start)
+            while True:
+                chunk = await response.read_chunk()
+                if response.at_eof():
+                    watch.finished = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    response.release()
+                    return
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            # The status line is gone: leave the response unfinished so the browser sees a truncated body.
+            logger.warning("proxy %s: %s (%s)", route.settings.path, exc.message, type(exc.__cause__).__name__)
+        except OSError:
+            pass  # send() failed: the browser is gone; the caller closes the upstream response
+
+    async def _refuse(self, send: Send, exc: BffError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        if isinstance(exc, ServiceUnavailable):
+            self._outages.refused(exc)  # an operational refusal: logged per cause, aggregated
+        await send_error(send, exc, self._error_headers(exc) + (extra or []))

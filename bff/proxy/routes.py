@@ -1,0 +1,39 @@
+"""A configured route with everything precomputed that does not depend on the request.
+
+Routes match on segment boundaries (``/api`` matches ``/api`` and ``/api/x``, never ``/apix``); the proxy keeps them
+longest prefix first, so the first match is the most specific.
+"""
+
+from __future__ import annotations
+
+from bff.config import HTTP_METHODS, RouteSettings
+from bff.proxy.headers import request_drop_set
+from bff.upstream import UpstreamClient
+
+
+class Route:
+    """A route with everything precomputed that does not depend on the request."""
+
+    __slots__ = ("allow", "base", "drop", "extra", "max_body", "methods", "options", "prefix", "settings", "strip")
+
+    def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
+        self.settings = settings
+        prefix = "/" + "/".join(segment for segment in settings.path.split("/") if segment)
+        self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
+        self.strip = len(self.prefix) if settings.strip_prefix else 0
+        self.base = settings.upstream.rstrip("/")
+        # "All methods" means the ones config accepts: never TRACE, which would echo the request, bearer token
+        # included, back to the caller (OWASP "Cross-Site Tracing"), nor CONNECT or extension methods.
+        methods = tuple(m.upper() for m in settings.methods) or HTTP_METHODS
+        self.methods = frozenset(methods)
+        self.allow = ", ".join(methods).encode("ascii")
+        self.max_body = settings.max_body
+        self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
+        self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
+        self.options = client.options(
+            connect_timeout=settings.connect_timeout, timeout=settings.timeout, ca_bundle=settings.ca_bundle
+        )
+
+    def matches(self, raw_path: bytes) -> bool:
+        n = len(self.prefix)
+        return raw_path.startswith(self.prefix) and (len(raw_path) == n or raw_path[n] == 0x2F)  # "/"

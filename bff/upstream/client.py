@@ -1,0 +1,178 @@
+"""The data-plane HTTP client: HTTP/1.1 over asyncio transports, answers parsed by httptools (llhttp).
+
+Every proxied request pays for this client, so it does only what a reverse proxy needs: a protocol on the event
+loop's transports (``connection``), no cookie jar, no redirects, no URL or header objects. It is a pass-through:
+bytes and ``Content-Encoding`` arrive untouched, no cookies are kept (an upstream's ``Set-Cookie`` must never become
+state shared between users), redirects are never followed (a 3xx is the SPA's business), no header is invented but
+``Host`` and the body framing, TLS verification stays on (a route's private CA becomes a cached ``SSLContext``).
+
+Failures are translated where they enter, in the manner of httpx's ``map_httpcore_exceptions``, always
+``raise ... from exc`` with fixed messages (no URL, query string, header or token ever reaches one):
+
+- connect refused/reset, a broken, garbled or oversized answer, a TLS failure -> ``UpstreamError`` (502)
+- connect or read timeout (the route's ``connect_timeout``/``timeout``)       -> ``UpstreamTimeout`` (504)
+
+A request is sent again at most once, always on a new connection (a pooled sibling may be just as stale), and only
+when the upstream cannot have acted on it: a reused connection failed before any byte of the answer arrived, and
+either the kernel refused the very first write (the peer had reset the connection: nothing of the request left) or
+the method is idempotent (RFC 9110 9.2.2) with a body that can be sent again. A timeout is never a reason to resend:
+the upstream may be working on the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bff.errors import UpstreamError, UpstreamTimeout
+from bff.upstream.connection import Connection
+from bff.upstream.pool import ConnectionPool
+from bff.upstream.request_body import write_body
+from bff.upstream.request_head import Origin, RequestBody, request_head, split_url
+from bff.upstream.response import UpstreamResponse
+
+#: RFC 9110 9.2.2: a request with one of these methods may be sent again after a connection failure.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """Per-route transport settings, built once per route with :meth:`UpstreamClient.options`."""
+
+    connect_timeout: float
+    #: Bounds each wait for the upstream: for the answer's headers, then for every later read of its body; restarted
+    #: by every chunk of a streamed request body while one is being sent.
+    read_timeout: float
+    #: ``True``: the default context (system CAs, hostname checked); else a route's own context.
+    ssl: ssl.SSLContext | bool
+
+
+class UpstreamClient(ConnectionPool):
+    """One keep-alive connection pool for all routes. Create once per process; ``await aclose()`` at shutdown."""
+
+    def __init__(self, *, keepalive_timeout: float = 30.0, read_bufsize: int = 2**16) -> None:
+        # No cap on connections: concurrency is bounded by the server's connection limit, and a cap here would let
+        # a few long SSE streams starve every other route (waiting for a slot counts as connect time).
+        super().__init__(keepalive_timeout)
+        self._read_bufsize = read_bufsize
+        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        self._default_ssl: ssl.SSLContext | None = None
+
+    def options(self, *, connect_timeout: float, timeout: float, ca_bundle: str | None = None) -> TransportOptions:
+        """Transport settings for one route. ``timeout`` bounds each wait for the upstream (the answer's headers and
+        every later read), not the whole exchange, so a long download or an SSE stream that keeps talking lives on."""
+        context: ssl.SSLContext | bool = True
+        if ca_bundle:
+            if ca_bundle not in self._ssl_contexts:  # one context per bundle, shared by the routes that name it
+                self._ssl_contexts[ca_bundle] = ssl.create_default_context(cafile=ca_bundle)
+            context = self._ssl_contexts[ca_bundle]
+        return TransportOptions(connect_timeout=connect_timeout, read_timeout=timeout, ssl=context)
+
+    def _context(self, options: TransportOptions) -> ssl.SSLContext:
+        if isinstance(options.ssl, ssl.SSLContext):
+            return options.ssl
+        if self._default_ssl is None:
+            self._default_ssl = ssl.create_default_context()  # system CAs, hostname checked
+        return self._default_ssl
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: RequestBody,
+        options: TransportOptions,
+    ) -> UpstreamResponse:
+        """Send one request and return as soon as the answer's headers have arrived; the body streams later.
+
+        ``url`` must already be percent-encoded: it is sent byte for byte. ``body`` is bytes, an async iterable
+        (sent chunked unless ``headers`` carries a Content-Length) or None.
+        """
+        try:
+            origin, target = split_url(url)
+            head, length = request_head(method, target, origin.authority, headers, body)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise UpstreamError("the request cannot be sent upstream: a header or the target is malformed") from exc
+        context = self._context(options) if origin.https else None
+        key = (origin.host, origin.port, id(context) if context is not None else None)
+        connection = self._idle_connection(key)
+        resent = False
+        while True:
+            if connection is None:
+                connection = await self._connect(origin, context, options)
+            try:
+                self._start(connection, method, head, body, length, options)
+                await connection.wait_headers()
+            except UpstreamError as exc:
+                connection.close()
+                if not resent and _may_resend(exc, connection, method, body):
+                    resent = True
+                    connection = None  # a new connection: a pooled sibling may be just as stale
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            return UpstreamResponse(connection, self, key)
+
+    def _start(
+        self,
+        connection: Connection,
+        method: str,
+        head: bytes,
+        body: RequestBody,
+        length: int | None,
+        options: TransportOptions,
+    ) -> None:
+        transport = connection.transport
+        if connection.closed or transport is None or transport.is_closing():
+            connection.unsent = True
+            error = UpstreamError("the upstream could not be reached or broke the connection")
+            error.__cause__ = ConnectionResetError("the connection closed while idle")
+            raise error
+        connection.start(method == "HEAD", options.read_timeout)
+        small = isinstance(body, bytes) and len(body) <= 16384
+        transport.write(head + body if small and isinstance(body, bytes) else head)
+        if transport.is_closing():
+            # The first write failed at once (the peer had reset the connection): no byte of the request left.
+            connection.unsent = True
+            error = UpstreamError("the upstream could not be reached or broke the connection")
+            error.__cause__ = ConnectionResetError("the upstream reset the connection before the request")
+            raise error
+        if isinstance(body, bytes):
+            if not small:
+                transport.write(body)
+        else:
+            if body is not None:
+                connection.writer = asyncio.get_running_loop().create_task(write_body(connection, body, length))
+
+    async def _connect(self, origin: Origin, context: ssl.SSLContext | None, options: TransportOptions) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(options.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop, self._read_bufsize),
+                    origin.host,
+                    origin.port,
+                    ssl=context,
+                    server_hostname=origin.host if context is not None else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout("connecting to the upstream timed out") from exc
+        except (OSError, ssl.SSLError, ssl.CertificateError) as exc:
+            raise UpstreamError("the upstream could not be reached or broke the connection") from exc
+        return connection
+
+
+def _may_resend(error: UpstreamError, connection: Connection, method: str, body: RequestBody) -> bool:
+    """Whether a failed request may go out once more: only if the upstream cannot have acted on it."""
+    if isinstance(error, UpstreamTimeout) or not connection.reused:
+        return False  # a timeout: the upstream may still be working on it
+    if connection.unsent:
+        return True  # not one byte left (a streamed body was not read either)
+    if connection.received_any:
+        return False  # answered in part: the upstream has acted
+    # The upstream closed as the request left (its keep-alive timeout): safe only to repeat (RFC 9110 9.2.2).
+    return method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
