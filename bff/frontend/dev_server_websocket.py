@@ -1,27 +1,28 @@
-"""A WebSocket client (aiohttp) for relaying the browser's WebSockets to the frontend dev server (hot reload).
+"""The WebSocket client (``websockets``) that relays the browser's WebSockets to the frontend dev server (hot reload).
 
-Infrastructure layer, beside ``bff.upstream_client``: aiohttp (a handful of WebSockets per developer, never the
-data plane) stays behind two small types, and its failures are translated where they enter (``raise ... from exc``,
-fixed messages that carry no URL):
+Only ``bff.frontend.dev_server`` uses it (a handful of WebSockets per developer, never the data plane); the library
+stays behind two small types, and its failures are translated where they enter (``raise ... from exc``, fixed
+messages that carry no URL):
 
-- connect refused, handshake refused (not a 101), a broken frame stream -> ``UpstreamError``   (502 bad_gateway)
-- the connect or handshake timed out                                   -> ``UpstreamTimeout`` (504)
+- connect refused, handshake refused (not a 101, redirects included), a broken frame stream -> ``UpstreamError`` (502)
+- the connect or handshake timed out                                                      -> ``UpstreamTimeout`` (504)
 
-The session keeps no cookies (``DummyCookieJar``) and negotiates no compression: it is a relay, frames cross it
-unchanged. The caller decides which request headers go along (``bff.frontend.dev_server`` never sends the
-browser's cookies or ``Authorization``); the ``Upgrade``, ``Connection`` and ``Sec-WebSocket-*`` fields of the
-handshake are aiohttp's own. The session is created on first use, inside the running loop; ``aclose()`` ends it.
+It is a relay: no cookies are kept, no compression is negotiated (frames cross unchanged), no ``User-Agent`` is
+added, no redirect is followed, no proxy is taken from the environment, and no keepalive pings are sent of its own
+(pings from the dev server are answered). The caller decides which request headers go along
+(``bff.frontend.dev_server`` never sends the browser's cookies or ``Authorization``); the ``Host``, ``Upgrade``,
+``Connection`` and ``Sec-WebSocket-*`` fields of the handshake are the library's own (RFC 6455 4.1).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import aiohttp
-from yarl import URL
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.typing import Subprotocol
 
 from bff.errors import UpstreamError, UpstreamTimeout
 
@@ -48,37 +49,45 @@ class Frame:
     code: int = 1000
 
 
+class _Connect(connect):
+    """``connect`` without following redirects: the relay talks to the configured dev server only."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 class UpstreamWebSocket:
     """An open WebSocket to the upstream. Its owner must ``await close()`` (try/finally)."""
 
     __slots__ = ("_ws", "protocol")
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
         #: The subprotocol the upstream chose (``Sec-WebSocket-Protocol``), or None.
-        self.protocol: str | None = ws.protocol
+        self.protocol: str | None = ws.subprotocol
 
     async def receive(self) -> Frame:
         """The next message; a ``close`` frame once the upstream closed or the connection broke."""
-        message = await self._ws.receive()
-        if message.type is aiohttp.WSMsgType.TEXT:
-            return Frame("text", message.data)
-        if message.type is aiohttp.WSMsgType.BINARY:
-            return Frame("bytes", message.data)
-        # CLOSE, CLOSING, CLOSED or ERROR: aiohttp has answered the close handshake (autoclose) or the link broke.
-        code = self._ws.close_code
-        return Frame("close", code=sendable_close_code(code, default=1000 if code is not None else 1011))
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            # The library has answered the close handshake, or the link broke (no Close frame received).
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            return Frame("close", code=sendable_close_code(code, default=1000 if code is not None else 1011))
+        if isinstance(message, str):
+            return Frame("text", message)
+        return Frame("bytes", message)
 
     async def send_text(self, data: str) -> None:
         try:
-            await self._ws.send_str(data)
-        except (aiohttp.ClientError, ConnectionError) as exc:
+            await self._ws.send(data)
+        except (ConnectionClosed, ConnectionError) as exc:
             raise UpstreamError("the upstream WebSocket is closed") from exc
 
     async def send_bytes(self, data: bytes) -> None:
         try:
-            await self._ws.send_bytes(data)
-        except (aiohttp.ClientError, ConnectionError) as exc:
+            await self._ws.send(data)
+        except (ConnectionClosed, ConnectionError) as exc:
             raise UpstreamError("the upstream WebSocket is closed") from exc
 
     async def close(self, code: int = 1000) -> None:
@@ -92,44 +101,33 @@ class WebSocketClient:
     def __init__(self, *, connect_timeout: float = 5.0, max_message_size: int = 16 * 1024 * 1024) -> None:
         self._connect_timeout = connect_timeout
         self._max_message_size = max_message_size
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
-                timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout),
-            )
-        return self._session
 
     async def connect(
         self, url: str, headers: Sequence[tuple[str, str]], protocols: Sequence[str]
     ) -> UpstreamWebSocket:
-        """Open ``url`` (``ws://`` or ``wss://``, already percent-encoded: sent byte for byte), offering
+        """Open ``url`` (``ws://`` or ``wss://``, already percent-encoded ASCII: sent byte for byte), offering
         ``protocols``; return once the upstream accepted the handshake."""
         try:
-            ws = await self._get_session().ws_connect(
-                URL(url, encoded=True),
-                protocols=tuple(protocols),
-                headers=list(headers),
-                compress=0,
-                max_msg_size=self._max_message_size,
-                autoclose=True,
-                autoping=True,
+            ws = await _Connect(
+                url,
+                additional_headers=list(headers),
+                subprotocols=[Subprotocol(p) for p in protocols] or None,
+                compression=None,
+                user_agent_header=None,
+                proxy=None,
+                open_timeout=self._connect_timeout,
+                ping_interval=None,
+                max_size=self._max_message_size,
             )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise UpstreamError(f"the upstream refused the WebSocket handshake (HTTP {exc.status})") from exc
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise UpstreamTimeout("connecting to the upstream timed out") from exc
+        except InvalidStatus as exc:
+            raise UpstreamError(
+                f"the upstream refused the WebSocket handshake (HTTP {exc.response.status_code})"
+            ) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream did not answer the WebSocket handshake in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (WebSocketException, OSError) as exc:
             raise UpstreamError("the upstream could not be reached") from exc
         return UpstreamWebSocket(ws)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-            await asyncio.sleep(0)
+        """Nothing to end: each WebSocket is its owner's to close (no shared session)."""
