@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bff.cli import main
-from bff.demo.run import SPA_DIR, DemoOptions, build_bff_config, run_demo
+from bff_devtools.demo.run import SPA_DIR, DemoOptions, build_bff_config, run_demo
 from tests.support.browser import Browser
 from tests.support.devidp import FORM, login_tx
 from tests.support.servers import free_port
