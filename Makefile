@@ -11,13 +11,13 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./devtools
 	touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install bff with its test and dev extras
+venv: $(STAMP) ## create .venv; install bff with its test and dev extras, and bff-devtools (devtools/: IdP, demo)
 
 demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA on http://localhost:8000
 	$(BIN)/bff demo
@@ -34,14 +34,14 @@ bench-smoke: $(STAMP) ## the benchmark in seconds: every part runs, only correct
 check: lint typecheck layers ## lint, type-check and enforce the import layers
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check bff tests
-	$(BIN)/ruff format --check bff tests
+	$(BIN)/ruff check bff devtools tests
+	$(BIN)/ruff format --check bff devtools tests
 
 format: $(STAMP) ## format the code
-	$(BIN)/ruff format bff tests
-	$(BIN)/ruff check --fix bff tests
+	$(BIN)/ruff format bff devtools tests
+	$(BIN)/ruff check --fix bff devtools tests
 
-typecheck: $(STAMP) ## mypy --strict over the package and the tests
+typecheck: $(STAMP) ## mypy --strict over the package, the devtools and the tests
 	$(BIN)/mypy
 
 layers: $(STAMP) ## import-linter: the layering of ARCHITECTURE.md

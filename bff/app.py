@@ -38,6 +38,7 @@ from bff.endpoints.user import User
 from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
+from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
 from bff.httpclient import create_idp_client
 from bff.oidc.provider import IdentityProvider
@@ -49,7 +50,6 @@ from bff.session.store import SessionStore
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
-from bff.websocket_client import WebSocketClient
 
 logger = logging.getLogger("bff.app")
 

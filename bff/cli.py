@@ -7,10 +7,11 @@
     bff sessions revoke --sub SUB [--config PATH]
                                               log the user out everywhere: revoke the refresh tokens at the IdP,
                                               delete every session (all instances sharing the store)
-    bff demo [--port 8000] [--idp-port 9000] [--api-port 9100] [--check]
-                                              the IdP, the demo API and bff with the demo SPA in one process
-    bff demo-api [--port 9100] [--issuer URL] [--audience demo-api]
-                                              the demo API alone (see bff.demo.cli)
+
+Installed tools add commands through entry points of the ``bff.commands`` group (name: the command; object: a
+function that adds its parser to bff's subparsers). ``bff --help`` lists them by name; only the command that runs
+is imported, so the product's commands never load them. bff-devtools (``devtools/``) adds ``bff demo``,
+``bff demo-api`` and ``bff devidp``.
 
 Exit codes: 0 success, 1 the session store could not be reached, 2 invalid configuration or usage.
 """
@@ -33,6 +34,7 @@ from bff.config import Config, load_config
 from bff.errors import BffError, ConfigError
 
 if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
     from bff.oidc.provider import IdentityProvider
     from bff.session.manager import SessionManager
     from bff.sessions_admin import RevokeReport, SessionListing
@@ -198,7 +200,8 @@ def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """bff's parser; ``argv``, when given, is the command line it is for (see :func:`_add_plugin_commands`)."""
     parser = argparse.ArgumentParser(prog="bff", description="Backend-for-Frontend reverse proxy")
     parser.add_argument("--version", action="version", version=f"bff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,16 +229,30 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
     revoke.set_defaults(func=cmd_sessions_revoke)
 
-    from bff.demo.cli import add_demo_parsers  # the demo and its API (bff demo, bff demo-api)
-    from bff.devidp.cli import add_devidp_parser
-
-    add_demo_parsers(sub)
-    add_devidp_parser(sub)  # the reference IdP: bff devidp, bff devidp rotate-key
+    _add_plugin_commands(sub, argv)
     return parser
 
 
+def _add_plugin_commands(sub: SubParsers, argv: Sequence[str] | None) -> None:
+    """The ``bff.commands`` entry points: the one ``argv`` runs is loaded, the others only named (all are loaded
+    when ``argv`` is None, for callers that parse several command lines with one parser)."""
+    from importlib.metadata import entry_points
+
+    command = next((arg for arg in argv if not arg.startswith("-")), None) if argv is not None else None
+    for entry in sorted(entry_points(group="bff.commands"), key=lambda e: e.name):
+        if entry.name in sub.choices:
+            continue  # a tool may not replace a product command
+        if argv is None or entry.name == command:
+            register: Callable[[SubParsers], None] = entry.load()
+            register(sub)
+        else:
+            origin = entry.dist.name if entry.dist is not None else entry.module
+            sub.add_parser(entry.name, help=f"({origin}) see: bff {entry.name} --help", add_help=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

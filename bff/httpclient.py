@@ -1,7 +1,7 @@
 """The one place where httpx clients for the IdP are configured (discovery, JWKS, token, revocation).
 
 Low-rate control-plane calls use httpx (authlib and respx speak it). The data plane (proxied API calls) has its own
-client in ``bff.upstream_client``.
+client in ``bff.upstream``.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ def _compose() -> dict[str, Any]:
     return data
 
 
-def _dockerfile() -> dict[str, list[str]]:
+def _dockerfile(name: str = "Dockerfile") -> dict[str, list[str]]:
     """Instruction -> its arguments, one entry per occurrence (continuation lines joined, comments dropped)."""
-    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
+    text = re.sub(r"\\\n\s*", " ", (DEPLOY / name).read_text())
     instructions: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -64,8 +64,14 @@ def _container_port(mapping: str) -> int:
     return int(mapping.rsplit(":", 1)[-1])
 
 
+#: The images compose builds: the product (deploy/Dockerfile) and the demo image with bff-devtools.
+PRODUCT_IMAGE = "bff:local"
+DEVTOOLS_IMAGE = "bff-devtools:local"
+
+
 def _bff_image_services() -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in _compose()["services"].items() if s.get("image") == "bff:local"}
+    images = (PRODUCT_IMAGE, DEVTOOLS_IMAGE)
+    return {name: s for name, s in _compose()["services"].items() if s.get("image") in images}
 
 
 def _mounted_config(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -100,6 +106,27 @@ def test_every_compose_command_is_a_bff_command() -> None:
     assert set(services) == {"bff", "idp", "demo-api"}
     commands = {name: _parse_cli(_argv(service)).command for name, service in services.items()}
     assert commands == {"bff": "serve", "idp": "devidp", "demo-api": "demo-api"}
+
+
+def test_only_the_demo_services_run_the_devtools_image() -> None:
+    services = _bff_image_services()
+    images = {name: (s["image"], s["build"]["dockerfile"]) for name, s in services.items()}
+    assert images == {
+        "bff": (PRODUCT_IMAGE, "deploy/Dockerfile"),
+        "idp": (DEVTOOLS_IMAGE, "deploy/Dockerfile.devtools"),
+        "demo-api": (DEVTOOLS_IMAGE, "deploy/Dockerfile.devtools"),
+    }
+
+
+def test_the_devtools_dockerfile_builds_bff_with_the_devtools() -> None:
+    docker = _dockerfile("Dockerfile.devtools")
+    assert any("devtools" in copy for copy in docker["COPY"])
+    assert any("pip wheel" in run and "./devtools" in run for run in docker["RUN"])
+    assert any(run.split("&&")[0].rstrip().endswith(" bff-devtools") for run in docker["RUN"] if "pip install" in run)
+    assert docker["USER"][-1].split(":")[0] not in ("0", "root")
+    assert json.loads(docker["ENTRYPOINT"][-1]) == ["bff"]
+    ignore = (DEPLOY / "Dockerfile.devtools.dockerignore").read_text().split()
+    assert "!devtools/" in ignore
 
 
 def test_compose_ports_are_the_ports_the_commands_listen_on(deployed_config: tuple[Path, Config]) -> None:

@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from bff.app import BffApp
-from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Message, Receive, Scope, Send
+from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, login_tx

@@ -23,14 +23,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bff.errors import BffError, InvalidPath, PayloadTooLarge, UpstreamError
+from bff.frontend.dev_server_websocket import UpstreamWebSocket, WebSocketClient, sendable_close_code
 from bff.proxy import REQUEST_DROP, read_request_headers, response_headers, send_error
 from bff.types import Receive, Scope, Send
 from bff.upstream import UpstreamClient, UpstreamResponse
-from bff.websocket_client import UpstreamWebSocket, WebSocketClient, sendable_close_code
 
 logger = logging.getLogger(__name__)
 
-#: The WebSocket handshake's own fields: aiohttp makes a fresh handshake with the dev server.
+#: The WebSocket handshake's own fields: the client makes a fresh handshake with the dev server.
 _WEBSOCKET_DROP = REQUEST_DROP | {
     b"sec-websocket-key",
     b"sec-websocket-version",

@@ -1,7 +1,6 @@
 """OpenID Connect for bff: discovery, the JWKS cache, ID and logout token validation, PKCE and the OAuth client.
 
-The only package that uses joserfc (and authlib, behind typed wrappers). It knows nothing of sessions; ``bff.tokens``
-joins the two.
+The only package that uses joserfc. It knows nothing of sessions; ``bff.tokens`` joins the two.
 
 - ``discovery``: :func:`fetch_metadata` and :class:`ProviderMetadata` (OpenID Connect Discovery 1.0)
 - ``jwks``: :class:`JwksCache`, keys from the ``jwks_uri`` only; an unknown ``kid`` refetches at once for a token

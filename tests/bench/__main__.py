@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--idp",
         choices=list(IDP_NAMES),
         default=default_kind(),
-        help="the OpenID Provider (default: the reference IdP, bff.devidp, when it is there)",
+        help="the OpenID Provider (default: the reference IdP, bff_devtools.devidp, when it is there)",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 10, smoke 1)")
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")

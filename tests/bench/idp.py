@@ -1,5 +1,5 @@
-"""The OpenID Provider of the benchmark, in a process of its own: the reference IdP (``bff.devidp``), or the suite's
-``TestProvider`` (``--idp test-provider``, and the fallback where ``bff.devidp`` is missing).
+"""The OpenID Provider of the benchmark, in a process of its own: the reference IdP (``bff_devtools.devidp``), or the
+suite's ``TestProvider`` (``--idp test-provider``, and the fallback where ``bff_devtools.devidp`` is missing).
 
 Its own process (on the load cores), not a thread of the benchmark: the refresh storm's client runs in the
 benchmark's event loop, and an IdP sharing that interpreter would add the client's GIL contention to the latency
@@ -31,7 +31,7 @@ from tests.bench.system import CpuPlan, Process, pinned, wait_for_port
 
 Kind = Literal["devidp", "test-provider"]
 NAMES: dict[Kind, str] = {
-    "devidp": "the reference IdP (bff.devidp, RS256), own process",
+    "devidp": "the reference IdP (bff_devtools.devidp, RS256), own process",
     "test-provider": "TestProvider (tests/support/oidc_provider.py, RS256), own process",
 }
 CLIENT_ID = "spa-bff"
@@ -43,7 +43,7 @@ ACCESS_TOKEN_TTL = 3600
 
 
 def default_kind() -> Kind:
-    return "devidp" if importlib.util.find_spec("bff.devidp") is not None else "test-provider"
+    return "devidp" if importlib.util.find_spec("bff_devtools.devidp") is not None else "test-provider"
 
 
 class TokenEndpointMeter:
@@ -101,7 +101,7 @@ class TokenEndpointMeter:
 
 
 def _devidp(issuer: str, data_dir: Path, redirect_uris: Sequence[str]) -> ASGIApp:
-    from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+    from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 
     client = ClientRegistration(
         CLIENT_ID,

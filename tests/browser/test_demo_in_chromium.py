@@ -20,9 +20,9 @@ import pytest
 
 from bff.app import BffApp
 from bff.config import TokenSettings
-from bff.demo.run import DemoOptions, build_apps, build_bff_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
+from bff_devtools.demo.run import DemoOptions, build_apps, build_bff_config
 from tests.support.redis_server import RedisProcess, require_redis_server
 from tests.support.servers import serve
 

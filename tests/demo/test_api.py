@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from bff.demo.api import DemoApiSettings, create_demo_api
+from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 from tests.support.clock import FakeClock
 from tests.support.key_server import KeyServer, ec_key
 from tests.support.servers import serve

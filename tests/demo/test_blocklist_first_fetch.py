@@ -7,8 +7,8 @@ import asyncio
 
 import httpx
 
-from bff.demo.api import DemoApiSettings, create_demo_api
 from bff.types import Receive, Scope, Send
+from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 from tests.support.clock import FakeClock
 from tests.support.key_server import KeyServer
 from tests.support.servers import serve

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from bff.cli import main
-from bff.demo.run import SPA_DIR, DemoOptions, build_apps, build_bff_config, run_demo
+from bff_devtools.demo.run import SPA_DIR, DemoOptions, build_apps, build_bff_config, run_demo
 from tests.support.browser import Browser
 from tests.support.devidp import FORM, login_tx
 from tests.support.servers import free_port
@@ -235,21 +235,21 @@ def test_the_demo_passes_the_reuse_grace_window_to_its_idp(monkeypatch: pytest.M
         seen.append(options)
         return 0
 
-    monkeypatch.setattr("bff.demo.run.run_demo", fake_run_demo)
+    monkeypatch.setattr("bff_devtools.demo.run.run_demo", fake_run_demo)
     assert main(["demo", "--refresh-reuse-grace", "30s"]) == 0
     assert main(["demo"]) == 0
     assert [o.refresh_reuse_grace for o in seen] == [30.0, 0.0]
 
-    import bff.devidp
+    import bff_devtools.devidp
 
     settings: list[object] = []
-    real = bff.devidp.create_devidp_app
+    real = bff_devtools.devidp.create_devidp_app
 
-    def recording(devidp_settings: bff.devidp.DevIdPSettings, *args: Any, **kwargs: Any) -> Any:
+    def recording(devidp_settings: bff_devtools.devidp.DevIdPSettings, *args: Any, **kwargs: Any) -> Any:
         settings.append(devidp_settings)
         return real(devidp_settings, *args, **kwargs)
 
-    monkeypatch.setattr(bff.devidp, "create_devidp_app", recording)
+    monkeypatch.setattr(bff_devtools.devidp, "create_devidp_app", recording)
 
     build_apps(_options(refresh_reuse_grace=30.0), tmp_path)
     assert [getattr(s, "refresh_reuse_grace", None) for s in settings] == [30.0]

@@ -1,5 +1,6 @@
-"""The demo SPA: shipped as package data, served by bff with its security headers, and written so that the page's
-Content-Security-Policy holds (no inline script or style) and no token or custom-header-less call sneaks in."""
+"""The demo SPA: shipped as bff-devtools' package data, served by bff with its security headers, and written so that
+the page's Content-Security-Policy holds (no inline script or style) and no token or custom-header-less call sneaks
+in."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from bff.app import BffApp
-from bff.demo.run import SPA_DIR, DemoOptions, build_bff_config
+from bff_devtools.demo.run import SPA_DIR, DemoOptions, build_bff_config
 from tests.support.servers import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -49,8 +50,8 @@ def _calls(source: str, function: str) -> list[str]:
 
 
 def test_the_spa_is_package_data() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "demo/spa/*" in pyproject["tool"]["setuptools"]["package-data"]["bff"]
+    pyproject = tomllib.loads((ROOT / "devtools" / "pyproject.toml").read_text())
+    assert "demo/spa/*" in pyproject["tool"]["setuptools"]["package-data"]["bff_devtools"]
     files = sorted(p.name for p in SPA_DIR.iterdir())
     assert files == ["app.js", "index.html", "style.css"]  # flat: the glob above ships every file
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bff.devidp import backchannel
+from bff_devtools.devidp import backchannel
 from tests.support.browser import Browser
 from tests.support.devidp import CLIENT_ID, IdP, OAuthClient, client, running_devidp
 from tests.support.servers import serve

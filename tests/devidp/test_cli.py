@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bff.devidp.cli import add_devidp_parser, banner, build_settings
-from bff.devidp.pages import BANNER
 from bff.errors import ConfigError
+from bff_devtools.devidp.cli import add_devidp_parser, banner, build_settings
+from bff_devtools.devidp.pages import BANNER
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -14,7 +14,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from bff.devidp.pages import BANNER
+from bff_devtools.devidp.pages import BANNER
 from tests.support.browser import Browser
 from tests.support.devidp import (
     CLIENT_ID,

@@ -15,11 +15,11 @@ from typing import cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bff.devidp.backchannel import BackchannelNotifier, LogoutTarget
-from bff.devidp.families import TokenFamilies
-from bff.devidp.settings import default_users
-from bff.devidp.storage import Blocklist
 from bff.session.memory_store import MemoryStore
+from bff_devtools.devidp.backchannel import BackchannelNotifier, LogoutTarget
+from bff_devtools.devidp.families import TokenFamilies
+from bff_devtools.devidp.settings import default_users
+from bff_devtools.devidp.storage import Blocklist
 from tests.support.clock import FakeClock
 
 FAST = settings(max_examples=200, deadline=None)

@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff.app import BffApp
-from bff.devidp import ClientRegistration
 from bff.session.memory_store import MemoryStore
+from bff_devtools.devidp import ClientRegistration
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, IdP, login_tx, running_devidp

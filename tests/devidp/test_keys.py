@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 
-from bff.devidp.cli import add_devidp_parser
-from bff.devidp.keys import RETIRED_KEYS_FILE, SIGNING_KEY_FILE, KeyRing, rotate_key
+from bff_devtools.devidp.cli import add_devidp_parser
+from bff_devtools.devidp.keys import RETIRED_KEYS_FILE, SIGNING_KEY_FILE, KeyRing, rotate_key
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
 from tests.support.devidp import OAuthClient, running_devidp, unverified

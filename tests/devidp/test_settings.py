@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bff.devidp import ClientRegistration, DevIdPSettings, default_users
-from bff.devidp.passwords import hash_password, verify_password
 from bff.errors import ConfigError
+from bff_devtools.devidp import ClientRegistration, DevIdPSettings, default_users
+from bff_devtools.devidp.passwords import hash_password, verify_password
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from joserfc import jwt
 
-from bff.devidp.minter import BACKCHANNEL_LOGOUT_EVENT
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
+from bff_devtools.devidp.minter import BACKCHANNEL_LOGOUT_EVENT
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
 from tests.support.devidp import (

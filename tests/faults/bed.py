@@ -41,8 +41,8 @@ import httpx
 import pytest
 import redis
 
-from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from bff.types import Message, Receive, Scope, Send
+from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from tests.faults.relay import Relay
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY

@@ -1,9 +1,9 @@
 """The reference IdP rotates its signing key while someone floods bff's public back-channel logout endpoint with
 logout tokens naming made-up ``kid`` values: logins and refreshes keep working.
 
-All real servers on loopback: the reference IdP (``bff.devidp``), bff, and an API upstream that records the bearer
-tokens it gets. The flood spends the rate-limited JWKS refetch that tokens from outside may use; the ID tokens that
-bff receives from the token endpoint after the rotation must still get their own refetch at once.
+All real servers on loopback: the reference IdP (``bff_devtools.devidp``), bff, and an API upstream that records the
+bearer tokens it gets. The flood spends the rate-limited JWKS refetch that tokens from outside may use; the ID tokens
+that bff receives from the token endpoint after the rotation must still get their own refetch at once.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff.app import BffApp
-from bff.devidp.keys import rotate_key
 from bff.session.memory_store import MemoryStore
+from bff_devtools.devidp.keys import rotate_key
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, IdP, client, login_tx, running_devidp

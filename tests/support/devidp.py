@@ -1,4 +1,4 @@
-"""The development IdP (``bff.devidp``) as a real server on loopback, and what tests need around it.
+"""The development IdP (``bff_devtools.devidp``) as a real server on loopback, and what tests need around it.
 
 * :func:`running_devidp` serves an IdP whose issuer is its own loopback URL (the socket is bound first, so the
   client registrations can name the port);
@@ -31,10 +31,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
-from bff.devidp.settings import GrantType
 from bff.session.store import SessionStore
 from bff.types import Clock, system_clock
+from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+from bff_devtools.devidp.settings import GrantType
 from tests.support.browser import Browser
 from tests.support.servers import serve
 from tests.support.stack import bound_socket

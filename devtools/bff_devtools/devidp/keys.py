@@ -32,11 +32,11 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from bff.devidp.settings import Alg
 from bff.errors import ConfigError
 from bff.types import Clock, JSONObject, system_clock
+from bff_devtools.devidp.settings import Alg
 
-logger = logging.getLogger("bff.devidp.keys")
+logger = logging.getLogger("bff_devtools.devidp.keys")
 
 SIGNING_KEY_FILE = "signing-key.pem"
 RETIRED_KEYS_FILE = "retired-keys.json"

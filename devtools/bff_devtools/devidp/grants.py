@@ -32,12 +32,12 @@ from authlib.oidc.core import OpenIDCode, OpenIDToken
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from joserfc.jwk import KeySet
 
-from bff.devidp.accounts import user_claims
-from bff.devidp.issuer import IdPServices, RevocableToken, Subject
-from bff.devidp.models import Client, RefreshCredential, StoredCode
-from bff.devidp.oauth import DevAuthorizationServer, StarletteOAuth2Request, wait
-from bff.devidp.records import AuthorizationCode
 from bff.types import JSONObject
+from bff_devtools.devidp.accounts import user_claims
+from bff_devtools.devidp.issuer import IdPServices, RevocableToken, Subject
+from bff_devtools.devidp.models import Client, RefreshCredential, StoredCode
+from bff_devtools.devidp.oauth import DevAuthorizationServer, StarletteOAuth2Request, wait
+from bff_devtools.devidp.records import AuthorizationCode
 
 _TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 

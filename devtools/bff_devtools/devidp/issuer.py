@@ -10,17 +10,17 @@ import logging
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bff.devidp.accounts import Accounts
-from bff.devidp.families import LoadedFamily, TokenFamilies
-from bff.devidp.keys import KeyRing
-from bff.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
-from bff.devidp.records import Family
-from bff.devidp.sessions import BrowserSessions
-from bff.devidp.settings import DemoUser, DevIdPSettings
-from bff.devidp.storage import AuthorizationCodes, Blocklist
 from bff.types import Clock, JSONObject
+from bff_devtools.devidp.accounts import Accounts
+from bff_devtools.devidp.families import LoadedFamily, TokenFamilies
+from bff_devtools.devidp.keys import KeyRing
+from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
+from bff_devtools.devidp.records import Family
+from bff_devtools.devidp.sessions import BrowserSessions
+from bff_devtools.devidp.settings import DemoUser, DevIdPSettings
+from bff_devtools.devidp.storage import AuthorizationCodes, Blocklist
 
-logger = logging.getLogger("bff.devidp.issuer")
+logger = logging.getLogger("bff_devtools.devidp.issuer")
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from bff.devidp.minter import TokenMinter
-from bff.devidp.settings import ClientRegistration, DevIdPSettings
+from bff_devtools.devidp.minter import TokenMinter
+from bff_devtools.devidp.settings import ClientRegistration, DevIdPSettings
 
-logger = logging.getLogger("bff.devidp.backchannel")
+logger = logging.getLogger("bff_devtools.devidp.backchannel")
 
 #: Seconds a client gets to answer a logout request.
 TIMEOUT = 5.0

@@ -11,7 +11,7 @@ from html import escape
 
 from starlette.responses import HTMLResponse
 
-from bff.devidp.settings import DemoUser
+from bff_devtools.devidp.settings import DemoUser
 
 BANNER = "bff devidp \u2014 DEVELOPMENT identity provider, not for production"
 

@@ -120,8 +120,8 @@ def build_bff_config(options: DemoOptions) -> Config:
 def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, ASGIApp]:
     """The IdP, the demo API and bff, configured for each other."""
     from bff.app import BffApp
-    from bff.demo.api import DemoApiSettings, create_demo_api
-    from bff.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+    from bff_devtools.demo.api import DemoApiSettings, create_demo_api
+    from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 
     origin = options.public_origin
     client = ClientRegistration(
@@ -189,7 +189,7 @@ async def _wait_until_ok(client: httpx.AsyncClient, url: str, deadline: float) -
 
 
 def _banner(options: DemoOptions) -> str:
-    from bff.devidp.settings import default_users
+    from bff_devtools.devidp.settings import default_users
 
     users = " or ".join(f"{u.username} / {u.demo_password} (role {u.role})" for u in default_users())
     store = options.store.split("://")[0] + "://" if options.redis_url else "memory:// (set REDIS_URL to use Redis)"

@@ -14,8 +14,8 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from bff.config_reader import is_loopback_host
-from bff.devidp.passwords import hash_password
 from bff.errors import ConfigError
+from bff_devtools.devidp.passwords import hash_password
 
 Alg = Literal["ES256", "RS256"]
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]

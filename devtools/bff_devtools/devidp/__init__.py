@@ -13,8 +13,9 @@ relies on, so that bff can be shown (and tested) against an IdP that does things
   password bumps;
 * a small admin page (demo mode) to watch and revoke token families, change passwords and rotate the key.
 
-It stands beside bff's layers: nothing in the proxy imports it, only ``bff.cli`` (for ``bff devidp`` and
-``bff demo``) and the tests. Standards work is authlib's (``AuthorizationServer``, its grants, ``CodeChallenge``,
+It stands beside bff's layers, in the ``bff-devtools`` distribution: nothing in ``bff`` imports it (an
+import-linter contract); ``bff devidp`` reaches it through the ``bff.commands`` entry point, and the tests import
+it. Standards work is authlib's (``AuthorizationServer``, its grants, ``CodeChallenge``,
 ``OpenIDCode``, ``RevocationEndpoint``, ``EndSessionEndpoint``, ``IssuerParameter``); JOSE work is joserfc's.
 
 Modules, from the bottom up: ``settings``, ``passwords``, ``keys``, ``minter`` (JWTs), ``records`` (store keys
@@ -23,7 +24,7 @@ and records), ``storage`` (codes, login forms, blocklist), ``families`` (refresh
 ``oauth`` (the Starlette adapter for authlib), ``grants``, ``pages`` (HTML), ``login``, ``endpoints``, ``admin``,
 ``app`` (composition), ``cli``.
 
-    from bff.devidp import DevIdPSettings, ClientRegistration, create_devidp_app
+    from bff_devtools.devidp import DevIdPSettings, ClientRegistration, create_devidp_app
 
     settings = DevIdPSettings(issuer="http://localhost:9000", data_dir=Path(".bff-data/devidp"), clients=(
         ClientRegistration("spa-bff", "a-secret-of-16-chars-or-more",
@@ -33,8 +34,8 @@ and records), ``storage`` (codes, login forms, blocklist), ``families`` (refresh
 
 from __future__ import annotations
 
-from bff.devidp.app import create_devidp_app
-from bff.devidp.keys import rotate_key
-from bff.devidp.settings import ClientRegistration, DemoUser, DevIdPSettings, default_users
+from bff_devtools.devidp.app import create_devidp_app
+from bff_devtools.devidp.keys import rotate_key
+from bff_devtools.devidp.settings import ClientRegistration, DemoUser, DevIdPSettings, default_users
 
 __all__ = ["ClientRegistration", "DemoUser", "DevIdPSettings", "create_devidp_app", "default_users", "rotate_key"]

@@ -46,9 +46,9 @@ from authlib.oidc.rpinitiated import EndSessionRequest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bff.devidp.issuer import IdPServices, Subject
-from bff.devidp.models import Client
-from bff.devidp.records import BrowserSession
+from bff_devtools.devidp.issuer import IdPServices, Subject
+from bff_devtools.devidp.models import Client
+from bff_devtools.devidp.records import BrowserSession
 
 T = TypeVar("T")
 P = ParamSpec("P")

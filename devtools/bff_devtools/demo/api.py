@@ -1,6 +1,6 @@
 """The demo API: a small resource server that the demo SPA calls through bff (``/api/*`` -> here, with the user's
 access token). It shows what an upstream behind bff sees: a bearer token, verified with the IdP's public keys
-only (``bff.demo.access_tokens``), and never a cookie.
+only (``bff_devtools.demo.access_tokens``), and never a cookie.
 
     GET /me            who is calling: sub, role, scope, when the token expires (never the token)
     GET /items         a list
@@ -31,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bff.demo.access_tokens import (
+from bff.httpclient import create_idp_client
+from bff.types import Clock, system_clock
+from bff_devtools.demo.access_tokens import (
     AccessToken,
     AccessTokenVerifier,
     Blocklist,
@@ -39,8 +41,6 @@ from bff.demo.access_tokens import (
     InvalidToken,
     VerifierUnavailable,
 )
-from bff.httpclient import create_idp_client
-from bff.types import Clock, system_clock
 
 REALM = "demo-api"
 NO_STORE = {"Cache-Control": "no-store"}

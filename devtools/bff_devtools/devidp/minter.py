@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from bff.devidp.keys import KeyRing
-from bff.devidp.settings import DevIdPSettings
 from bff.types import Clock, JSONObject
+from bff_devtools.devidp.keys import KeyRing
+from bff_devtools.devidp.settings import DevIdPSettings
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a JWT "typ", not a password
 LOGOUT_TOKEN_TYP = "logout+jwt"  # noqa: S105 - a JWT "typ", not a password

@@ -8,9 +8,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from bff.devidp.families import LoadedFamily
-from bff.devidp.records import AuthorizationCode
-from bff.devidp.settings import ClientRegistration
+from bff_devtools.devidp.families import LoadedFamily
+from bff_devtools.devidp.records import AuthorizationCode
+from bff_devtools.devidp.settings import ClientRegistration
 
 #: What a confidential client may authenticate with at the token and revocation endpoints (RFC 6749 2.3.1).
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")

@@ -21,18 +21,18 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bff.devidp.accounts import Accounts
-from bff.devidp.backchannel import BackchannelNotifier, LogoutTarget
-from bff.devidp.families import TokenFamilies
-from bff.devidp.records import (
+from bff.session.store import SessionStore
+from bff.types import Clock
+from bff_devtools.devidp.accounts import Accounts
+from bff_devtools.devidp.backchannel import BackchannelNotifier, LogoutTarget
+from bff_devtools.devidp.families import TokenFamilies
+from bff_devtools.devidp.records import (
     BrowserSession,
     is_random_id,
     secret_hash,
     session_key,
 )
-from bff.devidp.settings import DemoUser, DevIdPSettings
-from bff.session.store import SessionStore
-from bff.types import Clock
+from bff_devtools.devidp.settings import DemoUser, DevIdPSettings
 
 SESSION_COOKIE = "devidp_session"
 BROWSER_COOKIE = "devidp_browser"

@@ -23,17 +23,17 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bff.devidp.accounts import Accounts
-from bff.devidp.issuer import Subject
-from bff.devidp.oauth import ConsentGrant, DevAuthorizationServer, HttpRequest, read_form, run_in_thread
-from bff.devidp.pages import error_page, login_page
-from bff.devidp.records import BrowserSession
-from bff.devidp.sessions import BrowserSessions
-from bff.devidp.settings import DevIdPSettings
-from bff.devidp.storage import LoginTransactions
 from bff.types import Clock
+from bff_devtools.devidp.accounts import Accounts
+from bff_devtools.devidp.issuer import Subject
+from bff_devtools.devidp.oauth import ConsentGrant, DevAuthorizationServer, HttpRequest, read_form, run_in_thread
+from bff_devtools.devidp.pages import error_page, login_page
+from bff_devtools.devidp.records import BrowserSession
+from bff_devtools.devidp.sessions import BrowserSessions
+from bff_devtools.devidp.settings import DevIdPSettings
+from bff_devtools.devidp.storage import LoginTransactions
 
-logger = logging.getLogger("bff.devidp.login")
+logger = logging.getLogger("bff_devtools.devidp.login")
 
 _MAX_FIELD = 1024
 

@@ -15,28 +15,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bff.devidp.accounts import Accounts
-from bff.devidp.admin import AdminPages
-from bff.devidp.backchannel import BackchannelNotifier
-from bff.devidp.endpoints import ProtocolEndpoints
-from bff.devidp.families import TokenFamilies
-from bff.devidp.grants import register_grants
-from bff.devidp.issuer import IdPServices, TokenIssuer
-from bff.devidp.keys import KeyRing
-from bff.devidp.login import LoginFlow
-from bff.devidp.minter import TokenMinter
-from bff.devidp.oauth import DevAuthorizationServer
-from bff.devidp.pages import BANNER
-from bff.devidp.sessions import BrowserSessions
-from bff.devidp.settings import DevIdPSettings
-from bff.devidp.storage import AuthorizationCodes, Blocklist, LoginTransactions
 from bff.errors import ConfigError, SessionStoreUnavailable
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.types import Clock, system_clock
+from bff_devtools.devidp.accounts import Accounts
+from bff_devtools.devidp.admin import AdminPages
+from bff_devtools.devidp.backchannel import BackchannelNotifier
+from bff_devtools.devidp.endpoints import ProtocolEndpoints
+from bff_devtools.devidp.families import TokenFamilies
+from bff_devtools.devidp.grants import register_grants
+from bff_devtools.devidp.issuer import IdPServices, TokenIssuer
+from bff_devtools.devidp.keys import KeyRing
+from bff_devtools.devidp.login import LoginFlow
+from bff_devtools.devidp.minter import TokenMinter
+from bff_devtools.devidp.oauth import DevAuthorizationServer
+from bff_devtools.devidp.pages import BANNER
+from bff_devtools.devidp.sessions import BrowserSessions
+from bff_devtools.devidp.settings import DevIdPSettings
+from bff_devtools.devidp.storage import AuthorizationCodes, Blocklist, LoginTransactions
 
-logger = logging.getLogger("bff.devidp")
+logger = logging.getLogger("bff_devtools.devidp")
 
 
 def create_store(settings: DevIdPSettings, *, clock: Clock = system_clock) -> SessionStore:

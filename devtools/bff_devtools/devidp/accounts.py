@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import anyio.to_thread
 
-from bff.devidp.passwords import hash_password, verify_password
-from bff.devidp.records import PERSISTENT_TTL, user_key
-from bff.devidp.settings import DemoUser, DevIdPSettings
 from bff.session.store import SessionStore
+from bff_devtools.devidp.passwords import hash_password, verify_password
+from bff_devtools.devidp.records import PERSISTENT_TTL, user_key
+from bff_devtools.devidp.settings import DemoUser, DevIdPSettings
 
 MIN_PASSWORD_LENGTH = 8
 

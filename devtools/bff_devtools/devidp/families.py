@@ -23,8 +23,10 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bff.devidp.backchannel import BackchannelNotifier, LogoutTarget
-from bff.devidp.records import (
+from bff.session.store import SessionStore
+from bff.types import Clock
+from bff_devtools.devidp.backchannel import BackchannelNotifier, LogoutTarget
+from bff_devtools.devidp.records import (
     Family,
     RevokedReason,
     family_key,
@@ -36,12 +38,10 @@ from bff.devidp.records import (
     session_key,
     user_key,
 )
-from bff.devidp.settings import DemoUser
-from bff.devidp.storage import Blocklist
-from bff.session.store import SessionStore
-from bff.types import Clock
+from bff_devtools.devidp.settings import DemoUser
+from bff_devtools.devidp.storage import Blocklist
 
-logger = logging.getLogger("bff.devidp.families")
+logger = logging.getLogger("bff_devtools.devidp.families")
 
 #: A compare-and-set loses only to another write of the same family (a rotation); a few retries always suffice.
 _CAS_ATTEMPTS = 8

@@ -15,17 +15,17 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bff.devidp.accounts import user_claims
-from bff.devidp.keys import KeyRing
-from bff.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
-from bff.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
-from bff.devidp.pages import error_page, logout_confirm_page, message_page
-from bff.devidp.sessions import BrowserSessions
-from bff.devidp.settings import DevIdPSettings
-from bff.devidp.storage import Blocklist
 from bff.types import Clock, JSONObject
+from bff_devtools.devidp.accounts import user_claims
+from bff_devtools.devidp.keys import KeyRing
+from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
+from bff_devtools.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
+from bff_devtools.devidp.pages import error_page, logout_confirm_page, message_page
+from bff_devtools.devidp.sessions import BrowserSessions
+from bff_devtools.devidp.settings import DevIdPSettings
+from bff_devtools.devidp.storage import Blocklist
 
-logger = logging.getLogger("bff.devidp.endpoints")
+logger = logging.getLogger("bff_devtools.devidp.endpoints")
 
 NO_STORE = {"Cache-Control": "no-store"}
 CLAIMS_SUPPORTED = (

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bff.config_reader import parse_duration
-from bff.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
-from bff.devidp.pages import BANNER
-from bff.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
+from bff_devtools.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
+from bff_devtools.devidp.pages import BANNER
+from bff_devtools.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -137,8 +137,8 @@ def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
 def cmd_devidp(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.devidp.app import create_devidp_app
     from bff.observability import configure_logging
+    from bff_devtools.devidp.app import create_devidp_app
 
     settings, generated = build_settings(args)
     configure_logging(args.log_level)

@@ -1,4 +1,5 @@
-"""The demo's subcommands, registered on ``bff``'s parser by :func:`add_demo_parsers`:
+"""The demo's subcommands, registered on ``bff``'s parser by :func:`add_demo_parser` and :func:`add_demo_api_parser`
+(entry points of the ``bff.commands`` group):
 
     bff demo [--port 8000] [--idp-port 9000] [--api-port 9100] [--host 127.0.0.1] [--check]
              the IdP, the demo API and bff with the demo SPA, in one process (REDIS_URL=... for Redis)
@@ -31,8 +32,8 @@ def _seconds(value: str) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bff.demo.run import DemoOptions, run_demo
     from bff.observability import configure_logging
+    from bff_devtools.demo.run import DemoOptions, run_demo
 
     configure_logging(args.log_level)
     options = DemoOptions.from_env(
@@ -52,8 +53,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_demo_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.demo.api import DemoApiSettings, create_demo_api
     from bff.observability import configure_logging
+    from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 
     configure_logging(args.log_level)
     app = create_demo_api(DemoApiSettings(issuer=args.issuer, audience=args.audience))
@@ -61,8 +62,8 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_demo_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``demo`` and ``demo-api`` to ``bff``'s subcommands."""
+def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``demo`` to ``bff``'s subcommands."""
     demo = subparsers.add_parser(
         "demo",
         help="run the reference IdP, the demo API and bff with the demo SPA in one process",
@@ -87,6 +88,9 @@ def add_demo_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
 
+
+def add_demo_api_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``demo-api`` to ``bff``'s subcommands."""
     api = subparsers.add_parser("demo-api", help="run the demo API (a resource server for the IdP's access tokens)")
     api.add_argument("--port", type=_port, default=9100, help="default 9100")
     api.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in a container)")

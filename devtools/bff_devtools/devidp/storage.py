@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import secrets
 
-from bff.devidp.records import (
+from bff.session.store import SessionStore
+from bff.types import Clock
+from bff_devtools.devidp.records import (
     BLOCKLIST,
     AuthorizationCode,
     LoginTransaction,
@@ -19,8 +21,6 @@ from bff.devidp.records import (
     parse_jti_member,
     secret_hash,
 )
-from bff.session.store import SessionStore
-from bff.types import Clock
 
 #: RFC 6749 4.1.2: "A maximum authorization code lifetime of 10 minutes is RECOMMENDED"; the client redeems it at
 #: once, so one minute is plenty.

@@ -33,15 +33,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bff.devidp.accounts import MIN_PASSWORD_LENGTH, Accounts
-from bff.devidp.families import TokenFamilies
-from bff.devidp.keys import KeyRing
-from bff.devidp.login import LoginFlow
-from bff.devidp.oauth import read_form
-from bff.devidp.pages import error_page, hidden, page
-from bff.devidp.records import BrowserSession, Family
-from bff.devidp.sessions import BrowserSessions
-from bff.devidp.settings import DevIdPSettings
+from bff_devtools.devidp.accounts import MIN_PASSWORD_LENGTH, Accounts
+from bff_devtools.devidp.families import TokenFamilies
+from bff_devtools.devidp.keys import KeyRing
+from bff_devtools.devidp.login import LoginFlow
+from bff_devtools.devidp.oauth import read_form
+from bff_devtools.devidp.pages import error_page, hidden, page
+from bff_devtools.devidp.records import BrowserSession, Family
+from bff_devtools.devidp.sessions import BrowserSessions
+from bff_devtools.devidp.settings import DevIdPSettings
 
 CSRF_HEADER = "x-csrf-token"
 _NOTICES = {
