@@ -39,7 +39,7 @@ from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable,
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy
 from bff.responses import send_error

@@ -66,8 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bff.app import BffApp
-    from bff.observability import configure_logging
     from bff.server import uvicorn_settings
+    from bff.telemetry.redaction import configure_logging
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
@@ -103,7 +103,7 @@ def _load_shared_store_config(args: argparse.Namespace) -> Config:
 async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
     """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
     from bff.app import create_store
-    from bff.httpclient import create_idp_client
+    from bff.idp_http import create_idp_client
     from bff.oidc.provider import IdentityProvider
     from bff.session.manager import SessionManager
 

@@ -39,7 +39,7 @@ from bff.demo.access_tokens import (
     InvalidToken,
     VerifierUnavailable,
 )
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.types import Clock, system_clock
 
 REALM = "demo-api"
