@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
-from bff.config import HTTP_METHODS, RouteSettings
+from bff.config import HTTP_METHODS, RouteSettings, normalize_prefix
 from bff.csrf import check_csrf
 from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, UpstreamError
 from bff.proxy_headers import (
@@ -86,7 +86,7 @@ class _Route:
 
     def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
         self.settings = settings
-        prefix = "/" + "/".join(segment for segment in settings.path.split("/") if segment)
+        prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
         self.base = settings.upstream.rstrip("/")

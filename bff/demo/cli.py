@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bff.config_reader import parse_duration
+from bff.config.reader import parse_duration
 
 
 def _port(value: str) -> int:
@@ -32,7 +32,7 @@ def _seconds(value: str) -> float:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bff.demo.run import DemoOptions, run_demo
-    from bff.observability import configure_logging
+    from bff.telemetry.redaction import configure_logging
 
     configure_logging(args.log_level)
     options = DemoOptions.from_env(
@@ -52,7 +52,7 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bff.demo.api import DemoApiSettings, create_demo_api
-    from bff.observability import configure_logging
+    from bff.telemetry.redaction import configure_logging
 
     configure_logging(args.log_level)
     app = create_demo_api(DemoApiSettings(issuer=args.issuer, audience=args.audience))

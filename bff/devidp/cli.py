@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bff.config_reader import parse_duration
+from bff.config.reader import parse_duration
 from bff.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
 from bff.devidp.pages import BANNER
 from bff.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
@@ -138,7 +138,7 @@ def cmd_devidp(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bff.devidp.app import create_devidp_app
-    from bff.observability import configure_logging
+    from bff.telemetry.redaction import configure_logging
 
     settings, generated = build_settings(args)
     configure_logging(args.log_level)
