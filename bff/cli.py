@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -65,7 +64,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.app import BffApp
+    from bff.app import app_for_serving
     from bff.server import uvicorn_settings
     from bff.telemetry.redaction import configure_logging
 
@@ -78,9 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
         uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
-        app = BffApp(config)
-        gc.freeze()  # as each worker does in bff.app.app_from_env: see there why
-        uvicorn.run(app, **common)
+        uvicorn.run(app_for_serving(config), **common)
     return 0
 
 
