@@ -54,9 +54,14 @@ class Secret:
 
 @dataclass(frozen=True)
 class ServerSettings:
+    #: Address to bind (``listen = "host:port"`` in the file).
     host: str = "127.0.0.1"
+    #: Port to bind (``listen = "host:port"`` in the file).
     port: int = 8000
+    #: The SPA's origin exactly as the browser sees it: builds ``redirect_uri`` and is the only ``Origin``
+    #: accepted. https, or http only for localhost/127.0.0.1.
     public_origin: str = "http://localhost:8000"
+    #: CIDRs of reverse proxies whose ``X-Forwarded-For``/``-Proto``/``-Host`` are believed. Empty: none.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: Open connections per worker process; one more is answered 503 and closed at once.
     max_connections: int = 4096
@@ -75,17 +80,24 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class SessionSettings:
+    #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
     keys: tuple[Secret, ...]
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
+    #: or ``memory://`` (one process only; sessions vanish on restart).
     store: str = "memory://"
+    #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
     cookie_name: str = "__Host-bff"
+    #: ``SameSite`` of the session cookie; ``none`` is refused.
     same_site: SameSite = "strict"
+    #: A session unused this long ends (sliding); at most ``absolute_timeout``.
     idle_timeout: float = 30 * 60
+    #: A session ends this long after login, however active.
     absolute_timeout: float = 12 * 3600
     #: How long a started login may take before its state expires (one-time, bound to the browser).
     login_timeout: float = 10 * 60
     #: Logins one browser may have pending at once (one login cookie each; starting another drops the oldest).
     max_pending_logins: int = 5
-    #: Seconds to wait for the store before answering 503.
+    #: How long to wait for the store before answering 503 (the session is kept).
     store_timeout: float = 2.0
     #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
     store_max_reply: int = 1024 * 1024
@@ -93,22 +105,31 @@ class SessionSettings:
 
 @dataclass(frozen=True)
 class OIDCSettings:
+    #: The IdP's issuer; discovery is read from ``{issuer}/.well-known/openid-configuration``.
     issuer: str
+    #: This client's ID at the IdP.
     client_id: str
+    #: This client's secret; required for ``client_secret_basic`` and ``client_secret_post``.
     client_secret: Secret | None = None
+    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``).
     token_endpoint_auth_method: AuthMethod = "client_secret_basic"
     #: PEM private key file for ``private_key_jwt``.
     private_key_file: str | None = None
+    #: Scopes of the authorization request; must include ``openid``.
     scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    #: The callback URL registered at the IdP; empty: ``public_origin`` + ``/bff/callback``. Must be on
+    #: ``public_origin``.
     redirect_uri: str = ""
+    #: Where the IdP sends the browser after logout; must be on ``public_origin``. Left out: ``public_origin`` + ``/``.
     post_logout_redirect_uri: str | None = None
+    #: Allow-list for ID and logout token signatures; ``none`` and HS* are always refused (RFC 8725 3.1).
     id_token_signing_algs: tuple[str, ...] = ("RS256", "ES256")
     #: Audiences besides ``client_id`` that an ID or logout token may also name (OpenID Connect Core 3.1.3.7 step 3);
     #: a token naming any other is refused. Empty: the client trusts no other audience.
     trusted_audiences: tuple[str, ...] = ()
     #: Leeway for ``exp``/``iat``/``nbf`` checks (clock skew between bff and the IdP).
     clock_skew: float = 60.0
-    #: Timeout for each call to the IdP.
+    #: Timeout of each call to the IdP, and how long a request waits for its session's token refresh (then 503).
     timeout: float = 10.0
     #: Extra parameters for the authorization request (e.g. ``prompt``, ``audience``); never ``state``/``nonce``.
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
@@ -133,20 +154,32 @@ class OIDCSettings:
 
 @dataclass(frozen=True)
 class RouteSettings:
+    #: The path prefix on the SPA's origin; matches whole segments (``/api/orders`` never matches ``/api/ordersX``).
     path: str
+    #: The upstream base URL requests under ``path`` are forwarded to.
     upstream: str
+    #: ``user``: the user's token (401 without a session); ``user_or_none``: the token if logged in;
+    #: ``client``: bff's client-credentials token; ``none``: never a token.
     token: TokenPolicy = "user"
+    #: Drop ``path`` before forwarding (``/api/orders/7`` -> ``{upstream}/7``).
     strip_prefix: bool = True
-    #: Allowed methods; empty means all.
+    #: Allowed methods; empty means every method bff relays (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS).
     methods: tuple[str, ...] = ()
+    #: Longest wait to connect to the upstream.
     connect_timeout: float = 5.0
+    #: Longest wait for the upstream (its answer, each read of its body); restarted while an upload progresses.
     timeout: float = 30.0
+    #: Largest accepted request body; 413 beyond it.
     max_body: int = 10 * 1024 * 1024
+    #: Headers added to every forwarded request.
     set_headers: Mapping[str, str] = field(default_factory=dict)
+    #: Headers dropped before forwarding.
     remove_headers: tuple[str, ...] = ()
+    #: CA bundle for an upstream behind a private CA.
     ca_bundle: str | None = None
-    #: RFC 8707 resource indicator and scopes for a per-route token (issue 4).
+    #: RFC 8707 resource indicator for a token of this route's own.
     resource: str | None = None
+    #: Scopes for a token of this route's own (with ``resource``, or for ``token = "client"``).
     scopes: tuple[str, ...] = ()
     #: Refresh and replay on a plain 401 too, not only on ``WWW-Authenticate: Bearer error="invalid_token"``.
     refresh_on_401: bool = False
@@ -161,7 +194,8 @@ class TokenSettings:
     #: Lease of the cross-process refresh lock; renewed every third of it while the IdP call runs.
     refresh_lock_lease: float = 5.0
     #: How long a refresh call may take at the IdP. A request waits only ``[oidc] timeout`` for it (then 503); the
-    #: refresh itself goes on to this deadline, so a slow IdP's answer (a rotated refresh token) is kept.
+    #: refresh itself goes on to this deadline, so a slow IdP's answer (a rotated refresh token) is kept. Left out:
+    #: this default, or ``[oidc] timeout`` when that is longer.
     refresh_timeout: float = 60.0
     #: Requests with bodies up to this size are kept so they can be replayed after a 401 and a refresh.
     replay_limit: int = 64 * 1024
@@ -169,7 +203,9 @@ class TokenSettings:
 
 @dataclass(frozen=True)
 class FrontendSettings:
+    #: The SPA's built files (``index.html`` for client-side routes); either this or ``dev_server``.
     directory: str | None = None
+    #: The frontend's dev server (HTTP and its hot-reload WebSocket), when developing.
     dev_server: str | None = None
 
 
