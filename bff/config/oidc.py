@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bff.config.reader import Reader, check_url, choose, existing_file, origin_of, parse_duration, table
+from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
 from bff.config.settings import ALLOWED_SIGNING_ALGS, AUTH_METHODS, AuthMethod, OIDCSettings, Secret
 
 #: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.
@@ -18,16 +18,6 @@ RESERVED_AUTH_PARAMS = (
     "response_type",
     "scope",
 )
-
-
-def _auth_method(r: Reader) -> AuthMethod:
-    default: AuthMethod = r.default("token_endpoint_auth_method")
-    value = r.get("token_endpoint_auth_method", str, default)
-    method = choose(value, AUTH_METHODS)
-    if method is None:
-        r.problem("token_endpoint_auth_method", f"expected one of {', '.join(AUTH_METHODS)}, got {value!r}")
-        return default
-    return method
 
 
 def _check_credentials(r: Reader, method: AuthMethod, secret_value: str, key_file: str | None) -> None:
@@ -97,7 +87,7 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         check_url(r, "issuer", issuer)
     client_id = r.get("client_id", str, "", required=True)
     secret_value = r.get("client_secret", str, "")
-    method = _auth_method(r)
+    method = r.choice("token_endpoint_auth_method", AUTH_METHODS)
     key_file = r.optional("private_key_file")
     _check_credentials(r, method, secret_value, key_file)
     scopes = r.string_list("scopes")

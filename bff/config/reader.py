@@ -166,6 +166,17 @@ class Reader:
             return default if expanded is None else cast(T, expanded)
         return value
 
+    def choice(self, name: str, options: tuple[C, ...]) -> C:
+        """A string that must be one of ``options`` (a Literal's members); on a problem, the schema's default."""
+        default: C = self.default(name)
+        fallback: str = default
+        value = self.get(name, str, fallback)
+        chosen = choose(value, options)
+        if chosen is None:
+            self.problem(name, f"expected one of {', '.join(options)}, got {value!r}")
+            return default
+        return chosen
+
     def optional(self, name: str) -> str | None:
         """An optional string: None when absent or empty (the schema's default for such keys)."""
         return self.get(name, str, "") or None

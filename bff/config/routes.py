@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from bff.config.reader import HEADER_NAME, Reader, check_url, choose, existing_file, parse_duration, parse_size
+from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
@@ -50,16 +50,6 @@ def _upstream(r: Reader) -> str:
     return upstream.rstrip("/")
 
 
-def _token(r: Reader) -> TokenPolicy:
-    default: TokenPolicy = r.default("token")
-    value = r.get("token", str, default)
-    token = choose(value, TOKEN_POLICIES)
-    if token is None:
-        r.problem("token", f"expected one of {', '.join(TOKEN_POLICIES)}, got {value!r}")
-        return default
-    return token
-
-
 def _methods(r: Reader) -> tuple[str, ...]:
     methods = tuple(m.upper() for m in r.string_list("methods"))
     for i, m in enumerate(methods):
@@ -100,7 +90,7 @@ def _anonymous(r: Reader, token: TokenPolicy) -> bool:
 def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     path = _path(r, index, prefixes)
     upstream = _upstream(r)
-    token = _token(r)
+    token = r.choice("token", TOKEN_POLICIES)
     methods = _methods(r)
     set_headers, remove_headers = _header_rules(r)
     ca_bundle = existing_file(r, "ca_bundle")
