@@ -40,7 +40,7 @@ from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
@@ -167,6 +167,10 @@ class BffApp:
 
     # --- lifespan ------------------------------------------------------------------------------------------------
 
+    def lifespan(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Startup and shutdown for a host app that mounts this one: ``async with bff_app.lifespan(): ...``."""
+        return self._lifespan(self.control)
+
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         try:
@@ -222,16 +226,31 @@ class BffApp:
             await send({"type": "websocket.close", "code": 1008})
 
 
+def create_app(config: Config) -> BffApp:
+    """bff as an ASGI application for ``config``: the public entry point for embedding (see ``bff``'s docstring).
+
+    Served on its own, the server runs its lifespan; mounted inside another app, enter :meth:`BffApp.lifespan` from
+    the host's lifespan, because Starlette runs no lifespan of a mounted app.
+    """
+    return BffApp(config)
+
+
+def app_for_serving(config: Config) -> BffApp:
+    """The app of a served process (``bff serve``, each ``--workers`` process): built, then frozen.
+
+    What is imported and built by now lives as long as the process; out of the cyclic collector's reach
+    (``gc.freeze``) it is no longer walked by every full collection, which otherwise shows as latency spikes. Never
+    in tests or embedded apps: frozen objects are never collected.
+    """
+    app = BffApp(config)
+    gc.freeze()
+    return app
+
+
 def app_from_env() -> ASGIApp:
     """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
     import os
 
     from bff.config import load_config
 
-    app = BffApp(load_config(os.environ["BFF_CONFIG"]))
-    # Issue 6: what is imported and built by now lives as long as the process. Out of the cyclic collector's reach
-    # (gc.freeze), it is no longer walked by every full collection: those took up to 50 ms each under load (the
-    # p99 latency) and ~5 % of the CPU. Only in served processes (here and ``bff serve``), never in tests: frozen
-    # objects are never collected.
-    gc.freeze()
-    return app
+    return app_for_serving(load_config(os.environ["BFF_CONFIG"]))

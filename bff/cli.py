@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -67,9 +66,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.app import BffApp
-    from bff.observability import configure_logging
+    from bff.app import app_for_serving
     from bff.serving import uvicorn_settings
+    from bff.telemetry.redaction import configure_logging
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
@@ -80,9 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
         uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
-        app = BffApp(config)
-        gc.freeze()  # as each worker does in bff.app.app_from_env: see there why
-        uvicorn.run(app, **common)
+        uvicorn.run(app_for_serving(config), **common)
     return 0
 
 
@@ -105,7 +102,7 @@ def _load_shared_store_config(args: argparse.Namespace) -> Config:
 async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
     """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
     from bff.app import create_store
-    from bff.httpclient import create_idp_client
+    from bff.idp_http import create_idp_client
     from bff.oidc.provider import IdentityProvider
     from bff.session.manager import SessionManager
 

@@ -118,7 +118,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
         "server.public_origin: must use https (plain http is allowed only for localhost/127.0.0.1)",
         "session.same_site: SameSite=None is refused: it sends the session cookie on cross-site requests (CSRF)",
         "session.keys[0]: is too short (5 characters); use at least 32 random characters",
-        "session.idle_timout: unknown key (check the spelling; see config/ for every supported key)",
+        "session.idle_timout: unknown key (did you mean `idle_timeout`? see config/ for every supported key)",
         "routes[1].path: duplicates routes[0].path '/api/orders'",
         "routes[1].upstream: must be an absolute http(s) URL, got 'ftp://x'",
         "routes[2].upstream: must not contain a wildcard",
@@ -280,7 +280,7 @@ def test_loopback_http_is_allowed_for_development() -> None:
 def test_unknown_sections_are_refused() -> None:
     doc = copy.deepcopy(base_document())
     doc["sessions"] = {}
-    assert problems(doc) == ["sessions: unknown key (check the spelling; see config/ for every supported key)"]
+    assert problems(doc) == ["sessions: unknown key (did you mean `session`? see config/ for every supported key)"]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 
 from bff.app import BffApp
 from bff.cli import main
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.models import TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager

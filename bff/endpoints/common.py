@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from bff.config import Config
 from bff.cookies import clear_cookie, read_cookie, set_cookie
 from bff.errors import BffError
-from bff.proxy import error_payload
+from bff.proxy import error_headers, error_payload
 from bff.session.manager import LoadedSession, SessionManager
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -58,12 +58,13 @@ class SessionCookie:
         return b"set-cookie", clear_cookie(self.name, same_site=self.same_site).encode("latin-1")
 
 
-def json_error(exc: BffError, *, headers: dict[str, str] | None = None) -> JSONResponse:
-    all_headers = dict(NO_STORE)
-    if exc.retry_after is not None:
-        all_headers["Retry-After"] = str(exc.retry_after)
-    all_headers.update(headers or {})
-    return JSONResponse(error_payload(exc), status_code=exc.status, headers=all_headers)
+def _error_headers(exc: BffError) -> dict[str, str]:
+    """The data plane's error headers (no-store, and Retry-After when the error has one) as Starlette takes them."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in error_headers(exc)}
+
+
+def json_error(exc: BffError) -> JSONResponse:
+    return JSONResponse(error_payload(exc), status_code=exc.status, headers=_error_headers(exc))
 
 
 def html_error(exc: BffError, *, title: str = "Sign-in failed") -> HTMLResponse:
@@ -75,7 +76,4 @@ def html_error(exc: BffError, *, title: str = "Sign-in failed") -> HTMLResponse:
         f"<p><code>error: {html.escape(exc.error)}</code></p>"
         "<p><a href='/'>Back to the application</a></p></body></html>"
     )
-    headers = dict(NO_STORE)
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return HTMLResponse(body, status_code=exc.status, headers=headers)
+    return HTMLResponse(body, status_code=exc.status, headers=_error_headers(exc))

@@ -33,7 +33,7 @@ from bff.errors import InvalidState
 from bff.models import LoginState
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from bff.oidc.provider import IdentityProvider
-from bff.redirects import safe_return_to
+from bff.return_to import safe_return_to
 from bff.session.manager import SessionManager
 from bff.types import Clock
 

@@ -6,12 +6,12 @@ error status or something that is not a JSON object. Messages name the document 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from urllib.parse import urlsplit
 
 import httpx
 
+from bff.config.reader import is_loopback_host
 from bff.errors import IdPUnavailable
 from bff.types import JSONObject
 
@@ -25,7 +25,7 @@ async def get_json_object(client: httpx.AsyncClient, url: str, *, what: str) -> 
     except httpx.HTTPError as exc:
         raise IdPUnavailable(f"{what}: cannot fetch {url} ({type(exc).__name__})") from exc
     if response.status_code != 200:
-        # Redirects are not followed (bff.httpclient): a moved document is a misconfiguration to fix, not chase.
+        # Redirects are not followed (bff.idp_http): a moved document is a misconfiguration to fix, not chase.
         raise IdPUnavailable(f"{what}: {url} answered HTTP {response.status_code}")
     return json_object(response, what=what)
 
@@ -39,17 +39,6 @@ def json_object(response: httpx.Response, *, what: str) -> JSONObject:
     if not isinstance(data, dict):
         raise IdPUnavailable(f"{what}: the answer is not a JSON object (HTTP {response.status_code})")
     return data
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_secure_url(url: str) -> bool:

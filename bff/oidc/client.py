@@ -107,7 +107,7 @@ def _optional_string(data: JSONObject, name: str, what: str) -> str | None:
 class OIDCClient:
     """Talks to one IdP's token, revocation and logout endpoints with the configured client authentication.
 
-    ``http`` is owned by the caller (the app's lifespan), built by :func:`bff.httpclient.create_idp_client`.
+    ``http`` is owned by the caller (the app's lifespan), built by :func:`bff.idp_http.create_idp_client`.
     """
 
     def __init__(

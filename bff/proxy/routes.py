@@ -6,7 +6,7 @@ longest prefix first, so the first match is the most specific.
 
 from __future__ import annotations
 
-from bff.config import HTTP_METHODS, RouteSettings
+from bff.config import HTTP_METHODS, RouteSettings, normalize_prefix
 from bff.proxy.headers import request_drop_set
 from bff.upstream import UpstreamClient
 
@@ -18,7 +18,7 @@ class Route:
 
     def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
         self.settings = settings
-        prefix = "/" + "/".join(segment for segment in settings.path.split("/") if segment)
+        prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
         self.base = settings.upstream.rstrip("/")

@@ -85,10 +85,7 @@ class MemoryStore:
         entry = self._entries.get(key)
         if entry is None:
             return False
-        if ttl <= 0:
-            del self._entries[key]
-        else:
-            self._expire(key, entry, now + ttl)
+        self._retime(key, entry, now, ttl)
         return True
 
     async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
@@ -97,10 +94,7 @@ class MemoryStore:
         if entry is None:
             return None
         value = _value(key, entry)  # like GETEX, a key of the wrong type raises and is left alone
-        if ttl <= 0:
-            del self._entries[key]
-        else:
-            self._expire(key, entry, now + ttl)
+        self._retime(key, entry, now, ttl)
         return value
 
     async def ttl(self, key: str) -> float | None:
@@ -161,10 +155,7 @@ class MemoryStore:
         entry = self._entries.get(key)
         if entry is None or entry.value != token.encode():
             return False
-        if ttl <= 0:
-            del self._entries[key]
-        else:
-            self._expire(key, entry, now + ttl)
+        self._retime(key, entry, now, ttl)
         return True
 
     async def unlock(self, key: str, token: str) -> bool:
@@ -200,6 +191,13 @@ class MemoryStore:
         entry = _Entry(value, expires_at)
         self._entries[key] = entry
         self._schedule(key, expires_at)
+
+    def _retime(self, key: str, entry: _Entry, now: float, ttl: float) -> None:
+        """A new TTL for a live entry; a TTL of zero or less deletes it at once (as Redis's PEXPIRE does)."""
+        if ttl <= 0:
+            del self._entries[key]
+        else:
+            self._expire(key, entry, now + ttl)
 
     def _expire(self, key: str, entry: _Entry, expires_at: float) -> None:
         entry.expires_at = expires_at

@@ -18,7 +18,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from bff.config import OIDCSettings, Secret
 from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.models import TokenSet
 from bff.oidc.client import OIDCClient
 from bff.oidc.discovery import ProviderMetadata, fetch_metadata

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from bff.errors import IdPUnavailable, InvalidProviderMetadata
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.oidc.discovery import fetch_metadata
 from tests.support.oidc_provider import TestProvider
 from tests.support.servers import serve

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from bff.config import TokenSettings
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bff.httpclient import create_idp_client
+from bff.idp_http import create_idp_client
 from bff.types import Clock, system_clock
 from bff_devtools.demo.access_tokens import (
     AccessToken,

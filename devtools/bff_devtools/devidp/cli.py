@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bff.config_reader import parse_duration
+from bff.config.reader import parse_duration
 from bff_devtools.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
 from bff_devtools.devidp.pages import BANNER
 from bff_devtools.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
@@ -137,7 +137,7 @@ def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
 def cmd_devidp(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.observability import configure_logging
+    from bff.telemetry.redaction import configure_logging
     from bff_devtools.devidp.app import create_devidp_app
 
     settings, generated = build_settings(args)

@@ -9,7 +9,7 @@ WHATWG URL standard) and the result is checked again, because ``/.//evil`` is sa
 path ``//evil`` once resolved, which a SPA router that navigates to ``location.pathname`` reads as another host.
 The caller then prefixes the public origin (``https://app.example.com`` + path), so even a path the checks missed
 cannot change the host. Regression corpora: oauth2-proxy ``testdata/openredirects.txt`` and mod_auth_openidc
-``test/open-redirect-payload-list.txt`` (``tests/test_redirects.py``).
+``test/open-redirect-payload-list.txt`` (``tests/test_return_to.py``).
 """
 
 from __future__ import annotations

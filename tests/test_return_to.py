@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bff.redirects import safe_return_to
+from bff.return_to import safe_return_to
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 CORPUS_FILES = ["oauth2-proxy-openredirects.txt", "mod_auth_openidc-open-redirect-payload-list.txt"]

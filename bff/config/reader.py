@@ -1,13 +1,20 @@
 """The reading half of ``bff.config``: a TOML table walker that records problems with their key paths instead of
 raising at the first one (oauth2-proxy ``pkg/validation`` style), plus the value parsers (durations, sizes, URLs).
-Standard library only."""
+
+A :class:`Reader` walks one table against the settings dataclass it fills (its ``schema``): a key the document
+leaves out takes that dataclass's default, so defaults are stated once, on the dataclasses. A key the table does
+not know is a problem, with the nearest known key suggested (``difflib``). Standard library only.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -18,6 +25,36 @@ _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 T = TypeVar("T")
+C = TypeVar("C", bound=str)
+#: How alike an unknown key and a known one must be (difflib ratio) to suggest the known one.
+_SUGGEST_CUTOFF = 0.7
+
+
+class _Unset:
+    """Marks an argument left out: the default then comes from the reader's schema dataclass."""
+
+
+_UNSET = _Unset()
+
+
+def schema_default(schema: type[Any], name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``schema`` (a factory's product for mutable defaults)."""
+    for f in dataclasses.fields(schema):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise LookupError(f"{schema.__name__}.{name} has no default")
+    raise LookupError(f"{schema.__name__} has no field {name}")
+
+
+def choose(value: str, options: tuple[C, ...]) -> C | None:
+    """``value`` as the member of ``options`` it equals (typed as the options' Literal), or None."""
+    for option in options:
+        if option == value:
+            return option
+    return None
 
 
 def parse_duration(value: object) -> float:
@@ -63,12 +100,26 @@ def is_loopback_host(host: str | None) -> bool:
 class Reader:
     """Walks one TOML table, recording problems with their key path instead of raising at the first one."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        problems: list[str],
+        env: Mapping[str, str],
+        schema: type[Any] | None = None,
+    ) -> None:
         self.data = data
         self.path = path
         self.problems = problems
         self.env = env
+        self.schema = schema
         self.seen: set[str] = set()
+
+    def default(self, name: str) -> Any:
+        """The schema dataclass's default for ``name``."""
+        if self.schema is None:
+            raise LookupError(f"{self.path or 'the root'} has no schema to take a default of {name} from")
+        return schema_default(self.schema, name)
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -96,7 +147,9 @@ class Reader:
         self.seen.add(name)
         return self.data.get(name)
 
-    def get(self, name: str, kind: type[T], default: T, *, required: bool = False) -> T:
+    def get(self, name: str, kind: type[T], default: T | _Unset = _UNSET, *, required: bool = False) -> T:
+        if isinstance(default, _Unset):
+            return self.get(name, kind, cast(T, self.default(name)), required=required)
         self.seen.add(name)
         if name not in self.data:
             if required:
@@ -110,10 +163,27 @@ class Reader:
             return default
         if isinstance(value, str):
             expanded = self._expand(name, value)
-            return default if expanded is None else expanded  # type: ignore[return-value]
+            return default if expanded is None else cast(T, expanded)
         return value
 
-    def string_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def choice(self, name: str, options: tuple[C, ...]) -> C:
+        """A string that must be one of ``options`` (a Literal's members); on a problem, the schema's default."""
+        default: C = self.default(name)
+        fallback: str = default
+        value = self.get(name, str, fallback)
+        chosen = choose(value, options)
+        if chosen is None:
+            self.problem(name, f"expected one of {', '.join(options)}, got {value!r}")
+            return default
+        return chosen
+
+    def optional(self, name: str) -> str | None:
+        """An optional string: None when absent or empty (the schema's default for such keys)."""
+        return self.get(name, str, "") or None
+
+    def string_list(self, name: str, default: tuple[str, ...] | _Unset = _UNSET) -> tuple[str, ...]:
+        if isinstance(default, _Unset):
+            return self.string_list(name, cast("tuple[str, ...]", self.default(name)))
         self.seen.add(name)
         if name not in self.data:
             return default
@@ -141,7 +211,9 @@ class Reader:
                 out[k] = expanded
         return out
 
-    def converted(self, name: str, convert: Callable[[object], T], default: T) -> T:
+    def converted(self, name: str, convert: Callable[[object], T], default: T | _Unset = _UNSET) -> T:
+        if isinstance(default, _Unset):
+            return self.converted(name, convert, cast(T, self.default(name)))
         self.seen.add(name)
         if name not in self.data:
             return default
@@ -158,12 +230,15 @@ class Reader:
             return default
 
     def finish(self) -> None:
+        """Report every key of the table that no validator read, suggesting the nearest known one."""
         for name in self.data:
             if name not in self.seen:
-                self.problem(name, "unknown key (check the spelling; see config/ for every supported key)")
+                near = difflib.get_close_matches(name, sorted(self.seen), n=1, cutoff=_SUGGEST_CUTOFF)
+                hint = f"did you mean `{near[0]}`? " if near else "check the spelling; "
+                self.problem(name, f"unknown key ({hint}see config/ for every supported key)")
 
 
-def table(parent: Reader, name: str, *, required: bool = False) -> Reader:
+def table(parent: Reader, name: str, schema: type[Any] | None = None, *, required: bool = False) -> Reader:
     parent.seen.add(name)
     value = parent.data.get(name)
     if value is None:
@@ -173,7 +248,15 @@ def table(parent: Reader, name: str, *, required: bool = False) -> Reader:
     elif not isinstance(value, dict):
         parent.problem(name, "expected a table")
         value = {}
-    return Reader(value, parent.key(name), parent.problems, parent.env)
+    return Reader(value, parent.key(name), parent.problems, parent.env, schema)
+
+
+def existing_file(r: Reader, name: str) -> str | None:
+    """An optional path key that must name an existing file."""
+    path = r.optional(name)
+    if path and not Path(path).is_file():
+        r.problem(name, f"file not found: {path}")
+    return path
 
 
 def check_url(r: Reader, name: str, url: str, *, allow_http_loopback: bool = True, path_ok: bool = True) -> bool:

@@ -1,0 +1,128 @@
+"""``[oidc]``: the IdP, this client's credentials, and what bff accepts from the IdP's tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
+from bff.config.settings import ALLOWED_SIGNING_ALGS, AUTH_METHODS, AuthMethod, OIDCSettings, Secret
+
+#: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.
+RESERVED_AUTH_PARAMS = (
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "redirect_uri",
+    "client_id",
+    "response_type",
+    "scope",
+)
+
+
+def _check_credentials(r: Reader, method: AuthMethod, secret_value: str, key_file: str | None) -> None:
+    if (
+        method in ("client_secret_basic", "client_secret_post")
+        and not secret_value
+        and not any(p.startswith(r.key("client_secret")) for p in r.problems)
+    ):
+        r.problem("client_secret", f"is required for {method}")
+    if method == "private_key_jwt":
+        if not key_file:
+            r.problem("private_key_file", "is required for private_key_jwt")
+        elif not Path(key_file).is_file():
+            r.problem("private_key_file", f"file not found: {key_file}")
+
+
+def _on_origin(r: Reader, name: str, url: str, public_origin: str) -> None:
+    """Report ``url`` unless it is a valid URL on ``public_origin`` (a redirect target of this client)."""
+    if check_url(r, name, url) and public_origin and origin_of(url) != public_origin:
+        r.problem(name, f"must be on public_origin {public_origin}")
+
+
+def _redirect_uri(r: Reader, public_origin: str) -> str:
+    redirect_uri = r.get("redirect_uri", str)
+    if not redirect_uri and public_origin:
+        return public_origin + "/bff/callback"
+    if redirect_uri:
+        _on_origin(r, "redirect_uri", redirect_uri, public_origin)
+    return redirect_uri
+
+
+def _signing_algs(r: Reader) -> tuple[str, ...]:
+    algs = r.string_list("id_token_signing_algs")
+    for i, alg in enumerate(algs):
+        if alg not in ALLOWED_SIGNING_ALGS:
+            r.problem(
+                f"id_token_signing_algs[{i}]",
+                f"{alg!r} is refused; allowed: {', '.join(ALLOWED_SIGNING_ALGS)} (never 'none' or HS*, RFC 8725 3.1)",
+            )
+    if not algs:
+        r.problem("id_token_signing_algs", "must not be empty")
+    return algs
+
+
+def _trusted_audiences(r: Reader, client_id: str) -> tuple[str, ...]:
+    audiences = r.string_list("trusted_audiences")
+    for i, audience in enumerate(audiences):
+        if not audience:
+            r.problem(f"trusted_audiences[{i}]", "must not be empty")
+        elif audience == client_id:
+            r.problem(f"trusted_audiences[{i}]", "is client_id, which is always an accepted audience")
+    return audiences
+
+
+def _extra_auth_params(r: Reader) -> dict[str, str]:
+    extra = r.string_map("extra_auth_params")
+    for reserved in RESERVED_AUTH_PARAMS:
+        if reserved in extra:
+            r.problem(f"extra_auth_params.{reserved}", "is set by bff and may not be overridden")
+    return extra
+
+
+def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
+    r = table(root, "oidc", OIDCSettings, required=True)
+    issuer = r.get("issuer", str, "", required=True)
+    if issuer:
+        check_url(r, "issuer", issuer)
+    client_id = r.get("client_id", str, "", required=True)
+    secret_value = r.get("client_secret", str, "")
+    method = r.choice("token_endpoint_auth_method", AUTH_METHODS)
+    key_file = r.optional("private_key_file")
+    _check_credentials(r, method, secret_value, key_file)
+    scopes = r.string_list("scopes")
+    if "openid" not in scopes:
+        r.problem("scopes", "must include 'openid'")
+    redirect_uri = _redirect_uri(r, public_origin)
+    post_logout = r.optional("post_logout_redirect_uri")
+    if post_logout:
+        _on_origin(r, "post_logout_redirect_uri", post_logout, public_origin)
+    algs = _signing_algs(r)
+    trusted_audiences = _trusted_audiences(r, client_id)
+    skew = r.converted("clock_skew", parse_duration)
+    if skew > 300:
+        r.problem("clock_skew", "must not exceed 5m")
+    timeout = r.converted("timeout", parse_duration)
+    if timeout <= 0:  # every IdP call, and every wait for a token refresh, would fail at once
+        r.problem("timeout", "must be positive")
+    extra = _extra_auth_params(r)
+    ca_bundle = existing_file(r, "ca_bundle")
+    user_claims = r.string_list("user_claims")
+    r.finish()
+    return OIDCSettings(
+        issuer=issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer,
+        client_id=client_id,
+        client_secret=Secret(secret_value) if secret_value else None,
+        token_endpoint_auth_method=method,
+        private_key_file=key_file,
+        scopes=scopes,
+        redirect_uri=redirect_uri,
+        post_logout_redirect_uri=post_logout,
+        id_token_signing_algs=algs,
+        trusted_audiences=trusted_audiences,
+        clock_skew=skew,
+        timeout=timeout,
+        extra_auth_params=extra,
+        ca_bundle=ca_bundle,
+        user_claims=user_claims,
+    )

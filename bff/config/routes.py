@@ -1,0 +1,134 @@
+"""``[[routes]]``: path prefixes, their upstreams, and how each route gets its token."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
+from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+
+#: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
+MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding")
+
+
+def normalize_prefix(path: str) -> str:
+    """``/api//orders/`` -> ``/api/orders``: the one spelling routes are matched by (segment boundaries)."""
+    return "/" + "/".join(seg for seg in path.split("/") if seg)
+
+
+def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
+    path = r.get("path", str, "", required=True)
+    if not path:
+        return path
+    if (
+        not path.startswith("/")
+        or any(seg in (".", "..") for seg in path.split("/"))
+        or any(c in path for c in "?#%\\;@*")
+        or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
+    ):
+        r.problem("path", f"must be a plain absolute path prefix like /api/orders, got {path!r}")
+        return path
+    path = normalize_prefix(path)
+    if path == "/":
+        r.problem("path", "must not be '/': it would shadow the SPA and bff's own endpoints")
+    elif any(path == p or path.startswith(p + "/") for p in RESERVED_PREFIXES):
+        r.problem("path", f"overlaps bff's own endpoints ({', '.join(RESERVED_PREFIXES)})")
+    elif path in prefixes:
+        r.problem("path", f"duplicates routes[{prefixes[path]}].path {path!r}")
+    else:
+        prefixes[path] = index
+    return path
+
+
+def _upstream(r: Reader) -> str:
+    upstream = r.get("upstream", str, "", required=True)
+    if upstream:
+        check_url(r, "upstream", upstream)
+        if urlsplit(upstream).query:
+            r.problem("upstream", "must not contain a query string")
+    return upstream.rstrip("/")
+
+
+def _methods(r: Reader) -> tuple[str, ...]:
+    methods = tuple(m.upper() for m in r.string_list("methods"))
+    for i, m in enumerate(methods):
+        if m not in HTTP_METHODS:
+            r.problem(f"methods[{i}]", f"unknown HTTP method {m!r}")
+    return methods
+
+
+def _header_rules(r: Reader) -> tuple[dict[str, str], tuple[str, ...]]:
+    set_headers = r.string_map("set_headers")
+    remove_headers = r.string_list("remove_headers")
+    for name in [*set_headers, *remove_headers]:
+        if not HEADER_NAME.match(name):
+            r.problem("set_headers", f"invalid header name {name!r}")
+        elif name.lower() in MANAGED_HEADERS:
+            r.problem("set_headers", f"{name} is managed by bff and may not be set or removed per route")
+    return set_headers, tuple(h.lower() for h in remove_headers)
+
+
+def _resource(r: Reader) -> str | None:
+    resource = r.optional("resource")
+    if resource:
+        check_url(r, "resource", resource)
+    return resource
+
+
+def _anonymous(r: Reader, token: TokenPolicy) -> bool:
+    anonymous = r.get("anonymous", bool)
+    if "anonymous" in r.data and token != "client":
+        r.problem(
+            "anonymous",
+            "applies only to token = 'client' (routes with token 'none' or 'user_or_none' always serve callers"
+            " without a session, 'user' never does)",
+        )
+    return anonymous
+
+
+def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
+    path = _path(r, index, prefixes)
+    upstream = _upstream(r)
+    token = r.choice("token", TOKEN_POLICIES)
+    methods = _methods(r)
+    set_headers, remove_headers = _header_rules(r)
+    ca_bundle = existing_file(r, "ca_bundle")
+    resource = _resource(r)
+    anonymous = _anonymous(r, token)
+    route = RouteSettings(
+        path=path,
+        upstream=upstream,
+        token=token,
+        strip_prefix=r.get("strip_prefix", bool),
+        methods=methods,
+        connect_timeout=r.converted("connect_timeout", parse_duration),
+        timeout=r.converted("timeout", parse_duration),
+        max_body=r.converted("max_body", parse_size),
+        set_headers=set_headers,
+        remove_headers=remove_headers,
+        ca_bundle=ca_bundle,
+        resource=resource,
+        scopes=r.string_list("scopes"),
+        refresh_on_401=r.get("refresh_on_401", bool),
+        anonymous=anonymous,
+    )
+    r.finish()
+    return route
+
+
+def read_routes(root: Reader) -> tuple[RouteSettings, ...]:
+    root.seen.add("routes")
+    raw: Any = root.data.get("routes", [])
+    if not isinstance(raw, list):
+        root.problem("routes", "expected an array of tables ([[routes]])")
+        return ()
+    routes: list[RouteSettings] = []
+    prefixes: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            root.problem(f"routes[{index}]", "expected a table")
+            continue
+        r = Reader(item, f"routes[{index}]", root.problems, root.env, RouteSettings)
+        routes.append(_route(r, index, prefixes))
+    return tuple(routes)

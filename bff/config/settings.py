@@ -1,0 +1,220 @@
+"""The configuration's value objects: one frozen dataclass per TOML section, each default stated here once.
+
+The validators (``bff.config.server`` and its siblings) read a missing key's default from these dataclasses, so a
+default changed here is the default everywhere, in ``docs/configuration.md`` too (a test compares them).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+TokenPolicy = Literal["user", "client", "user_or_none", "none"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+SameSite = Literal["strict", "lax"]
+
+TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
+AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
+#: Asymmetric algorithms only (RFC 8725 3.1): "none" and HMAC are never accepted for ID or logout tokens.
+ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+#: Paths bff answers itself; a route may not shadow them.
+RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
+MIN_KEY_LENGTH = 32
+#: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
+MAX_PENDING_LOGINS = 20
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (Starlette's ``datastructures.Secret``)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    #: Address to bind (``listen = "host:port"`` in the file).
+    host: str = "127.0.0.1"
+    #: Port to bind (``listen = "host:port"`` in the file).
+    port: int = 8000
+    #: The SPA's origin exactly as the browser sees it: builds ``redirect_uri`` and is the only ``Origin``
+    #: accepted. https, or http only for localhost/127.0.0.1.
+    public_origin: str = "http://localhost:8000"
+    #: CIDRs of reverse proxies whose ``X-Forwarded-For``/``-Proto``/``-Host`` are believed. Empty: none.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: Open connections per worker process; one more is answered 503 and closed at once.
+    max_connections: int = 4096
+    #: A request head (request line and header fields) must be complete this long after its first byte (or after
+    #: the connection opened); otherwise 408 and close. More header lines do not extend it.
+    header_timeout: float = 10.0
+    #: An idle keep-alive connection (no byte of a next request) is closed this long after the previous answer.
+    keep_alive_timeout: float = 5.0
+    #: A request body that stops arriving (no byte for this long, while bff is ready to read) ends the connection.
+    body_timeout: float = 30.0
+    #: Largest request head in bytes (request line, header fields, line ends); 431 and close beyond it.
+    max_request_header_size: int = 64 * 1024
+    #: Most header fields in one request head; 431 and close beyond it.
+    max_request_headers: int = 100
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
+    keys: tuple[Secret, ...]
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
+    #: or ``memory://`` (one process only; sessions vanish on restart).
+    store: str = "memory://"
+    #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
+    cookie_name: str = "__Host-bff"
+    #: ``SameSite`` of the session cookie; ``none`` is refused.
+    same_site: SameSite = "strict"
+    #: A session unused this long ends (sliding); at most ``absolute_timeout``.
+    idle_timeout: float = 30 * 60
+    #: A session ends this long after login, however active.
+    absolute_timeout: float = 12 * 3600
+    #: How long a started login may take before its state expires (one-time, bound to the browser).
+    login_timeout: float = 10 * 60
+    #: Logins one browser may have pending at once (one login cookie each; starting another drops the oldest).
+    max_pending_logins: int = 5
+    #: How long to wait for the store before answering 503 (the session is kept).
+    store_timeout: float = 2.0
+    #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
+    store_max_reply: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    #: The IdP's issuer; discovery is read from ``{issuer}/.well-known/openid-configuration``.
+    issuer: str
+    #: This client's ID at the IdP.
+    client_id: str
+    #: This client's secret; required for ``client_secret_basic`` and ``client_secret_post``.
+    client_secret: Secret | None = None
+    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``).
+    token_endpoint_auth_method: AuthMethod = "client_secret_basic"
+    #: PEM private key file for ``private_key_jwt``.
+    private_key_file: str | None = None
+    #: Scopes of the authorization request; must include ``openid``.
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    #: The callback URL registered at the IdP; empty: ``public_origin`` + ``/bff/callback``. Must be on
+    #: ``public_origin``.
+    redirect_uri: str = ""
+    #: Where the IdP sends the browser after logout; must be on ``public_origin``. Left out: ``public_origin`` + ``/``.
+    post_logout_redirect_uri: str | None = None
+    #: Allow-list for ID and logout token signatures; ``none`` and HS* are always refused (RFC 8725 3.1).
+    id_token_signing_algs: tuple[str, ...] = ("RS256", "ES256")
+    #: Audiences besides ``client_id`` that an ID or logout token may also name (OpenID Connect Core 3.1.3.7 step 3);
+    #: a token naming any other is refused. Empty: the client trusts no other audience.
+    trusted_audiences: tuple[str, ...] = ()
+    #: Leeway for ``exp``/``iat``/``nbf`` checks (clock skew between bff and the IdP).
+    clock_skew: float = 60.0
+    #: Timeout of each call to the IdP, and how long a request waits for its session's token refresh (then 503).
+    timeout: float = 10.0
+    #: Extra parameters for the authorization request (e.g. ``prompt``, ``audience``); never ``state``/``nonce``.
+    extra_auth_params: Mapping[str, str] = field(default_factory=dict)
+    #: CA bundle for an IdP behind a private CA.
+    ca_bundle: str | None = None
+    #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
+    user_claims: tuple[str, ...] = (
+        "sub",
+        "name",
+        "given_name",
+        "family_name",
+        "preferred_username",
+        "email",
+        "email_verified",
+        "picture",
+        "locale",
+        "role",
+        "roles",
+        "groups",
+    )
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    #: The path prefix on the SPA's origin; matches whole segments (``/api/orders`` never matches ``/api/ordersX``).
+    path: str
+    #: The upstream base URL requests under ``path`` are forwarded to.
+    upstream: str
+    #: ``user``: the user's token (401 without a session); ``user_or_none``: the token if logged in;
+    #: ``client``: bff's client-credentials token; ``none``: never a token.
+    token: TokenPolicy = "user"
+    #: Drop ``path`` before forwarding (``/api/orders/7`` -> ``{upstream}/7``).
+    strip_prefix: bool = True
+    #: Allowed methods; empty means every method bff relays (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS).
+    methods: tuple[str, ...] = ()
+    #: Longest wait to connect to the upstream.
+    connect_timeout: float = 5.0
+    #: Longest wait for the upstream (its answer, each read of its body); restarted while an upload progresses.
+    timeout: float = 30.0
+    #: Largest accepted request body; 413 beyond it.
+    max_body: int = 10 * 1024 * 1024
+    #: Headers added to every forwarded request.
+    set_headers: Mapping[str, str] = field(default_factory=dict)
+    #: Headers dropped before forwarding.
+    remove_headers: tuple[str, ...] = ()
+    #: CA bundle for an upstream behind a private CA.
+    ca_bundle: str | None = None
+    #: RFC 8707 resource indicator for a token of this route's own.
+    resource: str | None = None
+    #: Scopes for a token of this route's own (with ``resource``, or for ``token = "client"``).
+    scopes: tuple[str, ...] = ()
+    #: Refresh and replay on a plain 401 too, not only on ``WWW-Authenticate: Bearer error="invalid_token"``.
+    refresh_on_401: bool = False
+    #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    #: Refresh an access token this long before it expires (proactive refresh).
+    refresh_leeway: float = 30.0
+    #: Lease of the cross-process refresh lock; renewed every third of it while the IdP call runs.
+    refresh_lock_lease: float = 5.0
+    #: How long a refresh call may take at the IdP. A request waits only ``[oidc] timeout`` for it (then 503); the
+    #: refresh itself goes on to this deadline, so a slow IdP's answer (a rotated refresh token) is kept. Left out:
+    #: this default, or ``[oidc] timeout`` when that is longer.
+    refresh_timeout: float = 60.0
+    #: Requests with bodies up to this size are kept so they can be replayed after a 401 and a refresh.
+    replay_limit: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    #: The SPA's built files (``index.html`` for client-side routes); either this or ``dev_server``.
+    directory: str | None = None
+    #: The frontend's dev server (HTTP and its hot-reload WebSocket), when developing.
+    dev_server: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings
+    session: SessionSettings
+    oidc: OIDCSettings
+    routes: tuple[RouteSettings, ...] = ()
+    frontend: FrontendSettings | None = None
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    source: str = "<memory>"

@@ -1,0 +1,4 @@
+"""What bff tells its operators: logs that never carry a credential (``redaction``).
+
+Metrics and traces join this package; ``prometheus_client`` and ``opentelemetry`` are imported nowhere else.
+"""
