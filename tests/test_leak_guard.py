@@ -157,3 +157,13 @@ async def test_a_code_bff_never_spent_is_known_before_bff_answers(
     assert leak_guard.take_findings() == [
         "authorization code leaked in the body of the answer to GET /bff/callback (HTTP 400)"
     ]
+
+
+def test_a_bff_serve_port_watched_in_one_test_is_forgotten_in_the_next() -> None:
+    """Ports are reused: the port of an earlier test's ``bff serve`` may be a test IdP's in this one, whose token
+    answers are no leak."""
+    guard = LeakGuard()
+    guard.watch_bff("http://127.0.0.1:41234")
+    assert guard.bff_origins
+    guard.reset()
+    assert not guard.bff_origins

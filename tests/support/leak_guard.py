@@ -184,6 +184,8 @@ class LeakGuard:
             self.secrets.clear()
             self.findings.clear()
             self._apps_seen.clear()
+            # A bff serve port of an earlier test may belong to another server (an IdP) in this one.
+            self.bff_origins.clear()
             self._longest = 0
 
     def watch_bff(self, url: str) -> None:

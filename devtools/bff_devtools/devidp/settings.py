@@ -14,7 +14,6 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from bff.config.reader import is_loopback_host
-from bff_devtools.devidp.passwords import hash_password
 from bff.errors import ConfigError
 from bff_devtools.devidp.passwords import hash_password
 
