@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test bench bench-smoke check lint format typecheck layers clean
+.PHONY: help venv demo test test-newest-python bench bench-smoke check lint format typecheck layers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,17 @@ demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA 
 
 test: $(STAMP) ## run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest
+
+NEWEST_VENV := .venv-newest
+
+test-newest-python: $(STAMP) ## the fault suite again, `bff serve` on the newest CPython >= 3.12 found (skipped if none)
+	@py="$$(.ci/newest-python)"; \
+	if [ -z "$$py" ]; then echo "test-newest-python: no CPython >= 3.12 on this machine; skipped"; exit 0; fi; \
+	echo "test-newest-python: bff serve on $$("$$py" -V)"; \
+	[ -x $(NEWEST_VENV)/bin/python ] || "$$py" -m venv $(NEWEST_VENV); \
+	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	$(NEWEST_VENV)/bin/python -m pip install --quiet -e . && \
+	BFF_FAULTS_PYTHON=$(NEWEST_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
 
 bench: $(STAMP) ## benchmark the data plane against nginx, enforce issue 6's targets (minutes; needs wrk, nginx)
 	$(BIN)/python -m tests.bench
@@ -48,4 +59,4 @@ layers: $(STAMP) ## import-linter: the layering of ARCHITECTURE.md
 	$(BIN)/lint-imports
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(NEWEST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
