@@ -13,7 +13,9 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
+import bff.session.redis_scripts
 import bff.session.redis_store
+import bff.session.redis_urls
 from bff.errors import SessionStoreUnavailable
 from bff.session.redis_store import RedisStore, StoreURL, parse_store_url
 from tests.support.redis_server import RedisProcess, free_port, require_redis_server
@@ -390,7 +392,8 @@ async def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> Non
 
 
 def test_module_sends_no_keys_or_scan() -> None:
-    source = Path(bff.session.redis_store.__file__).read_text()
+    modules = (bff.session.redis_store, bff.session.redis_scripts, bff.session.redis_urls)
+    source = "\n".join(Path(module.__file__ or "").read_text() for module in modules)
     # The commands as redis-py methods (client.keys(), scan_iter()...) or as strings ('KEYS' in Lua or
     # execute_command). Lua's KEYS[1] (the script's key arguments) and the word "keys" in prose are not commands.
     command = r"""\.(keys|scan\w*)\(|['"](keys|scan)['"\s]"""

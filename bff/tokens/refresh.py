@@ -1,14 +1,6 @@
-"""``TokenManager``: the only module that joins sessions and OIDC. It answers one question for the proxy: which
-bearer token goes with this request, under this route's token policy? And it refreshes tokens so that, with
-refresh-token rotation, two requests can never spend the same refresh token (which an IdP with reuse detection
-answers by revoking the whole token family, logging the user out: the top complaint about every BFF).
-
-Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
-(anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
-before it expires, fetched single-flight). A ``client`` route needs a session like ``user`` unless it says
-``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend.
-
-Refreshing one session, ``refresh()``:
+"""``Refresher``: refreshing one session's tokens, single-flight within the process and across processes, so that
+with refresh-token rotation two requests can never spend the same refresh token (which an IdP with reuse detection
+answers by revoking the whole token family, logging the user out).
 
 1. Single-flight in the process: concurrent callers for one session join the same task. The task runs on its own:
    neither a browser that leaves nor a request that gives up waiting cancels it.
@@ -20,7 +12,8 @@ Refreshing one session, ``refresh()``:
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
 5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
-   401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``.
+   401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
+   marked down until it answers again (``bff.tokens.idp_probe``).
 6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
    refresh never resurrects the session (the freshly issued refresh token is revoked instead).
@@ -40,12 +33,6 @@ What remains: an IdP that takes the refresh token and never answers. At ``refres
 with its outcome unknown; the next attempt presents the same refresh token. An IdP with a reuse grace window (Auth0's
 "reuse interval", Okta's grace period; ``bff devidp --refresh-reuse-grace``) accepts it; one without ends the
 session (401 ``session_expired``, log in again). Choose ``refresh_timeout`` above the IdP's worst answer time.
-
-An IdP that fails (connection refused, timeout, 5xx, garbage) is marked down: refreshes fail at once with 503 and
-``Retry-After: 1`` instead of sending it refresh tokens, while one background task probes the token endpoint every
-``PROBE_INTERVAL`` (a POST without a grant or credentials; any answer below 500 but 429 means it works again).
-Refreshes resume as soon as it answers. While a session's access token is still valid, a failed proactive refresh
-does not fail the request: the current token is used.
 """
 
 from __future__ import annotations
@@ -57,7 +44,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings, TokenSettings
-from bff.cookies import read_cookie
 from bff.errors import (
     IdPUnavailable,
     InvalidGrant,
@@ -65,12 +51,13 @@ from bff.errors import (
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
-    Unauthenticated,
 )
 from bff.models import TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
-from bff.types import Clock, Scope, system_clock
+from bff.tokens.idp_probe import IdPProbe
+from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
+from bff.types import Clock
 
 logger = logging.getLogger("bff.tokens")
 
@@ -80,15 +67,10 @@ RESULT_TTL = 60.0
 POLL_MIN, POLL_MAX = 0.02, 0.25
 #: Retry-After (seconds) of a 503 while a refresh is still in flight or the IdP is being probed.
 RETRY_SOON = 1
-#: Seconds between two probes of a failing IdP.
-PROBE_INTERVAL = 0.5
 #: How long stopping a background task (lock renewer, probe) waits for it; a store or IdP call it is inside is
 #: bounded by its own timeout, and nothing depends on it having stopped.
 STOP_GRACE = 0.5
-#: On shutdown, how long refreshes in flight may still run, so that tokens the IdP already rotated get stored.
-SHUTDOWN_GRACE = 5.0
 
-RouteKey = tuple[str | None, tuple[str, ...]]
 FlightKey = tuple[str, str | None]
 
 
@@ -101,102 +83,25 @@ class _Flight:
     abandon_at: float
 
 
-def cookie_header(scope: Scope) -> str | None:
-    values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"]
-    return "; ".join(values) if values else None
-
-
-def route_token_key(route: RouteSettings) -> str | None:
-    """Where a route's own token lives in the session; None for routes that use the login's access token."""
-    if route.resource is None and not route.scopes:
-        return None
-    return f"{route.resource or ''}|{' '.join(sorted(route.scopes))}"
-
-
-class TokenManager:
+class Refresher:
     def __init__(
         self,
         sessions: SessionManager,
         idp: IdentityProvider,
+        settings: TokenSettings,
         *,
-        cookie_name: str,
-        settings: TokenSettings | None = None,
-        clock: Clock = system_clock,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self.sessions = sessions
         self.idp = idp
-        self.cookie_name = cookie_name
-        self.settings = settings or TokenSettings()
+        self.settings = settings
         self.clock = clock
         self._sleep = sleep
         self._inflight: dict[FlightKey, _Flight] = {}
-        self._client_tokens: dict[RouteKey, TokenSet] = {}
-        self._client_locks: dict[RouteKey, asyncio.Lock] = {}
-        #: The IdP failed: refreshes fail fast until ``_probe`` sees it answer again.
-        self._idp_down = False
-        self._probe: asyncio.Task[None] | None = None
-        self._closed = False
+        self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
         #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
         self.refresh_count = 0
-
-    # --- BearerProvider (bff.proxy) ------------------------------------------------------------------------------
-
-    async def session_for(self, scope: Scope) -> LoadedSession | None:
-        session_id = self.sessions.session_id_from_cookie(read_cookie(cookie_header(scope), self.cookie_name))
-        if session_id is None:
-            return None
-        return await self.sessions.load(session_id, slide=True)
-
-    async def bearer(self, scope: Scope, route: RouteSettings) -> str | None:
-        if route.token == "none":
-            return None
-        if route.token == "client":
-            if not route.anonymous and await self.session_for(scope) is None:
-                raise Unauthenticated("no session; log in at /bff/login (this route is not anonymous)")
-            return await self.client_token(route)
-        loaded = await self.session_for(scope)
-        if loaded is None:
-            if route.token == "user_or_none":
-                return None
-            raise Unauthenticated("no session; log in at /bff/login")
-        return await self.access_token(loaded, route)
-
-    async def refresh_bearer(self, scope: Scope, route: RouteSettings, rejected: str) -> str | None:
-        """After an upstream 401 to ``rejected``: a fresh token, or None when there is nothing better to send."""
-        if route.token == "client":
-            key = (route.resource, route.scopes)
-            cached = self._client_tokens.get(key)
-            if cached is not None and cached.access_token == rejected:
-                del self._client_tokens[key]
-            return await self.client_token(route)
-        loaded = await self.session_for(scope)
-        if loaded is None:
-            return None
-        current = self._tokens_for(loaded, route)
-        if current is not None and current.access_token != rejected:
-            return current.access_token  # someone refreshed since this request read the session
-        refreshed = await self.refresh(loaded, route, stale_access_token=rejected)
-        fresh = self._tokens_for(refreshed, route)
-        return None if fresh is None or fresh.access_token == rejected else fresh.access_token
-
-    # --- user tokens ---------------------------------------------------------------------------------------------
-
-    async def access_token(self, loaded: LoadedSession, route: RouteSettings | None = None) -> str:
-        """A valid access token for this session (and route), refreshing it first when it expires soon."""
-        tokens = self._tokens_for(loaded, route)
-        if tokens is not None and not self._expiring(tokens):
-            return tokens.access_token
-        try:
-            refreshed = await self.refresh(loaded, route, stale_access_token=tokens.access_token if tokens else None)
-        except IdPUnavailable:
-            if tokens is not None and not self._expired(tokens):
-                # Proactive refresh failed but the token still works: use it rather than fail the request.
-                return tokens.access_token
-            raise
-        fresh = self._tokens_for(refreshed, route)
-        assert fresh is not None  # refresh() stores the route's token or raises
-        return fresh.access_token
 
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
@@ -220,6 +125,10 @@ class TokenManager:
             raise error
         return flight.task.result()
 
+    def in_flight(self) -> list[asyncio.Task[LoadedSession]]:
+        """The refreshes running in this process (for shutdown)."""
+        return [flight.task for flight in self._inflight.values()]
+
     @property
     def _refresh_timeout(self) -> float:
         """How long the IdP may take to answer a refresh: never less than a request waits for it."""
@@ -237,28 +146,16 @@ class TokenManager:
         if not task.cancelled():
             task.exception()  # seen: a refresh whose waiters all gave up must not log "exception never retrieved"
 
-    def _tokens_for(self, loaded: LoadedSession, route: RouteSettings | None) -> TokenSet | None:
-        key = route_token_key(route) if route is not None else None
-        if key is None:
-            return loaded.session.tokens
-        return loaded.session.route_tokens.get(key)
-
-    def _expiring(self, tokens: TokenSet) -> bool:
-        return tokens.expires_at is not None and tokens.expires_at - self.settings.refresh_leeway <= self.clock()
-
-    def _expired(self, tokens: TokenSet) -> bool:
-        return tokens.expires_at is not None and tokens.expires_at <= self.clock()
-
     def _settled(self, loaded: LoadedSession, route: RouteSettings | None, stale: str | None) -> bool:
         """True when the session now holds a token other than the stale one this caller saw: someone refreshed.
         (Comparing tokens, not expiry, keeps an IdP that issues tokens shorter than the leeway from causing a
         refresh per waiter.)"""
-        tokens = self._tokens_for(loaded, route)
+        tokens = tokens_for(loaded, route)
         if tokens is None:
             return False
         if stale is not None:
             return tokens.access_token != stale
-        return not self._expiring(tokens)
+        return not expiring(tokens, self.settings.refresh_leeway, self.clock)
 
     async def _refresh_across_processes(
         self, loaded: LoadedSession, route: RouteSettings | None, route_key: str | None, stale: str | None
@@ -382,7 +279,7 @@ class TokenManager:
         return written
 
     async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
-        if self._idp_down:
+        if self.probe.down:
             error = IdPUnavailable("the identity provider is failing; refreshes resume as soon as it answers")
             error.retry_after = RETRY_SOON
             raise error
@@ -404,45 +301,12 @@ class TokenManager:
             await self.sessions.delete(current)
             raise SessionExpired("the session expired or was revoked at the identity provider") from exc
         except IdPUnavailable as exc:
-            self._idp_failed()
+            self.probe.failed()
             exc.retry_after = RETRY_SOON
             logger.warning("token refresh failed, keeping the session: %s", exc.message)
             raise
         self.refresh_count += 1
         return new
-
-    # --- the IdP's health -----------------------------------------------------------------------------------------
-
-    def _idp_failed(self) -> None:
-        """Fail refreshes fast from now on, and start the one probe that ends this as soon as the IdP answers."""
-        self._idp_down = True
-        if self._probe is None and not self._closed:
-            self._probe = asyncio.get_running_loop().create_task(self._probe_idp())
-
-    async def _probe_idp(self) -> None:
-        try:
-            while not self._closed:
-                await asyncio.sleep(PROBE_INTERVAL)
-                if await self.idp.client.probe(io_timeout=self._refresh_timeout):
-                    logger.info("the identity provider answers again; token refreshes resume")
-                    return
-        finally:
-            # However the probe ends (the IdP answers, shutdown, a bug), refreshes are tried again: never stuck.
-            self._idp_down = False
-            self._probe = None
-
-    async def aclose(self) -> None:
-        """Shutdown: give refreshes in flight a moment to store what the IdP answered, then stop them and the
-        probe. Bounded: nothing here waits on a cancellation being honoured."""
-        self._closed = True
-        flights = [flight.task for flight in self._inflight.values()]
-        if flights:
-            await asyncio.wait(flights, timeout=SHUTDOWN_GRACE)
-        tasks = [task for task in (*flights, self._probe) if task is not None and not task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=STOP_GRACE)
 
     async def _check_same_user(self, current: LoadedSession, id_token: str, access_token: str) -> None:
         """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
@@ -464,22 +328,6 @@ class TokenManager:
             await self.idp.client.revoke(refresh_token, "refresh_token")
         except OAuthError as exc:
             logger.info("could not revoke an orphaned refresh token: %s", exc.error)
-
-    # --- client tokens -------------------------------------------------------------------------------------------
-
-    async def client_token(self, route: RouteSettings) -> str:
-        key = (route.resource, route.scopes)
-        cached = self._client_tokens.get(key)
-        if cached is not None and not self._expiring(cached):
-            return cached.access_token
-        lock = self._client_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._client_tokens.get(key)  # another task may have fetched it while we waited
-            if cached is not None and not self._expiring(cached):
-                return cached.access_token
-            tokens = await self.idp.client.client_credentials(scopes=route.scopes, resource=route.resource)
-            self._client_tokens[key] = tokens
-            return tokens.access_token
 
 
 async def _bounded_wait(task: asyncio.Task[None], what: str) -> None:

@@ -1,0 +1,16 @@
+"""Bearer tokens for proxied requests: the only package that joins sessions and OIDC (see ``manager``).
+
+- ``manager``: ``TokenManager``, the proxy's ``BearerProvider``: which token a request sends, under which policy.
+- ``refresh``: ``Refresher``, one session's refresh, single-flight in the process and across processes (store lock
+  with a renewed lease), reload-and-recheck, compare-and-set write.
+- ``idp_probe``: ``IdPProbe``, refreshes fail fast while the IdP is down; one task notices it answer again.
+- ``client_credentials``: ``ClientCredentials``, bff's own tokens for ``client`` routes (RFC 6749 4.4).
+- ``route_tokens``: which of a session's token sets a route uses (RFC 8707), and when one is due for refresh.
+"""
+
+from __future__ import annotations
+
+from bff.tokens.manager import TokenManager, cookie_header
+from bff.tokens.route_tokens import route_token_key
+
+__all__ = ["TokenManager", "cookie_header", "route_token_key"]

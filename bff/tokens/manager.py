@@ -1,0 +1,139 @@
+"""``TokenManager``: the only module that joins sessions and OIDC. It answers one question for the proxy: which
+bearer token goes with this request, under this route's token policy? And it refreshes tokens so that, with
+refresh-token rotation, two requests can never spend the same refresh token (which an IdP with reuse detection
+answers by revoking the whole token family, logging the user out: the top complaint about every BFF).
+
+Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
+(anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
+before it expires, fetched single-flight). A ``client`` route needs a session like ``user`` unless it says
+``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend.
+
+The check runs on every proxied request and stays here, inline: a token that does not expire within
+``refresh_leeway`` is sent as it is. The rest is delegated to one object per job: ``Refresher`` (``refresh``: the
+single-flight refresh with the store lock and its lease), which owns the ``IdPProbe`` (``idp_probe``: fail fast
+while the IdP is down), and ``ClientCredentials`` (``client_credentials``: bff's own tokens). While a session's
+access token is still valid, a failed proactive refresh does not fail the request: the current token is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from bff.config import RouteSettings, TokenSettings
+from bff.cookies import read_cookie
+from bff.errors import IdPUnavailable, Unauthenticated
+from bff.oidc.provider import IdentityProvider
+from bff.session.manager import LoadedSession, SessionManager
+from bff.tokens.client_credentials import ClientCredentials
+from bff.tokens.refresh import STOP_GRACE, Refresher
+from bff.tokens.route_tokens import expired, expiring, tokens_for
+from bff.types import Clock, Scope, system_clock
+
+#: On shutdown, how long refreshes in flight may still run, so that tokens the IdP already rotated get stored.
+SHUTDOWN_GRACE = 5.0
+
+
+def cookie_header(scope: Scope) -> str | None:
+    values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"]
+    return "; ".join(values) if values else None
+
+
+class TokenManager:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        idp: IdentityProvider,
+        *,
+        cookie_name: str,
+        settings: TokenSettings | None = None,
+        clock: Clock = system_clock,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.sessions = sessions
+        self.idp = idp
+        self.cookie_name = cookie_name
+        self.settings = settings or TokenSettings()
+        self.clock = clock
+        self._refresher = Refresher(sessions, idp, self.settings, clock=clock, sleep=sleep)
+        self._client_credentials = ClientCredentials(idp, self.settings, clock)
+        #: Refresh one session single-flight: ``Refresher.refresh`` itself, no wrapper in between.
+        self.refresh = self._refresher.refresh
+        #: bff's own client-credentials token for a ``client`` route: ``ClientCredentials.token``.
+        self.client_token = self._client_credentials.token
+
+    @property
+    def refresh_count(self) -> int:
+        """Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests)."""
+        return self._refresher.refresh_count
+
+    # --- BearerProvider (bff.proxy) ------------------------------------------------------------------------------
+
+    async def session_for(self, scope: Scope) -> LoadedSession | None:
+        session_id = self.sessions.session_id_from_cookie(read_cookie(cookie_header(scope), self.cookie_name))
+        if session_id is None:
+            return None
+        return await self.sessions.load(session_id, slide=True)
+
+    async def bearer(self, scope: Scope, route: RouteSettings) -> str | None:
+        if route.token == "none":
+            return None
+        if route.token == "client":
+            if not route.anonymous and await self.session_for(scope) is None:
+                raise Unauthenticated("no session; log in at /bff/login (this route is not anonymous)")
+            return await self.client_token(route)
+        loaded = await self.session_for(scope)
+        if loaded is None:
+            if route.token == "user_or_none":
+                return None
+            raise Unauthenticated("no session; log in at /bff/login")
+        return await self.access_token(loaded, route)
+
+    async def refresh_bearer(self, scope: Scope, route: RouteSettings, rejected: str) -> str | None:
+        """After an upstream 401 to ``rejected``: a fresh token, or None when there is nothing better to send."""
+        if route.token == "client":
+            self._client_credentials.forget(route, rejected)
+            return await self.client_token(route)
+        loaded = await self.session_for(scope)
+        if loaded is None:
+            return None
+        current = tokens_for(loaded, route)
+        if current is not None and current.access_token != rejected:
+            return current.access_token  # someone refreshed since this request read the session
+        refreshed = await self.refresh(loaded, route, stale_access_token=rejected)
+        fresh = tokens_for(refreshed, route)
+        return None if fresh is None or fresh.access_token == rejected else fresh.access_token
+
+    # --- user tokens ---------------------------------------------------------------------------------------------
+
+    async def access_token(self, loaded: LoadedSession, route: RouteSettings | None = None) -> str:
+        """A valid access token for this session (and route), refreshing it first when it expires soon."""
+        tokens = tokens_for(loaded, route)
+        if tokens is not None and not expiring(tokens, self.settings.refresh_leeway, self.clock):
+            return tokens.access_token
+        try:
+            refreshed = await self.refresh(loaded, route, stale_access_token=tokens.access_token if tokens else None)
+        except IdPUnavailable:
+            if tokens is not None and not expired(tokens, self.clock):
+                # Proactive refresh failed but the token still works: use it rather than fail the request.
+                return tokens.access_token
+            raise
+        fresh = tokens_for(refreshed, route)
+        assert fresh is not None  # refresh() stores the route's token or raises
+        return fresh.access_token
+
+    async def aclose(self) -> None:
+        """Shutdown: give refreshes in flight a moment to store what the IdP answered, then stop them and the
+        probe. Bounded: nothing here waits on a cancellation being honoured."""
+        probe = self._refresher.probe
+        probe.close()
+        flights = self._refresher.in_flight()
+        if flights:
+            await asyncio.wait(flights, timeout=SHUTDOWN_GRACE)
+        tasks: list[asyncio.Task[LoadedSession] | asyncio.Task[None]] = [
+            task for task in (*flights, probe.task) if task is not None and not task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
