@@ -330,7 +330,8 @@ class Bed:
         answers = Counter(f"{o.status} {o.error}".strip() for o in self.outcomes)
         return (
             f"loop {self.loop}; answers {dict(answers)}; refreshes at the IdP {self.ledger.succeeded} ok, "
-            f"{self.ledger.refused} refused; lost sessions {sorted(self.lost)}\n"
+            f"{self.ledger.refused} refused; lost sessions {sorted(self.lost)}; exchanges cut after their request "
+            f"reached the IdP at a crash: {self.idp_relay.cut}\n"
             f"--- bff log (tail) ---\n{self.log.read_text(errors='replace')[-2500:]}"
         )
 

@@ -4,10 +4,15 @@ injects the network faults a client cannot tell from a sick server:
 * ``slow(seconds)``: every chunk the server sends back arrives that much later (a slow IdP, a slow Redis);
 * ``stall()`` / ``resume()``: nothing moves either way and new connections hang, but nothing is lost: the bytes
   held meanwhile are delivered on ``resume()``, as when a server is SIGSTOPped and SIGCONTed;
-* ``kill()`` / ``revive()``: live connections are reset and new ones refused (a crashed server, a partition),
-  while the server behind keeps its data;
-* ``crash()`` / ``revive()``: the same, but new connections are accepted and reset at once (a crashed server
-  behind a load balancer), and counted in ``resets``: a test can tell how often the client tried.
+* ``kill()`` / ``revive()``: live connections are reset and new ones refused (a partition), while the server
+  behind keeps its data; an exchange may be cut after its request reached the server;
+* ``crash()`` / ``revive()``: a crashed server behind a load balancer. From the call on, no byte more reaches the
+  server (what clients send is dropped) and new connections are accepted and reset at once, counted in ``resets``:
+  a test can tell how often the client tried. A live connection is reset once the server answered every request
+  it already got on it (nothing owed back, nothing held, and the server quiet for :data:`ANSWER_QUIET`), at most
+  :data:`CRASH_GRACE` after the call: a crashed server would not have processed a request it never answered, and
+  an exchange cut after the server processed it is another fault (an answer lost). ``cut`` counts the exchanges
+  that still had to be cut at the bound.
 
 Every control call returns once the relay's loop applied it, within ``CONTROL_TIMEOUT``.
 """
@@ -19,10 +24,51 @@ import contextlib
 import threading
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 CONTROL_TIMEOUT = 5.0
 CHUNK = 65536
+#: ``crash()`` resets a connection with a request in flight at most this long after it was called.
+CRASH_GRACE = 2.0
+#: An answer is taken as complete once the server sent nothing more on its connection for this long (an answer may
+#: come in several chunks, e.g. its head and its body; the relay does not parse the protocol).
+ANSWER_QUIET = 0.2
+#: How often ``crash()`` looks for connections that have settled.
+CRASH_POLL = 0.01
+
+
+@dataclass(eq=False)
+class _Link:
+    """One relayed connection, and whether an exchange on it is still in flight."""
+
+    task: asyncio.Task[None]
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter | None = None
+    #: Bytes went to the server and none came back since: the server holds a request it has not answered.
+    owed: bool = False
+    #: Chunks read from the server and not yet handed to the client (delayed by ``slow()``, held by ``stall()``).
+    held: int = 0
+    #: When the server last sent something on this connection (the relay loop's clock).
+    last_answer: float = 0.0
+
+    def settled(self, now: float) -> bool:
+        """Nothing is in flight: every request the server got is answered and the answer handed on in full."""
+        return (
+            not self.owed
+            and not self.held
+            and now - self.last_answer >= ANSWER_QUIET
+            and not self.client.transport.get_write_buffer_size()
+        )
+
+    def abort(self) -> None:
+        for writer in (self.client, self.server):
+            if writer is not None:
+                writer.transport.abort()  # as from a dead peer
+
+    def reset(self) -> None:
+        self.abort()
+        self.task.cancel()
 
 
 class Relay:
@@ -34,12 +80,13 @@ class Relay:
         #: Connections accepted and reset at once while crashed, and when the last one was (``time.monotonic()``).
         self.resets = 0
         self.last_reset = 0.0
+        #: Exchanges ``crash()`` had to cut after their request reached the server (unanswered within the grace).
+        self.cut = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"relay-{target_port}", daemon=True)
         self._server: asyncio.Server | None = None
         self._running: asyncio.Event | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._links: set[_Link] = set()
 
     @property
     def url_host(self) -> str:
@@ -71,13 +118,10 @@ class Relay:
         self._call(self._kill())
 
     def crash(self) -> None:
-        self._crashed = True
-        self._call(self._kill())
-        self._call(self._listen())
+        self._call(self._crash())
 
     def revive(self) -> None:
-        self._crashed = False
-        self._call(self._listen())
+        self._call(self._revive())
 
     # --- on the relay's loop ---------------------------------------------------------------------------------------
 
@@ -105,11 +149,29 @@ class Relay:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()  # RST, as from a dead peer
-        self._writers.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        for link in list(self._links):
+            link.reset()
+        self._links.clear()
+
+    async def _crash(self) -> None:
+        self._crashed = True  # from here on nothing more is forwarded to the server, and new connections are reset
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CRASH_GRACE
+        while self._links:
+            now = loop.time()
+            for link in list(self._links):
+                settled = link.settled(now)
+                if settled or now >= deadline:
+                    self.cut += not settled
+                    self._links.discard(link)
+                    link.reset()
+            if self._links:
+                await asyncio.sleep(CRASH_POLL)
+
+    async def _revive(self) -> None:
+        self._crashed = False
+        await self._listen()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -120,35 +182,55 @@ class Relay:
             self.last_reset = time.monotonic()
             client_writer.transport.abort()
             return
-        self._tasks.add(task)
-        self._writers.add(client_writer)
-        server_writer: asyncio.StreamWriter | None = None
+        link = _Link(task, client_writer)
+        self._links.add(link)
         try:
             await self._running.wait()  # a stalled server accepts (the kernel does) but does not answer
-            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-            self._writers.add(server_writer)
+            server_reader, link.server = await asyncio.open_connection("127.0.0.1", self.target_port)
             await asyncio.gather(
-                self._pump(client_reader, server_writer, delayed=False),
-                self._pump(server_reader, client_writer, delayed=True),
+                self._to_server(link, client_reader, link.server),
+                self._to_client(link, server_reader, client_writer),
             )
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # reset by kill() or crash(): ends quietly (3.11's start_server asks a cancelled task its exception)
         finally:
-            for writer in (client_writer, server_writer):
-                if writer is not None:
-                    self._writers.discard(writer)
-                    writer.transport.abort()
-            self._tasks.discard(task)
+            self._links.discard(link)
+            link.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delayed: bool) -> None:
+    async def _to_server(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._running is not None
         try:
             while chunk := await reader.read(CHUNK):
-                if delayed and self._delay:
-                    await asyncio.sleep(self._delay)
                 await self._running.wait()
+                if self._crashed:
+                    continue  # a crashed server gets nothing
+                link.owed = True
                 writer.write(chunk)
                 await writer.drain()
+        finally:
+            if not self._crashed and writer.can_write_eof():
+                with contextlib.suppress(OSError):
+                    writer.write_eof()
+
+    async def _to_client(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._running is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while chunk := await reader.read(CHUNK):
+                link.owed = False
+                link.held += 1
+                link.last_answer = loop.time()
+                try:
+                    if self._delay:
+                        await asyncio.sleep(self._delay)
+                    await self._running.wait()
+                    writer.write(chunk)
+                    await writer.drain()
+                finally:
+                    link.held -= 1
+                    link.last_answer = loop.time()
         finally:
             if writer.can_write_eof():
                 with contextlib.suppress(OSError):
