@@ -24,7 +24,7 @@ from bff.types import Receive, Scope, Send
 from tests.support.browser import Browser
 from tests.support.configs import write_config
 from tests.support.leak_guard import GUARD, fingerprint
-from tests.support.oidc_provider import TestProvider
+from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
 from tests.support.sessions import expire_access_token
@@ -49,9 +49,7 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture
 def provider() -> Iterator[TestProvider]:
-    provider = TestProvider()
-    with serve(provider.app) as url:
-        provider.issuer = url
+    with running(TestProvider()) as provider:
         yield provider
 
 
