@@ -36,7 +36,7 @@ from bff.upstream import MAX_HEADER_BYTES, TransportOptions, UpstreamClient
 from bff.upstream.client import _IDEMPOTENT
 from tests.proxy.conftest import StubBearer, run_proxy
 from tests.upstream.conftest import CLIENT_LOOPS
-from tests.upstream.endless import EndlessAnswer
+from tests.upstream.raw_upstream import EndlessAnswer, serving
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 TIMEOUT = 0.15  # the route's timeout: scripts that leave an answer unfinished end with it
@@ -161,14 +161,8 @@ async def exchange(client: UpstreamClient, url: str, marker: int, method: str = 
 @contextlib.asynccontextmanager
 async def hostile(script: Script) -> AsyncIterator[tuple[Hostile, str]]:
     upstream = Hostile(script)
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        finally:
-            for writer in upstream.writers:
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def run_script(script: Script, method: str) -> tuple[Hostile, Outcome | UpstreamError]:

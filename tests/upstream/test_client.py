@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from bff.errors import UpstreamError, UpstreamTimeout
 from bff.upstream import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
 from bff.upstream.request_head import split_url
-from tests.upstream.endless import EndlessAnswer
+from tests.upstream.raw_upstream import EndlessAnswer, serving
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
@@ -190,14 +190,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 @contextlib.asynccontextmanager
 async def scripted(answers: list[bytes | None], **kwargs: bool) -> AsyncIterator[tuple[Scripted, str]]:
     upstream = Scripted(answers, **kwargs)
-    server, port = await start(upstream)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{port}"
-        finally:
-            for writer in upstream.writers:  # hang up on kept-alive connections: their handlers end now
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def send(
@@ -541,14 +535,8 @@ SILENT = "silent"
 @contextlib.asynccontextmanager
 async def per_connection(*scripts: list[Step]) -> AsyncIterator[tuple[PerConnection, str]]:
     upstream = PerConnection(list(scripts))
-    server, port = await start(upstream)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{port}"
-        finally:
-            for writer in upstream.writers:
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def test_a_timeout_on_a_reused_connection_is_never_resent(client: UpstreamClient) -> None:
