@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,7 @@ from bff.types import Receive, Scope, Send
 from tests.support.browser import Browser
 from tests.support.configs import write_config
 from tests.support.leak_guard import GUARD, fingerprint
-from tests.support.oidc_provider import TestProvider
+from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
 from tests.support.sessions import expire_access_token
@@ -49,9 +49,7 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture
 def provider() -> Iterator[TestProvider]:
-    provider = TestProvider()
-    with serve(provider.app) as url:
-        provider.issuer = url
+    with running(TestProvider()) as provider:
         yield provider
 
 
@@ -93,11 +91,20 @@ async def expire(redis_url: str, config: Path, cookie: str) -> str:
         await store.aclose()
 
 
-@pytest.mark.parametrize(("lease", "idp_delay"), [("5s", 0.0), ("300ms", 1.5)], ids=["normal-idp", "slow-idp"])
-async def test_parallel_requests_through_three_processes_refresh_exactly_once(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str, lease: str, idp_delay: float
-) -> None:
-    ports = [free_port() for _ in range(PROCESSES)]
+@contextmanager
+def running_bffs(
+    tmp_path: Path,
+    count: int,
+    redis_process: RedisProcess,
+    provider: TestProvider,
+    upstream: str,
+    *,
+    lease: str,
+    oidc_timeout: str | None = None,
+) -> Iterator[tuple[list[int], list[Path]]]:
+    """Start ``count`` ``bff serve`` processes sharing ``redis_process``, wait until each is ready, and stop them
+    all on leaving; yields their ports and their config files."""
+    ports = [free_port() for _ in range(count)]
     configs = []
     for i, port in enumerate(ports):
         config = tmp_path / f"bff{i}.toml"
@@ -109,6 +116,7 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
             client_secret=provider.client_secret or "",
             upstream=upstream,
             refresh_lock_lease=lease,
+            oidc_timeout=oidc_timeout,
         )
         configs.append(config)
     with ExitStack() as stack:
@@ -121,14 +129,26 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
             processes.append((process, log))
         for (process, log), port in zip(processes, ports, strict=True):
             wait_ready(port, process, log)
+        yield ports, configs
 
-        browser = Browser()
-        try:
-            # Log in through the first instance; every instance accepts the cookie (one key ring, one store).
-            await browser.follow(f"http://127.0.0.1:{ports[0]}/bff/login")
-            cookie = browser.cookies(f"http://127.0.0.1:{ports[0]}")["__Host-bff"]
-        finally:
-            await browser.aclose()
+
+async def log_in(port: int) -> str:
+    """Log in through the instance on ``port``; returns the session cookie, which every instance accepts (one key
+    ring, one store)."""
+    browser = Browser()
+    try:
+        await browser.follow(f"http://127.0.0.1:{port}/bff/login")
+        return browser.cookies(f"http://127.0.0.1:{port}")["__Host-bff"]
+    finally:
+        await browser.aclose()
+
+
+@pytest.mark.parametrize(("lease", "idp_delay"), [("5s", 0.0), ("300ms", 1.5)], ids=["normal-idp", "slow-idp"])
+async def test_parallel_requests_through_three_processes_refresh_exactly_once(
+    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str, lease: str, idp_delay: float
+) -> None:
+    with running_bffs(tmp_path, PROCESSES, redis_process, provider, upstream, lease=lease) as (ports, configs):
+        cookie = await log_in(ports[0])
         old_token = await expire(redis_process.url, configs[0], cookie)
         provider.token_delay = idp_delay
 
@@ -161,37 +181,16 @@ async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_dea
     after 2.5 s: clients keep calling through both until they get a 200. Every request answers within its
     deadline plus a bound; the lock's lease stays a lease while it is renewed, and the lock is gone at the end."""
     timeout, bound, lease = 1.0, 1.0, 0.3
-    ports = [free_port() for _ in range(2)]
-    configs = []
-    for i, port in enumerate(ports):
-        config = tmp_path / f"bff{i}.toml"
-        write_config(
-            config,
-            port=port,
-            redis_url=redis_process.url,
-            idp_url=provider.issuer,
-            client_secret=provider.client_secret or "",
-            upstream=upstream,
-            refresh_lock_lease=f"{lease * 1000:g}ms",
-            oidc_timeout=f"{timeout:g}s",
-        )
-        configs.append(config)
-    with ExitStack() as stack:
-        processes = []
-        for i, (config, port) in enumerate(zip(configs, ports, strict=True)):
-            log = tmp_path / f"bff{i}.log"
-            process = start_bff(config, port, log)
-            stack.callback(process.wait, 10)
-            stack.callback(process.terminate)
-            processes.append((process, log))
-        for (process, log), port in zip(processes, ports, strict=True):
-            wait_ready(port, process, log)
-        browser = Browser()
-        try:
-            await browser.follow(f"http://127.0.0.1:{ports[0]}/bff/login")
-            cookie = browser.cookies(f"http://127.0.0.1:{ports[0]}")["__Host-bff"]
-        finally:
-            await browser.aclose()
+    with running_bffs(
+        tmp_path,
+        2,
+        redis_process,
+        provider,
+        upstream,
+        lease=f"{lease * 1000:g}ms",
+        oidc_timeout=f"{timeout:g}s",
+    ) as (ports, configs):
+        cookie = await log_in(ports[0])
         old_token = await expire(redis_process.url, configs[0], cookie)
         provider.token_delay = 2.5
 

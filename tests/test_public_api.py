@@ -20,7 +20,7 @@ import bff
 from bff.config import Config
 from bff.errors import ConfigError
 from bff.types import Receive, Scope, Send
-from tests.support.oidc_provider import DEFAULT_CLIENT_SECRET, TestProvider
+from tests.support.oidc_provider import DEFAULT_CLIENT_SECRET, TestProvider, running
 from tests.support.servers import serve
 
 SESSION_KEY = "an-embedding-test-session-key-0123456789abcdef"
@@ -102,9 +102,7 @@ token = "none"
 
 @pytest.fixture
 def idp() -> Iterator[TestProvider]:
-    provider = TestProvider()
-    with serve(provider.app) as base_url:
-        provider.issuer = base_url
+    with running(TestProvider()) as provider:
         yield provider
 
 

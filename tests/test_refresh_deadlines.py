@@ -28,6 +28,7 @@ from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Message, Receive, Scope, Send
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+from tests.support.asgi import read_body, replaying
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, login_tx
@@ -57,32 +58,19 @@ class StallingAnswers:
         if scope["type"] != "http" or scope["path"] != "/token":
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive)
         form = dict(parse_qsl(body.decode()))
         stall = 0.0
         if form.get("grant_type") == "refresh_token":
             self.presented.append(form["refresh_token"])
             stall = self.stalls.pop(0) if self.stalls else 0.0
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def stalled_send(message: Message) -> None:
             if message["type"] == "http.response.start" and stall:
                 await asyncio.sleep(stall)
             await send(message)
 
-        await self.app(scope, replay, stalled_send)
+        await self.app(scope, replaying(body, receive), stalled_send)
         if form.get("grant_type") == "refresh_token":
             self.answered += 1
 

@@ -15,8 +15,7 @@ from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
-from tests.support.oidc_provider import TestProvider
-from tests.support.servers import serve
+from tests.support.oidc_provider import TestProvider, running
 from tests.support.token_env import TokenEnv, token_env
 
 ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
@@ -24,9 +23,7 @@ ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
 
 @pytest.fixture
 def provider() -> Iterator[TestProvider]:
-    provider = TestProvider(access_token_ttl=300)
-    with serve(provider.app) as url:
-        provider.issuer = url
+    with running(TestProvider(access_token_ttl=300)) as provider:
         yield provider
 
 

@@ -28,6 +28,7 @@ import httpx
 
 from bff.types import ASGIApp, Message, Receive, Scope, Send
 from tests.bench.system import CpuPlan, Process, pinned, wait_for_port
+from tests.support.asgi import read_body, replaying
 
 Kind = Literal["devidp", "test-provider"]
 NAMES: dict[Kind, str] = {
@@ -65,32 +66,19 @@ class TokenEndpointMeter:
             await self.app(scope, receive, send)
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
         refresh = parse_qs(body.decode("latin-1")).get("grant_type") == ["refresh_token"]
         if refresh:
             self.refresh_calls += 1
         if self.delay:
             await asyncio.sleep(self.delay)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def watch(message: Message) -> None:
             if refresh and message["type"] == "http.response.start" and message["status"] != 200:
                 self.refresh_refused += 1
             await send(message)
 
-        await self.app(scope, replay, watch)
+        await self.app(scope, replaying(body, receive), watch)
 
     async def _control(self, scope: Scope, send: Send) -> None:
         if scope["path"] == "/_bench/delay" and scope["method"] == "POST":

@@ -44,6 +44,7 @@ import redis
 from bff.types import Message, Receive, Scope, Send
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from tests.faults.relay import Relay
+from tests.support.asgi import read_body, replaying
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
 from tests.support.devidp import FORM, login_tx
@@ -114,27 +115,14 @@ class RefreshLedger:
         if scope["type"] != "http" or scope["path"] != "/token":
             await self.app(scope, receive, send)
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         refresh = form.get("grant_type") == "refresh_token"
         if refresh:
             with self._lock:
                 self.presented[hashlib.sha256(form.get("refresh_token", "").encode()).hexdigest()] += 1
-        given = False
         status = 0
         answer = b""
-
-        async def replay() -> Message:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
         async def watch(message: Message) -> None:
             nonlocal status, answer
@@ -144,7 +132,7 @@ class RefreshLedger:
                 answer += message.get("body", b"")
             await send(message)
 
-        await self.app(scope, replay, watch)
+        await self.app(scope, replaying(body, receive), watch)
         if status == 200:
             with contextlib.suppress(ValueError):
                 GUARD.learn_token_answer(json.loads(answer))

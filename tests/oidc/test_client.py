@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,8 +25,7 @@ from bff.oidc.id_token import validate_id_token
 from bff.oidc.jwks import JwksCache, TokenSource
 from bff.oidc.pkce import new_code_verifier, new_state, s256_challenge
 from tests.support.clock import FakeClock
-from tests.support.oidc_provider import TestProvider
-from tests.support.servers import serve
+from tests.support.oidc_provider import TestProvider, running
 
 REDIRECT_URI = "https://app.example.com/bff/callback"
 #: Every character that breaks a naive Basic header: ':' splits it, '%' and '+' are decoded by the IdP.
@@ -40,13 +38,6 @@ METADATA = ProviderMetadata(
 )  # fmt: skip
 SECRET = "unit-test-client-secret-0123456789abcdef"
 REFRESH_TOKEN = "RT-very-secret-refresh-token-value"
-
-
-@contextlib.contextmanager
-def running(provider: TestProvider) -> Iterator[TestProvider]:
-    with serve(provider.app) as base_url:
-        provider.issuer = base_url
-        yield provider
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ and rate-limited by the injected clock for tokens from outside."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -133,15 +135,23 @@ class GatedJwks:
         return httpx.Response(200, json=published)
 
 
-async def test_concurrent_token_endpoint_refetches_are_single_flight(clock: FakeClock) -> None:
-    old, new = (RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in ("old", "new"))
-    idp = GatedJwks([old])
+@asynccontextmanager
+async def primed_cache(idp: GatedJwks, kid: str, clock: FakeClock) -> AsyncIterator[JwksCache]:
+    """A cache of ``idp``'s keys that has fetched them once to find ``kid``; the gate is shut again, and no request
+    has arrived since."""
     async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
         jwks = JwksCache(http, JWKS_URI, clock=clock)
         idp.gate.set()
-        await jwks.get_key("old", "RS256", source=TOKEN_ENDPOINT)
+        await jwks.get_key(kid, "RS256", source=TOKEN_ENDPOINT)
         idp.gate.clear()
         idp.arrived.clear()
+        yield jwks
+
+
+async def test_concurrent_token_endpoint_refetches_are_single_flight(clock: FakeClock) -> None:
+    old, new = (RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in ("old", "new"))
+    idp = GatedJwks([old])
+    async with primed_cache(idp, "old", clock) as jwks:
         idp.keys = [old, new]
         async with asyncio.timeout(5):
             callers = [asyncio.create_task(jwks.get_key("new", "RS256", source=TOKEN_ENDPOINT)) for _ in range(20)]
@@ -156,12 +166,7 @@ async def test_concurrent_token_endpoint_refetches_are_single_flight(clock: Fake
 async def test_a_failed_shared_refetch_fails_every_waiter_once(clock: FakeClock) -> None:
     old = RSAKey.generate_key(2048, parameters={"kid": "old"})
     idp = GatedJwks([old])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        jwks = JwksCache(http, JWKS_URI, clock=clock)
-        idp.gate.set()
-        await jwks.get_key("old", "RS256", source=TOKEN_ENDPOINT)
-        idp.gate.clear()
-        idp.arrived.clear()
+    async with primed_cache(idp, "old", clock) as jwks:
         idp.fail = True
         async with asyncio.timeout(5):
             callers = [asyncio.create_task(jwks.get_key("new", "RS256", source=TOKEN_ENDPOINT)) for _ in range(5)]
@@ -177,12 +182,7 @@ async def test_a_fetch_that_started_before_the_miss_does_not_count(clock: FakeCl
     """A token signed with a key published after a fetch began needs a fetch that began after the token came."""
     old, new = (RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in ("old", "new"))
     idp = GatedJwks([old])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        jwks = JwksCache(http, JWKS_URI, clock=clock)
-        idp.gate.set()
-        await jwks.get_key("old", "RS256", source=TOKEN_ENDPOINT)
-        idp.gate.clear()
-        idp.arrived.clear()
+    async with primed_cache(idp, "old", clock) as jwks:
         async with asyncio.timeout(5):
             # A forged token from outside starts a refetch of the pre-rotation set...
             forged = asyncio.create_task(jwks.get_key("forged", "RS256", source=OUTSIDE))

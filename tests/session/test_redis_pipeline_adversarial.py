@@ -672,16 +672,17 @@ async def test_a_bulk_string_longer_than_announced_is_no_value(fake: FakeRedis) 
     await next_command_works(fake, conn)
 
 
-async def test_an_announced_gigabyte_is_refused_on_its_header(fake: FakeRedis) -> None:
+async def sent_until_refused(fake: FakeRedis, head: bytes, filler: bytes) -> tuple[int, PipelinedConnection]:
+    """Answer one GETEX with ``head`` and then ``filler`` until 64 MiB or the client hangs up; the command must fail
+    with a ``ConnectionError``. Returns how many bytes the server got to send, and the connection."""
     closed = asyncio.get_running_loop().create_future()
 
     async def flood(peer: Peer) -> None:
         await peer.command()
-        await peer.send(b"$1073741824\r\n")
-        chunk = b"x" * 65536
+        await peer.send(head)
         try:
             while peer.sent < 64 * 1024 * 1024:
-                await peer.send(chunk)
+                await peer.send(filler)
         finally:
             closed.set_result(peer.sent)
 
@@ -691,31 +692,19 @@ async def test_an_announced_gigabyte_is_refused_on_its_header(fake: FakeRedis) -
         async with asyncio.timeout(WAIT):
             await conn(b"GETEX", b"k", b"PX", b"1000")
     async with asyncio.timeout(WAIT):
-        sent = await closed
+        sent: int = await closed
+    return sent, conn
+
+
+async def test_an_announced_gigabyte_is_refused_on_its_header(fake: FakeRedis) -> None:
+    sent, conn = await sent_until_refused(fake, b"$1073741824\r\n", b"x" * 65536)
     # The client hung up at the header: the server could not push much more than the socket buffers hold.
     assert sent < 16 * 1024 * 1024, sent
     await next_command_works(fake, conn)
 
 
 async def test_a_line_without_end_is_refused_past_the_limit(fake: FakeRedis) -> None:
-    closed = asyncio.get_running_loop().create_future()
-
-    async def endless(peer: Peer) -> None:
-        await peer.command()
-        await peer.send(b"+")
-        try:
-            while peer.sent < 64 * 1024 * 1024:
-                await peer.send(b"a" * 65536)
-        finally:
-            closed.set_result(peer.sent)
-
-    fake.scripts.append(endless)
-    conn = fake.connection(timeout=WAIT)
-    with pytest.raises(ConnectionError):
-        async with asyncio.timeout(WAIT):
-            await conn(b"GETEX", b"k", b"PX", b"1000")
-    async with asyncio.timeout(WAIT):
-        sent = await closed
+    sent, conn = await sent_until_refused(fake, b"+", b"a" * 65536)
     assert sent < LIMIT + 16 * 1024 * 1024, sent
     await next_command_works(fake, conn)
 
@@ -854,6 +843,13 @@ async def fill(url: str, keys: list[str], prefix: str = "bff:") -> None:
         await client.aclose()
 
 
+async def assert_serves(store: RedisStore, keys: list[str]) -> None:
+    """Every key reads back as :func:`fill` wrote it."""
+    async with asyncio.timeout(WAIT):
+        replies = await asyncio.gather(*(store.get_and_touch(key, 60) for key in keys))
+    assert replies == [value_of(key.encode(), 2) for key in keys]
+
+
 @pytest.mark.redis
 async def test_a_restart_under_pipelined_traffic_never_gives_a_wrong_value(redis_process: RedisProcess) -> None:
     keys = [f"k{i}" for i in range(200)]
@@ -877,9 +873,7 @@ async def test_a_restart_under_pipelined_traffic_never_gives_a_wrong_value(redis
         async with asyncio.timeout(WAIT):
             assert await asyncio.gather(*(store.get_and_touch(key, 60) for key in keys[:20])) == [None] * 20
         await fill(redis_process.url, keys)
-        async with asyncio.timeout(WAIT):
-            replies = await asyncio.gather(*(store.get_and_touch(key, 60) for key in keys))
-        assert replies == [value_of(key.encode(), 2) for key in keys]
+        await assert_serves(store, keys)
     finally:
         await store.aclose()
 
@@ -923,9 +917,7 @@ async def test_restarts_while_traffic_flows(redis_process: RedisProcess) -> None
             await asyncio.gather(*workers)
         assert wrong == []
         assert served > 0
-        async with asyncio.timeout(WAIT):
-            replies = await asyncio.gather(*(store.get_and_touch(key, 60) for key in keys))
-        assert replies == [value_of(key.encode(), 2) for key in keys]
+        await assert_serves(store, keys)
     finally:
         await store.aclose()
 
@@ -949,8 +941,6 @@ async def test_late_replies_of_a_frozen_redis_never_reach_later_commands(redis_p
         finally:
             await asyncio.to_thread(redis_process.resume)
         # Redis now answers the 30 commands it had read, on the connection bff dropped: none reaches these.
-        async with asyncio.timeout(WAIT):
-            replies = await asyncio.gather(*(store.get_and_touch(key, 60) for key in keys[30:]))
-        assert replies == [value_of(key.encode(), 2) for key in keys[30:]]
+        await assert_serves(store, keys[30:])
     finally:
         await store.aclose()

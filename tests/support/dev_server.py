@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 from bff.types import Receive, Scope, Send
+from tests.support.asgi import read_body
 
 
 @dataclass
@@ -59,12 +60,7 @@ class DevServer:
                 await self._echo(scope, receive, send)
 
     async def _echo(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive)
         payload = json.dumps({**_describe(scope), "method": scope["method"], "body": body.decode("latin-1")}).encode()
         headers = [
             (b"content-type", b"application/json"),

@@ -1,8 +1,7 @@
-"""A small but real OpenID Provider for tests: a Starlette app with joserfc keys, served over HTTP by ``serve()``.
+"""A small but real OpenID Provider for tests: a Starlette app with joserfc keys, served over HTTP by ``running()``.
 
-    provider = TestProvider()
-    with serve(provider.app) as base_url:
-        provider.issuer = base_url          # every URL in discovery derives from it
+    with running(TestProvider()) as provider:
+        provider.issuer                     # its URL: every URL in discovery derives from it
 
 No login UI: ``/authorize`` logs in ``login_as`` at once and redirects back with a code. Knobs (keyword arguments,
 and attributes a test may change at any time; they stay until changed) make the next answers misbehave; records
@@ -15,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from tests.support.leak_guard import GUARD
+from tests.support.servers import serve
 
 IdTokenMode = Literal["good", "bad_signature", "alg_none", "hs256_with_public_key", "unknown_kid", "header_jwk"]
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -451,3 +452,11 @@ def _apply(claims: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any
         else:
             claims[name] = value
     return claims
+
+
+@contextlib.contextmanager
+def running(provider: TestProvider) -> Iterator[TestProvider]:
+    """``provider`` served on loopback, its ``issuer`` set to its URL."""
+    with serve(provider.app) as base_url:
+        provider.issuer = base_url
+        yield provider

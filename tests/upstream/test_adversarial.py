@@ -36,6 +36,7 @@ from bff.upstream import MAX_HEADER_BYTES, TransportOptions, UpstreamClient
 from bff.upstream.client import _IDEMPOTENT
 from tests.proxy.conftest import StubBearer, run_proxy
 from tests.upstream.conftest import CLIENT_LOOPS
+from tests.upstream.raw_upstream import EndlessAnswer, serving
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 TIMEOUT = 0.15  # the route's timeout: scripts that leave an answer unfinished end with it
@@ -160,14 +161,8 @@ async def exchange(client: UpstreamClient, url: str, marker: int, method: str = 
 @contextlib.asynccontextmanager
 async def hostile(script: Script) -> AsyncIterator[tuple[Hostile, str]]:
     upstream = Hostile(script)
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        finally:
-            for writer in upstream.writers:
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def run_script(script: Script, method: str) -> tuple[Hostile, Outcome | UpstreamError]:
@@ -363,26 +358,9 @@ async def read_to_the_end(client: UpstreamClient, url: str, options: TransportOp
 )
 async def test_an_endless_head_chunk_line_or_trailer_costs_bounded_memory(prefix: bytes) -> None:
     """16 MiB that never end a line: refused after about one cap, holding about one cap."""
-    total, sent = 16 * 1024 * 1024, 0
-    finished = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal sent
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(prefix)
-            piece = b"z" * 65536
-            while sent < total:
-                writer.write(piece)
-                await writer.drain()
-                sent += len(piece)
-        except ConnectionError:
-            pass
-        finally:
-            finished.set()
-            writer.close()
-
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    total = 16 * 1024 * 1024
+    upstream = EndlessAnswer(prefix, b"z" * 65536, total)
+    server = await asyncio.start_server(upstream.handler, "127.0.0.1", 0)
     client = UpstreamClient()
     tracemalloc.start()
     try:
@@ -391,12 +369,12 @@ async def test_an_endless_head_chunk_line_or_trailer_costs_bounded_memory(prefix
             options = client.options(connect_timeout=BOUND, timeout=BOUND)
             with pytest.raises(UpstreamError):
                 await read_to_the_end(client, url, options)
-            await asyncio.wait_for(finished.wait(), BOUND)
+            await asyncio.wait_for(upstream.finished.wait(), BOUND)
             peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
         await client.aclose()
-    assert sent < total // 2  # refused early: the upstream could not send it all
+    assert upstream.sent < total // 2  # refused early: the upstream could not send it all
     assert peak < 8 * MAX_HEADER_BYTES + 2 * 1024 * 1024  # the cap, a socket read or two, bookkeeping
 
 

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from bff.errors import UpstreamError, UpstreamTimeout
 from bff.upstream import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
 from bff.upstream.request_head import split_url
+from tests.upstream.raw_upstream import EndlessAnswer, serving
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
@@ -189,14 +190,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 @contextlib.asynccontextmanager
 async def scripted(answers: list[bytes | None], **kwargs: bool) -> AsyncIterator[tuple[Scripted, str]]:
     upstream = Scripted(answers, **kwargs)
-    server, port = await start(upstream)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{port}"
-        finally:
-            for writer in upstream.writers:  # hang up on kept-alive connections: their handlers end now
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def send(
@@ -540,14 +535,8 @@ SILENT = "silent"
 @contextlib.asynccontextmanager
 async def per_connection(*scripts: list[Step]) -> AsyncIterator[tuple[PerConnection, str]]:
     upstream = PerConnection(list(scripts))
-    server, port = await start(upstream)
-    async with server:
-        try:
-            yield upstream, f"http://127.0.0.1:{port}"
-        finally:
-            for writer in upstream.writers:
-                writer.close()
-            await asyncio.sleep(0)
+    async with serving(upstream) as url:
+        yield upstream, url
 
 
 async def test_a_timeout_on_a_reused_connection_is_never_resent(client: UpstreamClient) -> None:
@@ -717,29 +706,13 @@ async def test_a_transfer_coding_that_is_not_chunked_is_delimited_by_close(
 
 async def test_an_endless_answer_head_is_refused_as_soon_as_it_passes_the_limit(client: UpstreamClient) -> None:
     total = 48 * 1024 * 1024
-    sent = 0
-    broke = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal sent
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
-            piece = b"a" * 65536
-            while sent < total:
-                writer.write(piece)
-                await writer.drain()
-                sent += len(piece)
-        except ConnectionError:
-            pass
-        finally:
-            broke.set()
-            writer.close()
-
-    server, port = await start(handler)
+    upstream = EndlessAnswer(b"HTTP/1.1 200 OK\r\nX-Big: ", b"a" * 65536, total)
+    server, port = await start(upstream.handler)
     async with server:
         with pytest.raises(UpstreamError) as caught:
             await send(client, f"http://127.0.0.1:{port}")
-        await asyncio.wait_for(broke.wait(), BOUND)
+        await asyncio.wait_for(upstream.finished.wait(), BOUND)
     assert isinstance(caught.value.__cause__, httptools.HttpParserError)
-    assert sent < total // 4  # refused at the limit, not after reading the whole head (socket buffers hold a few MiB)
+    assert (
+        upstream.sent < total // 4
+    )  # refused at the limit, not after reading the whole head (socket buffers hold a few MiB)

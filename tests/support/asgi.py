@@ -1,0 +1,31 @@
+"""What the suite's ASGI fakes and middleware share: reading a request body whole, and handing it on to the app
+behind once it has been read."""
+
+from __future__ import annotations
+
+from bff.types import Message, Receive
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The request body: the ``body`` of every ``http.request`` message up to the one without ``more_body``."""
+    body: bytes = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` for the app behind a middleware that has already read ``body``: first the whole body in one
+    message, then whatever ``receive`` gives (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
