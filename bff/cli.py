@@ -68,13 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bff.app import app_for_serving
     from bff.serving import uvicorn_settings
-    from bff.telemetry.redaction import configure_logging
+    from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
-    configure_logging(args.log_level)
-    common = {**uvicorn_settings(config.server), "log_config": None, "access_log": args.access_log}
+    # uvicorn applies this document in the supervisor and again in every worker it spawns.
+    log_config = serve_logging_config(config.logging, args.log_level)
+    common = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": args.access_log}
     if args.workers > 1:
         os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
         uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
@@ -206,7 +207,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (needs a Redis store when > 1)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default: [logging] level of the config"
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (tokens are redacted)")
     serve.set_defaults(func=cmd_serve)
 

@@ -22,6 +22,7 @@ import pytest
 from bff.config import (
     Config,
     FrontendSettings,
+    LoggingSettings,
     OIDCSettings,
     RouteSettings,
     Secret,
@@ -43,6 +44,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[tokens]", TokenSettings),
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
+    ("[logging]", LoggingSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
@@ -91,7 +93,7 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend"}[cls], {})
+    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend", LoggingSettings: "logging"}[cls], {})
     return table
 
 

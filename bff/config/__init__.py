@@ -12,7 +12,8 @@ The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
-* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``: one validator per section, each a few small checks.
+* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``: one validator per
+  section, each a few small checks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bff.config.logs import read_logging
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
 from bff.config.routes import normalize_prefix, read_routes
@@ -32,6 +34,8 @@ from bff.config.settings import (
     ALLOWED_SIGNING_ALGS,
     AUTH_METHODS,
     HTTP_METHODS,
+    LOG_FORMATS,
+    LOG_LEVELS,
     MAX_PENDING_LOGINS,
     MIN_KEY_LENGTH,
     RESERVED_PREFIXES,
@@ -40,6 +44,9 @@ from bff.config.settings import (
     AuthMethod,
     Config,
     FrontendSettings,
+    LogFormat,
+    LoggingSettings,
+    LogLevel,
     OIDCSettings,
     RouteSettings,
     SameSite,
@@ -56,6 +63,8 @@ __all__ = [
     "ALLOWED_SIGNING_ALGS",
     "AUTH_METHODS",
     "HTTP_METHODS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "MAX_PENDING_LOGINS",
     "MIN_KEY_LENGTH",
     "RESERVED_PREFIXES",
@@ -64,6 +73,9 @@ __all__ = [
     "AuthMethod",
     "Config",
     "FrontendSettings",
+    "LogFormat",
+    "LogLevel",
+    "LoggingSettings",
     "OIDCSettings",
     "RouteSettings",
     "SameSite",
@@ -90,11 +102,19 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     routes = read_routes(root)
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
+    logging = read_logging(root)
     root.finish()
     if problems:
         raise ConfigError(problems)
     return Config(
-        server=server, session=session, oidc=oidc, routes=routes, frontend=frontend, tokens=tokens, source=source
+        server=server,
+        session=session,
+        oidc=oidc,
+        routes=routes,
+        frontend=frontend,
+        tokens=tokens,
+        logging=logging,
+        source=source,
     )
 
 

@@ -15,10 +15,14 @@ from typing import Literal
 TokenPolicy = Literal["user", "client", "user_or_none", "none"]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 SameSite = Literal["strict", "lax"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
 AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 #: Asymmetric algorithms only (RFC 8725 3.1): "none" and HMAC are never accepted for ID or logout tokens.
 ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 #: Paths bff answers itself; a route may not shadow them.
@@ -210,6 +214,16 @@ class FrontendSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    #: ``text``: one human-readable line per record; ``json``: one JSON object per line (OpenTelemetry log data model
+    #: field names: ``timestamp``, ``severity_text``, ``body``, ``logger``, each extra field under its own key), for
+    #: every logger, uvicorn's included. Either way tokens, codes, secrets and cookies are masked first.
+    format: LogFormat = "text"
+    #: Lowest severity written: ``debug``, ``info``, ``warning`` or ``error``; ``bff serve --log-level`` overrides it.
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     session: SessionSettings
@@ -217,4 +231,5 @@ class Config:
     routes: tuple[RouteSettings, ...] = ()
     frontend: FrontendSettings | None = None
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: str = "<memory>"

@@ -37,7 +37,7 @@ def _options(**overrides: object) -> DemoOptions:
 @pytest.fixture(autouse=True)
 def _no_logging_setup(monkeypatch: pytest.MonkeyPatch) -> None:
     """``bff demo`` configures the root logger for a terminal; in tests pytest owns logging."""
-    monkeypatch.setattr("bff.telemetry.redaction.configure_logging", lambda level="INFO": None)
+    monkeypatch.setattr("bff.telemetry.logs.configure_logging", lambda level="info", format="text": None)
 
 
 def test_the_bff_config_of_the_demo() -> None:

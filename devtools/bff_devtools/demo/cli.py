@@ -32,7 +32,7 @@ def _seconds(value: str) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bff.telemetry.redaction import configure_logging
+    from bff.telemetry.logs import configure_logging
     from bff_devtools.demo.run import DemoOptions, run_demo
 
     configure_logging(args.log_level)
@@ -53,7 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_demo_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.telemetry.redaction import configure_logging
+    from bff.telemetry.logs import configure_logging
     from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 
     configure_logging(args.log_level)

@@ -137,7 +137,7 @@ def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:
 def cmd_devidp(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bff.telemetry.redaction import configure_logging
+    from bff.telemetry.logs import configure_logging
     from bff_devtools.devidp.app import create_devidp_app
 
     settings, generated = build_settings(args)
