@@ -22,7 +22,7 @@ import json
 import logging
 import logging.config
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from bff.config import LogFormat, LoggingSettings
 from bff.telemetry.redaction import EXTRA_SKIP, RedactingFilter, extra_fields, redact
@@ -80,6 +80,13 @@ class TextFormatter(logging.Formatter):
         return f"{head} {fields}{sep}{tail}"
 
 
+def stream_handler(stream: TextIO) -> logging.Handler:
+    """The one handler; also routes Python warnings through logging (in every process that applies the document)."""
+    # uvicorn's workers apply the dictConfig document and nothing else, so this is the one hook they all run.
+    logging.captureWarnings(True)
+    return logging.StreamHandler(stream)
+
+
 def logging_config(format: LogFormat = "text", level: str = "info") -> dict[str, Any]:
     """The ``dictConfig`` document of bff's logging (``format``: text or json; ``level``: debug .. error)."""
     formatter = JsonFormatter if format == "json" else TextFormatter
@@ -89,15 +96,11 @@ def logging_config(format: LogFormat = "text", level: str = "info") -> dict[str,
         "filters": {"redact": {"()": RedactingFilter}},
         "formatters": {"bff": {"()": formatter}},
         "handlers": {
-            "bff": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-                "formatter": "bff",
-                "filters": ["redact"],
-            }
+            "bff": {"()": stream_handler, "stream": "ext://sys.stderr", "formatter": "bff", "filters": ["redact"]}
         },
         "root": {"handlers": ["bff"], "level": level.upper()},
-        "loggers": {name: {"handlers": [], "propagate": True} for name in UVICORN_LOGGERS},
+        # No level of their own: the root level governs every logger alike.
+        "loggers": {name: {"handlers": [], "propagate": True, "level": "NOTSET"} for name in UVICORN_LOGGERS},
     }
 
 
@@ -109,4 +112,3 @@ def serve_logging_config(settings: LoggingSettings, level: str | None = None) ->
 def configure_logging(level: str = "info", format: LogFormat = "text") -> None:
     """Install bff's logging in this process; Python warnings are logged (and so rendered) too."""
     logging.config.dictConfig(logging_config(format, level))
-    logging.captureWarnings(True)
