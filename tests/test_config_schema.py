@@ -11,6 +11,7 @@ import pytest
 
 from bff.config import (
     Config,
+    LoggingSettings,
     OIDCSettings,
     RouteSettings,
     ServerSettings,
@@ -28,6 +29,7 @@ SECTIONS: dict[type[Any], Any] = {
     OIDCSettings: lambda c: c.oidc,
     RouteSettings: lambda c: c.routes[0],
     TokenSettings: lambda c: c.tokens,
+    LoggingSettings: lambda c: c.logging,
 }
 #: Another valid value for the defaults whose type alone does not say what else is valid.
 OTHER_STRINGS = {
@@ -35,6 +37,8 @@ OTHER_STRINGS = {
     "cookie_name": "__Host-other",
     "same_site": "lax",
     "token_endpoint_auth_method": "client_secret_post",
+    "format": "json",
+    "level": "warning",
 }
 
 
@@ -60,6 +64,7 @@ def _patchable() -> list[tuple[type[Any], str]]:
         OIDCSettings: {*present["oidc"], "redirect_uri"},
         RouteSettings: set(present["routes"][0]),
         TokenSettings: set(),
+        LoggingSettings: set(),
     }
     out = []
     for cls in SECTIONS:
@@ -85,7 +90,7 @@ def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
 
 def test_every_section_of_the_document_has_its_dataclass() -> None:
     sections = {f.name for f in dataclasses.fields(Config)} - {"source", "frontend"}
-    assert sections == {"server", "session", "oidc", "routes", "tokens"}
+    assert sections == {"server", "session", "oidc", "routes", "tokens", "logging"}
     assert len(_patchable()) >= 25  # the parametrisation above really covers the defaults
 
 
