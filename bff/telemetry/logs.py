@@ -30,10 +30,17 @@ from bff.telemetry.redaction import EXTRA_SKIP, RedactingFilter, extra_fields, r
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 
+_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def _rfc3339(created: float) -> str:
+    """RFC 3339 UTC with milliseconds; the date-and-second part is formatted once per second."""
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    last, prefix = _second[0]
+    if seconds != last:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second[0] = (seconds, prefix)
+    return f"{prefix}.{int((created - seconds) * 1000):03d}Z"
 
 
 def _exception(record: logging.LogRecord, formatter: logging.Formatter) -> tuple[str, str, str] | None:

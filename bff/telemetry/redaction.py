@@ -30,9 +30,10 @@ from collections.abc import Mapping
 
 REDACTED = "[REDACTED]"
 
-# One scan decides whether a string can hold anything to mask; every pattern below needs one of these words.
+# One scan of the lowercased text decides whether it can hold anything to mask; every pattern below needs one of
+# these words (a case-sensitive search of a lowercased copy is several times faster than a case-insensitive one).
 _TRIGGER = re.compile(
-    r"(?i)bearer|basic|dpop|negotiate|token|eyJ|secret|assertion|password|code|state|nonce|api_?key|cookie|"
+    r"bearer|basic|dpop|negotiate|token|eyj|secret|assertion|password|code|state|nonce|api_?key|cookie|"
     r"authorization|__host-|__secure-"
 )
 _QUOTE = r"(?:\\?[\"']|%22)"
@@ -70,6 +71,8 @@ _SENSITIVE_KEY = re.compile(
     r"(?:set_)?cookie|(?:proxy_)?authorization)"
 )
 _MAX_DEPTH = 8
+_KEY_CACHE: dict[str, bool] = {}
+_KEY_CACHE_SIZE = 1024
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 #: Extra fields a formatter leaves out: uvicorn's ANSI-coloured copy of its message.
@@ -78,7 +81,7 @@ EXTRA_SKIP = frozenset({"color_message"})
 
 def redact(text: str) -> str:
     """``text`` with every credential-shaped part masked (see the module docstring)."""
-    if _TRIGGER.search(text) is None:
+    if _TRIGGER.search(text.lower()) is None:
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
@@ -87,11 +90,18 @@ def redact(text: str) -> str:
 
 def sensitive_key(key: str) -> bool:
     """Whether a field named ``key`` (``http.request.header.cookie``, ``client_secret``) holds a credential."""
-    return _SENSITIVE_KEY.fullmatch(key.rsplit(".", 1)[-1].replace("-", "_")) is not None
+    known = _KEY_CACHE.get(key)
+    if known is None:
+        known = _SENSITIVE_KEY.fullmatch(key.rsplit(".", 1)[-1].replace("-", "_")) is not None
+        if len(_KEY_CACHE) < _KEY_CACHE_SIZE:  # field names come from code: a small set, bounded all the same
+            _KEY_CACHE[key] = known
+    return known
 
 
 def redact_value(value: object, depth: int = 0) -> object:
     """A JSON-safe, redacted copy of a log field's value."""
+    if type(value) is str:
+        return redact(value)
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
