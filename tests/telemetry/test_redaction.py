@@ -92,7 +92,7 @@ def record(msg: str, *args: object, extra: dict[str, object] | None = None, exc:
             exc_info = sys.exc_info()
     rec = logging.LogRecord("bff.test", logging.WARNING, __file__, 1, msg, args or None, exc_info)
     for key, value in (extra or {}).items():
-        setattr(rec, key, value)
+        rec.__dict__[key] = value  # as Logger.makeRecord stores extra= fields
     return rec
 
 
@@ -235,9 +235,37 @@ def test_a_secret_never_survives_formatting(case: tuple[str, str], where: str, a
         rec = record("value: %s", text)
     elif where == "extra":
         rec = record("x", extra={"url.path": text})
+    elif where == "exception":
+        rec = record("x")
+        try:
+            raise RuntimeError(text)
+        except RuntimeError:
+            rec.exc_info = sys.exc_info()
     else:
         rec = record("x", extra={"details": {"list": [1, text]}})
     out = rendered(rec, JsonFormatter() if as_json else TextFormatter())
     assert secret not in out
     if as_json:
         assert secret not in json.dumps(json.loads(out), ensure_ascii=False)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(max_size=20) | st.builds(object),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=10) | st.integers(), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.text(), fields=st.dictionaries(st.text(min_size=1, max_size=20), JSONISH, max_size=4))
+def test_any_record_renders_as_one_line_of_json(message: str, fields: dict[str, object]) -> None:
+    extra = {k: v for k, v in fields.items() if k not in logging.makeLogRecord({}).__dict__ and k != "message"}
+    line = rendered(record(message, extra=extra), JsonFormatter())
+    assert "\n" not in line
+    assert "\r" not in line
+    out = json.loads(line)
+    assert out["body"] == redact(message)
