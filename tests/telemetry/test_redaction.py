@@ -79,8 +79,8 @@ def test_ordinary_messages_pass_unchanged(text: str) -> None:
     assert redact(text) == text
 
 
-def fail() -> None:
-    raise ValueError(f"IdP said refresh_token={SECRET}")
+def fail(message: str = f"IdP said refresh_token={SECRET}") -> None:
+    raise ValueError(message)
 
 
 def record(msg: str, *args: object, extra: dict[str, object] | None = None, exc: bool = False) -> logging.LogRecord:
@@ -238,8 +238,8 @@ def test_a_secret_never_survives_formatting(case: tuple[str, str], where: str, a
     elif where == "exception":
         rec = record("x")
         try:
-            raise RuntimeError(text)
-        except RuntimeError:
+            fail(text)
+        except ValueError:
             rec.exc_info = sys.exc_info()
     else:
         rec = record("x", extra={"details": {"list": [1, text]}})
