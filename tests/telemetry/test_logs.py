@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import logging.config
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -55,6 +56,7 @@ def restore_logging() -> Iterator[None]:
     saved = root.handlers[:], root.level
     saved_loggers = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in UVICORN_LOGGERS}
     yield
+    logging.captureWarnings(False)  # the handler factory turned it on
     root.handlers[:], level = saved
     root.setLevel(level)
     for name, (handlers, propagate) in saved_loggers.items():
@@ -83,3 +85,17 @@ def test_uvicorns_loggers_write_json_lines_through_the_one_redacting_handler() -
     assert "abcdefghijklmnop" not in lines[1]["body"]
     assert lines[2]["request_id"] == "r1"
     assert lines[2]["http.response.status_code"] == 502
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_python_warnings_are_written_by_the_same_handler() -> None:
+    config = logging_config("json", "info")
+    stream = io.StringIO()
+    config["handlers"]["bff"]["stream"] = stream
+    logging.config.dictConfig(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit("client_secret=abcdefghijklmnopq", UserWarning, "x.py", 1)
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["logger"] == "py.warnings"
+    assert "abcdefghijklmnopq" not in line["body"]
