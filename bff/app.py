@@ -3,8 +3,8 @@
 Requests are dispatched by a small raw-ASGI router before any framework runs:
 
 * ``/bff/*``, ``/healthz``, ``/readyz`` -> the control plane, a Starlette app (login, callback, user, logout);
-* a configured route prefix -> the proxy, raw ASGI on the data plane (issue 6: a framework per proxied request
-  costs more CPU than the whole proxy hop);
+* a configured route prefix -> the proxy, raw ASGI on the data plane (a framework per proxied request
+  costs more CPU than the whole proxy hop: docs/performance.md);
 * anything else -> the frontend (when configured) or ``404 {"error": "not_found"}``.
 
 The lifespan opens the store, the IdP and upstream HTTP clients, and loads the IdP metadata; if the IdP cannot be

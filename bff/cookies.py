@@ -30,7 +30,7 @@ class CookieSigner:
         # itsdangerous: secret_key may be a list "from oldest to newest. The newest (last) key is used for signing".
         self._signer = Signer(secret_key=list(keys), salt=salt, digest_method=hashlib.sha256)
         # A browser sends the same cookie with every API call, and verifying it (a key derivation and an HMAC per
-        # key of the ring, ~10 µs) is a pure function of the value: remembered for the values seen last (issue 6).
+        # key of the ring) is a pure function of the value: remembered for the values seen last.
         # The key ring is fixed for the signer's life, so a remembered answer is the one verifying again would give.
         self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify)
 

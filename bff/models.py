@@ -45,7 +45,7 @@ class Session:
     sid: str | None = None
     #: The user's claims that ``/bff/user`` may show (minimal; never a token).
     claims: JSONObject = field(default_factory=dict)
-    #: Bumped on every write; the basis of compare-and-set writes (issue 4).
+    #: Bumped on every write; the basis of compare-and-set writes.
     version: int = 1
     #: Per-route access tokens (RFC 8707 ``resource`` and/or ``scopes``), keyed by ``route_token_key``.
     route_tokens: dict[str, TokenSet] = field(default_factory=dict)

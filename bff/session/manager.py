@@ -84,7 +84,7 @@ class SessionManager:
         self._logout_redirects = Encryptor(derive_keys(ring, LOGOUT_REDIRECT_ENCRYPTION))
         self._cookie = CookieSigner(ring, SESSION_SALT)
         # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
-        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU (issue 6). Every write
+        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU (docs/performance.md). Every write
         # encrypts with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry;
         # what is cached is exactly what decrypting again would return. Sessions are immutable.
         self._decoded = functools.lru_cache(maxsize=DECODED_CACHE_SIZE)(self._decrypt)
@@ -187,7 +187,7 @@ class SessionManager:
         return await self.load_key(key, slide=slide)
 
     async def load_key(self, key: str, *, slide: bool = False) -> LoadedSession | None:
-        # Sliding costs one round trip on every proxied request (issue 6): GETEX sets the TTL to the idle timeout
+        # Sliding costs one round trip on every proxied request: GETEX sets the TTL to the idle timeout
         # as it reads, because the cap (absolute and refresh-token expiry) is inside the encrypted record. Only in a
         # session's last idle timeout, when the cap is nearer, does a second call shorten the TTL to it. Between the
         # two calls (or if the second never happens) the record may outlive its cap in the store, never in use:

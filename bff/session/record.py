@@ -1,8 +1,7 @@
 """The plaintext of a session record: compact, because every session costs Redis memory for as long as it lives.
 
-Issue 6 budgets 2 KB of Redis memory per session, indexes included, with tokens of realistic size (an ~800-byte
-access token, an ~900-byte ID token: the tokens alone are ~1.7 KB as JSON strings). Two steps get the record to
-~1.2 KB:
+Realistic tokens (an access and an ID token of several hundred bytes each) are most of a session's size, so the
+record is kept small in two steps (the figures are in docs/performance.md):
 
 1. A JWS (``header.payload.signature``, RFC 7515 7.1) is stored as ``[header, payload, signature]`` with the header
    and payload base64url-decoded to their JSON text, which compresses well (the access and ID tokens repeat the

@@ -1,12 +1,11 @@
 """One pipelined connection to a standalone Redis, for the command every proxied request sends (``GETEX``).
 
-Why not redis-py for it (issue 6): redis-py's asyncio client spends ~40 µs of CPU per command on this project's
-reference box (a connection taken from and returned to a pool, argument-deprecation checks, observability hooks, a
-task per write when a socket timeout is set), a sixth of bff's whole budget for a proxied request. This connection
-spends ~13 µs: the command goes to the transport and its reply resolves a future, in order. Requests that arrive
-together share the socket both ways: the commands sent in one turn of the event loop leave in one write (a write to
-a socket is the dearest step of a command on this box: in ``make bench``, batching them cut bff's CPU per request
-by ~15 %), and one read often carries many replies. Everything else the Redis store
+Why not redis-py for it: redis-py's asyncio client does per command what this one command never needs (a
+connection taken from and returned to a pool, argument-deprecation checks, observability hooks, a task per write
+when a socket timeout is set); here the command goes to the transport and its reply resolves a future, in order.
+Requests that arrive together share the socket both ways: the commands sent in one turn of the event loop leave in
+one write (a socket write is the dearest step of a command), and one read often carries many replies. The figures
+are in docs/performance.md. Everything else the Redis store
 does goes through redis-py, as do Sentinel, Cluster and TLS (``RedisStore.from_url`` decides).
 
 The contract is the store's (``bff.session.redis_store``): fail fast and never hang. Every command waits at most

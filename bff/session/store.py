@@ -40,7 +40,7 @@ class SessionStore(Protocol):
 
     async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
         """Read the value and set its TTL to ``ttl`` in one atomic step (``GETEX key PX ttl``): a sliding expiry
-        that costs one round trip, not a read and a ``touch`` (issue 6). None when the key is absent (nothing is
+        that costs one round trip, not a read and a ``touch``. None when the key is absent (nothing is
         created). A TTL <= 0 returns the value and deletes the key."""
 
     async def ttl(self, key: str) -> float | None:
