@@ -84,9 +84,9 @@ class SessionManager:
         self._logout_redirects = Encryptor(derive_keys(ring, LOGOUT_REDIRECT_ENCRYPTION))
         self._cookie = CookieSigner(ring, SESSION_SALT)
         # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
-        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU (docs/performance.md). Every write
-        # encrypts with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry;
-        # what is cached is exactly what decrypting again would return. Sessions are immutable.
+        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU. Every write encrypts
+        # with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry; what is cached
+        # is exactly what decrypting again would return. Sessions are immutable.
         self._decoded = functools.lru_cache(maxsize=DECODED_CACHE_SIZE)(self._decrypt)
 
     # --- the cookie ----------------------------------------------------------------------------------------------
