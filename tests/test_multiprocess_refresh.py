@@ -9,7 +9,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,13 +20,13 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
+from tests.support.bff_process import expire_session_token, wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import write_config
 from tests.support.leak_guard import GUARD, fingerprint
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
-from tests.support.sessions import expire_access_token
 
 XHR = {"X-CSRF": "1"}
 PROCESSES = 3
@@ -63,32 +62,6 @@ def start_bff(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bff exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"bff on port {port} never became ready:\n{log.read_text()[-3000:]}")
-
-
-async def expire(redis_url: str, config: Path, cookie: str) -> str:
-    """Expire the session's access token (as the bff processes see it: same key ring, same store); returns it."""
-    store = RedisStore.from_url(redis_url)
-    try:
-        sessions = SessionManager(store, load_config(config).session)
-        session_id = sessions.session_id_from_cookie(cookie)
-        assert session_id is not None
-        return (await expire_access_token(sessions, session_id)).session.tokens.access_token
-    finally:
-        await store.aclose()
 
 
 @contextmanager
@@ -149,7 +122,7 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
 ) -> None:
     with running_bffs(tmp_path, PROCESSES, redis_process, provider, upstream, lease=lease) as (ports, configs):
         cookie = await log_in(ports[0])
-        old_token = await expire(redis_process.url, configs[0], cookie)
+        old_token = await expire_session_token(redis_process.url, configs[0], cookie)
         provider.token_delay = idp_delay
 
         async with httpx.AsyncClient(timeout=30) as http:
@@ -191,7 +164,7 @@ async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_dea
         oidc_timeout=f"{timeout:g}s",
     ) as (ports, configs):
         cookie = await log_in(ports[0])
-        old_token = await expire(redis_process.url, configs[0], cookie)
+        old_token = await expire_session_token(redis_process.url, configs[0], cookie)
         provider.token_delay = 2.5
 
         store = RedisStore.from_url(redis_process.url)

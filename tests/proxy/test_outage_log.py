@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bff.proxy import outage_log
-from bff.types import Receive, Scope, Send
+from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import serve
@@ -30,11 +30,7 @@ _COUNT = re.compile(r"(\d+) more requests? answered 503")
 
 @pytest.fixture
 def ok_upstream() -> Iterator[str]:
-    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    with serve(ok, lifespan="off") as url:
+    with serve(ok_answer, lifespan="off") as url:
         yield url
 
 

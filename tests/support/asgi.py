@@ -3,7 +3,7 @@ behind once it has been read."""
 
 from __future__ import annotations
 
-from bff.types import Message, Receive
+from bff.types import Message, Receive, Scope, Send
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -29,3 +29,9 @@ def replaying(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+async def ok_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An upstream that answers every request ``200 ok`` (text/plain) and echoes nothing."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})

@@ -11,25 +11,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import httpx
 import pytest
 
-from bff.config import load_config
-from bff.session.manager import SessionManager
-from bff.session.redis_store import RedisStore
-from bff.types import Receive, Scope, Send
+from tests.support.asgi import ok_answer
+from tests.support.bff_process import expire_session_token, wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY, write_config
 from tests.support.leak_guard import GUARD
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
-from tests.support.sessions import expire_access_token
 
 XHR = {"X-CSRF": "1"}
 HOSTILE = "hostileSecretValue-0123456789abcdef"
@@ -38,11 +33,7 @@ HOSTILE_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJob3N0aWxlIn0.aG9zdGlsZS1zaWduYXR1
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    with serve(ok, lifespan="off") as url:
+    with serve(ok_answer, lifespan="off") as url:
         yield url
 
 
@@ -70,31 +61,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bff exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"bff on port {port} never became ready:\n{log.read_text()[-3000:]}")
-
-
-async def expire(redis_url: str, config: Path, cookie: str) -> None:
-    store = RedisStore.from_url(redis_url)
-    try:
-        sessions = SessionManager(store, load_config(config).session)
-        session_id = sessions.session_id_from_cookie(cookie)
-        assert session_id is not None
-        await expire_access_token(sessions, session_id)
-    finally:
-        await store.aclose()
-
-
 async def traffic(origin: str, redis_url: str, config: Path, provider: TestProvider) -> list[str]:
     """Drive the flows; returns the codes, states and cookie values the browser saw."""
     seen: list[str] = []
@@ -107,7 +73,7 @@ async def traffic(origin: str, redis_url: str, config: Path, provider: TestProvi
         cookie = browser.cookies(origin)["__Host-bff"]
         for _ in range(3):
             assert (await browser.get(f"{origin}/api/items", headers=XHR)).status_code == 200
-        await expire(redis_url, config, cookie)
+        await expire_session_token(redis_url, config, cookie)
         refreshes = provider.refresh_calls
         assert (await browser.get(f"{origin}/api/items?x=1", headers=XHR)).status_code == 200
         assert provider.refresh_calls == refreshes + 1

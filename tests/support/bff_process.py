@@ -1,0 +1,43 @@
+"""Helpers for tests that run ``bff serve`` as a subprocess: wait until it is ready, reach into its sessions."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bff.config import load_config
+from bff.session.manager import SessionManager
+from bff.session.redis_store import RedisStore
+from tests.support.sessions import expire_access_token
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``/readyz`` answers 200; fails the test with the tail of ``log`` if bff exits or is not ready in 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bff exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"bff on port {port} never became ready:\n{log.read_text()[-3000:]}")
+
+
+async def expire_session_token(redis_url: str, config: Path, cookie: str) -> str:
+    """Expire the access token of the session behind ``cookie``, as the bff processes see it (same key ring, same
+    store); returns that token."""
+    store = RedisStore.from_url(redis_url)
+    try:
+        sessions = SessionManager(store, load_config(config).session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        return (await expire_access_token(sessions, session_id)).session.tokens.access_token
+    finally:
+        await store.aclose()
