@@ -2,13 +2,16 @@
 schemas (kubernetes-validate bundles them: nothing is downloaded), and agrees with bff: the config it renders passes
 ``bff check`` with the environment the pod gets, every ``${NAME}`` in it comes from a Secret, the probes, ports and
 shutdown grace match the config, and hostile values (a secret written into the config, a key the chart owns) are
-refused. There is no helm binary in the registries this project uses: tests/support/helm.py renders the chart
-(stricter than Helm); when a ``helm`` is on the PATH, the last test checks that both render the same."""
+refused. The registries this project uses have no helm binary: tests/support/helm.py renders the chart (stricter
+than Helm), and real Helm (the helm-sdkpy wheel, ``make helm-venv``) renders every values set too: the last tests
+check that both render the same documents and refuse the same values."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -385,21 +388,58 @@ def test_the_merge_follows_helm() -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("helm") is None, reason="no helm binary on the PATH")
+# -- real Helm -------------------------------------------------------------------------------------------------------
+
+HELM_PYTHON = Path(os.environ.get("BFF_HELM_PYTHON", Path(__file__).resolve().parents[1] / ".venv-helm/bin/python"))
+needs_helm = pytest.mark.skipif(
+    not HELM_PYTHON.exists(), reason=f"no real Helm: `make helm-venv` creates {HELM_PYTHON}"
+)
+
+
+def real_helm(overrides: dict[str, Any], tmp_path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Helm's rendering of the chart with the values (merged as above) and its errors: lint messages of severity 3
+    (values against the schema, templates that do not parse or render) and the chart's own ``fail`` messages."""
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps(merge(yaml.safe_load((CHART / "values.yaml").read_text()), overrides)))
+    script = Path(__file__).resolve().parent / "support" / "helm_sdk_render.py"
+    done = subprocess.run(
+        [str(HELM_PYTHON), str(script), str(CHART), str(values)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rendered = {
+        m[1]: base64.b64decode(m[2]).decode() for m in re.finditer(r"BFF-RENDERED (\S+) ([A-Za-z0-9+/=]+)", done.stderr)
+    }
+    errors = [f"{m['path']}: severity {m['severity']}" for m in json.loads(done.stdout) if m["severity"] >= 3]
+    errors += re.findall(r'fail message="(?!BFF-RENDERED)([^"]*)"', done.stderr)
+    documents = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    return documents, errors
+
+
+@needs_helm
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_helm_renders_what_the_python_renderer_renders(name: str, tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump(VALUE_SETS[name]))
-    helm = shutil.which("helm")
-    assert helm is not None
-    subprocess.run([helm, "lint", str(CHART), "-f", str(values)], check=True, capture_output=True)
-    out = subprocess.run(
-        [helm, "template", "web", str(CHART), "-f", str(values), "--namespace", "apps"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    theirs = [d for d in yaml.safe_load_all(out) if d]
-    ours = render(VALUE_SETS[name]).documents
-    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    theirs, errors = real_helm(VALUE_SETS[name], tmp_path)
+    assert not errors
+    ours = render(VALUE_SETS[name], release="test-release").documents  # helm lint's release name
+
+    def key(document: dict[str, Any]) -> tuple[str, str]:
+        return document["kind"], document["metadata"]["name"]
+
+    assert len(theirs) == len(ours) >= 4
     assert sorted(theirs, key=key) == sorted(ours, key=key)
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"config": {"session": {"keys": [SECRET_VALUE]}}}, "values.yaml: severity 3"),
+        ({"config": {"server": {"listen": "0.0.0.0:9000"}}}, "values.yaml: severity 3"),
+        ({"config": {"session": {"store": "redis://redis:6379/0"}}}, "both set"),
+    ],
+)
+def test_helm_refuses_what_the_python_renderer_refuses(values: dict[str, Any], error: str, tmp_path: Path) -> None:
+    with pytest.raises(ChartError):
+        render(values)
+    _, errors = real_helm(values, tmp_path)
+    assert any(error in e for e in errors), errors

@@ -176,7 +176,7 @@ def parse(source: str, name: str = "template") -> dict[str, list[Any]]:
             kind, block, _nodes = stack.pop()
             if kind != "block":
                 raise TemplateError(f"{name}: else outside if/with/range, or a second else")
-            if rest.startswith("if "):
+            if rest.startswith("if ") and block.kind == "if":
                 nested = _Block("if", _parse_pipeline(_tokens(rest[3:])))
                 block.otherwise.append(nested)
                 stack.append(("block", nested, nested.body))
