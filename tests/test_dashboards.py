@@ -4,7 +4,8 @@
 grouping label lists, numbers, Grafana variables, functions and keywords are not metric names; a histogram's
 ``_bucket``/``_sum``/``_count`` series name the histogram). The names are compared with docs' list below and with
 the ``# TYPE`` lines of a real scrape of ``bff serve`` with ``[metrics] listen`` after a login, proxied calls and
-a refresh."""
+a refresh. promtool (Debian's prometheus package) parses the rules and every dashboard query, and unit-tests each
+alert on synthetic series: it fires on its scenario, and no alert fires on healthy traffic."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,6 +198,129 @@ def test_dashboard_panels_have_unique_ids_and_use_the_datasource_variable() -> N
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}"
+
+
+# -- promtool (Debian's prometheus package): the expressions parse, the alerts fire when they should -------------------
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="no promtool (apt-get install prometheus; .ci/run does)")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_promtool
+def test_promtool_parses_the_rules_and_every_dashboard_expression(tmp_path: Path) -> None:
+    checked = promtool("check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Every dashboard query as a recording rule (Grafana's interval variable as a duration), so promtool parses it.
+    expressions = dashboard_expressions(json.loads(DASHBOARD.read_text()))
+    rules = [
+        {"record": f"bff:dashboard:{i}", "expr": e.replace("$__rate_interval", "5m")} for i, e in enumerate(expressions)
+    ]
+    wrapped = tmp_path / "dashboard-rules.yaml"
+    wrapped.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = promtool("check", "rules", str(wrapped))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(expressions)} rules found" in checked.stdout
+
+
+@needs_promtool
+def test_promtool_refuses_a_broken_expression(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"record": "r", "expr": "sum by (le (x)"}]}]}))
+    assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+#: One scenario per alert, counters rising per minute ("0+60x40": 0, 60, 120, ...), evaluated at 35 min. Each
+#: names the alerts it must fire (with their labels) and the others stay silent.
+HEALTHY = [
+    ('bff_token_refresh_total{outcome="ok"}', "0+60x40"),
+    ('bff_token_refresh_total{outcome="invalid_grant"}', "0+30x40"),  # users' revoked tokens: no outage
+    ('http_client_request_duration_seconds_count{bff_route="idp:token",http_response_status_code="200"}', "0+60x40"),
+    ('http_server_request_duration_seconds_count{http_route="/api",http_response_status_code="200"}', "0+600x40"),
+    ('http_server_request_duration_seconds_count{http_route="/api",http_response_status_code="502"}', "0+6x40"),
+    ('http_server_request_duration_seconds_bucket{http_route="/api",le="0.1"}', "0+600x40"),
+    ('http_server_request_duration_seconds_bucket{http_route="/api",le="+Inf"}', "0+606x40"),
+    ('bff_store_errors_total{operation="get"}', "0x40"),
+]
+SCENARIOS: dict[str, tuple[list[tuple[str, str]], list[dict[str, str]]]] = {
+    "healthy": ([], []),
+    "refresh-failing": (
+        [('bff_token_refresh_total{outcome="error"}', "0+10x40")],
+        [{"alertname": "BffTokenRefreshFailing", "severity": "page"}],
+    ),
+    "idp-down": (
+        [
+            ('bff_token_refresh_total{outcome="idp_unavailable"}', "0+20x40"),
+            (
+                'http_client_request_duration_seconds_count{bff_route="idp:token",http_response_status_code="503"}',
+                "0+90x40",
+            ),
+        ],
+        [
+            {"alertname": "BffTokenRefreshFailing", "severity": "page"},
+            {"alertname": "BffIdpUnavailable", "severity": "page"},
+        ],
+    ),
+    "store-errors": (
+        [('bff_store_errors_total{operation="get"}', "0+1x40")],
+        [{"alertname": "BffStoreErrors", "severity": "page", "operation": "get"}],
+    ),
+    "5xx": (
+        [('http_server_request_duration_seconds_count{http_route="/api",http_response_status_code="500"}', "0+60x40")],
+        [{"alertname": "BffHigh5xxRatio", "severity": "page"}],
+    ),
+    "slow": (
+        [
+            ('http_server_request_duration_seconds_bucket{http_route="/slow",le="0.1"}', "0+1x40"),
+            ('http_server_request_duration_seconds_bucket{http_route="/slow",le="5"}', "0+100x40"),
+            ('http_server_request_duration_seconds_bucket{http_route="/slow",le="+Inf"}', "0+100x40"),
+        ],
+        [{"alertname": "BffHighP99Latency", "severity": "ticket", "http_route": "/slow"}],
+    ),
+}
+
+
+def _annotations(rule: dict[str, Any], labels: dict[str, str]) -> dict[str, str]:
+    """The rule's annotations with ``{{ $labels.x }}`` filled in, as Prometheus renders them."""
+    return {
+        key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], str(value))
+        for key, value in rule["annotations"].items()
+    }
+
+
+@needs_promtool
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_alert_fires_on_its_scenario_and_no_other_does(scenario: str, tmp_path: Path) -> None:
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    extra, firing = SCENARIOS[scenario]
+    series = dict(HEALTHY)
+    series.update(extra)
+    expected: dict[str, list[dict[str, Any]]] = {name: [] for name in rules}
+    for alert in firing:
+        labels = {k: v for k, v in alert.items() if k != "alertname"}
+        annotations = _annotations(rules[alert["alertname"]], labels)
+        expected[alert["alertname"]].append({"exp_labels": labels, "exp_annotations": annotations})
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": "35m", "alertname": name, "exp_alerts": alerts} for name, alerts in expected.items()
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- a real scrape ---------------------------------------------------------------------------------------------------
