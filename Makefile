@@ -30,7 +30,7 @@ HELM_VENV := .venv-helm
 # Helm v4 as a library (a Go shim in a wheel): the registries have no helm binary. Needs Python >= 3.12.
 HELM_SDKPY := helm-sdkpy==0.1.32
 
-helm-venv: ## $(HELM_VENV): real Helm (helm-sdkpy) for tests/test_helm_chart.py, on the newest CPython >= 3.12 found
+helm-venv: ## .venv-helm: real Helm (helm-sdkpy) for tests/test_helm_chart.py, on the newest CPython >= 3.12 found
 	@py="$$(.ci/newest-python)"; \
 	if [ -z "$$py" ]; then echo "helm-venv: no CPython >= 3.12 on this machine; the real-Helm chart tests skip"; exit 0; fi; \
 	[ -x $(HELM_VENV)/bin/python ] || "$$py" -m venv $(HELM_VENV); \
