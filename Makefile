@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test test-newest-python bench bench-smoke check lint format typecheck layers clean
+.PHONY: help venv helm-venv demo test test-newest-python bench bench-smoke check lint format typecheck layers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ test: $(STAMP) ## run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest
 
 NEWEST_VENV := .venv-newest
+HELM_VENV := .venv-helm
+# Helm v4 as a library (a Go shim in a wheel): the registries have no helm binary. Needs Python >= 3.12.
+HELM_SDKPY := helm-sdkpy==0.1.32
+
+helm-venv: ## .venv-helm: real Helm (helm-sdkpy) for tests/test_helm_chart.py, on the newest CPython >= 3.12 found
+	@py="$$(.ci/newest-python)"; \
+	if [ -z "$$py" ]; then echo "helm-venv: no CPython >= 3.12 on this machine; the real-Helm chart tests skip"; exit 0; fi; \
+	[ -x $(HELM_VENV)/bin/python ] || "$$py" -m venv $(HELM_VENV); \
+	$(HELM_VENV)/bin/python -m pip install --quiet '$(HELM_SDKPY)'
 
 test-newest-python: $(STAMP) ## the fault suite again, `bff serve` on the newest CPython >= 3.12 found (skipped if none)
 	@py="$$(.ci/newest-python)"; \
@@ -59,4 +68,4 @@ layers: $(STAMP) ## import-linter: the layering of ARCHITECTURE.md
 	$(BIN)/lint-imports
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) $(NEWEST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(NEWEST_VENV) $(HELM_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -218,3 +218,7 @@ def test_kubernetes_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert container["ports"][0]["containerPort"] == config.server.port
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert documents["Service"]["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    # The drain and shutdown defaults ([server] drain_delay, shutdown_timeout: 5 s and 25 s) fit in the grace.
+    server = config.server
+    drain = getattr(server, "drain_delay", 5.0) + getattr(server, "shutdown_timeout", 25.0)
+    assert deployment["template"]["spec"]["terminationGracePeriodSeconds"] > drain
