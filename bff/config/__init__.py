@@ -6,11 +6,13 @@ problem found, each prefixed with its key path (``routes[2].upstream: ...``), in
 nearest known key is suggested.
 
 ``${VAR}`` anywhere in a string value reads the environment; a missing variable is a problem, not an empty string.
+``BFF_<SECTION>__<KEY>`` variables override single keys (``bff.config.env`` states the rules), validated like the file.
 Secrets are wrapped in :class:`Secret`, whose ``repr`` hides the value.
 
 The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
+* ``env``: the per-key environment overrides, merged into the document before validation;
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
 * ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``: one validator per
   section, each a few small checks.
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bff.config.env import apply_overrides, name_variables
 from bff.config.logs import read_logging
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
@@ -94,8 +97,19 @@ __all__ = [
 
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>") -> Config:
     """Validate an already-parsed TOML document; raise ConfigError listing every problem."""
+    config, _ = parse_config_with_overrides(data, env=env, source=source)
+    return config
+
+
+def parse_config_with_overrides(
+    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>"
+) -> tuple[Config, dict[str, str]]:
+    """:func:`parse_config`, also returning which keys the environment set (key path -> variable name)."""
     problems: list[str] = []
-    root = Reader(data, "", problems, os.environ if env is None else env, Config)
+    environ = os.environ if env is None else env
+    overrides = apply_overrides(data, environ, problems)
+    start = len(problems)
+    root = Reader(overrides.document, "", problems, environ, Config)
     server = read_server(root)
     session = read_session(root)
     oidc = read_oidc(root, server.public_origin)
@@ -104,9 +118,10 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
     root.finish()
+    name_variables(problems, overrides.variables, start)
     if problems:
         raise ConfigError(problems)
-    return Config(
+    config = Config(
         server=server,
         session=session,
         oidc=oidc,
@@ -116,6 +131,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         logging=logging,
         source=source,
     )
+    return config, overrides.variables
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:

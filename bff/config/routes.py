@@ -43,10 +43,8 @@ def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
 
 def _upstream(r: Reader) -> str:
     upstream = r.get("upstream", str, "", required=True)
-    if upstream:
-        check_url(r, "upstream", upstream)
-        if urlsplit(upstream).query:
-            r.problem("upstream", "must not contain a query string")
+    if upstream and check_url(r, "upstream", upstream) and urlsplit(upstream).query:
+        r.problem("upstream", "must not contain a query string")
     return upstream.rstrip("/")
 
 
