@@ -182,3 +182,51 @@ def test_cli_check_applies_overrides(
     monkeypatch.setenv("BFF_SESSION__STORE", "postgres://x")
     assert main(["check", "--config", "config/development.toml"]) == 2
     assert "session.store (from BFF_SESSION__STORE): expected memory://" in capsys.readouterr().err
+
+
+EXPLAINED = f"""
+[server]
+listen = "127.0.0.1:8001"
+public_origin = "https://app.example.com"
+
+[session]
+store = "redis://:store-password-1234@127.0.0.1:6379/0?password=query-password-1234"
+keys = ["{SESSION_KEY}"]
+
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa-bff"
+client_secret = "${{TEST_CLIENT_SECRET}}"
+
+[[routes]]
+path = "/api/orders"
+upstream = "https://orders.example.net/v1"
+set_headers = {{ "X-Api-Key" = "route-api-key-1234" }}
+"""
+
+
+def test_cli_check_explain_shows_every_setting_with_its_origin_and_masks_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bff.toml"
+    path.write_text(EXPLAINED)
+    monkeypatch.setenv("TEST_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("BFF_ROUTES__0__TIMEOUT", "45s")
+    monkeypatch.setenv("BFF_SESSION__IDLE_TIMEOUT", "20m")
+    assert main(["check", "--config", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split(" = ", 1)[0]: line for line in out.splitlines()}
+    assert lines["server.listen"].endswith(f"# file {path}:3")
+    assert '"127.0.0.1:8001"' in lines["server.listen"]
+    assert lines["session.idle_timeout"].split("#")[0].strip().endswith('"20m"')
+    assert lines["session.idle_timeout"].endswith("# env BFF_SESSION__IDLE_TIMEOUT")
+    assert lines["routes[0].timeout"].endswith("# env BFF_ROUTES__0__TIMEOUT")
+    assert lines["routes[0].upstream"].endswith(f"# file {path}:17")
+    assert lines["oidc.client_secret"].endswith(f"# file {path}:13")
+    assert lines["tokens.refresh_leeway"].endswith("# default")
+    assert lines["logging.format"].endswith("# default")
+    # Every field of every section is shown, listen once for host and port.
+    assert len([k for k in lines if k.startswith("server.")]) == 9
+    assert "redis://:********@127.0.0.1:6379/0?password=********" in lines["session.store"]
+    for secret in (SESSION_KEY, CLIENT_SECRET, "store-password-1234", "query-password-1234", "route-api-key-1234"):
+        assert secret not in out

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bff.config.env import apply_overrides, name_variables
+from bff.config.explain import explain
 from bff.config.logs import read_logging
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
@@ -87,6 +88,7 @@ __all__ = [
     "SessionSettings",
     "TokenPolicy",
     "TokenSettings",
+    "explain_config",
     "load_config",
     "normalize_prefix",
     "parse_config",
@@ -134,8 +136,7 @@ def parse_config_with_overrides(
     return config, overrides.variables
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate one TOML file."""
+def _read(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -144,7 +145,19 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: not UTF-8 text"]) from exc
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML ({exc})"]) from exc
-    return parse_config(data, env=env, source=str(p))
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate one TOML file, with the environment's ``BFF_<SECTION>__<KEY>`` overrides."""
+    _, data = _read(path)
+    return parse_config(data, env=env, source=str(Path(path)))
+
+
+def explain_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every effective setting of the file with the environment's overrides, where each came from, secrets masked."""
+    text, data = _read(path)
+    config, variables = parse_config_with_overrides(data, env=env, source=str(Path(path)))
+    return explain(config, variables, data, text)
