@@ -60,7 +60,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write("".join(line + "\n" for line in explain_config(_config_path(args))))
         return 0
+    from bff.upstream.proxy import proxy_from_environment
+
     config = _load(args)
+    for route in config.routes:
+        if route.proxy is None:
+            proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
     sys.stdout.write(
         f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://)\n"
     )

@@ -72,6 +72,8 @@ def _duration(seconds: float) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
+    if name == "proxy" and value is None:
+        return "(from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)"  # decided per route when bff starts
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, tuple) and value and isinstance(value[0], Secret):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +68,28 @@ def _header_rules(r: Reader) -> tuple[dict[str, str], tuple[str, ...]]:
     return set_headers, tuple(h.lower() for h in remove_headers)
 
 
+def _proxy(r: Reader) -> str | None:
+    """The route's forward proxy URL, ``""`` for none, None for the environment's choice."""
+    if "proxy" not in r.data:
+        r.seen.add("proxy")
+        return None
+    proxy = r.get("proxy", str, "")
+    if not proxy:
+        return proxy
+    parts = None
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    # Never quoted: a proxy URL may carry a password.
+    if parts is None or parts.scheme != "http" or not parts.hostname:
+        r.problem(
+            "proxy", "expected an http:// proxy URL like http://proxy:3128 (https:// and socks are not supported)"
+        )
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        r.problem("proxy", "must be the proxy's origin only (http://[user:password@]host:port), no path or query")
+    return proxy
+
+
 def _resource(r: Reader) -> str | None:
     resource = r.optional("resource")
     if resource:
@@ -106,6 +129,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         set_headers=set_headers,
         remove_headers=remove_headers,
         ca_bundle=ca_bundle,
+        proxy=_proxy(r),
         resource=resource,
         scopes=r.string_list("scopes"),
         refresh_on_401=r.get("refresh_on_401", bool),
