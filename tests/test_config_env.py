@@ -13,6 +13,7 @@ from bff.cli import main
 from bff.config import Secret, parse_config
 from bff.errors import ConfigError
 from tests.support.configs import CLIENT_SECRET, SESSION_KEY, base_document
+from tests.test_config import EXAMPLE_ENV
 
 OTHER_KEY = "z" * 20 + "-another-session-key-0123456789"
 
@@ -230,3 +231,49 @@ def test_cli_check_explain_shows_every_setting_with_its_origin_and_masks_secrets
     assert "redis://:********@127.0.0.1:6379/0?password=********" in lines["session.store"]
     for secret in (SESSION_KEY, CLIENT_SECRET, "store-password-1234", "query-password-1234", "route-api-key-1234"):
         assert secret not in out
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://user:proxy-secret-1234@proxy.example:3128", "routes[0].proxy: expected an http:// proxy URL"),
+        ("socks5://proxy.example:1080", "routes[0].proxy: expected an http:// proxy URL"),
+        ("proxy.example:3128", "routes[0].proxy: expected an http:// proxy URL"),
+        ("http://user:proxy-secret-1234@[::1", "routes[0].proxy: expected an http:// proxy URL"),
+        ("http://proxy.example:99999", "routes[0].proxy: expected an http:// proxy URL"),
+        ("http://user:proxy-secret-1234@proxy.example:3128/path", "routes[0].proxy: must be the proxy's origin"),
+        ("http://proxy.example:3128?x=proxy-secret-1234", "routes[0].proxy: must be the proxy's origin"),
+    ],
+)
+def test_a_route_proxy_must_be_an_http_proxy_origin_and_is_never_echoed(value: str, expected: str) -> None:
+    doc = base_document()
+    doc["routes"][0]["proxy"] = value
+    found = problems({}, doc)
+    assert len(found) == 1
+    assert found[0].startswith(expected), found
+    assert "proxy-secret-1234" not in found[0]
+    assert "proxy.example" not in found[0]
+
+
+def test_a_route_proxy_is_read_and_empty_means_direct() -> None:
+    doc = base_document()
+    assert parse_config(doc, env={}).routes[0].proxy is None  # left out: the environment decides
+    doc["routes"][0]["proxy"] = "http://user:pw@proxy.example:3128"
+    assert parse_config(doc, env={}).routes[0].proxy == "http://user:pw@proxy.example:3128"
+    assert parse_config(doc, env={"BFF_ROUTES__0__PROXY": ""}).routes[0].proxy == ""
+
+
+def test_cli_check_refuses_an_unusable_https_proxy(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check", "--config", "config/production.toml"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://user:proxy-secret-1234@proxy.example:1080")
+    assert main(["check", "--config", "config/production.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "HTTPS_PROXY (environment, used for https upstreams): must be an http:// proxy URL" in err
+    assert "proxy-secret-1234" not in err

@@ -78,8 +78,9 @@ def _proxy(r: Reader) -> str | None:
         return proxy
     parts = None
     with contextlib.suppress(ValueError):
-        parts = urlsplit(proxy)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        split = urlsplit(proxy)
+        split.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        parts = split
     # Never quoted: a proxy URL may carry a password.
     if parts is None or parts.scheme != "http" or not parts.hostname:
         r.problem(
