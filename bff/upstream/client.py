@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bff.errors import UpstreamError, UpstreamProxyError, UpstreamTimeout
+from bff.errors import UpstreamError, UpstreamProxyError, UpstreamProxyRefused, UpstreamTimeout
 from bff.upstream.connection import Connection
 from bff.upstream.pool import ConnectionPool
 from bff.upstream.proxy import ForwardProxy, Tunnel, connect_head, parse_proxy_url, proxy_from_environment
@@ -148,6 +148,10 @@ class UpstreamClient(ConnectionPool):
             except BaseException:
                 connection.close()
                 raise
+            if proxy is not None and connection.status == 407 and not origin.https:
+                # RFC 9110 15.5.8: 407 is the proxy's own answer (its credentials), never the upstream's to relay.
+                connection.close()
+                raise UpstreamProxyRefused("the proxy refused the request to the upstream (407)")
             return UpstreamResponse(connection, self, key)
 
     def _start(

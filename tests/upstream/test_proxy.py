@@ -258,3 +258,19 @@ def test_a_refused_tunnel_is_a_502_with_its_code_and_no_credentials_in_the_log(
     assert log.authorized == [False]
     assert PASSWORD not in caplog.text
     assert PASSWORD not in answer.text
+
+
+async def test_a_407_to_an_absolute_form_request_is_the_proxys_refusal_not_an_answer(client: UpstreamClient) -> None:
+    upstream = Upstream()
+    server, port = await start(upstream.handle)
+    async with server:
+        with forward_proxy(credentials=("egress", PASSWORD)) as (proxy, log), pytest.raises(UpstreamProxyRefused):
+            await get(client, f"http://127.0.0.1:{port}/x", proxy=f"http://egress:nope@127.0.0.1:{proxy}")
+    assert log.authorized == [False]
+    assert upstream.heads == []
+    assert client.idle_connections() == 0
+
+
+def test_a_route_proxy_url_does_not_show_in_the_settings_repr() -> None:
+    route = RouteSettings(path="/api", upstream="https://a.example", proxy=f"http://egress:{PASSWORD}@proxy:3128")
+    assert PASSWORD not in repr(route)
