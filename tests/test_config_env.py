@@ -203,6 +203,7 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
 path = "/api/orders"
 upstream = "https://orders.example.net/v1"
 set_headers = {{ "X-Api-Key" = "route-api-key-1234" }}
+proxy = "http://egress:proxy-pass-1234@egress.internal:3128"
 """
 
 
@@ -229,7 +230,9 @@ def test_cli_check_explain_shows_every_setting_with_its_origin_and_masks_secrets
     # Every field of every section is shown, listen once for host and port.
     assert len([k for k in lines if k.startswith("server.")]) == 9
     assert "redis://:********@127.0.0.1:6379/0?password=********" in lines["session.store"]
-    for secret in (SESSION_KEY, CLIENT_SECRET, "store-password-1234", "query-password-1234", "route-api-key-1234"):
+    assert '"http://egress:********@egress.internal:3128"' in lines["routes[0].proxy"]
+    secrets = (SESSION_KEY, CLIENT_SECRET, "store-password-1234", "query-password-1234", "route-api-key-1234")
+    for secret in (*secrets, "proxy-pass-1234"):
         assert secret not in out
 
 

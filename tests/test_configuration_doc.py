@@ -111,6 +111,8 @@ supported; credentials in the proxy URL are sent as `Proxy-Authorization` to the
 reached through a `CONNECT` tunnel with TLS to the upstream itself (its name for SNI and verification, the route's
 `ca_bundle`); a proxy that refuses the tunnel (407, 403, 502, ...) gives the browser a 502
 `upstream_proxy_refused`, a proxy that cannot be reached or answers garbage a 502 `upstream_proxy_error`.
+An http upstream (loopback only) through a proxy is sent to the proxy in the clear, the user's token included, as
+with any HTTP client: list loopback upstreams in `NO_PROXY` (`NO_PROXY=localhost,127.0.0.1`) or set `proxy = ""`.
 """
 
 
