@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,10 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bff.config import RouteSettings
 from bff.errors import UpstreamError, UpstreamProxyError, UpstreamProxyRefused, UpstreamTimeout
 from bff.upstream import UpstreamClient
+from bff.upstream.proxy import Tunnel
 from tests.proxy.conftest import StubBearer, run_proxy
 from tests.support.forward_proxy import forward_proxy
 
@@ -274,3 +279,61 @@ async def test_a_407_to_an_absolute_form_request_is_the_proxys_refusal_not_an_an
 def test_a_route_proxy_url_does_not_show_in_the_settings_repr() -> None:
     route = RouteSettings(path="/api", upstream="https://a.example", proxy=f"http://egress:{PASSWORD}@proxy:3128")
     assert PASSWORD not in repr(route)
+
+
+class _FakeTransport:
+    """Just enough of a transport for the Tunnel protocol: it records pausing and closing."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.closed = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    answer=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda status, fields, tail: b"HTTP/1.1 %d X\r\n" % status + fields + b"\r\n" + tail,
+            st.integers(100, 599),
+            st.binary(max_size=60).filter(lambda b: b"\r\n\r\n" not in b and not b.endswith(b"\r")),
+            st.binary(max_size=8),
+        ),
+    ),
+    cuts=st.lists(st.integers(0, 300), max_size=4),
+)
+def test_the_tunnel_opens_only_on_a_complete_2xx_head_with_nothing_after_it(answer: bytes, cuts: list[int]) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        tunnel = Tunnel(loop)
+        transport = _FakeTransport()
+        tunnel.connection_made(transport)  # type: ignore[arg-type]
+        edges = sorted({0, len(answer), *(c for c in cuts if c < len(answer))})
+        fed = b""
+        for start, end in itertools.pairwise(edges):
+            if transport.closed or transport.paused:
+                break  # a paused transport delivers nothing more (the rest is the TLS handshake's)
+            tunnel.data_received(answer[start:end])
+            fed += answer[start:end]
+        end = fed.find(b"\r\n\r\n")
+        status = re.match(rb"HTTP/1\.[01] ([0-9]{3})(?: [^\r\n]*)?\r\n", fed)
+        opens = end >= 0 and end + 4 == len(fed) and status is not None and 200 <= int(status.group(1)) < 300
+        if opens:
+            assert tunnel.established.done()
+            assert tunnel.established.exception() is None
+            assert transport.paused
+            assert not transport.closed
+        elif tunnel.established.done():
+            error = tunnel.established.exception()
+            assert isinstance(error, UpstreamProxyError)
+            assert transport.closed
+        else:
+            assert end < 0  # still waiting for the end of the head, nothing decided
+    finally:
+        loop.close()
