@@ -1,7 +1,8 @@
 """``bff``: the command line.
 
     bff serve [--config PATH] [--workers N]   run the proxy (config from --config or $BFF_CONFIG)
-    bff check [--config PATH]                 validate the config; print every problem; exit 2 if any
+    bff check [--config PATH] [--explain]     validate the config; print every problem; exit 2 if any;
+                                              --explain: every effective setting and where it came from
     bff sessions list --sub SUB [--config PATH] [--json]
                                               the user's live sessions (handle, clocks, IdP sid; never a token)
     bff sessions revoke --sub SUB [--config PATH]
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from bff import __version__
-from bff.config import Config, load_config
+from bff.config import Config, explain_config, load_config
 from bff.errors import BffError, ConfigError
 
 if TYPE_CHECKING:
@@ -56,7 +57,15 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.explain:
+        sys.stdout.write("".join(line + "\n" for line in explain_config(_config_path(args))))
+        return 0
+    from bff.upstream.proxy import proxy_from_environment
+
     config = _load(args)
+    for route in config.routes:
+        if route.proxy is None:
+            proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
     sys.stdout.write(
         f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://)\n"
     )
@@ -215,6 +224,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config and exit (2 when invalid)")
     check.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
+    check.add_argument(
+        "--explain",
+        action="store_true",
+        help="print every effective setting and where it came from (file:line, env variable, default); secrets masked",
+    )
     check.set_defaults(func=cmd_check)
 
     sessions = sub.add_parser("sessions", help="list or revoke a user's sessions (acts on the shared store)")

@@ -24,7 +24,9 @@ code, a secret or an upstream's internals.
     ├── PayloadTooLarge             413  payload_too_large
     ├── RequestHeaderTooLarge       431  request_header_too_large (from the HTTP server)
     ├── UpstreamError               502  bad_gateway
-    │   └── UpstreamTimeout         504  upstream_timeout
+    │   ├── UpstreamTimeout         504  upstream_timeout
+    │   └── UpstreamProxyError      502  upstream_proxy_error   (the forward proxy is unreachable or broke CONNECT)
+    │       └── UpstreamProxyRefused 502 upstream_proxy_refused (the proxy answered CONNECT with 407, 403, 502, ...)
     ├── OAuthError                  (from the token/revocation endpoints)
     │   ├── InvalidGrant            401  session_expired  (fatal for the session)
     │   └── IdPUnavailable          503  temporarily_unavailable (not fatal; retried later)
@@ -153,6 +155,18 @@ class UpstreamError(BffError):
 class UpstreamTimeout(UpstreamError):
     error = "upstream_timeout"
     status = 504
+
+
+class UpstreamProxyError(UpstreamError):
+    """The forward proxy to the upstream could not be reached, or its answer to ``CONNECT`` was unusable."""
+
+    error = "upstream_proxy_error"
+
+
+class UpstreamProxyRefused(UpstreamProxyError):
+    """The forward proxy refused the tunnel (407 credentials, 403 policy, 502/504 the upstream unreachable)."""
+
+    error = "upstream_proxy_refused"
 
 
 class OAuthError(BffError):

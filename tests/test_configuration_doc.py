@@ -55,8 +55,9 @@ HEADER = """# Configuration reference
 and regenerate with `.venv/bin/python -m tests.test_configuration_doc`; the test fails while this page differs. -->
 
 bff reads one TOML file (`bff serve --config PATH`, or `$BFF_CONFIG`; `bff check` validates it and prints every
-problem with its key path). `config/production.toml` is a commented example of every key; `config/dev.toml` runs
-the demo. Rules for every key:
+problem with its key path), and `BFF_<SECTION>__<KEY>` variables override single keys (see
+[Environment overrides](#environment-overrides)). `config/production.toml` is a commented example of every key;
+`config/dev.toml` runs the demo. Rules for every key:
 
 - Unknown keys are errors (with the nearest known key suggested), so a typo is never silently ignored.
 - `${VAR}` anywhere in a string reads the environment at startup; a missing variable is an error. Secrets belong
@@ -64,6 +65,54 @@ the demo. Rules for every key:
 - A *duration* is `250ms`, `30s`, `15m`, `12h`, `1d` or a number of seconds; a *size* is `512B`, `64KiB`, `10MiB`,
   `1GiB` (or `KB`/`MB`/`GB`, powers of 1000) or a number of bytes.
 - A key with the default *required* must be set.
+"""
+
+
+ENVIRONMENT = """
+## Environment overrides
+
+Every key can be set from the environment, without templating the file (twelve-factor config). The variable is
+`BFF_`, then the key path upper-cased with `__` between its parts; a route is chosen by its index from 0:
+
+| variable | key |
+| --- | --- |
+| `BFF_SESSION__STORE` | `[session] store` |
+| `BFF_SERVER__TRUSTED_PROXIES` | `[server] trusted_proxies` |
+| `BFF_ROUTES__0__UPSTREAM` | `upstream` of the first `[[routes]]` |
+
+- **Values** are text, written as in the file without the quotes of a string: strings as they are
+  (`BFF_OIDC__CLIENT_ID=12345` is the string `"12345"`), booleans `true`/`false`, durations and sizes as in the
+  file (`30s`, `64KiB`, or a number), arrays as TOML arrays (`["10.0.0.0/8", "192.168.0.0/16"]`) and tables as
+  TOML inline tables (`{ "X-Tenant" = "acme" }`). `${VAR}` in a value is expanded as in the file.
+- **Validation** is the file's: the same validator and message, with the variable named
+  (`session.store (from BFF_SESSION__STORE): expected memory://, ...`). A value is never printed in a problem
+  (it may be a secret).
+- **Which variables are overrides:** every `BFF_*` variable whose name holds `__`; an unknown one
+  (`BFF_SESSION__STROE`) is an error with the nearest name suggested. A variable that names a section alone
+  (`BFF_SESSION`) or spells a key with single underscores (`BFF_SESSION_STORE`) is an error too, unless the file
+  reads it with `${...}`. Other `BFF_*` variables (`BFF_CONFIG`, `BFF_SESSION_KEY`, `BFF_CLIENT_SECRET`, ...) are
+  not overrides.
+- **Routes:** `BFF_ROUTES__<N>__<KEY>` changes one key of route `N` of the file. `N` one past the file's last
+  route adds a route (it needs `PATH` and `UPSTREAM` like any route; then `N + 1`, and so on); an index beyond that
+  is an error, so a typo cannot create a half-configured route. A section the file leaves out can come entirely
+  from the environment.
+- **Where a value came from:** `bff check --explain` prints every effective setting with its origin (the file and
+  line, the variable, or the default), secrets masked (session keys, the client secret, passwords and query values
+  in URLs, the values of a route's `set_headers`).
+
+## Forward proxies for upstreams
+
+Upstream calls go through the proxy the environment names, with the rules httpx applies to the IdP calls:
+`HTTPS_PROXY` for https upstreams, `HTTP_PROXY` for http ones, `ALL_PROXY` for both, and `NO_PROXY` (`*`: never;
+`example.com`: it and its subdomains; `.example.com`: subdomains only; IP literals and `localhost` exactly;
+`host:port`: that port only; no CIDR ranges). A route's `proxy` key overrides the environment for that route
+(`proxy = ""`: always direct). The choice is made once per route when bff starts. Only `http://` proxies are
+supported; credentials in the proxy URL are sent as `Proxy-Authorization` to the proxy only. An https upstream is
+reached through a `CONNECT` tunnel with TLS to the upstream itself (its name for SNI and verification, the route's
+`ca_bundle`); a proxy that refuses the tunnel (407, 403, 502, ...) gives the browser a 502
+`upstream_proxy_refused`, a proxy that cannot be reached or answers garbage a 502 `upstream_proxy_error`.
+An http upstream (loopback only) through a proxy is sent to the proxy in the clear, the user's token included, as
+with any HTTP client: list loopback upstreams in `NO_PROXY` (`NO_PROXY=localhost,127.0.0.1`) or set `proxy = ""`.
 """
 
 
@@ -204,6 +253,7 @@ def render() -> str:
             cell = meaning.replace("|", "\\|")
             shown = shown if shown.startswith("*") else f"`{shown}`"
             parts.append(f"| `{key}` | {kind} | {shown} | {cell} |\n")
+    parts.append(ENVIRONMENT)
     return "".join(parts)
 
 

@@ -6,11 +6,13 @@ problem found, each prefixed with its key path (``routes[2].upstream: ...``), in
 nearest known key is suggested.
 
 ``${VAR}`` anywhere in a string value reads the environment; a missing variable is a problem, not an empty string.
+``BFF_<SECTION>__<KEY>`` variables override single keys (``bff.config.env`` states the rules), validated like the file.
 Secrets are wrapped in :class:`Secret`, whose ``repr`` hides the value.
 
 The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
+* ``env``: the per-key environment overrides, merged into the document before validation;
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
 * ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``: one validator per
   section, each a few small checks.
@@ -24,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bff.config.env import apply_overrides, name_variables
+from bff.config.explain import explain
 from bff.config.logs import read_logging
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
@@ -84,6 +88,7 @@ __all__ = [
     "SessionSettings",
     "TokenPolicy",
     "TokenSettings",
+    "explain_config",
     "load_config",
     "normalize_prefix",
     "parse_config",
@@ -94,8 +99,19 @@ __all__ = [
 
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>") -> Config:
     """Validate an already-parsed TOML document; raise ConfigError listing every problem."""
+    config, _ = parse_config_with_overrides(data, env=env, source=source)
+    return config
+
+
+def parse_config_with_overrides(
+    data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "<memory>"
+) -> tuple[Config, dict[str, str]]:
+    """:func:`parse_config`, also returning which keys the environment set (key path -> variable name)."""
     problems: list[str] = []
-    root = Reader(data, "", problems, os.environ if env is None else env, Config)
+    environ = os.environ if env is None else env
+    overrides = apply_overrides(data, environ, problems)
+    start = len(problems)
+    root = Reader(overrides.document, "", problems, environ, Config)
     server = read_server(root)
     session = read_session(root)
     oidc = read_oidc(root, server.public_origin)
@@ -104,9 +120,10 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
     root.finish()
+    name_variables(problems, overrides.variables, start)
     if problems:
         raise ConfigError(problems)
-    return Config(
+    config = Config(
         server=server,
         session=session,
         oidc=oidc,
@@ -116,10 +133,10 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         logging=logging,
         source=source,
     )
+    return config, overrides.variables
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate one TOML file."""
+def _read(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -128,7 +145,19 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: not UTF-8 text"]) from exc
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML ({exc})"]) from exc
-    return parse_config(data, env=env, source=str(p))
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate one TOML file, with the environment's ``BFF_<SECTION>__<KEY>`` overrides."""
+    _, data = _read(path)
+    return parse_config(data, env=env, source=str(Path(path)))
+
+
+def explain_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every effective setting of the file with the environment's overrides, where each came from, secrets masked."""
+    text, data = _read(path)
+    config, variables = parse_config_with_overrides(data, env=env, source=str(Path(path)))
+    return explain(config, variables, data, text)

@@ -260,7 +260,13 @@ def existing_file(r: Reader, name: str) -> str | None:
 
 
 def check_url(r: Reader, name: str, url: str, *, allow_http_loopback: bool = True, path_ok: bool = True) -> bool:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        # Not quoted: a malformed URL may carry credentials.
+        r.problem(name, "is not a valid URL (a malformed IPv6 literal in brackets or port?)")
+        return False
     if parts.scheme not in ("https", "http") or not parts.hostname:
         r.problem(name, f"must be an absolute http(s) URL, got {url!r}")
         return False

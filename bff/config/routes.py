@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,10 +44,8 @@ def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
 
 def _upstream(r: Reader) -> str:
     upstream = r.get("upstream", str, "", required=True)
-    if upstream:
-        check_url(r, "upstream", upstream)
-        if urlsplit(upstream).query:
-            r.problem("upstream", "must not contain a query string")
+    if upstream and check_url(r, "upstream", upstream) and urlsplit(upstream).query:
+        r.problem("upstream", "must not contain a query string")
     return upstream.rstrip("/")
 
 
@@ -67,6 +66,29 @@ def _header_rules(r: Reader) -> tuple[dict[str, str], tuple[str, ...]]:
         elif name.lower() in MANAGED_HEADERS:
             r.problem("set_headers", f"{name} is managed by bff and may not be set or removed per route")
     return set_headers, tuple(h.lower() for h in remove_headers)
+
+
+def _proxy(r: Reader) -> str | None:
+    """The route's forward proxy URL, ``""`` for none, None for the environment's choice."""
+    if "proxy" not in r.data:
+        r.seen.add("proxy")
+        return None
+    proxy = r.get("proxy", str, "")
+    if not proxy:
+        return proxy
+    parts = None
+    with contextlib.suppress(ValueError):
+        split = urlsplit(proxy)
+        split.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        parts = split
+    # Never quoted: a proxy URL may carry a password.
+    if parts is None or parts.scheme != "http" or not parts.hostname:
+        r.problem(
+            "proxy", "expected an http:// proxy URL like http://proxy:3128 (https:// and socks are not supported)"
+        )
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        r.problem("proxy", "must be the proxy's origin only (http://[user:password@]host:port), no path or query")
+    return proxy
 
 
 def _resource(r: Reader) -> str | None:
@@ -108,6 +130,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         set_headers=set_headers,
         remove_headers=remove_headers,
         ca_bundle=ca_bundle,
+        proxy=_proxy(r),
         resource=resource,
         scopes=r.string_list("scopes"),
         refresh_on_401=r.get("refresh_on_401", bool),

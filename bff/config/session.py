@@ -12,11 +12,16 @@ STORE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster",
 
 def _store(r: Reader) -> str:
     store = r.get("store", str)
-    if urlsplit(store).scheme not in STORE_SCHEMES:
+    try:
+        scheme = urlsplit(store).scheme
+    except ValueError:
+        # Not quoted: a Redis URL may carry a password.
+        r.problem("store", "is not a valid URL (a malformed IPv6 literal in brackets?)")
+        return store
+    if scheme not in STORE_SCHEMES:
         r.problem(
             "store",
-            f"expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://, "
-            f"got scheme {urlsplit(store).scheme!r}",
+            f"expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://, got scheme {scheme!r}",
         )
     return store
 

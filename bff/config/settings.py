@@ -181,6 +181,10 @@ class RouteSettings:
     remove_headers: tuple[str, ...] = ()
     #: CA bundle for an upstream behind a private CA.
     ca_bundle: str | None = None
+    #: Forward proxy to the upstream, ``http://[user:password@]host:port`` (https upstreams through ``CONNECT``);
+    #: ``""``: always direct. Left out: ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` from the
+    #: environment, with the rules the IdP calls follow (httpx's).
+    proxy: str | None = field(default=None, repr=False)  # its URL may carry the proxy's password
     #: RFC 8707 resource indicator for a token of this route's own.
     resource: str | None = None
     #: Scopes for a token of this route's own (with ``resource``, or for ``token = "client"``).

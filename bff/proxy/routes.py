@@ -31,7 +31,11 @@ class Route:
         self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
         self.options = client.options(
-            connect_timeout=settings.connect_timeout, timeout=settings.timeout, ca_bundle=settings.ca_bundle
+            connect_timeout=settings.connect_timeout,
+            timeout=settings.timeout,
+            ca_bundle=settings.ca_bundle,
+            upstream=settings.upstream,
+            proxy=settings.proxy,
         )
 
     def matches(self, raw_path: bytes) -> bool:

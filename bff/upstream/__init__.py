@@ -4,6 +4,7 @@ One module per job, read in the order a request takes:
 
 - ``request_head``: the URL's origin and target, and the request head, checked so nothing breaks out of its line;
 - ``client``: :class:`UpstreamClient`, the public face: per-route options, send, the resend decision;
+- ``proxy``: the forward proxy a route uses (its ``proxy`` key or ``HTTPS_PROXY``/``NO_PROXY``), the CONNECT tunnel;
 - ``pool``: the idle keep-alive connections per origin, swept after ``keepalive_timeout``;
 - ``connection``: one connection, an ``asyncio.Protocol`` whose answers llhttp (httptools) parses, with the caps;
 - ``request_body``: a streamed request body written as declared or chunked;

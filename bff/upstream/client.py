@@ -22,16 +22,21 @@ the upstream may be working on the request.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from bff.errors import UpstreamError, UpstreamTimeout
+from bff.errors import UpstreamError, UpstreamProxyError, UpstreamProxyRefused, UpstreamTimeout
 from bff.upstream.connection import Connection
 from bff.upstream.pool import ConnectionPool
+from bff.upstream.proxy import ForwardProxy, Tunnel, connect_head, parse_proxy_url, proxy_from_environment
 from bff.upstream.request_body import write_body
 from bff.upstream.request_head import Origin, RequestBody, request_head, split_url
 from bff.upstream.response import UpstreamResponse
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 #: RFC 9110 9.2.2: a request with one of these methods may be sent again after a connection failure.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -47,6 +52,8 @@ class TransportOptions:
     read_timeout: float
     #: ``True``: the default context (system CAs, hostname checked); else a route's own context.
     ssl: ssl.SSLContext | bool
+    #: The forward proxy the route's upstream is reached through, or None: direct.
+    proxy: ForwardProxy | None = None
 
 
 class UpstreamClient(ConnectionPool):
@@ -60,15 +67,32 @@ class UpstreamClient(ConnectionPool):
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
         self._default_ssl: ssl.SSLContext | None = None
 
-    def options(self, *, connect_timeout: float, timeout: float, ca_bundle: str | None = None) -> TransportOptions:
+    def options(
+        self,
+        *,
+        connect_timeout: float,
+        timeout: float,
+        ca_bundle: str | None = None,
+        upstream: str | None = None,
+        proxy: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> TransportOptions:
         """Transport settings for one route. ``timeout`` bounds each wait for the upstream (the answer's headers and
-        every later read), not the whole exchange, so a long download or an SSE stream that keeps talking lives on."""
+        every later read), not the whole exchange, so a long download or an SSE stream that keeps talking lives on.
+
+        ``proxy``: the route's forward proxy URL, ``""`` for none; None: the environment's choice for ``upstream``
+        (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``: see ``bff.upstream.proxy``). Decided here, once per route."""
         context: ssl.SSLContext | bool = True
         if ca_bundle:
             if ca_bundle not in self._ssl_contexts:  # one context per bundle, shared by the routes that name it
                 self._ssl_contexts[ca_bundle] = ssl.create_default_context(cafile=ca_bundle)
             context = self._ssl_contexts[ca_bundle]
-        return TransportOptions(connect_timeout=connect_timeout, read_timeout=timeout, ssl=context)
+        forward: ForwardProxy | None = None
+        if proxy:
+            forward = parse_proxy_url(proxy)
+        elif proxy is None and upstream is not None:
+            forward = proxy_from_environment(upstream, os.environ if environ is None else environ)
+        return TransportOptions(connect_timeout=connect_timeout, read_timeout=timeout, ssl=context, proxy=forward)
 
     def _context(self, options: TransportOptions) -> ssl.SSLContext:
         if isinstance(options.ssl, ssl.SSLContext):
@@ -90,18 +114,27 @@ class UpstreamClient(ConnectionPool):
         ``url`` must already be percent-encoded: it is sent byte for byte. ``body`` is bytes, an async iterable
         (sent chunked unless ``headers`` carries a Content-Length) or None.
         """
+        proxy = options.proxy
         try:
             origin, target = split_url(url)
-            head, length = request_head(method, target, origin.authority, headers, body)
+            if proxy is None:
+                head, length = request_head(method, target, origin.authority, headers, body)
+            else:
+                head, length = _proxied_head(method, origin, target, headers, body, proxy)
         except (ValueError, UnicodeEncodeError) as exc:
             raise UpstreamError("the request cannot be sent upstream: a header or the target is malformed") from exc
         context = self._context(options) if origin.https else None
-        key = (origin.host, origin.port, id(context) if context is not None else None)
+        key: tuple[object, ...] = (origin.host, origin.port, id(context) if context is not None else None)
+        if proxy is not None:
+            key = (*key, proxy)  # never shared with direct connections or another proxy's
         connection = self._idle_connection(key)
         resent = False
         while True:
             if connection is None:
-                connection = await self._connect(origin, context, options)
+                if proxy is None:
+                    connection = await self._connect(origin, context, options)
+                else:
+                    connection = await self._connect_through(proxy, origin, context, options)
             try:
                 self._start(connection, method, head, body, length, options)
                 await connection.wait_headers()
@@ -115,6 +148,10 @@ class UpstreamClient(ConnectionPool):
             except BaseException:
                 connection.close()
                 raise
+            if proxy is not None and connection.status == 407 and not origin.https:
+                # RFC 9110 15.5.8: 407 is the proxy's own answer (its credentials), never the upstream's to relay.
+                connection.close()
+                raise UpstreamProxyRefused("the proxy refused the request to the upstream (407)")
             return UpstreamResponse(connection, self, key)
 
     def _start(
@@ -164,6 +201,62 @@ class UpstreamClient(ConnectionPool):
         except (OSError, ssl.SSLError, ssl.CertificateError) as exc:
             raise UpstreamError("the upstream could not be reached or broke the connection") from exc
         return connection
+
+    async def _connect_through(
+        self, proxy: ForwardProxy, origin: Origin, context: ssl.SSLContext | None, options: TransportOptions
+    ) -> Connection:
+        """A connection to the proxy: used as is for an http upstream, or tunnelled with CONNECT and TLS for https."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(options.connect_timeout):
+                if context is None:
+                    _, connection = await self._open_to_proxy(loop, proxy, lambda: Connection(loop, self._read_bufsize))
+                    return connection
+                transport, tunnel = await self._open_to_proxy(loop, proxy, lambda: Tunnel(loop))
+                try:
+                    transport.write(connect_head(origin, proxy))
+                    await tunnel.established
+                    connection = Connection(loop, self._read_bufsize)
+                    tls = await loop.start_tls(transport, connection, context, server_hostname=origin.host)
+                except BaseException:
+                    transport.close()
+                    raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout("connecting to the upstream through the proxy timed out") from exc
+        except (OSError, ssl.SSLError, ssl.CertificateError) as exc:
+            raise UpstreamError("the upstream could not be reached through the proxy or broke the connection") from exc
+        if tls is None:  # pragma: no cover - start_tls returns None only for a transport closed meanwhile
+            raise UpstreamProxyError("the proxy closed the tunnel")
+        connection.connection_made(tls)  # start_tls does not announce the new transport to its protocol
+        return connection
+
+    @staticmethod
+    async def _open_to_proxy(
+        loop: asyncio.AbstractEventLoop, proxy: ForwardProxy, factory: Callable[[], _P]
+    ) -> tuple[asyncio.Transport, _P]:
+        try:
+            transport, protocol = await loop.create_connection(factory, proxy.host, proxy.port)
+        except OSError as exc:
+            raise UpstreamProxyError("the proxy could not be reached") from exc
+        return transport, protocol
+
+
+def _proxied_head(
+    method: str,
+    origin: Origin,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    body: RequestBody,
+    proxy: ForwardProxy,
+) -> tuple[bytes, int | None]:
+    """The request head for a request through ``proxy``: in a CONNECT tunnel the upstream's own (origin-form, no
+    proxy field); to the proxy itself absolute-form (RFC 9112 3.2.2) with the proxy's credentials."""
+    own = [(name, value) for name, value in headers if not name.lower().startswith("proxy-")]
+    if origin.https:
+        return request_head(method, target, origin.authority, own, body)
+    if proxy.authorization is not None:
+        own.append(("proxy-authorization", proxy.authorization))
+    return request_head(method, f"http://{origin.authority}{target}", origin.authority, own, body)
 
 
 def _may_resend(error: UpstreamError, connection: Connection, method: str, body: RequestBody) -> bool:
