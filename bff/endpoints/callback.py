@@ -85,7 +85,8 @@ class Callback:
             raise InvalidIdToken("the token response has no id_token (is the 'openid' scope granted?)")
         claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce, access_token=tokens.access_token)
 
-        previous = await self.cookie.current(request, slide=False)
+        # A previous session only a newer release reads is left to expire: a login must not fail because of it.
+        previous = await self.cookie.current(request, slide=False, strict=False)
         if previous is not None:
             await self.sessions.delete(previous.loaded)  # a new login replaces the old session (no fixation)
         session_id, _ = await self.sessions.create(

@@ -66,7 +66,7 @@ class Logout:
         handle = request.query_params.get("handle")
         if handle is not None:
             return await self._continue(handle)
-        current = await self.cookie.current(request, slide=False)
+        current = await self.cookie.current(request, slide=False, strict=False)
         target = self.home
         if current is not None:
             sid = request.query_params.get("sid")
@@ -80,7 +80,7 @@ class Logout:
 
     async def _post(self, request: Request) -> Response:
         check_csrf(request.headers, self.config.server.public_origin)
-        current = await self.cookie.current(request, slide=False)
+        current = await self.cookie.current(request, slide=False, strict=False)
         target = self.home
         if current is not None:
             url = self._end_session_url(current)
