@@ -3,7 +3,7 @@ release writes with ``write_format = 1`` is what the previous release reads, for
 a format this release does not know is refused with its own error, never deleted.
 
 The fixtures in ``fixtures/`` were written by ``fixtures/make_fixtures.py``: ``format1.json`` by the previous
-release's own code (``PREVIOUS_RELEASE``), ``format2.json`` by this one.
+release's own code (``tests.support.previous_release.PREVIOUS_RELEASE``), ``format2.json`` by this one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,12 +27,10 @@ from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.record import UnsupportedFormat, decode_session, decode_tokens, encode_session, encode_tokens
 from tests.support.clock import FakeClock
+from tests.support.previous_release import previous_release_file
 from tests.support.realistic_tokens import realistic_tokens
 
-#: The main commit this work branched from: the release whose instances share the store during the rollout.
-PREVIOUS_RELEASE = "d548d3c"
 FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parents[2]
 #: Format 2 is its framing AND this dictionary: changing the dictionary would be a new format.
 FORMAT_2_DICTIONARY_SHA256 = "2bf21ab960f076ba712c503a2ebb1e7fd3e2388f124f4ae95a25dbdc3807b1fb"
 
@@ -50,19 +47,6 @@ def unb64(text: str) -> bytes:
 def manager_for(data: dict[str, Any], store: MemoryStore, write_format: int = 1) -> SessionManager:
     settings = SessionSettings(keys=tuple(Secret(k) for k in data["keys"]), write_format=write_format)
     return SessionManager(store, settings, clock=FakeClock(1_800_000_100.0))
-
-
-def previous_release_file(path: str) -> str:
-    """A file of the previous release, from git history (CI runs on a full clone: a missing commit is an error)."""
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{PREVIOUS_RELEASE}:{path}"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"commit {PREVIOUS_RELEASE} (the previous release) is not in this clone's history: the compatibility "
-            f"tests need it (fetch the full history, e.g. `git fetch --unshallow`): {done.stderr.strip()}"
-        )
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
