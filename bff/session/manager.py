@@ -306,10 +306,18 @@ class SessionManager:
         if blob is None:
             return None
         try:
-            return self._logout_redirects.decrypt(blob, key.encode()).decode()
+            url = self._logout_redirects.decrypt(blob, key.encode()).decode()
         except (DecryptionError, UnicodeDecodeError):
             logger.warning("unreadable logout continuation discarded")
             return None
+        if not url:
+            logger.warning("unreadable logout continuation discarded")
+            return None
+        if url[0] < " ":
+            # Format 1 is the URL itself; a later format starts with its number, a byte no URL starts with.
+            logger.warning("logout continuation has store format %d, which this release does not read", ord(url[0]))
+            return None
+        return url
 
     # --- back-channel logout tokens --------------------------------------------------------------------------------
 

@@ -213,3 +213,19 @@ async def test_an_unknown_refresh_result_format_is_never_a_cache_miss() -> None:
     await store.set(key, sessions._sessions.encrypt(b"\x03newer", key.encode()), 60)
     with pytest.raises(SessionFormatUnsupported):
         await sessions.load_refresh_result("spent")
+
+
+@pytest.mark.parametrize("plaintext", [b"\x02https://idp.example.com/logout", b"\x00", b""])
+async def test_a_logout_continuation_in_an_unknown_format_is_not_followed(
+    plaintext: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Format 1 is the URL itself: anything starting with a control byte is a later format, never a Location."""
+    store = MemoryStore()
+    sessions = manager_for(fixture("format1.json"), store)
+    handle = await sessions.save_logout_redirect("https://idp.example.com/logout", 60)
+    assert await sessions.take_logout_redirect(handle) == "https://idp.example.com/logout"
+    key = sessions._logout_redirect_key(handle)
+    await store.set(key, sessions._logout_redirects.encrypt(plaintext, key.encode()), 60)
+    with caplog.at_level(logging.WARNING, logger="bff.session"):
+        assert await sessions.take_logout_redirect(handle) is None
+    assert "logout continuation" in caplog.text
