@@ -384,7 +384,7 @@ class SessionManager:
             # Authenticated with this key ring, so a newer bff wrote it: keep it for the instances that read it.
             logger.warning(
                 "session record has store format %d, which this release does not read (written by a newer release?"
-                " see [session] write_format): answered session_format_unsupported, the record is kept",
+                " see [session] write_format); the record is kept",
                 exc.number,
             )
             raise SessionFormatUnsupported(
