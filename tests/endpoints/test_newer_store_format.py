@@ -1,7 +1,7 @@
 """A session record in a store format this release does not read (written by a newer release, or by one configured
 with a ``write_format`` this one predates; docs/storage-formats.md): the SPA gets 401 with its own error code, the
-browser keeps its cookie and the store keeps the record, for the instances that read it. Logging in again works;
-a logout (CSRF-checked) and a back-channel logout delete the record, which the newer instances would still serve."""
+browser keeps its cookie and the store keeps the record, for the instances that read it. A new login replaces it,
+and a logout (CSRF-checked) and a back-channel logout delete it, since the newer instances would still serve it."""
 
 from __future__ import annotations
 
@@ -85,10 +85,11 @@ async def test_a_new_login_works_over_a_record_in_a_newer_format(
     stack: Stack, browser: Browser, redis_url: str
 ) -> None:
     await browser.follow(f"{stack.url}/bff/login")
-    await rewrite_in_format(stack, browser, redis_url, 3)
+    key, _ = await rewrite_in_format(stack, browser, redis_url, 3)
     await browser.follow(f"{stack.url}/bff/login")  # the callback meets the unreadable previous session
     user = await browser.request("GET", f"{stack.url}/bff/user", headers=XHR)
     assert user.status_code == 200, user.text
+    assert await stored(stack, redis_url, key) is None  # replaced, as a readable one would be
 
 
 async def test_a_post_logout_deletes_a_record_in_a_newer_format(stack: Stack, browser: Browser, redis_url: str) -> None:
