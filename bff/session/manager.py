@@ -202,11 +202,12 @@ class SessionManager:
         raw = await (self.store.get_and_touch(key, idle) if slide else self.store.get(key))
         if raw is None:
             return None
-        try:
-            session = self._decoded(key, raw)
-        except SessionFormatUnsupported:
+        session = self._decoded(key, raw)
+        if isinstance(session, int):
             if strict:
-                raise
+                raise SessionFormatUnsupported(
+                    f"this session is in store format {session}, written by a newer release of bff"
+                )
             return None
         if session is None:
             return None
@@ -285,7 +286,7 @@ class SessionManager:
         except UnsupportedFormat as exc:
             logger.warning("refresh result has store format %d, which this release does not read", exc.number)
             raise SessionFormatUnsupported(
-                "this session was refreshed by a newer release of bff; retry through another instance"
+                f"this session was refreshed by a newer release of bff (store format {exc.number})"
             ) from exc
         except (DecryptionError, ValueError, KeyError, TypeError):
             return None
@@ -377,7 +378,9 @@ class SessionManager:
     def _encrypt(self, key: str, session: Session) -> bytes:
         return self._sessions.encrypt(encode_session(session, self._write_format), key.encode())
 
-    def _decrypt(self, key: str, raw: bytes) -> Session | None:
+    def _decrypt(self, key: str, raw: bytes) -> Session | int | None:
+        """The session; or the number of a store format this release does not read (memoised like a session, so
+        the warning is logged once per record, not once per request); or None when unreadable."""
         try:
             return decode_session(self._sessions.decrypt(raw, key.encode()))
         except UnsupportedFormat as exc:
@@ -387,9 +390,7 @@ class SessionManager:
                 " see [session] write_format); the record is kept",
                 exc.number,
             )
-            raise SessionFormatUnsupported(
-                "this session was written by a newer release of bff; retry through another instance"
-            ) from exc
+            return exc.number
         except DecryptionError:
             # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
             logger.warning("session record could not be decrypted (key removed from the ring?)")

@@ -202,6 +202,10 @@ async def test_an_unknown_format_is_its_own_error_and_the_record_is_kept(
     assert f"store format {first_byte}," in caplog.text
     assert await sessions.load("newer", strict=False) is None  # callback and logout: as if there were none
     assert await store.get(key) == blob  # kept for the instances that read it
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bff.session"), pytest.raises(SessionFormatUnsupported):
+        await sessions.load("newer")
+    assert "store format" not in caplog.text  # once per record, not once per request
 
 
 async def test_an_unknown_refresh_result_format_is_never_a_cache_miss() -> None:
