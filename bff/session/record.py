@@ -73,7 +73,8 @@ class UnsupportedFormat(ValueError):
 
 
 def stored_format(plaintext: bytes) -> int:
-    """The format number of a record's (or refresh result's) plaintext: its first byte; 0 for plain JSON."""
+    """The format number of a record's (or refresh result's) plaintext: its first byte; 0 for plain JSON (which is a
+    session record's format 0 but a refresh result's format 1: results were never compressed before format 2)."""
     if not plaintext:
         raise ValueError("session record is empty")
     return 0 if plaintext[:1] == _PLAIN_JSON else plaintext[0]
