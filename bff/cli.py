@@ -151,7 +151,7 @@ def _print_listing(listing: SessionListing, *, as_json: bool) -> None:
     if listing.unreadable:
         sys.stderr.write(
             f"bff: warning: {listing.unreadable} session record(s) of {listing.sub} do not decrypt with this "
-            "config's session.keys (not shown)\n"
+            "config's session.keys or are in a store format of a newer release (not shown)\n"
         )
 
 
@@ -160,8 +160,8 @@ def _print_report(report: RevokeReport) -> None:
         sys.stderr.write(f"bff: warning: {failure}\n")
     if report.unreadable:
         sys.stderr.write(
-            f"bff: warning: {report.unreadable} session record(s) did not decrypt with this config's session.keys: "
-            "deleted, but their refresh tokens could not be revoked\n"
+            f"bff: warning: {report.unreadable} session record(s) did not decrypt with this config's session.keys"
+            " or are in a store format of a newer release: deleted, but their refresh tokens could not be revoked\n"
         )
     sys.stdout.write(
         f"revoked {report.deleted + report.unreadable} session(s) of {report.sub} "

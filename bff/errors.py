@@ -16,7 +16,8 @@ code, a secret or an upstream's internals.
     │   └── LogoutExpired           400  logout_expired   (a used, expired or unknown logout continuation URL)
     ├── CsrfRejected                401  csrf
     ├── Unauthenticated             401  unauthenticated
-    │   └── SessionExpired          401  session_expired
+    │   ├── SessionExpired          401  session_expired
+    │   └── SessionFormatUnsupported 401 session_format_unsupported (written by a newer release; the record is kept)
     ├── Forbidden                   403  forbidden
     ├── NotFound                    404  not_found
     ├── MethodNotAllowed            405  method_not_allowed
@@ -111,6 +112,13 @@ class Unauthenticated(BffError):
 
 class SessionExpired(Unauthenticated):
     error = "session_expired"
+
+
+class SessionFormatUnsupported(Unauthenticated):
+    """The session record is in a format this release does not read (docs/storage-formats.md). The record is left
+    in the store: an instance of the release that wrote it still serves the session."""
+
+    error = "session_format_unsupported"
 
 
 class Forbidden(BffError):

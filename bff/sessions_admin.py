@@ -55,7 +55,8 @@ class SessionInfo:
 class SessionListing:
     sub: str
     sessions: list[SessionInfo]
-    #: Records that exist but do not decrypt with this key ring (a config with other ``session.keys``?).
+    #: Records that exist but do not decrypt with this key ring (a config with other ``session.keys``?) or are in a
+    #: store format of a newer release (docs/storage-formats.md).
     unreadable: int = 0
 
     def to_json(self) -> JSONObject:

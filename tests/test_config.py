@@ -179,6 +179,10 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20, got 21"),
         ("session", "max_pending_logins", "5", "session.max_pending_logins: expected int"),
         ("session", "login_timeout", "0s", "session.login_timeout: must be positive"),
+        ("session", "write_format", 3, "session.write_format: must be 1 or 2 (the store formats this release writes"),
+        ("session", "write_format", 0, "session.write_format: must be 1 or 2"),
+        ("session", "write_format", "2", "session.write_format: expected int"),
+        ("session", "write_format", True, "session.write_format: expected int"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
@@ -252,6 +256,13 @@ def test_max_pending_logins_defaults_to_five() -> None:
     doc = base_document()
     doc["session"]["max_pending_logins"] = 8
     assert parse_config(doc, env={}).session.max_pending_logins == 8
+
+
+def test_write_format_defaults_to_what_the_previous_release_reads() -> None:
+    assert parse_config(base_document(), env={}).session.write_format == 1
+    doc = base_document()
+    doc["session"]["write_format"] = 2
+    assert parse_config(doc, env={}).session.write_format == 2
 
 
 def test_client_routes_need_a_session_unless_they_say_anonymous() -> None:

@@ -6,9 +6,6 @@ refresh lock's lease."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -20,10 +17,10 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
-from tests.support.bff_process import expire_session_token, wait_ready
+from tests.support.bff_process import expire_session_token, start_bff, wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import write_config
-from tests.support.leak_guard import GUARD, fingerprint
+from tests.support.leak_guard import fingerprint
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
@@ -50,18 +47,6 @@ def upstream() -> Iterator[str]:
 def provider() -> Iterator[TestProvider]:
     with running(TestProvider()) as provider:
         yield provider
-
-
-def start_bff(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    GUARD.watch_bff(f"http://127.0.0.1:{port}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
 
 
 @contextmanager

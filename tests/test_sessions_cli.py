@@ -338,3 +338,27 @@ async def test_last_seen_is_derived_from_the_sliding_ttl(fake_clock: FakeClock, 
     assert info.sid == "idp-sid-1"
     assert info.handle == sessions.key_for(session_id).rpartition(":")[2][:12]
     assert await memory_store.ttl(sessions.key_for(session_id)) == ttl_before  # listing does not slide
+
+
+async def test_a_session_in_a_newer_store_format_is_listed_as_unreadable_and_revoked(
+    fake_clock: FakeClock, memory_store: MemoryStore
+) -> None:
+    """``bff sessions`` of an older release over a record a newer one wrote: counted, never shown, deleted on
+    revoke (log out everywhere must not leave it behind)."""
+    sessions = SessionManager(memory_store, make_config().session, clock=fake_clock)
+    tokens = TokenSet(access_token="at")  # no refresh token: nothing to revoke at an IdP
+    kept, _ = await sessions.create(sub="frank", sid=None, claims={}, tokens=tokens)
+    newer, _ = await sessions.create(sub="frank", sid=None, claims={}, tokens=tokens)
+    key = sessions.key_for(newer)
+    await memory_store.set(key, sessions._sessions.encrypt(b"\x03a newer format", key.encode()), 600)
+
+    listing = await list_sessions(sessions, "frank")
+    assert [s.handle for s in listing.sessions] == [sessions.handle_for(sessions.key_for(kept))]
+    assert listing.unreadable == 1
+    http = create_idp_client()
+    try:
+        report = await revoke_sessions(sessions, IdentityProvider(make_config().oidc, http), "frank")
+    finally:
+        await http.aclose()
+    assert (report.deleted, report.unreadable) == (1, 1)
+    assert await memory_store.get(key) is None

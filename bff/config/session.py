@@ -5,7 +5,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bff.config.reader import HEADER_NAME, Reader, choose, parse_duration, parse_size, table
-from bff.config.settings import MAX_PENDING_LOGINS, MIN_KEY_LENGTH, SAME_SITES, SameSite, Secret, SessionSettings
+from bff.config.settings import (
+    MAX_PENDING_LOGINS,
+    MIN_KEY_LENGTH,
+    SAME_SITES,
+    WRITE_FORMATS,
+    SameSite,
+    Secret,
+    SessionSettings,
+)
 
 STORE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
 
@@ -65,6 +73,17 @@ def _check_store_max_reply(r: Reader, store_max_reply: int) -> None:
         r.problem("store_max_reply", "must not exceed 512MiB (Redis's own largest bulk string)")
 
 
+def _write_format(r: Reader) -> int:
+    value = r.get("write_format", int)
+    if value not in WRITE_FORMATS:
+        r.problem(
+            "write_format",
+            f"must be 1 or 2 (the store formats this release writes; the previous release reads only 1), got {value}",
+        )
+        return int(r.default("write_format"))
+    return value
+
+
 def _check_lifetimes(r: Reader, idle: float, absolute: float) -> None:
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
@@ -111,6 +130,7 @@ def read_session(root: Reader) -> SessionSettings:
     _check_store_max_reply(r, store_max_reply)
     _check_lifetimes(r, idle, absolute)
     keys = _keys(r)
+    write_format = _write_format(r)
     r.finish()
     return SessionSettings(
         keys=keys,
@@ -123,4 +143,5 @@ def read_session(root: Reader) -> SessionSettings:
         max_pending_logins=max_pending,
         store_timeout=store_timeout,
         store_max_reply=store_max_reply,
+        write_format=write_format,
     )

@@ -30,6 +30,8 @@ RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
 #: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
 MAX_PENDING_LOGINS = 20
+#: Store formats this release writes (``[session] write_format``); it reads these and every older one.
+WRITE_FORMATS = (1, 2)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -105,6 +107,9 @@ class SessionSettings:
     store_timeout: float = 2.0
     #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
     store_max_reply: int = 1024 * 1024
+    #: Format of what bff writes to the store (1 or 2; every known format is read): the newest the previous release
+    #: reads, so a rolling update works; raise it once every instance runs this release (docs/storage-formats.md).
+    write_format: int = 1
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,12 @@ class Callback:
             raise InvalidIdToken("the token response has no id_token (is the 'openid' scope granted?)")
         claims = await self.idp.validate_id_token(tokens.id_token, nonce=login.nonce, access_token=tokens.access_token)
 
-        previous = await self.cookie.current(request, slide=False)
+        # Not strict: a previous session in a newer release's store format must not fail the login; it is replaced too.
+        previous = await self.cookie.current(request, slide=False, strict=False)
         if previous is not None:
             await self.sessions.delete(previous.loaded)  # a new login replaces the old session (no fixation)
+        elif (previous_id := self.cookie.session_id(request)) is not None:
+            await self.sessions.store.delete(self.sessions.key_for(previous_id))
         session_id, _ = await self.sessions.create(
             sub=str(claims["sub"]),
             sid=_string_or_none(claims.get("sid")),

@@ -35,12 +35,13 @@ class SessionCookie:
     def session_id(self, request: Request) -> str | None:
         return self.sessions.session_id_from_cookie(read_cookie(request.headers.get("cookie"), self.name))
 
-    async def current(self, request: Request, *, slide: bool = True) -> CurrentSession | None:
-        """The request's live session, or None. A badly signed cookie never reaches the store."""
+    async def current(self, request: Request, *, slide: bool = True, strict: bool = True) -> CurrentSession | None:
+        """The request's live session, or None. A badly signed cookie never reaches the store. ``strict``: a record
+        in a format this release does not read raises ``SessionFormatUnsupported`` instead of being None."""
         session_id = self.session_id(request)
         if session_id is None:
             return None
-        loaded = await self.sessions.load(session_id, slide=slide)
+        loaded = await self.sessions.load(session_id, slide=slide, strict=strict)
         return None if loaded is None else CurrentSession(session_id, loaded)
 
     def set(self, response: Response, session_id: str) -> None:

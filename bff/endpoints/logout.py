@@ -66,7 +66,7 @@ class Logout:
         handle = request.query_params.get("handle")
         if handle is not None:
             return await self._continue(handle)
-        current = await self.cookie.current(request, slide=False)
+        current = await self.cookie.current(request, slide=False, strict=False)
         target = self.home
         if current is not None:
             sid = request.query_params.get("sid")
@@ -74,13 +74,18 @@ class Logout:
                 raise CsrfRejected("logout needs the sid parameter from /bff/user's logout_url")
             target = self._end_session_url(current) or target
             await self._end(current)
+        else:
+            sid = request.query_params.get("sid")
+            session_id = self.cookie.session_id(request)
+            if sid and session_id is not None and self.sessions.check_logout_sid(session_id, sid):
+                await self._end_unreadable(session_id)
         response = RedirectResponse(target, status_code=302, headers=_REDIRECT_HEADERS)
         self.cookie.clear(response)
         return response
 
     async def _post(self, request: Request) -> Response:
         check_csrf(request.headers, self.config.server.public_origin)
-        current = await self.cookie.current(request, slide=False)
+        current = await self.cookie.current(request, slide=False, strict=False)
         target = self.home
         if current is not None:
             url = self._end_session_url(current)
@@ -89,6 +94,8 @@ class Logout:
                 handle = await self.sessions.save_logout_redirect(url, LOGOUT_HANDLE_TTL)
                 target = f"{self.config.server.public_origin}/bff/logout?handle={handle}"
             await self._end(current)
+        elif (session_id := self.cookie.session_id(request)) is not None:
+            await self._end_unreadable(session_id)
         response = JSONResponse({"redirect": target}, headers=NO_STORE)
         self.cookie.clear(response)
         return response
@@ -109,6 +116,12 @@ class Logout:
             id_token_hint=current.loaded.session.tokens.id_token,
             post_logout_redirect_uri=self.config.oidc.post_logout_redirect_uri or self.home,
         )
+
+    async def _end_unreadable(self, session_id: str) -> None:
+        """A validly signed cookie whose record this release cannot read: a newer release may still serve it
+        (docs/storage-formats.md), so it is deleted; its tokens are unknown here, so nothing is revoked."""
+        if await self.sessions.store.delete(self.sessions.key_for(session_id)):
+            logger.info("session ended by logout (its record was unreadable here: tokens not revoked)")
 
     async def _end(self, current: CurrentSession) -> None:
         await self.sessions.delete(current.loaded)

@@ -17,7 +17,9 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
   would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
 
 Records are compact JSON (``bff.session.record``: JWTs unpacked, DEFLATE) encrypted with AES-256-GCM
-(``bff.crypto.Encryptor``) with the store key as associated data.
+(``bff.crypto.Encryptor``) with the store key as associated data. Records and refresh results carry a format number;
+every known format is read and ``[session] write_format`` is written, so old and new releases share one store
+during a rolling update (the inventory of every stored structure is docs/storage-formats.md).
 
 Expiry: each record's store TTL is ``min(idle_timeout, absolute expiry, refresh-token expiry) - now``; reading
 with ``slide=True`` pushes it forward (sliding idle timeout) in the same round trip as the read
@@ -39,8 +41,9 @@ from dataclasses import dataclass
 from bff.config import SessionSettings
 from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
+from bff.errors import SessionFormatUnsupported
 from bff.models import LoginState, Session, TokenSet
-from bff.session.record import decode_session, encode_session
+from bff.session.record import UnsupportedFormat, decode_session, decode_tokens, encode_session, encode_tokens
 from bff.session.store import SessionStore
 from bff.types import Clock, JSONObject, system_clock
 
@@ -77,6 +80,7 @@ class SessionManager:
         self.settings = settings
         self.clock = clock
         self._prefix = prefix
+        self._write_format = settings.write_format
         ring = [k.reveal() for k in settings.keys]
         self._sessions = Encryptor(derive_keys(ring, SESSION_ENCRYPTION))
         self._logins = Encryptor(derive_keys(ring, LOGIN_ENCRYPTION))
@@ -181,12 +185,14 @@ class SessionManager:
             await self.store.index_add(self._sid_index(sid), key, index_ttl)
         return session_id, session
 
-    async def load(self, session_id: str, *, slide: bool = True) -> LoadedSession | None:
-        """The live session for this id, or None (unknown, expired, or unreadable). Slides the idle timeout."""
+    async def load(self, session_id: str, *, slide: bool = True, strict: bool = True) -> LoadedSession | None:
+        """The live session for this id, or None (unknown, expired, or unreadable). Slides the idle timeout.
+        ``strict``: a record in a format this release does not read raises ``SessionFormatUnsupported`` (otherwise
+        it is None, as an unreadable one)."""
         key = self.key_for(session_id)
-        return await self.load_key(key, slide=slide)
+        return await self.load_key(key, slide=slide, strict=strict)
 
-    async def load_key(self, key: str, *, slide: bool = False) -> LoadedSession | None:
+    async def load_key(self, key: str, *, slide: bool = False, strict: bool = False) -> LoadedSession | None:
         # Sliding costs one round trip on every proxied request: GETEX sets the TTL to the idle timeout
         # as it reads, because the cap (absolute and refresh-token expiry) is inside the encrypted record. Only in a
         # session's last idle timeout, when the cap is nearer, does a second call shorten the TTL to it. Between the
@@ -197,6 +203,12 @@ class SessionManager:
         if raw is None:
             return None
         session = self._decoded(key, raw)
+        if isinstance(session, int):
+            if strict:
+                raise SessionFormatUnsupported(
+                    f"this session is in store format {session}, written by a newer release of bff"
+                )
+            return None
         if session is None:
             return None
         now = self.clock()
@@ -259,16 +271,23 @@ class SessionManager:
         that still holds the old tokens picks the new ones up instead of replaying a spent refresh token (which an
         IdP with reuse detection answers by revoking the whole token family)."""
         key = self._result_key(spent_refresh_token)
-        plaintext = json.dumps(tokens.to_json(), separators=(",", ":")).encode("utf-8")
+        plaintext = encode_tokens(tokens, self._write_format)
         await self.store.set(key, self._sessions.encrypt(plaintext, key.encode()), ttl)
 
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
+        """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the
+        token again instead could make the IdP revoke the token family (RFC 9700 4.14.2)."""
         key = self._result_key(spent_refresh_token)
         blob = await self.store.get(key)
         if blob is None:
             return None
         try:
-            return TokenSet.from_json(json.loads(self._sessions.decrypt(blob, key.encode())))
+            return decode_tokens(self._sessions.decrypt(blob, key.encode()))
+        except UnsupportedFormat as exc:
+            logger.warning("refresh result has store format %d, which this release does not read", exc.number)
+            raise SessionFormatUnsupported(
+                f"this session was refreshed by a newer release of bff (store format {exc.number})"
+            ) from exc
         except (DecryptionError, ValueError, KeyError, TypeError):
             return None
 
@@ -288,10 +307,18 @@ class SessionManager:
         if blob is None:
             return None
         try:
-            return self._logout_redirects.decrypt(blob, key.encode()).decode()
+            url = self._logout_redirects.decrypt(blob, key.encode()).decode()
         except (DecryptionError, UnicodeDecodeError):
             logger.warning("unreadable logout continuation discarded")
             return None
+        if not url:
+            logger.warning("unreadable logout continuation discarded")
+            return None
+        if url[0] < " ":
+            # Format 1 is the URL itself; a later format starts with its number, a byte no URL starts with.
+            logger.warning("logout continuation has store format %d, which this release does not read", ord(url[0]))
+            return None
+        return url
 
     # --- back-channel logout tokens --------------------------------------------------------------------------------
 
@@ -349,11 +376,21 @@ class SessionManager:
     # --- encryption ----------------------------------------------------------------------------------------------
 
     def _encrypt(self, key: str, session: Session) -> bytes:
-        return self._sessions.encrypt(encode_session(session), key.encode())
+        return self._sessions.encrypt(encode_session(session, self._write_format), key.encode())
 
-    def _decrypt(self, key: str, raw: bytes) -> Session | None:
+    def _decrypt(self, key: str, raw: bytes) -> Session | int | None:
+        """The session; or the number of a store format this release does not read (memoised like a session, so
+        the warning is logged once per record, not once per request); or None when unreadable."""
         try:
             return decode_session(self._sessions.decrypt(raw, key.encode()))
+        except UnsupportedFormat as exc:
+            # Authenticated with this key ring, so a newer bff wrote it: keep it for the instances that read it.
+            logger.warning(
+                "session record has store format %d, which this release does not read (written by a newer release?"
+                " see [session] write_format); the record is kept",
+                exc.number,
+            )
+            return exc.number
         except DecryptionError:
             # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
             logger.warning("session record could not be decrypted (key removed from the ring?)")

@@ -8,10 +8,20 @@ record is kept small in two steps (the figures are in docs/performance.md):
    issuer, subject, audience and claim names); base64 text of JSON barely compresses. Only tokens whose segments
    are canonical unpadded base64url of UTF-8 are unpacked, so re-encoding gives back the token byte for byte;
    anything else (opaque tokens, odd encodings) is kept as it is.
-2. The JSON is DEFLATE-compressed (raw stream, RFC 1951) behind a one-byte format marker.
+2. The JSON is DEFLATE-compressed (raw stream, RFC 1951) behind a one-byte format number.
 
-Records written before this format are plain JSON (their first byte is ``{``) and are still read. The plaintext is
-encrypted and authenticated before it reaches the store (``SessionManager``), so only bff ever inflates it.
+The first byte names the format, so a release reads every format it knows and writes the one configured
+(``[session] write_format``): a rolling update runs old and new releases on one store (docs/storage-formats.md).
+
+* ``{``: plain JSON ("format 0", written by the release before compaction; read, never written).
+* ``0x01``, format 1: raw DEFLATE of the JSON.
+* ``0x02``, format 2: raw DEFLATE of the same JSON with the preset dictionary ``FORMAT_2_DICTIONARY``: the field
+  names of the record and of the common JWT claims are then back-references from the first occurrence on.
+* Anything else: a format this release does not know (``UnsupportedFormat``), written by a newer one; the
+  plaintext decrypted and authenticated, so only a bff holding the key ring wrote it.
+
+The same framing carries the refresh-result cache (``encode_tokens``). The plaintext is encrypted and authenticated
+before it reaches the store (``SessionManager``), so only bff ever inflates it.
 """
 
 from __future__ import annotations
@@ -22,40 +32,115 @@ import json
 import zlib
 from typing import Any
 
-from bff.models import Session
+from bff.config.settings import WRITE_FORMATS
+from bff.models import Session, TokenSet
 from bff.types import JSONObject
 
-#: First byte of the current format: the rest is raw DEFLATE of the JSON, JWSs unpacked.
+#: First byte of format 1: the rest is raw DEFLATE of the JSON, JWSs unpacked.
 _DEFLATED_V1 = b"\x01"
+#: First byte of format 2: raw DEFLATE with ``FORMAT_2_DICTIONARY`` as the preset dictionary (RFC 1950 FDICT).
+_DEFLATED_V2 = b"\x02"
+_PLAIN_JSON = b"{"
+#: Part of format 2 for ever: a different dictionary is a different format. Field names of the record, registered
+#: JWT claims (RFC 7519 4.1), OpenID Connect standard claims (OIDC Core 5.1) and JWS header parameters (RFC 7515 4.1)
+#: as they appear in the record's JSON (inner JSON escaped); DEFLATE refers back at most 32 KiB, so all of it counts,
+#: and the most frequent strings come last (the nearest back-references are the cheapest).
+FORMAT_2_DICTIONARY = (
+    b'"preferred_username\\":\\"given_name\\":\\"family_name\\":\\"locale\\":\\"acr\\":\\"amr\\":[\\"azp\\":\\"'
+    b'nbf\\":\\"session_state\\":\\"realm_access\\":{\\"roles\\":[\\"resource_access\\":{\\"groups\\":[\\"'
+    b'email_verified\\":true,\\"at_hash\\":\\"c_hash\\":\\"auth_time\\":\\"nonce\\":\\"'
+    b'"refresh_expires_at":"scope":"openid profile email offline_access","route_tokens":{"'
+    b'\\",\\"jti\\":\\"\\",\\"client_id\\":\\"\\",\\"scope\\":\\"openid profile email offline_access\\"}","'
+    b'{\\"alg\\":\\"RS256\\",\\"typ\\":\\"JWT\\",\\"kid\\":\\"'
+    b'"},"created_at":"expires_at":"last_seen":"claims":{"sub":"name":"email":"},"version":1,"sid":"'
+    b'\\",\\"name\\":\\"\\",\\"email\\":\\"\\",\\"sid\\":\\"'
+    b'"],"token_type":"Bearer","expires_at":"refresh_token":"id_token":["{\\"alg\\":\\"RS256\\",\\"typ\\":\\"JWT\\",\\"kid\\":\\"'
+    b'"}","{\\"iss\\":\\"https://\\",\\"sub\\":\\"\\",\\"aud\\":\\"\\",\\"exp\\":\\"iat\\":'
+    b'{"sub":"tokens":{"access_token":["{\\"alg\\":\\"RS256\\",\\"typ\\":\\"at+jwt\\",\\"kid\\":\\"'
+)
 _TOKEN_FIELDS = ("access_token", "refresh_token", "id_token")
 _ZLIB_LEVEL = 6
 _RAW_DEFLATE = -15  # wbits: no zlib header or checksum (the record is authenticated by AES-GCM already)
 
 
-def encode_session(session: Session) -> bytes:
+class UnsupportedFormat(ValueError):
+    """A record in a format this release does not read: written by a newer release (or one configured to write a
+    format the older ones cannot read)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"stored format {number} is not one this release reads (0, 1, 2)")
+        self.number = number
+
+
+def stored_format(plaintext: bytes) -> int:
+    """The format number of a record's (or refresh result's) plaintext: its first byte; 0 for plain JSON (which is a
+    session record's format 0 but a refresh result's format 1: results were never compressed before format 2)."""
+    if not plaintext:
+        raise ValueError("session record is empty")
+    return 0 if plaintext[:1] == _PLAIN_JSON else plaintext[0]
+
+
+def encode_session(session: Session, write_format: int = 1) -> bytes:
     data = session.to_json()
     data["tokens"] = _pack_tokens(data["tokens"])
     if "route_tokens" in data:
         data["route_tokens"] = {k: _pack_tokens(v) for k, v in data["route_tokens"].items()}
-    compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, _RAW_DEFLATE)
-    plaintext = json.dumps(data, separators=(",", ":")).encode("utf-8")
-    return _DEFLATED_V1 + compressor.compress(plaintext) + compressor.flush()
+    return _deflate(json.dumps(data, separators=(",", ":")).encode("utf-8"), write_format)
 
 
 def decode_session(plaintext: bytes) -> Session:
-    """Raises ``ValueError`` (``zlib.error`` and ``json.JSONDecodeError`` are ValueErrors), ``KeyError`` or
-    ``TypeError`` for a record it cannot read."""
-    if plaintext[:1] == _DEFLATED_V1:
-        try:
-            plaintext = zlib.decompress(plaintext[1:], _RAW_DEFLATE)
-        except zlib.error as exc:
-            raise ValueError("session record does not inflate") from exc
-    # else: plain JSON, written before this format
-    data = json.loads(plaintext)
+    """Raises ``UnsupportedFormat`` for a format it does not know; ``ValueError`` (``zlib.error`` and
+    ``json.JSONDecodeError`` are ValueErrors, and so is ``UnsupportedFormat``), ``KeyError`` or ``TypeError`` for a
+    record it cannot read."""
+    data = json.loads(_inflate(plaintext))
     data["tokens"] = _unpack_tokens(data["tokens"])
     if "route_tokens" in data:
         data["route_tokens"] = {k: _unpack_tokens(v) for k, v in data["route_tokens"].items()}
     return Session.from_json(data)
+
+
+def encode_tokens(tokens: TokenSet, write_format: int = 1) -> bytes:
+    """A refresh result: format 1 is the plain JSON of the token set (as the release before formats wrote it),
+    format 2 the session record's framing."""
+    if write_format == 1:
+        return json.dumps(tokens.to_json(), separators=(",", ":")).encode("utf-8")
+    return _deflate(json.dumps(_pack_tokens(tokens.to_json()), separators=(",", ":")).encode("utf-8"), write_format)
+
+
+def decode_tokens(plaintext: bytes) -> TokenSet:
+    """Raises as ``decode_session`` does."""
+    return TokenSet.from_json(_unpack_tokens(json.loads(_inflate(plaintext))))
+
+
+def _deflate(plaintext: bytes, write_format: int) -> bytes:
+    if write_format == 1:
+        compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, _RAW_DEFLATE)
+        return _DEFLATED_V1 + compressor.compress(plaintext) + compressor.flush()
+    if write_format == 2:
+        compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, _RAW_DEFLATE, zdict=FORMAT_2_DICTIONARY)
+        return _DEFLATED_V2 + compressor.compress(plaintext) + compressor.flush()
+    raise ValueError(f"this release writes formats {WRITE_FORMATS}, not {write_format}")
+
+
+def _inflate(plaintext: bytes) -> bytes:
+    """The JSON text inside any format this release reads."""
+    marker = plaintext[:1]
+    try:
+        if marker == _DEFLATED_V1:
+            return zlib.decompress(plaintext[1:], _RAW_DEFLATE)
+        if marker == _DEFLATED_V2:
+            inflater = zlib.decompressobj(_RAW_DEFLATE, zdict=FORMAT_2_DICTIONARY)
+            text = inflater.decompress(plaintext[1:])
+            if not inflater.eof or inflater.unused_data:
+                raise ValueError("session record is truncated or has trailing bytes")
+            return text
+    except zlib.error as exc:
+        raise ValueError("session record does not inflate") from exc
+    if marker == _PLAIN_JSON:
+        return plaintext  # format 0: plain JSON, written before compaction
+    if not marker:
+        raise ValueError("session record is empty")
+    raise UnsupportedFormat(marker[0])
 
 
 def _pack_tokens(tokens: JSONObject) -> JSONObject:

@@ -200,7 +200,7 @@ class Refresher:
             await self._unlock(lock_key, owner)
 
     async def _current(self, loaded: LoadedSession) -> LoadedSession:
-        current = await self.sessions.load_key(loaded.key)
+        current = await self.sessions.load_key(loaded.key, strict=True)
         if current is None:
             raise SessionExpired("the session ended (logged out elsewhere or expired)")
         return current
@@ -272,7 +272,8 @@ class Refresher:
         written = await self.sessions.replace(current, updated)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
-            if await self.sessions.load_key(current.key) is None:
+            # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
+            if await self.sessions.load_key(current.key, strict=True) is None:
                 await self._revoke_quietly(updated.tokens.refresh_token)
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)

@@ -110,17 +110,22 @@ async def _bounded(items: Iterable[Awaitable[None]], limit: int = CONCURRENCY) -
     await asyncio.gather(*(run(item) for item in items))
 
 
-async def measure(redis_binary: str, n: int, *, sample: int = 1000, expiry_wait: float = 10.0) -> MemoryResult:
+async def measure(
+    redis_binary: str, n: int, *, sample: int = 1000, expiry_wait: float = 10.0, write_format: int = 1
+) -> MemoryResult:
+    """``write_format``: the store format of the records (``[session] write_format``)."""
     with RedisProcess(redis_binary) as server:
         store = RedisStore.from_url(server.url, timeout=30)
         try:
-            return await _measure(server.port, store, n, sample, expiry_wait)
+            return await _measure(server.port, store, n, sample, expiry_wait, write_format)
         finally:
             await store.aclose()
 
 
-async def _measure(port: int, store: RedisStore, n: int, sample: int, expiry_wait: float) -> MemoryResult:
-    settings = SessionSettings(keys=(Secret(SESSION_KEY),))
+async def _measure(
+    port: int, store: RedisStore, n: int, sample: int, expiry_wait: float, write_format: int
+) -> MemoryResult:
+    settings = SessionSettings(keys=(Secret(SESSION_KEY),), write_format=write_format)
     sessions = SessionManager(store, settings)
     await store.ping()
     command(port, "CONFIG", "RESETSTAT")

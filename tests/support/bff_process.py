@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,28 @@ import pytest
 from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
+from tests.support.leak_guard import GUARD
 from tests.support.sessions import expire_access_token
+
+
+def start_bff(config: Path, port: int, log: Path, *, release: Path | None = None) -> subprocess.Popen[bytes]:
+    """``bff serve --config config`` on ``port`` (which the config names), output to ``log``. ``release``: a
+    directory holding another release's ``bff`` package (``tests.support.previous_release``), run from there as
+    ``python -m bff.cli`` with the same interpreter and dependencies; None: this tree's ``bff``."""
+    GUARD.watch_bff(f"http://127.0.0.1:{port}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if release is not None:
+        # python -m puts the working directory first on sys.path: run from the release so its bff is found first.
+        env["PYTHONPATH"] = str(release)
+    module = "bff" if release is None else "bff.cli"
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=release,
+        )
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -37,9 +37,11 @@ def write_config(
     upstream: str,
     refresh_lock_lease: str | None = None,
     oidc_timeout: str | None = None,
+    session_extra: str = "",
 ) -> None:
     """Write the TOML config of a ``bff serve`` process on ``127.0.0.1:port``: sessions in ``redis_url`` under
-    :data:`SESSION_KEY`, client ``spa-bff`` at ``idp_url``, one route ``/api`` to ``upstream`` with the user's token."""
+    :data:`SESSION_KEY`, client ``spa-bff`` at ``idp_url``, one route ``/api`` to ``upstream`` with the user's token.
+    ``session_extra``: more lines of ``[session]``."""
     tokens = "" if refresh_lock_lease is None else f'\n[tokens]\nrefresh_lock_lease = "{refresh_lock_lease}"\n'
     timeout = "" if oidc_timeout is None else f'timeout = "{oidc_timeout}"'
     path.write_text(f"""
@@ -50,7 +52,7 @@ public_origin = "http://127.0.0.1:{port}"
 [session]
 store = "{redis_url}"
 keys = ["{SESSION_KEY}"]
-
+{session_extra}
 [oidc]
 issuer = "{idp_url}"
 client_id = "spa-bff"

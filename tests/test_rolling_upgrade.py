@@ -1,0 +1,188 @@
+"""A rolling update, for real: the previous release (``tests.support.previous_release``, extracted from git and run
+as ``python -m bff.cli serve``) and this one (``bff serve``) as two processes on one Redis and one IdP that rotates
+refresh tokens and revokes the whole family on reuse. Sessions cross between them both ways: a login on one, the
+proxied call and the token refresh on the other, then back.
+
+* ``write_format = 1`` (the default): everything works both ways, with exactly one refresh and no token reuse.
+* ``write_format = 2``: this release reads both formats; the previous one answers 401 ``unauthenticated`` for every
+  session this release wrote (to it a format-2 record is malformed) and leaves the record alone, so the session goes
+  on working through this release. Hence docs/storage-formats.md: raise ``write_format`` only after the update.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bff.config import load_config
+from bff.session.manager import SessionManager
+from bff.session.record import stored_format
+from bff.session.redis_store import RedisStore
+from bff.types import Receive, Scope, Send
+from tests.support.bff_process import expire_session_token, start_bff, wait_ready
+from tests.support.browser import Browser
+from tests.support.configs import write_config
+from tests.support.leak_guard import fingerprint
+from tests.support.oidc_provider import TestProvider, running
+from tests.support.previous_release import PREVIOUS_RELEASE, extract_previous_release
+from tests.support.redis_server import RedisProcess
+from tests.support.servers import free_port, serve
+
+XHR = {"X-CSRF": "1"}
+
+
+@pytest.fixture(scope="module")
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = extract_previous_release(tmp_path_factory.mktemp(f"bff-{PREVIOUS_RELEASE}"))
+    found = subprocess.run(
+        [sys.executable, "-c", "import bff.session.record as r; print(r.__file__)"],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(found).is_relative_to(tree), f"the previous release would import {found}"
+    return tree
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    async def echo_token(scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers with the fingerprint of the bearer token it received."""
+        headers = dict(scope["headers"])
+        body = fingerprint(headers.get(b"authorization", b"").removeprefix(b"Bearer ").decode()).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve(echo_token, lifespan="off") as url:
+        yield url
+
+
+@pytest.fixture
+def provider() -> Iterator[TestProvider]:
+    with running(TestProvider()) as provider:
+        yield provider
+
+
+@contextmanager
+def old_and_new(
+    tmp_path: Path, previous: Path, redis: RedisProcess, provider: TestProvider, upstream: str, write_format: int
+) -> Iterator[tuple[int, int, Path]]:
+    """The previous release and this one, ready; yields (old port, new port, the old one's config: what the
+    test writes itself with it is in format 1, as the previous release writes)."""
+    ports = {"old": free_port(), "new": free_port()}
+    configs = {name: tmp_path / f"{name}.toml" for name in ports}
+    for name, port in ports.items():
+        write_config(
+            configs[name],
+            port=port,
+            redis_url=redis.url,
+            idp_url=provider.issuer,
+            client_secret=provider.client_secret or "",
+            upstream=upstream,
+            # The previous release refuses keys it does not know: only this one gets write_format.
+            session_extra="" if name == "old" else f"write_format = {write_format}",
+        )
+    with ExitStack() as stack:
+        started = []
+        for name, port in ports.items():
+            log = tmp_path / f"{name}.log"
+            process = start_bff(configs[name], port, log, release=previous if name == "old" else None)
+            stack.callback(process.wait, 10)
+            stack.callback(process.terminate)
+            started.append((port, process, log))
+        for port, process, log in started:
+            wait_ready(port, process, log)
+        yield ports["old"], ports["new"], configs["old"]
+
+
+async def log_in(port: int) -> str:
+    browser = Browser()
+    try:
+        await browser.follow(f"http://127.0.0.1:{port}/bff/login")
+        return browser.cookies(f"http://127.0.0.1:{port}")["__Host-bff"]
+    finally:
+        await browser.aclose()
+
+
+async def call(http: httpx.AsyncClient, port: int, cookie: str) -> httpx.Response:
+    return await http.get(f"http://127.0.0.1:{port}/api/items", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
+
+
+async def record_format(redis_url: str, config: Path, cookie: str) -> int:
+    """The store format of the session record behind ``cookie``, as it sits in Redis."""
+    store = RedisStore.from_url(redis_url)
+    try:
+        sessions = SessionManager(store, load_config(config).session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        key = sessions.key_for(session_id)
+        raw = await store.get(key)
+        assert raw is not None, "the session record is gone"
+        return stored_format(sessions._sessions.decrypt(raw, key.encode()))
+    finally:
+        await store.aclose()
+
+
+async def test_with_write_format_1_sessions_cross_both_ways(
+    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+) -> None:
+    with old_and_new(tmp_path, previous_release, redis_process, provider, upstream, 1) as (old, new, config):
+        async with httpx.AsyncClient(timeout=30) as http:
+            for first, second in ((old, new), (new, old)):
+                cookie = await log_in(first)
+                assert await record_format(redis_process.url, config, cookie) == 1
+                token = fingerprint(await expire_session_token(redis_process.url, config, cookie))
+                assert await record_format(redis_process.url, config, cookie) == 1
+                refreshes = provider.refresh_calls
+                answer = await call(http, second, cookie)  # the second refreshes what the first wrote
+                assert answer.status_code == 200, answer.text
+                assert answer.text != token
+                assert provider.refresh_calls == refreshes + 1
+                assert await record_format(redis_process.url, config, cookie) == 1
+                back = await call(http, first, cookie)  # and the first reads what the second rewrote
+                assert back.status_code == 200, back.text
+                assert back.text == answer.text
+                assert provider.refresh_calls == refreshes + 1
+        assert provider.reuse_detected == 0
+
+
+async def test_with_write_format_2_the_previous_release_refuses_new_records_and_keeps_them(
+    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+) -> None:
+    with old_and_new(tmp_path, previous_release, redis_process, provider, upstream, 2) as (old, new, config):
+        async with httpx.AsyncClient(timeout=30) as http:
+            # A session from the previous release (format 1): this release reads it and refreshes it, in format 2.
+            cookie = await log_in(old)
+            assert (await call(http, new, cookie)).status_code == 200
+            assert await record_format(redis_process.url, config, cookie) == 1
+            token = fingerprint(await expire_session_token(redis_process.url, config, cookie))
+            assert await record_format(redis_process.url, config, cookie) == 1
+            answer = await call(http, new, cookie)
+            assert answer.status_code == 200, answer.text
+            assert answer.text != token
+            assert await record_format(redis_process.url, config, cookie) == 2
+            refused = await call(http, old, cookie)
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "unauthenticated"
+            assert "set-cookie" not in refused.headers  # the browser keeps its cookie
+            again = await call(http, new, cookie)  # the record outlived the refusal
+            assert again.status_code == 200, again.text
+            assert again.text == answer.text
+
+            # A session from this release (format 2): the same on the previous release, fine here.
+            cookie = await log_in(new)
+            assert await record_format(redis_process.url, config, cookie) == 2
+            refused = await call(http, old, cookie)
+            assert refused.status_code == 401
+            assert (await call(http, new, cookie)).status_code == 200
+        assert provider.refresh_calls == 1
+        assert provider.reuse_detected == 0
+    assert "session record is malformed" in (tmp_path / "old.log").read_text()
