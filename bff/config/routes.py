@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from bff.config.exchange import read_exchange
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
 
@@ -118,6 +119,8 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     ca_bundle = existing_file(r, "ca_bundle")
     resource = _resource(r)
     anonymous = _anonymous(r, token)
+    scopes = r.string_list("scopes")
+    exchange = read_exchange(r, token, resource=resource, scopes=scopes)
     route = RouteSettings(
         path=path,
         upstream=upstream,
@@ -132,9 +135,10 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         ca_bundle=ca_bundle,
         proxy=_proxy(r),
         resource=resource,
-        scopes=r.string_list("scopes"),
+        scopes=scopes,
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
+        exchange=exchange,
     )
     r.finish()
     return route

@@ -162,6 +162,18 @@ class OIDCSettings:
 
 
 @dataclass(frozen=True)
+class ExchangeSettings:
+    """A route's ``exchange = { ... }``: the user's access token is exchanged for one limited to this upstream."""
+
+    #: RFC 8693 ``audience``: the logical name of the upstream the exchanged token is for (its ``aud``).
+    audience: str | None = None
+    #: RFC 8693 / RFC 8707 ``resource``: the upstream's URI, when the IdP names targets by URI.
+    resource: str | None = None
+    #: RFC 8693 ``scope`` of the exchanged token, space-separated; empty: the IdP's choice.
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
 class RouteSettings:
     #: The path prefix on the SPA's origin; matches whole segments (``/api/orders`` never matches ``/api/ordersX``).
     path: str
@@ -198,6 +210,9 @@ class RouteSettings:
     refresh_on_401: bool = False
     #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
     anonymous: bool = False
+    #: RFC 8693 token exchange (``token = "user"``/``"user_or_none"`` only): send this route a token the IdP
+    #: issues for ``{ audience = "...", resource = "...", scope = "..." }`` in exchange for the user's token.
+    exchange: ExchangeSettings | None = None
 
 
 @dataclass(frozen=True)

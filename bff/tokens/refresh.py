@@ -51,12 +51,13 @@ from bff.errors import (
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
+    TokenExchangeRefused,
 )
-from bff.models import TokenSet
+from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.tokens.idp_probe import IdPProbe
-from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
+from bff.tokens.route_tokens import expired, expiring, route_token_key, tokens_for
 from bff.types import Clock
 
 logger = logging.getLogger("bff.tokens")
@@ -102,6 +103,8 @@ class Refresher:
         self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
         #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
         self.refresh_count = 0
+        #: Token exchanges (RFC 8693) this process made at the IdP.
+        self.exchange_count = 0
 
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
@@ -160,8 +163,8 @@ class Refresher:
     async def _refresh_across_processes(
         self, loaded: LoadedSession, route: RouteSettings | None, route_key: str | None, stale: str | None
     ) -> LoadedSession:
-        spent = loaded.session.tokens.refresh_token
-        if not spent:
+        exchanging = route is not None and route.exchange is not None
+        if not exchanging and not loaded.session.tokens.refresh_token:
             await self.sessions.delete(loaded)
             raise SessionExpired("the access token expired and the session has no refresh token")
         lease = self.settings.refresh_lock_lease
@@ -232,43 +235,13 @@ class Refresher:
     async def _refresh_locked(
         self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
     ) -> LoadedSession:
-        session = current.session
-        spent = session.tokens.refresh_token
-        assert spent is not None
-        remembered = await self.sessions.load_refresh_result(spent)
-        from_idp = remembered is None or route_key is not None
-        if not from_idp:
-            assert remembered is not None
-            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+        if route is not None and route.exchange is not None:
+            assert route_key is not None
+            updated = await self._exchanged(current, route, route_key)
+        elif route_key is None:
+            updated = current.session.evolve(tokens=await self._user_tokens(current))
         else:
-            new = await self._call_idp(current, spent, route)
-        tokens = session.tokens
-        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
-        # kept when the IdP did not rotate it (RFC 6749 6).
-        refresh_token = new.refresh_token or spent
-        refresh_expires_at = new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at
-        if route_key is None:
-            # A new ID token must be about the same user; a remembered result was checked before it was saved.
-            if new.id_token is not None and from_idp:
-                await self._check_same_user(current, new.id_token, new.access_token)
-            tokens = dataclasses.replace(
-                new,
-                refresh_token=refresh_token,
-                refresh_expires_at=refresh_expires_at,
-                id_token=new.id_token or tokens.id_token,
-                scope=new.scope or tokens.scope,
-            )
-            updated = session.evolve(tokens=tokens)
-            # Stragglers holding the spent token find the answer here, even before the session write lands.
-            await self.sessions.save_refresh_result(spent, tokens, RESULT_TTL)
-        else:
-            route_token = TokenSet(
-                access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
-            )
-            updated = session.evolve(
-                tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
-                route_tokens={**session.route_tokens, route_key: route_token},
-            )
+            updated = await self._route_refreshed(current, route, route_key)
         written = await self.sessions.replace(current, updated)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
@@ -278,6 +251,94 @@ class Refresher:
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)
         return written
+
+    async def _user_tokens(self, current: LoadedSession) -> TokenSet:
+        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land)."""
+        tokens = current.session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        remembered = await self.sessions.load_refresh_result(spent)
+        new = remembered if remembered is not None else await self._call_idp(current, spent, None)
+        # A new ID token must be about the same user; a remembered result was checked before it was saved.
+        if new.id_token is not None and remembered is None:
+            await self._check_same_user(current, new.id_token, new.access_token)
+        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
+        # kept when the IdP did not rotate it (RFC 6749 6).
+        merged = dataclasses.replace(
+            new,
+            refresh_token=new.refresh_token or spent,
+            refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            id_token=new.id_token or tokens.id_token,
+            scope=new.scope or tokens.scope,
+        )
+        # Stragglers holding the spent token find the answer here, even before the session write lands.
+        await self.sessions.save_refresh_result(spent, merged, RESULT_TTL)
+        return merged
+
+    async def _route_refreshed(self, current: LoadedSession, route: RouteSettings | None, route_key: str) -> Session:
+        """A token of the route's own (RFC 8707 ``resource``, ``scopes``) from the login's refresh token."""
+        session = current.session
+        tokens = session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        new = await self._call_idp(current, spent, route)
+        route_token = TokenSet(
+            access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
+        )
+        return session.evolve(
+            tokens=dataclasses.replace(
+                tokens,
+                refresh_token=new.refresh_token or spent,
+                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            ),
+            route_tokens={**session.route_tokens, route_key: route_token},
+        )
+
+    async def _exchanged(self, current: LoadedSession, route: RouteSettings, route_key: str) -> Session:
+        """The route's token exchanged (RFC 8693) for the session's current access token, refreshed first when it
+        expires soon, under the same lock: one write stores both."""
+        session = current.session
+        tokens = session.tokens
+        if expiring(tokens, self.settings.refresh_leeway, self.clock):
+            if tokens.refresh_token:
+                tokens = await self._user_tokens(current)
+            elif expired(tokens, self.clock):
+                await self.sessions.delete(current)
+                raise SessionExpired("the access token expired and the session has no refresh token")
+        exchanged = await self._call_exchange(tokens.access_token, route)
+        return session.evolve(tokens=tokens, route_tokens={**session.route_tokens, route_key: exchanged})
+
+    async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
+        exchange = route.exchange
+        assert exchange is not None
+        if self.probe.down:
+            error = IdPUnavailable("the identity provider is failing; token exchanges resume as soon as it answers")
+            error.retry_after = RETRY_SOON
+            raise error
+        timeout = self._refresh_timeout
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    new = await self.idp.client.token_exchange(
+                        subject_token,
+                        audience=exchange.audience,
+                        resource=exchange.resource,
+                        scope=exchange.scope,
+                        io_timeout=timeout,
+                    )
+            except TimeoutError as exc:
+                raise IdPUnavailable(f"token endpoint (token-exchange): no answer within {timeout:g}s") from exc
+        except IdPUnavailable as exc:
+            self.probe.failed()
+            exc.retry_after = RETRY_SOON
+            logger.warning("token exchange for route %s failed, keeping the session: %s", route.path, exc.message)
+            raise
+        except TokenExchangeRefused as exc:
+            # Not the session's end: the refusal is about this route's exchange (see bff.errors).
+            logger.warning("the identity provider refused the token exchange for route %s: %s", route.path, exc.error)
+            raise
+        self.exchange_count += 1
+        return new
 
     async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
         if self.probe.down:
