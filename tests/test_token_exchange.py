@@ -275,7 +275,7 @@ async def test_each_exchange_route_gets_a_token_for_its_own_audience_and_no_othe
     with world(tmp_path, redis_process) as w:
         headers = await sign_in(browser, w)
         async with httpx.AsyncClient(timeout=10) as http:
-            answers = {}
+            answers: dict[str, set[str]] = {}
             for path in (
                 "/api",
                 "/orders",
