@@ -14,8 +14,8 @@ closed set or from the configuration, never from a request (no user, session, to
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
-from typing import Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 #: How a gauge sums over worker processes: ``livesum`` over the live ones, ``max`` over all.
@@ -81,14 +81,17 @@ class HistogramChild:
 
 
 Child = CounterChild | GaugeChild | HistogramChild
+C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
 
 
-class Metric:
+class Metric(Generic[C]):
     """One metric family: its name, help, label names (and, where closed, the allowed values) and its children."""
+
+    kind: ClassVar[MetricKind]
+    _child: Callable[[], C]
 
     def __init__(
         self,
-        kind: MetricKind,
         name: str,
         documentation: str,
         labelnames: tuple[str, ...] = (),
@@ -96,91 +99,94 @@ class Metric:
         allowed: Mapping[str, tuple[str, ...]] | None = None,
         gauge_mode: GaugeMode = "livesum",
     ) -> None:
-        if kind == "counter" and not name.endswith("_total"):
-            raise ValueError(f"counter {name!r}: counter names end in _total")
-        self.kind: MetricKind = kind
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
         self.allowed = {key: frozenset(values) for key, values in (allowed or {}).items()}
         self.gauge_mode: GaugeMode = gauge_mode
-        self.children: dict[tuple[str, ...], Child] = {}
+        self.children: dict[tuple[str, ...], C] = {}
         if not labelnames:
-            self.children[()] = self._new_child()
+            self.children[()] = self._child()
 
-    def _new_child(self) -> Child:
-        if self.kind == "counter":
-            return CounterChild()
-        if self.kind == "gauge":
-            return GaugeChild()
-        return HistogramChild()
-
-    def labels(self, **labels: str) -> Child:
+    def labels(self, **labels: str) -> C:
         """The child for these label values, created once; call at construction time and keep it."""
         if set(labels) != set(self.labelnames):
             raise ValueError(f"{self.name}: expected labels {sorted(self.labelnames)}, got {sorted(labels)}")
-        for key, value in labels.items():
+        for label, value in labels.items():
             if not isinstance(value, str):
-                raise TypeError(f"{self.name}: label {key} must be a str, got {type(value).__name__}")
-            closed = self.allowed.get(key)
+                raise TypeError(f"{self.name}: label {label} must be a str, got {type(value).__name__}")
+            closed = self.allowed.get(label)
             if closed is not None and value not in closed:
-                raise ValueError(f"{self.name}: {key}={value!r} is not one of {sorted(closed)}")
+                raise ValueError(f"{self.name}: {label}={value!r} is not one of {sorted(closed)}")
         key = tuple(labels[name] for name in self.labelnames)
         child = self.children.get(key)
         if child is None:
-            child = self.children[key] = self._new_child()
+            child = self.children[key] = self._child()
         return child
 
-    def _only(self) -> Child:
+    def _only(self) -> C:
         if self.labelnames:
             raise ValueError(f"{self.name} has labels {list(self.labelnames)}: use .labels(...)")
         return self.children[()]
 
-    # Unlabelled metrics are used directly.
+
+class Counter(Metric[CounterChild]):
+    kind = "counter"
+    _child = CounterChild
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = (), **kw: Any) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r}: counter names end in _total")
+        super().__init__(name, documentation, labelnames, **kw)
+
     def inc(self, n: float = 1.0) -> None:
-        child = self._only()
-        if isinstance(child, HistogramChild):
-            raise TypeError(f"{self.name} is a histogram: observe()")
-        child.inc(n)
+        self._only().inc(n)
+
+
+class Gauge(Metric[GaugeChild]):
+    kind = "gauge"
+    _child = GaugeChild
+
+    def inc(self, n: float = 1.0) -> None:
+        self._only().inc(n)
 
     def dec(self, n: float = 1.0) -> None:
-        child = self._only()
-        if not isinstance(child, GaugeChild):
-            raise TypeError(f"{self.name} is not a gauge")
-        child.dec(n)
+        self._only().dec(n)
 
     def set(self, value: float) -> None:
-        child = self._only()
-        if not isinstance(child, GaugeChild):
-            raise TypeError(f"{self.name} is not a gauge")
-        child.set(value)
+        self._only().set(value)
+
+
+class Histogram(Metric[HistogramChild]):
+    kind = "histogram"
+    _child = HistogramChild
 
     def observe(self, seconds: float) -> None:
-        child = self._only()
-        if not isinstance(child, HistogramChild):
-            raise TypeError(f"{self.name} is not a histogram")
-        child.observe(seconds)
+        self._only().observe(seconds)
 
+
+AnyMetric = Counter | Gauge | Histogram
 
 #: Every metric bff exports, in exposition order.
-REGISTRY: list[Metric] = []
+REGISTRY: list[AnyMetric] = []
 
 
-def _register(metric: Metric) -> Metric:
+def counter(name: str, documentation: str, labelnames: tuple[str, ...] = (), **allowed: tuple[str, ...]) -> Counter:
+    metric = Counter(name, documentation, labelnames, allowed=allowed)
     REGISTRY.append(metric)
     return metric
 
 
-def counter(name: str, documentation: str, labelnames: tuple[str, ...] = (), **allowed: tuple[str, ...]) -> Metric:
-    return _register(Metric("counter", name, documentation, labelnames, allowed=allowed))
+def histogram(name: str, documentation: str, labelnames: tuple[str, ...] = (), **allowed: tuple[str, ...]) -> Histogram:
+    metric = Histogram(name, documentation, labelnames, allowed=allowed)
+    REGISTRY.append(metric)
+    return metric
 
 
-def histogram(name: str, documentation: str, labelnames: tuple[str, ...] = (), **allowed: tuple[str, ...]) -> Metric:
-    return _register(Metric("histogram", name, documentation, labelnames, allowed=allowed))
-
-
-def gauge(name: str, documentation: str, labelnames: tuple[str, ...] = (), *, mode: GaugeMode = "livesum") -> Metric:
-    return _register(Metric("gauge", name, documentation, labelnames, gauge_mode=mode))
+def gauge(name: str, documentation: str, labelnames: tuple[str, ...] = (), *, mode: GaugeMode = "livesum") -> Gauge:
+    metric = Gauge(name, documentation, labelnames, gauge_mode=mode)
+    REGISTRY.append(metric)
+    return metric
 
 
 # --- the catalogue (names are a contract with dashboards, alerts and the other modules) -----------------------------
@@ -247,14 +253,16 @@ BUILD_INFO = gauge(
 )
 
 
-def by_name(name: str) -> Metric | None:
+def by_name(name: str) -> AnyMetric | None:
     for metric in REGISTRY:
         if metric.name == name:
             return metric
     return None
 
 
-def samples(metric: Metric, children: Mapping[tuple[str, ...], Child]) -> Iterator[tuple[str, dict[str, str], float]]:
+def samples(
+    metric: AnyMetric, children: Mapping[tuple[str, ...], Child]
+) -> Iterator[tuple[str, dict[str, str], float]]:
     """The samples of one family as the text exposition names them (``_total``, ``_bucket``/``_count``/``_sum``)."""
     for key, child in children.items():
         labels = dict(zip(metric.labelnames, key, strict=True))
