@@ -68,8 +68,14 @@ class AccessLog(BaseObserver):
         self._lines.clear()
         stream = self._stream or sys.stdout
         try:
-            stream.write(text)
-            stream.flush()
+            binary = getattr(stream, "buffer", None)
+            if binary is not None:  # the lines are ASCII: bytes straight to the buffer skip the text layer's encoder
+                stream.flush()
+                binary.write(text.encode("ascii", "backslashreplace"))
+                binary.flush()
+            else:
+                stream.write(text)
+                stream.flush()
         except (OSError, ValueError):  # stdout closed or gone: the access log must never fail a request
             pass
 
