@@ -126,6 +126,7 @@ class AccessLog(BaseObserver):
             f"{self._timestamp()} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
             f" route={self._cached(ex.route)} upstream={upstream} duration_ms={elapsed * 1000:.3f}"
             f" upstream_ms={ex.upstream_time * 1000:.3f} in={ex.bytes_in} out={ex.bytes_out}"
-            f" error={ex.error or '-'} request_id={ex.request_id or '-'} trace_id={ex.trace_id or '-'}"
+            f" error={ex.error or '-'} request_id={ex.request_id or '-'}"
+            f" trace_id={'-' if ex.trace_id is None else _escape(ex.trace_id)}"
             f" session={session_handle(ex.session_key) or '-'}\n"
         )
