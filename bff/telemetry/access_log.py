@@ -47,6 +47,8 @@ class AccessLog(BaseObserver):
         self._escaped: dict[str, str] = {}
         self._second = -1
         self._prefix = ""
+        self._ms = -1
+        self._stamp = ""
         atexit.register(self.flush)  # a process that stops without its lifespan end still writes its last lines
 
     def end(self, exchange: Exchange) -> None:
@@ -92,16 +94,21 @@ class AccessLog(BaseObserver):
         return _escape(exchange.path.decode("utf-8", "backslashreplace"))
 
     def _timestamp(self) -> str:
-        """RFC 3339 UTC with milliseconds; the date and second are formatted once per second."""
-        now = time()
-        second = int(now)
-        if second != self._second:
-            self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        """RFC 3339 UTC with milliseconds, formatted once per millisecond (the date and second once per second)."""
+        ms = int(time() * 1000)
+        if ms != self._ms:
+            second = ms // 1000
+            if second != self._second:
+                self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+            self._ms, self._stamp = ms, f"{self._prefix}.{ms % 1000:03d}Z"
+        return self._stamp
 
     def _json_line(self, ex: Exchange, elapsed: float) -> str:
         # Inline on purpose (no helper per field): this runs once per request. request_id is a validated token or
         # None, session keys are base64url: neither needs escaping.
+        cache = self._escaped
+        route = cache.get(ex.route) or self._cached(ex.route)
+        method = cache.get(ex.method) or self._cached(ex.method)
         trace_id, span_id, error, session = ex.trace_id, ex.span_id, ex.error, ex.session_key
         upstream = ex.upstream_status
         up_ms = "null" if upstream is None and ex.upstream_error is None else f"{ex.upstream_time * 1000:.3f}"
@@ -110,7 +117,7 @@ class AccessLog(BaseObserver):
             f'"request_id":{"null" if ex.request_id is None else chr(34) + ex.request_id + chr(34)},'
             f'"trace_id":{"null" if trace_id is None else _escape(trace_id)},'
             f'"span_id":{"null" if span_id is None else _escape(span_id)},'
-            f'"http.route":{self._cached(ex.route)},"http.request.method":{self._cached(ex.method)},'
+            f'"http.route":{route},"http.request.method":{method},'
             f'"url.path":{_escape(ex.path.decode("utf-8", "backslashreplace"))},'
             f'"http.response.status_code":{ex.status},'
             f'"bff.upstream.status_code":{"null" if upstream is None else upstream},'
