@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import platform
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff import __version__
 from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
@@ -45,8 +47,10 @@ from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
+from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
+from bff.telemetry import metrics
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
@@ -90,7 +94,9 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else create_store(config, clock=clock)
+        metrics.BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
+        # Every store, chosen here or handed in, is metered the same way (bff.session.metered_store).
+        self.store = MeteredStore(store if store is not None else create_store(config, clock=clock))
         self.http = create_idp_client(
             timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
         )

@@ -157,7 +157,7 @@ async def test_a_logout_racing_a_refresh_does_not_resurrect_the_session(env: Tok
     env.provider.token_delay = 0.5
     refresh = asyncio.ensure_future(manager.access_token(stale, ROUTE))
     await asyncio.sleep(0.2)
-    await env.sessions.delete(stale)  # logout while the IdP is still answering
+    await env.sessions.delete(stale, reason="logout")  # logout while the IdP is still answering
     with pytest.raises(SessionExpired):
         await refresh
     assert await env.sessions.load(session_id) is None

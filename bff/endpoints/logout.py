@@ -111,7 +111,7 @@ class Logout:
         )
 
     async def _end(self, current: CurrentSession) -> None:
-        await self.sessions.delete(current.loaded)
+        await self.sessions.delete(current.loaded, reason="logout")
         logger.info("session ended by logout")
         token = current.loaded.session.tokens.refresh_token
         if token and self.idp.ready:
