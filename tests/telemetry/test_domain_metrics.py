@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -267,6 +268,47 @@ async def test_concurrent_requests_make_one_refresh_and_the_others_join_it(
     assert deltas.total(REFRESH_TIME) == requests
 
 
+async def test_a_refresh_made_by_another_instance_is_joined(redis_url: str, upstream: str) -> None:
+    provider = TestProvider()
+    prefix = f"e2e{uuid4().hex}:"
+    with contextlib.ExitStack() as servers:
+        idp_url = provider.issuer = servers.enter_context(serve(provider.app))
+        one, two = (
+            servers.enter_context(
+                running_bff(provider, idp_url, redis_url=redis_url, customize=with_api(upstream), store_prefix=prefix)
+            )
+            for _ in range(2)
+        )
+        browser = Browser()
+        try:
+            await browser.follow(f"{one.url}/bff/login")
+            await expire(one, browser, redis_url)
+            cookie = {"cookie": f"__Host-bff={browser.cookies(one.url)['__Host-bff']}", **XHR}
+            gate = threading.Event()
+            provider.token_gate = gate  # the first instance's refresh holds the lock until the second one waits
+            deltas = MetricDeltas()
+            first = asyncio.ensure_future(browser.http.get(f"{one.url}/api/items", headers=cookie))
+            second = None
+            try:
+                for _ in range(1000):
+                    if second is None and deltas.by(STORE_CALLS, "operation").get("lock") == 1:
+                        second = asyncio.ensure_future(browser.http.get(f"{two.url}/api/items", headers=cookie))
+                    if deltas.by(STORE_CALLS, "operation").get("lock") == 2:  # the second found the lock held
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    pytest.fail(f"the instances never both tried the lock: {deltas.by(STORE_CALLS, 'operation')}")
+            finally:
+                gate.set()
+            assert second is not None
+            answers = [await first, await second]
+        finally:
+            await browser.aclose()
+    assert [a.status_code for a in answers] == [200, 200]
+    assert provider.refresh_calls == 1
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 1}
+
+
 async def test_a_refresh_answered_invalid_grant_ends_the_session_as_refresh_failed(
     stack: Stack, browser: Browser, redis_url: str
 ) -> None:
@@ -413,6 +455,20 @@ async def test_a_rotated_signing_key_refetches_the_jwks_once(stack: Stack, brows
         await second.aclose()
     assert deltas.by(JWKS, "trigger") == {"unknown_kid": 1}
     assert idp_calls(deltas)[("idp:jwks", "GET", "200")] == 1
+
+
+async def test_a_logout_token_signed_with_a_new_key_refetches_the_jwks_once(stack: Stack, browser: Browser) -> None:
+    stack.provider.rotate_key()
+    deltas = MetricDeltas()
+    async with httpx.AsyncClient() as idp:
+        response = await idp.post(
+            f"{stack.url}/bff/backchannel-logout",
+            content=f"logout_token={stack.provider.mint_logout_token()}".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 200
+    assert deltas.by(JWKS, "trigger") == {"unknown_kid": 1}
+    assert deltas.by(ENDED, "reason") == {"backchannel": 1}
 
 
 async def test_keys_older_than_their_max_age_are_fetched_again(redis_url: str, upstream: str) -> None:
