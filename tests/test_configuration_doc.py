@@ -23,6 +23,7 @@ from bff.config import (
     Config,
     FrontendSettings,
     LoggingSettings,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     Secret,
@@ -45,6 +46,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
+    ("[metrics]", MetricsSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
@@ -93,7 +95,13 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend", LoggingSettings: "logging"}[cls], {})
+    names = {
+        TokenSettings: "tokens",
+        FrontendSettings: "frontend",
+        LoggingSettings: "logging",
+        MetricsSettings: "metrics",
+    }
+    table = doc.setdefault(names[cls], {})
     return table
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import platform
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,18 +19,14 @@ from uuid import uuid4
 import httpx
 import pytest
 
-import bff
-from bff.app import BffApp
 from bff.idp_http import create_idp_client
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.sessions_admin import revoke_sessions
-from bff.telemetry import metrics
 from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
-from tests.support.configs import make_config
 from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
@@ -482,12 +477,3 @@ async def test_keys_older_than_their_max_age_are_fetched_again(redis_url: str, u
         finally:
             await browser.aclose()
     assert deltas.by(JWKS, "trigger") == {"expired": 1}
-
-
-# --- the build -------------------------------------------------------------------------------------------------------
-
-
-def test_build_info_names_this_bff_and_python() -> None:
-    BffApp(make_config())
-    info = metrics.sample_value("bff_build_info", {"version": bff.__version__, "python": platform.python_version()})
-    assert info == 1
