@@ -237,9 +237,10 @@ HTTP_SERVER_DURATION = histogram(
 )
 HTTP_CLIENT_DURATION = histogram(
     "http_client_request_duration_seconds",
-    "Duration of bff's calls to upstreams (bff_route: the route prefix) and to the IdP (bff_route: idp:token,"
-    " idp:jwks, idp:discovery, idp:revocation), until the answer's head; http_response_status_code is 'error' for a"
-    " call that got no answer (refused, reset, timed out).",
+    "Duration of bff's calls to upstreams (bff_route: the route prefix; until the answer's head) and to the IdP"
+    " (bff_route: idp:token, idp:jwks, idp:discovery, idp:revocation; until the answer is read). An IdP call that got"
+    " no answer (refused, reset, timed out) has http_response_status_code 'error'; an upstream call without answer"
+    " counts in bff_upstream_errors_total instead.",
     ("server_address", "http_request_method", "http_response_status_code", "bff_route"),
 )
 UPSTREAM_ERRORS = counter(
@@ -295,8 +296,8 @@ STORE_ERRORS = counter(
 )
 JWKS_FETCH = counter(
     "bff_jwks_fetch_total",
-    "JWKS fetches started, failed or not, by trigger: startup (the first), unknown_kid (a token named a key not"
-    " cached), expired (the cached set outlived its max age).",
+    "JWKS fetches started, failed or not, by trigger: startup (until a first set is cached), unknown_kid (a token"
+    " named a key not cached), expired (the cached set outlived its max age).",
     ("trigger",),
     trigger=JWKS_TRIGGERS,
 )
