@@ -15,10 +15,12 @@ from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
+from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.token_env import TokenEnv, token_env
 
 ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
+REFRESHES = "bff_token_refresh_total"
 
 
 @pytest.fixture
@@ -47,7 +49,9 @@ async def test_concurrent_requests_in_one_process_refresh_once(env: TokenEnv) ->
     manager = await env.manager()
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
+    deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*(manager.access_token(stale, ROUTE) for _ in range(50))), 20)
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 49}  # each request once, by what it got
     assert len(set(tokens)) == 1
     assert tokens[0] != stale.session.tokens.access_token
     assert env.provider.refresh_calls == 1
@@ -63,7 +67,10 @@ async def test_concurrent_requests_across_processes_refresh_once(env: TokenEnv) 
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
     calls = [m.access_token(stale, ROUTE) for m in managers for _ in range(20)]
+    deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*calls), 20)
+    # The other processes' flights found the refreshed session (polling, or reloading under the lock): joined.
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 59}
     assert len(set(tokens)) == 1
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
@@ -87,9 +94,11 @@ async def test_a_straggler_with_the_old_tokens_does_not_replay(env: TokenEnv) ->
     manager, other = await env.manager(), await env.manager()
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
+    deltas = MetricDeltas()
     first = await manager.access_token(stale, ROUTE)
     # `stale` is what a request read before the refresh landed: it must get the new token, not spend the old one.
     assert await other.access_token(stale, ROUTE) == first
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 1}
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
 
