@@ -5,6 +5,7 @@ revoking the whole family on reuse."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -101,6 +102,24 @@ async def test_a_straggler_with_the_old_tokens_does_not_replay(env: TokenEnv) ->
     assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 1}
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
+
+
+async def test_a_result_left_by_an_earlier_refresh_is_used_and_counted_joined(env: TokenEnv) -> None:
+    """An earlier refresh spent the token and saved its result, but its session write never landed: the next one
+    takes that result instead of presenting the spent token again, and did not refresh itself."""
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    left = TokenSet(
+        access_token="left-by-the-earlier-refresh", refresh_token="rotated-then", expires_at=time.time() + 300
+    )
+    await env.sessions.save_refresh_result(spent, left, 60)
+    deltas = MetricDeltas()
+    assert await manager.access_token(stale) == "left-by-the-earlier-refresh"
+    assert env.provider.refresh_calls == 0
+    assert deltas.by(REFRESHES, "outcome") == {"joined": 1}
 
 
 async def test_refresh_without_rotation_keeps_the_refresh_token(env: TokenEnv) -> None:
