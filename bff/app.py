@@ -46,6 +46,7 @@ from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
+from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.telemetry.access_log import AccessLog
@@ -120,7 +121,8 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else create_store(config, clock=clock)
+        # Every store, chosen here or handed in, is metered the same way (bff.session.metered_store).
+        self.store = MeteredStore(store if store is not None else create_store(config, clock=clock))
         self.http = create_idp_client(
             timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
         )

@@ -198,20 +198,33 @@ def gauge(name: str, documentation: str, labelnames: tuple[str, ...] = (), *, mo
 
 UPSTREAM_ERROR_KINDS = ("connect_error", "timeout", "bad_response", "status_5xx")
 REFRESH_OUTCOMES = ("ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error")
-SESSION_END_REASONS = ("logout", "logout_everywhere", "backchannel", "expired", "revoked", "refresh_failed")
+SESSION_END_REASONS = (
+    "logout",
+    "logout_everywhere",
+    "backchannel",
+    "expired",
+    "revoked",
+    "refresh_failed",
+    "replaced",
+)
 LOGIN_OUTCOMES = ("ok", "idp_error", "invalid_state", "expired", "error")
+#: The ``SessionStore`` methods (``bff.session.store``), one label value each: the seam is the closed set.
 STORE_OPERATIONS = (
-    "load",
-    "save",
-    "delete",
-    "lock",
-    "unlock",
-    "renew",
-    "index",
-    "unindex",
-    "members",
-    "take",
+    "get",
+    "set",
+    "set_if_absent",
     "compare_and_set",
+    "touch",
+    "get_and_touch",
+    "ttl",
+    "take",
+    "delete",
+    "index_add",
+    "index_remove",
+    "index_members",
+    "lock",
+    "extend_lock",
+    "unlock",
     "ping",
 )
 JWKS_TRIGGERS = ("startup", "unknown_kid", "expired")
@@ -224,7 +237,10 @@ HTTP_SERVER_DURATION = histogram(
 )
 HTTP_CLIENT_DURATION = histogram(
     "http_client_request_duration_seconds",
-    "Duration of bff's calls to upstreams (bff_route: the route prefix) and to the IdP (bff_route: idp:...).",
+    "Duration of bff's calls to upstreams (bff_route: the route prefix; until the answer's head) and to the IdP"
+    " (bff_route: idp:token, idp:jwks, idp:discovery, idp:revocation; until the answer is read). An IdP call that got"
+    " no answer (refused, reset, timed out) has http_response_status_code 'error'; an upstream call without answer"
+    " counts in bff_upstream_errors_total instead.",
     ("server_address", "http_request_method", "http_response_status_code", "bff_route"),
 )
 UPSTREAM_ERRORS = counter(
@@ -234,24 +250,57 @@ UPSTREAM_ERRORS = counter(
     kind=UPSTREAM_ERROR_KINDS,
 )
 TOKEN_REFRESH = counter(
-    "bff_token_refresh_total", "Token refreshes by outcome.", ("outcome",), outcome=REFRESH_OUTCOMES
+    "bff_token_refresh_total",
+    "Requests that needed a token refresh, one each, by what they got: ok (this request's refresh called the IdP),"
+    " joined (it used the result of a refresh by another request, process or instance), invalid_grant (refused or"
+    " reuse detected: the session ended), idp_unavailable (IdP down or slow past the request's deadline),"
+    " sub_mismatch (the refreshed ID token names another user), error (anything else). A request that went away"
+    " before the answer is not counted.",
+    ("outcome",),
+    outcome=REFRESH_OUTCOMES,
 )
-TOKEN_REFRESH_DURATION = histogram("bff_token_refresh_duration_seconds", "Duration of token refreshes at the IdP.")
+TOKEN_REFRESH_DURATION = histogram(
+    "bff_token_refresh_duration_seconds",
+    "How long a request waited for its token refresh, joined or not, whatever the outcome.",
+)
 SESSIONS_CREATED = counter("bff_sessions_created_total", "Sessions created (successful logins).")
 SESSIONS_ENDED = counter(
-    "bff_sessions_ended_total", "Sessions ended, by reason.", ("reason",), reason=SESSION_END_REASONS
+    "bff_sessions_ended_total",
+    "Sessions bff ended, one each, by reason: logout, logout_everywhere, backchannel, revoked (bff sessions revoke),"
+    " refresh_failed (the IdP refused the refresh), replaced (a new login in the same browser), expired (an absolute"
+    " or refresh-token expiry noticed on use). A session whose idle timeout lets its record expire in the store is"
+    " not counted: nothing notices it.",
+    ("reason",),
+    reason=SESSION_END_REASONS,
 )
-LOGIN = counter("bff_login_total", "Login callbacks by outcome.", ("outcome",), outcome=LOGIN_OUTCOMES)
+LOGIN = counter(
+    "bff_login_total",
+    "Login callbacks by outcome: ok, idp_error (the IdP answered error=...), invalid_state (state, login cookie,"
+    " one-time marker, iss or nonce refused), expired (login_timeout passed), error (anything else).",
+    ("outcome",),
+    outcome=LOGIN_OUTCOMES,
+)
 STORE_DURATION = histogram(
     "bff_store_operation_duration_seconds",
-    "Duration of session-store operations.",
+    "Duration of session-store calls, one observation per call of a SessionStore method (operation), failed or"
+    " not; a connection retry inside a call is part of that call.",
     ("operation",),
     operation=STORE_OPERATIONS,
 )
 STORE_ERRORS = counter(
-    "bff_store_errors_total", "Failed session-store operations.", ("operation",), operation=STORE_OPERATIONS
+    "bff_store_errors_total",
+    "Session-store calls that failed (store unreachable, timed out, closed), one per call whatever the retries"
+    " inside it.",
+    ("operation",),
+    operation=STORE_OPERATIONS,
 )
-JWKS_FETCH = counter("bff_jwks_fetch_total", "JWKS fetches by trigger.", ("trigger",), trigger=JWKS_TRIGGERS)
+JWKS_FETCH = counter(
+    "bff_jwks_fetch_total",
+    "JWKS fetches started, failed or not, by trigger: startup (until a first set is cached), unknown_kid (a token"
+    " named a key not cached), expired (the cached set outlived its max age).",
+    ("trigger",),
+    trigger=JWKS_TRIGGERS,
+)
 CONNECTIONS_OPEN = gauge("bff_connections_open", "Browser connections open (summed over the live workers).")
 BUILD_INFO = gauge(
     "bff_build_info", "Always 1; the labels say which bff and Python run.", ("version", "python"), mode="max"

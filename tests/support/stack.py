@@ -47,9 +47,10 @@ def running_bff(
     store: SessionStore | None = None,
     clock: Clock = system_clock,
     customize: Callable[[dict[str, Any]], None] | None = None,
+    store_prefix: str | None = None,
 ) -> Iterator[Stack]:
     """Serve bff against ``provider`` (already served at ``idp_url``) with the Redis store when ``redis_url`` is
-    given, else the memory store (or an explicit ``store``)."""
+    given, else the memory store (or an explicit ``store``). Instances given one ``store_prefix`` share sessions."""
     sock = bound_socket()
     public_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     doc = base_document(public_origin=public_origin, issuer=idp_url)
@@ -63,7 +64,7 @@ def running_bff(
     if store is None and not redis_url:
         store = MemoryStore(clock=clock)
     # Tests share one Redis: each app gets key prefixes of its own.
-    app = BffApp(config, store=store, clock=clock, store_prefix=f"e2e{uuid4().hex}:")
+    app = BffApp(config, store=store, clock=clock, store_prefix=store_prefix or f"e2e{uuid4().hex}:")
     with serve(app, sock=sock) as url:
         yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
 
