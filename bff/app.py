@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -47,9 +48,14 @@ from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
+from bff.session.traced_store import TracedStore
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
+from bff.upstream.traced import TracedUpstreamClient
+
+if TYPE_CHECKING:
+    from bff.telemetry.tracing import Tracing
 
 logger = logging.getLogger("bff.app")
 
@@ -65,6 +71,15 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
     if urlsplit(url).scheme == "memory":
         return MemoryStore(clock=clock)
     return RedisStore.from_url(url, timeout=config.session.store_timeout, max_reply=config.session.store_max_reply)
+
+
+def create_tracing(config: Config) -> Tracing | None:
+    """The tracing SDK when ``[tracing] enabled``: imported only then, so a process without tracing never loads it."""
+    if not config.tracing.enabled:
+        return None
+    from bff.telemetry.tracing import create_tracing as create
+
+    return create(config.tracing)
 
 
 def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:
@@ -87,20 +102,34 @@ class BffApp:
         clock: Clock = system_clock,
         idp_transport: httpx.AsyncBaseTransport | None = None,
         store_prefix: str = "",
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else create_store(config, clock=clock)
+        #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
+        self.tracing = tracing if tracing is not None else create_tracing(config)
+        store = store if store is not None else create_store(config, clock=clock)
+        if self.tracing is not None:
+            store = TracedStore(store, self.tracing, system="memory" if isinstance(store, MemoryStore) else "redis")
+        self.store = store
         self.http = create_idp_client(
-            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
+            timeout=config.oidc.timeout,
+            ca_bundle=config.oidc.ca_bundle,
+            transport=idp_transport,
+            wrap_transport=None if self.tracing is None else self.tracing.idp_transport,
         )
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
-            self.sessions, self.idp, cookie_name=config.session.cookie_name, settings=config.tokens, clock=clock
+            self.sessions,
+            self.idp,
+            cookie_name=config.session.cookie_name,
+            settings=config.tokens,
+            clock=clock,
+            spans=self.tracing,
         )
-        self.upstream = UpstreamClient()
+        self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
         self.proxy = Proxy(
             config.routes,
             self.upstream,
@@ -192,6 +221,8 @@ class BffApp:
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # the spans still buffered are exported
 
     async def _keep_loading(self) -> None:
         delay = 0.5

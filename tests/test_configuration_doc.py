@@ -29,6 +29,7 @@ from bff.config import (
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.config import settings as settings_module
@@ -45,6 +46,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
+    ("[tracing]", TracingSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
@@ -93,7 +95,13 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend", LoggingSettings: "logging"}[cls], {})
+    optional = {
+        TokenSettings: "tokens",
+        FrontendSettings: "frontend",
+        LoggingSettings: "logging",
+        TracingSettings: "tracing",
+    }
+    table = doc.setdefault(optional[cls], {})
     return table
 
 

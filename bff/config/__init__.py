@@ -12,7 +12,7 @@ The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
-* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``: one validator per
+* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``tracing``: one validator per
   section, each a few small checks.
 """
 
@@ -55,8 +55,10 @@ from bff.config.settings import (
     SessionSettings,
     TokenPolicy,
     TokenSettings,
+    TracingSettings,
 )
 from bff.config.tokens import read_frontend, read_tokens
+from bff.config.tracing import read_tracing
 from bff.errors import ConfigError
 
 __all__ = [
@@ -84,6 +86,7 @@ __all__ = [
     "SessionSettings",
     "TokenPolicy",
     "TokenSettings",
+    "TracingSettings",
     "load_config",
     "normalize_prefix",
     "parse_config",
@@ -103,6 +106,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
+    tracing = read_tracing(root)
     root.finish()
     if problems:
         raise ConfigError(problems)
@@ -114,6 +118,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         frontend=frontend,
         tokens=tokens,
         logging=logging,
+        tracing=tracing,
         source=source,
     )
 
