@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -49,8 +49,9 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.session.traced_store import TracedStore
+from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
 from bff.tokens import TokenManager
-from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
+from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 from bff.upstream.traced import TracedUpstreamClient
 
@@ -63,6 +64,10 @@ CONTROL_PREFIX = "/bff/"
 CONTROL_PATHS = frozenset({"/bff", "/healthz", "/readyz"})
 #: Navigations (not XHR) get an HTML error page instead of JSON.
 NAVIGATION_PATHS = frozenset({"/bff/login", "/bff/callback"})
+#: Control-plane paths telemetry names as themselves (``http_route``); any other path under ``/bff/`` is unmatched.
+CONTROL_ROUTES = frozenset(
+    {"/bff/login", "/bff/callback", "/bff/user", "/bff/logout", "/bff/backchannel-logout", "/healthz", "/readyz"}
+)
 
 
 def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore:
@@ -80,6 +85,11 @@ def create_tracing(config: Config) -> Tracing | None:
     from bff.telemetry.tracing import create_tracing as create
 
     return create(config.tracing)
+
+
+def create_observers(config: Config) -> list[Observer]:
+    """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``)."""
+    return []
 
 
 def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:
@@ -103,6 +113,7 @@ class BffApp:
         idp_transport: httpx.AsyncBaseTransport | None = None,
         store_prefix: str = "",
         tracing: Tracing | None = None,
+        observers: Sequence[Observer] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -130,6 +141,10 @@ class BffApp:
             spans=self.tracing,
         )
         self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
+        observed = list(create_observers(config) if observers is None else observers)
+        if self.tracing is not None:  # first: the other observers' work belongs to its server span
+            observed.insert(0, self.tracing.observer())  # type: ignore[attr-defined]
+        self.observers = Observers(observed)
         self.proxy = Proxy(
             config.routes,
             self.upstream,
@@ -138,6 +153,7 @@ class BffApp:
             trusted_proxies=config.server.trusted_proxies,
             error_headers=self._error_headers,
             replay_limit=config.tokens.replay_limit,
+            observers=self.observers,
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
@@ -174,6 +190,9 @@ class BffApp:
 
     async def _on_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BffError)
+        exchange: Exchange | None = request.scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = exc.error
         if isinstance(exc, ServiceUnavailable):
             logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
         path = request.url.path
@@ -190,9 +209,15 @@ class BffApp:
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        error: BffError
         if exc.status_code == 405:
-            return json_error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-        return json_error(NotFound(f"no such endpoint: {request.url.path}"))
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            error = NotFound(f"no such endpoint: {request.url.path}")
+        exchange: Exchange | None = request.scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = error.error
+        return json_error(error)
 
     # --- lifespan ------------------------------------------------------------------------------------------------
 
@@ -243,18 +268,58 @@ class BffApp:
             return
         path: str = scope["path"]
         if path.startswith(CONTROL_PREFIX) or path in CONTROL_PATHS:
-            await self.control(scope, receive, send)
+            if self.observers and scope["type"] == "http":
+                await self._observed(self.control, scope, receive, send, path if path in CONTROL_ROUTES else UNMATCHED)
+            else:
+                await self.control(scope, receive, send)
         elif self.proxy.match(path) is not None:
             if scope["type"] == "http":
-                await self.proxy(scope, receive, send)
+                await self.proxy(scope, receive, send)  # observed inside, at the proxy's own seam
             else:  # routes relay HTTP only: refuse the WebSocket handshake (403)
                 await send({"type": "websocket.close", "code": 1008})
         elif self.frontend is not None:  # the SPA: its files, or its dev server (WebSockets included)
-            await self.frontend(scope, receive, send)
+            if self.observers and scope["type"] == "http":
+                await self._observed(self.frontend, scope, receive, send, FRONTEND)
+            else:
+                await self.frontend(scope, receive, send)
         elif scope["type"] == "http":
-            await send_error(send, NotFound(f"no route for {path[:200]}"))
+            if self.observers:
+                await self._observed(self._not_found, scope, receive, send, UNMATCHED)
+            else:
+                await self._not_found(scope, receive, send)
         else:  # a websocket with nowhere to go: refuse the handshake (403)
             await send({"type": "websocket.close", "code": 1008})
+
+    @staticmethod
+    async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange: Exchange | None = scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = NotFound.error
+        await send_error(send, NotFound(f"no route for {scope['path'][:200]}"))
+
+    async def _observed(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, route: str) -> None:
+        """``app`` with the observers around it: the control plane and the frontend (off the data plane)."""
+        exchange = self.observers.exchange(scope, route)
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                if exchange.response_headers:
+                    message = {**message, "headers": [*message.get("headers", ()), *exchange.response_headers]}
+            elif message["type"] == "http.response.body":
+                exchange.bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        async def observed_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.bytes_in += len(message.get("body", b""))
+            return message
+
+        try:
+            await app(scope, observed_receive, observed_send)
+        finally:
+            self.observers.end(exchange)
 
 
 def create_app(config: Config) -> BffApp:

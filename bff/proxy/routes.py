@@ -6,6 +6,8 @@ longest prefix first, so the first match is the most specific.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from bff.config import HTTP_METHODS, RouteSettings, normalize_prefix
 from bff.proxy.headers import request_drop_set
 from bff.upstream import UpstreamClient
@@ -14,7 +16,20 @@ from bff.upstream import UpstreamClient
 class Route:
     """A route with everything precomputed that does not depend on the request."""
 
-    __slots__ = ("allow", "base", "drop", "extra", "max_body", "methods", "options", "prefix", "settings", "strip")
+    __slots__ = (
+        "address",
+        "allow",
+        "base",
+        "drop",
+        "extra",
+        "label",
+        "max_body",
+        "methods",
+        "options",
+        "prefix",
+        "settings",
+        "strip",
+    )
 
     def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
         self.settings = settings
@@ -22,6 +37,11 @@ class Route:
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
         self.base = settings.upstream.rstrip("/")
+        #: The route as telemetry names it (``http_route``, ``bff_route``) and its upstream's ``host:port``.
+        self.label = prefix
+        upstream = urlsplit(self.base)
+        default_port = 443 if upstream.scheme == "https" else 80
+        self.address = f"{upstream.hostname}:{upstream.port or default_port}"
         # "All methods" means the ones config accepts: never TRACE, which would echo the request, bearer token
         # included, back to the caller (OWASP "Cross-Site Tracing"), nor CONNECT or extension methods.
         methods = tuple(m.upper() for m in settings.methods) or HTTP_METHODS
