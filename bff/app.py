@@ -143,7 +143,7 @@ class BffApp:
         self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
         observed = list(create_observers(config) if observers is None else observers)
         if self.tracing is not None:  # first: the other observers' work belongs to its server span
-            observed.insert(0, self.tracing.observer())  # type: ignore[attr-defined]
+            observed.insert(0, self.tracing.observer())
         self.observers = Observers(observed)
         self.proxy = Proxy(
             config.routes,

@@ -37,6 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 
 from bff.config import TracingSettings
+from bff.telemetry.exchange import Exchange
 from bff.telemetry.spans import AttributeValue, SpanKind, error_type
 
 #: HTTP methods of the semantic conventions; any other is reported as ``_OTHER`` (bounded cardinality).
@@ -53,6 +54,8 @@ _TRACESTATE_MEMBER = re.compile(
 _TRACEPARENT_MAX = 512
 _TRACESTATE_MAX = 512
 _TRACESTATE_MEMBERS = 32
+#: Where an observed request's server span waits for the end hook (``scope[SERVER_SPAN]``).
+SERVER_SPAN = "bff.tracing.server_span"
 
 
 def _bff_version() -> str:
@@ -128,6 +131,10 @@ class _Span:
         self._token: object = None
         self._failed = False
 
+    @property
+    def span_context(self) -> SpanContext:
+        return self._span.get_span_context()
+
     def set(self, key: str, value: AttributeValue) -> None:
         self._span.set_attribute(key, value)
 
@@ -189,8 +196,10 @@ class Tracing:
 
     # --- the server span of one request ------------------------------------------------------------------------
 
-    def start_request(self, method: str, path: str, route: str | None, headers: Iterable[tuple[bytes, bytes]]) -> _Span:
-        """The request's server span, already current (``with``-entered); :meth:`end_request` ends it."""
+    def start_request(self, method: str, path: str, route: str, headers: Iterable[tuple[bytes, bytes]]) -> _Span:
+        """The request's server span, already current (``with``-entered); :meth:`end_request` ends it. ``route`` is
+        bff's name for what served it: a route prefix or endpoint path (also ``http.route``), ``frontend`` or
+        ``unmatched`` (``bff.route`` only: no route template)."""
         method = method if method in KNOWN_METHODS else "_OTHER"
         remote = browser_context(headers)
         parent = otel_context.Context()  # a new trace unless the browser's is continued
@@ -200,12 +209,12 @@ class Tracing:
                 parent = trace.set_span_in_context(trace.NonRecordingSpan(remote), parent)
             else:  # linked, without its tracestate: the browser's words never reach the backend as attributes
                 links.append(Link(SpanContext(remote.trace_id, remote.span_id, True, remote.trace_flags)))
-        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path}
-        if route is not None:
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path, "bff.route": route}
+        template = route.startswith("/")
+        if template:
             attributes["http.route"] = route
-            attributes["bff.route"] = route
         span = self.tracer.start_span(
-            f"{method} {route}" if route is not None else method,
+            f"{method} {route}" if template else method,
             context=parent,
             kind=trace.SpanKind.SERVER,
             attributes=attributes,
@@ -218,8 +227,9 @@ class Tracing:
     @staticmethod
     def end_request(span: _Span, status: int, error: str | None) -> None:
         """Status code and error code on the server span (ERROR for 5xx: OpenTelemetry HTTP server rule), then
-        end it and restore the context it replaced."""
-        span.set("http.response.status_code", status)
+        end it and restore the context it replaced. Status 0: the browser left before an answer."""
+        if status:
+            span.set("http.response.status_code", status)
         if error is not None:
             span.set("error.type", error)
         if status >= 500:
@@ -231,9 +241,37 @@ class Tracing:
     def idp_transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
         return TracedTransport(inner, self)
 
+    def observer(self) -> TracingObserver:
+        return TracingObserver(self)
+
     def shutdown(self) -> None:
         """Export what is buffered, stop the exporter (at the end of the app's lifespan)."""
         self.provider.shutdown()
+
+
+class TracingObserver:
+    """The per-request observer (``bff.telemetry.exchange``) that opens and closes each request's server span. Its
+    start hook runs in the request's task before the session is read, so the spans of the store, a refresh and the
+    upstream call become the server span's children."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self._tracing = tracing
+
+    def start(self, exchange: Exchange) -> None:
+        path = exchange.path.decode("ascii", "replace")
+        span = self._tracing.start_request(exchange.method, path, exchange.route, exchange.scope["headers"])
+        context = span.span_context
+        exchange.trace_id = format(context.trace_id, "032x")
+        exchange.span_id = format(context.span_id, "016x")
+        exchange.scope[SERVER_SPAN] = span
+
+    def upstream(self, exchange: Exchange) -> None:
+        pass  # the upstream call has a span of its own (bff.upstream.traced)
+
+    def end(self, exchange: Exchange) -> None:
+        span: _Span | None = exchange.scope.pop(SERVER_SPAN, None)
+        if span is not None:
+            self._tracing.end_request(span, exchange.status, exchange.error)
 
 
 class TracedTransport(httpx.AsyncBaseTransport):
