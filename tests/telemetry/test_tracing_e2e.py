@@ -24,10 +24,9 @@ from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY, write_config
 from tests.support.leak_guard import GUARD
 from tests.support.oidc_provider import TestProvider
-from tests.support.otlp_collector import Collector, ExportedSpan
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
-from tests.telemetry.test_tracing_spans import Recorder
+from tests.support.tracing import Collector, ExportedSpan, Recorder
 
 XHR = {"X-CSRF": "1"}
 HOSTILE = "hostileQueryValue-0123456789abcdef"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,7 +20,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bff.config import TracingSettings
 from bff.telemetry.tracing import Tracing
-from bff.types import Receive, Scope, Send
 from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.leak_guard import GUARD
@@ -28,30 +27,13 @@ from tests.support.oidc_provider import TestProvider
 from tests.support.servers import free_port, serve
 from tests.support.sessions import expire_access_token
 from tests.support.stack import Stack, running_bff
+from tests.support.tracing import Recorder
 
 XHR = {"X-CSRF": "1"}
 HOSTILE = "hostileQueryValue-0123456789abcdef"
 BROWSER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 BROWSER_SPAN = "00f067aa0ba902b7"
 BROWSER_PARENT = f"00-{BROWSER_TRACE}-{BROWSER_SPAN}-01"
-
-
-@dataclass
-class Recorder:
-    """An ASGI app in front of another that records the W3C headers of every request it gets."""
-
-    app: Any
-    traceparents: list[tuple[str, str | None]] = field(default_factory=list)
-    tracestates: list[str | None] = field(default_factory=list)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            parent = headers.get(b"traceparent")
-            state = headers.get(b"tracestate")
-            self.traceparents.append((scope["path"], parent.decode() if parent else None))
-            self.tracestates.append(state.decode() if state else None)
-        await self.app(scope, receive, send)
 
 
 @dataclass

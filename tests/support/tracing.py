@@ -1,11 +1,13 @@
-"""A stand-in OpenTelemetry collector: an ASGI app that takes OTLP/HTTP trace exports (protobuf, as the SDK's
-exporter posts them to ``/v1/traces``), keeps every request body as received, and decodes them into spans."""
+"""What the tracing tests run: a stand-in OpenTelemetry collector (an ASGI app that takes OTLP/HTTP trace exports,
+protobuf as the SDK's exporter posts them to ``/v1/traces``, keeps every body as received and decodes them into
+spans), and a recorder of the W3C headers an upstream or the IdP receives."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -16,6 +18,24 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from bff.types import Receive, Scope, Send
 from tests.support.asgi import read_body
+
+
+@dataclass
+class Recorder:
+    """An ASGI app in front of another that records the W3C headers of every request it gets."""
+
+    app: Any
+    traceparents: list[tuple[str, str | None]] = field(default_factory=list)
+    tracestates: list[str | None] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            parent = headers.get(b"traceparent")
+            state = headers.get(b"tracestate")
+            self.traceparents.append((scope["path"], parent.decode() if parent else None))
+            self.tracestates.append(state.decode() if state else None)
+        await self.app(scope, receive, send)
 
 
 def value_of(value: AnyValue) -> object:
