@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -49,7 +50,11 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.session.traced_store import TracedStore
+from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
+from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, write_snapshot
+from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.request_ids import RequestIds
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
@@ -60,6 +65,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bff.app")
 
+#: Set to "1" by ``bff serve --access-log`` for its worker processes, which read the config file themselves.
+ACCESS_LOG_ENV = "BFF_ACCESS_LOG"
 CONTROL_PREFIX = "/bff/"
 CONTROL_PATHS = frozenset({"/bff", "/healthz", "/readyz"})
 #: Navigations (not XHR) get an HTML error page instead of JSON.
@@ -88,8 +95,19 @@ def create_tracing(config: Config) -> Tracing | None:
 
 
 def create_observers(config: Config) -> list[Observer]:
-    """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``)."""
-    return []
+    """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``): the request
+    id first (the others read it), then the metrics, the access line last. None configured: the data plane skips
+    the seam entirely."""
+    metrics_on = config.metrics.address() is not None
+    access_log = config.logging.access_log
+    observers: list[Observer] = []
+    if metrics_on or access_log:
+        observers.append(RequestIds())
+    if metrics_on:
+        observers.append(HttpMetrics())
+    if access_log:
+        observers.append(AccessLog(json=config.logging.format == "json"))
+    return observers
 
 
 def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:
@@ -114,6 +132,7 @@ class BffApp:
         store_prefix: str = "",
         tracing: Tracing | None = None,
         observers: Sequence[Observer] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -158,6 +177,8 @@ class BffApp:
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
+        self._metrics_dir = Path(metrics_dir) if metrics_dir else None
+        self._flusher: asyncio.Task[None] | None = None
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
@@ -233,9 +254,15 @@ class BffApp:
         except BffError as exc:
             logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
             self._retry = asyncio.create_task(self._keep_loading())
+        if self._metrics_dir is not None:
+            self._flusher = asyncio.create_task(self._flush_metrics(self._metrics_dir))
         try:
             yield
         finally:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
             if self._retry is not None:
                 self._retry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -246,8 +273,23 @@ class BffApp:
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()
+            if self._metrics_dir is not None:  # the last counts, after the last request
+                self._write_metrics(self._metrics_dir, stopped=True)
             if self.tracing is not None:
                 self.tracing.shutdown()  # the spans still buffered are exported
+
+    async def _flush_metrics(self, directory: Path) -> None:
+        """This worker's metrics for the supervisor's scrape (``bff.telemetry.exposition``), once per interval."""
+        while True:
+            self._write_metrics(directory)
+            await asyncio.sleep(FLUSH_INTERVAL)
+
+    @staticmethod
+    def _write_metrics(directory: Path, *, stopped: bool = False) -> None:
+        try:
+            write_snapshot(directory, stopped=stopped)
+        except OSError as exc:  # the directory went away (the supervisor stopping): nothing to report to
+            logger.warning("cannot write the metrics snapshot: %s", exc.strerror or exc)
 
     async def _keep_loading(self) -> None:
         delay = 0.5
@@ -331,22 +373,26 @@ def create_app(config: Config) -> BffApp:
     return BffApp(config)
 
 
-def app_for_serving(config: Config) -> BffApp:
+def app_for_serving(config: Config, *, metrics_dir: str | None = None) -> BffApp:
     """The app of a served process (``bff serve``, each ``--workers`` process): built, then frozen.
 
     What is imported and built by now lives as long as the process; out of the cyclic collector's reach
     (``gc.freeze``) it is no longer walked by every full collection, which otherwise shows as latency spikes. Never
     in tests or embedded apps: frozen objects are never collected.
     """
-    app = BffApp(config)
+    app = BffApp(config, metrics_dir=metrics_dir)
     gc.freeze()
     return app
 
 
 def app_from_env() -> ASGIApp:
     """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
+    import dataclasses
     import os
 
     from bff.config import load_config
 
-    return app_for_serving(load_config(os.environ["BFF_CONFIG"]))
+    config = load_config(os.environ["BFF_CONFIG"])
+    if os.environ.get(ACCESS_LOG_ENV) == "1":  # bff serve --access-log
+        config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
+    return app_for_serving(config, metrics_dir=os.environ.get(METRICS_DIR_ENV) or None)

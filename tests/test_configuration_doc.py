@@ -23,6 +23,7 @@ from bff.config import (
     Config,
     FrontendSettings,
     LoggingSettings,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     Secret,
@@ -46,6 +47,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
+    ("[metrics]", MetricsSettings),
     ("[tracing]", TracingSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
@@ -95,13 +97,14 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    optional = {
+    names = {
         TokenSettings: "tokens",
         FrontendSettings: "frontend",
         LoggingSettings: "logging",
+        MetricsSettings: "metrics",
         TracingSettings: "tracing",
     }
-    table = doc.setdefault(optional[cls], {})
+    table = doc.setdefault(names[cls], {})
     return table
 
 

@@ -12,7 +12,7 @@ The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
-* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``tracing``: one validator per
+* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``metrics``, ``tracing``: one validator per
   section, each a few small checks.
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bff.config.logs import read_logging
+from bff.config.metrics import read_metrics
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
 from bff.config.routes import normalize_prefix, read_routes
@@ -47,6 +48,7 @@ from bff.config.settings import (
     LogFormat,
     LoggingSettings,
     LogLevel,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     SameSite,
@@ -78,6 +80,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "LoggingSettings",
+    "MetricsSettings",
     "OIDCSettings",
     "RouteSettings",
     "SameSite",
@@ -106,6 +109,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
+    metrics = read_metrics(root, server)
     tracing = read_tracing(root)
     root.finish()
     if problems:
@@ -118,6 +122,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         frontend=frontend,
         tokens=tokens,
         logging=logging,
+        metrics=metrics,
         tracing=tracing,
         source=source,
     )

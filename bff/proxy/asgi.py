@@ -110,7 +110,9 @@ class Proxy:
         observers: Observers = NO_OBSERVERS,
     ) -> None:
         # Longest prefix first, so the first match is the most specific route.
-        self._routes = sorted((Route(r, client) for r in routes), key=lambda r: len(r.prefix), reverse=True)
+        # Headers an observer sets itself (X-Request-Id) are never forwarded as the browser sent them.
+        owned = observers.owned_headers
+        self._routes = sorted((Route(r, client, owned) for r in routes), key=lambda r: len(r.prefix), reverse=True)
         self._client = client
         self._bearer = bearer
         self._public_origin = public_origin
@@ -277,7 +279,8 @@ class Proxy:
             response = await self._client.send(method, url, headers, body, route.options)
         except UpstreamError as exc:
             if ex is not None:
-                ex.upstream_time += perf_counter() - ex.upstream_started
+                ex.upstream_duration = perf_counter() - ex.upstream_started
+                ex.upstream_time += ex.upstream_duration
                 ex.upstream_status = None
             # A failure of our own body stream surfaces as a broken upstream request: report the real cause.
             if reader is not None and reader.too_large:
@@ -292,7 +295,8 @@ class Proxy:
                 ex.error = CLIENT_GONE
             return None
         if ex is not None:
-            ex.upstream_time += perf_counter() - ex.upstream_started
+            ex.upstream_duration = perf_counter() - ex.upstream_started
+            ex.upstream_time += ex.upstream_duration
             ex.upstream_status = response.status
             self._observers.upstream(ex)
         return response
@@ -303,7 +307,10 @@ class Proxy:
         headers = response_headers(response.headers)
         if ex is not None:
             ex.status = response.status
-            headers += ex.response_headers
+            if ex.response_headers:  # the observer's value replaces the upstream's own (X-Request-Id)
+                owned = self._observers.owned_headers
+                headers = [h for h in headers if h[0] not in owned]
+                headers += ex.response_headers
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
         try:
             await send(start)

@@ -31,7 +31,9 @@ class Route:
         "strip",
     )
 
-    def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
+    def __init__(
+        self, settings: RouteSettings, client: UpstreamClient, also_drop: frozenset[bytes] = frozenset()
+    ) -> None:
         self.settings = settings
         prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
@@ -48,7 +50,7 @@ class Route:
         self.methods = frozenset(methods)
         self.allow = ", ".join(methods).encode("ascii")
         self.max_body = settings.max_body
-        self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
+        self.drop = request_drop_set(settings.remove_headers, settings.set_headers) | also_drop
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
         self.options = client.options(
             connect_timeout=settings.connect_timeout, timeout=settings.timeout, ca_bundle=settings.ca_bundle

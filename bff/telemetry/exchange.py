@@ -57,6 +57,7 @@ class Exchange:
         "started",
         "status",
         "trace_id",
+        "upstream_duration",
         "upstream_error",
         "upstream_headers",
         "upstream_started",
@@ -83,8 +84,10 @@ class Exchange:
         self.server_address = ""
         #: The last upstream answer's status; None before one (or when the upstream failed).
         self.upstream_status: int | None = None
-        #: When the current upstream call started, and the time spent in upstream calls so far (up to their heads).
+        #: When the last upstream call started, how long it took to its answer's head (or failure), and the time
+        #: spent in upstream calls so far (both calls after a 401 and a replay).
         self.upstream_started = 0.0
+        self.upstream_duration = 0.0
         self.upstream_time = 0.0
         #: ``connect_error``, ``timeout`` or ``bad_response`` when the last upstream call failed.
         self.upstream_error: str | None = None
@@ -112,10 +115,15 @@ class Observer(Protocol):
 class Observers:
     """The configured observers, called in order (so an observer may read what an earlier one set)."""
 
-    __slots__ = ("_all",)
+    __slots__ = ("_all", "owned_headers")
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._all = tuple(observers)
+        #: Header names (lowercase bytes) observers set themselves: what the browser sent under them is not forwarded,
+        #: and the upstream's own is not relayed (an observer declares them as ``owned_headers``; optional).
+        self.owned_headers: frozenset[bytes] = frozenset().union(
+            *(getattr(o, "owned_headers", frozenset()) for o in observers)
+        )
 
     def __bool__(self) -> bool:
         return bool(self._all)

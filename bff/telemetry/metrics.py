@@ -146,6 +146,11 @@ class Counter(Metric[CounterChild]):
 class Gauge(Metric[GaugeChild]):
     kind = "gauge"
     _child = GaugeChild
+    #: When set, the gauge's value is this function's answer at collection time (e.g. a live count).
+    function: Callable[[], float] | None = None
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self.function = function
 
     def inc(self, n: float = 1.0) -> None:
         self._only().inc(n)
