@@ -1,12 +1,13 @@
 """A real ``bff serve --workers 2`` with ``[tracing] enabled``, exporting OTLP/HTTP to a collector stub on loopback,
 through a login at the test OpenID Provider, a proxied call, a token refresh and credentials planted where they do
-not belong. The upstream and the IdP record the ``traceparent`` they receive. What was exported must be one trace
-per request across the processes, with the right parents, and hold no token, cookie, code, state or query value
-anywhere (searched in the raw protobuf bodies as the collector received them)."""
+not belong, with the JSON access log on. The upstream and the IdP record the ``traceparent`` they receive. What was
+exported must be one trace per request across the processes, with the right parents, and hold no token, cookie, code,
+state or query value anywhere (searched in the raw protobuf bodies as the collector received them)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -136,7 +137,8 @@ async def test_bff_serve_exports_one_trace_per_request_across_the_upstream_and_t
         client_secret=provider.client_secret or "",
         upstream=api_url,
     )
-    config.write_text(config.read_text().replace("[[routes]]", "[tracing]\nenabled = true\n\n[[routes]]", 1))
+    sections = '[tracing]\nenabled = true\n\n[logging]\nformat = "json"\naccess_log = true\n\n[[routes]]'
+    config.write_text(config.read_text().replace("[[routes]]", sections, 1))
     origin = f"http://127.0.0.1:{port}"
     GUARD.watch_bff(origin)
     log = tmp_path / "bff.log"
@@ -184,6 +186,14 @@ async def test_bff_serve_exports_one_trace_per_request_across_the_upstream_and_t
     assert len(refused) == 1
     assert refused[0].attributes["error.type"] == "unauthenticated"
     assert refused[0].attributes["url.path"] == "/api/items/3"
+
+    # The access log names each request's server span; no worker logged a tracing failure.
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    access = [r for r in lines if r.get("logger") == "bff.access" and r["http.route"] == "/api"]
+    servers = {(s.trace_id, s.span_id) for s in spans if s.span.kind == SERVER and s.name == "GET /api"}
+    assert len(access) == 3
+    assert {(r["trace_id"], r["span_id"]) for r in access} == servers
+    assert not [r for r in lines if r.get("severity_text") in ("WARNING", "ERROR", "CRITICAL")], log.read_text()
 
     # No secret anywhere in what left bff, byte for byte as the collector received it.
     exported = b"\n".join(stub.bodies)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bff.config import TracingSettings
+from bff.errors import SessionStoreUnavailable
+from bff.session.redis_store import RedisStore
+from bff.session.traced_store import TracedStore
 from bff.telemetry.tracing import Tracing
 from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
@@ -300,3 +304,87 @@ async def test_a_browser_traceparent_is_continued_when_configured(browser: Brows
         assert server.parent is None
         assert not server.links
         assert format(server.context.trace_id, "032x") != BROWSER_TRACE
+
+
+async def expired_session(traced: Traced, browser: Browser) -> None:
+    await login(traced, browser)
+    sessions = traced.stack.app.sessions
+    session_id = sessions.session_id_from_cookie(browser.cookies(traced.stack.url)["__Host-bff"])
+    assert session_id is not None
+    await expire_access_token(sessions, session_id)
+    traced.exporter.clear()
+
+
+async def test_a_refresh_refused_with_invalid_grant_says_so(traced: Traced, browser: Browser) -> None:
+    await expired_session(traced, browser)
+    # Someone else spends the refresh token first: bff's attempt is a reuse, which revokes the family.
+    loaded = await traced.stack.app.sessions.load_key(
+        traced.stack.app.sessions.key_for(
+            traced.stack.app.sessions.session_id_from_cookie(browser.cookies(traced.stack.url)["__Host-bff"]) or ""
+        )
+    )
+    assert loaded is not None
+    provider = traced.stack.provider
+    async with httpx.AsyncClient() as http:
+        spent = await http.post(
+            f"{provider.issuer}/token",
+            data={"grant_type": "refresh_token", "refresh_token": loaded.session.tokens.refresh_token or ""},
+            auth=("spa-bff", provider.client_secret or ""),
+        )
+    assert spent.status_code == 200
+    response = await browser.request("GET", f"{traced.stack.url}/api/items", headers=XHR)
+    assert response.status_code == 401
+    refresh = one(traced.spans(), "token refresh")
+    assert dict(refresh.attributes or {})["bff.refresh.outcome"] == "invalid_grant"
+    assert refresh.status.status_code == StatusCode.ERROR
+    [token_call] = [s for s in children(traced.spans(), refresh) if s.name == "POST"]
+    assert dict(token_call.attributes or {})["error.type"] == "400"
+    server = one(traced.spans(), "GET /api")
+    assert dict(server.attributes or {})["error.type"] == "session_expired"
+    assert_no_secret(traced.spans(), *provider.issued_tokens())
+
+
+async def test_a_refresh_while_the_idp_fails_says_idp_unavailable(traced: Traced, browser: Browser) -> None:
+    await expired_session(traced, browser)
+    traced.stack.provider.fail_token_endpoint_with = 503
+    response = await browser.request("GET", f"{traced.stack.url}/api/items", headers=XHR)
+    assert response.status_code == 503
+    refresh = one(traced.spans(), "token refresh")
+    assert dict(refresh.attributes or {})["bff.refresh.outcome"] == "idp_unavailable"
+    server = one(traced.spans(), "GET /api")
+    assert server.status.status_code == StatusCode.ERROR
+    assert dict(server.attributes or {})["error.type"] == "temporarily_unavailable"
+
+
+async def test_a_store_that_cannot_be_reached_fails_its_span_with_bffs_code() -> None:
+    exporter = InMemorySpanExporter()
+    store = TracedStore(
+        RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0), tracing(exporter), system="redis"
+    )
+    try:
+        with pytest.raises(SessionStoreUnavailable):
+            await store.get_and_touch("k", 10)
+    finally:
+        await store.aclose()
+    [span] = exporter.get_finished_spans()
+    assert span.name == "store get_and_touch"
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description is None  # never the exception's message
+    assert dict(span.attributes or {}) == {
+        "db.system.name": "redis",
+        "db.operation.name": "get_and_touch",
+        "error.type": "temporarily_unavailable",
+    }
+    assert not span.events
+
+
+async def test_an_idp_that_cannot_be_reached_fails_its_span_with_the_exception_type() -> None:
+    exporter = InMemorySpanExporter()
+    traced = tracing(exporter)
+    async with httpx.AsyncClient(transport=traced.idp_transport(httpx.AsyncHTTPTransport())) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.post(f"http://127.0.0.1:{free_port()}/token?code={HOSTILE}", data={"code": HOSTILE})
+    [span] = exporter.get_finished_spans()
+    assert (span.name, span.kind) == ("POST", SpanKind.CLIENT)
+    assert dict(span.attributes or {})["error.type"] == "httpx.ConnectError"
+    assert HOSTILE not in span.to_json()
