@@ -52,7 +52,7 @@ from bff.session.store import SessionStore
 from bff.session.traced_store import TracedStore
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
-from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, write_snapshot
+from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
 from bff.tokens import TokenManager
@@ -280,6 +280,7 @@ class BffApp:
 
     async def _flush_metrics(self, directory: Path) -> None:
         """This worker's metrics for the supervisor's scrape (``bff.telemetry.exposition``), once per interval."""
+        set_build_info()
         while True:
             self._write_metrics(directory)
             await asyncio.sleep(FLUSH_INTERVAL)
