@@ -307,10 +307,10 @@ class Proxy:
         headers = response_headers(response.headers)
         if ex is not None:
             ex.status = response.status
-            if ex.response_headers:  # the observer's value replaces the upstream's own (X-Request-Id)
-                owned = self._observers.owned_headers
+            owned = self._observers.owned_headers
+            if owned:  # the observers' values replace the upstream's own (X-Request-Id), or none is relayed
                 headers = [h for h in headers if h[0] not in owned]
-                headers += ex.response_headers
+            headers += ex.response_headers
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
         try:
             await send(start)
