@@ -254,6 +254,10 @@ class TracingObserver:
     start hook runs in the request's task before the session is read, so the spans of the store, a refresh and the
     upstream call become the server span's children."""
 
+    #: W3C trace context is bff's to send upstream (``bff.upstream.traced``): a browser's is never forwarded, and an
+    #: upstream's never relayed to the browser.
+    owned_headers = frozenset({b"traceparent", b"tracestate"})
+
     def __init__(self, tracing: Tracing) -> None:
         self._tracing = tracing
 

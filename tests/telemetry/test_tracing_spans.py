@@ -24,6 +24,7 @@ from bff.errors import SessionStoreUnavailable
 from bff.session.redis_store import RedisStore
 from bff.session.traced_store import TracedStore
 from bff.telemetry.tracing import Tracing
+from bff.types import ASGIApp, Receive, Scope, Send
 from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.leak_guard import GUARD
@@ -57,10 +58,13 @@ def tracing(exporter: InMemorySpanExporter, *, propagate: bool = False) -> Traci
 
 
 @contextlib.contextmanager
-def traced_stack(*, propagate: bool = False, upstream_url: str | None = None) -> Iterator[Traced]:
-    """bff with tracing into memory, the test OpenID Provider and an upstream, each recording the W3C headers."""
+def traced_stack(
+    *, propagate: bool = False, upstream_url: str | None = None, answer: ASGIApp = ok_answer
+) -> Iterator[Traced]:
+    """bff with tracing into memory, the test OpenID Provider and an upstream (``answer``), each recording the W3C
+    headers."""
     exporter = InMemorySpanExporter()
-    upstream = Recorder(ok_answer)
+    upstream = Recorder(answer)
     provider = TestProvider()
     idp = Recorder(provider.app)
     with serve(upstream, lifespan="off") as api_url, serve(idp) as idp_url:
@@ -388,3 +392,18 @@ async def test_an_idp_that_cannot_be_reached_fails_its_span_with_the_exception_t
     assert (span.name, span.kind) == ("POST", SpanKind.CLIENT)
     assert dict(span.attributes or {})["error.type"] == "httpx.ConnectError"
     assert HOSTILE not in span.to_json()
+
+
+async def trace_context_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An upstream that answers with trace context of its own (a response ``traceparent``, as some servers send)."""
+    headers = [(b"traceparent", f"00-{BROWSER_TRACE}-{BROWSER_SPAN}-01".encode()), (b"tracestate", b"internal=1")]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), *headers]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_an_upstreams_trace_context_is_not_relayed_to_the_browser(browser: Browser) -> None:
+    with traced_stack(answer=trace_context_answer) as traced:
+        response = await browser.request("GET", f"{traced.stack.url}/public/x", headers=XHR)
+    assert response.status_code == 200
+    assert "traceparent" not in response.headers
+    assert "tracestate" not in response.headers
