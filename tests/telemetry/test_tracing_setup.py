@@ -3,16 +3,22 @@ process without tracing never imports OpenTelemetry (nothing of it on the hot pa
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from bff.config import TracingSettings, parse_config
 from bff.errors import ConfigError
+from bff.telemetry.tracing import Tracing
 from tests.support.configs import SESSION_KEY, base_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +52,40 @@ def test_tracing_keys_are_read() -> None:
 def test_bad_tracing_values_are_named(section: dict[str, Any], problem: str) -> None:
     found = tracing_problems(section)
     assert any(p.startswith(problem) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER: expected one of always_on, always_off"),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "ten percent"},
+            "OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1",
+        ),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL: bff exports OTLP over HTTP"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT: expected an http(s) URL"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://x"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected an http(s)"),
+    ],
+)
+def test_otel_variables_the_sdk_would_only_warn_about_are_refused_up_front(env: dict[str, str], problem: str) -> None:
+    doc = {**base_document(), "tracing": {"enabled": True}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env=env)
+    assert [p for p in info.value.problems if p.startswith(f"tracing.enabled: {problem}")], info.value.problems
+    # Tracing off, or turned off by OTEL_SDK_DISABLED: the variables are none of bff's business.
+    parse_config(base_document(), env=env)
+    parse_config(doc, env={**env, "OTEL_SDK_DISABLED": "true"})
+
+
+def test_good_otel_variables_pass() -> None:
+    env = {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel-collector.example.net:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    assert parse_config({**base_document(), "tracing": {"enabled": True}}, env=env).tracing.enabled
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -132,3 +172,32 @@ def test_otel_sdk_disabled_turns_tracing_off(tmp_path: Path) -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "MemoryStore"]
+
+
+class Blocked(SpanExporter):
+    """An exporter that never finishes a batch while the test runs: the processor's queue fills."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(10)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_full_span_queue_is_one_log_line_not_one_per_dropped_span(caplog: pytest.LogCaptureFixture) -> None:
+    """A load beyond what the exporter sends must not become a flood of log lines (the SDK's duplicate filter on its
+    processor's logger sees to it; this keeps it so across SDK versions)."""
+    exporter = Blocked()
+    processor = BatchSpanProcessor(exporter, max_queue_size=4, max_export_batch_size=2, schedule_delay_millis=60_000)
+    tracing = Tracing(TracingSettings(enabled=True), processor=processor)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(200):
+                with tracing.span("store get", "client"):
+                    pass
+    finally:
+        exporter.release.set()
+        tracing.shutdown()
+    notices = [r for r in caplog.records if r.getMessage().startswith("Queue full")]
+    assert len(notices) == 1, len(notices)
