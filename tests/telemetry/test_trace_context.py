@@ -8,8 +8,18 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bff.telemetry.tracing import browser_context, parse_traceparent, parse_tracestate
+from bff.config import TracingSettings
+from bff.telemetry.exchange import Exchange
+from bff.telemetry.tracing import (
+    Tracing,
+    TracingObserver,
+    browser_context,
+    parse_traceparent,
+    parse_tracestate,
+)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -126,3 +136,59 @@ def test_any_header_values_are_read_safely(parents: list[bytes], states: list[by
     assert value[3:35] == format(context.trace_id, "032x") != "0" * 32
     assert value[36:52] == format(context.span_id, "016x") != "0" * 16
     assert context.is_remote
+
+
+def observed(propagate: bool) -> tuple[TracingObserver, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    settings = TracingSettings(enabled=True, propagate_from_browser=propagate)
+    return Tracing(settings, processor=SimpleSpanProcessor(exporter)).observer(), exporter
+
+
+valid_parents = st.builds(
+    lambda t, s, f: f"00-{t:032x}-{s:016x}-{f}".encode(),
+    st.integers(1, 2**128 - 1),
+    st.integers(1, 2**64 - 1),
+    st.sampled_from(["00", "01", "03"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    propagate=st.booleans(),
+    parents=st.lists(st.one_of(valid_parents, header_values), max_size=2),
+    states=st.lists(st.one_of(st.just(b"vendor=browser"), header_values), max_size=2),
+)
+def test_any_browser_trace_context_gives_a_server_span_parented_or_linked_only_when_valid(
+    propagate: bool, parents: list[bytes], states: list[bytes]
+) -> None:
+    """Through the observer, as a request goes: a valid ``traceparent`` is continued (or only linked, by default);
+    anything else starts a new trace with no link. The browser's ``tracestate`` never reaches a link."""
+    observer, exporter = observed(propagate)
+    headers = [(b"traceparent", v) for v in parents] + [(b"tracestate", v) for v in states]
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "raw_path": b"/api/x", "headers": headers}
+    exchange = Exchange(scope, "/api", 0.0)
+    observer.start(exchange)
+    exchange.status = 200
+    observer.end(exchange)
+    valid = browser_context(headers)
+    if propagate and valid is not None and not valid.trace_flags.sampled:
+        # The browser's "not sampled" is continued too: nothing recorded, the trace id still the browser's.
+        assert not exporter.get_finished_spans()
+        assert exchange.trace_id == format(valid.trace_id, "032x")
+        return
+    [span] = exporter.get_finished_spans()
+    assert exchange.trace_id == format(span.context.trace_id, "032x")
+    if valid is None:
+        assert span.parent is None
+        assert not span.links
+    elif propagate:
+        assert span.parent is not None
+        assert (span.parent.trace_id, span.parent.span_id) == (valid.trace_id, valid.span_id)
+        assert span.context.trace_id == valid.trace_id
+    else:
+        assert span.parent is None
+        assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
+            (valid.trace_id, valid.span_id)
+        ]
+        assert not span.links[0].context.trace_state
+        assert span.context.trace_id != valid.trace_id
