@@ -159,6 +159,34 @@ class _Span:
         otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
+class _Unrecorded:
+    """A span not made, below a request that is not sampled (``bff.telemetry.spans.Span``): it records nothing and
+    names the request's span in outgoing headers."""
+
+    __slots__ = ("_parent", "_propagator")
+
+    def __init__(self, parent: trace.Span, propagator: TraceContextTextMapPropagator) -> None:
+        self._parent = parent
+        self._propagator = propagator
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        pass
+
+    def fail(self, error_type: str) -> None:
+        pass
+
+    def inject(self, headers: list[tuple[str, str]]) -> None:
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=trace.set_span_in_context(self._parent))
+        headers.extend(carrier.items())
+
+    def __enter__(self) -> _Unrecorded:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        pass
+
+
 class Tracing:
     """The SDK for one app: its provider and tracer, the spans of the domain code, the server spans."""
 
@@ -188,7 +216,14 @@ class Tracing:
 
     # --- bff.telemetry.spans.Spans -------------------------------------------------------------------------------
 
-    def span(self, name: str, kind: SpanKind, attributes: dict[str, AttributeValue] | None = None) -> _Span:
+    def span(
+        self, name: str, kind: SpanKind, attributes: dict[str, AttributeValue] | None = None
+    ) -> _Span | _Unrecorded:
+        current = trace.get_current_span()
+        if not current.is_recording() and current.get_span_context().is_valid:
+            # Inside a request that is not sampled: its children would not be either (the samplers decide per
+            # trace), so none is made; calls made below carry the request's trace context on.
+            return _Unrecorded(current, self.propagator)
         span = self.tracer.start_span(
             name, kind=_KINDS[kind], attributes=attributes, record_exception=False, set_status_on_exception=False
         )

@@ -407,3 +407,22 @@ async def test_an_upstreams_trace_context_is_not_relayed_to_the_browser(browser:
     assert response.status_code == 200
     assert "traceparent" not in response.headers
     assert "tracestate" not in response.headers
+
+
+async def test_an_unsampled_request_records_nothing_and_still_carries_its_trace_upstream(
+    monkeypatch: pytest.MonkeyPatch, browser: Browser
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # read by the SDK when bff sets it up
+    with traced_stack() as traced:
+        await login(traced, browser)
+        response = await browser.request("GET", f"{traced.stack.url}/public/x", headers=XHR)
+        assert response.status_code == 200
+        assert not traced.spans()
+        path, parent = traced.upstream.traceparents[-1]
+    assert path == "/x"
+    assert parent is not None
+    version, trace_id, span_id, flags = parent.split("-")
+    assert version == "00"
+    assert not int(flags, 16) & 1  # not sampled (the SDK may set the random-id flag of level 2)
+    assert int(trace_id, 16)
+    assert int(span_id, 16)
