@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -54,6 +55,8 @@ _TRACESTATE_MEMBER = re.compile(
 _TRACEPARENT_MAX = 512
 _TRACESTATE_MAX = 512
 _TRACESTATE_MEMBERS = 32
+#: How long a stopping worker waits for its last spans to be exported.
+SHUTDOWN_TIMEOUT = 2.0
 #: Where an observed request's server span waits for the end hook (``scope[SERVER_SPAN]``).
 SERVER_SPAN = "bff.tracing.server_span"
 
@@ -279,9 +282,13 @@ class Tracing:
     def observer(self) -> TracingObserver:
         return TracingObserver(self)
 
-    def shutdown(self) -> None:
-        """Export what is buffered, stop the exporter (at the end of the app's lifespan)."""
-        self.provider.shutdown()
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Export what is buffered and stop the exporter (at the end of the app's lifespan), waiting at most
+        ``timeout``: a collector that does not answer is retried by the exporter for its own timeout, and a worker's
+        exit must not wait for that. What is left then is dropped with the process."""
+        stopping = threading.Thread(target=self.provider.shutdown, name="bff-tracing-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(timeout)
 
 
 class TracingObserver:

@@ -175,14 +175,31 @@ def test_otel_sdk_disabled_turns_tracing_off(tmp_path: Path) -> None:
 
 
 class Blocked(SpanExporter):
-    """An exporter that never finishes a batch while the test runs: the processor's queue fills."""
+    """An exporter that never finishes a batch while the test runs (a collector that does not answer)."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.exporting = threading.Event()
+        self.exported = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.release.wait(10)
+        self.exporting.set()
+        self.release.wait(30)
+        self.exported.set()
         return SpanExportResult.SUCCESS
+
+
+def test_shutdown_does_not_wait_for_a_collector_that_does_not_answer() -> None:
+    exporter = Blocked()
+    tracing = Tracing(TracingSettings(enabled=True), exporter=exporter)
+    try:
+        with tracing.span("store get", "client"):
+            pass
+        tracing.shutdown(timeout=0.2)  # exports the span: the exporter hangs until released
+        assert not exporter.exported.is_set()  # shutdown came back without waiting for it
+        assert exporter.exporting.wait(10)  # and the span did go to the exporter
+    finally:
+        exporter.release.set()
 
 
 def test_a_full_span_queue_is_one_log_line_not_one_per_dropped_span(caplog: pytest.LogCaptureFixture) -> None:
