@@ -273,6 +273,7 @@ class BffApp:
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()
+            self.observers.flush()  # the access lines still buffered
             if self._metrics_dir is not None:  # the last counts, after the last request
                 self._write_metrics(self._metrics_dir, stopped=True)
             if self.tracing is not None:

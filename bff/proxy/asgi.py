@@ -47,6 +47,7 @@ from bff.proxy import outage_log
 from bff.proxy.csrf import check_csrf
 from bff.proxy.disconnect import DisconnectWatch
 from bff.proxy.headers import (
+    RESPONSE_DROP,
     ForwardingPolicy,
     IncomingHeaders,
     is_invalid_token_challenge,
@@ -121,6 +122,7 @@ class Proxy:
         self._replay_limit = replay_limit
         self._outages = outage_log.OutageLog(outage_log.OUTAGE_LOG_INTERVAL)
         self._observers = observers
+        self._response_drop = RESPONSE_DROP | observers.owned_headers
 
     def match(self, path: str) -> RouteSettings | None:
         """The route for a path: prefix match on segment boundaries, longest prefix wins."""
@@ -304,12 +306,12 @@ class Proxy:
     async def _relay(
         self, send: Send, response: UpstreamResponse, route: Route, watch: DisconnectWatch, ex: Exchange | None
     ) -> None:
-        headers = response_headers(response.headers)
-        if ex is not None:
+        if ex is None:
+            headers = response_headers(response.headers)
+        else:
             ex.status = response.status
-            owned = self._observers.owned_headers
-            if owned:  # the observers' values replace the upstream's own (X-Request-Id), or none is relayed
-                headers = [h for h in headers if h[0] not in owned]
+            # An observer's header (X-Request-Id) replaces the upstream's own.
+            headers = response_headers(response.headers, self._response_drop)
             headers += ex.response_headers
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
         try:

@@ -4,7 +4,8 @@ Cheap by construction: every field is one bff controls (numbers, the configured 
 hex handle) or is escaped here (the method, the path: ``json.encoder.encode_basestring_ascii``, the C escaper, so a
 hostile path of any bytes still gives one line of valid ASCII JSON). So the generic redaction filter, which scans
 whole messages with regular expressions, is not on this path. The query string is never written: its values are
-where secrets travel. Lines are buffered and written once per event-loop turn (or at ``FLUSH_LINES``).
+where secrets travel. Lines are buffered and written together ``FLUSH_DELAY`` after the first of them (or at
+``FLUSH_LINES``, and at exit): a write per request would cost more than the rest of the line.
 
 The session appears only as a handle: the first 12 characters of its store key, itself SHA-256 of the 256-bit
 session id (``bff.session.manager``), the same handle ``bff sessions list`` shows; it cannot be turned back into the
@@ -14,34 +15,28 @@ id or a cookie.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import sys
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from time import perf_counter, time
+from time import gmtime, perf_counter, strftime, time
 from typing import TextIO
 
-from bff.telemetry.exchange import Exchange
-from bff.telemetry.logs import rfc3339
+from bff.telemetry.exchange import BaseObserver, Exchange
 
-#: A burst writes at least this often even within one loop turn.
+#: Seconds a line may wait in the buffer: one write (a system call) then carries every line of that time.
+FLUSH_DELAY = 0.05
+#: A burst is written at least every this many lines.
 FLUSH_LINES = 256
 
 _escape: Callable[[str], str] = encode_basestring_ascii
-
-
-def _json_or_null(value: str | None) -> str:
-    return "null" if value is None else _escape(value)
-
-
-def _int_or_null(value: int | None) -> str:
-    return "null" if value is None else str(value)
 
 
 def session_handle(session_key: str | None) -> str | None:
     return None if session_key is None else session_key.rpartition(":")[2][:12]
 
 
-class AccessLog:
+class AccessLog(BaseObserver):
     """Observer writing one access line per request (see the module docstring)."""
 
     def __init__(self, *, json: bool, stream: TextIO | None = None) -> None:
@@ -50,12 +45,9 @@ class AccessLog:
         self._lines: list[str] = []
         self._scheduled = False
         self._escaped: dict[str, str] = {}
-
-    def start(self, exchange: Exchange) -> None:
-        pass
-
-    def upstream(self, exchange: Exchange) -> None:
-        pass
+        self._second = -1
+        self._prefix = ""
+        atexit.register(self.flush)  # a process that stops without its lifespan end still writes its last lines
 
     def end(self, exchange: Exchange) -> None:
         self._lines.append(self._format(exchange, perf_counter() - exchange.started))
@@ -63,7 +55,7 @@ class AccessLog:
             self.flush()
         elif not self._scheduled:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
                 self._scheduled = True
             except RuntimeError:  # no loop (a synchronous caller): write now
                 self.flush()
@@ -93,25 +85,39 @@ class AccessLog:
     def _path(exchange: Exchange) -> str:
         return _escape(exchange.path.decode("utf-8", "backslashreplace"))
 
+    def _timestamp(self) -> str:
+        """RFC 3339 UTC with milliseconds; the date and second are formatted once per second."""
+        now = time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
     def _json_line(self, ex: Exchange, elapsed: float) -> str:
-        upstream_ms = (
-            f"{ex.upstream_time * 1000:.3f}" if ex.upstream_status is not None or ex.upstream_error else "null"
-        )
+        # Inline on purpose (no helper per field): this runs once per request. request_id is a validated token or
+        # None, session keys are base64url: neither needs escaping.
+        trace_id, span_id, error, session = ex.trace_id, ex.span_id, ex.error, ex.session_key
+        upstream = ex.upstream_status
+        up_ms = "null" if upstream is None and ex.upstream_error is None else f"{ex.upstream_time * 1000:.3f}"
         return (
-            f'{{"timestamp":"{rfc3339(time())}","severity_text":"INFO","body":"access","logger":"bff.access",'
-            f'"request_id":{_json_or_null(ex.request_id)},"trace_id":{_json_or_null(ex.trace_id)},'
-            f'"span_id":{_json_or_null(ex.span_id)},"http.route":{self._cached(ex.route)},'
-            f'"http.request.method":{self._cached(ex.method)},"url.path":{self._path(ex)},'
-            f'"http.response.status_code":{ex.status},"bff.upstream.status_code":{_int_or_null(ex.upstream_status)},'
-            f'"duration_ms":{elapsed * 1000:.3f},"bff.upstream.duration_ms":{upstream_ms},'
+            f'{{"timestamp":"{self._timestamp()}","severity_text":"INFO","body":"access","logger":"bff.access",'
+            f'"request_id":{"null" if ex.request_id is None else chr(34) + ex.request_id + chr(34)},'
+            f'"trace_id":{"null" if trace_id is None else _escape(trace_id)},'
+            f'"span_id":{"null" if span_id is None else _escape(span_id)},'
+            f'"http.route":{self._cached(ex.route)},"http.request.method":{self._cached(ex.method)},'
+            f'"url.path":{_escape(ex.path.decode("utf-8", "backslashreplace"))},'
+            f'"http.response.status_code":{ex.status},'
+            f'"bff.upstream.status_code":{"null" if upstream is None else upstream},'
+            f'"duration_ms":{elapsed * 1000:.3f},"bff.upstream.duration_ms":{up_ms},'
             f'"http.request.body.size":{ex.bytes_in},"http.response.body.size":{ex.bytes_out},'
-            f'"bff.error":{_json_or_null(ex.error)},"bff.session":{_json_or_null(session_handle(ex.session_key))}}}\n'
+            f'"bff.error":{"null" if error is None else _escape(error)},'
+            f'"bff.session":{"null" if session is None else chr(34) + session.rpartition(":")[2][:12] + chr(34)}}}\n'
         )
 
     def _text_line(self, ex: Exchange, elapsed: float) -> str:
         upstream = "-" if ex.upstream_status is None else str(ex.upstream_status)
         return (
-            f"{rfc3339(time())} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
+            f"{self._timestamp()} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
             f" route={self._cached(ex.route)} upstream={upstream} duration_ms={elapsed * 1000:.3f}"
             f" upstream_ms={ex.upstream_time * 1000:.3f} in={ex.bytes_in} out={ex.bytes_out}"
             f" error={ex.error or '-'} request_id={ex.request_id or '-'} trace_id={ex.trace_id or '-'}"

@@ -18,7 +18,7 @@ passing it to ``BffApp(observers=...)``, without touching the proxy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Protocol
 
@@ -45,12 +45,12 @@ class Exchange:
         "bytes_in",
         "bytes_out",
         "error",
+        "headers",
         "method",
         "path",
         "request_id",
         "response_headers",
         "route",
-        "scope",
         "server_address",
         "session_key",
         "span_id",
@@ -66,7 +66,9 @@ class Exchange:
     )
 
     def __init__(self, scope: Scope, route: str, started: float) -> None:
-        self.scope = scope
+        #: The request's header fields as received (ASGI: lowercase names); the exchange keeps no reference to the
+        #: scope, which refers to it (``scope[EXCHANGE]``): no reference cycle per request for the collector.
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         #: The request method as sent (the metrics observer maps it to a bounded label).
         self.method: str = scope["method"]
         #: The raw path as received, without the query string (vetted by ``bff.proxy.paths`` on the data plane).
@@ -112,13 +114,37 @@ class Observer(Protocol):
     def end(self, exchange: Exchange) -> None: ...
 
 
+class BaseObserver:
+    """No-op hooks to inherit: a hook left as it is here is not even called (one call fewer per request)."""
+
+    def start(self, exchange: Exchange) -> None:
+        pass
+
+    def upstream(self, exchange: Exchange) -> None:
+        pass
+
+    def end(self, exchange: Exchange) -> None:
+        pass
+
+
+Hook = Callable[[Exchange], None]
+
+
+def _hooks(observers: Sequence[Observer], name: str) -> tuple[Hook, ...]:
+    inherited = getattr(BaseObserver, name)
+    return tuple(getattr(o, name) for o in observers if getattr(type(o), name, None) is not inherited)
+
+
 class Observers:
     """The configured observers, called in order (so an observer may read what an earlier one set)."""
 
-    __slots__ = ("_all", "owned_headers")
+    __slots__ = ("_all", "_end", "_start", "_upstream", "owned_headers")
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._all = tuple(observers)
+        self._start = _hooks(observers, "start")
+        self._upstream = _hooks(observers, "upstream")
+        self._end = _hooks(observers, "end")
         #: Header names (lowercase bytes) observers set themselves: what the browser sent under them is not forwarded,
         #: and the upstream's own is not relayed (an observer declares them as ``owned_headers``; optional).
         self.owned_headers: frozenset[bytes] = frozenset().union(
@@ -132,26 +158,33 @@ class Observers:
         """A new exchange for this request (also at ``scope[EXCHANGE]``), its ``start`` hooks run."""
         exchange = Exchange(scope, route, perf_counter())
         scope[EXCHANGE] = exchange
-        for observer in self._all:
+        for hook in self._start:
             try:
-                observer.start(exchange)
+                hook(exchange)
             except Exception:
-                logger.exception("observer %s failed at the request start", type(observer).__name__)
+                logger.exception("observer hook %s failed at the request start", hook.__qualname__)
         return exchange
 
     def upstream(self, exchange: Exchange) -> None:
-        for observer in self._all:
+        for hook in self._upstream:
             try:
-                observer.upstream(exchange)
+                hook(exchange)
             except Exception:
-                logger.exception("observer %s failed at an upstream answer", type(observer).__name__)
+                logger.exception("observer hook %s failed at an upstream answer", hook.__qualname__)
 
     def end(self, exchange: Exchange) -> None:
-        for observer in self._all:
+        for hook in self._end:
             try:
-                observer.end(exchange)
+                hook(exchange)
             except Exception:
-                logger.exception("observer %s failed at the request end", type(observer).__name__)
+                logger.exception("observer hook %s failed at the request end", hook.__qualname__)
+
+    def flush(self) -> None:
+        """At shutdown: observers that buffer (an optional ``flush()``) write what they hold."""
+        for observer in self._all:
+            flush = getattr(observer, "flush", None)
+            if flush is not None:
+                flush()
 
 
 NO_OBSERVERS = Observers(())

@@ -10,23 +10,20 @@ from __future__ import annotations
 from time import perf_counter
 
 from bff.telemetry import metrics
-from bff.telemetry.exchange import Exchange
+from bff.telemetry.exchange import BaseObserver, Exchange
 from bff.telemetry.metrics import CounterChild, HistogramChild, method_label
 
 #: ``http_response_status_code`` of a request whose browser left before any answer was sent (nginx's convention).
 CLIENT_CLOSED = 499
 
 
-class HttpMetrics:
+class HttpMetrics(BaseObserver):
     """Observer recording the HTTP server and client metrics of every observed request."""
 
     def __init__(self) -> None:
         self._server: dict[tuple[str, str, int], HistogramChild] = {}
         self._client: dict[tuple[str, str, str, int], HistogramChild] = {}
         self._errors: dict[tuple[str, str], CounterChild] = {}
-
-    def start(self, exchange: Exchange) -> None:
-        pass
 
     def upstream(self, exchange: Exchange) -> None:
         status = exchange.upstream_status

@@ -12,7 +12,7 @@ import itertools
 import os
 import re
 
-from bff.telemetry.exchange import Exchange
+from bff.telemetry.exchange import BaseObserver, Exchange
 
 HEADER = "x-request-id"
 RAW_HEADER = b"x-request-id"
@@ -40,7 +40,7 @@ class RequestIdGenerator:
         return self._prefix + format(next(self._counter), "x")
 
 
-class RequestIds:
+class RequestIds(BaseObserver):
     """The observer: sets ``exchange.request_id``, adds it to the upstream request and to the browser's answer."""
 
     #: The proxy drops these from what the browser sent, so only this observer's value goes upstream.
@@ -51,7 +51,7 @@ class RequestIds:
 
     def start(self, exchange: Exchange) -> None:
         received = None
-        for name, value in exchange.scope["headers"]:
+        for name, value in exchange.headers:
             if name == RAW_HEADER:
                 received = value
                 break
@@ -62,9 +62,3 @@ class RequestIds:
         exchange.request_id = request_id
         exchange.upstream_headers.append((HEADER, request_id))
         exchange.response_headers.append((RAW_HEADER, request_id.encode("ascii")))
-
-    def upstream(self, exchange: Exchange) -> None:
-        pass
-
-    def end(self, exchange: Exchange) -> None:
-        pass

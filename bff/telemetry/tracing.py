@@ -23,6 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any
@@ -57,8 +58,8 @@ _TRACESTATE_MAX = 512
 _TRACESTATE_MEMBERS = 32
 #: How long a stopping worker waits for its last spans to be exported.
 SHUTDOWN_TIMEOUT = 2.0
-#: Where an observed request's server span waits for the end hook (``scope[SERVER_SPAN]``).
-SERVER_SPAN = "bff.tracing.server_span"
+#: The request's server span, from the start hook to the end hook (both run in the request's task).
+_SERVER_SPAN: ContextVar[_Span | None] = ContextVar("bff_server_span", default=None)
 
 
 def _bff_version() -> str:
@@ -305,18 +306,19 @@ class TracingObserver:
 
     def start(self, exchange: Exchange) -> None:
         path = exchange.path.decode("ascii", "replace")
-        span = self._tracing.start_request(exchange.method, path, exchange.route, exchange.scope["headers"])
+        span = self._tracing.start_request(exchange.method, path, exchange.route, exchange.headers)
         context = span.span_context
         exchange.trace_id = format(context.trace_id, "032x")
         exchange.span_id = format(context.span_id, "016x")
-        exchange.scope[SERVER_SPAN] = span
+        _SERVER_SPAN.set(span)
 
     def upstream(self, exchange: Exchange) -> None:
         pass  # the upstream call has a span of its own (bff.upstream.traced)
 
     def end(self, exchange: Exchange) -> None:
-        span: _Span | None = exchange.scope.pop(SERVER_SPAN, None)
+        span = _SERVER_SPAN.get()
         if span is not None:
+            _SERVER_SPAN.set(None)
             self._tracing.end_request(span, exchange.status, exchange.error)
 
 

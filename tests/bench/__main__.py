@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +120,7 @@ async def _bff(
     workers: int,
     source: Path,
     cores: Sequence[int] | None = None,
+    extra: str = "",
     traces_to: str | None = None,
 ) -> AsyncIterator[Bff]:
     """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there."""
@@ -136,6 +137,8 @@ async def _bff(
         client_secret=ctx.idp.client_secret,
         upstream=ctx.upstream,
     )
+    if extra:
+        config.write_text(config.read_text() + extra)
     env: dict[str, str] = {}
     if traces_to is not None:
         config.write_text(config.read_text().replace("[[routes]]", "[tracing]\nenabled = true\n\n[[routes]]", 1))
@@ -180,6 +183,18 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
+#: Telemetry rows of the paired measurement: (what is on, the config added to the plain bff's). The first is issue
+#: 14's target (at most MAX_TELEMETRY_RATIO); a tracing row (sampled at 100 %, exported to a local collector stub)
+#: goes here once tracing exists, reported as its own row.
+TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
+    (
+        "metrics + JSON access log",
+        lambda: f'\n[logging]\nformat = "json"\naccess_log = true\n\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n',
+    ),
+)
+#: Issue 14: metrics and the JSON access log on cost at most this much CPU per request of the same bff with them off.
+MAX_TELEMETRY_RATIO = 1.08
+
 BFF_NAMES = (
     "bff-1-worker",
     "bff-compare",
@@ -187,6 +202,8 @@ BFF_NAMES = (
     "bff-2-workers",
     "bff-budgeted-1-worker",
     "bff-budgeted-2-workers",
+    "bff-telemetry-off",
+    *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
     "bff-tracing-off",
 )
@@ -313,6 +330,63 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
     )
 
 
+@dataclass(frozen=True)
+class TelemetryCost:
+    """One telemetry row: CPU/request of bff with it on over bff with it off, both loaded at the same time."""
+
+    what: str
+    ratios: list[float]
+    rps_ratios: list[float]
+    cpu_on: list[float]
+    cpu_off: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self, duration: float) -> str:
+        return (
+            f"{self.ratio:.3f}x CPU/request ({statistics.median(self.cpu_on):.1f} vs "
+            f"{statistics.median(self.cpu_off):.1f} µs; rounds {min(self.ratios):.3f}-{max(self.ratios):.3f}, "
+            f"{len(self.ratios)} of {duration:.0f} s), req/s {statistics.median(self.rps_ratios):.2f}x"
+        )
+
+
+async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
+    """Each telemetry row: this tree's bff with it on and the same bff with it off on the server core at the same
+    time, one wrk each, ``budget_rounds`` rounds (the paired comparison's method: a ratio the box's drift spares)."""
+    costs = []
+    for i, (what, extra) in enumerate(TELEMETRY_ROWS):
+        async with (
+            _bff(ctx, "bff-telemetry-off", workers=1, source=ROOT) as off,
+            _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=extra()) as on,
+        ):
+            _progress(f"bff with {what} on and off at the same time, {ctx.mode.budget_rounds} rounds")
+            _at_once(ctx, (off, on), ctx.mode.warmup, ctx.plan.load)
+            ratios, rps, cpu_on, cpu_off = [], [], [], []
+            for _ in range(ctx.mode.budget_rounds):
+                plain, observed = _at_once(ctx, (off, on), ctx.mode.duration, ctx.plan.load)
+                if plain.failures or observed.failures:
+                    raise RuntimeError(f"telemetry ({what}): {plain.failures} and {observed.failures} requests failed")
+                cpu_on.append(observed.cpu_us_per_request or 0.0)
+                cpu_off.append(plain.cpu_us_per_request or 1.0)
+                ratios.append(cpu_on[-1] / cpu_off[-1])
+                rps.append(observed.rps / plain.rps)
+            costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off))
+    return costs
+
+
+def _telemetry_outcomes(costs: Sequence[TelemetryCost], mode: Mode) -> list[Outcome]:
+    outcomes = []
+    for i, cost in enumerate(costs):
+        if i == 0:
+            name = f"{cost.what} on: <= {MAX_TELEMETRY_RATIO}x the CPU/request of off (paired)"
+            outcomes.append(Outcome(name, cost.describe(mode.duration), cost.ratio <= MAX_TELEMETRY_RATIO))
+        else:
+            outcomes.append(Outcome(f"{cost.what} on, against off (paired)", cost.describe(mode.duration), None))
+    return outcomes
+
+
 async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
     tools = find_tools()
     plan = cpu_plan()
@@ -374,6 +448,8 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
                 _progress(f"bff and bff from {compare_with} at the same time, {mode.budget_rounds} rounds")
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
+        telemetry = await _telemetry_costs(ctx)
+
         _progress("bff with tracing on and off, 1 worker each, at the same time")
         tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
         runs += tracing_runs
@@ -407,6 +483,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
     failed = sum(run.result.failures for run in runs)
     outcomes.append(Outcome("every benchmark request answered 2xx", f"{failed} failed", failed == 0, "check"))
     outcomes += _throughput_outcomes(ctx, baseline, one, two, budgeted)
+    outcomes += _telemetry_outcomes(telemetry, mode)
     for name, storm in storms.items():
         outcomes += _storm_outcomes(name, storm)
     outcomes += _memory_outcomes(memory)
