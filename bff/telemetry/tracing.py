@@ -24,7 +24,8 @@ import re
 import threading
 from collections.abc import Iterable
 from contextvars import ContextVar
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
 from types import TracebackType
 from typing import Any
 
@@ -64,7 +65,7 @@ _SERVER_SPAN: ContextVar[_Span | None] = ContextVar("bff_server_span", default=N
 
 def _bff_version() -> str:
     try:
-        return version("bff")
+        return distribution_version("bff")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
