@@ -146,7 +146,7 @@ class BffApp:
             timeout=config.oidc.timeout,
             ca_bundle=config.oidc.ca_bundle,
             transport=idp_transport,
-            wrap_transport=None if self.tracing is None else self.tracing.idp_transport,
+            wrap_transport=None if self.tracing is None else self._traced_idp_transport,
         )
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
@@ -182,6 +182,11 @@ class BffApp:
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
+
+    def _traced_idp_transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        """The IdP client's transport with a span per call, named by the endpoint (known once the IdP is loaded)."""
+        assert self.tracing is not None
+        return self.tracing.idp_transport(inner, lambda url: self.idp.endpoint_name(url))
 
     def _control_app(self) -> Starlette:
         config = self.config

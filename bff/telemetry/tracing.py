@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as distribution_version
@@ -278,8 +278,10 @@ class Tracing:
 
     # --- the IdP client ------------------------------------------------------------------------------------------
 
-    def idp_transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        return TracedTransport(inner, self)
+    def idp_transport(
+        self, inner: httpx.AsyncBaseTransport, endpoint_name: Callable[[str], str] | None = None
+    ) -> httpx.AsyncBaseTransport:
+        return TracedTransport(inner, self, endpoint_name)
 
     def observer(self) -> TracingObserver:
         return TracingObserver(self)
@@ -324,21 +326,25 @@ class TracingObserver:
 
 
 class TracedTransport(httpx.AsyncBaseTransport):
-    """The IdP client's transport with a CLIENT span per call and W3C ``traceparent`` on the request. Only the
-    method, host, port and status are recorded: the URL's query, the body (a code, a refresh token, the client
-    secret) and the headers (``Authorization``) never are."""
+    """The IdP client's transport with a CLIENT span per call and W3C ``traceparent`` on the request. Only the method,
+    host, port, status and which endpoint it is (``endpoint_name``, from the IdP's metadata) are recorded: the URL's
+    query, the body (a code, a refresh token, the client secret) and the headers (``Authorization``) never are."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, tracing: Tracing) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, tracing: Tracing, endpoint_name: Callable[[str], str] | None = None
+    ) -> None:
         self._inner = inner
         self._tracing = tracing
+        self._endpoint_name = endpoint_name
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        endpoint = str(url.copy_with(query=None, fragment=None))
         attributes: dict[str, AttributeValue] = {
             "http.request.method": request.method,
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
-            "bff.route": "idp",
+            "bff.route": "idp" if self._endpoint_name is None else self._endpoint_name(endpoint),
         }
         with self._tracing.span(request.method, "client", attributes) as span:
             trace_headers: list[tuple[str, str]] = []

@@ -177,7 +177,7 @@ async def test_bff_serve_exports_one_trace_per_request_across_the_upstream_and_t
     second = ids[ids[reached[1][1].split("-")[2]].parent_id]  # type: ignore[union-attr]
     assert refresh.parent_id == second.span_id
     [token_call] = [s for s in spans if s.parent_id == refresh.span_id and s.name == "POST"]
-    assert token_call.attributes["bff.route"] == "idp"
+    assert token_call.attributes["bff.route"] == "idp:token"
     received = [parent for path, parent in idp_seen.traceparents if path == "/token" and parent]
     assert any(p.split("-")[1:3] == [token_call.trace_id, token_call.span_id] for p in received), received
 
