@@ -68,8 +68,14 @@ class AccessLog(BaseObserver):
         self._lines.clear()
         stream = self._stream or sys.stdout
         try:
-            stream.write(text)
-            stream.flush()
+            binary = getattr(stream, "buffer", None)
+            if binary is not None:  # the lines are ASCII: bytes straight to the buffer skip the text layer's encoder
+                stream.flush()
+                binary.write(text.encode("ascii", "backslashreplace"))
+                binary.flush()
+            else:
+                stream.write(text)
+                stream.flush()
         except (OSError, ValueError):  # stdout closed or gone: the access log must never fail a request
             pass
 
@@ -120,6 +126,7 @@ class AccessLog(BaseObserver):
             f"{self._timestamp()} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
             f" route={self._cached(ex.route)} upstream={upstream} duration_ms={elapsed * 1000:.3f}"
             f" upstream_ms={ex.upstream_time * 1000:.3f} in={ex.bytes_in} out={ex.bytes_out}"
-            f" error={ex.error or '-'} request_id={ex.request_id or '-'} trace_id={ex.trace_id or '-'}"
+            f" error={ex.error or '-'} request_id={ex.request_id or '-'}"
+            f" trace_id={'-' if ex.trace_id is None else _escape(ex.trace_id)}"
             f" session={session_handle(ex.session_key) or '-'}\n"
         )

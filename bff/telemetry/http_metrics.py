@@ -11,7 +11,7 @@ from time import perf_counter
 
 from bff.telemetry import metrics
 from bff.telemetry.exchange import BaseObserver, Exchange
-from bff.telemetry.metrics import CounterChild, HistogramChild, method_label
+from bff.telemetry.metrics import STANDARD_METHODS, CounterChild, HistogramChild
 
 #: ``http_response_status_code`` of a request whose browser left before any answer was sent (nginx's convention).
 CLIENT_CLOSED = 499
@@ -31,12 +31,13 @@ class HttpMetrics(BaseObserver):
         if status is None:
             self._error(route, exchange.upstream_error or "bad_response").inc()
             return
-        key = (exchange.server_address, exchange.method, route, status)
+        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
+        key = (exchange.server_address, method, route, status)
         child = self._client.get(key)
         if child is None:
             child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
                 server_address=exchange.server_address,
-                http_request_method=method_label(exchange.method),
+                http_request_method=method,
                 http_response_status_code=str(status),
                 bff_route=route,
             )
@@ -52,11 +53,13 @@ class HttpMetrics(BaseObserver):
 
     def end(self, exchange: Exchange) -> None:
         elapsed = perf_counter() - exchange.started
-        key = (exchange.route, exchange.method, exchange.status)
+        # Keyed by the label, not the raw method: a client inventing methods must not grow this dict.
+        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
+        key = (exchange.route, method, exchange.status)
         child = self._server.get(key)
         if child is None:
             child = self._server[key] = metrics.HTTP_SERVER_DURATION.labels(
-                http_request_method=method_label(exchange.method),
+                http_request_method=method,
                 http_route=exchange.route,
                 http_response_status_code=str(exchange.status or CLIENT_CLOSED),
             )

@@ -40,7 +40,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 
 from bff.config import TracingSettings
-from bff.telemetry.exchange import Exchange
+from bff.telemetry.exchange import BaseObserver, Exchange
 from bff.telemetry.spans import AttributeValue, SpanKind, error_type
 
 #: HTTP methods of the semantic conventions; any other is reported as ``_OTHER`` (bounded cardinality).
@@ -295,10 +295,10 @@ class Tracing:
         stopping.join(timeout)
 
 
-class TracingObserver:
+class TracingObserver(BaseObserver):
     """The per-request observer (``bff.telemetry.exchange``) that opens and closes each request's server span. Its
     start hook runs in the request's task before the session is read, so the spans of the store, a refresh and the
-    upstream call become the server span's children."""
+    upstream call become the server span's children (the upstream call has a span of its own, so no upstream hook)."""
 
     #: W3C trace context is bff's to send upstream (``bff.upstream.traced``): a browser's is never forwarded, and an
     #: upstream's never relayed to the browser.
@@ -314,9 +314,6 @@ class TracingObserver:
         exchange.trace_id = format(context.trace_id, "032x")
         exchange.span_id = format(context.span_id, "016x")
         _SERVER_SPAN.set(span)
-
-    def upstream(self, exchange: Exchange) -> None:
-        pass  # the upstream call has a span of its own (bff.upstream.traced)
 
     def end(self, exchange: Exchange) -> None:
         span = _SERVER_SPAN.get()
