@@ -241,9 +241,15 @@ class Tracing:
         bff's name for what served it: a route prefix or endpoint path (also ``http.route``), ``frontend`` or
         ``unmatched`` (``bff.route`` only: no route template)."""
         method = method if method in KNOWN_METHODS else "_OTHER"
-        remote = browser_context(headers)
-        parent = otel_context.Context()  # a new trace unless the browser's is continued
         links: list[Link] = []
+        if trace.get_current_span().get_span_context().is_valid:
+            # Mounted in an application that traces its requests: bff's span is a child of the host's (which chose
+            # what to make of the browser's trace context).
+            parent = otel_context.get_current()
+            remote = None
+        else:
+            parent = otel_context.Context()  # a new trace unless the browser's is continued
+            remote = browser_context(headers)
         if remote is not None:
             if self.settings.propagate_from_browser:
                 parent = trace.set_span_in_context(trace.NonRecordingSpan(remote), parent)

@@ -8,6 +8,7 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -192,3 +193,24 @@ def test_any_browser_trace_context_gives_a_server_span_parented_or_linked_only_w
         ]
         assert not span.links[0].context.trace_state
         assert span.context.trace_id != valid.trace_id
+
+
+def test_mounted_in_a_traced_application_the_server_span_is_a_child_of_the_hosts() -> None:
+    """An application embedding bff (``bff.create_app``) that traces its own requests: the host's span is current
+    when bff's observer starts, and bff continues it rather than the browser's header or a new trace."""
+    observer, exporter = observed(propagate=False)
+    host = TracerProvider().get_tracer("host")
+    headers = [(b"traceparent", f"00-{TRACE_ID}-{SPAN_ID}-01".encode())]
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "raw_path": b"/api/x", "headers": headers}
+    with host.start_as_current_span("host request") as outer:
+        exchange = Exchange(scope, "/api", 0.0)
+        observer.start(exchange)
+        exchange.status = 200
+        observer.end(exchange)
+    [span] = exporter.get_finished_spans()
+    assert span.parent is not None
+    assert (span.parent.trace_id, span.parent.span_id) == (
+        outer.get_span_context().trace_id,
+        outer.get_span_context().span_id,
+    )
+    assert not span.links
