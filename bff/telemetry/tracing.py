@@ -2,8 +2,8 @@
 Spans` the domain code is handed, the server span of each request and the IdP client's transport.
 
 Imported only when ``[tracing] enabled``: the composition root (``bff.app``) builds one :class:`Tracing` per app,
-in the process that serves (each ``--workers`` process builds its own after the fork, so no exporter thread is
-shared across a fork). The SDK is configured by the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the
+in the process that serves (each ``--workers`` process builds its own; the supervisor none, so no exporter thread
+crosses a fork). The SDK is configured by the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the
 other ``OTEL_EXPORTER_OTLP_*``) for the OTLP/HTTP exporter, ``OTEL_TRACES_SAMPLER`` (+ ``_ARG``),
 ``OTEL_SERVICE_NAME`` (default ``bff``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_BSP_*``; ``OTEL_SDK_DISABLED=true``
 builds nothing.
@@ -11,10 +11,11 @@ builds nothing.
 The provider is bff's own, not the global one: an embedding app keeps its tracing, and two apps in one process
 (the test suite) do not share spans. Only W3C Trace Context is read and written (``traceparent``, ``tracestate``).
 
-A browser is not a trusted peer (W3C Trace Context 8.1 "Privacy", OpenTelemetry HTTP semantic conventions on public
-endpoints): by default a request starts a new trace and links the browser's, so nobody outside picks bff's trace
-ids or forces sampling. ``propagate_from_browser = true`` continues it instead (a first-party SPA that traces
-itself). Either way a malformed header is ignored (never an error, never a log line: the browser chooses it).
+A browser is not a trusted peer (W3C Trace Context, "Security Considerations"; OpenTelemetry HTTP semantic
+conventions on public endpoints): by default a request starts a new trace and links the browser's, so nobody outside
+picks bff's trace ids or forces sampling. ``propagate_from_browser = true`` continues it instead (a first-party SPA
+that traces itself). Either way a malformed header is ignored (never an error, never a log line: the browser chooses
+it).
 """
 
 from __future__ import annotations
