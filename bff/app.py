@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Obse
 from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
+from bff.telemetry.spans import load_tracing
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
@@ -83,15 +85,6 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
     if urlsplit(url).scheme == "memory":
         return MemoryStore(clock=clock)
     return RedisStore.from_url(url, timeout=config.session.store_timeout, max_reply=config.session.store_max_reply)
-
-
-def create_tracing(config: Config) -> Tracing | None:
-    """The tracing SDK when ``[tracing] enabled``: imported only then, so a process without tracing never loads it."""
-    if not config.tracing.enabled:
-        return None
-    from bff.telemetry.tracing import create_tracing as create
-
-    return create(config.tracing)
 
 
 def create_observers(config: Config) -> list[Observer]:
@@ -137,7 +130,7 @@ class BffApp:
         self.config = config
         self.clock = clock
         #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
-        self.tracing = tracing if tracing is not None else create_tracing(config)
+        self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
         store = store if store is not None else create_store(config, clock=clock)
         if self.tracing is not None:
             store = TracedStore(store, self.tracing, system="memory" if isinstance(store, MemoryStore) else "redis")
@@ -146,7 +139,10 @@ class BffApp:
             timeout=config.oidc.timeout,
             ca_bundle=config.oidc.ca_bundle,
             transport=idp_transport,
-            wrap_transport=None if self.tracing is None else self._traced_idp_transport,
+            # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
+            wrap_transport=None
+            if self.tracing is None
+            else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
@@ -183,10 +179,8 @@ class BffApp:
 
     # --- composition ---------------------------------------------------------------------------------------------
 
-    def _traced_idp_transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        """The IdP client's transport with a span per call, named by the endpoint (known once the IdP is loaded)."""
-        assert self.tracing is not None
-        return self.tracing.idp_transport(inner, lambda url: self.idp.endpoint_name(url))
+    def _idp(self, url: str) -> str:
+        return self.idp.endpoint_name(url)
 
     def _control_app(self) -> Starlette:
         config = self.config

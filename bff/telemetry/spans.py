@@ -10,9 +10,13 @@ error code. Never a token, cookie, code, state, secret, store key or query value
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
+from bff.config import TracingSettings
 from bff.errors import BffError
+
+if TYPE_CHECKING:
+    from bff.telemetry.tracing import Tracing
 
 SpanKind = Literal["client", "internal"]
 AttributeValue = str | int
@@ -45,3 +49,13 @@ def error_type(exc: BaseException) -> str:
         return exc.error
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_tracing(settings: TracingSettings) -> Tracing | None:
+    """The tracing SDK when ``[tracing] enabled`` (None when off, or ``OTEL_SDK_DISABLED=true``): imported only then,
+    so a process without tracing never loads it."""
+    if not settings.enabled:
+        return None
+    from bff.telemetry.tracing import create_tracing
+
+    return create_tracing(settings)
