@@ -429,3 +429,35 @@ async def test_an_unsampled_request_records_nothing_and_still_carries_its_trace_
     assert not int(flags, 16) & 1  # not sampled (the SDK may set the random-id flag of level 2)
     assert int(trace_id, 16)
     assert int(span_id, 16)
+
+
+class RejectsFirstToken:
+    """An upstream that answers its first request ``401 invalid_token`` (as if the token were revoked), then 200."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            challenge = (b"www-authenticate", b'Bearer error="invalid_token"')
+            await send({"type": "http.response.start", "status": 401, "headers": [challenge]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await ok_answer(scope, receive, send)
+
+
+async def test_a_replay_after_a_refresh_is_a_second_upstream_span_with_its_own_traceparent(browser: Browser) -> None:
+    with traced_stack(answer=RejectsFirstToken()) as traced:
+        await login(traced, browser)
+        traced.exporter.clear()
+        response = await browser.request("GET", f"{traced.stack.url}/api/items", headers=XHR)
+        assert response.status_code == 200
+        spans = traced.spans()
+    server = one(spans, "GET /api")
+    first, second = sorted(upstream_calls(spans), key=lambda s: s.start_time or 0)
+    refresh = one(spans, "token refresh")
+    assert {first.parent.span_id, second.parent.span_id, refresh.parent.span_id} == {server.context.span_id}  # type: ignore[union-attr]
+    assert dict(first.attributes or {})["error.type"] == "401"
+    assert dict(second.attributes or {})["http.response.status_code"] == 200
+    assert [parent for _, parent in traced.upstream.traceparents[-2:]] == [traceparent(first), traceparent(second)]
