@@ -17,7 +17,7 @@
 * Redis memory per session, and lookups and expiry of that many sessions without an O(N) command
   (``redis_memory.py``);
 * how long ``bff serve`` takes to answer ``/readyz`` 200;
-* telemetry's cost (issue 14): this tree's bff with metrics and the JSON access log on and the same bff with them
+* telemetry's cost: this tree's bff with metrics and the JSON access log on and the same bff with them
   off, loaded at the same time on the server core, a few rounds: the median ratio of their CPU per request
   (``TELEMETRY_ROWS``; a tracing row joins it there).
 

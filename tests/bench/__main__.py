@@ -183,16 +183,16 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
-#: Telemetry rows of the paired measurement: (what is on, the config added to the plain bff's). The first is issue
-#: 14's target (at most MAX_TELEMETRY_RATIO); a tracing row (sampled at 100 %, exported to a local collector stub)
-#: goes here once tracing exists, reported as its own row.
+#: Telemetry rows of the paired measurement: (what is on, the config added to the plain bff's). The first is held to
+#: MAX_TELEMETRY_RATIO; a tracing row (sampled at 100 %, exported to a local collector stub) goes here, reported as
+#: its own row.
 TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
     (
         "metrics + JSON access log",
         lambda: f'\n[logging]\nformat = "json"\naccess_log = true\n\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n',
     ),
 )
-#: Issue 14: metrics and the JSON access log on cost at most this much CPU per request of the same bff with them off.
+#: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
 MAX_TELEMETRY_RATIO = 1.08
 
 BFF_NAMES = (
