@@ -133,7 +133,8 @@ class BffApp:
         self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
         store = store if store is not None else create_store(config, clock=clock)
         if self.tracing is not None:
-            store = TracedStore(store, self.tracing, system="memory" if isinstance(store, MemoryStore) else "redis")
+            kind = "redis" if isinstance(store, RedisStore) else "memory" if isinstance(store, MemoryStore) else "other"
+            store = TracedStore(store, self.tracing, system=kind)
         self.store = store
         self.http = create_idp_client(
             timeout=config.oidc.timeout,
