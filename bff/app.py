@@ -18,7 +18,9 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,14 +51,20 @@ from bff.session.memory_store import MemoryStore
 from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
+from bff.session.traced_store import TracedStore
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
 from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
+from bff.telemetry.spans import load_tracing
 from bff.tokens import TokenManager
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
+from bff.upstream.traced import TracedUpstreamClient
+
+if TYPE_CHECKING:
+    from bff.telemetry.tracing import Tracing
 
 logger = logging.getLogger("bff.app")
 
@@ -116,24 +124,45 @@ class BffApp:
         clock: Clock = system_clock,
         idp_transport: httpx.AsyncBaseTransport | None = None,
         store_prefix: str = "",
+        tracing: Tracing | None = None,
         observers: Sequence[Observer] | None = None,
         metrics_dir: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
+        self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
+        store = store if store is not None else create_store(config, clock=clock)
+        if self.tracing is not None:
+            kind = "redis" if isinstance(store, RedisStore) else "memory" if isinstance(store, MemoryStore) else "other"
+            store = TracedStore(store, self.tracing, system=kind)
         # Every store, chosen here or handed in, is metered the same way (bff.session.metered_store).
-        self.store = MeteredStore(store if store is not None else create_store(config, clock=clock))
+        self.store = MeteredStore(store)
         self.http = create_idp_client(
-            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
+            timeout=config.oidc.timeout,
+            ca_bundle=config.oidc.ca_bundle,
+            transport=idp_transport,
+            # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
+            wrap_transport=None
+            if self.tracing is None
+            else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
-            self.sessions, self.idp, cookie_name=config.session.cookie_name, settings=config.tokens, clock=clock
+            self.sessions,
+            self.idp,
+            cookie_name=config.session.cookie_name,
+            settings=config.tokens,
+            clock=clock,
+            spans=self.tracing,
         )
-        self.upstream = UpstreamClient()
-        self.observers = Observers(create_observers(config) if observers is None else observers)
+        self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
+        observed = list(create_observers(config) if observers is None else observers)
+        if self.tracing is not None:  # first: the other observers' work belongs to its server span
+            observed.insert(0, self.tracing.observer())
+        self.observers = Observers(observed)
         self.proxy = Proxy(
             config.routes,
             self.upstream,
@@ -152,6 +181,9 @@ class BffApp:
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
+
+    def _idp(self, url: str) -> str:
+        return self.idp.endpoint_name(url)
 
     def _control_app(self) -> Starlette:
         config = self.config
@@ -246,6 +278,8 @@ class BffApp:
             self.observers.flush()  # the access lines still buffered
             if self._metrics_dir is not None:  # the last counts, after the last request
                 self._write_metrics(self._metrics_dir, stopped=True)
+            if self.tracing is not None:
+                self.tracing.shutdown()  # the spans still buffered are exported
 
     async def _flush_metrics(self, directory: Path) -> None:
         """This worker's metrics for the supervisor's scrape (``bff.telemetry.exposition``), once per interval."""

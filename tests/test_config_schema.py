@@ -18,6 +18,7 @@ from bff.config import (
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.errors import ConfigError
@@ -32,6 +33,7 @@ SECTIONS: dict[type[Any], Any] = {
     TokenSettings: lambda c: c.tokens,
     LoggingSettings: lambda c: c.logging,
     MetricsSettings: lambda c: c.metrics,
+    TracingSettings: lambda c: c.tracing,
 }
 #: Another valid value for the defaults whose type alone does not say what else is valid.
 OTHER_STRINGS = {
@@ -69,6 +71,7 @@ def _patchable() -> list[tuple[type[Any], str]]:
         TokenSettings: set(),
         LoggingSettings: set(),
         MetricsSettings: set(),
+        TracingSettings: set(),
     }
     out = []
     for cls in SECTIONS:
@@ -94,7 +97,7 @@ def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
 
 def test_every_section_of_the_document_has_its_dataclass() -> None:
     sections = {f.name for f in dataclasses.fields(Config)} - {"source", "frontend"}
-    assert sections == {"server", "session", "oidc", "routes", "tokens", "logging", "metrics"}
+    assert sections == {"server", "session", "oidc", "routes", "tokens", "logging", "metrics", "tracing"}
     assert len(_patchable()) >= 25  # the parametrisation above really covers the defaults
 
 

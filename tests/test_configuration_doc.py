@@ -30,6 +30,7 @@ from bff.config import (
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.config import settings as settings_module
@@ -47,6 +48,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
     ("[metrics]", MetricsSettings),
+    ("[tracing]", TracingSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
@@ -149,6 +151,7 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
         FrontendSettings: "frontend",
         LoggingSettings: "logging",
         MetricsSettings: "metrics",
+        TracingSettings: "tracing",
     }
     table = doc.setdefault(names[cls], {})
     return table

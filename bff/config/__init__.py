@@ -14,7 +14,7 @@ The package, one job per module:
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
 * ``env``: the per-key environment overrides, merged into the document before validation;
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
-* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``metrics``: one validator per
+* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``metrics``, ``tracing``: one validator per
   section, each a few small checks.
 """
 
@@ -61,8 +61,10 @@ from bff.config.settings import (
     SessionSettings,
     TokenPolicy,
     TokenSettings,
+    TracingSettings,
 )
 from bff.config.tokens import read_frontend, read_tokens
+from bff.config.tracing import read_tracing
 from bff.errors import ConfigError
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "SessionSettings",
     "TokenPolicy",
     "TokenSettings",
+    "TracingSettings",
     "explain_config",
     "load_config",
     "normalize_prefix",
@@ -123,6 +126,7 @@ def parse_config_with_overrides(
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
     metrics = read_metrics(root, server)
+    tracing = read_tracing(root)
     root.finish()
     name_variables(problems, overrides.variables, start)
     if problems:
@@ -136,6 +140,7 @@ def parse_config_with_overrides(
         tokens=tokens,
         logging=logging,
         metrics=metrics,
+        tracing=tracing,
         source=source,
     )
     return config, overrides.variables

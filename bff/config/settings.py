@@ -251,6 +251,18 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    #: Export OpenTelemetry traces (needs the ``bff[otel]`` extra): a server span per request with child spans for
+    #: the store, a token refresh, the upstream and the IdP; W3C ``traceparent`` sent to upstreams and the IdP. The
+    #: exporter, sampler and service name come from the standard ``OTEL_*`` variables (``OTEL_SDK_DISABLED=true``
+    #: turns tracing off again).
+    enabled: bool = False
+    #: Continue a trace the browser started (its ``traceparent``/``tracestate``). Off: every request starts a new
+    #: trace and links the browser's, so nobody on the internet picks bff's trace ids or sampling decisions.
+    propagate_from_browser: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     session: SessionSettings
@@ -260,4 +272,5 @@ class Config:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = "<memory>"

@@ -167,6 +167,13 @@ class Refresher:
             _OUTCOMES[outcome].inc()
             _DURATION.observe(perf_counter() - start)
 
+    def joins(self, loaded: LoadedSession, route: RouteSettings | None = None) -> bool:
+        """Whether :meth:`refresh` called now would join a refresh of this session already running in this
+        process (rather than start one)."""
+        key = (loaded.key, route_token_key(route) if route is not None else None)
+        flight = self._inflight.get(key)
+        return flight is not None and asyncio.get_running_loop().time() <= flight.abandon_at
+
     def in_flight(self) -> list[asyncio.Task[LoadedSession]]:
         """The refreshes running in this process (for shutdown)."""
         return [flight.task for flight in self._inflight.values()]

@@ -29,6 +29,8 @@ from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_sel
 from tests.bench.wrk import Load, WrkResult, rotating_cookies_script, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
+from tests.support.servers import serve
+from tests.support.tracing import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,8 +114,16 @@ def _wrk(
 
 @contextlib.asynccontextmanager
 async def _bff(
-    ctx: Context, name: str, *, workers: int, source: Path, cores: Sequence[int] | None = None, extra: str = ""
+    ctx: Context,
+    name: str,
+    *,
+    workers: int,
+    source: Path,
+    cores: Sequence[int] | None = None,
+    extra: str = "",
+    traces_to: str | None = None,
 ) -> AsyncIterator[Bff]:
+    """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there."""
     port = ctx.ports[name]
     # Another tree gets a database of its own: an older bff may not read what this one writes (its index encoding,
     # its record format), nor need it to.
@@ -129,6 +139,17 @@ async def _bff(
     )
     if extra:
         config.write_text(config.read_text() + extra)
+    env: dict[str, str] = {}
+    if traces_to is not None:
+        config.write_text(config.read_text().replace("[[routes]]", "[tracing]\nenabled = true\n\n[[routes]]", 1))
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": traces_to,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            # A queue that holds a few seconds of spans at full load (the SDK's 2,048 would drop most of them).
+            "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048",
+            "NO_PROXY": "127.0.0.1",
+        }
     if cores is None:
         cores = ctx.plan.server if workers == 1 else ctx.plan.two_workers
     bff = await start_bff(
@@ -142,6 +163,7 @@ async def _bff(
         plan=ctx.plan,
         workdir=ctx.workdir,
         source=source,
+        extra_env=env,
     )
     try:
         await bff.log_in()
@@ -182,6 +204,8 @@ BFF_NAMES = (
     "bff-budgeted-2-workers",
     "bff-telemetry-off",
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
+    "bff-tracing-on",
+    "bff-tracing-off",
 )
 
 
@@ -250,6 +274,42 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
             return BudgetedScaling(WORKER_BUDGET, rounds, used)
     finally:
         budgets.close()
+
+
+async def _tracing(ctx: Context) -> tuple[list[Run], Outcome, str]:
+    """bff with tracing on (every request sampled, OTLP/HTTP to a local collector stub) and a plain bff, loaded at
+    the same time on the server core (paired, as ``_paired_comparison``): its own row, no target."""
+    collector = Collector()
+    with serve(collector, lifespan="off") as collector_url:
+        async with (
+            _bff(ctx, "bff-tracing-on", workers=1, source=ROOT, traces_to=collector_url) as on,
+            _bff(ctx, "bff-tracing-off", workers=1, source=ROOT) as off,
+        ):
+            _at_once(ctx, (on, off), ctx.mode.warmup, ctx.plan.load)
+            rounds = [_at_once(ctx, (on, off), ctx.mode.duration, ctx.plan.load) for _ in range(ctx.mode.budget_rounds)]
+            ratios = [(t.cpu_us_per_request or 0) / (p.cpu_us_per_request or 1) for t, p in rounds]
+            requests = sum(t.requests for t, _ in rounds)
+        spans = collector.spans()  # the process stopped: its last batch is exported
+    # One row: the round of the median ratio (every round's ratio is in the note).
+    median_round = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    runs = [
+        Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", rounds[median_round][0])
+    ]
+    # Warm-up and login requests are traced too: more server spans than measured requests means none was dropped.
+    served = sum(1 for s in spans if s.name == "GET /api")
+    check = Outcome(
+        "tracing on: the collector stub received the proxied requests' server spans",
+        f"{served:,} server spans ({requests:,} requests measured)",
+        served > 0 and not any(t.failures for t, _ in rounds),
+        "check",
+    )
+    note = (
+        f"Tracing on (every request sampled, OTLP/HTTP to a collector stub on loopback) against tracing off, both on "
+        f"the server core at the same time, {len(ratios)} round(s) of {ctx.mode.duration:.0f} s: "
+        f"{statistics.median(ratios):.2f}x the CPU/request (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{served:,} server spans exported for {requests:,} measured requests; no target."
+    )
+    return runs, check, note
 
 
 def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
@@ -389,6 +449,12 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
         telemetry = await _telemetry_costs(ctx)
+
+        _progress("bff with tracing on and off, 1 worker each, at the same time")
+        tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
+        runs += tracing_runs
+        outcomes.append(tracing_check)
+        notes.append(tracing_note)
 
         _progress("bff, 2 workers")
         cores2, threads2 = _load(ctx, 2)
