@@ -24,12 +24,14 @@ from bff.config import (
     ExchangeSettings,
     FrontendSettings,
     LoggingSettings,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     Secret,
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.config import settings as settings_module
@@ -46,6 +48,8 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
+    ("[metrics]", MetricsSettings),
+    ("[tracing]", TracingSettings),
 )
 #: Inline tables of a section: their keys get a table of their own right after the section's.
 SUBTABLES: dict[type[Any], tuple[tuple[str, type[Any]], ...]] = {
@@ -150,7 +154,14 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend", LoggingSettings: "logging"}[cls], {})
+    names = {
+        TokenSettings: "tokens",
+        FrontendSettings: "frontend",
+        LoggingSettings: "logging",
+        MetricsSettings: "metrics",
+        TracingSettings: "tracing",
+    }
+    table = doc.setdefault(names[cls], {})
     return table
 
 
