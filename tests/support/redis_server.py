@@ -199,6 +199,13 @@ class RedisProcess:
         assert self._process is not None, "redis-server is not running"
         self._process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or a lost machine would: no shutdown, no goodbye to clients or replicas."""
+        assert self._process is not None, "redis-server is not running"
+        self._process.kill()
+        self._process.wait()
+        self.stop()
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its directory. No-op when stopped."""
         process, self._process = self._process, None

@@ -1,0 +1,165 @@
+"""Redis high availability on loopback: a primary, a replica and three sentinels (``SentinelGroup``), each a real
+``redis-server`` process on a free port, with Sentinel timings short enough that a failover takes a few seconds.
+
+Everything requires the password ``PASSWORD`` (the replica authenticates to the primary with it, the sentinels to
+both). ``SentinelGroup.kill_primary`` SIGKILLs the primary; ``wait_for_failover`` returns once the sentinels name
+the replica as the new primary and it answers as one. Every process is stopped on leaving the ``with`` block, also
+when starting the group failed half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import redis
+
+from tests.support.redis_server import PASSWORD, RedisProcess, require_redis_server
+
+#: Sentinel timings (milliseconds): a primary that does not answer for ``DOWN_AFTER_MS`` is down; a failover that
+#: does not complete in ``FAILOVER_TIMEOUT_MS`` is retried. Their sum plus an election bounds a failover.
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 2000
+#: How long the sentinels may take to find each other and the replica (hello messages every 2 s).
+DISCOVERY_TIMEOUT = 20.0
+#: The longest a failover may take here, from the kill to the sentinels naming the new primary: down-after, the
+#: vote, and one retry of the failover should the first election split.
+FAILOVER_BOUND = (DOWN_AFTER_MS + 2 * FAILOVER_TIMEOUT_MS) / 1000 + 5.0
+SENTINELS = 3
+QUORUM = 2
+
+
+def _client(port: int, *, password: str | None = PASSWORD) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+def _call(port: int, *args: str | int, password: str | None = PASSWORD) -> Any:
+    """One command to 127.0.0.1:``port``, its reply as redis-py parses it; a connection per call."""
+    client = _client(port, password=password)
+    try:
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+@dataclass
+class SentinelGroup:
+    primary: RedisProcess
+    replica: RedisProcess
+    sentinels: list[RedisProcess]
+    service_name: str
+
+    @property
+    def url(self) -> str:
+        """The ``redis+sentinel://`` URL naming all three sentinels (the password is the Redis servers')."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://:{quote(PASSWORD, safe='')}@{hosts}/{self.service_name}"
+
+    def primary_client(self) -> redis.Redis:
+        """A client of the server the sentinels currently name as primary."""
+        return _client(self.master_port())
+
+    def master_port(self) -> int:
+        """The primary's port as the first sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            if (port := self._named_port(sentinel)) is not None:
+                return port
+        raise RuntimeError("no sentinel answers")
+
+    def _named_port(self, sentinel: RedisProcess) -> int | None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            _, port = _call(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name, password=None)
+            return int(port)
+        return None
+
+    def replicate(self) -> None:
+        """Return once the replica holds every write the primary acknowledged so far (``WAIT 1``)."""
+        if int(_call(self.primary.port, "WAIT", 1, 5000)) < 1:
+            raise RuntimeError("the replica did not acknowledge the primary's writes within 5 s")
+
+    def kill_primary(self) -> None:
+        self.primary.kill()
+
+    def switch_over(self) -> None:
+        """Ask a sentinel for a failover while the primary runs (``SENTINEL FAILOVER``, as for maintenance): the
+        replica is promoted, then the old primary is turned into its replica, accepting writes until then."""
+        _call(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service_name, password=None)
+
+    def wait_for_failover(self) -> float:
+        """Block until every sentinel names the replica as primary and the replica answers as one; returns
+        ``time.monotonic()`` then. Raises after ``FAILOVER_BOUND`` seconds."""
+        deadline = time.monotonic() + FAILOVER_BOUND
+        while time.monotonic() < deadline:
+            if (
+                all(self._named_port(s) == self.replica.port for s in self.sentinels)
+                and self._role(self.replica.port) == "master"
+            ):
+                return time.monotonic()
+            time.sleep(0.05)
+        raise RuntimeError(f"no failover within {FAILOVER_BOUND:.0f}s")
+
+    @staticmethod
+    def _role(port: int) -> str:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = _client(port)
+            try:
+                return str(client.info("replication")["role"])
+            finally:
+                client.close()
+        return ""
+
+    def _wait_until_watched(self) -> None:
+        """Until the replica is in sync and every sentinel knows the replica and the two other sentinels (a
+        failover needs a quorum of sentinels that know each other, and a replica they know of)."""
+        deadline = time.monotonic() + DISCOVERY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._synced() and all(self._sees_all(s) for s in self.sentinels):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the sentinels did not discover each other and the replica in {DISCOVERY_TIMEOUT:.0f}s")
+
+    def _synced(self) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = _client(self.replica.port)
+            try:
+                return client.info("replication").get("master_link_status") == "up"
+            finally:
+                client.close()
+        return False
+
+    def _sees_all(self, sentinel: RedisProcess) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError):
+            master = _call(sentinel.port, "SENTINEL", "MASTER", self.service_name, password=None)
+            return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= SENTINELS - 1
+        return False
+
+
+@contextlib.contextmanager
+def sentinel_group(service_name: str = "bff") -> Iterator[SentinelGroup]:
+    """Start a primary, its replica and three sentinels (quorum two) on loopback; stop all of them on leaving."""
+    binary = require_redis_server()
+    auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
+    # Diskless sync without delay: the replica is in sync as soon as it connects (the default waits 5 s).
+    sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+    with contextlib.ExitStack() as stack:
+        primary = stack.enter_context(RedisProcess(binary, args=[*auth, *sync]))
+        replica = stack.enter_context(
+            RedisProcess(binary, args=[*auth, *sync, "--replicaof", "127.0.0.1", str(primary.port)])
+        )
+        config = (
+            f"sentinel monitor {service_name} 127.0.0.1 {primary.port} {QUORUM}\n"
+            f'sentinel auth-pass {service_name} "{PASSWORD}"\n'
+            f"sentinel down-after-milliseconds {service_name} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {service_name} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {service_name} 1\n"
+        )
+        sentinels = [
+            stack.enter_context(RedisProcess(binary, config=config, args=["--sentinel"])) for _ in range(SENTINELS)
+        ]
+        group = SentinelGroup(primary, replica, sentinels, service_name)
+        group._wait_until_watched()
+        yield group
