@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -133,7 +133,11 @@ class SentinelGroup:
 
     def _sees_all(self, sentinel: RedisProcess) -> bool:
         with contextlib.suppress(redis.RedisError, OSError):
-            master = _call(sentinel.port, "SENTINEL", "MASTER", self.service_name, password=None)
+            client = _client(sentinel.port, password=None)
+            try:
+                master = cast(dict[str, Any], client.sentinel_master(self.service_name))
+            finally:
+                client.close()
             return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= SENTINELS - 1
         return False
 
