@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
-from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
+from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
@@ -459,3 +459,46 @@ async def test_shutdown_lets_a_refresh_in_flight_store_what_the_idp_answered(env
     assert reloaded is not None
     assert reloaded.session.tokens.access_token != stale.session.tokens.access_token  # the rotation was kept
     assert await env.sessions.store.ttl(env.sessions.refresh_lock_key(stale.key)) is None
+
+
+class UnconfirmedWritesStore(MemoryStore):
+    """A store whose plain writes and compare-and-sets fail ``failures`` times once armed, as a Redis store with
+    ``store_replicas`` fails the writes no replica confirmed while a failover cuts the primary off its replica."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def _fail(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise SessionStoreUnavailable("session store memory: SET not confirmed by 1 replica(s)")
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._fail()
+        await super().set(key, value, ttl)
+
+    async def compare_and_set(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
+        self._fail()
+        return await super().compare_and_set(key, expected, value, ttl)
+
+
+async def test_rotated_tokens_the_store_did_not_confirm_are_written_again_not_lost(provider: TestProvider) -> None:
+    """The IdP rotated the refresh token, then the store failed the writes of the new one (a failover): the refresh
+    keeps writing them, under its lock, until the store confirms. Giving up would leave the spent refresh token in
+    the session, and the next refresh would present it again: reuse, and the IdP revokes the family."""
+    store = UnconfirmedWritesStore()
+    async with token_env(provider, store) as env:
+        here, there = await env.manager(), await env.manager()
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        store.failures = 3
+        token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
+        assert token != stale.session.tokens.access_token
+        assert store.failures == 0
+        assert await asyncio.wait_for(there.access_token(stale, ROUTE), 5) == token
+        reloaded = await env.sessions.load(session_id)
+        assert reloaded is not None
+        assert reloaded.session.tokens.access_token == token
+        assert env.provider.refresh_calls == 1
+        assert env.provider.reuse_detected == 0

@@ -52,7 +52,7 @@ from bff.errors import (
     SessionExpired,
     SessionStoreUnavailable,
 )
-from bff.models import TokenSet
+from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.tokens.idp_probe import IdPProbe
@@ -192,7 +192,7 @@ class Refresher:
             current = await self._current(loaded)  # reload and check again, under the lock
             if self._settled(current, route, stale):
                 return current
-            return await self._refresh_locked(current, route, route_key)
+            return await self._refresh_locked(current, route, route_key, write_until=renew_until)
         finally:
             stop.set()
             renewer.cancel()  # only wakes it early: should the cancellation be lost, it sees the flag and returns
@@ -230,7 +230,7 @@ class Refresher:
             logger.warning("could not release the refresh lock (its lease frees it): %s", exc.message)
 
     async def _refresh_locked(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None, *, write_until: float
     ) -> LoadedSession:
         session = current.session
         spent = session.tokens.refresh_token
@@ -260,7 +260,7 @@ class Refresher:
             )
             updated = session.evolve(tokens=tokens)
             # Stragglers holding the spent token find the answer here, even before the session write lands.
-            await self.sessions.save_refresh_result(spent, tokens, RESULT_TTL)
+            result: TokenSet | None = tokens
         else:
             route_token = TokenSet(
                 access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
@@ -269,7 +269,8 @@ class Refresher:
                 tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
                 route_tokens={**session.route_tokens, route_key: route_token},
             )
-        written = await self.sessions.replace(current, updated)
+            result = None
+        written = await self._store_rotated(current, updated, spent, result, write_until)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             if await self.sessions.load_key(current.key) is None:
@@ -277,6 +278,34 @@ class Refresher:
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)
         return written
+
+    async def _store_rotated(
+        self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
+    ) -> LoadedSession | None:
+        """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
+        and renewed meanwhile). The IdP has spent the old refresh token: if the new one is lost (a store failing
+        over drops or refuses the write), the next refresh presents the spent one, and an IdP with reuse detection
+        revokes the whole family (RFC 9700 4.14.2). Both writes are idempotent: the refresh result is a plain SET,
+        and a compare-and-set that landed before its confirmation failed finds the record changed and returns None
+        (the caller then reloads the session that holds the new tokens)."""
+        loop = asyncio.get_running_loop()
+        pause = POLL_MIN
+        while True:
+            try:
+                if result is not None:
+                    await self.sessions.save_refresh_result(spent, result, RESULT_TTL)
+                return await self.sessions.replace(current, updated)
+            except SessionStoreUnavailable as exc:
+                if loop.time() + pause > until:
+                    logger.exception(
+                        "could not store the rotated tokens before the refresh deadline; the next refresh presents "
+                        "the spent refresh token: %s",
+                        exc.message,
+                    )
+                    raise
+                logger.warning("could not store the rotated tokens (trying again): %s", exc.message)
+            await self._sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
 
     async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
         if self.probe.down:
