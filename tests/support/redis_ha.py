@@ -33,8 +33,10 @@ SENTINELS = 3
 QUORUM = 2
 
 
-def _client(port: int, *, password: str | None = PASSWORD) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1.0, socket_connect_timeout=1.0)
+def _client(port: int, *, password: str | None = PASSWORD, timeout: float = 1.0) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def _call(port: int, *args: str | int, password: str | None = PASSWORD) -> Any:
@@ -44,6 +46,19 @@ def _call(port: int, *args: str | int, password: str | None = PASSWORD) -> Any:
         return client.execute_command(*args)  # type: ignore[no-untyped-call]
     finally:
         client.close()
+
+
+def replicate(primary_port: int, *, password: str | None = PASSWORD, timeout_ms: int = 5000) -> None:
+    """Write a marker on the primary and ``WAIT`` for one replica to acknowledge it, on one connection: then the
+    replica holds every write the primary took before (one ordered replication stream). Raises if none does."""
+    client = _client(primary_port, password=password, timeout=timeout_ms / 1000 + 1)
+    try:
+        client.set("replicated", "1")
+        acknowledged = client.execute_command("WAIT", 1, timeout_ms)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    if int(acknowledged) < 1:
+        raise RuntimeError(f"the replica did not acknowledge the primary's writes within {timeout_ms} ms")
 
 
 @dataclass
@@ -77,9 +92,10 @@ class SentinelGroup:
         return None
 
     def replicate(self) -> None:
-        """Return once the replica holds every write the primary acknowledged so far (``WAIT 1``)."""
-        if int(_call(self.primary.port, "WAIT", 1, 5000)) < 1:
-            raise RuntimeError("the replica did not acknowledge the primary's writes within 5 s")
+        """Return once the replica holds every write the primary acknowledged so far. WAIT counts the writes of its
+        own connection only, so a marker is written first: the replication stream is one ordered log, and the
+        replica acknowledging the marker's offset holds everything before it, whoever wrote it."""
+        replicate(self.primary.port)
 
     def kill_primary(self) -> None:
         self.primary.kill()
