@@ -179,6 +179,9 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20, got 21"),
         ("session", "max_pending_logins", "5", "session.max_pending_logins: expected int"),
         ("session", "login_timeout", "0s", "session.login_timeout: must be positive"),
+        ("session", "store_replicas", -1, "session.store_replicas: must be between 0 and 16, got -1"),
+        ("session", "store_replicas", 17, "session.store_replicas: must be between 0 and 16, got 17"),
+        ("session", "store_replicas", "1", "session.store_replicas: expected int"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
@@ -322,3 +325,18 @@ def test_refresh_timeout_defaults_to_a_minute_and_is_at_least_the_oidc_timeout()
     assert problems(doc) == [
         "tokens.refresh_timeout: must not exceed 10m (the session's refresh lock is held that long)"
     ]
+
+
+def test_store_replicas_default_to_none_and_need_a_replicated_redis() -> None:
+    assert parse_config(base_document(), env={}).session.store_replicas == 0
+    doc = base_document()
+    doc["session"]["store"] = "redis+sentinel://s1:26379,s2:26379,s3:26379/bff"
+    doc["session"]["store_replicas"] = 1
+    assert parse_config(doc, env={}).session.store_replicas == 1
+    for store, problem in [
+        ("memory://", "needs a Redis store"),
+        ("redis+cluster://n1:6379", "is not supported on Redis Cluster"),
+    ]:
+        doc["session"]["store"] = store
+        with pytest.raises(ConfigError, match=f"session.store_replicas: {problem}"):
+            parse_config(doc, env={})

@@ -5,7 +5,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bff.config.reader import HEADER_NAME, Reader, choose, parse_duration, parse_size, table
-from bff.config.settings import MAX_PENDING_LOGINS, MIN_KEY_LENGTH, SAME_SITES, SameSite, Secret, SessionSettings
+from bff.config.settings import (
+    MAX_PENDING_LOGINS,
+    MAX_STORE_REPLICAS,
+    MIN_KEY_LENGTH,
+    SAME_SITES,
+    SameSite,
+    Secret,
+    SessionSettings,
+)
 
 STORE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
 
@@ -60,6 +68,22 @@ def _check_store_max_reply(r: Reader, store_max_reply: int) -> None:
         r.problem("store_max_reply", "must not exceed 512MiB (Redis's own largest bulk string)")
 
 
+def _store_replicas(r: Reader, store: str) -> int:
+    value = r.get("store_replicas", int)
+    if not 0 <= value <= MAX_STORE_REPLICAS:
+        r.problem("store_replicas", f"must be between 0 and {MAX_STORE_REPLICAS}, got {value}")
+        return int(r.default("store_replicas"))
+    scheme = urlsplit(store).scheme
+    if "store_replicas" not in r.data:  # the default suits every store
+        return value
+    if value and scheme == "memory":
+        r.problem("store_replicas", "needs a Redis store (memory:// has no replicas)")
+    elif value and scheme.endswith("+cluster"):
+        # WAIT counts the writes of its own connection; a Cluster client spreads them over the nodes.
+        r.problem("store_replicas", "is not supported on Redis Cluster")
+    return value
+
+
 def _check_lifetimes(r: Reader, idle: float, absolute: float) -> None:
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
@@ -104,6 +128,7 @@ def read_session(root: Reader) -> SessionSettings:
         r.problem("login_timeout", "must be positive")
     store_max_reply = r.converted("store_max_reply", parse_size)
     _check_store_max_reply(r, store_max_reply)
+    store_replicas = _store_replicas(r, store)
     _check_lifetimes(r, idle, absolute)
     keys = _keys(r)
     r.finish()
@@ -118,4 +143,5 @@ def read_session(root: Reader) -> SessionSettings:
         max_pending_logins=max_pending,
         store_timeout=store_timeout,
         store_max_reply=store_max_reply,
+        store_replicas=store_replicas,
     )

@@ -28,6 +28,8 @@ ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 #: Paths bff answers itself; a route may not shadow them.
 RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
+#: Bound of ``[session] store_replicas``: more replicas than a Redis deployment has would fail every write.
+MAX_STORE_REPLICAS = 16
 #: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
 MAX_PENDING_LOGINS = 20
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -105,6 +107,9 @@ class SessionSettings:
     store_timeout: float = 2.0
     #: Bytes: the largest reply (a session record) accepted from Redis on the per-request session read.
     store_max_reply: int = 1024 * 1024
+    #: Redis replicas that must confirm a write (``WAIT``) before bff relies on it, so that a failover cannot lose
+    #: a refresh lock or rotated tokens; 0: the primary's answer is enough. Not on Redis Cluster.
+    store_replicas: int = 0
 
 
 @dataclass(frozen=True)
