@@ -54,6 +54,8 @@ CLIENTS = 4
 #: One request per client every PACE seconds, alternating between the instances.
 PACE = 0.05
 STORE_TIMEOUT = 0.5
+#: Writes count once the replica holds them: every replica, so whichever is promoted holds every confirmed write.
+STORE_REPLICAS = 1
 OIDC_TIMEOUT = 1.0
 LOCK_LEASE = 1.0
 #: Access tokens live 2 s and are refreshed 1.5 s before they expire: a refresh per session every half second, and
@@ -62,10 +64,15 @@ ACCESS_TOKEN_TTL = 2
 REFRESH_LEEWAY = 1.5
 #: Traffic before the kill, so that refreshes rotate tokens while the primary still runs.
 WARMUP = 1.5
-#: Every session answers 200 again within this long after the sentinels name the new primary.
-RESUME = 3.0
+#: Every session answers 200 again within this long after the sentinels name the new primary (after a kill, the
+#: restarted server must rejoin as a replica first: refreshes wait for a replica to confirm their writes).
+RESUME = 4.0
 #: Traffic after the resume bound: whatever fails then is a failure.
 SETTLE = 1.5
+#: Switch-overs in a row (each one a window in which the old primary takes writes its successor never sees), and
+#: the traffic between two of them.
+SWITCH_OVERS = 3
+GAP = 1.0
 
 
 @dataclass
@@ -195,6 +202,7 @@ public_origin = "http://127.0.0.1:{port}"
 store = "{store}"
 keys = ["{SESSION_KEY}"]
 store_timeout = "{int(STORE_TIMEOUT * 1000)}ms"
+store_replicas = {STORE_REPLICAS}
 
 [oidc]
 issuer = "{idp}"
@@ -268,8 +276,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-@pytest.mark.parametrize("how", ["kill"])
-async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize(("how", "failovers"), [("kill", 1), ("switch-over", SWITCH_OVERS)])
+async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: Path, how: str, failovers: int) -> None:
     with sentinel_group() as group, running_pair(tmp_path, group) as pair:
         try:
             await pair.sign_in(CLIENTS)
@@ -279,12 +287,18 @@ async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: P
                 await asyncio.sleep(WARMUP)
                 await asyncio.to_thread(group.replicate)
                 refreshed_before = pair.ledger.succeeded
-                killed_at = time.monotonic()
-                if how == "kill":
-                    group.kill_primary()
-                else:
-                    group.switch_over()
-                failed_over_at = await asyncio.to_thread(group.wait_for_failover)
+                started_at: list[float] = []
+                ended_at: list[float] = []
+                for n in range(failovers):
+                    if n:
+                        await asyncio.sleep(GAP)
+                        await asyncio.to_thread(group.wait_until_watched)
+                    started_at.append(time.monotonic())
+                    await asyncio.to_thread(group.kill_primary if how == "kill" else group.switch_over)
+                    ended_at.append(await asyncio.to_thread(group.wait_for_failover))
+                    # The old primary rejoins as a replica (restarted, or demoted): until then no replica confirms
+                    # a write, and refreshes answer 503.
+                    await asyncio.to_thread(group.rejoin)
                 await asyncio.sleep(RESUME + SETTLE)
             families = await pair.families()
             stored = await pair.stored_sessions()
@@ -299,18 +313,22 @@ async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: P
             problems.append(f"{len(bad)} 503(s) without Retry-After")
         if bad := [a for a in pair.answers if a.set_cookie]:
             problems.append(f"{len(bad)} answer(s) set a cookie (a logout clears it)")
-        if how == "kill" and not any(a.status == 503 for a in pair.answers if a.started >= killed_at):
+        if how == "kill" and not any(a.status == 503 for a in pair.answers if a.started >= started_at[0]):
             problems.append("no request saw the failover: the test did not test it")
-        for client in range(CLIENTS):
-            first = next(
-                (a for a in pair.answers if a.client == client and a.started >= failed_over_at and a.status == 200),
-                None,
+        for n, failed_over_at in enumerate(ended_at):
+            for client in range(CLIENTS):
+                first = next(
+                    (a for a in pair.answers if a.client == client and a.started >= failed_over_at and a.status == 200),
+                    None,
+                )
+                if first is None or first.ended > failed_over_at + RESUME:
+                    late = "never" if first is None else f"{first.ended - failed_over_at:.1f}s after"
+                    problems.append(f"failover {n}, client {client}: first 200 {late} the new primary was named")
+        if after := [a for a in pair.answers if a.started >= ended_at[-1] + RESUME and a.status != 200]:
+            problems.append(
+                f"{len(after)} failure(s) after recovery: {Counter((a.status, a.error) for a in after)}; first: "
+                + ", ".join(f"bff {a.instance} at +{a.started - ended_at[-1]:.1f}s" for a in after[:5])
             )
-            if first is None or first.ended > failed_over_at + RESUME:
-                late = "never" if first is None else f"{first.ended - failed_over_at:.1f}s after"
-                problems.append(f"client {client}: first 200 {late} the sentinels named the new primary")
-        if after := [a for a in pair.answers if a.started >= failed_over_at + RESUME and a.status != 200]:
-            problems.append(f"{len(after)} failure(s) after recovery: {Counter((a.status, a.error) for a in after)}")
         if stored != CLIENTS:
             problems.append(f"{CLIENTS - stored} session(s) lost in the failover")
         if pair.ledger.reused() or pair.ledger.refused:
@@ -321,6 +339,5 @@ async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: P
             problems.append("the refreshes due during the failover did not happen after it")
         if inactive := [f for f in families if f["state"] != "active"]:
             problems.append(f"{len(inactive)} token famil(ies) not active: {[f['revoked_reason'] for f in inactive]}")
-        assert not problems, (
-            "\n".join(problems) + f"\nkill -> new primary: {failed_over_at - killed_at:.1f}s\n" + pair.describe()
-        )
+        took = ", ".join(f"{end - start:.1f}s" for start, end in zip(started_at, ended_at, strict=True))
+        assert not problems, "\n".join(problems) + f"\nfailovers took {took}\n" + pair.describe()

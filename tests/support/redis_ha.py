@@ -1,10 +1,10 @@
-"""Redis high availability on loopback: a primary, a replica and three sentinels (``SentinelGroup``), each a real
+"""Redis high availability on loopback: a primary, its replica(s) and three sentinels (``SentinelGroup``), each a real
 ``redis-server`` process on a free port, with Sentinel timings short enough that a failover takes a few seconds.
 
-Everything requires the password ``PASSWORD`` (the replica authenticates to the primary with it, the sentinels to
-both). ``SentinelGroup.kill_primary`` SIGKILLs the primary; ``wait_for_failover`` returns once the sentinels name
-the replica as the new primary and it answers as one. Every process is stopped on leaving the ``with`` block, also
-when starting the group failed half-way.
+Every server requires the password ``PASSWORD`` (the replicas authenticate to the primary with it, the sentinels
+to all). ``SentinelGroup.kill_primary`` SIGKILLs the primary, ``switch_over`` asks for a failover while it runs;
+``wait_for_failover`` returns once the sentinels name a replica as the new primary and it answers as one. Every
+process is stopped on leaving the ``with`` block, also when starting the group failed half-way.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -61,29 +61,29 @@ def replicate(primary_port: int, *, password: str | None = PASSWORD, timeout_ms:
         raise RuntimeError(f"the replica did not acknowledge the primary's writes within {timeout_ms} ms")
 
 
+def _without_replicaof(args: list[str]) -> list[str]:
+    if "--replicaof" not in args:
+        return args
+    at = args.index("--replicaof")
+    return args[:at] + args[at + 3 :]
+
+
 @dataclass
 class SentinelGroup:
+    """The servers, and which of them the sentinels name primary now (``primary``; the others are ``replicas``).
+    A failover swaps them; a killed server leaves the group."""
+
     primary: RedisProcess
-    replica: RedisProcess
+    replicas: list[RedisProcess]
     sentinels: list[RedisProcess]
     service_name: str
+    killed: list[RedisProcess] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """The ``redis+sentinel://`` URL naming all three sentinels (the password is the Redis servers')."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://:{quote(PASSWORD, safe='')}@{hosts}/{self.service_name}"
-
-    def primary_client(self) -> redis.Redis:
-        """A client of the server the sentinels currently name as primary."""
-        return _client(self.master_port())
-
-    def master_port(self) -> int:
-        """The primary's port as the first sentinel that answers names it."""
-        for sentinel in self.sentinels:
-            if (port := self._named_port(sentinel)) is not None:
-                return port
-        raise RuntimeError("no sentinel answers")
 
     def _named_port(self, sentinel: RedisProcess) -> int | None:
         with contextlib.suppress(redis.RedisError, OSError):
@@ -92,28 +92,55 @@ class SentinelGroup:
         return None
 
     def replicate(self) -> None:
-        """Return once the replica holds every write the primary acknowledged so far. WAIT counts the writes of its
-        own connection only, so a marker is written first: the replication stream is one ordered log, and the
-        replica acknowledging the marker's offset holds everything before it, whoever wrote it."""
+        """Return once a replica holds every write the primary acknowledged so far (see ``replicate``)."""
         replicate(self.primary.port)
 
     def kill_primary(self) -> None:
+        """SIGKILL the primary; it leaves the group (``wait_for_failover`` names the new one) until ``restart``."""
         self.primary.kill()
+        self.killed.append(self.primary)
+
+    def rejoin(self) -> None:
+        """Make every server a replica of the current primary again, as the sentinels do at their next 10 s INFO
+        round: killed servers are started again on their ports, empty (nothing is persisted), as a Sentinel-aware
+        start script does; a demoted primary that still believes it is one is told ``REPLICAOF``."""
+        while self.killed:
+            server = self.killed.pop()
+            server.args = [*_without_replicaof(server.args), "--replicaof", "127.0.0.1", str(self.primary.port)]
+            server.start()
+            self.replicas.append(server)
+        for server in self.replicas:
+            if self._role(server.port) == "master":
+                _call(server.port, "REPLICAOF", "127.0.0.1", self.primary.port)
 
     def switch_over(self) -> None:
-        """Ask a sentinel for a failover while the primary runs (``SENTINEL FAILOVER``, as for maintenance): the
-        replica is promoted, then the old primary is turned into its replica, accepting writes until then."""
-        _call(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service_name, password=None)
+        """Ask a sentinel for a failover while the primary runs (``SENTINEL FAILOVER``, as for maintenance): a
+        replica is promoted, then the old primary is turned into its replica, taking writes until then. Retried
+        while the sentinels do not know a replica good enough yet (just after the previous failover)."""
+        deadline = time.monotonic() + FAILOVER_BOUND
+        while True:
+            try:
+                _call(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service_name, password=None)
+            except redis.ResponseError as exc:  # NOGOODSLAVE, INPROG
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SENTINEL FAILOVER refused for {FAILOVER_BOUND:.0f}s: {exc}") from exc
+            else:
+                return
+            time.sleep(0.1)
 
     def wait_for_failover(self) -> float:
-        """Block until every sentinel names the replica as primary and the replica answers as one; returns
-        ``time.monotonic()`` then. Raises after ``FAILOVER_BOUND`` seconds."""
+        """Block until every sentinel names one of the replicas primary and it answers as one; returns
+        ``time.monotonic()`` then, with ``primary`` and ``replicas`` updated. Raises after ``FAILOVER_BOUND``."""
         deadline = time.monotonic() + FAILOVER_BOUND
         while time.monotonic() < deadline:
-            if (
-                all(self._named_port(s) == self.replica.port for s in self.sentinels)
-                and self._role(self.replica.port) == "master"
-            ):
+            named = {self._named_port(s) for s in self.sentinels}
+            promoted = [r for r in self.replicas if named == {r.port} and self._role(r.port) == "master"]
+            if promoted:
+                old = self.primary
+                self.primary = promoted[0]
+                self.replicas = [r for r in self.replicas if r is not self.primary]
+                if old.running:
+                    self.replicas.append(old)
                 return time.monotonic()
             time.sleep(0.05)
         raise RuntimeError(f"no failover within {FAILOVER_BOUND:.0f}s")
@@ -128,23 +155,24 @@ class SentinelGroup:
                 client.close()
         return ""
 
-    def _wait_until_watched(self) -> None:
-        """Until the replica is in sync and every sentinel knows the replica and the two other sentinels (a
+    def wait_until_watched(self) -> None:
+        """Until every replica is in sync and every sentinel knows the replicas and the other sentinels (a
         failover needs a quorum of sentinels that know each other, and a replica they know of)."""
         deadline = time.monotonic() + DISCOVERY_TIMEOUT
         while time.monotonic() < deadline:
-            if self._synced() and all(self._sees_all(s) for s in self.sentinels):
+            if all(self._synced(r) for r in self.replicas) and all(self._sees_all(s) for s in self.sentinels):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"the sentinels did not discover each other and the replica in {DISCOVERY_TIMEOUT:.0f}s")
+        raise RuntimeError(f"the sentinels did not discover each other and the replicas in {DISCOVERY_TIMEOUT:.0f}s")
 
-    def _synced(self) -> bool:
+    def _synced(self, replica: RedisProcess) -> bool:
         with contextlib.suppress(redis.RedisError, OSError):
-            client = _client(self.replica.port)
+            client = _client(replica.port)
             try:
-                return client.info("replication").get("master_link_status") == "up"
+                info = client.info("replication")
             finally:
                 client.close()
+            return info.get("master_port") == self.primary.port and info.get("master_link_status") == "up"
         return False
 
     def _sees_all(self, sentinel: RedisProcess) -> bool:
@@ -154,32 +182,40 @@ class SentinelGroup:
                 master = cast(dict[str, Any], client.sentinel_master(self.service_name))
             finally:
                 client.close()
-            return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= SENTINELS - 1
+            return (
+                int(master["port"]) == self.primary.port
+                and int(master["num-slaves"]) >= len(self.replicas)
+                and int(master["num-other-sentinels"]) >= SENTINELS - 1
+            )
         return False
 
 
 @contextlib.contextmanager
-def sentinel_group(service_name: str = "bff") -> Iterator[SentinelGroup]:
-    """Start a primary, its replica and three sentinels (quorum two) on loopback; stop all of them on leaving."""
+def sentinel_group(service_name: str = "bff", replicas: int = 1) -> Iterator[SentinelGroup]:
+    """Start a primary, ``replicas`` replicas and three sentinels (quorum two) on loopback; stop all of them on
+    leaving."""
     binary = require_redis_server()
     auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
-    # Diskless sync without delay: the replica is in sync as soon as it connects (the default waits 5 s).
+    # Diskless sync without delay: a replica is in sync as soon as it connects (the default waits 5 s).
     sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
     with contextlib.ExitStack() as stack:
         primary = stack.enter_context(RedisProcess(binary, args=[*auth, *sync]))
-        replica = stack.enter_context(
-            RedisProcess(binary, args=[*auth, *sync, "--replicaof", "127.0.0.1", str(primary.port)])
-        )
+        followers = [
+            stack.enter_context(
+                RedisProcess(binary, args=[*auth, *sync, "--replicaof", "127.0.0.1", str(primary.port)])
+            )
+            for _ in range(replicas)
+        ]
         config = (
             f"sentinel monitor {service_name} 127.0.0.1 {primary.port} {QUORUM}\n"
             f'sentinel auth-pass {service_name} "{PASSWORD}"\n'
             f"sentinel down-after-milliseconds {service_name} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {service_name} {FAILOVER_TIMEOUT_MS}\n"
-            f"sentinel parallel-syncs {service_name} 1\n"
+            f"sentinel parallel-syncs {service_name} {replicas}\n"
         )
         sentinels = [
             stack.enter_context(RedisProcess(binary, config=config, args=["--sentinel"])) for _ in range(SENTINELS)
         ]
-        group = SentinelGroup(primary, replica, sentinels, service_name)
-        group._wait_until_watched()
+        group = SentinelGroup(primary, followers, sentinels, service_name)
+        group.wait_until_watched()
         yield group

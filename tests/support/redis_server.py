@@ -153,6 +153,10 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
     def start(self) -> None:
         """Start the server and return once it answers PING (or raise within ``START_TIMEOUT``)."""
         if self._process is not None:
