@@ -1,13 +1,15 @@
-"""Redis high availability for real: two ``bff serve`` processes on a Sentinel-managed Redis (a primary, a replica,
-three sentinels; ``tests.support.redis_ha``), the reference IdP rotating refresh tokens with strict reuse detection,
-logged-in clients calling an API through both instances without pause, and the primary SIGKILLed.
+"""Redis high availability for real: two ``bff serve`` processes on one replicated store, the reference IdP
+rotating refresh tokens with strict reuse detection, logged-in clients calling an API through both instances
+without pause, and the store failing over (``tests.support.redis_ha`` starts the servers): a Sentinel group (a
+primary, a replica, three sentinels; the primary SIGKILLed, or three ``SENTINEL FAILOVER`` switch-overs) or a
+Cluster of three shards with a replica each (a shard's primary SIGKILLed, or ``CLUSTER FAILOVER``).
 
 What must hold, whatever the failover's timing:
 
 * every answer is a 200 or a 503 with ``Retry-After``; never a 500, never a 401 or a cleared cookie (a logout);
-* every session works again within :data:`RESUME` seconds of the sentinels naming the new primary (so within the
-  Sentinel failover time plus a few seconds of the kill), and nothing fails after that;
-* no session written (and replicated) before the kill is lost;
+* every session works again within :data:`RESUME` seconds of the new primary taking over (so within the failover
+  time plus a few seconds of the kill), and nothing fails after that;
+* no session written (and replicated) before the failover is lost;
 * no refresh token is presented to the IdP twice, the IdP refuses none, and every token family is still active
   (a replayed refresh token would have revoked its family);
 * access tokens expire during the failover (they live :data:`ACCESS_TOKEN_TTL` seconds), so refreshes are due
@@ -41,7 +43,7 @@ from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
 from tests.support.devidp import FORM, login_tx
 from tests.support.leak_guard import GUARD
-from tests.support.redis_ha import SentinelGroup, sentinel_group
+from tests.support.redis_ha import FailingOver, cluster_group, sentinel_group
 from tests.support.servers import free_port, serve
 from tests.support.stack import bound_socket
 
@@ -54,8 +56,9 @@ CLIENTS = 4
 #: One request per client every PACE seconds, alternating between the instances.
 PACE = 0.05
 STORE_TIMEOUT = 0.5
-#: Writes count once the replica holds them: every replica, so whichever is promoted holds every confirmed write.
-STORE_REPLICAS = 1
+#: With Sentinel, writes count once the replica holds them: every replica, so whichever is promoted holds every
+#: confirmed write. (Refused on a Cluster.)
+STORE_REPLICAS = {"sentinel": 1, "cluster": 0}
 OIDC_TIMEOUT = 1.0
 LOCK_LEASE = 1.0
 #: Access tokens live 2 s and are refreshed 1.5 s before they expire: a refresh per session every half second, and
@@ -63,12 +66,12 @@ LOCK_LEASE = 1.0
 ACCESS_TOKEN_TTL = 2
 REFRESH_LEEWAY = 1.5
 #: Traffic before the kill, so that refreshes rotate tokens while the primary still runs.
-WARMUP = 1.5
+WARMUP = 1.0
 #: Every session answers 200 again within this long after the sentinels name the new primary (after a kill, the
 #: restarted server must rejoin as a replica first: refreshes wait for a replica to confirm their writes).
 RESUME = 4.0
 #: Traffic after the resume bound: whatever fails then is a failure.
-SETTLE = 1.5
+SETTLE = 1.0
 #: Switch-overs in a row (each one a window in which the old primary takes writes its successor never sees), and
 #: the traffic between two of them.
 SWITCH_OVERS = 3
@@ -91,7 +94,7 @@ class Answer:
 class Pair:
     """Two ``bff serve`` processes on one Sentinel-managed store, and the clients that drive them."""
 
-    group: SentinelGroup
+    group: FailingOver
     urls: list[str]
     config: Path
     ledger: RefreshLedger
@@ -192,7 +195,7 @@ class Pair:
         )
 
 
-def _config(path: Path, *, port: int, store: str, idp: str, upstream: str) -> None:
+def _config(path: Path, *, port: int, store: str, replicas: int, idp: str, upstream: str) -> None:
     path.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -202,7 +205,7 @@ public_origin = "http://127.0.0.1:{port}"
 store = "{store}"
 keys = ["{SESSION_KEY}"]
 store_timeout = "{int(STORE_TIMEOUT * 1000)}ms"
-store_replicas = {STORE_REPLICAS}
+store_replicas = {replicas}
 
 [oidc]
 issuer = "{idp}"
@@ -222,7 +225,7 @@ token = "user"
 
 
 @contextlib.contextmanager
-def running_pair(tmp: Path, group: SentinelGroup) -> Iterator[Pair]:
+def running_pair(tmp: Path, group: FailingOver, replicas: int) -> Iterator[Pair]:
     """The reference IdP (its ``/token`` watched by a ``RefreshLedger``), an upstream and two ``bff serve``."""
     with contextlib.ExitStack() as stack:
         ports = [free_port() for _ in range(INSTANCES)]
@@ -250,7 +253,7 @@ def running_pair(tmp: Path, group: SentinelGroup) -> Iterator[Pair]:
         processes: list[tuple[subprocess.Popen[bytes], Path, int]] = []
         for i, (port, url) in enumerate(zip(ports, urls, strict=True)):
             config = tmp / f"bff{i}.toml"
-            _config(config, port=port, store=group.url, idp=idp, upstream=upstream)
+            _config(config, port=port, store=group.url, replicas=replicas, idp=idp, upstream=upstream)
             GUARD.watch_bff(url)
             log = tmp / f"bff{i}.log"
             with log.open("wb") as out:
@@ -276,9 +279,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-@pytest.mark.parametrize(("how", "failovers"), [("kill", 1), ("switch-over", SWITCH_OVERS)])
-async def test_sentinel_failover_under_traffic_through_two_instances(tmp_path: Path, how: str, failovers: int) -> None:
-    with sentinel_group() as group, running_pair(tmp_path, group) as pair:
+@pytest.mark.parametrize(
+    ("topology", "how", "failovers"),
+    [
+        ("sentinel", "kill", 1),
+        ("sentinel", "switch-over", SWITCH_OVERS),
+        ("cluster", "kill", 1),
+        ("cluster", "switch-over", 1),
+    ],
+)
+async def test_failover_under_traffic_through_two_instances(
+    tmp_path: Path, topology: str, how: str, failovers: int
+) -> None:
+    """Sentinel: the primary killed (and restarted as a replica), or three switch-overs (``SENTINEL FAILOVER``).
+    Cluster (three shards with a replica each): a shard's primary killed, or ``CLUSTER FAILOVER`` on its replica."""
+    with contextlib.ExitStack() as stack:
+        group: FailingOver = (
+            stack.enter_context(sentinel_group()) if topology == "sentinel" else stack.enter_context(cluster_group())
+        )
+        pair = stack.enter_context(running_pair(tmp_path, group, STORE_REPLICAS[topology]))
         try:
             await pair.sign_in(CLIENTS)
             await asyncio.to_thread(group.replicate)

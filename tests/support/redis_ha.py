@@ -10,15 +10,18 @@ process is stopped on leaving the ``with`` block, also when starting the group f
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
+import pytest
 import redis
 
-from tests.support.redis_server import PASSWORD, RedisProcess, require_redis_server
+from tests.support.redis_server import PASSWORD, RedisProcess, cluster_node_port, require_redis_server
 
 #: Sentinel timings (milliseconds): a primary that does not answer for ``DOWN_AFTER_MS`` is down; a failover that
 #: does not complete in ``FAILOVER_TIMEOUT_MS`` is retried. Their sum plus an election bounds a failover.
@@ -48,17 +51,32 @@ def _call(port: int, *args: str | int, password: str | None = PASSWORD) -> Any:
         client.close()
 
 
-def replicate(primary_port: int, *, password: str | None = PASSWORD, timeout_ms: int = 5000) -> None:
+def replicate(
+    primary_port: int, *, password: str | None = PASSWORD, timeout_ms: int = 5000, marker: str = "replicated"
+) -> None:
     """Write a marker on the primary and ``WAIT`` for one replica to acknowledge it, on one connection: then the
     replica holds every write the primary took before (one ordered replication stream). Raises if none does."""
     client = _client(primary_port, password=password, timeout=timeout_ms / 1000 + 1)
     try:
-        client.set("replicated", "1")
+        client.set(marker, "1")
         acknowledged = client.execute_command("WAIT", 1, timeout_ms)  # type: ignore[no-untyped-call]
     finally:
         client.close()
     if int(acknowledged) < 1:
         raise RuntimeError(f"the replica did not acknowledge the primary's writes within {timeout_ms} ms")
+
+
+class FailingOver(Protocol):
+    """What the failover test drives: a Sentinel group or a Cluster."""
+
+    @property
+    def url(self) -> str: ...
+    def replicate(self) -> None: ...
+    def kill_primary(self) -> None: ...
+    def switch_over(self) -> None: ...
+    def wait_for_failover(self) -> float: ...
+    def rejoin(self) -> None: ...
+    def wait_until_watched(self) -> None: ...
 
 
 def _without_replicaof(args: list[str]) -> list[str]:
@@ -219,3 +237,156 @@ def sentinel_group(service_name: str = "bff", replicas: int = 1) -> Iterator[Sen
         group = SentinelGroup(primary, followers, sentinels, service_name)
         group.wait_until_watched()
         yield group
+
+
+#: Cluster timing (milliseconds): a primary unreachable this long is failing, and its replica takes over.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+CLUSTER_SHARDS = 3
+
+
+@dataclass
+class ClusterGroup:
+    """A Redis Cluster of ``CLUSTER_SHARDS`` primaries with a replica each; ``shard`` is the one failed over."""
+
+    primaries: list[RedisProcess]
+    replicas: list[RedisProcess]
+    killed: list[RedisProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p.port}" for p in self.primaries)
+        return f"redis+cluster://:{quote(PASSWORD, safe='')}@{hosts}"
+
+    def replicate(self) -> None:
+        """Every shard's replica holds its primary's writes: a marker key of a slot each primary owns, then WAIT."""
+        for primary in self.primaries:
+            for n in range(1000):
+                try:
+                    replicate(primary.port, marker=f"replicated-{n}")
+                    break
+                except redis.exceptions.MovedError:  # the marker's slot is another shard's: try the next name
+                    continue
+
+    def kill_primary(self) -> None:
+        """SIGKILL the first shard's primary: with the others voting, its replica takes over after the node timeout."""
+        self.primaries[0].kill()
+        self.killed.append(self.primaries[0])
+
+    def switch_over(self) -> None:
+        """``CLUSTER FAILOVER`` on the first shard's replica: a coordinated switch-over (the primary stops taking
+        writes until the replica has caught up), as for maintenance."""
+        _call(self.replicas[0].port, "CLUSTER", "FAILOVER")
+
+    def wait_for_failover(self) -> float:
+        """Until the first shard's replica is a primary and every live node says ``cluster_state:ok``; then the two
+        swap places (a killed primary leaves the group)."""
+        deadline = time.monotonic() + FAILOVER_BOUND
+        while time.monotonic() < deadline:
+            if SentinelGroup._role(self.replicas[0].port) == "master" and self._all_ok():
+                old, self.primaries[0] = self.primaries[0], self.replicas[0]
+                self.replicas[0] = old
+                return time.monotonic()
+            time.sleep(0.05)
+        raise RuntimeError(f"no shard failover within {FAILOVER_BOUND:.0f}s")
+
+    def _all_ok(self) -> bool:
+        live = [n for n in (*self.primaries, *self.replicas) if n.running]
+        with contextlib.suppress(redis.RedisError, OSError):
+            return all(b"cluster_state:ok" in _call(n.port, "CLUSTER", "INFO") for n in live)
+        return False
+
+    def rejoin(self) -> None:
+        """A killed node stays out: the test's store writes wait for no replica (``store_replicas`` is refused on
+        a Cluster), and a node restarted empty would have to be introduced to the cluster again."""
+
+    def wait_until_watched(self) -> None:
+        deadline = time.monotonic() + DISCOVERY_TIMEOUT
+        while time.monotonic() < deadline:
+            synced = all(
+                self._link_up(r) for r, p in zip(self.replicas, self.primaries, strict=True) if r.running and p.running
+            )
+            if synced and self._all_ok():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the cluster did not settle in {DISCOVERY_TIMEOUT:.0f}s")
+
+    @staticmethod
+    def _link_up(replica: RedisProcess) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = _client(replica.port)
+            try:
+                return client.info("replication").get("master_link_status") == "up"
+            finally:
+                client.close()
+        return False
+
+
+@contextlib.contextmanager
+def cluster_group() -> Iterator[ClusterGroup]:
+    """``CLUSTER_SHARDS`` primaries with a replica each, as real ``redis-server`` processes on loopback, joined and
+    given their slots by ``redis-cli --cluster create``; all stopped on leaving."""
+    binary = require_redis_server()
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.fail("redis-cli not found (Debian: it comes with redis-server, in redis-tools)", pytrace=False)
+    args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        str(CLUSTER_NODE_TIMEOUT_MS),
+        "--requirepass",
+        PASSWORD,
+        "--masterauth",
+        PASSWORD,
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    with contextlib.ExitStack() as stack:
+        nodes = [
+            stack.enter_context(RedisProcess(binary, cluster_node_port(), args=args)) for _ in range(2 * CLUSTER_SHARDS)
+        ]
+        created = subprocess.run(
+            [cli, "-a", PASSWORD, "--no-auth-warning", "--cluster", "create"]
+            + [f"127.0.0.1:{n.port}" for n in nodes]
+            + ["--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-1500:]!r}")
+        by_port = {n.port: n for n in nodes}
+        primaries: list[RedisProcess] = []
+        replicas: list[RedisProcess] = []
+        deadline = time.monotonic() + DISCOVERY_TIMEOUT
+        while not primaries:
+            pairs = _shards(nodes[0].port)
+            if len(pairs) == CLUSTER_SHARDS:
+                primaries = [by_port[p] for p, _ in pairs]
+                replicas = [by_port[r] for _, r in pairs]
+            elif time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not pair its replicas: {pairs}")
+            else:
+                time.sleep(0.1)
+        group = ClusterGroup(primaries, replicas)
+        group.wait_until_watched()
+        yield group
+
+
+def _shards(port: int) -> list[tuple[int, int]]:
+    """(primary port, replica port) of each shard with a replica, from ``CLUSTER NODES`` on ``port``."""
+    nodes = _call(port, "CLUSTER", "NODES")
+    text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+    ids: dict[str, int] = {}
+    parents: dict[int, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        node_port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        ids[fields[0]] = node_port
+        if "slave" in fields[2]:
+            parents[node_port] = fields[3]
+    return [(ids[parent], replica) for replica, parent in parents.items() if parent in ids]
