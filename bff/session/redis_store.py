@@ -15,6 +15,10 @@ notifications are enabled, which is the default), so without the retry each of t
 A refused connection fails in microseconds, so the retry keeps the bound. The client reconnects on the next call,
 so a Redis that comes back is used again without restarting bff (``tests/session/test_redis_store.py``).
 
+With ``replicas`` (``[session] store_replicas``), every write but the per-request GETEX and ``touch`` is followed
+by ``WAIT`` on its connection and fails with 503 unless that many replicas confirmed it: Redis replicates
+asynchronously, and a failover loses the writes only the old primary held (see ``_write`` and docs/redis-ha.md).
+
 Requires Redis >= 6.2 (GETDEL, GETEX).
 """
 
@@ -102,8 +106,6 @@ class RedisStore:
         ``touch`` counts only once that many replicas confirmed it (see ``_write``). Raises ``ValueError`` for a URL
         it cannot use (see ``parse_store_url``), and for ``replicas`` on a Cluster.
         """
-        if replicas and parse_store_url(url).kind == "cluster":
-            raise ValueError("store_replicas is not supported on Redis Cluster (WAIT needs the write's connection)")
         clients = connect(url, timeout=timeout, max_reply=max_reply)
         store = cls(clients.client, prefix, display=clients.display, replicas=replicas, timeout=timeout)
         store._sentinel = clients.sentinel
@@ -239,11 +241,11 @@ class RedisStore:
         """Run one write command (``queue`` issues it on the client it is given) and return its reply.
 
         With ``replicas``, the command and a ``WAIT`` go out in one pipeline, so on one connection: WAIT counts the
-        replicas holding every write *of its connection* (https://redis.io/docs/latest/commands/wait/). Redis
-        replicates asynchronously, so a write only the primary holds is lost when a replica is promoted (a
-        Sentinel failover, or a primary cut off from its replica while it still takes writes); one the replicas
-        confirmed survives it. A write not confirmed within half the store timeout raises ``_NotConfirmed`` (a
-        ``SessionStoreUnavailable``: 503, the session kept) although the primary may hold it.
+        replicas holding every write *of its connection*. Redis replicates asynchronously, so a write only the
+        primary holds is lost when a replica is promoted (a Sentinel failover, or a primary cut off from its
+        replica while it still takes writes); one the replicas confirmed survives it. A write not confirmed within
+        half the store timeout raises ``_NotConfirmed`` (a ``SessionStoreUnavailable``: 503, the session kept)
+        although the primary may hold it.
         """
         with self._errors(command):
             if not self._replicas:
