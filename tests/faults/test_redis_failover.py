@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +35,7 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
-from tests.faults.bed import RefreshLedger
+from tests.faults.bed import PYTHON, RefreshLedger
 from tests.support.asgi import ok_answer
 from tests.support.bff_process import wait_ready
 from tests.support.browser import Browser
@@ -258,7 +257,7 @@ def running_pair(tmp: Path, group: FailingOver, replicas: int) -> Iterator[Pair]
             log = tmp / f"bff{i}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "bff", "serve", "--config", str(config)],
+                    [PYTHON, "-m", "bff", "serve", "--config", str(config)],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
