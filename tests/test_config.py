@@ -340,3 +340,12 @@ def test_store_replicas_default_to_none_and_need_a_replicated_redis() -> None:
         doc["session"]["store"] = store
         with pytest.raises(ConfigError, match=f"session.store_replicas: {problem}"):
             parse_config(doc, env={})
+
+
+@pytest.mark.parametrize(
+    "store", ["rediss+sentinel://:pw@s1:26379,s2:26379/bff", "rediss+cluster://:pw@n1:6379,n2:6379", "unix:///r.sock"]
+)
+def test_every_store_url_the_redis_store_takes_is_accepted(store: str) -> None:
+    doc = base_document()
+    doc["session"]["store"] = store
+    assert parse_config(doc, env={}).session.store == store

@@ -15,7 +15,17 @@ from bff.config.settings import (
     SessionSettings,
 )
 
-STORE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
+#: Every scheme ``bff.session.redis_urls`` takes (the ``rediss+`` forms are Sentinel and Cluster over TLS).
+STORE_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+    "unix",
+)
 
 
 def _store(r: Reader) -> str:
@@ -23,7 +33,8 @@ def _store(r: Reader) -> str:
     if urlsplit(store).scheme not in STORE_SCHEMES:
         r.problem(
             "store",
-            f"expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://, "
+            f"expected memory://, redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+            f"redis+cluster:// or rediss+cluster://, "
             f"got scheme {urlsplit(store).scheme!r}",
         )
     return store

@@ -88,8 +88,8 @@ class ServerSettings:
 class SessionSettings:
     #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
     keys: tuple[Secret, ...]
-    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
-    #: or ``memory://`` (one process only; sessions vanish on restart).
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://`` (``rediss+``
+    #: for TLS), ``unix://``, or ``memory://`` (one process only; sessions vanish on restart).
     store: str = "memory://"
     #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
     cookie_name: str = "__Host-bff"
