@@ -64,9 +64,9 @@ LOCK_LEASE = 1.0
 #: every token expires while the store fails over.
 ACCESS_TOKEN_TTL = 2
 REFRESH_LEEWAY = 1.5
-#: Traffic before the kill, so that refreshes rotate tokens while the primary still runs.
+#: Traffic before the failover, so that refreshes rotate tokens while the primary still runs.
 WARMUP = 1.0
-#: Every session answers 200 again within this long after the sentinels name the new primary (after a kill, the
+#: Every session answers 200 again within this long after the new primary took over (after a Sentinel kill, the
 #: restarted server must rejoin as a replica first: refreshes wait for a replica to confirm their writes).
 RESUME = 4.0
 #: Traffic after the resume bound: whatever fails then is a failure.
@@ -91,7 +91,7 @@ class Answer:
 
 @dataclass
 class Pair:
-    """Two ``bff serve`` processes on one Sentinel-managed store, and the clients that drive them."""
+    """Two ``bff serve`` processes on one replicated store, and the clients that drive them."""
 
     group: FailingOver
     urls: list[str]
@@ -341,7 +341,7 @@ async def test_failover_under_traffic_through_two_instances(
                 )
                 if first is None or first.ended > failed_over_at + RESUME:
                     late = "never" if first is None else f"{first.ended - failed_over_at:.1f}s after"
-                    problems.append(f"failover {n}, client {client}: first 200 {late} the new primary was named")
+                    problems.append(f"failover {n}, client {client}: first 200 {late} the new primary took over")
         if after := [a for a in pair.answers if a.started >= ended_at[-1] + RESUME and a.status != 200]:
             problems.append(
                 f"{len(after)} failure(s) after recovery: {Counter((a.status, a.error) for a in after)}; first: "
