@@ -241,7 +241,7 @@ class Refresher:
             assert remembered is not None
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
         else:
-            new = await self._call_idp(current, spent, route)
+            new = await self._spend(current, spent, route)
         tokens = session.tokens
         # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
         # kept when the IdP did not rotate it (RFC 6749 6).
@@ -278,6 +278,29 @@ class Refresher:
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)
         return written
+
+    async def _spend(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
+        """Present ``spent`` to the IdP, marked in the store as being spent until its result is stored.
+
+        The lock alone does not keep a second refresher away when a store failover loses it while the holder is
+        still writing the result (the promoted replica may miss the lock's latest renewal, and the holder's writes
+        fail until it reconnects): a refresher that then finds the spent token in the session, no result and
+        this mark, answers 503 instead of presenting the token again (RFC 9700 4.14.2: the IdP would revoke the
+        family). The mark outlives the holder's retries; a failed IdP call removes it, as nothing was spent."""
+        if await self.sessions.is_spending(spent):
+            error = IdPUnavailable("another refresh spent this session's refresh token and is storing the result")
+            error.retry_after = RETRY_SOON
+            raise error
+        try:
+            # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
+            await self.sessions.mark_spending(spent, self._refresh_timeout + 2 * self.settings.refresh_lock_lease)
+            return await self._call_idp(current, spent, route)
+        except BaseException:
+            try:
+                await self.sessions.unmark_spending(spent)
+            except SessionStoreUnavailable as exc:
+                logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
+            raise
 
     async def _store_rotated(
         self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
