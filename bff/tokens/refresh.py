@@ -11,12 +11,17 @@ answers by revoking the whole token family, logging the user out).
    session to change (polling the store) instead of refreshing.
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
-5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
+5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
+   refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
+   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md).
+6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
-6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
+7. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
-   refresh never resurrects the session (the freshly issued refresh token is revoked instead).
+   refresh never resurrects the session (the freshly issued refresh token is revoked instead). While the store
+   fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
+   spent the old token, and losing the new one would make the next refresh present the spent one.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
