@@ -7,7 +7,9 @@ IdP (which implements the grant with an audience allow-list per client) and upst
 * many concurrent requests through two instances: one exchange;
 * an expired exchanged token is exchanged again with the session's CURRENT access token (refreshed first);
 * an upstream 401 ``invalid_token`` re-exchanges once, never in a loop;
-* a refused exchange is a clear JSON 502 and the session lives on; an IdP that is down is a 503 like a refresh.
+* a refused exchange is a clear JSON 502 and the session lives on; an IdP that is down is a 503 like a refresh;
+* ``bff_token_exchange_total{outcome}`` (scraped from each process's metrics listener) counts each of these, and
+  ``bff_token_refresh_total`` none of them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from prometheus_client.parser import text_string_to_metric_families
 
 from bff.config import load_config
 from bff.session.manager import SessionManager
@@ -125,6 +128,7 @@ class AudienceApi:
 @dataclass
 class World:
     ports: list[int]
+    metrics_ports: list[int]
     config: Path
     idp_url: str
     tap: TokenEndpointTap
@@ -134,8 +138,20 @@ class World:
     def url(self, path: str, instance: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports[instance]}{path}"
 
+    def counts(self, family: str) -> dict[str, float]:
+        """``family``'s nonzero samples by outcome, summed over the instances."""
+        out: dict[str, float] = {}
+        for port in self.metrics_ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            for parsed in text_string_to_metric_families(text):
+                for sample in parsed.samples:
+                    if sample.name == family and sample.value:
+                        outcome = sample.labels["outcome"]
+                        out[outcome] = out.get(outcome, 0) + sample.value
+        return out
 
-def _config(port: int, redis_url: str, idp_url: str, upstreams: dict[str, str]) -> str:
+
+def _config(port: int, metrics_port: int, redis_url: str, idp_url: str, upstreams: dict[str, str]) -> str:
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -150,6 +166,9 @@ issuer = "{idp_url}"
 client_id = "spa-bff"
 client_secret = "{SECRET}"
 timeout = "2s"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 
 [[routes]]
 path = "/api"
@@ -182,6 +201,7 @@ def world(tmp_path: Path, redis: RedisProcess, instances: int = 1) -> Iterator[W
     """``instances`` bff processes on one Redis (one config: a session key ring, one public origin, since the
     browser's cookie goes to each), the reference IdP behind a tap, and one audience-checking API per audience."""
     ports = [free_port() for _ in range(instances)]
+    metrics_ports = [free_port() for _ in range(instances)]
     idp_sock = bound_socket()
     idp_url = f"http://127.0.0.1:{idp_sock.getsockname()[1]}"
     origins = [f"http://127.0.0.1:{port}" for port in ports]
@@ -204,7 +224,7 @@ def world(tmp_path: Path, redis: RedisProcess, instances: int = 1) -> Iterator[W
         configs = []
         for i, port in enumerate(ports):
             config = tmp_path / f"bff{i}.toml"
-            config.write_text(_config(port, redis.url, idp_url, upstreams))
+            config.write_text(_config(port, metrics_ports[i], redis.url, idp_url, upstreams))
             configs.append(config)
         processes = []
         for i, (config, port) in enumerate(zip(configs, ports, strict=True)):
@@ -215,7 +235,7 @@ def world(tmp_path: Path, redis: RedisProcess, instances: int = 1) -> Iterator[W
             processes.append((process, log, port))
         for process, log, port in processes:
             wait_ready(port, process, log)
-        yield World(ports, configs[0], idp_url, tap, apis, redis.url)
+        yield World(ports, metrics_ports, configs[0], idp_url, tap, apis, redis.url)
 
 
 @pytest.fixture
@@ -298,6 +318,8 @@ async def test_each_exchange_route_gets_a_token_for_its_own_audience_and_no_othe
         assert sum(len(tokens) for tokens in seen.values()) == len(set().union(*seen.values())) == 4
         # The subject of both exchanges was the login's access token (the one the plain route got).
         assert set(w.tap.subjects) == seen["demo-api"]
+        assert w.counts("bff_token_exchange_total") == {"ok": 3}
+        assert w.counts("bff_token_refresh_total") == {}
 
 
 async def test_many_concurrent_requests_through_two_instances_exchange_once(
@@ -313,6 +335,10 @@ async def test_many_concurrent_requests_through_two_instances_exchange_once(
         assert len({r.json()["token"] for r in responses}) == 1
         assert {r.json()["aud"] for r in responses} == {"orders-api"}
         assert w.tap.exchanges == 1
+        counted = w.counts("bff_token_exchange_total")
+        assert counted["ok"] == 1
+        assert set(counted) <= {"ok", "joined"}
+        assert sum(counted.values()) <= CONCURRENT
 
 
 async def test_an_expired_exchanged_token_is_exchanged_again_with_the_current_user_token(
@@ -333,6 +359,8 @@ async def test_an_expired_exchanged_token_is_exchanged_again_with_the_current_us
         assert w.tap.exchanges == 2
         assert w.tap.grants["refresh_token"] == 1, "the login's token was refreshed once, for the exchange"
         assert w.tap.subjects == [fingerprint(old_user_token), plain.json()["token"]]
+        assert w.counts("bff_token_exchange_total") == {"ok": 2}
+        assert w.counts("bff_token_refresh_total") == {}, "the login's refresh for an exchange is the exchange's"
 
 
 async def test_an_upstream_401_re_exchanges_once_and_never_loops(
@@ -355,6 +383,7 @@ async def test_an_upstream_401_re_exchanges_once_and_never_loops(
         assert third.status_code == 401
         assert w.tap.exchanges == 3
         assert w.tap.grants["refresh_token"] == 0, "a route's 401 re-exchanges; it does not refresh the login"
+        assert w.counts("bff_token_exchange_total") == {"ok": 3}
 
 
 async def test_a_refused_exchange_is_a_clear_502_and_the_session_lives_on(
@@ -372,6 +401,7 @@ async def test_a_refused_exchange_is_a_clear_502_and_the_session_lives_on(
             assert (await http.get(w.url("/orders/1"), headers=headers)).status_code == 200
             assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200
             assert (await http.get(w.url("/bff/user"), headers=headers)).status_code == 200
+        assert w.counts("bff_token_exchange_total") == {"refused": 1, "ok": 1}
 
 
 async def test_an_idp_that_is_down_is_a_503_and_exchanges_resume_when_it_answers(
@@ -396,3 +426,6 @@ async def test_an_idp_that_is_down_is_a_503_and_exchanges_resume_when_it_answers
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["aud"] == "orders-api"
         assert w.tap.exchanges == 1
+        counted = w.counts("bff_token_exchange_total")
+        assert counted.pop("ok") == 1
+        assert set(counted) == {"idp_unavailable"}

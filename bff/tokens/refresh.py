@@ -63,6 +63,7 @@ from bff.errors import (
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
+    TokenExchangeDenied,
     TokenExchangeRefused,
 )
 from bff.models import Session, TokenSet
@@ -88,6 +89,7 @@ STOP_GRACE = 0.5
 FlightKey = tuple[str, str | None]
 RefreshOutcome = Literal["ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error"]
 _OUTCOMES = {outcome: metrics.TOKEN_REFRESH.labels(outcome=outcome) for outcome in get_args(RefreshOutcome)}
+_EXCHANGE_OUTCOMES = {outcome: metrics.TOKEN_EXCHANGE.labels(outcome=outcome) for outcome in metrics.EXCHANGE_OUTCOMES}
 _DURATION = metrics.TOKEN_REFRESH_DURATION.labels()
 
 
@@ -155,6 +157,7 @@ class Refresher:
         # Not ``await task``: this request stops waiting at its deadline, and the task is not cancelled with it.
         done, _ = await asyncio.wait({flight.task}, timeout=self.idp.settings.timeout)
         outcome: RefreshOutcome = "error"
+        refusal: TokenExchangeRefused | None = None
         try:
             if not done:
                 outcome = "idp_unavailable"
@@ -166,14 +169,20 @@ class Refresher:
             except IdPUnavailable:
                 outcome = flight.attempt.failure or "idp_unavailable"
                 raise
+            except TokenExchangeRefused as exc:
+                refusal = exc
+                raise
             except Exception:
                 outcome = flight.attempt.failure or "error"
                 raise
             outcome = "joined" if joined or flight.attempt.joined else "ok"
             return result
         finally:
-            _OUTCOMES[outcome].inc()
-            _DURATION.observe(perf_counter() - start)
+            if route is not None and route.exchange is not None:
+                _EXCHANGE_OUTCOMES[_exchange_outcome(outcome, refusal)].inc()
+            else:
+                _OUTCOMES[outcome].inc()
+                _DURATION.observe(perf_counter() - start)
 
     def joins(self, loaded: LoadedSession, route: RouteSettings | None = None) -> bool:
         """Whether :meth:`refresh` called now would join a refresh of this session already running in this
@@ -530,6 +539,13 @@ class Refresher:
             await self.idp.client.revoke(refresh_token, "refresh_token")
         except OAuthError as exc:
             logger.info("could not revoke an orphaned refresh token: %s", exc.error)
+
+
+def _exchange_outcome(outcome: RefreshOutcome, refusal: TokenExchangeRefused | None) -> str:
+    """A flight's outcome as ``bff_token_exchange_total`` counts it."""
+    if refusal is not None:
+        return "denied" if isinstance(refusal, TokenExchangeDenied) else "refused"
+    return outcome if outcome in ("ok", "joined", "idp_unavailable") else "error"
 
 
 async def _bounded_wait(task: asyncio.Task[None], what: str) -> None:
