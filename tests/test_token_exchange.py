@@ -52,7 +52,7 @@ from tests.support.stack import bound_socket
 
 XHR = {"X-CSRF": "1"}
 SECRET = "exchange-client-secret-0123456789"
-#: Audiences the client may exchange for; "secret-api" is not among them.
+#: Audiences the client may exchange for; "ledger-api" is not among them.
 ALLOWED = ("orders-api", "billing-api")
 CONCURRENT = 40
 
@@ -134,6 +134,7 @@ class World:
     tap: TokenEndpointTap
     apis: dict[str, AudienceApi]
     redis_url: str
+    logs: list[Path]
 
     def url(self, path: str, instance: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports[instance]}{path}"
@@ -190,9 +191,9 @@ upstream = "{upstreams["billing-api"]}"
 exchange = {{ audience = "billing-api" }}
 
 [[routes]]
-path = "/secret"
-upstream = "{upstreams["secret-api"]}"
-exchange = {{ audience = "secret-api" }}
+path = "/ledger"
+upstream = "{upstreams["ledger-api"]}"
+exchange = {{ audience = "ledger-api" }}
 """
 
 
@@ -216,7 +217,7 @@ def world(tmp_path: Path, redis: RedisProcess, instances: int = 1) -> Iterator[W
     )
     settings = DevIdPSettings(issuer=idp_url, data_dir=tmp_path / "idp", clients=(registration,))
     tap = TokenEndpointTap(create_devidp_app(settings))
-    apis = {aud: AudienceApi(aud, idp_url) for aud in ("demo-api", "orders-api", "billing-api", "secret-api")}
+    apis = {aud: AudienceApi(aud, idp_url) for aud in ("demo-api", "orders-api", "billing-api", "ledger-api")}
     apis["orders-mirror"] = AudienceApi("orders-api", idp_url)  # a second route exchanging for the same audience
     with contextlib.ExitStack() as stack:
         stack.enter_context(serve(tap, sock=idp_sock))
@@ -235,7 +236,7 @@ def world(tmp_path: Path, redis: RedisProcess, instances: int = 1) -> Iterator[W
             processes.append((process, log, port))
         for process, log, port in processes:
             wait_ready(port, process, log)
-        yield World(ports, metrics_ports, configs[0], idp_url, tap, apis, redis.url)
+        yield World(ports, metrics_ports, configs[0], idp_url, tap, apis, redis.url, [log for _, log, _ in processes])
 
 
 @pytest.fixture
@@ -392,16 +393,19 @@ async def test_a_refused_exchange_is_a_clear_502_and_the_session_lives_on(
     with world(tmp_path, redis_process) as w:
         headers = await sign_in(browser, w)
         async with httpx.AsyncClient(timeout=10) as http:
-            refused = await http.get(w.url("/secret/1"), headers=headers)
+            refused = await http.get(w.url("/ledger/1"), headers=headers)
             assert refused.status_code == 502
             assert refused.json()["error"] == "token_exchange_refused"
             assert "invalid_target" in refused.json()["message"]
             assert refused.headers["content-type"] == "application/json"
-            assert w.apis["secret-api"].seen == [], "nothing was forwarded"
+            assert w.apis["ledger-api"].seen == [], "nothing was forwarded"
             assert (await http.get(w.url("/orders/1"), headers=headers)).status_code == 200
             assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200
             assert (await http.get(w.url("/bff/user"), headers=headers)).status_code == 200
         assert w.counts("bff_token_exchange_total") == {"refused": 1, "ok": 1}
+        log = w.logs[0].read_text()
+        assert "refused the token exchange for route /ledger: invalid_target" in log
+        assert all(token.removeprefix("sha256:") not in log for token in w.apis["demo-api"].seen)
 
 
 async def test_an_idp_that_is_down_is_a_503_and_exchanges_resume_when_it_answers(

@@ -425,7 +425,9 @@ class Refresher:
             raise
         except TokenExchangeRefused as exc:
             # Not the session's end: the refusal is about this route's exchange (see bff.errors).
-            logger.warning("the identity provider refused the token exchange for route %s: %s", route.path, exc.error)
+            logger.warning(
+                "the identity provider refused the token exchange for route %s: %s", route.path, exc.oauth_error
+            )
             raise
         self.exchange_count += 1
         return new
