@@ -22,7 +22,14 @@ from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings, TokenSettings
 from bff.cookies import read_cookie
-from bff.errors import IdPUnavailable, InvalidGrant, SessionExpired, Unauthenticated
+from bff.errors import (
+    IdPUnavailable,
+    InvalidGrant,
+    SessionExpired,
+    TokenExchangeDenied,
+    TokenExchangeRefused,
+    Unauthenticated,
+)
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry.exchange import EXCHANGE, Exchange
@@ -139,13 +146,18 @@ class TokenManager:
         The refresh task copies this context, so the IdP and store calls it makes are the span's children."""
         assert self._spans is not None
         joined = self._refresher.joins(loaded, route)
-        with self._spans.span("token refresh", "internal") as span:
+        # A route's token exchange (RFC 8693) runs through the same flight; its span says which it was.
+        exchanging = route is not None and route.exchange is not None
+        name, attribute = (
+            ("token exchange", "bff.exchange.outcome") if exchanging else ("token refresh", "bff.refresh.outcome")
+        )
+        with self._spans.span(name, "internal") as span:
             try:
                 refreshed = await self._refresher.refresh(loaded, route, stale_access_token=stale_access_token)
             except BaseException as exc:
-                span.set("bff.refresh.outcome", refresh_outcome(exc))
+                span.set(attribute, exchange_outcome(exc) if exchanging else refresh_outcome(exc))
                 raise
-            span.set("bff.refresh.outcome", "joined" if joined else "ok")
+            span.set(attribute, "joined" if joined else "ok")
             return refreshed
 
     async def aclose(self) -> None:
@@ -163,6 +175,18 @@ class TokenManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
+
+
+def exchange_outcome(exc: BaseException) -> str:
+    """The outcome of a failed token exchange, from the closed set of ``bff.exchange.outcome``
+    (``bff_token_exchange_total``'s)."""
+    if isinstance(exc, TokenExchangeDenied):
+        return "denied"
+    if isinstance(exc, TokenExchangeRefused):
+        return "refused"
+    if isinstance(exc, IdPUnavailable):
+        return "idp_unavailable"
+    return "error"
 
 
 def refresh_outcome(exc: BaseException) -> str:
