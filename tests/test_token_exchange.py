@@ -323,11 +323,15 @@ async def test_each_exchange_route_gets_a_token_for_its_own_audience_and_no_othe
         assert w.counts("bff_token_refresh_total") == {}
 
 
+@pytest.mark.parametrize("login_expired", [False, True], ids=["login-token-valid", "login-token-expired"])
 async def test_many_concurrent_requests_through_two_instances_exchange_once(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
+    tmp_path: Path, redis_process: RedisProcess, browser: Browser, login_expired: bool
 ) -> None:
+    """And when the login's token has expired too: one refresh, then one exchange with the refreshed token."""
     with world(tmp_path, redis_process, instances=2) as w:
         headers = await sign_in(browser, w)
+        if login_expired:
+            await expire_user_token(w, headers)
         async with httpx.AsyncClient(timeout=30) as http:
             responses = await asyncio.gather(
                 *(http.get(w.url("/orders/items", i % 2), headers=headers) for i in range(CONCURRENT))
@@ -336,6 +340,7 @@ async def test_many_concurrent_requests_through_two_instances_exchange_once(
         assert len({r.json()["token"] for r in responses}) == 1
         assert {r.json()["aud"] for r in responses} == {"orders-api"}
         assert w.tap.exchanges == 1
+        assert w.tap.grants["refresh_token"] == (1 if login_expired else 0)
         counted = w.counts("bff_token_exchange_total")
         assert counted["ok"] == 1
         assert set(counted) <= {"ok", "joined"}
