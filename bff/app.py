@@ -31,7 +31,7 @@ from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
-from bff.endpoints.health import Readyz, healthz
+from bff.endpoints.health import Drain, Readyz, healthz
 from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
@@ -113,6 +113,8 @@ class BffApp:
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
+        #: Begun by the server on SIGTERM: ``/readyz`` answers 503 from then on.
+        self.drain = Drain()
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ class BffApp:
                 "/bff/backchannel-logout", BackchannelLogout(config, self.sessions, self.idp).handle, methods=["POST"]
             ),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", Readyz(self.store, self.idp).handle, methods=["GET"]),
+            Route("/readyz", Readyz(self.store, self.idp, self.drain).handle, methods=["GET"]),
         ]
         return Starlette(
             routes=routes,

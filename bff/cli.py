@@ -88,24 +88,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from bff.app import app_for_serving
-    from bff.serving import uvicorn_settings
+    from bff.serving import serve, uvicorn_settings
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
-    # uvicorn applies this document in the supervisor and again in every worker it spawns.
+    # uvicorn applies this document in the supervisor and again in every worker.
     log_config = serve_logging_config(config.logging, args.log_level)
-    common = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": args.access_log}
-    if args.workers > 1:
-        os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
-        uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
-    else:
-        uvicorn.run(app_for_serving(config), **common)
-    return 0
+    settings = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": args.access_log}
+    return serve(config, config_path=os.path.abspath(_config_path(args)), workers=args.workers, settings=settings)
 
 
 # --- bff sessions ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``GET /healthz`` (the process is alive) and ``GET /readyz`` (the store answers and the IdP metadata is loaded)."""
+"""``GET /healthz`` (the process is alive) and ``GET /readyz`` (the store answers, the IdP metadata is loaded and the
+process is not shutting down)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,29 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
+class Drain:
+    """Set once the process has been told to stop (SIGTERM): ``/readyz`` then answers 503, so that the load balancer
+    takes the instance out of rotation while it still serves (``[server] drain_delay``)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def begin(self) -> None:
+        """Safe to call from a signal handler: it only sets a flag."""
+        self.started = True
+
+
 class Readyz:
-    def __init__(self, store: SessionStore, idp: IdentityProvider) -> None:
+    def __init__(self, store: SessionStore, idp: IdentityProvider, drain: Drain | None = None) -> None:
         self.store = store
         self.idp = idp
+        self.drain = drain or Drain()
 
     async def handle(self, request: Request) -> Response:
+        if self.drain.started:
+            return json_error(NotReady("not ready: shutting down"))
         checks = {"store": "ok", "idp": "ok" if self.idp.ready else "metadata not loaded"}
         try:
             await self.store.ping()

@@ -225,6 +225,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_began = None
         super().on_headers_complete()
+        if getattr(self.server_state, "closing", False):  # bff serve is shutting down: this answer is the last
+            self.cycle.keep_alive = False
 
     def _head_size(self) -> int:
         """The fewest bytes the head just parsed can have taken (llhttp and uvicorn trim optional whitespace)."""

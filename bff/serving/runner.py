@@ -1,0 +1,42 @@
+"""``bff serve``: one process, or a :class:`~bff.serving.supervisor.Supervisor` and its workers, each serving the app
+with a :class:`~bff.serving.server.DrainingServer` (graceful shutdown, exit 0)."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+from bff.app import app_for_serving
+from bff.config import Config, load_config
+from bff.serving.server import DrainingServer
+from bff.serving.supervisor import Supervisor
+
+
+def serve(config: Config, *, config_path: str, workers: int, settings: dict[str, Any]) -> int:
+    """Serve ``config`` with the uvicorn ``settings`` (``uvicorn_settings`` plus logging) until a stop signal;
+    ``config_path`` is read again by each worker when ``workers`` > 1. Returns the exit status."""
+    if workers > 1:
+        # The app string is never loaded here: the workers build their own app (run_worker); this config binds
+        # the socket and set up the supervisor's logging.
+        supervisor_config = uvicorn.Config("bff.app:app_from_env", factory=True, workers=workers, **settings)
+        target = functools.partial(run_worker, config_path, settings)
+        return Supervisor(supervisor_config, workers, target, config.server).run()
+    return _run(config, settings, None)
+
+
+def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.socket]) -> None:
+    """A worker process of ``bff serve --workers``: the config read again (the file and its ``${VAR}``s are the
+    supervisor's), served on the supervisor's socket."""
+    sys.exit(_run(load_config(config_path), settings, sockets))
+
+
+def _run(config: Config, settings: dict[str, Any], sockets: list[socket.socket] | None) -> int:
+    app = app_for_serving(config)
+    server = DrainingServer(uvicorn.Config(app, **settings), settings=config.server, on_drain=app.drain.begin)
+    server.run(sockets)
+    return 0 if server.started else STARTUP_FAILURE

@@ -1,0 +1,128 @@
+"""``bff serve --workers N``: a small supervisor in place of uvicorn's, so that the graceful shutdown holds with
+several processes.
+
+The supervisor binds the listening socket and hands it to N worker processes (spawned; each one runs a
+:class:`~bff.serving.server.DrainingServer` on it). All of them hold the same listening socket, and the kernel keeps
+completing handshakes into its backlog as long as *any* process holds it open. uvicorn's supervisor keeps its copy
+until it exits, so once the workers had stopped accepting, connections opened during their shutdown were accepted by
+the kernel and never served (they hung until the supervisor exited, then failed). Here, on SIGTERM or SIGINT, the
+supervisor closes its copy at once and forwards SIGTERM to every worker: the workers keep accepting through
+``drain_delay``, and once the last one has closed the socket a new connection is refused.
+
+A worker that dies while serving is replaced; one that fails to start (exit status 3) stops the supervisor, as in
+uvicorn. A worker still running ``drain_delay + shutdown_timeout + KILL_MARGIN`` after the signal is killed.
+The supervisor exits 0 when every worker stopped cleanly, else 1 (or 3 when a worker could not start).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+from bff.config import ServerSettings
+from bff.serving.server import STOP_SIGNALS
+
+logger = logging.getLogger("bff.serving")
+
+#: Beyond drain_delay + shutdown_timeout, what a worker gets for its lifespan's shutdown before it is killed.
+KILL_MARGIN = 10.0
+#: How often the supervisor looks for dead workers while all is well.
+WATCH_INTERVAL = 0.5
+
+Worker = Callable[[list[socket.socket]], None]
+
+
+class Supervisor:
+    """Runs ``workers`` processes of ``target`` on one listening socket bound per ``config`` (see the module
+    docstring). ``target`` must pickle (a module-level function or a ``functools.partial`` of one)."""
+
+    def __init__(self, config: uvicorn.Config, workers: int, target: Worker, settings: ServerSettings) -> None:
+        self.config = config
+        self.count = workers
+        self.target = target
+        self.stop_within = settings.drain_delay + settings.shutdown_timeout + KILL_MARGIN
+        self.processes: list[BaseProcess] = []
+        self._sock: socket.socket | None = None
+        self._stopping_since: float | None = None
+        self._context = multiprocessing.get_context("spawn")
+
+    def run(self) -> int:
+        self._sock = self.config.bind_socket()
+        original = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        try:
+            logger.info("Started supervisor process [%d] with %d workers", os.getpid(), self.count)
+            for _ in range(self.count):
+                self.processes.append(self._spawn())
+            status = self._watch()
+            return self._stop_all() or status
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+            self._close_socket()
+
+    def _spawn(self) -> BaseProcess:
+        assert self._sock is not None
+        process = self._context.Process(target=self.target, args=([self._sock],), daemon=False)
+        process.start()
+        return process
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: close and forward only. Closing our copy first means that once the workers have closed
+        # theirs, the kernel refuses new connections instead of queueing them for nobody.
+        if self._stopping_since is not None:
+            return
+        self._stopping_since = time.monotonic()
+        self._close_socket()
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _watch(self) -> int:
+        """Until a stop signal: replace workers that die. Returns the exit status owed so far."""
+        while self._stopping_since is None:
+            wait([p.sentinel for p in self.processes], timeout=WATCH_INTERVAL)
+            for index, process in enumerate(self.processes):
+                if process.exitcode is None or self._stopping_since is not None:
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    logger.error("Worker [%s] failed to start; stopping", process.pid)
+                    self._on_signal(signal.SIGTERM, None)
+                    return STARTUP_FAILURE
+                logger.warning("Worker [%s] died (exit status %s); starting another", process.pid, process.exitcode)
+                self.processes[index] = self._spawn()
+        return 0
+
+    def _stop_all(self) -> int:
+        """Wait for the workers to finish their shutdown; kill those that overrun. 0 if all stopped cleanly."""
+        assert self._stopping_since is not None
+        deadline = self._stopping_since + self.stop_within
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        status = 0
+        for process in self.processes:
+            if process.exitcode is None:
+                logger.error("Worker [%s] still running %gs after the signal: killed", process.pid, self.stop_within)
+                process.kill()
+                process.join()
+                status = 1
+            elif process.exitcode != 0:
+                logger.error("Worker [%s] stopped with exit status %s", process.pid, process.exitcode)
+                status = 1
+        logger.info("Stopped supervisor process [%d]", os.getpid())
+        return status
