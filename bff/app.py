@@ -48,6 +48,7 @@ from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.tokens import TokenManager
+from bff.tokens.manager import SHUTDOWN_GRACE
 from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 
@@ -190,7 +191,8 @@ class BffApp:
                     await self._retry
             if self.frontend is not None:
                 await self.frontend.aclose()
-            await self.tokens.aclose()  # before the IdP client and the store it still uses
+            # Before the IdP client and the store it still uses; under bff serve, within shutdown_timeout.
+            await self.tokens.aclose(self.drain.time_left(asyncio.get_running_loop().time(), SHUTDOWN_GRACE))
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()

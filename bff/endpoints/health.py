@@ -16,18 +16,31 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
-class Drain:
-    """Set once the process has been told to stop (SIGTERM): ``/readyz`` then answers 503, so that the load balancer
-    takes the instance out of rotation while it still serves (``[server] drain_delay``)."""
+#: The least time refreshes in flight get at shutdown, even when ``shutdown_timeout`` is spent.
+MIN_SHUTDOWN_GRACE = 0.5
 
-    __slots__ = ("started",)
+
+class Drain:
+    """The process's stop, as the app sees it. ``started`` once told to stop (SIGTERM): ``/readyz`` then answers
+    503, so that the load balancer takes the instance out of rotation while it still serves (``[server]
+    drain_delay``). ``deadline``: the event-loop time by which the shutdown must be done (``shutdown_timeout``
+    after the listener closed); the lifespan's shutdown gives refreshes in flight what is left of it."""
+
+    __slots__ = ("deadline", "started")
 
     def __init__(self) -> None:
         self.started = False
+        self.deadline: float | None = None
 
     def begin(self) -> None:
         """Safe to call from a signal handler: it only sets a flag."""
         self.started = True
+
+    def time_left(self, now: float, default: float) -> float:
+        """How long the work still in flight may take: ``default`` when no server set a deadline (embedded)."""
+        if self.deadline is None:
+            return default
+        return max(self.deadline - now, MIN_SHUTDOWN_GRACE)
 
 
 class Readyz:

@@ -37,6 +37,6 @@ def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.
 
 def _run(config: Config, settings: dict[str, Any], sockets: list[socket.socket] | None) -> int:
     app = app_for_serving(config)
-    server = DrainingServer(uvicorn.Config(app, **settings), settings=config.server, on_drain=app.drain.begin)
+    server = DrainingServer(uvicorn.Config(app, **settings), settings=config.server, drain=app.drain)
     server.run(sockets)
     return 0 if server.started else STARTUP_FAILURE

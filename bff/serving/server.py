@@ -11,9 +11,11 @@ On the first SIGTERM or SIGINT:
 3. **deadline**: connections still open are ended (an SSE stream or a download relayed by the proxy stops
    mid-body: the browser sees a truncated answer and reconnects elsewhere, no hang), WebSockets get close code 1012
    "service restart" (RFC 6455 7.4.1), and tasks that still run are cancelled;
-4. the lifespan's shutdown (refreshes in flight get a moment to save what the IdP answered, then their store locks
-   are released), and the process exits 0: unlike uvicorn's, the captured signal is not raised again, so an
-   orchestrator sees a clean stop.
+4. the lifespan's shutdown: refreshes still in flight (their request gone) get what is left of
+   ``shutdown_timeout`` (at least half a second) to save what the IdP answers, then are cancelled, releasing their
+   store locks so that another instance can refresh;
+5. the process exits 0: unlike uvicorn's, the captured signal is not raised again, so an orchestrator sees a clean
+   stop.
 
 A second SIGINT (Ctrl+C twice) skips the waiting. This overrides uvicorn's ``Server.capture_signals``,
 ``handle_exit``, ``on_tick`` and ``shutdown`` and reads its ``servers``, ``server_state``, ``lifespan``,
@@ -38,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from bff.config import ServerSettings
+from bff.endpoints.health import Drain
 
 logger = logging.getLogger("bff.serving")
 
@@ -61,14 +64,14 @@ class ClosingServerState(ServerState):
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server with bff's graceful shutdown (see the module docstring); ``on_drain`` is called, from the
-    signal handler, when the drain begins: it must only set a flag."""
+    """uvicorn's server with bff's graceful shutdown (see the module docstring), telling the app through ``drain``
+    (its ``/readyz`` and its lifespan's shutdown read it)."""
 
-    def __init__(self, config: uvicorn.Config, *, settings: ServerSettings, on_drain: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, *, settings: ServerSettings, drain: Drain) -> None:
         super().__init__(config)
         self._drain_delay = settings.drain_delay
         self._shutdown_timeout = settings.shutdown_timeout
-        self._on_drain = on_drain
+        self._drain = drain
         #: ``time.monotonic()`` at which the drain ends; None until a stop signal arrived.
         self._drain_ends: float | None = None
         self._drain_logged = False
@@ -96,7 +99,7 @@ class DrainingServer(uvicorn.Server):
             self._interrupts += 1
         if self._drain_ends is None:
             self._drain_ends = time.monotonic() + self._drain_delay
-            self._on_drain()
+            self._drain.begin()
         elif self._interrupts >= 2:  # Ctrl+C twice: stop waiting
             self.force_exit = True
             self.should_exit = True
@@ -122,6 +125,7 @@ class DrainingServer(uvicorn.Server):
         state = self.server_state
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._shutdown_timeout
+        self._drain.deadline = deadline
         state.closing = True
         for server in self.servers:
             server.close()

@@ -350,3 +350,41 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
         assert await store.ttl(sessions.refresh_lock_key(sessions.key_for(session_id))) is None
     finally:
         await store.aclose()
+
+
+async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_lock_released(
+    tmp_path: Path,
+    redis_process: RedisProcess,
+    provider: TestProvider,
+    upstream: Upstream,
+    bffs: list[Bff],
+) -> None:
+    """The IdP takes longer than ``shutdown_timeout`` to answer a refresh whose request has left: bff does not wait
+    past its deadline, and the refresh lock is released as the refresh is cancelled, not left to its 5 s lease, so
+    that another instance may refresh at once."""
+    bff = launch(bffs, tmp_path, redis_process, provider, upstream, drain_delay="0.1s", shutdown_timeout="0.5s")
+    cookie = await log_in(bff.port)
+    await expire_session_token(redis_process.url, bff.config, cookie)
+    provider.token_delay = 4.0
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        request = asyncio.ensure_future(
+            http.get(f"{bff.url}/api/items", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
+        )
+        async with asyncio.timeout(PATIENCE):
+            while not any(form.get("grant_type") == "refresh_token" for form in provider.token_requests):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        with pytest.raises(httpx.TimeoutException):
+            await request
+    store = RedisStore.from_url(redis_process.url)
+    try:
+        sessions = SessionManager(store, load_config(bff.config).session)
+        session_id = sessions.session_id_from_cookie(cookie)
+        assert session_id is not None
+        lock_key = sessions.refresh_lock_key(sessions.key_for(session_id))
+        assert await store.ttl(lock_key) is not None  # held while the IdP takes its time
+        bff.stop()
+        assert bff.exit_status(within=0.6 + BOUND) == 0, bff.log.read_text()[-3000:]
+        assert provider.refresh_calls == 0  # bff stopped before the IdP answered ...
+        assert await store.ttl(lock_key) is None  # ... and released the lock on its way out
+    finally:
+        await store.aclose()
