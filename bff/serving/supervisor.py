@@ -65,7 +65,8 @@ class Supervisor:
             for _ in range(self.count):
                 self.processes.append(self._spawn())
             status = self._watch()
-            return self._stop_all() or status
+            stopped = self._stop_all()
+            return status or stopped
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
