@@ -252,7 +252,8 @@ def app_for_serving(config: Config) -> BffApp:
 
 
 def app_from_env() -> ASGIApp:
-    """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
+    """Factory for ``uvicorn --factory bff.app:app_from_env``: reads the config named by ``BFF_CONFIG``. (``bff
+    serve`` builds its app itself, with the graceful shutdown of ``bff.serving``; plain uvicorn has none.)"""
     import os
 
     from bff.config import load_config

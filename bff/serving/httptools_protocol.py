@@ -1,4 +1,4 @@
-"""bff's HTTP/1.1 protocol: uvicorn's httptools protocol with two changes.
+"""bff's HTTP/1.1 protocol: uvicorn's httptools protocol with three changes.
 
 1. Its transport is a :class:`~bff.serving.transport.CoalescingTransport`: the writes made to a connection in one
    turn of the event loop leave in one send.
@@ -19,6 +19,9 @@
 
    One timer per connection serves both deadlines, checked lazily: the hot path (requests on a busy keep-alive
    connection) sets no timer; it reads the clock when a head begins and when an answer ends.
+
+3. At shutdown (``shutdown()``, called by the server once the listener is closed), a connection whose first request
+   has not been answered yet is not closed under it (see :meth:`CoalescingHttpToolsProtocol.shutdown`).
 
 Only the HTTP/1.1 side is changed: a connection that upgrades to a WebSocket hands uvicorn's WebSocket protocol the
 real transport, after the bytes still pending.
@@ -42,6 +45,9 @@ from bff.errors import BadRequest, BffError, RequestHeaderTooLarge, RequestTimeo
 from bff.proxy import error_headers, error_payload
 from bff.serving.limits import DEFAULT_LIMITS, EdgeLimits
 from bff.serving.transport import CoalescingTransport
+
+#: At shutdown, how long a connection accepted before the listener closed may take to send its first byte.
+FRESH_GRACE = 1.0
 
 
 class _Refused(Exception):
@@ -295,6 +301,25 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 return
             due = min(due, now + self._limits.header_timeout)  # a head beginning meanwhile is checked in time
         self._deadline = self.loop.call_at(due, self._on_deadline)
+
+    # --- graceful shutdown ----------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """The server stopped listening. uvicorn's closes every connection not answering a request; bff's spares
+        those whose next request is arriving: a head partly arrived is read and answered (the answer closes: the
+        server state is ``closing``), and a connection accepted just before the listener closed, with
+        no byte yet, gets ``FRESH_GRACE`` for its request to arrive, so a client that connected during the drain is
+        answered or sees its connection close, never a request lost on a closed socket."""
+        if self.transport.is_closing() or self._mid_head:
+            return  # a head is arriving: it is answered, and that answer closes the connection
+        if self.cycle is None:
+            self.loop.call_later(FRESH_GRACE, self._close_if_unused)
+        else:
+            super().shutdown()  # idle after an answer: closed; answering: Connection: close
+
+    def _close_if_unused(self) -> None:
+        if self.cycle is None and not self._mid_head and not self.transport.is_closing():
+            self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True

@@ -236,9 +236,17 @@ async def test_sigterm_drains_then_refuses_and_lets_requests_in_flight_finish(
             served = await fresh_get(f"{bff.url}/api/items", headers=api)
             assert (served.status_code, served.text) == (200, "ok")
             assert (await fresh_get(f"{bff.url}/readyz")).status_code == 503
+            # A client that connected during the drain but sends its request only as the listener closes.
+            early = socket.create_connection(("127.0.0.1", bff.port), timeout=PATIENCE)
+            await asyncio.sleep(0.1)  # accepted by a worker, which must not close it under the client
 
             assert not in_flight.done()
             await until_refused(bff)
+            early.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer_head = early.recv(4096).split(b"\r\n\r\n")[0].lower()
+            early.close()
+            assert answer_head.startswith(b"http/1.1 200 "), answer_head
+            assert b"\r\nconnection: close" in answer_head
             idle.settimeout(PATIENCE)
             with contextlib.suppress(ConnectionResetError):
                 assert idle.recv(1) == b""  # the idle keep-alive connection was closed by bff

@@ -77,7 +77,7 @@ SERVER_PINNED_SOURCES = {
     "Server._serve": "808a98031a4105f5",
     # main_loop() asks on_tick() every 0.1 s whether to stop: bff's drain ends there.
     "Server.main_loop": "425d26add0e59678",
-    # shutdown() of a connection: idle closes now; answering gets keep_alive = False (Connection: close).
+    # shutdown() of a connection, which bff's extends: idle closes now; answering gets keep_alive = False.
     "HttpToolsProtocol.shutdown": "4822ef10fa982b12",
 }
 
@@ -95,6 +95,7 @@ SIGNATURES = {
     "_should_upgrade": ("self",),
     "_unsupported_upgrade_warning": ("self",),
     "_start_asgi_task": ("self", "cycle", "app"),
+    "shutdown": ("self",),
 }
 
 #: The methods whose behaviour bff's protocol copies or depends on line by line: the sha256 (first 16 hex digits) of
