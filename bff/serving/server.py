@@ -104,10 +104,6 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True
             self.should_exit = True
 
-    @property
-    def draining(self) -> bool:
-        return self._drain_ends is not None
-
     async def on_tick(self, counter: int) -> bool:
         if self._drain_ends is not None:
             if not self._drain_logged:

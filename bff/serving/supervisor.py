@@ -112,6 +112,7 @@ class Supervisor:
     def _stop_all(self) -> int:
         """Wait for the workers to finish their shutdown; kill those that overrun. 0 if all stopped cleanly."""
         assert self._stopping_since is not None
+        logger.info("Stop signal: listening socket closed, SIGTERM sent to %d worker(s)", len(self.processes))
         deadline = self._stopping_since + self.stop_within
         for process in self.processes:
             process.join(max(0.0, deadline - time.monotonic()))

@@ -396,3 +396,33 @@ async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_l
         assert await store.ttl(lock_key) is None  # ... and released the lock on its way out
     finally:
         await store.aclose()
+
+
+async def test_serve_listen_overrides_the_config_and_a_drain_of_0s_stops_at_once(
+    tmp_path: Path,
+    redis_process: RedisProcess,
+    provider: TestProvider,
+    upstream: Upstream,
+) -> None:
+    configured, given = free_port(), free_port()
+    config = tmp_path / "bff.toml"
+    write_config(
+        config,
+        port=configured,
+        redis_url=redis_process.url,
+        idp_url=provider.issuer,
+        client_secret=provider.client_secret or "",
+        upstream=upstream.url,
+    )
+    log = tmp_path / "bff.log"
+    bff = Bff(start_bff(config, given, log, "--listen", f"127.0.0.1:{given}"), given, config, log)
+    try:
+        wait_ready(given, bff.process, log)
+        with pytest.raises(httpx.ConnectError):
+            await fresh_get(f"http://127.0.0.1:{configured}/healthz")
+        bff.stop()
+        assert bff.exit_status(within=BOUND) == 0, log.read_text()[-3000:]
+    finally:
+        if bff.process.poll() is None:
+            bff.process.kill()
+            bff.process.wait(PATIENCE)
