@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
+from websockets.typing import Origin
 
 from bff.config import load_config
 from bff.session.manager import SessionManager
@@ -29,6 +31,7 @@ from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
 from tests.support.bff_process import expire_session_token, log_in, start_bff, wait_ready
 from tests.support.configs import write_config
+from tests.support.dev_server import DevServer, DevServerState
 from tests.support.leak_guard import fingerprint
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
@@ -426,3 +429,55 @@ async def test_serve_listen_overrides_the_config_and_a_drain_of_0s_stops_at_once
         if bff.process.poll() is None:
             bff.process.kill()
             bff.process.wait(PATIENCE)
+
+
+async def echo_until_closed(ws: websockets.ClientConnection, within: float) -> None:
+    async with asyncio.timeout(within):  # never a hang
+        while True:
+            await ws.send("ping")
+            await ws.recv()
+            await asyncio.sleep(0.05)
+
+
+async def test_a_dev_server_websocket_outlives_the_listener_and_is_closed_1012_at_the_deadline(
+    tmp_path: Path,
+    redis_process: RedisProcess,
+    provider: TestProvider,
+    upstream: Upstream,
+    bffs: list[Bff],
+) -> None:
+    """The frontend dev server's hot-reload WebSocket, relayed by bff: it keeps working after the listener closed
+    (requests in flight are not the only work a deadline protects), and at ``shutdown_timeout`` it is closed with
+    1012 "service restart" (RFC 6455 7.4.1), which tells the page to reconnect, and bff exits 0."""
+    state = DevServerState()
+    with serve(DevServer(state), lifespan="off") as dev_server:
+        port = free_port()
+        config = tmp_path / "bff.toml"
+        write_config(
+            config,
+            port=port,
+            redis_url=redis_process.url,
+            idp_url=provider.issuer,
+            client_secret=provider.client_secret or "",
+            upstream=upstream.url,
+            drain_delay="0.2s",
+            shutdown_timeout="1.5s",
+        )
+        config.write_text(config.read_text() + f'\n[frontend]\ndev_server = "{dev_server}"\n')
+        log = tmp_path / "bff.log"
+        bff = Bff(start_bff(config, port, log), port, config, log)
+        bffs.append(bff)
+        wait_ready(port, bff.process, log)
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/@vite/client", origin=Origin(bff.url), open_timeout=PATIENCE
+        ) as ws:
+            await asyncio.wait_for(ws.recv(), PATIENCE)  # the dev server describes the handshake
+            bff.stop()
+            await until_refused(bff)
+            await ws.send("after the listener closed")
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == "echo:after the listener closed"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await echo_until_closed(ws, within=1.5 + BOUND)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012
+        assert bff.exit_status(within=BOUND) == 0, log.read_text()[-3000:]
