@@ -305,11 +305,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     # --- graceful shutdown ----------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """The server stopped listening. uvicorn's closes every connection not answering a request; bff's spares
+        """The server stopped listening. uvicorn's closes every connection not answering a request; under ``bff
+        serve`` (:class:`~bff.serving.server.DrainingServer`, whose state says ``closing``) bff's spares
         those whose next request is arriving: a head partly arrived is read and answered (the answer closes: the
         server state is ``closing``), and a connection accepted just before the listener closed, with
         no byte yet, gets ``FRESH_GRACE`` for its request to arrive, so a client that connected during the drain is
         answered or sees its connection close, never a request lost on a closed socket."""
+        if not getattr(self.server_state, "closing", False):  # a plain uvicorn server (tests, the demo): its way
+            super().shutdown()
+            return
         if self.transport.is_closing() or self._mid_head:
             return  # a head is arriving: it is answered, and that answer closes the connection
         if self.cycle is None:
