@@ -4,8 +4,10 @@ with a :class:`~bff.serving.server.DrainingServer` (graceful shutdown, exit 0)."
 from __future__ import annotations
 
 import functools
+import signal
 import socket
 import sys
+from multiprocessing.connection import Connection
 from typing import Any
 
 import uvicorn
@@ -13,7 +15,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from bff.app import app_for_serving
 from bff.config import Config, load_config
-from bff.serving.server import DrainingServer
+from bff.serving.server import STOP_SIGNALS, DrainingServer
 from bff.serving.supervisor import Supervisor
 
 
@@ -29,14 +31,29 @@ def serve(config: Config, *, config_path: str, workers: int, settings: dict[str,
     return _run(config, settings, None)
 
 
-def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.socket]) -> None:
+def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.socket], ready: Connection) -> None:
     """A worker process of ``bff serve --workers``: the config read again (the file and its ``${VAR}``s are the
-    supervisor's), served on the supervisor's socket."""
-    sys.exit(_run(load_config(config_path), settings, sockets))
+    supervisor's), served on the supervisor's socket. It tells the supervisor it can be stopped as soon as it
+    handles the stop signals (see :data:`~bff.serving.supervisor.Worker`); one that arrives while it starts is
+    kept and starts the drain once the server runs."""
+    early: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda sig, frame: early.append(sig))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the supervisor's mask may have come along
+    ready.send_bytes(b"ready")
+    ready.close()
+    sys.exit(_run(load_config(config_path), settings, sockets, early))
 
 
-def _run(config: Config, settings: dict[str, Any], sockets: list[socket.socket] | None) -> int:
+def _run(
+    config: Config, settings: dict[str, Any], sockets: list[socket.socket] | None, early: list[int] | None = None
+) -> int:
     app = app_for_serving(config)
     server = DrainingServer(uvicorn.Config(app, **settings), settings=config.server, drain=app.drain)
+    if early is not None:  # a worker: from now on the server handles the stop signals, those already come included
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, server.handle_exit)
+        for arrived in early:
+            server.handle_exit(arrived, None)
     server.run(sockets)
     return 0 if server.started else STARTUP_FAILURE

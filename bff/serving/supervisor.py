@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -39,13 +39,19 @@ logger = logging.getLogger("bff.serving")
 KILL_MARGIN = 10.0
 #: How often the supervisor looks for dead workers while all is well.
 WATCH_INTERVAL = 0.5
+#: While stopping, how often it looks for workers that became able to drain.
+FORWARD_INTERVAL = 0.05
 
-Worker = Callable[[list[socket.socket]], None]
+#: A worker: called with the listening socket and the write end of a pipe, on which it sends one message once it
+#: handles SIGTERM (it is told to stop only then: before, SIGTERM's default action would kill it mid-start). It may
+#: start with SIGTERM and SIGINT blocked (the supervisor's mask while it spawns): it unblocks them itself.
+Worker = Callable[[list[socket.socket], Connection], None]
 
 
 class Supervisor:
     """Runs ``workers`` processes of ``target`` on one listening socket bound per ``config`` (see the module
-    docstring). ``target`` must pickle (a module-level function or a ``functools.partial`` of one)."""
+    docstring). ``target`` must pickle (a module-level function or a ``functools.partial`` of one); see
+    :data:`Worker`."""
 
     def __init__(self, config: uvicorn.Config, workers: int, target: Worker, settings: ServerSettings) -> None:
         self.config = config
@@ -53,6 +59,10 @@ class Supervisor:
         self.target = target
         self.stop_within = settings.drain_delay + settings.shutdown_timeout + KILL_MARGIN
         self.processes: list[BaseProcess] = []
+        #: Per worker, the read end of its pipe: readable once the worker handles SIGTERM.
+        self._ready: dict[BaseProcess, Connection] = {}
+        #: Workers told to stop.
+        self._signalled: set[BaseProcess] = set()
         self._sock: socket.socket | None = None
         self._stopping_since: float | None = None
         self._context = multiprocessing.get_context("spawn")
@@ -63,7 +73,10 @@ class Supervisor:
         try:
             logger.info("Started supervisor process [%d] with %d workers", os.getpid(), self.count)
             for _ in range(self.count):
-                self.processes.append(self._spawn())
+                process = self._spawn()
+                if process is None:
+                    break
+                self.processes.append(process)
             status = self._watch()
             stopped = self._stop_all()
             return status or stopped
@@ -72,10 +85,20 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._close_socket()
 
-    def _spawn(self) -> BaseProcess:
-        assert self._sock is not None
-        process = self._context.Process(target=self.target, args=([self._sock],), daemon=False)
-        process.start()
+    def _spawn(self) -> BaseProcess | None:
+        """A new worker on the socket; None once stopping (the socket is closed: no new worker)."""
+        # The stop signal's handler closes the socket: not while it is being handed to a worker.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self._sock is None:
+                return None
+            ready, tell = self._context.Pipe(duplex=False)
+            process = self._context.Process(target=self.target, args=([self._sock], tell), daemon=False)
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        tell.close()
+        self._ready[process] = ready
         return process
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
@@ -85,9 +108,17 @@ class Supervisor:
             return
         self._stopping_since = time.monotonic()
         self._close_socket()
+        self._forward()
+
+    def _forward(self) -> None:
+        """SIGTERM to every running worker that handles it and has not had it yet."""
         for process in self.processes:
-            if process.pid is not None and process.exitcode is None:
+            if process in self._signalled or process.pid is None or process.exitcode is not None:
+                continue
+            ready = self._ready.get(process)
+            if ready is not None and ready.poll():
                 os.kill(process.pid, signal.SIGTERM)
+                self._signalled.add(process)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -106,7 +137,10 @@ class Supervisor:
                     self._on_signal(signal.SIGTERM, None)
                     return STARTUP_FAILURE
                 logger.warning("Worker [%s] died (exit status %s); starting another", process.pid, process.exitcode)
-                self.processes[index] = self._spawn()
+                replacement = self._spawn()
+                if replacement is not None:
+                    self._ready.pop(process).close()
+                    self.processes[index] = replacement
         return 0
 
     def _stop_all(self) -> int:
@@ -114,8 +148,9 @@ class Supervisor:
         assert self._stopping_since is not None
         logger.info("Stop signal: listening socket closed, SIGTERM sent to %d worker(s)", len(self.processes))
         deadline = self._stopping_since + self.stop_within
-        for process in self.processes:
-            process.join(max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(p.exitcode is None for p in self.processes):
+            self._forward()  # workers still starting are told once they can drain
+            wait([p.sentinel for p in self.processes if p.exitcode is None], timeout=FORWARD_INTERVAL)
         status = 0
         for process in self.processes:
             if process.exitcode is None:
@@ -126,5 +161,7 @@ class Supervisor:
             elif process.exitcode != 0:
                 logger.error("Worker [%s] stopped with exit status %s", process.pid, process.exitcode)
                 status = 1
+        for ready in self._ready.values():
+            ready.close()
         logger.info("Stopped supervisor process [%d]", os.getpid())
         return status

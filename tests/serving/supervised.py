@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import uvicorn
@@ -24,7 +25,7 @@ from bff.serving import supervisor
 MODES = ("stubborn", "dies-once", "cannot-start")
 
 
-def worker(mode: str, state: str, sockets: list[socket.socket]) -> None:
+def worker(mode: str, state: str, sockets: list[socket.socket], ready: Connection) -> None:
     directory = Path(state)
     if mode == "cannot-start":
         sys.exit(3)
@@ -42,6 +43,8 @@ def worker(mode: str, state: str, sockets: list[socket.socket]) -> None:
         stopped = True
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # a worker's duty (see Worker)
+    ready.send_bytes(b"ready")
     (directory / str(os.getpid())).touch()
     deadline = time.monotonic() + 60
     while not stopped and time.monotonic() < deadline:

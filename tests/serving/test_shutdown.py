@@ -481,3 +481,36 @@ async def test_a_dev_server_websocket_outlives_the_listener_and_is_closed_1012_a
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1012
         assert bff.exit_status(within=BOUND) == 0, log.read_text()[-3000:]
+
+
+async def test_sigterm_while_the_workers_still_start_stops_them_cleanly(
+    tmp_path: Path,
+    redis_process: RedisProcess,
+    provider: TestProvider,
+    upstream: Upstream,
+) -> None:
+    """A stop signal forwarded to workers that are still importing bff waits for them to be able to drain (it
+    would otherwise kill them, and the supervisor would report a failure): every process exits 0."""
+    port = free_port()
+    config = tmp_path / "bff.toml"
+    write_config(
+        config,
+        port=port,
+        redis_url=redis_process.url,
+        idp_url=provider.issuer,
+        client_secret=provider.client_secret or "",
+        upstream=upstream.url,
+    )
+    log = tmp_path / "bff.log"
+    bff = Bff(start_bff(config, port, log, "--workers", "2"), port, config, log)
+    try:
+        async with asyncio.timeout(PATIENCE):
+            while "Started supervisor process" not in log.read_text():  # noqa: ASYNC110 - a log file has no event
+                await asyncio.sleep(0.01)
+        bff.stop()
+        assert bff.exit_status(within=PATIENCE) == 0, log.read_text()[-3000:]
+        assert "stopped with exit status" not in log.read_text()
+    finally:
+        if bff.process.poll() is None:
+            bff.process.kill()
+            bff.process.wait(PATIENCE)
