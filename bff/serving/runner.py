@@ -39,7 +39,6 @@ def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.
     early: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda sig, frame: early.append(sig))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the supervisor's mask may have come along
     ready.send_bytes(b"ready")
     ready.close()
     sys.exit(_run(load_config(config_path), settings, sockets, early))

@@ -6,7 +6,8 @@ The supervisor binds the listening socket and hands it to N worker processes (sp
 completing handshakes into its backlog as long as *any* process holds it open. uvicorn's supervisor keeps its copy
 until it exits, so once the workers had stopped accepting, connections opened during their shutdown were accepted by
 the kernel and never served (they hung until the supervisor exited, then failed). Here, on SIGTERM or SIGINT, the
-supervisor closes its copy at once and forwards SIGTERM to every worker: the workers keep accepting through
+supervisor closes its copy at once and forwards SIGTERM to every worker (to one still starting, as soon as it can
+handle it: see :data:`Worker`): the workers keep accepting through
 ``drain_delay``, and once the last one has closed the socket a new connection is refused.
 
 A worker that dies while serving is replaced; one that fails to start (exit status 3) stops the supervisor, as in
@@ -43,8 +44,7 @@ WATCH_INTERVAL = 0.5
 FORWARD_INTERVAL = 0.05
 
 #: A worker: called with the listening socket and the write end of a pipe, on which it sends one message once it
-#: handles SIGTERM (it is told to stop only then: before, SIGTERM's default action would kill it mid-start). It may
-#: start with SIGTERM and SIGINT blocked (the supervisor's mask while it spawns): it unblocks them itself.
+#: handles SIGTERM (it is told to stop only then: before, SIGTERM's default action would kill it mid-start).
 Worker = Callable[[list[socket.socket], Connection], None]
 
 
@@ -64,6 +64,8 @@ class Supervisor:
         #: Workers told to stop.
         self._signalled: set[BaseProcess] = set()
         self._sock: socket.socket | None = None
+        #: The stop signal's handler writes here to wake the main loop at once.
+        self._wake_read, self._wake_write = os.pipe()
         self._stopping_since: float | None = None
         self._context = multiprocessing.get_context("spawn")
 
@@ -74,9 +76,8 @@ class Supervisor:
             logger.info("Started supervisor process [%d] with %d workers", os.getpid(), self.count)
             for _ in range(self.count):
                 process = self._spawn()
-                if process is None:
-                    break
-                self.processes.append(process)
+                if process is not None:
+                    self.processes.append(process)
             status = self._watch()
             stopped = self._stop_all()
             return status or stopped
@@ -84,31 +85,26 @@ class Supervisor:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
             self._close_socket()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _spawn(self) -> BaseProcess | None:
-        """A new worker on the socket; None once stopping (the socket is closed: no new worker)."""
-        # The stop signal's handler closes the socket: not while it is being handed to a worker.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            if self._sock is None:
-                return None
-            ready, tell = self._context.Pipe(duplex=False)
-            process = self._context.Process(target=self.target, args=([self._sock], tell), daemon=False)
-            process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        """A new worker on the socket; None once stopping (no new worker then)."""
+        if self._sock is None or self._stopping_since is not None:
+            return None
+        ready, tell = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=self.target, args=([self._sock], tell), daemon=False)
+        process.start()
         tell.close()
         self._ready[process] = ready
         return process
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        # A signal handler: close and forward only. Closing our copy first means that once the workers have closed
-        # theirs, the kernel refuses new connections instead of queueing them for nobody.
-        if self._stopping_since is not None:
-            return
-        self._stopping_since = time.monotonic()
-        self._close_socket()
-        self._forward()
+        # A signal handler: note the stop and wake the main loop, which closes the socket and forwards the signal
+        # (not here: the handler may run in the middle of handing the socket to a new worker).
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+            os.write(self._wake_write, b"x")
 
     def _forward(self) -> None:
         """SIGTERM to every running worker that handles it and has not had it yet."""
@@ -128,13 +124,13 @@ class Supervisor:
     def _watch(self) -> int:
         """Until a stop signal: replace workers that die. Returns the exit status owed so far."""
         while self._stopping_since is None:
-            wait([p.sentinel for p in self.processes], timeout=WATCH_INTERVAL)
+            wait([self._wake_read, *(p.sentinel for p in self.processes)], timeout=WATCH_INTERVAL)
             for index, process in enumerate(self.processes):
                 if process.exitcode is None or self._stopping_since is not None:
                     continue
                 if process.exitcode == STARTUP_FAILURE:
                     logger.error("Worker [%s] failed to start; stopping", process.pid)
-                    self._on_signal(signal.SIGTERM, None)
+                    self._stopping_since = time.monotonic()
                     return STARTUP_FAILURE
                 logger.warning("Worker [%s] died (exit status %s); starting another", process.pid, process.exitcode)
                 replacement = self._spawn()
@@ -146,6 +142,10 @@ class Supervisor:
     def _stop_all(self) -> int:
         """Wait for the workers to finish their shutdown; kill those that overrun. 0 if all stopped cleanly."""
         assert self._stopping_since is not None
+        # Our copy of the socket goes first: once the workers have closed theirs, the kernel refuses new
+        # connections instead of queueing them for nobody.
+        self._close_socket()
+        self._forward()
         logger.info("Stop signal: listening socket closed, SIGTERM sent to %d worker(s)", len(self.processes))
         deadline = self._stopping_since + self.stop_within
         while time.monotonic() < deadline and any(p.exitcode is None for p in self.processes):

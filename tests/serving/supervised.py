@@ -43,8 +43,7 @@ def worker(mode: str, state: str, sockets: list[socket.socket], ready: Connectio
         stopped = True
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # a worker's duty (see Worker)
-    ready.send_bytes(b"ready")
+    ready.send_bytes(b"ready")  # a worker's duty (see bff.serving.supervisor.Worker)
     (directory / str(os.getpid())).touch()
     deadline = time.monotonic() + 60
     while not stopped and time.monotonic() < deadline:
