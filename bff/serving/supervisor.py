@@ -7,8 +7,8 @@ completing handshakes into its backlog as long as *any* process holds it open. u
 until it exits, so once the workers had stopped accepting, connections opened during their shutdown were accepted by
 the kernel and never served (they hung until the supervisor exited, then failed). Here, on SIGTERM or SIGINT, the
 supervisor closes its copy at once and forwards SIGTERM to every worker (to one still starting, as soon as it can
-handle it: see :data:`Worker`): the workers keep accepting through
-``drain_delay``, and once the last one has closed the socket a new connection is refused.
+handle it: see :data:`Worker`): the workers keep accepting through ``drain_delay``, and once the last one has
+closed the socket a new connection is refused.
 
 A worker that dies while serving is replaced; one that fails to start (exit status 3) stops the supervisor, as in
 uvicorn. A worker still running ``drain_delay + shutdown_timeout + KILL_MARGIN`` after the signal is killed.
