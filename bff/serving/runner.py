@@ -13,42 +13,44 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from bff.app import app_for_serving
-from bff.config import Config, load_config
+from bff.app import BffApp, app_for_serving, app_from_env
+from bff.config import Config
 from bff.serving.server import STOP_SIGNALS, DrainingServer
 from bff.serving.supervisor import Supervisor
 
 
-def serve(config: Config, *, config_path: str, workers: int, settings: dict[str, Any]) -> int:
+def serve(config: Config, *, workers: int, settings: dict[str, Any]) -> int:
     """Serve ``config`` with the uvicorn ``settings`` (``uvicorn_settings`` plus logging) until a stop signal;
-    ``config_path`` is read again by each worker when ``workers`` > 1. Returns the exit status."""
+    with ``workers`` > 1 each worker builds its app from the environment (``bff.app.app_from_env``: the config
+    file named by ``BFF_CONFIG``, read again). Returns the exit status."""
     if workers > 1:
         # The app string is never loaded here: the workers build their own app (run_worker); this config binds
         # the socket and set up the supervisor's logging.
         supervisor_config = uvicorn.Config("bff.app:app_from_env", factory=True, workers=workers, **settings)
-        target = functools.partial(run_worker, config_path, settings)
+        target = functools.partial(run_worker, settings)
         return Supervisor(supervisor_config, workers, target, config.server).run()
-    return _run(config, settings, None)
+    return _run(app_for_serving(config), settings, None)
 
 
-def run_worker(config_path: str, settings: dict[str, Any], sockets: list[socket.socket], ready: Connection) -> None:
-    """A worker process of ``bff serve --workers``: the config read again (the file and its ``${VAR}``s are the
-    supervisor's), served on the supervisor's socket. It tells the supervisor it can be stopped as soon as it
-    handles the stop signals (see :data:`~bff.serving.supervisor.Worker`); one that arrives while it starts is
-    kept and starts the drain once the server runs."""
+def run_worker(settings: dict[str, Any], sockets: list[socket.socket], ready: Connection) -> None:
+    """A worker process of ``bff serve --workers``: its app built from the environment the supervisor spawned it
+    with (``app_from_env``), served on the supervisor's socket. It tells the supervisor it can be stopped as soon
+    as it handles the stop signals (see :data:`~bff.serving.supervisor.Worker`); one that arrives while it starts
+    is kept and starts the drain once the server runs."""
     early: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda sig, frame: early.append(sig))
     ready.send_bytes(b"ready")
     ready.close()
-    sys.exit(_run(load_config(config_path), settings, sockets, early))
+    app = app_from_env()
+    assert isinstance(app, BffApp)
+    sys.exit(_run(app, settings, sockets, early))
 
 
 def _run(
-    config: Config, settings: dict[str, Any], sockets: list[socket.socket] | None, early: list[int] | None = None
+    app: BffApp, settings: dict[str, Any], sockets: list[socket.socket] | None, early: list[int] | None = None
 ) -> int:
-    app = app_for_serving(config)
-    server = DrainingServer(uvicorn.Config(app, **settings), settings=config.server, drain=app.drain)
+    server = DrainingServer(uvicorn.Config(app, **settings), settings=app.config.server, drain=app.drain)
     if early is not None:  # a worker: from now on the server handles the stop signals, those already come included
         for stop in STOP_SIGNALS:
             signal.signal(stop, server.handle_exit)
