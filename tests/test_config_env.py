@@ -68,8 +68,8 @@ def test_a_bad_value_gets_the_file_validators_message_and_the_variable_name() ->
     found = problems({"BFF_SESSION__STORE": "postgres://db", "BFF_SERVER__MAX_CONNECTIONS": "0"})
     assert found == [
         "server.max_connections (from BFF_SERVER__MAX_CONNECTIONS): must be between 1 and 1000000, got 0",
-        "session.store (from BFF_SESSION__STORE): expected memory://, redis://, rediss://, redis+sentinel:// or "
-        "redis+cluster://, got scheme 'postgres'",
+        "session.store (from BFF_SESSION__STORE): expected memory://, redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://, got scheme 'postgres'",
     ]
 
 
