@@ -32,7 +32,7 @@ def read_exchange(
         tokens = scope.split(" ")
         if not all(_SCOPE_TOKEN.match(s) for s in tokens):
             t.problem("scope", "must be scope names separated by single spaces (RFC 6749 3.3), like 'orders:read'")
-    if "exchange" in r.data and isinstance(r.data["exchange"], dict) and audience is None and target is None:
+    if isinstance(r.data["exchange"], dict) and audience is None and target is None:
         t.problem("audience", "an exchange needs an audience or a resource: the upstream the token is limited to")
     t.finish()
     if token not in ("user", "user_or_none"):
