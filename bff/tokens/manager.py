@@ -6,7 +6,9 @@ answers by revoking the whole token family, logging the user out: the top compla
 Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
 (anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
 before it expires, fetched single-flight). A ``client`` route needs a session like ``user`` unless it says
-``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend.
+``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend. A ``user``
+or ``user_or_none`` route with ``exchange`` sends a token the IdP exchanged for the session's (RFC 8693), kept in the
+session per route and fetched by the ``Refresher`` like a refresh.
 
 The check runs on every proxied request and stays here, inline: a token that does not expire within
 ``refresh_leeway`` is sent as it is. The rest is delegated to one object per job: ``Refresher`` (``refresh``: the

@@ -23,6 +23,11 @@ answers by revoking the whole token family, logging the user out).
    fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
    spent the old token, and losing the new one would make the next refresh present the spent one.
 
+Token exchange (RFC 8693). A route with ``exchange`` gets its token through the same flight, keyed by the route: the
+same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set; under the
+lock the login's token is refreshed first (steps 2 and 5-7) when it expires soon, then exchanged, and one write stores
+both. A refused exchange (``TokenExchangeRefused``) never ends the session.
+
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
 the IdP answers or ``[tokens] refresh_timeout`` passes, and stores what the IdP answered: the session's next request
