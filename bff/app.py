@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
@@ -40,7 +41,7 @@ from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
-from bff.idp_http import create_idp_client
+from bff.idp_http import create_idp_client, idp_client_cert
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
@@ -90,9 +91,13 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
+        check_client_certificates(config)  # before any TLS context loads one: errors that name the key
         self.store = store if store is not None else create_store(config, clock=clock)
         self.http = create_idp_client(
-            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
+            timeout=config.oidc.timeout,
+            ca_bundle=config.oidc.ca_bundle,
+            transport=idp_transport,
+            client_cert=idp_client_cert(config.oidc),
         )
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)

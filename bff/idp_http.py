@@ -10,17 +10,28 @@ import ssl
 
 import httpx
 
+from bff.config import OIDCSettings
+
 USER_AGENT = "bff/0.1"
 
 
 def create_idp_client(
-    *, timeout: float = 10.0, ca_bundle: str | None = None, transport: httpx.AsyncBaseTransport | None = None
+    *,
+    timeout: float = 10.0,
+    ca_bundle: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    client_cert: tuple[str, str, str | None] | None = None,
 ) -> httpx.AsyncClient:
     """A shared client for calls to the IdP: TLS verified (optionally against a private CA), no redirects followed
-    (a redirected token endpoint is a misconfiguration, not something to chase), bounded timeouts and pool."""
+    (a redirected token endpoint is a misconfiguration, not something to chase), bounded timeouts and pool.
+
+    ``client_cert`` (certificate file, key file, key passphrase): presented on every TLS connection to the IdP, for
+    ``tls_client_auth`` and certificate-bound tokens (RFC 8705 2 and 3)."""
     verify: ssl.SSLContext | bool = True
-    if ca_bundle:
-        verify = ssl.create_default_context(cafile=ca_bundle)
+    if ca_bundle or client_cert:
+        verify = ssl.create_default_context(cafile=ca_bundle or None)
+        if client_cert is not None:
+            verify.load_cert_chain(*client_cert)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         follow_redirects=False,
@@ -29,3 +40,11 @@ def create_idp_client(
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
         transport=transport,
     )
+
+
+def idp_client_cert(settings: OIDCSettings) -> tuple[str, str, str | None] | None:
+    """``[oidc] client_cert``, ``client_key`` and the key's passphrase, for :func:`create_idp_client`."""
+    if not settings.client_cert or not settings.client_key:
+        return None
+    password = settings.client_key_password
+    return settings.client_cert, settings.client_key, password.reveal() if password is not None else None
