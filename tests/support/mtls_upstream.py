@@ -2,7 +2,8 @@
 keep-alive by hand, so a test sees which certificate each request arrived with and on which connection.
 
 Every answer is JSON: ``client_cert`` (the ``x5t#S256`` of the connection's certificate), ``connection`` (a number
-per TLS connection) and ``bound`` (whether the bearer token's ``cnf.x5t#S256`` names that certificate, RFC 8705 3).
+per TLS connection), ``bound`` (whether the bearer token's ``cnf.x5t#S256`` names that certificate, RFC 8705 3)
+and ``token`` (the token's fingerprint).
 With ``require_binding``, a token not bound to the connection's certificate is refused with 401 ``invalid_token``.
 Nothing of the token is echoed (the leak guard watches answers).
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.leak_guard import fingerprint
 from tests.support.pki import Issued
 
 
@@ -72,7 +74,9 @@ def _serve_connection(tls: ssl.SSLSocket, state: MTLSUpstream, number: int, bind
         if binding and not bound:
             # RFC 8705 3: a token not bound to the presented certificate is an invalid token.
             status, extra = "401 Unauthorized", 'WWW-Authenticate: Bearer error="invalid_token"\r\n'
-        body = json.dumps({"client_cert": thumb, "connection": number, "bound": bound}).encode()
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        answer = {"client_cert": thumb, "connection": number, "bound": bound, "token": fingerprint(token)}
+        body = json.dumps(answer).encode()
         head = f"HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         tls.sendall(head.encode() + body)
 
