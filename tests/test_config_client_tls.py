@@ -11,7 +11,7 @@ import pytest
 
 from bff.cli import main
 from bff.client_tls import check_client_certificates
-from bff.config import parse_config
+from bff.config import explain_config, parse_config
 from bff.errors import ConfigError
 from tests.support.configs import base_document
 from tests.support.pki import Issued, TestPKI
@@ -154,3 +154,34 @@ client_key = "{old.key}"
 """)
     assert main(["check", "--config", str(path)]) == 2
     assert f"oidc.client_cert: {old.cert} expired on " in capsys.readouterr().err
+
+
+def test_bff_check_explain_masks_the_passphrase(pki: TestPKI, tmp_path: Path) -> None:
+    locked = pki.client("cfg-explain", password=PASSPHRASE)
+    path = tmp_path / "bff.toml"
+    path.write_text(f"""
+[server]
+public_origin = "https://app.example.com"
+[session]
+keys = ["{"k" * 40}"]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa-bff"
+token_endpoint_auth_method = "tls_client_auth"
+client_cert = "{locked.cert}"
+client_key = "{locked.key}"
+client_key_password = "${{KEY_PASSWORD}}"
+""")
+    lines = explain_config(path, env={"KEY_PASSWORD": PASSPHRASE})
+    assert any("client_key_password" in line for line in lines)
+    assert not any(PASSPHRASE in line for line in lines)
+
+
+def test_certificate_bound_needs_an_https_upstream_and_a_token(pki: TestPKI) -> None:
+    idp = pki.client("cfg-https")
+    doc = with_certs(oidc=idp, route=idp, route__certificate_bound=True, route__upstream="http://127.0.0.1:9")
+    doc["routes"][0]["token"] = "none"
+    assert problems_of(doc) == [
+        "routes[0].certificate_bound: needs a route that sends a token (token = 'none' sends none)",
+        "routes[0].certificate_bound: needs an https upstream: the token is bound to the TLS client certificate",
+    ]

@@ -110,13 +110,13 @@ def _anonymous(r: Reader, token: TokenPolicy) -> bool:
     return anonymous
 
 
-def _certificate_bound(r: Reader, token: TokenPolicy, cert: str | None, scheme: str) -> bool:
+def _certificate_bound(r: Reader, token: TokenPolicy, cert: str | None, upstream: str) -> bool:
     bound = r.get("certificate_bound", bool)
     if not bound:
         return bound
     if token == "none":
         r.problem("certificate_bound", "needs a route that sends a token (token = 'none' sends none)")
-    if scheme != "https":
+    if not upstream.lower().startswith("https://"):
         r.problem("certificate_bound", "needs an https upstream: the token is bound to the TLS client certificate")
     if not cert and not r.data.get("client_cert"):
         r.problem(
@@ -136,7 +136,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     resource = _resource(r)
     anonymous = _anonymous(r, token)
     tls = read_client_cert(r)
-    certificate_bound = _certificate_bound(r, token, tls.cert, urlsplit(upstream).scheme)
+    certificate_bound = _certificate_bound(r, token, tls.cert, upstream)
     route = RouteSettings(
         path=path,
         upstream=upstream,
