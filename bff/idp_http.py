@@ -7,6 +7,7 @@ client in ``bff.upstream``.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import httpx
 
@@ -20,10 +21,12 @@ def create_idp_client(
     timeout: float = 10.0,
     ca_bundle: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     client_cert: tuple[str, str, str | None] | None = None,
 ) -> httpx.AsyncClient:
     """A shared client for calls to the IdP: TLS verified (optionally against a private CA), no redirects followed
     (a redirected token endpoint is a misconfiguration, not something to chase), bounded timeouts and pool.
+    ``wrap_transport`` wraps the transport that makes the calls (tracing).
 
     ``client_cert`` (certificate file, key file, key passphrase): presented on every TLS connection to the IdP, for
     ``tls_client_auth`` and certificate-bound tokens (RFC 8705 2 and 3)."""
@@ -32,12 +35,16 @@ def create_idp_client(
         verify = ssl.create_default_context(cafile=ca_bundle or None)
         if client_cert is not None:
             verify.load_cert_chain(*client_cert)
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=10)
+    if wrap_transport is not None:
+        # httpx applies verify and limits to the transport it builds itself; a wrapped one is built here with them.
+        transport = wrap_transport(transport or httpx.AsyncHTTPTransport(verify=verify, limits=limits))
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         follow_redirects=False,
         verify=verify,
         headers={"User-Agent": USER_AGENT},
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+        limits=limits,
         transport=transport,
     )
 
