@@ -182,6 +182,14 @@ def test_certificate_bound_needs_an_https_upstream_and_a_token(pki: TestPKI) -> 
     doc = with_certs(oidc=idp, route=idp, route__certificate_bound=True, route__upstream="http://127.0.0.1:9")
     doc["routes"][0]["token"] = "none"
     assert problems_of(doc) == [
+        "routes[0].client_cert: needs an https upstream: a client certificate is presented only over TLS",
         "routes[0].certificate_bound: needs a route that sends a token (token = 'none' sends none)",
         "routes[0].certificate_bound: needs an https upstream: the token is bound to the TLS client certificate",
+    ]
+
+
+def test_a_client_certificate_for_a_plain_http_upstream_is_refused(pki: TestPKI) -> None:
+    alice = pki.client("cfg-http")
+    assert problems_of(with_certs(route=alice, route__upstream="http://127.0.0.1:9")) == [
+        "routes[0].client_cert: needs an https upstream: a client certificate is presented only over TLS"
     ]

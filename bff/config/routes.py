@@ -136,6 +136,8 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     resource = _resource(r)
     anonymous = _anonymous(r, token)
     tls = read_client_cert(r)
+    if tls.cert and upstream and not upstream.lower().startswith("https://"):
+        r.problem("client_cert", "needs an https upstream: a client certificate is presented only over TLS")
     certificate_bound = _certificate_bound(r, token, tls.cert, upstream)
     route = RouteSettings(
         path=path,
