@@ -83,17 +83,18 @@ def _serve_connection(tls: ssl.SSLSocket, state: MTLSUpstream, number: int, bind
 
 @contextlib.contextmanager
 def running_mtls_upstream(
-    server: Issued, client_ca: Path | list[Path] | None, *, require_binding: bool = False
+    server: Issued, client_ca: Path | list[Path] | None, *, require_binding: bool = False, optional: bool = False
 ) -> Iterator[MTLSUpstream]:
     """Serve on 127.0.0.1 with ``server``'s certificate; a client certificate is required and must be signed by
     ``client_ca`` (a list: any of these, e.g. self-signed ones); None: no client certificate is asked for.
+    ``optional``: a certificate is asked for but a client without one is served too.
 
     Blocking sockets, a thread per connection: a refused handshake then sends its TLS alert before the socket
     closes, as nginx or Envoy do (an asyncio server just closes)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(server.cert, server.key)
     if client_ca is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL if optional else ssl.CERT_REQUIRED
         for ca in client_ca if isinstance(client_ca, list) else [client_ca]:
             context.load_verify_locations(cafile=str(ca))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

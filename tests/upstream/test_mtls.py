@@ -38,6 +38,8 @@ async def client() -> AsyncIterator[UpstreamClient]:
     lost: list[asyncio.Future[None]] = []
     for idle in upstream_client._idle.values():
         for connection in idle:
+            if connection.closed:
+                continue  # its peer already ended it
             done = loop.create_future()
             lost.append(done)
             original = connection.connection_lost
@@ -136,3 +138,20 @@ def test_routes_with_the_same_certificate_share_one_context(pki: TestPKI) -> Non
     assert options(client, pki, (str(alice.cert), str(alice.key), None)).ssl is first.ssl
     assert options(client, pki, (str(bob.cert), str(bob.key), None)).ssl is not first.ssl
     assert options(client, pki, None).ssl is not first.ssl  # the bundle alone: no certificate in it
+
+
+@pytest.fixture(scope="module")
+def optional_upstream(pki: TestPKI) -> Iterator[MTLSUpstream]:
+    with running_mtls_upstream(pki.server("optional"), pki.ca.cert, optional=True) as server:
+        yield server
+
+
+async def test_a_route_without_a_certificate_never_gets_a_connection_made_with_one(
+    client: UpstreamClient, pki: TestPKI, optional_upstream: MTLSUpstream
+) -> None:
+    alice = pki.client("optional-alice")
+    with_cert = options(client, pki, (str(alice.cert), str(alice.key), None))
+    without = options(client, pki, None)
+    for _ in range(3):
+        assert (await get(client, optional_upstream.url, with_cert))[1]["client_cert"] == alice.x5t_s256
+        assert (await get(client, optional_upstream.url, without))[1]["client_cert"] is None
