@@ -145,9 +145,12 @@ def _load_shared_store_config(args: argparse.Namespace) -> Config:
 async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
     """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
     from bff.app import create_store
+    from bff.client_tls import check_client_certificates
     from bff.idp_http import create_idp_client, idp_client_cert
     from bff.oidc.provider import IdentityProvider
     from bff.session.manager import SessionManager
+
+    check_client_certificates(config)  # the IdP client loads [oidc] client_cert: its problems named, as at start
 
     try:
         store = create_store(config)
