@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from bff.errors import UpstreamError, UpstreamTimeout
-from bff.frontend.dev_server_websocket import WebSocketClient
+from bff.upstream.websocket import WebSocketClient
 
 BOUND = 10
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
