@@ -119,6 +119,7 @@ class BffApp:
                 self.tokens,
                 public_origin=config.server.public_origin,
                 trusted_proxies=config.server.trusted_proxies,
+                error_headers=self._error_headers,
             )
             if any(route.websocket for route in config.routes)
             else None

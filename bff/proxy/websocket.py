@@ -37,7 +37,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
@@ -105,6 +105,7 @@ class WebSocketProxy:
         *,
         public_origin: str,
         trusted_proxies: Sequence[IPv4Network | IPv6Network],
+        error_headers: Callable[[BffError], list[tuple[bytes, bytes]]] | None = None,
         websockets: WebSocketClient | None = None,
     ) -> None:
         # Every route competes for the longest prefix, so a nested HTTP-only route is never shadowed by its parent.
@@ -112,6 +113,7 @@ class WebSocketProxy:
         self._sessions = sessions
         self._public_origin = public_origin
         self._forwarding = ForwardingPolicy(public_origin, trusted_proxies)
+        self._error_headers = error_headers
         # Few messages wait in the library: backpressure reaches the upstream before memory grows.
         self._websockets = websockets or WebSocketClient(max_queue=4)
 
@@ -181,6 +183,7 @@ class WebSocketProxy:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode("ascii")),
                 *error_headers(exc),
+                *(self._error_headers(exc) if self._error_headers is not None else []),
             ]
             await send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body})
@@ -240,6 +243,8 @@ class _Relay:
                 raise result
 
     async def _close_browser(self, code: int) -> None:
+        if self._closing:
+            return  # one Close per socket: the ASGI server refuses any message after it
         self._closing = True
         with contextlib.suppress(OSError):
             await self._send({"type": "websocket.close", "code": code})
@@ -280,6 +285,8 @@ class _Relay:
         while True:
             frame = await self._upstream.receive()
             self._last = loop.time()
+            if self._closing:
+                return  # bff closed the browser's side meanwhile: nothing may follow its Close
             if frame.kind == "text":
                 await self._send({"type": "websocket.send", "text": frame.data})
             elif frame.kind == "bytes":

@@ -47,6 +47,12 @@ session_check = "500ms"
 [[routes]]
 path = "/plain"
 upstream = "{upstream}"
+
+[[routes]]
+path = "/anonymous"
+upstream = "{upstream}"
+token = "none"
+websocket = true
 """
 
 
@@ -210,6 +216,14 @@ async def test_a_route_without_websocket_refuses_the_handshake(stack: Stack) -> 
     status, body = await refusal(f"{stack.ws()}/plain/chat", origin=stack.origin(), cookie=cookie)
     assert (status, body["error"]) == (403, "forbidden")
     assert stack.upstream.handshakes == []
+
+
+async def test_an_upstream_that_refuses_the_handshake_is_a_502_to_the_browser(stack: Stack) -> None:
+    # token = "none": no bearer on the upstream handshake, which this upstream refuses with 401.
+    status, body = await refusal(f"{stack.ws()}/anonymous/chat", origin=stack.origin())
+    assert (status, body["error"]) == (502, "bad_gateway")
+    [handshake] = stack.upstream.handshakes
+    assert handshake.token_fingerprint == fingerprint("")  # no Authorization at all
 
 
 async def test_a_message_over_max_message_from_the_browser_closes_with_1009(stack: Stack) -> None:
