@@ -49,6 +49,13 @@ path = "/plain"
 upstream = "{upstream}"
 
 [[routes]]
+path = "/flood"
+upstream = "{upstream}"
+websocket = true
+max_message = "64KiB"
+idle_timeout = "1m"
+
+[[routes]]
 path = "/anonymous"
 upstream = "{upstream}"
 token = "none"
@@ -224,6 +231,36 @@ async def test_an_upstream_that_refuses_the_handshake_is_a_502_to_the_browser(st
     assert (status, body["error"]) == (502, "bad_gateway")
     [handshake] = stack.upstream.handshakes
     assert handshake.token_fingerprint == fingerprint("")  # no Authorization at all
+
+
+async def test_a_browser_that_does_not_read_holds_the_upstream_back_instead_of_filling_bff(stack: Stack) -> None:
+    """Backpressure: the upstream offers 64 MiB; while the browser reads nothing, the upstream's sends stall once
+    the few buffers on the way are full (TCP's and at most a few messages in bff); then every message arrives, in
+    order, once the browser reads."""
+    count, size = 4096, 16 * 1024
+    cookie = await log_in(stack.origin())
+    async with connect(
+        f"{stack.ws()}/flood/x",
+        origin=stack.origin(),
+        additional_headers={"cookie": f"__Host-bff={cookie}"},
+        max_size=2**20,
+        max_queue=1,  # the browser's side stops reading its socket after one message
+        compression=None,
+        open_timeout=BOUND,
+    ) as ws:
+        await ws.send(f"flood:{count}:{size}")
+        seen = -1
+        async with asyncio.timeout(BOUND * 3):
+            while seen != stack.upstream.flooded:  # until the upstream's sends stop making progress
+                seen = stack.upstream.flooded
+                await asyncio.sleep(1.0)  # the upstream runs in its own thread: nothing to await across threads
+        assert seen < count // 2, seen  # far less than offered went anywhere: bff did not buffer the rest
+        async with asyncio.timeout(BOUND * 6):
+            for n in range(count):
+                message = await ws.recv()
+                assert message[:8] == f"{n:08d}"
+                assert len(message) == size
+    assert stack.upstream.flooded == count
 
 
 async def test_a_message_over_max_message_from_the_browser_closes_with_1009(stack: Stack) -> None:

@@ -2,7 +2,8 @@
 
 It refuses a handshake without ``Authorization: Bearer`` (401), records every handshake it sees (never the token:
 its ``fingerprint``), and answers each message: ``whoami`` -> the fingerprint of the handshake's token, ``big:N`` ->
-a message of N bytes, ``ticks:N`` -> N numbered messages, anything else -> echoed unchanged.
+a message of N bytes, ``ticks:N`` -> N numbered messages, ``flood:N:SIZE`` -> N messages of SIZE bytes as fast as
+the connection takes them (``flooded`` counts the sends that completed), anything else -> echoed unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class WebSocketUpstream:
     handshakes: list[Handshake] = field(default_factory=list)
     #: ``(path, close code)`` the upstream received from bff, one per finished connection.
     closes: list[tuple[str, int | None]] = field(default_factory=list)
+    #: Messages of the last ``flood`` that the connection accepted so far.
+    flooded: int = 0
 
 
 def _check(upstream: WebSocketUpstream, connection: ServerConnection, request: Request) -> Response | None:
@@ -55,6 +58,12 @@ async def _answer(upstream: WebSocketUpstream, connection: ServerConnection) -> 
                 await connection.send(fingerprint(auth.removeprefix("Bearer ")))
             elif isinstance(message, str) and message.startswith("big:"):
                 await connection.send("x" * int(message[4:]))
+            elif isinstance(message, str) and message.startswith("flood:"):
+                count, size = (int(part) for part in message[6:].split(":"))
+                upstream.flooded = 0
+                for n in range(count):
+                    await connection.send(f"{n:08d}".ljust(size, "f"))
+                    upstream.flooded += 1
             elif isinstance(message, str) and message.startswith("ticks:"):
                 for n in range(int(message[6:])):
                     await connection.send(f"tick {n}")
