@@ -48,8 +48,9 @@ session_check = "500ms"
 path = "/plain"
 upstream = "{upstream}"
 
+# A calm route: an idle limit no test reaches (session ends, backpressure).
 [[routes]]
-path = "/flood"
+path = "/calm"
 upstream = "{upstream}"
 websocket = true
 max_message = "64KiB"
@@ -240,7 +241,7 @@ async def test_a_browser_that_does_not_read_holds_the_upstream_back_instead_of_f
     count, size = 4096, 16 * 1024
     cookie = await log_in(stack.origin())
     async with connect(
-        f"{stack.ws()}/flood/x",
+        f"{stack.ws()}/calm/x",
         origin=stack.origin(),
         additional_headers={"cookie": f"__Host-bff={cookie}"},
         max_size=2**20,
@@ -295,7 +296,7 @@ async def test_an_idle_socket_is_closed_with_4408(stack: Stack) -> None:
 
 async def test_a_logout_on_the_other_instance_closes_the_socket_with_4401(stack: Stack) -> None:
     cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/api/logout-elsewhere", origin=stack.origin(0), cookie=cookie) as ws:
+    async with socket(f"{stack.ws(0)}/calm/logout-elsewhere", origin=stack.origin(0), cookie=cookie) as ws:
         await ws.send("hello")
         assert await ws.recv() == "hello"
         async with httpx.AsyncClient() as http:
@@ -307,7 +308,7 @@ async def test_a_logout_on_the_other_instance_closes_the_socket_with_4401(stack:
 
 async def test_a_back_channel_logout_closes_the_socket_with_4401(stack: Stack) -> None:
     cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/api/chat", origin=stack.origin(0), cookie=cookie) as ws:
+    async with socket(f"{stack.ws(0)}/calm/chat", origin=stack.origin(0), cookie=cookie) as ws:
         await ws.send("hello")
         assert await ws.recv() == "hello"
         async with httpx.AsyncClient() as http:
@@ -319,9 +320,23 @@ async def test_a_back_channel_logout_closes_the_socket_with_4401(stack: Stack) -
         assert await closed_with(ws) == 4401
 
 
+async def test_bff_sessions_revoke_closes_the_socket_with_4401(stack: Stack) -> None:
+    cookie = await log_in(stack.origin(1))
+    async with socket(f"{stack.ws(1)}/calm/chat", origin=stack.origin(1), cookie=cookie) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        revoke = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bff", "sessions", "revoke", "--sub", "alice-0001", "--config", str(stack.configs[0]),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(revoke.communicate(), BOUND * 3)
+        assert revoke.returncode == 0, output.decode()
+        assert await closed_with(ws) == 4401
+
+
 async def test_a_token_that_expired_and_cannot_be_refreshed_closes_the_socket_with_4401(stack: Stack) -> None:
     cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/api/chat", origin=stack.origin(0), cookie=cookie) as ws:
+    async with socket(f"{stack.ws(0)}/calm/chat", origin=stack.origin(0), cookie=cookie) as ws:
         await ws.send("hello")
         assert await ws.recv() == "hello"
         stack.provider.token_error = "invalid_grant"
