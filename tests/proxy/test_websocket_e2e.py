@@ -25,6 +25,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from tests.support.bff_process import expire_session_token, start_bff, wait_ready
 from tests.support.browser import Browser
@@ -242,7 +243,7 @@ async def test_a_browser_that_does_not_read_holds_the_upstream_back_instead_of_f
     cookie = await log_in(stack.origin())
     async with connect(
         f"{stack.ws()}/calm/x",
-        origin=stack.origin(),
+        origin=Origin(stack.origin()),
         additional_headers={"cookie": f"__Host-bff={cookie}"},
         max_size=2**20,
         max_queue=1,  # the browser's side stops reading its socket after one message
