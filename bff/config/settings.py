@@ -28,6 +28,8 @@ ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 #: Paths bff answers itself; a route may not shadow them.
 RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
+#: Bound of ``[session] store_replicas``: more replicas than a Redis deployment has would fail every write.
+MAX_STORE_REPLICAS = 16
 #: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
 MAX_PENDING_LOGINS = 20
 #: Store formats this release writes (``[session] write_format``); it reads these and every older one.
@@ -88,8 +90,8 @@ class ServerSettings:
 class SessionSettings:
     #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
     keys: tuple[Secret, ...]
-    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
-    #: or ``memory://`` (one process only; sessions vanish on restart).
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://`` (``rediss+``
+    #: for TLS), ``unix://``, or ``memory://`` (one process only; sessions vanish on restart).
     store: str = "memory://"
     #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
     cookie_name: str = "__Host-bff"
@@ -110,6 +112,9 @@ class SessionSettings:
     #: Format of what bff writes to the store (1 or 2; every known format is read): the newest the previous release
     #: reads, so a rolling update works; raise it once every instance runs this release (docs/storage-formats.md).
     write_format: int = 1
+    #: Redis replicas that must confirm a write (``WAIT``) before bff relies on it, so that a failover cannot lose
+    #: a refresh lock or rotated tokens; 0: the primary's answer is enough. Not on Redis Cluster.
+    store_replicas: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,36 @@ class LoggingSettings:
     format: LogFormat = "text"
     #: Lowest severity written: ``debug``, ``info``, ``warning`` or ``error``; ``bff serve --log-level`` overrides it.
     level: LogLevel = "info"
+    #: One access line per request on stdout (JSON with ``format = "json"``): request id, route, method, path without
+    #: the query, status, upstream status, durations, bytes, error code, a short session handle; never a token,
+    #: cookie or query value. ``bff serve --access-log`` turns it on too. Also turns request ids on.
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: ``"host:port"`` of a separate listener serving Prometheus ``/metrics`` (e.g. ``"0.0.0.0:9464"``); empty: no
+    #: metrics. Never the ``[server] listen`` address: keep it off the public origin. Also turns request ids on.
+    listen: str = ""
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the metrics listener, or None when metrics are off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    #: Export OpenTelemetry traces (needs the ``bff[otel]`` extra): a server span per request with child spans for
+    #: the store, a token refresh, the upstream and the IdP; W3C ``traceparent`` sent to upstreams and the IdP. The
+    #: exporter, sampler and service name come from the standard ``OTEL_*`` variables (``OTEL_SDK_DISABLED=true``
+    #: turns tracing off again).
+    enabled: bool = False
+    #: Continue a trace the browser started (its ``traceparent``/``tracestate``). Off: every request starts a new
+    #: trace and links the browser's, so nobody on the internet picks bff's trace ids or sampling decisions.
+    propagate_from_browser: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,4 +285,6 @@ class Config:
     frontend: FrontendSettings | None = None
     tokens: TokenSettings = field(default_factory=TokenSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = "<memory>"

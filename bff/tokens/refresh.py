@@ -11,12 +11,17 @@ answers by revoking the whole token family, logging the user out).
    session to change (polling the store) instead of refreshing.
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
-5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
+5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
+   refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
+   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md).
+6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
-6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
+7. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
-   refresh never resurrects the session (the freshly issued refresh token is revoked instead).
+   refresh never resurrects the session (the freshly issued refresh token is revoked instead). While the store
+   fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
+   spent the old token, and losing the new one would make the next refresh present the spent one.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
@@ -28,6 +33,11 @@ being honoured: the lock renewer stops on a flag (a cancel only wakes it early; 
 which redis-py uses, can swallow one), every wait for a task is bounded (``asyncio.wait`` with a timeout), the
 renewer stops renewing once the refresh overran its deadline (so no lock outlives ``refresh_timeout`` plus a lease),
 and a flight still running past its deadline is abandoned and replaced.
+
+Metrics: each request that needs a refresh counts once in ``bff_token_refresh_total`` by what it got, and its wait
+in ``bff_token_refresh_duration_seconds``. ``ok`` when its flight called the IdP; ``joined`` when it used a refresh
+it did not make (it joined a flight of this process, or its flight found another process's result); a failure by
+what the flight recorded (``_Attempt``) or, failing that, by its class.
 
 What remains: an IdP that takes the refresh token and never answers. At ``refresh_timeout`` the refresh is abandoned
 with its outcome unknown; the next attempt presents the same refresh token. An IdP with a reuse grace window (Auth0's
@@ -42,6 +52,8 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Literal, get_args
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import (
@@ -52,9 +64,10 @@ from bff.errors import (
     SessionExpired,
     SessionStoreUnavailable,
 )
-from bff.models import TokenSet
+from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
+from bff.telemetry import metrics
 from bff.tokens.idp_probe import IdPProbe
 from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
 from bff.types import Clock
@@ -72,6 +85,19 @@ RETRY_SOON = 1
 STOP_GRACE = 0.5
 
 FlightKey = tuple[str, str | None]
+RefreshOutcome = Literal["ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error"]
+_OUTCOMES = {outcome: metrics.TOKEN_REFRESH.labels(outcome=outcome) for outcome in get_args(RefreshOutcome)}
+_DURATION = metrics.TOKEN_REFRESH_DURATION.labels()
+
+
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """What a flight found out, for the metrics of the requests that wait for it."""
+
+    #: The flight used someone else's refresh (another process's, or a result a previous refresh left).
+    joined: bool = False
+    #: Why the flight failed, when the exception alone does not say (a SessionExpired has several causes).
+    failure: RefreshOutcome | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -81,6 +107,7 @@ class _Flight:
     task: asyncio.Task[LoadedSession]
     #: Loop time after which the task has overrun every deadline (a lost cancellation) and is replaced.
     abandon_at: float
+    attempt: _Attempt
 
 
 class Refresher:
@@ -108,22 +135,49 @@ class Refresher:
     ) -> LoadedSession:
         """Refresh single-flight (see the module docstring). Returns the session with fresh tokens, or raises
         ``IdPUnavailable`` at the request's deadline while the refresh goes on."""
+        start = perf_counter()
         route_key = route_token_key(route) if route is not None else None
         key = (loaded.key, route_key)
         loop = asyncio.get_running_loop()
         flight = self._inflight.get(key)
-        if flight is None or loop.time() > flight.abandon_at:
-            task = loop.create_task(self._refresh_across_processes(loaded, route, route_key, stale_access_token))
-            flight = _Flight(task, loop.time() + self._flight_limit)
+        joined = flight is not None and loop.time() <= flight.abandon_at
+        if flight is None or not joined:
+            attempt = _Attempt()
+            task = loop.create_task(
+                self._refresh_across_processes(loaded, route, route_key, stale_access_token, attempt)
+            )
+            flight = _Flight(task, loop.time() + self._flight_limit, attempt)
             self._inflight[key] = flight
             task.add_done_callback(functools.partial(self._landed, key, flight))
         # Not ``await task``: this request stops waiting at its deadline, and the task is not cancelled with it.
         done, _ = await asyncio.wait({flight.task}, timeout=self.idp.settings.timeout)
-        if not done:
-            error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
-            error.retry_after = RETRY_SOON
-            raise error
-        return flight.task.result()
+        outcome: RefreshOutcome = "error"
+        try:
+            if not done:
+                outcome = "idp_unavailable"
+                error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
+                error.retry_after = RETRY_SOON
+                raise error
+            try:
+                result = flight.task.result()
+            except IdPUnavailable:
+                outcome = flight.attempt.failure or "idp_unavailable"
+                raise
+            except Exception:
+                outcome = flight.attempt.failure or "error"
+                raise
+            outcome = "joined" if joined or flight.attempt.joined else "ok"
+            return result
+        finally:
+            _OUTCOMES[outcome].inc()
+            _DURATION.observe(perf_counter() - start)
+
+    def joins(self, loaded: LoadedSession, route: RouteSettings | None = None) -> bool:
+        """Whether :meth:`refresh` called now would join a refresh of this session already running in this
+        process (rather than start one)."""
+        key = (loaded.key, route_token_key(route) if route is not None else None)
+        flight = self._inflight.get(key)
+        return flight is not None and asyncio.get_running_loop().time() <= flight.abandon_at
 
     def in_flight(self) -> list[asyncio.Task[LoadedSession]]:
         """The refreshes running in this process (for shutdown)."""
@@ -158,11 +212,16 @@ class Refresher:
         return not expiring(tokens, self.settings.refresh_leeway, self.clock)
 
     async def _refresh_across_processes(
-        self, loaded: LoadedSession, route: RouteSettings | None, route_key: str | None, stale: str | None
+        self,
+        loaded: LoadedSession,
+        route: RouteSettings | None,
+        route_key: str | None,
+        stale: str | None,
+        attempt: _Attempt,
     ) -> LoadedSession:
         spent = loaded.session.tokens.refresh_token
         if not spent:
-            await self.sessions.delete(loaded)
+            await self.sessions.delete(loaded, reason="expired")
             raise SessionExpired("the access token expired and the session has no refresh token")
         lease = self.settings.refresh_lock_lease
         lock_key = self.sessions.refresh_lock_key(loaded.key)
@@ -178,6 +237,7 @@ class Refresher:
             # Another process is refreshing this session: wait for its result instead of spending the token.
             current = await self._current(loaded)
             if self._settled(current, route, stale):
+                attempt.joined = True
                 return current
             if loop.time() > deadline:
                 error = IdPUnavailable("another instance is still refreshing this session's tokens")
@@ -191,8 +251,9 @@ class Refresher:
         try:
             current = await self._current(loaded)  # reload and check again, under the lock
             if self._settled(current, route, stale):
+                attempt.joined = True
                 return current
-            return await self._refresh_locked(current, route, route_key)
+            return await self._refresh_locked(current, route, route_key, attempt, write_until=renew_until)
         finally:
             stop.set()
             renewer.cancel()  # only wakes it early: should the cancellation be lost, it sees the flag and returns
@@ -230,7 +291,13 @@ class Refresher:
             logger.warning("could not release the refresh lock (its lease frees it): %s", exc.message)
 
     async def _refresh_locked(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
+        self,
+        current: LoadedSession,
+        route: RouteSettings | None,
+        route_key: str | None,
+        attempt: _Attempt,
+        *,
+        write_until: float,
     ) -> LoadedSession:
         session = current.session
         spent = session.tokens.refresh_token
@@ -240,8 +307,9 @@ class Refresher:
         if not from_idp:
             assert remembered is not None
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+            attempt.joined = True
         else:
-            new = await self._call_idp(current, spent, route)
+            new = await self._spend(current, spent, route, attempt)
         tokens = session.tokens
         # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
         # kept when the IdP did not rotate it (RFC 6749 6).
@@ -250,7 +318,7 @@ class Refresher:
         if route_key is None:
             # A new ID token must be about the same user; a remembered result was checked before it was saved.
             if new.id_token is not None and from_idp:
-                await self._check_same_user(current, new.id_token, new.access_token)
+                await self._check_same_user(current, new.id_token, new.access_token, attempt)
             tokens = dataclasses.replace(
                 new,
                 refresh_token=refresh_token,
@@ -260,7 +328,7 @@ class Refresher:
             )
             updated = session.evolve(tokens=tokens)
             # Stragglers holding the spent token find the answer here, even before the session write lands.
-            await self.sessions.save_refresh_result(spent, tokens, RESULT_TTL)
+            result: TokenSet | None = tokens
         else:
             route_token = TokenSet(
                 access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
@@ -269,7 +337,8 @@ class Refresher:
                 tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
                 route_tokens={**session.route_tokens, route_key: route_token},
             )
-        written = await self.sessions.replace(current, updated)
+            result = None
+        written = await self._store_rotated(current, updated, spent, result, write_until)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
@@ -279,7 +348,62 @@ class Refresher:
             return await self._current(current)
         return written
 
-    async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
+    async def _spend(
+        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
+    ) -> TokenSet:
+        """Present ``spent`` to the IdP, marked in the store as being spent until its result is stored.
+
+        The lock alone does not keep a second refresher away when a store failover loses it while the holder is
+        still writing the result (the promoted replica may miss the lock's latest renewal, and the holder's writes
+        fail until it reconnects): a refresher that then finds the spent token in the session, no result and
+        this mark, answers 503 instead of presenting the token again (RFC 9700 4.14.2: the IdP would revoke the
+        family). The mark outlives the holder's retries; a failed IdP call removes it, as nothing was spent."""
+        if await self.sessions.is_spending(spent):
+            error = IdPUnavailable("another refresh spent this session's refresh token and is storing the result")
+            error.retry_after = RETRY_SOON
+            raise error
+        try:
+            # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
+            await self.sessions.mark_spending(spent, self._refresh_timeout + 2 * self.settings.refresh_lock_lease)
+            return await self._call_idp(current, spent, route, attempt)
+        except BaseException:
+            try:
+                await self.sessions.unmark_spending(spent)
+            except SessionStoreUnavailable as exc:
+                logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
+            raise
+
+    async def _store_rotated(
+        self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
+    ) -> LoadedSession | None:
+        """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
+        and renewed meanwhile). The IdP has spent the old refresh token: if the new one is lost (a store failing
+        over drops or refuses the write), the next refresh presents the spent one, and an IdP with reuse detection
+        revokes the whole family (RFC 9700 4.14.2). Both writes are idempotent: the refresh result is a plain SET,
+        and a compare-and-set that landed before its confirmation failed finds the record changed and returns None
+        (the caller then reloads the session that holds the new tokens)."""
+        loop = asyncio.get_running_loop()
+        pause = POLL_MIN
+        while True:
+            try:
+                if result is not None:
+                    await self.sessions.save_refresh_result(spent, result, RESULT_TTL)
+                return await self.sessions.replace(current, updated)
+            except SessionStoreUnavailable as exc:
+                if loop.time() + pause > until:
+                    logger.exception(
+                        "could not store the rotated tokens before the refresh deadline; the next refresh presents "
+                        "the spent refresh token: %s",
+                        exc.message,
+                    )
+                    raise
+                logger.warning("could not store the rotated tokens (trying again): %s", exc.message)
+            await self._sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    async def _call_idp(
+        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
+    ) -> TokenSet:
         if self.probe.down:
             error = IdPUnavailable("the identity provider is failing; refreshes resume as soon as it answers")
             error.retry_after = RETRY_SOON
@@ -299,7 +423,8 @@ class Refresher:
                 raise IdPUnavailable(f"token endpoint (refresh_token): no answer within {timeout:g}s") from exc
         except InvalidGrant as exc:
             logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
-            await self.sessions.delete(current)
+            attempt.failure = "invalid_grant"
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the session expired or was revoked at the identity provider") from exc
         except IdPUnavailable as exc:
             self.probe.failed()
@@ -309,17 +434,20 @@ class Refresher:
         self.refresh_count += 1
         return new
 
-    async def _check_same_user(self, current: LoadedSession, id_token: str, access_token: str) -> None:
+    async def _check_same_user(
+        self, current: LoadedSession, id_token: str, access_token: str, attempt: _Attempt
+    ) -> None:
         """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
         against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
         this user's any more and ends."""
         try:
             claims = await self.idp.validate_id_token(id_token, nonce=None, access_token=access_token)
         except InvalidIdToken as exc:
-            await self.sessions.delete(current)
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the refreshed ID token is invalid") from exc
         if claims.get("sub") != current.session.sub:
-            await self.sessions.delete(current)
+            attempt.failure = "sub_mismatch"
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the refreshed ID token names another user")
 
     async def _revoke_quietly(self, refresh_token: str | None) -> None:
