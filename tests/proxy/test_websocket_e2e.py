@@ -362,6 +362,31 @@ async def test_a_token_about_to_expire_is_refreshed_and_the_socket_stays_open(st
     assert stack.provider.refresh_calls == refreshes + 1
 
 
+async def test_a_socket_open_at_the_shutdown_deadline_closes_with_1012_both_ways(
+    tmp_path: Path, redis_url: str, stack: Stack
+) -> None:
+    port = free_port()
+    config = tmp_path / "bff.toml"
+    write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "1m")
+    # write_config: drain_delay = "0s", shutdown_timeout = "2s", so the deadline comes 2 s after the stop signal.
+    log = tmp_path / "bff.log"
+    process = start_bff(config, port, log)
+    try:
+        wait_ready(port, process, log)
+        origin = f"http://127.0.0.1:{port}"
+        cookie = await log_in(origin)
+        async with socket(f"ws://127.0.0.1:{port}/api/shutdown", origin=origin, cookie=cookie) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            process.terminate()
+            assert await closed_with(ws) == 1012  # service restart: reconnect, to another instance
+        assert await upstream_close(stack.upstream, "/shutdown") == 1012
+        assert await asyncio.to_thread(process.wait, BOUND) == 0
+    finally:
+        process.terminate()
+        process.wait(BOUND)
+
+
 def start_workers(config: Path, port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
     GUARD.watch_bff(f"http://127.0.0.1:{port}")
     with log.open("wb") as out:
