@@ -387,15 +387,39 @@ async def test_a_socket_open_at_the_shutdown_deadline_closes_with_1012_both_ways
         process.wait(BOUND)
 
 
-def start_workers(config: Path, port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
+def start_serve(config: Path, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``bff serve`` with more command-line arguments than ``start_bff`` passes."""
     GUARD.watch_bff(f"http://127.0.0.1:{port}")
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--config", str(config), "--workers", str(workers)],
+            [sys.executable, "-m", "bff", "serve", "--config", str(config), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+
+async def test_debug_logs_of_a_relayed_handshake_hold_no_token(tmp_path: Path, redis_url: str, stack: Stack) -> None:
+    """The WebSocket client logs each handshake's headers at debug level: bff's redaction masks the bearer token."""
+    port = free_port()
+    config = tmp_path / "bff.toml"
+    write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "1m")
+    log = tmp_path / "bff.log"
+    process = start_serve(config, port, log, "--log-level", "debug")
+    try:
+        wait_ready(port, process, log)
+        origin = f"http://127.0.0.1:{port}"
+        cookie = await log_in(origin)
+        async with socket(f"ws://127.0.0.1:{port}/api/logged", origin=origin, cookie=cookie) as ws:
+            await ws.send("whoami")
+            assert await ws.recv() in issued(stack.provider)
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, BOUND)
+    written = log.read_text()
+    assert "websockets.client" in written or "> GET /logged" in written, written[-2000:]  # the handshake was logged
+    assert not [t for t in stack.provider.issued_tokens() if t in written]
+    assert cookie not in written
 
 
 async def test_works_under_workers_2(tmp_path: Path, redis_url: str, stack: Stack) -> None:
@@ -403,7 +427,7 @@ async def test_works_under_workers_2(tmp_path: Path, redis_url: str, stack: Stac
     config = tmp_path / "bff.toml"
     write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "30s")
     log = tmp_path / "bff.log"
-    process = start_workers(config, port, log, 2)
+    process = start_serve(config, port, log, "--workers", "2")
     try:
         wait_ready(port, process, log)
         origin = f"http://127.0.0.1:{port}"
