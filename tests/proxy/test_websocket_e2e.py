@@ -4,9 +4,12 @@ session cookie as Chromium does).
 
 What it proves: frames cross both ways with the user's token on the upstream handshake only; every refusal (no
 session, foreign or missing Origin, a route without ``websocket = true``) is an HTTP answer before the upstream sees
-any handshake; ``max_message`` both ways and ``idle_timeout`` close with their documented codes; a session that ends
-anywhere (logout on the other instance, back-channel logout, a token that cannot be refreshed) closes the socket with
-4401; and all of it under ``bff serve --workers 2``.
+any handshake, and an upstream that refuses its handshake is a 502; a browser that does not read holds the upstream
+back (backpressure, not buffering); ``max_message`` both ways and ``idle_timeout`` close with their documented
+codes; a session that ends anywhere (logout on the other instance, back-channel logout, ``bff sessions revoke``, a
+token that cannot be refreshed) closes the socket with 4401, while a token that can be refreshed keeps it open; a
+socket open at the shutdown deadline closes with 1012; debug logs of the handshake hold no token; and all of it
+under ``bff serve --workers 2``.
 """
 
 from __future__ import annotations
