@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
@@ -42,7 +43,7 @@ from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable,
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
-from bff.idp_http import create_idp_client
+from bff.idp_http import create_idp_client, idp_client_cert
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.proxy.websocket import WebSocketProxy
@@ -135,6 +136,7 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
+        check_client_certificates(config)  # before any TLS context loads one: errors that name the key
         #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
         self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
         store = store if store is not None else create_store(config, clock=clock)
@@ -147,6 +149,7 @@ class BffApp:
             timeout=config.oidc.timeout,
             ca_bundle=config.oidc.ca_bundle,
             transport=idp_transport,
+            client_cert=idp_client_cert(config.oidc),
             # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
             wrap_transport=None
             if self.tracing is None

@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
@@ -162,7 +163,8 @@ class WebSocketProxy:
                 scope.get("subprotocols") or [],
                 connect_timeout=settings.connect_timeout,
                 max_size=settings.max_message,
-                ca_bundle=settings.ca_bundle,
+                # The route's own context: its CA bundle and its client certificate (mutual TLS) as on HTTP.
+                tls=route.options.ssl if isinstance(route.options.ssl, ssl.SSLContext) else None,
             )
         except UpstreamError as exc:
             logger.warning("websocket %s: %s (%s)", settings.path, exc.message, type(exc.__cause__).__name__)

@@ -123,14 +123,15 @@ class WebSocketClient:
         *,
         connect_timeout: float | None = None,
         max_size: int | None = None,
-        ca_bundle: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> UpstreamWebSocket:
         """Open ``url`` (``ws://`` or ``wss://``, already percent-encoded ASCII: sent byte for byte), offering
-        ``protocols``; return once the upstream accepted the handshake. ``ca_bundle``: trust anchors of a ``wss://``
-        upstream behind a private CA."""
-        tls: ssl.SSLContext | None = None
-        if url.startswith("wss://"):
-            tls = ssl.create_default_context(cafile=ca_bundle)
+        ``protocols``; return once the upstream accepted the handshake. ``tls``: the route's TLS context for a
+        ``wss://`` upstream (its CA bundle, its client certificate); None: the system's CAs."""
+        if url.startswith("wss://") and tls is None:
+            tls = ssl.create_default_context()
+        elif not url.startswith("wss://"):
+            tls = None
         try:
             ws = await _Connect(
                 url,
