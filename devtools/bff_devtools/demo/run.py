@@ -120,7 +120,8 @@ def build_bff_config(options: DemoOptions) -> Config:
                 "token": "user",
                 "exchange": {"audience": REPORTS_AUDIENCE},
             },
-            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s"},
+            # WebSockets too (/api/live): the handshake carries the user's token, a logout closes the socket.
+            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s", "websocket": True},
         ],
         "frontend": {"directory": str(SPA_DIR)},
     }
