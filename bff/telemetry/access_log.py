@@ -39,6 +39,10 @@ def session_handle(session_key: str | None) -> str | None:
 #: At most this many (route, method, status, upstream status, error) fragments are kept: routes, standard methods,
 #: statuses and error codes are closed sets in practice; a client inventing methods must not grow memory.
 MAX_FRAGMENTS = 4096
+#: At most this many escaped paths of at most MAX_CACHED_PATH bytes are kept: an SPA calls the same API paths again
+#: and again; new paths past the bound are escaped each time, never stored.
+MAX_PATHS = 1024
+MAX_CACHED_PATH = 256
 _NO_TRACE = '"trace_id":null,"span_id":null,'
 _HEAD = '"severity_text":"INFO","body":"access","logger":"bff.access",'
 
@@ -53,6 +57,7 @@ class AccessLog(BaseObserver):
         self._scheduled = False
         self._escaped: dict[str, str] = {}
         self._fragments: dict[tuple[str, str, int, int | None, str | None], str] = {}
+        self._paths: dict[bytes, str] = {}
         self._session_key: str | None = None
         self._session = "null"
         self._second = -1
@@ -122,6 +127,12 @@ class AccessLog(BaseObserver):
             self._head = f'{{"timestamp":"{self._stamp}",{_HEAD}'
         return self._stamp
 
+    def _escaped_path(self, path: bytes) -> str:
+        escaped = _escape(path.decode("utf-8", "backslashreplace"))
+        if len(path) <= MAX_CACHED_PATH and len(self._paths) < MAX_PATHS:
+            self._paths[path] = escaped
+        return escaped
+
     def _fragment(self, key: tuple[str, str, int, int | None, str | None]) -> str:
         """The fields one (route, method, status, upstream status, error) always gives, as JSON members."""
         route, method, status, upstream, error = key
@@ -141,7 +152,9 @@ class AccessLog(BaseObserver):
         # keys are base64url: neither needs escaping.
         key = (ex.route, ex.method, ex.status, ex.upstream_status, ex.error)
         fragment = self._fragments.get(key) or self._fragment(key)
-        self._timestamp(now)
+        if int((now + self._offset) * 1000) != self._ms:
+            self._timestamp(now)
+        path = self._paths.get(ex.path) or self._escaped_path(ex.path)
         trace_id, span_id = ex.trace_id, ex.span_id
         if trace_id is None and span_id is None:
             trace = _NO_TRACE
@@ -156,10 +169,10 @@ class AccessLog(BaseObserver):
             self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
         # Whole microseconds: an int renders in a fraction of the time of a fixed-point float.
         up_us = "null" if ex.upstream_status is None and ex.upstream_error is None else int(ex.upstream_time * 1e6)
-        request_id = ex.request_id
+        request_id = "null" if ex.request_id is None else '"' + ex.request_id + '"'
         return (
-            f'{self._head}"request_id":{"null" if request_id is None else f"{chr(34)}{request_id}{chr(34)}"},{trace}'
-            f'"url.path":{_escape(ex.path.decode("utf-8", "backslashreplace"))},{fragment}'
+            f'{self._head}"request_id":{request_id},{trace}'
+            f'"url.path":{path},{fragment}'
             f'"duration_us":{int((now - ex.started) * 1e6)},"bff.upstream.duration_us":{up_us},'
             f'"http.request.body.size":{ex.bytes_in},"http.response.body.size":{ex.bytes_out},'
             f'"bff.session":{self._session}}}\n'

@@ -37,7 +37,7 @@ class RequestIdGenerator:
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:
-        return self._prefix + format(next(self._counter), "x")
+        return f"{self._prefix}{next(self._counter):x}"
 
 
 class RequestIds(BaseObserver):

@@ -189,3 +189,20 @@ def test_the_timestamp_is_the_wall_clock_time_of_the_request_end() -> None:
     stamp = json.loads(lines(log, stream)[0])["timestamp"]
     parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC).timestamp()
     assert before - 0.001 <= parsed <= after
+
+
+def test_a_repeated_hostile_path_stays_valid_json_and_the_path_cache_is_bounded() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    hostile = b'/api/"\n\xff\x00</script>'
+    for path in (hostile, hostile, *(b"/api/items/%d" % i for i in range(access_log.MAX_PATHS + 10)), hostile):
+        log.end(finished(exchange(path)))
+    records = [json.loads(line) for line in lines(log, stream)]
+    assert len(records) == access_log.MAX_PATHS + 13
+    assert [r["url.path"] for r in records[:2]] == [hostile.decode("utf-8", "backslashreplace")] * 2
+    assert records[-1]["url.path"] == hostile.decode("utf-8", "backslashreplace")
+    assert records[-2]["url.path"] == f"/api/items/{access_log.MAX_PATHS + 9}"
+    assert len(log._paths) == access_log.MAX_PATHS
+    long = b"/api/" + b"x" * access_log.MAX_CACHED_PATH
+    log.end(finished(exchange(long)))
+    assert long not in log._paths
