@@ -28,6 +28,8 @@ ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 #: Paths bff answers itself; a route may not shadow them.
 RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
+#: Bound of ``[session] store_replicas``: more replicas than a Redis deployment has would fail every write.
+MAX_STORE_REPLICAS = 16
 #: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
 MAX_PENDING_LOGINS = 20
 #: Store formats this release writes (``[session] write_format``); it reads these and every older one.
@@ -60,7 +62,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    #: Address to bind (``listen = "host:port"`` in the file).
+    #: Address to bind (``listen = "host:port"`` in the file; ``":port"`` is every IPv4 interface).
     host: str = "127.0.0.1"
     #: Port to bind (``listen = "host:port"`` in the file).
     port: int = 8000
@@ -82,14 +84,20 @@ class ServerSettings:
     max_request_header_size: int = 64 * 1024
     #: Most header fields in one request head; 431 and close beyond it.
     max_request_headers: int = 100
+    #: After SIGTERM/SIGINT, ``/readyz`` answers 503 at once while new connections and requests are still served for
+    #: this long, so that the load balancer stops sending before the listener closes.
+    drain_delay: float = 5.0
+    #: After the drain, requests in flight get this long to finish; streams still open then are ended, and the
+    #: process exits. A process stops within ``drain_delay + shutdown_timeout`` plus a few seconds.
+    shutdown_timeout: float = 25.0
 
 
 @dataclass(frozen=True)
 class SessionSettings:
     #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
     keys: tuple[Secret, ...]
-    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
-    #: or ``memory://`` (one process only; sessions vanish on restart).
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://`` (``rediss+``
+    #: for TLS), ``unix://``, or ``memory://`` (one process only; sessions vanish on restart).
     store: str = "memory://"
     #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
     cookie_name: str = "__Host-bff"
@@ -110,6 +118,9 @@ class SessionSettings:
     #: Format of what bff writes to the store (1 or 2; every known format is read): the newest the previous release
     #: reads, so a rolling update works; raise it once every instance runs this release (docs/storage-formats.md).
     write_format: int = 1
+    #: Redis replicas that must confirm a write (``WAIT``) before bff relies on it, so that a failover cannot lose
+    #: a refresh lock or rotated tokens; 0: the primary's answer is enough. Not on Redis Cluster.
+    store_replicas: int = 0
 
 
 @dataclass(frozen=True)
