@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
@@ -41,11 +42,11 @@ from bff.endpoints.user import User
 from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
-from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
-from bff.idp_http import create_idp_client
+from bff.idp_http import create_idp_client, idp_client_cert
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
+from bff.proxy.websocket import WebSocketProxy
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.metered_store import MeteredStore
@@ -63,6 +64,7 @@ from bff.tokens.manager import SHUTDOWN_GRACE
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 from bff.upstream.traced import TracedUpstreamClient
+from bff.upstream.websocket import WebSocketClient
 
 if TYPE_CHECKING:
     from bff.telemetry.tracing import Tracing
@@ -134,6 +136,7 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
+        check_client_certificates(config)  # before any TLS context loads one: errors that name the key
         #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
         self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
         store = store if store is not None else create_store(config, clock=clock)
@@ -146,6 +149,7 @@ class BffApp:
             timeout=config.oidc.timeout,
             ca_bundle=config.oidc.ca_bundle,
             transport=idp_transport,
+            client_cert=idp_client_cert(config.oidc),
             # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
             wrap_transport=None
             if self.tracing is None
@@ -176,6 +180,19 @@ class BffApp:
             error_headers=self._error_headers,
             replay_limit=config.tokens.replay_limit,
             observers=self.observers,
+        )
+        #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
+        self.websockets = (
+            WebSocketProxy(
+                config.routes,
+                self.upstream,
+                self.tokens,
+                public_origin=config.server.public_origin,
+                trusted_proxies=config.server.trusted_proxies,
+                error_headers=self._error_headers,
+            )
+            if any(route.websocket for route in config.routes)
+            else None
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
@@ -328,7 +345,9 @@ class BffApp:
         elif self.proxy.match(path) is not None:
             if scope["type"] == "http":
                 await self.proxy(scope, receive, send)  # observed inside, at the proxy's own seam
-            else:  # routes relay HTTP only: refuse the WebSocket handshake (403)
+            elif self.websockets is not None:  # websocket = true routes (others refuse inside: 403)
+                await self.websockets(scope, receive, send)
+            else:  # no route relays WebSockets: refuse the handshake (403)
                 await send({"type": "websocket.close", "code": 1008})
         elif self.frontend is not None:  # the SPA: its files, or its dev server (WebSockets included)
             if self.observers and scope["type"] == "http":

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bff.config.client_tls import check_bound_routes
 from bff.config.env import apply_overrides, name_variables
 from bff.config.explain import explain
 from bff.config.logs import read_logging
@@ -122,6 +123,7 @@ def parse_config_with_overrides(
     session = read_session(root)
     oidc = read_oidc(root, server.public_origin)
     routes = read_routes(root)
+    check_bound_routes(root, oidc.client_cert, routes)
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)

@@ -6,8 +6,10 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from bff.config.client_tls import read_client_cert
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
 MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding")
@@ -109,6 +111,22 @@ def _anonymous(r: Reader, token: TokenPolicy) -> bool:
     return anonymous
 
 
+def _certificate_bound(r: Reader, token: TokenPolicy, cert: str | None, upstream: str) -> bool:
+    bound = r.get("certificate_bound", bool)
+    if not bound:
+        return bound
+    if token == "none":
+        r.problem("certificate_bound", "needs a route that sends a token (token = 'none' sends none)")
+    if not upstream.lower().startswith("https://"):
+        r.problem("certificate_bound", "needs an https upstream: the token is bound to the TLS client certificate")
+    if not cert and not r.data.get("client_cert"):
+        r.problem(
+            "certificate_bound",
+            "needs client_cert and client_key: the same certificate as [oidc] client_cert (RFC 8705 3)",
+        )
+    return bound
+
+
 def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     path = _path(r, index, prefixes)
     upstream = _upstream(r)
@@ -118,6 +136,12 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     ca_bundle = existing_file(r, "ca_bundle")
     resource = _resource(r)
     anonymous = _anonymous(r, token)
+    tls = read_client_cert(r)
+    if tls.cert and upstream and not upstream.lower().startswith("https://"):
+        r.problem("client_cert", "needs an https upstream: a client certificate is presented only over TLS")
+    certificate_bound = _certificate_bound(r, token, tls.cert, upstream)
+    proxy = _proxy(r)
+    ws = read_websocket_keys(r, proxy=proxy)
     route = RouteSettings(
         path=path,
         upstream=upstream,
@@ -130,11 +154,19 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         set_headers=set_headers,
         remove_headers=remove_headers,
         ca_bundle=ca_bundle,
-        proxy=_proxy(r),
+        proxy=proxy,
         resource=resource,
         scopes=r.string_list("scopes"),
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
+        client_cert=tls.cert,
+        client_key=tls.key,
+        client_key_password=tls.password,
+        certificate_bound=certificate_bound,
+        websocket=ws.websocket,
+        max_message=ws.max_message,
+        idle_timeout=ws.idle_timeout,
+        session_check=ws.session_check,
     )
     r.finish()
     return route

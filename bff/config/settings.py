@@ -13,13 +13,29 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TokenPolicy = Literal["user", "client", "user_or_none", "none"]
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+]
 SameSite = Literal["strict", "lax"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
-AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+AUTH_METHODS: tuple[AuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+)
+#: RFC 8705 2: the client authenticates with the certificate of its TLS connection (``[oidc] client_cert``).
+TLS_AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
 SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -131,7 +147,8 @@ class OIDCSettings:
     client_id: str
     #: This client's secret; required for ``client_secret_basic`` and ``client_secret_post``.
     client_secret: Secret | None = None
-    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``).
+    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``;
+    #: ``tls_client_auth`` and ``self_signed_tls_client_auth``, RFC 8705 2, need ``client_cert`` and ``client_key``).
     token_endpoint_auth_method: AuthMethod = "client_secret_basic"
     #: PEM private key file for ``private_key_jwt``.
     private_key_file: str | None = None
@@ -155,6 +172,13 @@ class OIDCSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     #: CA bundle for an IdP behind a private CA.
     ca_bundle: str | None = None
+    #: PEM certificate (chain) bff presents on its TLS connections to the IdP (mutual TLS, RFC 8705); with
+    #: ``client_key``. The IdP's ``mtls_endpoint_aliases`` are then used (RFC 8705 5).
+    client_cert: str | None = None
+    #: PEM private key of ``client_cert``; may be encrypted (``client_key_password``).
+    client_key: str | None = None
+    #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
+    client_key_password: Secret | None = None
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",
@@ -209,6 +233,24 @@ class RouteSettings:
     refresh_on_401: bool = False
     #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
     anonymous: bool = False
+    #: PEM certificate (chain) bff presents to this route's upstream (mutual TLS); with ``client_key``.
+    client_cert: str | None = None
+    #: PEM private key of ``client_cert``; may be encrypted (``client_key_password``).
+    client_key: str | None = None
+    #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
+    client_key_password: Secret | None = field(default=None, repr=False)
+    #: The upstream accepts only certificate-bound tokens (RFC 8705 3): the token names ``[oidc] client_cert`` in
+    #: ``cnf.x5t#S256``, so ``client_cert`` must be that same certificate (checked at start).
+    certificate_bound: bool = False
+    #: Also relay WebSocket handshakes on this route (docs/websockets.md); HTTP requests are proxied as ever.
+    websocket: bool = False
+    #: ``websocket`` only: largest WebSocket message either way; a bigger one closes the socket with 1009.
+    max_message: int = 1024 * 1024
+    #: ``websocket`` only: a socket without a message either way for this long is closed with 4408.
+    idle_timeout: float = 300.0
+    #: ``websocket`` only: how often each open socket re-reads its session, so a logout anywhere (or a token that
+    #: can no longer be refreshed) closes it with 4401 within about this long. One store read per socket each time.
+    session_check: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ class TokenMinter:
         self._keys = keys
         self._clock = clock
 
-    def access_token(self, *, client_id: str, sub: str, scope: str, audience: str, role: str | None) -> AccessToken:
+    def access_token(
+        self, *, client_id: str, sub: str, scope: str, audience: str, role: str | None, binding: str | None = None
+    ) -> AccessToken:
         """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1)."""
         now = int(self._clock())
         exp = now + int(self._settings.access_token_ttl)
@@ -57,6 +59,8 @@ class TokenMinter:
         }
         if role is not None:
             claims["role"] = role
+        if binding is not None:
+            claims["cnf"] = {"x5t#S256": binding}  # RFC 8705 3.1: bound to the client's certificate
         return AccessToken(self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), jti, exp)
 
     def logout_token(self, *, client_id: str, sub: str, sid: str) -> str:
