@@ -33,6 +33,8 @@ code, a secret or an upstream's internals.
     │       └── UpstreamProxyRefused 502 upstream_proxy_refused (the proxy answered CONNECT with 407, 403, 502, ...)
     ├── OAuthError                  (from the token/revocation endpoints)
     │   ├── InvalidGrant            401  session_expired  (fatal for the session)
+    │   ├── TokenExchangeRefused    502  token_exchange_refused (RFC 8693: the IdP refuses this route's exchange)
+    │   │   └── TokenExchangeDenied 401  token_exchange_denied  (the IdP refuses the user's token; session kept)
     │   └── IdPUnavailable          503  temporarily_unavailable (not fatal; retried later)
     │       └── InvalidProviderMetadata 503  temporarily_unavailable (discovery answer unusable: a misconfiguration)
     ├── JoseError-like failures are raised as InvalidIdToken / InvalidLogoutToken
@@ -211,6 +213,22 @@ class InvalidGrant(OAuthError):
     """The grant (code or refresh token) is invalid, expired, revoked or reused: fatal for the session."""
 
     error = "session_expired"
+    status = 401
+
+
+class TokenExchangeRefused(OAuthError):
+    """The IdP refused a route's token exchange (``invalid_target``, ``unauthorized_client``, ``invalid_scope``,
+    ``invalid_request``, ...): a configuration problem between bff and the IdP that logging in again cannot fix."""
+
+    error = "token_exchange_refused"
+    status = 502
+
+
+class TokenExchangeDenied(TokenExchangeRefused):
+    """The IdP refused the user's token as the exchange's subject (``invalid_grant``, ``invalid_token``). The session
+    is kept: other routes may still work, and logging in again gives the IdP a fresh subject token."""
+
+    error = "token_exchange_denied"
     status = 401
 
 

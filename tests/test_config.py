@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bff.cli import main
-from bff.config import Secret, load_config, parse_config, parse_duration, parse_size
+from bff.config import ExchangeSettings, Secret, load_config, parse_config, parse_duration, parse_size
 from bff.errors import ConfigError
 from tests.support.configs import SESSION_KEY, base_document, make_config
 
@@ -141,7 +141,7 @@ def test_cli_check_ok(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
     for k, v in EXAMPLE_ENV.items():
         monkeypatch.setenv(k, v)
     assert main(["check", "--config", str(CONFIG_DIR / "production.toml")]) == 0
-    assert "OK (3 route(s)" in capsys.readouterr().out
+    assert "OK (4 route(s)" in capsys.readouterr().out
 
 
 def test_cli_check_reads_bff_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,6 +237,50 @@ def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: A
             "routes[1].anonymous: applies only to token = 'client'",
         ),
         ({"path": "/x", "upstream": "https://a.example", "token": "client", "anonymous": "yes"}, "routes[1].anonymous"),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": "orders-api"},
+            "routes[1].exchange: expected a table",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {}},
+            "routes[1].exchange.audience: an exchange needs",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"scope": "orders:read"}},
+            "routes[1].exchange.audience: an exchange needs an audience or a resource",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"audience": "orders api"}},
+            "routes[1].exchange.audience: must be 1 to 256 printable ASCII characters",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"audience": "a", "scope": "a  b"}},
+            "routes[1].exchange.scope: must be scope names separated by single spaces",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"audience": "a", "scope": 'say"hi"'}},
+            "routes[1].exchange.scope: must be scope names",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"resource": "http://orders.example.net"}},
+            "routes[1].exchange.resource: must use https",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "exchange": {"audience": "a", "audiences": ["b"]}},
+            "routes[1].exchange.audiences: unknown key (did you mean `audience`?",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "client", "exchange": {"audience": "a"}},
+            "routes[1].exchange: applies only to token = 'user' or 'user_or_none'",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "token": "none", "exchange": {"audience": "a"}},
+            "routes[1].exchange: applies only to token = 'user' or 'user_or_none'",
+        ),
+        (
+            {"path": "/x", "upstream": "https://a.example", "scopes": ["x"], "exchange": {"audience": "a"}},
+            "routes[1].exchange: cannot be combined with the route's resource or scopes",
+        ),
     ],
 )
 def test_route_problems(route: dict[str, Any], expected: str) -> None:
@@ -266,6 +310,23 @@ def test_write_format_defaults_to_what_the_previous_release_reads() -> None:
     doc = base_document()
     doc["session"]["write_format"] = 2
     assert parse_config(doc, env={}).session.write_format == 2
+
+
+def test_exchange_is_read_with_its_audience_resource_and_scope() -> None:
+    doc = base_document()
+    doc["routes"].append(
+        {
+            "path": "/api/billing",
+            "upstream": "https://billing.example.net",
+            "token": "user_or_none",
+            "exchange": {"audience": "billing-api", "resource": "https://billing.example.net", "scope": "${SCOPE}"},
+        }
+    )
+    orders, billing = parse_config(doc, env={"SCOPE": "billing:read billing:write"}).routes
+    assert orders.exchange is None
+    assert billing.exchange == ExchangeSettings(
+        audience="billing-api", resource="https://billing.example.net", scope="billing:read billing:write"
+    )
 
 
 def test_client_routes_need_a_session_unless_they_say_anonymous() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bff.cli import main
-from bff.config import Secret, ServerSettings, parse_config
+from bff.config import ExchangeSettings, Secret, ServerSettings, parse_config
 from bff.errors import ConfigError
 from tests.support.configs import CLIENT_SECRET, SESSION_KEY, base_document
 from tests.test_config import EXAMPLE_ENV
@@ -281,3 +281,24 @@ def test_cli_check_refuses_an_unusable_https_proxy(
     err = capsys.readouterr().err
     assert "HTTPS_PROXY (environment, used for https upstreams): must be an http:// proxy URL" in err
     assert "proxy-secret-1234" not in err
+
+
+def test_a_route_exchange_is_an_inline_table_in_the_environment_and_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = parse_config(
+        base_document(), env={"BFF_ROUTES__0__EXCHANGE": '{ audience = "orders-api", scope = "orders:read" }'}
+    )
+    assert config.routes[0].exchange == ExchangeSettings(audience="orders-api", scope="orders:read")
+    assert problems({"BFF_ROUTES__0__EXCHANGE": '{ audience = "orders api" }'}) == [
+        "routes[0].exchange.audience (from BFF_ROUTES__0__EXCHANGE): must be 1 to 256 printable ASCII characters"
+        " without spaces"
+    ]
+    path = tmp_path / "bff.toml"
+    path.write_text(EXPLAINED)
+    monkeypatch.setenv("TEST_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("BFF_ROUTES__0__EXCHANGE", '{ audience = "orders-api" }')
+    assert main(["check", "--config", str(path), "--explain"]) == 0
+    lines = {line.split(" = ", 1)[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["routes[0].exchange"].startswith('routes[0].exchange = { "audience" = "orders-api" }')
+    assert lines["routes[0].exchange"].endswith("# env BFF_ROUTES__0__EXCHANGE")

@@ -21,6 +21,7 @@ import pytest
 
 from bff.config import (
     Config,
+    ExchangeSettings,
     FrontendSettings,
     LoggingSettings,
     MetricsSettings,
@@ -50,6 +51,10 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[metrics]", MetricsSettings),
     ("[tracing]", TracingSettings),
 )
+#: Inline tables of a section: their keys get a table of their own right after the section's.
+SUBTABLES: dict[type[Any], tuple[tuple[str, type[Any]], ...]] = {
+    RouteSettings: (("[[routes]] exchange = { ... }", ExchangeSettings),),
+}
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
 
@@ -142,6 +147,9 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if cls is RouteSettings:
         table: dict[str, Any] = doc["routes"][0]
         return table
+    if cls is ExchangeSettings:
+        table = doc["routes"][0].setdefault("exchange", {"audience": "orders-api"})
+        return table
     name = {ServerSettings: "server", SessionSettings: "session", OIDCSettings: "oidc"}.get(cls)
     if name is not None:
         table = doc[name]
@@ -217,6 +225,8 @@ def _type_and_default(cls: type[Any], f: dataclasses.Field[Any], hint: Any) -> t
         kind, shown = "array of strings", None
     elif origin is Mapping:
         kind, shown = "table of strings", "{}"
+    elif hint == ExchangeSettings | None:
+        kind, shown = "inline table (below)", None
     elif hint in (int, str, Secret | None, str | None):
         kind = {int: "integer", str: "string"}.get(hint, "string (secret)" if hint == Secret | None else "string")
         shown = None
@@ -259,11 +269,12 @@ def render() -> str:
     )
     parts = [HEADER]
     for header, cls in SECTIONS:
-        parts.append(f"\n## `{header}`\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n")
-        for key, kind, shown, meaning in _rows(cls):
-            cell = meaning.replace("|", "\\|")
-            shown = shown if shown.startswith("*") else f"`{shown}`"
-            parts.append(f"| `{key}` | {kind} | {shown} | {cell} |\n")
+        for title, table in ((header, cls), *SUBTABLES.get(cls, ())):
+            parts.append(f"\n## `{title}`\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n")
+            for key, kind, shown, meaning in _rows(table):
+                cell = meaning.replace("|", "\\|")
+                shown = shown if shown.startswith("*") else f"`{shown}`"
+                parts.append(f"| `{key}` | {kind} | {shown} | {cell} |\n")
     parts.append(ENVIRONMENT)
     return "".join(parts)
 

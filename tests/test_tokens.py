@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bff.config import RouteSettings, TokenSettings
-from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable, Unauthenticated
+from bff.config import ExchangeSettings, RouteSettings, TokenSettings
+from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable, TokenExchangeRefused, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
@@ -589,3 +589,60 @@ async def test_a_spending_mark_the_store_did_not_confirm_does_not_block_the_next
         token = await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
         assert token != stale.session.tokens.access_token
         assert env.provider.refresh_calls == 1
+
+
+# --- token exchange (RFC 8693) -----------------------------------------------------------------------------------
+
+ORDERS = RouteSettings(path="/orders", upstream="https://orders.example.net", exchange=ExchangeSettings("orders-api"))
+EXCHANGES = "bff_token_exchange_total"
+
+
+async def test_concurrent_exchanges_in_one_process_make_one_and_count_it(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    deltas = MetricDeltas()
+    tokens = await asyncio.wait_for(asyncio.gather(*(manager.access_token(loaded, ORDERS) for _ in range(20))), 20)
+    assert len(set(tokens)) == 1
+    assert tokens[0] != loaded.session.tokens.access_token
+    assert env.provider.exchange_calls == 1
+    assert deltas.by(EXCHANGES, "outcome") == {"ok": 1, "joined": 19}
+    assert deltas.by(REFRESHES, "outcome") == {}
+    reloaded = await env.sessions.load(session_id)
+    assert reloaded is not None
+    assert reloaded.session.tokens == loaded.session.tokens  # the login's tokens are untouched
+    assert await manager.access_token(reloaded, ORDERS) == tokens[0]  # cached
+    assert env.provider.exchange_calls == 1
+
+
+async def test_an_exchange_on_an_expired_login_token_without_a_refresh_token_ends_the_session(
+    env: TokenEnv,
+) -> None:
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    no_refresh = stale.session.evolve(
+        tokens=TokenSet(access_token=stale.session.tokens.access_token, expires_at=stale.session.tokens.expires_at)
+    )
+    written = await env.sessions.replace(stale, no_refresh)
+    assert written is not None
+    with pytest.raises(SessionExpired):
+        await manager.access_token(written, ORDERS)
+    assert env.provider.exchange_calls == 0
+    assert await env.sessions.load(session_id) is None
+
+
+async def test_a_refused_exchange_keeps_the_session_and_is_counted(env: TokenEnv) -> None:
+    manager = await env.manager()
+    session_id, loaded = await env.login()
+    ledger = RouteSettings(path="/ledger", upstream="https://l.example.net", exchange=ExchangeSettings("ledger-api"))
+    deltas = MetricDeltas()
+    with pytest.raises(TokenExchangeRefused) as info:
+        await manager.access_token(loaded, ledger)
+    assert (info.value.status, info.value.error, info.value.oauth_error) == (
+        502,
+        "token_exchange_refused",
+        "invalid_target",
+    )
+    assert deltas.by(EXCHANGES, "outcome") == {"refused": 1}
+    assert await env.sessions.load(session_id) is not None
+    assert await manager.access_token(loaded, ROUTE) == loaded.session.tokens.access_token

@@ -87,8 +87,8 @@ def _kind(hint: Any) -> Kind:
         return "number"
     if origin is tuple:
         return "array"
-    if origin is Mapping:
-        return "table"
+    if origin is Mapping or any(dataclasses.is_dataclass(arg) for arg in typing.get_args(hint)):
+        return "table"  # a table of strings, or a nested table like a route's exchange
     return "string"
 
 

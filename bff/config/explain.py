@@ -84,6 +84,11 @@ def _shown(name: str, value: Any) -> str:
         return json.dumps(_duration(value))
     if isinstance(value, tuple):
         return json.dumps([str(v) for v in value])
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # A nested table (a route's exchange): its keys that are set, as an inline table.
+        value = {
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if getattr(value, f.name) is not None
+        }
     if isinstance(value, Mapping):
         # A route's header values may be API keys; the IdP parameters are shown (they are in every login URL).
         shown = {k: (MASK if name == "set_headers" else v) for k, v in value.items()}

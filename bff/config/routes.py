@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bff.config.client_tls import read_client_cert
+from bff.config.exchange import read_exchange
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
 from bff.config.websocket_routes import read_websocket_keys
@@ -136,6 +137,8 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     ca_bundle = existing_file(r, "ca_bundle")
     resource = _resource(r)
     anonymous = _anonymous(r, token)
+    scopes = r.string_list("scopes")
+    exchange = read_exchange(r, token, resource=resource, scopes=scopes)
     tls = read_client_cert(r)
     if tls.cert and upstream and not upstream.lower().startswith("https://"):
         r.problem("client_cert", "needs an https upstream: a client certificate is presented only over TLS")
@@ -156,9 +159,10 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         ca_bundle=ca_bundle,
         proxy=proxy,
         resource=resource,
-        scopes=r.string_list("scopes"),
+        scopes=scopes,
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
+        exchange=exchange,
         client_cert=tls.cert,
         client_key=tls.key,
         client_key_password=tls.password,

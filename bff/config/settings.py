@@ -197,6 +197,18 @@ class OIDCSettings:
 
 
 @dataclass(frozen=True)
+class ExchangeSettings:
+    """A route's ``exchange = { ... }``: the user's access token is exchanged for one limited to this upstream."""
+
+    #: RFC 8693 ``audience``: the logical name of the upstream the exchanged token is for (its ``aud``).
+    audience: str | None = None
+    #: RFC 8693 / RFC 8707 ``resource``: the upstream's URI, when the IdP names targets by URI.
+    resource: str | None = None
+    #: RFC 8693 ``scope`` of the exchanged token, space-separated; empty: the IdP's choice.
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
 class RouteSettings:
     #: The path prefix on the SPA's origin; matches whole segments (``/api/orders`` never matches ``/api/ordersX``).
     path: str
@@ -251,6 +263,9 @@ class RouteSettings:
     #: ``websocket`` only: how often each open socket re-reads its session, so a logout anywhere (or a token that
     #: can no longer be refreshed) closes it with 4401 within about this long. One store read per socket each time.
     session_check: float = 0.5
+    #: RFC 8693 token exchange (``token = "user"``/``"user_or_none"`` only): send this route a token the IdP
+    #: issues for ``{ audience = "...", resource = "...", scope = "..." }`` in exchange for the user's token.
+    exchange: ExchangeSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,15 @@ from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
 from bff.config.settings import TLS_AUTH_METHODS
-from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
+from bff.errors import (
+    ConfigError,
+    IdPUnavailable,
+    InvalidGrant,
+    InvalidIdToken,
+    OAuthError,
+    TokenExchangeDenied,
+    TokenExchangeRefused,
+)
 from bff.models import TokenSet
 from bff.oidc._http import IdPRoute, json_object, metered
 from bff.oidc.discovery import ProviderMetadata
@@ -42,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 #: RFC 7523 2.2 / RFC 7521 4.2.
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: RFC 8693 2.1 / 3.
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant URI
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI, not a password
+#: Refusals of a token exchange that say the subject token (the user's) is not acceptable, not the request.
+_SUBJECT_REFUSED = frozenset({"invalid_grant", "invalid_token"})
 #: Lifetime of a private_key_jwt client assertion: short, it is used once.
 ASSERTION_TTL = 60
 #: RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E; anything else is not shown.
@@ -229,6 +242,52 @@ class OIDCClient:
         """RFC 6749 4.4: a token for bff itself, for routes with ``token = "client"``."""
         form = {"grant_type": "client_credentials"}
         return await self._token_request(self._scoped(form, scopes, resource), "client_credentials")
+
+    async def token_exchange(
+        self,
+        subject_token: str,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        io_timeout: float | None = None,
+    ) -> TokenSet:
+        """RFC 8693 2.1: an access token for ``audience``/``resource`` in exchange for the user's access token
+        (impersonation: no actor token). A refusal is :class:`~bff.errors.TokenExchangeDenied` when it is about the
+        subject token, else :class:`~bff.errors.TokenExchangeRefused`; never ``InvalidGrant``, which would end the
+        session. A refresh token in the answer is dropped: bff exchanges again instead (RFC 8693 2.2.1)."""
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+        }
+        if audience:
+            form["audience"] = audience
+        if resource:
+            form["resource"] = resource
+        if scope:
+            form["scope"] = scope
+        what = "token endpoint (token-exchange)"
+        try:
+            response = await self._post(self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout)
+        except IdPUnavailable:
+            raise
+        except OAuthError as exc:
+            code = exc.oauth_error or "invalid_request"
+            refused = TokenExchangeDenied if code in _SUBJECT_REFUSED else TokenExchangeRefused
+            raise refused(f"the identity provider refused the token exchange: {code}", oauth_error=code) from exc
+        data = json_object(response, what=what)
+        # RFC 8693 2.2.1: issued_token_type is required; an IdP that issued something else is not used.
+        if data.get("issued_token_type") != ACCESS_TOKEN_TYPE:
+            raise IdPUnavailable(f"{what}: issued_token_type is not an access token")
+        tokens = self._token_set(data, what)
+        return TokenSet(
+            access_token=tokens.access_token,
+            token_type=tokens.token_type,
+            expires_at=tokens.expires_at,
+            scope=tokens.scope,
+        )
 
     async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> None:  # noqa: S107
         """RFC 7009 2.1; a no-op when the IdP has no ``revocation_endpoint``. Failures raise; the caller (logout)

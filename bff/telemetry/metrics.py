@@ -198,6 +198,7 @@ def gauge(name: str, documentation: str, labelnames: tuple[str, ...] = (), *, mo
 
 UPSTREAM_ERROR_KINDS = ("connect_error", "timeout", "bad_response", "status_5xx")
 REFRESH_OUTCOMES = ("ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error")
+EXCHANGE_OUTCOMES = ("ok", "joined", "refused", "denied", "idp_unavailable", "error")
 SESSION_END_REASONS = (
     "logout",
     "logout_everywhere",
@@ -258,6 +259,16 @@ TOKEN_REFRESH = counter(
     " before the answer is not counted.",
     ("outcome",),
     outcome=REFRESH_OUTCOMES,
+)
+TOKEN_EXCHANGE = counter(
+    "bff_token_exchange_total",
+    "Requests on a route with exchange (RFC 8693) that needed its token exchanged, one each, by what they got: ok"
+    " (this request's exchange called the IdP), joined (it used an exchange by another request, process or"
+    " instance), refused (502 token_exchange_refused), denied (401 token_exchange_denied: the IdP refused the user's"
+    " token), idp_unavailable (IdP down or slow past the request's deadline), error (anything else, the session"
+    " ending included). Not counted in bff_token_refresh_total, the login's refresh such a request needed included.",
+    ("outcome",),
+    outcome=EXCHANGE_OUTCOMES,
 )
 TOKEN_REFRESH_DURATION = histogram(
     "bff_token_refresh_duration_seconds",

@@ -6,7 +6,9 @@ answers by revoking the whole token family, logging the user out: the top compla
 Policies: ``none`` (no token), ``user`` (the session's token; no session -> ``Unauthenticated``), ``user_or_none``
 (anonymous without a session), ``client`` (a client-credentials token shared by every session, cached until shortly
 before it expires, fetched single-flight). A ``client`` route needs a session like ``user`` unless it says
-``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend.
+``anonymous = true``: bff's own token must not be a credential that anyone on the internet can spend. A ``user``
+or ``user_or_none`` route with ``exchange`` sends a token the IdP exchanged for the session's (RFC 8693), kept in the
+session per route and fetched by the ``Refresher`` like a refresh.
 
 The check runs on every proxied request and stays here, inline: a token that does not expire within
 ``refresh_leeway`` is sent as it is. The rest is delegated to one object per job: ``Refresher`` (``refresh``: the
@@ -28,6 +30,8 @@ from bff.errors import (
     InvalidGrant,
     SessionExpired,
     SessionFormatUnsupported,
+    TokenExchangeDenied,
+    TokenExchangeRefused,
     Unauthenticated,
 )
 from bff.oidc.provider import IdentityProvider
@@ -176,13 +180,18 @@ class TokenManager:
         The refresh task copies this context, so the IdP and store calls it makes are the span's children."""
         assert self._spans is not None
         joined = self._refresher.joins(loaded, route)
-        with self._spans.span("token refresh", "internal") as span:
+        # A route's token exchange (RFC 8693) runs through the same flight; its span says which it was.
+        exchanging = route is not None and route.exchange is not None
+        name, attribute = (
+            ("token exchange", "bff.exchange.outcome") if exchanging else ("token refresh", "bff.refresh.outcome")
+        )
+        with self._spans.span(name, "internal") as span:
             try:
                 refreshed = await self._refresher.refresh(loaded, route, stale_access_token=stale_access_token)
             except BaseException as exc:
-                span.set("bff.refresh.outcome", refresh_outcome(exc))
+                span.set(attribute, exchange_outcome(exc) if exchanging else refresh_outcome(exc))
                 raise
-            span.set("bff.refresh.outcome", "joined" if joined else "ok")
+            span.set(attribute, "joined" if joined else "ok")
             return refreshed
 
     async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -201,6 +210,18 @@ class TokenManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
+
+
+def exchange_outcome(exc: BaseException) -> str:
+    """The outcome of a failed token exchange, from the closed set of ``bff.exchange.outcome``
+    (``bff_token_exchange_total``'s)."""
+    if isinstance(exc, TokenExchangeDenied):
+        return "denied"
+    if isinstance(exc, TokenExchangeRefused):
+        return "refused"
+    if isinstance(exc, IdPUnavailable):
+        return "idp_unavailable"
+    return "error"
 
 
 def refresh_outcome(exc: BaseException) -> str:

@@ -23,6 +23,11 @@ answers by revoking the whole token family, logging the user out).
    fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
    spent the old token, and losing the new one would make the next refresh present the spent one.
 
+Token exchange (RFC 8693). A route with ``exchange`` gets its token through the same flight, keyed by the route: the
+same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set; under the
+lock the login's token is refreshed first (steps 2 and 5-7) when it expires soon, then exchanged, and one write stores
+both. A refused exchange (``TokenExchangeRefused``) never ends the session.
+
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
 the IdP answers or ``[tokens] refresh_timeout`` passes, and stores what the IdP answered: the session's next request
@@ -63,13 +68,15 @@ from bff.errors import (
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
+    TokenExchangeDenied,
+    TokenExchangeRefused,
 )
 from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry import metrics
 from bff.tokens.idp_probe import IdPProbe
-from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
+from bff.tokens.route_tokens import expired, expiring, route_token_key, tokens_for
 from bff.types import Clock
 
 logger = logging.getLogger("bff.tokens")
@@ -87,6 +94,7 @@ STOP_GRACE = 0.5
 FlightKey = tuple[str, str | None]
 RefreshOutcome = Literal["ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error"]
 _OUTCOMES = {outcome: metrics.TOKEN_REFRESH.labels(outcome=outcome) for outcome in get_args(RefreshOutcome)}
+_EXCHANGE_OUTCOMES = {outcome: metrics.TOKEN_EXCHANGE.labels(outcome=outcome) for outcome in metrics.EXCHANGE_OUTCOMES}
 _DURATION = metrics.TOKEN_REFRESH_DURATION.labels()
 
 
@@ -129,6 +137,8 @@ class Refresher:
         self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
         #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
         self.refresh_count = 0
+        #: Token exchanges (RFC 8693) this process made at the IdP.
+        self.exchange_count = 0
 
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
@@ -152,6 +162,7 @@ class Refresher:
         # Not ``await task``: this request stops waiting at its deadline, and the task is not cancelled with it.
         done, _ = await asyncio.wait({flight.task}, timeout=self.idp.settings.timeout)
         outcome: RefreshOutcome = "error"
+        refusal: TokenExchangeRefused | None = None
         try:
             if not done:
                 outcome = "idp_unavailable"
@@ -163,14 +174,20 @@ class Refresher:
             except IdPUnavailable:
                 outcome = flight.attempt.failure or "idp_unavailable"
                 raise
+            except TokenExchangeRefused as exc:
+                refusal = exc
+                raise
             except Exception:
                 outcome = flight.attempt.failure or "error"
                 raise
             outcome = "joined" if joined or flight.attempt.joined else "ok"
             return result
         finally:
-            _OUTCOMES[outcome].inc()
-            _DURATION.observe(perf_counter() - start)
+            if route is not None and route.exchange is not None:
+                _EXCHANGE_OUTCOMES[_exchange_outcome(outcome, refusal)].inc()
+            else:
+                _OUTCOMES[outcome].inc()
+                _DURATION.observe(perf_counter() - start)
 
     def joins(self, loaded: LoadedSession, route: RouteSettings | None = None) -> bool:
         """Whether :meth:`refresh` called now would join a refresh of this session already running in this
@@ -219,8 +236,8 @@ class Refresher:
         stale: str | None,
         attempt: _Attempt,
     ) -> LoadedSession:
-        spent = loaded.session.tokens.refresh_token
-        if not spent:
+        exchanging = route is not None and route.exchange is not None
+        if not exchanging and not loaded.session.tokens.refresh_token:
             await self.sessions.delete(loaded, reason="expired")
             raise SessionExpired("the access token expired and the session has no refresh token")
         lease = self.settings.refresh_lock_lease
@@ -301,44 +318,18 @@ class Refresher:
     ) -> LoadedSession:
         session = current.session
         spent = session.tokens.refresh_token
-        assert spent is not None
-        remembered = await self.sessions.load_refresh_result(spent)
-        from_idp = remembered is None or route_key is not None
-        if not from_idp:
-            assert remembered is not None
-            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
-            attempt.joined = True
+        result: TokenSet | None = None
+        if route is not None and route.exchange is not None:
+            assert route_key is not None
+            updated, result = await self._exchanged(current, route, route_key)
+        elif route_key is None:
+            result = await self._user_tokens(current, attempt)
+            updated = session.evolve(tokens=result)
         else:
-            new = await self._spend(current, spent, route, attempt)
-        tokens = session.tokens
-        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
-        # kept when the IdP did not rotate it (RFC 6749 6).
-        refresh_token = new.refresh_token or spent
-        refresh_expires_at = new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at
-        if route_key is None:
-            # A new ID token must be about the same user; a remembered result was checked before it was saved.
-            if new.id_token is not None and from_idp:
-                await self._check_same_user(current, new.id_token, new.access_token, attempt)
-            tokens = dataclasses.replace(
-                new,
-                refresh_token=refresh_token,
-                refresh_expires_at=refresh_expires_at,
-                id_token=new.id_token or tokens.id_token,
-                scope=new.scope or tokens.scope,
-            )
-            updated = session.evolve(tokens=tokens)
-            # Stragglers holding the spent token find the answer here, even before the session write lands.
-            result: TokenSet | None = tokens
-        else:
-            route_token = TokenSet(
-                access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
-            )
-            updated = session.evolve(
-                tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
-                route_tokens={**session.route_tokens, route_key: route_token},
-            )
-            result = None
-        written = await self._store_rotated(current, updated, spent, result, write_until)
+            updated = await self._route_refreshed(current, route, route_key, attempt)
+        # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
+        # session write lands.
+        written = await self._store_rotated(current, updated, spent or "", result, write_until)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
@@ -347,6 +338,104 @@ class Refresher:
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)
         return written
+
+    async def _user_tokens(self, current: LoadedSession, attempt: _Attempt) -> TokenSet:
+        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land); the
+        caller stores them, with the refresh result."""
+        tokens = current.session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        remembered = await self.sessions.load_refresh_result(spent)
+        if remembered is not None:
+            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+            attempt.joined = True
+        else:
+            new = await self._spend(current, spent, None, attempt)
+        # A new ID token must be about the same user; a remembered result was checked before it was saved.
+        if new.id_token is not None and remembered is None:
+            await self._check_same_user(current, new.id_token, new.access_token, attempt)
+        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
+        # kept when the IdP did not rotate it (RFC 6749 6).
+        return dataclasses.replace(
+            new,
+            refresh_token=new.refresh_token or spent,
+            refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            id_token=new.id_token or tokens.id_token,
+            scope=new.scope or tokens.scope,
+        )
+
+    async def _route_refreshed(
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: _Attempt
+    ) -> Session:
+        """A token of the route's own (RFC 8707 ``resource``, ``scopes``) from the login's refresh token."""
+        session = current.session
+        tokens = session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        new = await self._spend(current, spent, route, attempt)
+        route_token = TokenSet(
+            access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
+        )
+        return session.evolve(
+            tokens=dataclasses.replace(
+                tokens,
+                refresh_token=new.refresh_token or spent,
+                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            ),
+            route_tokens={**session.route_tokens, route_key: route_token},
+        )
+
+    async def _exchanged(
+        self, current: LoadedSession, route: RouteSettings, route_key: str
+    ) -> tuple[Session, TokenSet | None]:
+        """The route's token exchanged (RFC 8693) for the session's current access token, refreshed first when it
+        expires soon, under the same lock: one write stores both. Also returns the refreshed login tokens, if any."""
+        session = current.session
+        tokens = session.tokens
+        refreshed = None
+        if expiring(tokens, self.settings.refresh_leeway, self.clock):
+            if tokens.refresh_token:
+                # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
+                tokens = refreshed = await self._user_tokens(current, _Attempt())
+            elif expired(tokens, self.clock):
+                await self.sessions.delete(current, reason="expired")
+                raise SessionExpired("the access token expired and the session has no refresh token")
+        exchanged = await self._call_exchange(tokens.access_token, route)
+        return session.evolve(tokens=tokens, route_tokens={**session.route_tokens, route_key: exchanged}), refreshed
+
+    async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
+        exchange = route.exchange
+        assert exchange is not None
+        if self.probe.down:
+            error = IdPUnavailable("the identity provider is failing; token exchanges resume as soon as it answers")
+            error.retry_after = RETRY_SOON
+            raise error
+        timeout = self._refresh_timeout
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    new = await self.idp.client.token_exchange(
+                        subject_token,
+                        audience=exchange.audience,
+                        resource=exchange.resource,
+                        scope=exchange.scope,
+                        io_timeout=timeout,
+                    )
+            except TimeoutError as exc:
+                raise IdPUnavailable(f"token endpoint (token-exchange): no answer within {timeout:g}s") from exc
+        except IdPUnavailable as exc:
+            self.probe.failed()
+            exc.retry_after = RETRY_SOON
+            logger.warning("token exchange for route %s failed, keeping the session: %s", route.path, exc.message)
+            raise
+        except TokenExchangeRefused as exc:
+            # Not the session's end: the refusal is about this route's exchange (see bff.errors).
+            logger.warning(
+                "the identity provider refused the token exchange for route %s: %s", route.path, exc.oauth_error
+            )
+            raise
+        self.exchange_count += 1
+        return new
 
     async def _spend(
         self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
@@ -457,6 +546,13 @@ class Refresher:
             await self.idp.client.revoke(refresh_token, "refresh_token")
         except OAuthError as exc:
             logger.info("could not revoke an orphaned refresh token: %s", exc.error)
+
+
+def _exchange_outcome(outcome: RefreshOutcome, refusal: TokenExchangeRefused | None) -> str:
+    """A flight's outcome as ``bff_token_exchange_total`` counts it."""
+    if refusal is not None:
+        return "denied" if isinstance(refusal, TokenExchangeDenied) else "refused"
+    return outcome if outcome in ("ok", "joined", "idp_unavailable") else "error"
 
 
 async def _bounded_wait(task: asyncio.Task[None], what: str) -> None:

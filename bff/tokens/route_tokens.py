@@ -1,7 +1,9 @@
 """Which of a session's token sets a route uses, and when a token set is due for refresh.
 
 A route that names a ``resource`` (RFC 8707) or its own ``scopes`` gets an access token of its own, kept in the
-session's ``route_tokens`` under ``route_token_key``; every other route uses the login's access token. Plain
+session's ``route_tokens`` under ``route_token_key``; so does a route with ``exchange`` (RFC 8693), keyed by its
+path too, so that no other route, even one exchanging for the same audience, is ever sent its token. Every other
+route uses the login's access token. Plain
 functions with no state: the per-request check in ``TokenManager.access_token`` calls them directly.
 """
 
@@ -15,6 +17,10 @@ from bff.types import Clock
 
 def route_token_key(route: RouteSettings) -> str | None:
     """Where a route's own token lives in the session; None for routes that use the login's access token."""
+    exchange = route.exchange
+    if exchange is not None:
+        # Never an RFC 8707 key: those start with the resource's URL or "|".
+        return f"exchange {route.path}|{exchange.audience or ''}|{exchange.resource or ''}|{exchange.scope or ''}"
     if route.resource is None and not route.scopes:
         return None
     return f"{route.resource or ''}|{' '.join(sorted(route.scopes))}"

@@ -127,6 +127,10 @@ def test_login_user_and_an_api_call(page: Any, demo: Demo) -> None:
     result = call(page, "#call-me")
     assert "HTTP 200" in result
     assert "alice-0001" in result
+    # The reports API takes only a token for its own audience: bff exchanged alice's for one (RFC 8693).
+    reports = call(page, "#call-reports")
+    assert "HTTP 200" in reports
+    assert "demo-reports" in reports
     assert "eyJ" not in page.content()  # no JWT anywhere in the page
 
 

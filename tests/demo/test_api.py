@@ -167,6 +167,16 @@ async def test_blocklist_never_loaded_is_503(key_server: KeyServer, fake_clock: 
     assert response.status_code == 503
 
 
+async def test_reports_take_only_tokens_for_their_own_audience(api: Api) -> None:
+    reports = api.keys.mint(sub="alice", aud="demo-reports")
+    summary = await api.get("/reports/summary", reports)
+    assert summary.status_code == 200
+    assert (summary.json()["owner"], summary.json()["audience"]) == ("alice", "demo-reports")
+    # The login's token (aud demo-api) is refused by the reports API, and a reports token everywhere else.
+    assert _error(await api.get("/reports/summary", api.keys.mint(sub="alice")))[:2] == (401, "invalid_token")
+    assert _error(await api.get("/me", reports))[:2] == (401, "invalid_token")
+
+
 async def test_admin_stats_is_role_gated(api: Api) -> None:
     response = await api.get("/admin/stats", api.keys.mint(sub="bob", role="user"))
     status, error, challenge = _error(response)

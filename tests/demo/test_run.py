@@ -47,7 +47,12 @@ def test_the_bff_config_of_the_demo() -> None:
     assert config.oidc.issuer == f"http://localhost:{options.idp_port}"
     assert config.oidc.redirect_uri == f"http://localhost:{options.port}/bff/callback"
     assert config.session.store == "redis://127.0.0.1:6399/3"
-    assert [(r.path, r.token) for r in config.routes] == [("/api/public", "none"), ("/api", "user")]
+    assert [(r.path, r.token) for r in config.routes] == [
+        ("/api/public", "none"),
+        ("/api/reports", "user"),
+        ("/api", "user"),
+    ]
+    assert [r.exchange.audience if r.exchange else None for r in config.routes] == [None, "demo-reports", None]
     assert all(r.upstream.startswith(f"http://127.0.0.1:{options.api_port}") for r in config.routes)
     assert config.frontend is not None
     assert config.frontend.directory == str(SPA_DIR)
@@ -154,6 +159,10 @@ async def test_the_demo_end_to_end_until_sigterm(capsys: pytest.CaptureFixture[s
         me = await browser.get(f"{options.public_origin}/api/me", headers=csrf)
         assert (me.status_code, me.json()["sub"], me.json()["role"]) == (200, "alice-0001", "admin")
         assert (await browser.get(f"{options.public_origin}/api/admin/stats", headers=csrf)).status_code == 200
+        # The reports API takes only tokens for its own audience: bff exchanges alice's token for one.
+        reports = await browser.get(f"{options.public_origin}/api/reports/summary", headers=csrf)
+        assert reports.status_code == 200, reports.text
+        assert (reports.json()["owner"], reports.json()["audience"]) == ("alice-0001", "demo-reports")
 
         # Log out everywhere: a password change at the IdP ends the user's sessions, bff's included.
         admin = (await browser.get(f"{options.issuer}/admin/api/session")).json()

@@ -25,6 +25,7 @@ IDS = (
     "call-items",
     "call-admin",
     "call-slow",
+    "call-reports",
     "start-ticks",
     "ticks",
     "result",

@@ -31,6 +31,8 @@ def test_defaults() -> None:
     assert client.redirect_uris == ("http://localhost:8000/bff/callback",)
     assert client.post_logout_redirect_uris == ("http://localhost:8000/",)
     assert client.backchannel_logout_uri == "http://localhost:8000/bff/backchannel-logout"
+    assert "urn:ietf:params:oauth:grant-type:token-exchange" in client.grant_types
+    assert client.exchange_audiences == ("demo-reports",)
     assert generated
     assert len(client.client_secret or "") >= 43
 
@@ -40,6 +42,7 @@ def test_flags() -> None:
         "--port", "9100", "--alg", "RS256", "--access-token-ttl", "30s", "--client-id", "web",
         "--redirect-uri", "http://localhost:3000/bff/callback", "--redirect-uri", "http://127.0.0.1:3000/bff/callback",
         "--backchannel-logout-uri", "", "--audience", "orders", "--store", "redis://localhost:6379/0",
+        "--exchange-audience", "billing", "--exchange-audience", "https://reports.example.net",
     )  # fmt: skip
     settings, _ = build_settings(args, environ={"BFF_CLIENT_SECRET": "from-the-environment-123"})
     assert settings.issuer == "http://localhost:9100"
@@ -49,6 +52,7 @@ def test_flags() -> None:
     assert client.client_secret == "from-the-environment-123"
     assert len(client.redirect_uris) == 2
     assert client.backchannel_logout_uri is None
+    assert client.exchange_audiences == ("billing", "https://reports.example.net")
     assert settings.store_url == "redis://localhost:6379/0"
 
 

@@ -16,7 +16,15 @@ import respx
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from bff.config import OIDCSettings, Secret
-from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
+from bff.errors import (
+    ConfigError,
+    IdPUnavailable,
+    InvalidGrant,
+    InvalidIdToken,
+    OAuthError,
+    TokenExchangeDenied,
+    TokenExchangeRefused,
+)
 from bff.idp_http import create_idp_client
 from bff.models import TokenSet
 from bff.oidc.client import OIDCClient
@@ -370,3 +378,63 @@ async def test_code_exchange_without_id_token_fails_the_login(http: httpx.AsyncC
         router.post(f"{ISSUER}/token").mock(return_value=ok(refresh_token="RT"))
         with pytest.raises(InvalidIdToken, match="without an id_token"):
             await unit_client(http, clock).exchange_code("the-code", new_code_verifier(), REDIRECT_URI)
+
+
+# --- token exchange (RFC 8693) ----------------------------------------------------------------------------------
+
+SUBJECT_TOKEN = "AT-the-users-very-secret-access-token"
+ISSUED_AT = "urn:ietf:params:oauth:token-type:access_token"
+
+
+async def test_token_exchange_sends_the_rfc_8693_form_and_drops_a_refresh_token(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post(f"{ISSUER}/token").mock(
+            return_value=ok(issued_token_type=ISSUED_AT, refresh_token="RT-not-kept", scope="orders:read")
+        )
+        tokens = await unit_client(http, clock).token_exchange(
+            SUBJECT_TOKEN, audience="orders-api", resource="https://orders.example.net", scope="orders:read"
+        )
+    form = dict(parse_qsl(route.calls.last.request.content.decode()))
+    assert form == {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": SUBJECT_TOKEN,
+        "subject_token_type": ISSUED_AT,
+        "requested_token_type": ISSUED_AT,
+        "audience": "orders-api",
+        "resource": "https://orders.example.net",
+        "scope": "orders:read",
+    }
+    assert tokens == TokenSet(access_token="AT", expires_at=clock() + 300, scope="orders:read")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(400, json={"error": "invalid_target"}), TokenExchangeRefused),
+        (httpx.Response(400, json={"error": "unauthorized_client"}), TokenExchangeRefused),
+        (httpx.Response(400, json={"error": "invalid_request", "error_description": SUBJECT_TOKEN}),
+         TokenExchangeRefused),
+        (httpx.Response(400, json={"error": "invalid_scope"}), TokenExchangeRefused),
+        (httpx.Response(401, json={"error": "invalid_client"}), TokenExchangeRefused),
+        (httpx.Response(400, json={"error": "invalid_grant"}), TokenExchangeDenied),
+        (httpx.Response(400, json={"error": "invalid_token"}), TokenExchangeDenied),
+        (httpx.Response(503, text="down"), IdPUnavailable),
+        (httpx.Response(400, json={"error": "temporarily_unavailable"}), IdPUnavailable),
+        (ok(), IdPUnavailable),  # no issued_token_type (RFC 8693 2.2.1: required)
+        (ok(issued_token_type="urn:ietf:params:oauth:token-type:id_token"), IdPUnavailable),
+        (ok(issued_token_type=ISSUED_AT, token_type="N_A"), IdPUnavailable),
+    ],
+)  # fmt: skip
+async def test_token_exchange_refusals_never_end_the_session(
+    http: httpx.AsyncClient, clock: FakeClock, answer: httpx.Response, error: type[OAuthError]
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{ISSUER}/token").mock(return_value=answer)
+        with pytest.raises(OAuthError) as info:
+            await unit_client(http, clock).token_exchange(SUBJECT_TOKEN, audience="orders-api")
+    assert type(info.value) is error
+    assert not isinstance(info.value, InvalidGrant)
+    assert error is IdPUnavailable or info.value.error in ("token_exchange_refused", "token_exchange_denied")
+    assert SUBJECT_TOKEN not in str(info.value)

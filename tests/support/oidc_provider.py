@@ -134,6 +134,9 @@ class TestProvider:
     revoked_tokens: list[str] = field(default_factory=list, init=False)
     token_responses: list[dict[str, Any]] = field(default_factory=list, init=False)
     refresh_calls: int = field(default=0, init=False)
+    #: Token exchanges (RFC 8693) answered, and the audiences the client may exchange for.
+    exchange_calls: int = field(default=0, init=False)
+    exchange_audiences: tuple[str, ...] = ("orders-api",)
     #: Refresh tokens presented again after rotation (each revoked its whole family).
     reuse_detected: int = field(default=0, init=False)
     jwks_requests: int = field(default=0, init=False)
@@ -318,7 +321,24 @@ class TestProvider:
             return self._refresh_grant(form)
         if grant == "client_credentials":
             return self._answer(self.client_id, form.get("scope", ""), None, resource=form.get("resource"))
+        if grant == "urn:ietf:params:oauth:grant-type:token-exchange":
+            return self._exchange_grant(form)
         raise _Refused("unsupported_grant_type")
+
+    def _exchange_grant(self, form: dict[str, str]) -> dict[str, Any]:
+        """RFC 8693 impersonation: an access token this provider issued, for an allowed audience."""
+        self.exchange_calls += 1
+        audience = form.get("audience", "")
+        if audience not in self.exchange_audiences:
+            raise _Refused("invalid_target")
+        issued = [a for a in self.token_responses if a.get("access_token") == form.get("subject_token")]
+        if not issued or form.get("subject_token_type") != "urn:ietf:params:oauth:token-type:access_token":
+            raise _Refused("invalid_request")
+        keys = KeySet(list(self._keys))
+        sub = jwt.decode(issued[0]["access_token"], keys, algorithms=["RS256", "ES256"]).claims["sub"]
+        answer = self._answer(str(sub), form.get("scope", issued[0].get("scope", "")), None, resource=audience)
+        answer["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
+        return answer
 
     def _authenticate(self, request: Request, form: dict[str, str]) -> None:
         """Client authentication (RFC 6749 2.3.1, RFC 7523 2.2); records how the client authenticated."""

@@ -105,6 +105,7 @@ def test_the_catalogue_names_are_the_contract() -> None:
         "bff_upstream_errors_total",
         "bff_token_refresh_total",
         "bff_token_refresh_duration_seconds",
+        "bff_token_exchange_total",
         "bff_sessions_created_total",
         "bff_sessions_ended_total",
         "bff_login_total",

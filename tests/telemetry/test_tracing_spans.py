@@ -74,6 +74,8 @@ def traced_stack(
             doc["routes"] = [
                 {"path": "/api", "upstream": upstream_url or api_url, "token": "user"},
                 {"path": "/public", "upstream": api_url, "token": "none"},
+                {"path": "/orders", "upstream": api_url, "token": "user", "exchange": {"audience": "orders-api"}},
+                {"path": "/ledger", "upstream": api_url, "token": "user", "exchange": {"audience": "ledger-api"}},
             ]
 
         with running_bff(provider, idp_url, customize=routes, tracing=tracing(exporter, propagate=propagate)) as stack:
@@ -222,6 +224,25 @@ async def test_a_refresh_is_a_child_span_with_its_outcome_and_the_idp_call_below
     assert dict(refresh.attributes or {}) == {"bff.refresh.outcome": "ok"}
     below = {s.name for s in children(spans, refresh)}
     assert {"POST", "store lock", "store compare_and_set", "store unlock"} <= below, below
+    assert_no_secret(spans, browser.cookies(traced.stack.url)["__Host-bff"], *traced.stack.provider.issued_tokens())
+
+
+async def test_a_token_exchange_is_its_own_span_with_its_outcome_and_the_idp_call_below_it(
+    traced: Traced, browser: Browser
+) -> None:
+    await login(traced, browser)
+    traced.exporter.clear()
+    assert (await browser.request("GET", f"{traced.stack.url}/orders/1", headers=XHR)).status_code == 200
+    assert (await browser.request("GET", f"{traced.stack.url}/ledger/1", headers=XHR)).status_code == 502
+    assert traced.stack.provider.exchange_calls == 2
+    spans = traced.spans()
+    assert named(spans, "token refresh") == []
+    ok, refused = named(spans, "token exchange")
+    assert dict(ok.attributes or {}) == {"bff.exchange.outcome": "ok"}
+    assert dict(refused.attributes or {}) == {"bff.exchange.outcome": "refused", "error.type": "token_exchange_refused"}
+    assert ok.parent is not None
+    assert ok.parent.span_id == one(spans, "GET /orders").context.span_id
+    assert "POST" in {s.name for s in children(spans, ok)}
     assert_no_secret(spans, browser.cookies(traced.stack.url)["__Host-bff"], *traced.stack.provider.issued_tokens())
 
 

@@ -12,6 +12,9 @@ only (``bff_devtools.demo.access_tokens``), and never a cookie.
                        message the browser sends comes back as a chat line signed with the caller's ``sub``
     GET /healthz       liveness, no token
     GET /public/info   the IdP's issuer and admin page, no token (bff proxies it on a ``token = "none"`` route)
+    GET /reports/summary  only for a token whose ``aud`` is ``reports_audience`` (``demo-reports``): bff's
+                       ``/api/reports`` route exchanges the user's token for one (RFC 8693); the login's token, whose
+                       ``aud`` is ``demo-api``, is refused here, and a reports token is refused everywhere else
 
 Token failures follow RFC 6750 3: no token is ``401`` with ``WWW-Authenticate: Bearer realm="demo-api"``; a bad one
 is ``401`` with ``error="invalid_token"`` and an ``error_description`` (which is also what makes bff refresh the
@@ -62,6 +65,8 @@ ITEMS = [
 class DemoApiSettings:
     issuer: str = "http://localhost:9000"
     audience: str = "demo-api"
+    #: The ``aud`` that ``/reports/*`` requires: a token bff gets by exchanging the user's (RFC 8693).
+    reports_audience: str = "demo-reports"
     algorithms: tuple[str, ...] = ("ES256", "RS256")
     #: Seconds between fetches of the IdP's jti blocklist (fetched when a token is checked, never more often).
     blocklist_interval: float = 2.0
@@ -98,6 +103,7 @@ class DemoApi:
         self.clock = clock
         self._transport = transport
         self._verifier: AccessTokenVerifier | None = None
+        self._reports_verifier: AccessTokenVerifier | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -115,15 +121,19 @@ class DemoApi:
             self._verifier = AccessTokenVerifier(
                 jwks, blocklist, issuer=s.issuer, audience=s.audience, clock=self.clock, algorithms=s.algorithms
             )
+            self._reports_verifier = AccessTokenVerifier(
+                jwks, blocklist, issuer=s.issuer, audience=s.reports_audience, clock=self.clock, algorithms=s.algorithms
+            )
             yield
 
-    async def _caller(self, request: Request | WebSocket) -> AccessToken:
+    async def _caller(self, request: Request | WebSocket, *, reports: bool = False) -> AccessToken:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _Refused(401, None, "a bearer token is required")
-        assert self._verifier is not None
+        verifier = self._reports_verifier if reports else self._verifier
+        assert verifier is not None
         try:
-            return await self._verifier.verify(token.strip())
+            return await verifier.verify(token.strip())
         except InvalidToken as exc:
             raise _Refused(401, "invalid_token", exc.description) from exc
 
@@ -157,6 +167,17 @@ class DemoApi:
     async def items(self, request: Request) -> Response:
         caller = await self._caller(request)
         return JSONResponse({"owner": caller.sub, "items": ITEMS}, headers=NO_STORE)
+
+    async def reports_summary(self, request: Request) -> Response:
+        caller = await self._caller(request, reports=True)
+        body = {
+            "owner": caller.sub,
+            "audience": self.settings.reports_audience,
+            "scope": list(caller.scope),
+            "token_expires_in": max(0, round(caller.expires_at - self.clock())),
+            "done": sum(1 for item in ITEMS if item["status"] == "done"),
+        }
+        return JSONResponse(body, headers=NO_STORE)
 
     async def admin_stats(self, request: Request) -> Response:
         caller = await self._caller(request)
@@ -250,6 +271,7 @@ def create_demo_api(
         Route("/me", api.me, methods=["GET"]),
         Route("/items", api.items, methods=["GET"]),
         Route("/admin/stats", api.admin_stats, methods=["GET"]),
+        Route("/reports/summary", api.reports_summary, methods=["GET"]),
         Route("/slow", api.slow, methods=["GET"]),
         Route("/ticks", api.ticks, methods=["GET"]),
         WebSocketRoute("/live", api.live),

@@ -1,7 +1,8 @@
 """``bff demo``: the whole system in one process. The reference IdP, the demo API and bff (serving the demo SPA)
 run as three uvicorn servers on one event loop, wired to each other:
 
-    browser -> bff http://localhost:8000  (the SPA, /bff/*, /api/* -> the demo API with the user's token)
+    browser -> bff http://localhost:8000  (the SPA, /bff/*, /api/* -> the demo API with the user's token;
+                                           /api/reports with a token exchanged for audience demo-reports)
             -> IdP http://localhost:9000  (login form, admin page; back-channel logout -> bff)
     bff     -> API http://127.0.0.1:9100  (verifies the IdP's JWTs, checks its jti blocklist)
 
@@ -40,6 +41,8 @@ from bff.types import ASGIApp
 #: The demo SPA, shipped in the wheel as package data.
 SPA_DIR = Path(__file__).resolve().parent / "spa"
 CLIENT_ID = "spa-bff"
+#: The audience of the demo's reports API; bff exchanges the user's token for one (RFC 8693).
+REPORTS_AUDIENCE = "demo-reports"
 EXIT_FAILED = 1
 
 
@@ -110,6 +113,13 @@ def build_bff_config(options: DemoOptions) -> Config:
         "routes": [
             # Longest prefix wins: the API's public info needs no login (token = "none"), everything else does.
             {"path": "/api/public", "upstream": options.api_url + "/public", "token": "none", "methods": ["GET"]},
+            # The reports API accepts only tokens for its own audience: bff exchanges the user's (RFC 8693).
+            {
+                "path": "/api/reports",
+                "upstream": options.api_url + "/reports",
+                "token": "user",
+                "exchange": {"audience": REPORTS_AUDIENCE},
+            },
             # WebSockets too (/api/live): the handshake carries the user's token, a logout closes the socket.
             {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s", "websocket": True},
         ],
@@ -123,6 +133,7 @@ def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, 
     from bff.app import BffApp
     from bff_devtools.demo.api import DemoApiSettings, create_demo_api
     from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
+    from bff_devtools.devidp.settings import TOKEN_EXCHANGE
 
     origin = options.public_origin
     client = ClientRegistration(
@@ -131,6 +142,8 @@ def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, 
         redirect_uris=(origin + "/bff/callback",),
         post_logout_redirect_uris=(origin + "/",),
         backchannel_logout_uri=origin + "/bff/backchannel-logout",
+        grant_types=("authorization_code", "refresh_token", TOKEN_EXCHANGE),
+        exchange_audiences=(REPORTS_AUDIENCE,),
     )
     idp = create_devidp_app(
         DevIdPSettings(
@@ -142,7 +155,9 @@ def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, 
             clients=(client,),
         )
     )
-    api = create_demo_api(DemoApiSettings(issuer=options.issuer, audience="demo-api"))
+    api = create_demo_api(
+        DemoApiSettings(issuer=options.issuer, audience="demo-api", reports_audience=REPORTS_AUDIENCE)
+    )
     return idp, api, BffApp(build_bff_config(options))
 
 

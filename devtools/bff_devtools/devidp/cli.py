@@ -3,7 +3,7 @@
     bff devidp [--port 9000] [--host 127.0.0.1] [--issuer URL] [--data-dir DIR] [--store URL] [--alg ES256|RS256]
                [--access-token-ttl 15m] [--client-id spa-bff] [--client-secret S] [--redirect-uri URL ...]
                [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL] [--audience demo-api]
-               [--refresh-reuse-grace 30s]
+               [--refresh-reuse-grace 30s] [--exchange-audience demo-reports ...]
     bff devidp rotate-key [--data-dir DIR] [--alg ES256|RS256] [--keep-old-for 15m]
 
 The client secret is ``--client-secret``, else ``$BFF_CLIENT_SECRET``, else generated and printed at start. Invalid
@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from bff.config.reader import parse_duration
 from bff_devtools.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
 from bff_devtools.devidp.pages import BANNER
-from bff_devtools.devidp.settings import ALGS, DEFAULT_DATA_DIR, ClientRegistration, DevIdPSettings
+from bff_devtools.devidp.settings import ALGS, DEFAULT_DATA_DIR, TOKEN_EXCHANGE, ClientRegistration, DevIdPSettings
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 CLIENT_SECRET_ENV = "BFF_CLIENT_SECRET"  # noqa: S105 - the name of an environment variable
+#: What the demo API's ``/reports`` accepts (``bff_devtools.demo.api``).
+DEFAULT_EXCHANGE_AUDIENCE = "demo-reports"
 BFF_ORIGIN = "http://localhost:8000"
 
 
@@ -66,6 +68,12 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         help=f"'' for none (default: {BFF_ORIGIN}/bff/backchannel-logout)",
     )
     parser.add_argument("--audience", default="demo-api", help="aud of access tokens (default: demo-api)")
+    parser.add_argument(
+        "--exchange-audience",
+        action="append",
+        help="an audience the client may exchange the user's token for (RFC 8693); repeatable "
+        f"(default: {DEFAULT_EXCHANGE_AUDIENCE}, the demo API's reports)",
+    )
     parser.add_argument(
         "--refresh-reuse-grace",
         type=_duration,
@@ -110,7 +118,8 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         redirect_uris=tuple(args.redirect_uri or [f"{BFF_ORIGIN}/bff/callback"]),
         post_logout_redirect_uris=tuple(args.post_logout_redirect_uri or [f"{BFF_ORIGIN}/"]),
         backchannel_logout_uri=args.backchannel_logout_uri or None,
-        grant_types=("authorization_code", "refresh_token", "client_credentials"),
+        grant_types=("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE),
+        exchange_audiences=tuple(args.exchange_audience or [DEFAULT_EXCHANGE_AUDIENCE]),
     )
     if args.tls_client_auth_subject_dn:
         client = dataclasses.replace(

@@ -22,7 +22,7 @@ from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
 from bff_devtools.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
 from bff_devtools.devidp.pages import error_page, logout_confirm_page, message_page
 from bff_devtools.devidp.sessions import BrowserSessions
-from bff_devtools.devidp.settings import DevIdPSettings
+from bff_devtools.devidp.settings import TOKEN_EXCHANGE, DevIdPSettings
 from bff_devtools.devidp.storage import Blocklist
 
 logger = logging.getLogger("bff_devtools.devidp.endpoints")
@@ -68,7 +68,7 @@ class ProtocolEndpoints:
             "scopes_supported": self._settings.scopes_supported(),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": self._keys.algorithms(),
             "token_endpoint_auth_methods_supported": [

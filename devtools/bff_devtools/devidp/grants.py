@@ -7,6 +7,7 @@ claims, RFC 7009 and RP-initiated logout rules); the hooks below only load and s
   client, RFC 9700 2.1.1) and :class:`IdToken` (OpenID Connect Core 3.1);
 * :class:`RefreshGrant` (RFC 6749 6) with rotation and reuse detection, and :class:`RefreshIdToken` (Core 12.2);
 * :class:`ClientCredentials` (RFC 6749 4.4);
+* :class:`TokenExchange` (RFC 8693: an access token of this IdP's for one allowed audience of the client's);
 * :class:`Revocation` (RFC 7009) and :class:`EndSession` (OpenID Connect RP-Initiated Logout 1.0).
 
 Each grant checks the RFC 8707 ``resource`` before anything is spent, and overrides ``generate_token``, authlib's
@@ -23,9 +24,12 @@ from authlib.oauth2.rfc6749 import (
     ClientCredentialsGrant,
     InvalidGrantError,
     InvalidRequestError,
+    InvalidScopeError,
     OAuth2Error,
     RefreshTokenGrant,
+    UnauthorizedClientError,
 )
+from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, OpenIDToken
@@ -34,11 +38,12 @@ from joserfc.jwk import KeySet
 
 from bff.types import JSONObject
 from bff_devtools.devidp.accounts import user_claims
-from bff_devtools.devidp.issuer import IdPServices, RevocableToken, Subject
+from bff_devtools.devidp.issuer import ACCESS_TOKEN_TYPE, IdPServices, RevocableToken, Subject
 from bff_devtools.devidp.models import Client, RefreshCredential, StoredCode
 from bff_devtools.devidp.mtls import x5t_s256
 from bff_devtools.devidp.oauth import DevAuthorizationServer, StarletteOAuth2Request, wait
 from bff_devtools.devidp.records import AuthorizationCode
+from bff_devtools.devidp.settings import TOKEN_EXCHANGE
 
 _TOKEN_AUTH_METHODS = [
     "client_secret_basic",
@@ -217,6 +222,53 @@ class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
         return answer
 
 
+class TokenExchange(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
+    """RFC 8693 impersonation: the client presents a user's access token (``subject_token``) and gets one for a
+    single audience it is allowed to ask for; delegation (``actor_token``) and other token types are refused."""
+
+    GRANT_TYPE = TOKEN_EXCHANGE
+    TOKEN_ENDPOINT_AUTH_METHODS = ClientCredentials.TOKEN_ENDPOINT_AUTH_METHODS  # a confidential client's
+
+    def validate_token_request(self) -> None:
+        client: Client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("The client may not use the token exchange grant.")
+        self.request.client = client
+        data = self.request.payload.data
+        if not data.get("subject_token"):
+            raise InvalidRequestError("Missing 'subject_token'.")
+        if data.get("subject_token_type") != ACCESS_TOKEN_TYPE:
+            raise InvalidRequestError("Only access tokens may be exchanged ('subject_token_type').")
+        if data.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+            raise InvalidRequestError("Only access tokens are issued ('requested_token_type').")
+        if data.get("actor_token"):
+            raise InvalidRequestError("Delegation ('actor_token') is not supported.")
+        datalist = self.request.payload.datalist
+        targets = [*datalist.get("audience", []), *datalist.get("resource", [])]
+        if len(set(targets)) != 1:
+            raise InvalidTargetError("Exactly one 'audience' or 'resource' per token exchange.")
+        if targets[0] not in client.registration.exchange_audiences:
+            raise InvalidTargetError("The client may not exchange tokens for this audience.")
+        self.audience = str(targets[0])
+        scope = self.request.payload.scope
+        if scope and client.get_allowed_scope(scope) != " ".join(dict.fromkeys(scope.split())):
+            raise InvalidScopeError("The client may not ask for these scopes.")
+
+    def create_token_response(self) -> tuple[int, JSONObject, Any]:
+        client: Client = self.request.client
+        answer: JSONObject | None = wait(
+            _services(self).issuer.for_exchange,
+            client_id=client.client_id,
+            subject_token=self.request.payload.data["subject_token"],
+            scope=self.request.payload.scope or None,
+            audience=self.audience,
+        )
+        if answer is None:
+            # RFC 8693 2.2.2: an invalid subject_token is invalid_request.
+            raise InvalidRequestError("The subject token is invalid, expired or revoked.")
+        return 200, answer, self.TOKEN_RESPONSE_HEADER
+
+
 class _IdTokenClaims:
     """What authlib's ID token extensions ask the application: key, algorithm and the claims (OpenID Connect Core
     2 and 5.4). ``sid`` (Front/Back-Channel Logout) and ``auth_time`` come from the IdP session."""
@@ -291,5 +343,6 @@ def register_grants(server: DevAuthorizationServer) -> None:
     server.register_grant(CodeGrant, [S256CodeChallenge(required=True), IdToken(services)])
     server.register_grant(RefreshGrant, [RefreshIdToken(services)])
     server.register_grant(ClientCredentials)
+    server.register_grant(TokenExchange)
     server.register_endpoint(Revocation)
     server.register_endpoint(EndSession)

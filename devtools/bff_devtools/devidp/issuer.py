@@ -22,6 +22,9 @@ from bff_devtools.devidp.storage import AuthorizationCodes, Blocklist
 
 logger = logging.getLogger("bff_devtools.devidp.issuer")
 
+#: RFC 8693 3: the token type identifier of an OAuth 2.0 access token.
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI, not a password
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -128,6 +131,25 @@ class TokenIssuer:
     async def for_client(self, *, client_id: str, scope: str, audience: str, binding: str | None = None) -> JSONObject:
         """Client credentials (RFC 6749 4.4): the client is the subject; no refresh token (4.4.3)."""
         return await self._answer(client_id, None, scope, audience, None, None, binding)
+
+    async def for_exchange(
+        self, *, client_id: str, subject_token: str, scope: str | None, audience: str
+    ) -> JSONObject | None:
+        """RFC 8693 2.2.1: a token for ``audience`` on behalf of the subject of ``subject_token``, an access token
+        this IdP issued to the same client, unexpired and not revoked; None when it is not. ``scope`` None: the
+        subject token's scope. No refresh token: the client exchanges again when it needs a new one."""
+        claims = self._minter.verify(subject_token, typ=ACCESS_TOKEN_TYP)
+        if claims is None or claims.get("client_id") != client_id or int(claims.get("exp", 0)) <= self._clock():
+            return None
+        if await self._blocklist.contains(str(claims["jti"])):
+            return None
+        user = self._settings.user_by_sub(str(claims.get("sub")))
+        if user is None:
+            return None
+        granted = str(claims.get("scope", "")) if scope is None else scope
+        answer = await self._answer(client_id, user, granted, audience, None, None)
+        answer["issued_token_type"] = ACCESS_TOKEN_TYPE
+        return answer
 
     def subject_of(self, family: Family) -> Subject | None:
         user = self._accounts.user(family.username)

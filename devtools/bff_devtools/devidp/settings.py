@@ -18,12 +18,19 @@ from bff.errors import ConfigError
 from bff_devtools.devidp.passwords import hash_password
 
 Alg = Literal["ES256", "RS256"]
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GrantType = Literal[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+]
 ALGS: tuple[Alg, ...] = get_args(Alg)
 GRANT_TYPES: tuple[GrantType, ...] = get_args(GrantType)
 #: Scopes every client may ask for; a client's ``scope`` may add its own (API scopes for client credentials).
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 DEFAULT_DATA_DIR = Path(".bff-data/devidp")
+#: RFC 8693 2.1: the token exchange grant.
+TOKEN_EXCHANGE: GrantType = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant URI
 #: Longest refresh-token reuse grace window, in seconds.
 MAX_REUSE_GRACE = 300.0
 
@@ -53,6 +60,9 @@ class ClientRegistration:
     self_signed_certificates: tuple[str, ...] = ()
     #: RFC 8705 3.4: access tokens carry ``cnf.x5t#S256`` of the certificate the token request came with.
     tls_client_certificate_bound_access_tokens: bool = False
+    #: Audiences (or RFC 8707 resources) this client may ask a token exchange for (RFC 8693 2.1 ``audience``);
+    #: anything else is refused with ``invalid_target``.
+    exchange_audiences: tuple[str, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -190,6 +200,10 @@ def _client_problems(clients: Sequence[ClientRegistration]) -> list[str]:
         if c.is_public and "client_credentials" in c.grant_types:
             problems.append(f"{where}: a public client cannot use client_credentials (RFC 6749 4.4)")
         problems.extend(_tls_client_problems(c, where))
+        if c.is_public and TOKEN_EXCHANGE in c.grant_types:
+            problems.append(f"{where}: a public client cannot use the token exchange grant (RFC 8693 2.1)")
+        if c.exchange_audiences and TOKEN_EXCHANGE not in c.grant_types:
+            problems.append(f"{where}.exchange_audiences: the client does not have the token exchange grant")
         if "authorization_code" in c.grant_types and not c.redirect_uris:
             problems.append(f"{where}.redirect_uris: the authorization_code grant needs at least one")
         uris = [*c.redirect_uris, *c.post_logout_redirect_uris, *filter(None, [c.backchannel_logout_uri])]

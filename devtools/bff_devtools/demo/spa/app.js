@@ -351,6 +351,7 @@ function start() {
   $("call-items").addEventListener("click", () => callApi("/api/items"));
   $("call-admin").addEventListener("click", () => callApi("/api/admin/stats"));
   $("call-slow").addEventListener("click", () => callApi("/api/slow?seconds=2"));
+  $("call-reports").addEventListener("click", () => callApi("/api/reports/summary"));
   $("start-ticks").addEventListener("click", startTicks);
   $("stop-ticks").addEventListener("click", stopTicks);
   $("ws-connect").addEventListener("click", connectLive);
