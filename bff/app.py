@@ -41,6 +41,7 @@ from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
 from bff.idp_http import create_idp_client
+from bff.oidc.dpop import DPoPProver, load_dpop_key
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
@@ -76,6 +77,13 @@ def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient)
     return None
 
 
+def create_dpop(config: Config, clock: Clock) -> DPoPProver | None:
+    """bff's DPoP key and nonce memory when ``[oidc] dpop`` (RFC 9449; docs/dpop.md), else None."""
+    if not config.oidc.dpop or not config.oidc.dpop_key_file:
+        return None
+    return DPoPProver(load_dpop_key(config.oidc.dpop_key_file), clock=clock)
+
+
 class BffApp:
     """The ASGI application. Attributes expose the composed services to the CLI and tests."""
 
@@ -94,7 +102,8 @@ class BffApp:
         self.http = create_idp_client(
             timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
         )
-        self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
+        self.dpop = create_dpop(config, clock)
+        self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
@@ -109,6 +118,7 @@ class BffApp:
             trusted_proxies=config.server.trusted_proxies,
             error_headers=self._error_headers,
             replay_limit=config.tokens.replay_limit,
+            dpop=self.dpop,
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)

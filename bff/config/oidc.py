@@ -108,6 +108,10 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
     extra = _extra_auth_params(r)
     ca_bundle = existing_file(r, "ca_bundle")
     user_claims = r.string_list("user_claims")
+    dpop = r.get("dpop", bool)
+    dpop_key_file = existing_file(r, "dpop_key_file")
+    if dpop and not dpop_key_file:
+        r.problem("dpop_key_file", "is required when dpop = true (a PEM EC P-256 private key; docs/dpop.md)")
     r.finish()
     return OIDCSettings(
         issuer=issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer,
@@ -125,4 +129,6 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         extra_auth_params=extra,
         ca_bundle=ca_bundle,
         user_claims=user_claims,
+        dpop=dpop,
+        dpop_key_file=dpop_key_file,
     )

@@ -10,7 +10,7 @@ from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, par
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
-MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding")
+MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding", "dpop")
 
 
 def normalize_prefix(path: str) -> str:
@@ -109,6 +109,16 @@ def _anonymous(r: Reader, token: TokenPolicy) -> bool:
     return anonymous
 
 
+def _dpop(r: Reader, token: TokenPolicy) -> bool | None:
+    if "dpop" not in r.data:
+        r.seen.add("dpop")
+        return None
+    dpop = r.get("dpop", bool, False)
+    if dpop and token == "none":
+        r.problem("dpop", "needs a token to bind; this route has token = 'none'")
+    return dpop
+
+
 def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     path = _path(r, index, prefixes)
     upstream = _upstream(r)
@@ -135,6 +145,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         scopes=r.string_list("scopes"),
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
+        dpop=_dpop(r, token),
     )
     r.finish()
     return route

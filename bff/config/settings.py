@@ -144,6 +144,11 @@ class OIDCSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     #: CA bundle for an IdP behind a private CA.
     ca_bundle: str | None = None
+    #: Ask for DPoP-bound tokens (RFC 9449) at the token endpoint, and send them to routes as ``Authorization: DPoP``
+    #: with a fresh proof per request (a route's ``dpop`` overrides it). Needs ``dpop_key_file``. docs/dpop.md.
+    dpop: bool = False
+    #: PEM EC P-256 private key that signs bff's DPoP proofs; the same file on every instance.
+    dpop_key_file: str | None = None
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",
@@ -198,6 +203,9 @@ class RouteSettings:
     refresh_on_401: bool = False
     #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
     anonymous: bool = False
+    #: Send the token as ``Authorization: DPoP`` with a proof (RFC 9449 7.1); ``true`` needs ``[oidc] dpop``.
+    #: Left out: ``[oidc] dpop``.
+    dpop: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,24 @@ from bff.upstream import UpstreamClient
 class Route:
     """A route with everything precomputed that does not depend on the request."""
 
-    __slots__ = ("allow", "base", "drop", "extra", "max_body", "methods", "options", "prefix", "settings", "strip")
+    __slots__ = (
+        "allow",
+        "base",
+        "dpop",
+        "drop",
+        "extra",
+        "max_body",
+        "methods",
+        "options",
+        "prefix",
+        "settings",
+        "strip",
+    )
 
-    def __init__(self, settings: RouteSettings, client: UpstreamClient) -> None:
+    def __init__(self, settings: RouteSettings, client: UpstreamClient, *, dpop_default: bool = False) -> None:
         self.settings = settings
+        #: Send ``Authorization: DPoP`` and a proof (RFC 9449 7.1): the route's ``dpop``, else ``[oidc] dpop``.
+        self.dpop = dpop_default if settings.dpop is None else settings.dpop
         prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
@@ -29,6 +43,8 @@ class Route:
         self.allow = ", ".join(methods).encode("ascii")
         self.max_body = settings.max_body
         self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
+        if self.dpop:  # the browser's own DPoP header would stand beside bff's proof
+            self.drop = self.drop | {b"dpop"}
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
         self.options = client.options(
             connect_timeout=settings.connect_timeout,

@@ -129,6 +129,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             scope=scope,
             audience=self.audience,
             with_refresh_token=include_refresh_token,
+            jkt=self.request.http.dpop_jkt,
         )
         return answer
 
@@ -160,7 +161,11 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         services = _services(self)
         credential: RefreshCredential = self.request.refresh_token
         answer: JSONObject | None = wait(
-            services.issuer.for_refresh, credential.loaded, scope=scope, audience=self.audience
+            services.issuer.for_refresh,
+            credential.loaded,
+            scope=scope,
+            audience=self.audience,
+            jkt=self.request.http.dpop_jkt,
         )
         if answer is None:
             raise InvalidGrantError("The refresh token was used concurrently; its family is revoked.")
@@ -185,6 +190,7 @@ class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
             client_id=client.client_id,
             scope=client.get_allowed_scope(scope),
             audience=self.audience,
+            jkt=self.request.http.dpop_jkt,
         )
         return answer
 

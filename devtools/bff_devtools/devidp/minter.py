@@ -40,8 +40,11 @@ class TokenMinter:
         self._keys = keys
         self._clock = clock
 
-    def access_token(self, *, client_id: str, sub: str, scope: str, audience: str, role: str | None) -> AccessToken:
-        """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1)."""
+    def access_token(
+        self, *, client_id: str, sub: str, scope: str, audience: str, role: str | None, jkt: str | None = None
+    ) -> AccessToken:
+        """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1), bound to
+        the DPoP key with thumbprint ``jkt`` when given (RFC 9449 6.1 ``cnf.jkt``)."""
         now = int(self._clock())
         exp = now + int(self._settings.access_token_ttl)
         jti = secrets.token_urlsafe(16)
@@ -57,6 +60,8 @@ class TokenMinter:
         }
         if role is not None:
             claims["role"] = role
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         return AccessToken(self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), jti, exp)
 
     def logout_token(self, *, client_id: str, sub: str, sid: str) -> str:

@@ -137,6 +137,8 @@ class HttpRequest:
     params: Sequence[tuple[str, str]]
     #: A JSON body (for authlib's JSON endpoints), else empty.
     json_body: bytes = b""
+    #: At the token endpoint: the thumbprint of the key of a valid DPoP proof (RFC 9449 5), to bind the token to.
+    dpop_jkt: str | None = None
 
     @classmethod
     async def read(cls, request: Request, *, issuer: str) -> HttpRequest:
