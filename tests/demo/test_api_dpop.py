@@ -131,7 +131,7 @@ def test_hostile_proof_headers_are_refused(world: World) -> None:
     claims = {"jti": "j1", "htm": "GET", "htu": world.api + "/items", "iat": now,
               "ath": access_token_hash(world.token)}  # fmt: skip
     public = key.as_dict(private=False)
-    cases = {
+    cases: dict[str, dict[str, object]] = {
         "private key in jwk": {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=True)},
         "wrong typ": {"typ": "JWT", "alg": "ES256", "jwk": public},
         "no jwk": {"typ": "dpop+jwt", "alg": "ES256"},
@@ -147,8 +147,7 @@ def test_hostile_proof_headers_are_refused(world: World) -> None:
 
 def test_the_api_demands_its_nonce_when_configured(tmp_path: Path) -> None:
     prover = DPoPProver(ECKey.generate_key("P-256", private=True), clock=system_clock)
-    settings = {"dpop_nonce": True}
-    with running_devidp(tmp_path) as idp, serve(create_demo_api(DemoApiSettings(issuer=idp.url, **settings))) as api:
+    with running_devidp(tmp_path) as idp, serve(create_demo_api(DemoApiSettings(idp.url, dpop_nonce=True))) as api:
         token, _ = bound_token(idp.url, prover)
         world = World(idp.url, api, prover, token)
         first = call(world, proof=prover.proof("GET", api + "/items", access_token=token))
