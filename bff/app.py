@@ -17,7 +17,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,18 +49,36 @@ from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
+from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
+from bff.session.traced_store import TracedStore
+from bff.telemetry.access_log import AccessLog
+from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
+from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
+from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.request_ids import RequestIds
+from bff.telemetry.spans import load_tracing
 from bff.tokens import TokenManager
-from bff.types import ASGIApp, Clock, Receive, Scope, Send, system_clock
+from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
+from bff.upstream.traced import TracedUpstreamClient
+
+if TYPE_CHECKING:
+    from bff.telemetry.tracing import Tracing
 
 logger = logging.getLogger("bff.app")
 
+#: Set to "1" by ``bff serve --access-log`` for its worker processes, which read the config file themselves.
+ACCESS_LOG_ENV = "BFF_ACCESS_LOG"
 CONTROL_PREFIX = "/bff/"
 CONTROL_PATHS = frozenset({"/bff", "/healthz", "/readyz"})
 #: Navigations (not XHR) get an HTML error page instead of JSON.
 NAVIGATION_PATHS = frozenset({"/bff/login", "/bff/callback"})
+#: Control-plane paths telemetry names as themselves (``http_route``); any other path under ``/bff/`` is unmatched.
+CONTROL_ROUTES = frozenset(
+    {"/bff/login", "/bff/callback", "/bff/user", "/bff/logout", "/bff/backchannel-logout", "/healthz", "/readyz"}
+)
 
 
 def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore:
@@ -66,6 +87,22 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
     if urlsplit(url).scheme == "memory":
         return MemoryStore(clock=clock)
     return RedisStore.from_url(url, timeout=config.session.store_timeout, max_reply=config.session.store_max_reply)
+
+
+def create_observers(config: Config) -> list[Observer]:
+    """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``): the request
+    id first (the others read it), then the metrics, the access line last. None configured: the data plane skips
+    the seam entirely."""
+    metrics_on = config.metrics.address() is not None
+    access_log = config.logging.access_log
+    observers: list[Observer] = []
+    if metrics_on or access_log:
+        observers.append(RequestIds())
+    if metrics_on:
+        observers.append(HttpMetrics())
+    if access_log:
+        observers.append(AccessLog(json=config.logging.format == "json"))
+    return observers
 
 
 def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:
@@ -95,21 +132,46 @@ class BffApp:
         clock: Clock = system_clock,
         idp_transport: httpx.AsyncBaseTransport | None = None,
         store_prefix: str = "",
+        tracing: Tracing | None = None,
+        observers: Sequence[Observer] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else create_store(config, clock=clock)
+        #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
+        self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
+        store = store if store is not None else create_store(config, clock=clock)
+        if self.tracing is not None:
+            kind = "redis" if isinstance(store, RedisStore) else "memory" if isinstance(store, MemoryStore) else "other"
+            store = TracedStore(store, self.tracing, system=kind)
+        # Every store, chosen here or handed in, is metered the same way (bff.session.metered_store).
+        self.store = MeteredStore(store)
         self.http = create_idp_client(
-            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, transport=idp_transport
+            timeout=config.oidc.timeout,
+            ca_bundle=config.oidc.ca_bundle,
+            transport=idp_transport,
+            # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
+            wrap_transport=None
+            if self.tracing is None
+            else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
         self.dpop = create_dpop(config, clock)
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
-            self.sessions, self.idp, cookie_name=config.session.cookie_name, settings=config.tokens, clock=clock
+            self.sessions,
+            self.idp,
+            cookie_name=config.session.cookie_name,
+            settings=config.tokens,
+            clock=clock,
+            spans=self.tracing,
         )
-        self.upstream = UpstreamClient()
+        self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
+        observed = list(create_observers(config) if observers is None else observers)
+        if self.tracing is not None:  # first: the other observers' work belongs to its server span
+            observed.insert(0, self.tracing.observer())
+        self.observers = Observers(observed)
         self.proxy = Proxy(
             config.routes,
             self.upstream,
@@ -119,13 +181,19 @@ class BffApp:
             error_headers=self._error_headers,
             replay_limit=config.tokens.replay_limit,
             dpop=self.dpop,
+            observers=self.observers,
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
+        self._metrics_dir = Path(metrics_dir) if metrics_dir else None
+        self._flusher: asyncio.Task[None] | None = None
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
+
+    def _idp(self, url: str) -> str:
+        return self.idp.endpoint_name(url)
 
     def _control_app(self) -> Starlette:
         config = self.config
@@ -155,6 +223,9 @@ class BffApp:
 
     async def _on_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BffError)
+        exchange: Exchange | None = request.scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = exc.error
         if isinstance(exc, ServiceUnavailable):
             logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
         path = request.url.path
@@ -171,9 +242,15 @@ class BffApp:
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        error: BffError
         if exc.status_code == 405:
-            return json_error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-        return json_error(NotFound(f"no such endpoint: {request.url.path}"))
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            error = NotFound(f"no such endpoint: {request.url.path}")
+        exchange: Exchange | None = request.scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = error.error
+        return json_error(error)
 
     # --- lifespan ------------------------------------------------------------------------------------------------
 
@@ -189,9 +266,15 @@ class BffApp:
         except BffError as exc:
             logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
             self._retry = asyncio.create_task(self._keep_loading())
+        if self._metrics_dir is not None:
+            self._flusher = asyncio.create_task(self._flush_metrics(self._metrics_dir))
         try:
             yield
         finally:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
             if self._retry is not None:
                 self._retry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -202,6 +285,25 @@ class BffApp:
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()
+            self.observers.flush()  # the access lines still buffered
+            if self._metrics_dir is not None:  # the last counts, after the last request
+                self._write_metrics(self._metrics_dir, stopped=True)
+            if self.tracing is not None:
+                self.tracing.shutdown()  # the spans still buffered are exported
+
+    async def _flush_metrics(self, directory: Path) -> None:
+        """This worker's metrics for the supervisor's scrape (``bff.telemetry.exposition``), once per interval."""
+        set_build_info()
+        while True:
+            self._write_metrics(directory)
+            await asyncio.sleep(FLUSH_INTERVAL)
+
+    @staticmethod
+    def _write_metrics(directory: Path, *, stopped: bool = False) -> None:
+        try:
+            write_snapshot(directory, stopped=stopped)
+        except OSError as exc:  # the directory went away (the supervisor stopping): nothing to report to
+            logger.warning("cannot write the metrics snapshot: %s", exc.strerror or exc)
 
     async def _keep_loading(self) -> None:
         delay = 0.5
@@ -222,18 +324,58 @@ class BffApp:
             return
         path: str = scope["path"]
         if path.startswith(CONTROL_PREFIX) or path in CONTROL_PATHS:
-            await self.control(scope, receive, send)
+            if self.observers and scope["type"] == "http":
+                await self._observed(self.control, scope, receive, send, path if path in CONTROL_ROUTES else UNMATCHED)
+            else:
+                await self.control(scope, receive, send)
         elif self.proxy.match(path) is not None:
             if scope["type"] == "http":
-                await self.proxy(scope, receive, send)
+                await self.proxy(scope, receive, send)  # observed inside, at the proxy's own seam
             else:  # routes relay HTTP only: refuse the WebSocket handshake (403)
                 await send({"type": "websocket.close", "code": 1008})
         elif self.frontend is not None:  # the SPA: its files, or its dev server (WebSockets included)
-            await self.frontend(scope, receive, send)
+            if self.observers and scope["type"] == "http":
+                await self._observed(self.frontend, scope, receive, send, FRONTEND)
+            else:
+                await self.frontend(scope, receive, send)
         elif scope["type"] == "http":
-            await send_error(send, NotFound(f"no route for {path[:200]}"))
+            if self.observers:
+                await self._observed(self._not_found, scope, receive, send, UNMATCHED)
+            else:
+                await self._not_found(scope, receive, send)
         else:  # a websocket with nowhere to go: refuse the handshake (403)
             await send({"type": "websocket.close", "code": 1008})
+
+    @staticmethod
+    async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        exchange: Exchange | None = scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.error = NotFound.error
+        await send_error(send, NotFound(f"no route for {scope['path'][:200]}"))
+
+    async def _observed(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, route: str) -> None:
+        """``app`` with the observers around it: the control plane and the frontend (off the data plane)."""
+        exchange = self.observers.exchange(scope, route)
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                if exchange.response_headers:
+                    message = {**message, "headers": [*message.get("headers", ()), *exchange.response_headers]}
+            elif message["type"] == "http.response.body":
+                exchange.bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        async def observed_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.bytes_in += len(message.get("body", b""))
+            return message
+
+        try:
+            await app(scope, observed_receive, observed_send)
+        finally:
+            self.observers.end(exchange)
 
 
 def create_app(config: Config) -> BffApp:
@@ -245,22 +387,26 @@ def create_app(config: Config) -> BffApp:
     return BffApp(config)
 
 
-def app_for_serving(config: Config) -> BffApp:
+def app_for_serving(config: Config, *, metrics_dir: str | None = None) -> BffApp:
     """The app of a served process (``bff serve``, each ``--workers`` process): built, then frozen.
 
     What is imported and built by now lives as long as the process; out of the cyclic collector's reach
     (``gc.freeze``) it is no longer walked by every full collection, which otherwise shows as latency spikes. Never
     in tests or embedded apps: frozen objects are never collected.
     """
-    app = BffApp(config)
+    app = BffApp(config, metrics_dir=metrics_dir)
     gc.freeze()
     return app
 
 
 def app_from_env() -> ASGIApp:
     """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
+    import dataclasses
     import os
 
     from bff.config import load_config
 
-    return app_for_serving(load_config(os.environ["BFF_CONFIG"]))
+    config = load_config(os.environ["BFF_CONFIG"])
+    if os.environ.get(ACCESS_LOG_ENV) == "1":  # bff serve --access-log
+        config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
+    return app_for_serving(config, metrics_dir=os.environ.get(METRICS_DIR_ENV) or None)

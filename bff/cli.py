@@ -25,7 +25,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
@@ -73,24 +73,55 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import uvicorn
 
-    from bff.app import app_for_serving
+    from bff.app import ACCESS_LOG_ENV, app_for_serving
     from bff.serving import uvicorn_settings
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
+    if args.access_log:
+        config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
     # uvicorn applies this document in the supervisor and again in every worker it spawns.
     log_config = serve_logging_config(config.logging, args.log_level)
-    common = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": args.access_log}
-    if args.workers > 1:
-        os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
-        uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
-    else:
-        uvicorn.run(app_for_serving(config), **common)
+    # uvicorn's own access line stays off: bff writes its own ([logging] access_log, bff.telemetry.access_log).
+    common = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": False}
+    with _metrics_listener(config, args.workers) as env:
+        if args.workers > 1:
+            os.environ.update(env)
+            os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
+            if args.access_log:
+                os.environ[ACCESS_LOG_ENV] = "1"
+            uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
+        else:
+            uvicorn.run(app_for_serving(config), **common)
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_listener(config: Config, workers: int) -> Iterator[dict[str, str]]:
+    """The Prometheus listener of ``[metrics] listen``, served by this process (the supervisor under --workers)."""
+    address = config.metrics.address()
+    if address is None:
+        yield {}
+        return
+    from bff.telemetry.exposition import metrics_listener
+
+    try:
+        listener = metrics_listener(*address, workers=workers)
+        env = listener.__enter__()
+    except OSError as exc:
+        raise ConfigError(
+            [f"metrics.listen: cannot listen on {config.metrics.listen} ({exc.strerror or exc})"]
+        ) from exc
+    try:
+        yield env
+    finally:
+        listener.__exit__(None, None, None)
 
 
 # --- bff sessions ----------------------------------------------------------------------------------------------------
@@ -219,7 +250,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default: [logging] level of the config"
     )
-    serve.add_argument("--access-log", action="store_true", help="log every request (tokens are redacted)")
+    serve.add_argument(
+        "--access-log", action="store_true", help="one access line per request on stdout ([logging] access_log)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate the config and exit (2 when invalid)")

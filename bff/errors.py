@@ -11,7 +11,9 @@ code, a secret or an upstream's internals.
     │   ├── LoginFailed             400  login_failed
     │   │   ├── IdPError            400  idp_error        (error=... on the callback)
     │   │   ├── InvalidState        400  invalid_state
+    │   │   │   └── LoginExpired    400  invalid_state    (the login outlived login_timeout)
     │   │   └── InvalidIdToken      400  invalid_id_token
+    │   │       └── NonceMismatch   400  invalid_id_token (the ID token is not this login's: OIDC Core 3.1.3.7)
     │   ├── InvalidLogoutToken      400  invalid_logout_token
     │   └── LogoutExpired           400  logout_expired   (a used, expired or unknown logout continuation URL)
     ├── CsrfRejected                401  csrf
@@ -88,8 +90,16 @@ class InvalidState(LoginFailed):
     error = "invalid_state"
 
 
+class LoginExpired(InvalidState):
+    """The login's ``login_timeout`` passed before its callback (same code: the SPA's remedy is the same)."""
+
+
 class InvalidIdToken(LoginFailed):
     error = "invalid_id_token"
+
+
+class NonceMismatch(InvalidIdToken):
+    """The ID token's ``nonce`` is missing or not the one this login sent (OpenID Connect Core 3.1.3.7 step 11)."""
 
 
 class InvalidLogoutToken(BadRequest):

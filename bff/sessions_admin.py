@@ -127,11 +127,11 @@ async def revoke_sessions(sessions: SessionManager, idp: IdentityProvider, sub: 
     for key in await sessions.keys_for_sub(sub):
         loaded = await sessions.load_key(key, slide=False)
         if loaded is not None:
-            await sessions.delete(loaded)
+            await sessions.delete(loaded, reason="revoked")
             report.deleted += 1
             if loaded.session.tokens.refresh_token:
                 to_revoke.append((sessions.handle_for(key), loaded.session.tokens.refresh_token))
-        elif await sessions.store.delete(key):
+        elif await sessions.end_key(key, reason="revoked"):
             report.unreadable += 1  # undecryptable: gone now, but its refresh token is unknown, so not revoked
     if to_revoke:
         await _revoke(idp, to_revoke, report)

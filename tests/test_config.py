@@ -333,3 +333,40 @@ def test_refresh_timeout_defaults_to_a_minute_and_is_at_least_the_oidc_timeout()
     assert problems(doc) == [
         "tokens.refresh_timeout: must not exceed 10m (the session's refresh lock is held that long)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("9464", "metrics.listen: expected host:port (e.g. 0.0.0.0:9464), got '9464'"),
+        (":9464", "metrics.listen: expected host:port"),
+        ("0.0.0.0:70000", "metrics.listen: expected host:port"),
+        ("0.0.0.0:x", "metrics.listen: expected host:port"),
+        ("127.0.0.1:8000", "metrics.listen: '127.0.0.1:8000' is the [server] listen address"),
+        ("0.0.0.0:8000", "metrics.listen: '0.0.0.0:8000' is the [server] listen address"),
+        (9464, "metrics.listen: expected str, got int"),
+    ],
+)
+def test_metrics_listen_is_validated(listen: object, expected: str) -> None:
+    doc = base_document()
+    doc["metrics"] = {"listen": listen}
+    found = problems(doc)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_metrics_are_off_by_default_and_the_listener_is_read() -> None:
+    assert parse_config(base_document(), env={}).metrics.address() is None
+    doc = base_document()
+    doc["metrics"] = {"listen": "[::1]:9464"}
+    assert parse_config(doc, env={}).metrics.address() == ("::1", 9464)
+    doc["metrics"] = {"listen": "0.0.0.0:9464"}
+    assert parse_config(doc, env={}).metrics.address() == ("0.0.0.0", 9464)
+
+
+def test_access_log_is_off_by_default_and_must_be_a_boolean() -> None:
+    assert parse_config(base_document(), env={}).logging.access_log is False
+    doc = base_document()
+    doc["logging"] = {"access_log": True}
+    assert parse_config(doc, env={}).logging.access_log is True
+    doc["logging"] = {"access_log": "yes"}
+    assert "logging.access_log: expected bool, got str" in problems(doc)

@@ -14,11 +14,13 @@ from joserfc.jwk import ECKey
 from bff.config import (
     Config,
     LoggingSettings,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.errors import ConfigError
@@ -32,6 +34,8 @@ SECTIONS: dict[type[Any], Any] = {
     RouteSettings: lambda c: c.routes[0],
     TokenSettings: lambda c: c.tokens,
     LoggingSettings: lambda c: c.logging,
+    MetricsSettings: lambda c: c.metrics,
+    TracingSettings: lambda c: c.tracing,
 }
 #: Another valid value for the defaults whose type alone does not say what else is valid.
 OTHER_STRINGS = {
@@ -41,6 +45,7 @@ OTHER_STRINGS = {
     "token_endpoint_auth_method": "client_secret_post",
     "format": "json",
     "level": "warning",
+    "listen": "127.0.0.1:9464",
 }
 
 
@@ -67,6 +72,8 @@ def _patchable() -> list[tuple[type[Any], str]]:
         RouteSettings: set(present["routes"][0]),
         TokenSettings: set(),
         LoggingSettings: set(),
+        MetricsSettings: set(),
+        TracingSettings: set(),
     }
     out = []
     for cls in SECTIONS:
@@ -97,7 +104,7 @@ def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
 
 def test_every_section_of_the_document_has_its_dataclass() -> None:
     sections = {f.name for f in dataclasses.fields(Config)} - {"source", "frontend"}
-    assert sections == {"server", "session", "oidc", "routes", "tokens", "logging"}
+    assert sections == {"server", "session", "oidc", "routes", "tokens", "logging", "metrics", "tracing"}
     assert len(_patchable()) >= 25  # the parametrisation above really covers the defaults
 
 

@@ -23,12 +23,14 @@ from bff.config import (
     Config,
     FrontendSettings,
     LoggingSettings,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     Secret,
     ServerSettings,
     SessionSettings,
     TokenSettings,
+    TracingSettings,
     parse_config,
 )
 from bff.config import settings as settings_module
@@ -45,6 +47,8 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[[routes]]", RouteSettings),
     ("[frontend]", FrontendSettings),
     ("[logging]", LoggingSettings),
+    ("[metrics]", MetricsSettings),
+    ("[tracing]", TracingSettings),
 )
 #: The file's ``listen = "host:port"`` fills two fields.
 LISTEN_FIELDS = ("host", "port")
@@ -142,7 +146,14 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if name is not None:
         table = doc[name]
         return table
-    table = doc.setdefault({TokenSettings: "tokens", FrontendSettings: "frontend", LoggingSettings: "logging"}[cls], {})
+    names = {
+        TokenSettings: "tokens",
+        FrontendSettings: "frontend",
+        LoggingSettings: "logging",
+        MetricsSettings: "metrics",
+        TracingSettings: "tracing",
+    }
+    table = doc.setdefault(names[cls], {})
     return table
 
 

@@ -5,6 +5,7 @@ revoking the whole family on reuse."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,10 +16,12 @@ from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
+from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.token_env import TokenEnv, token_env
 
 ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
+REFRESHES = "bff_token_refresh_total"
 
 
 @pytest.fixture
@@ -47,7 +50,9 @@ async def test_concurrent_requests_in_one_process_refresh_once(env: TokenEnv) ->
     manager = await env.manager()
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
+    deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*(manager.access_token(stale, ROUTE) for _ in range(50))), 20)
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 49}  # each request once, by what it got
     assert len(set(tokens)) == 1
     assert tokens[0] != stale.session.tokens.access_token
     assert env.provider.refresh_calls == 1
@@ -63,7 +68,10 @@ async def test_concurrent_requests_across_processes_refresh_once(env: TokenEnv) 
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
     calls = [m.access_token(stale, ROUTE) for m in managers for _ in range(20)]
+    deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*calls), 20)
+    # The other processes' flights found the refreshed session (polling, or reloading under the lock): joined.
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 59}
     assert len(set(tokens)) == 1
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
@@ -87,11 +95,31 @@ async def test_a_straggler_with_the_old_tokens_does_not_replay(env: TokenEnv) ->
     manager, other = await env.manager(), await env.manager()
     session_id, _ = await env.login()
     stale = await env.expire_access_token(session_id)
+    deltas = MetricDeltas()
     first = await manager.access_token(stale, ROUTE)
     # `stale` is what a request read before the refresh landed: it must get the new token, not spend the old one.
     assert await other.access_token(stale, ROUTE) == first
+    assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 1}
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
+
+
+async def test_a_result_left_by_an_earlier_refresh_is_used_and_counted_joined(env: TokenEnv) -> None:
+    """An earlier refresh spent the token and saved its result, but its session write never landed: the next one
+    takes that result instead of presenting the spent token again, and did not refresh itself."""
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    left = TokenSet(
+        access_token="left-by-the-earlier-refresh", refresh_token="rotated-then", expires_at=time.time() + 300
+    )
+    await env.sessions.save_refresh_result(spent, left, 60)
+    deltas = MetricDeltas()
+    assert await manager.access_token(stale) == "left-by-the-earlier-refresh"
+    assert env.provider.refresh_calls == 0
+    assert deltas.by(REFRESHES, "outcome") == {"joined": 1}
 
 
 async def test_refresh_without_rotation_keeps_the_refresh_token(env: TokenEnv) -> None:
@@ -157,7 +185,7 @@ async def test_a_logout_racing_a_refresh_does_not_resurrect_the_session(env: Tok
     env.provider.token_delay = 0.5
     refresh = asyncio.ensure_future(manager.access_token(stale, ROUTE))
     await asyncio.sleep(0.2)
-    await env.sessions.delete(stale)  # logout while the IdP is still answering
+    await env.sessions.delete(stale, reason="logout")  # logout while the IdP is still answering
     with pytest.raises(SessionExpired):
         await refresh
     assert await env.sessions.load(session_id) is None

@@ -14,7 +14,7 @@ The package, one job per module:
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
 * ``env``: the per-key environment overrides, merged into the document before validation;
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
-* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``: one validator per
+* ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``metrics``, ``tracing``: one validator per
   section, each a few small checks.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 from bff.config.env import apply_overrides, name_variables
 from bff.config.explain import explain
 from bff.config.logs import read_logging
+from bff.config.metrics import read_metrics
 from bff.config.oidc import read_oidc
 from bff.config.reader import Reader, parse_duration, parse_size
 from bff.config.routes import normalize_prefix, read_routes
@@ -51,6 +52,7 @@ from bff.config.settings import (
     LogFormat,
     LoggingSettings,
     LogLevel,
+    MetricsSettings,
     OIDCSettings,
     RouteSettings,
     SameSite,
@@ -59,8 +61,10 @@ from bff.config.settings import (
     SessionSettings,
     TokenPolicy,
     TokenSettings,
+    TracingSettings,
 )
 from bff.config.tokens import read_frontend, read_tokens
+from bff.config.tracing import read_tracing
 from bff.errors import ConfigError
 
 __all__ = [
@@ -80,6 +84,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "LoggingSettings",
+    "MetricsSettings",
     "OIDCSettings",
     "RouteSettings",
     "SameSite",
@@ -88,6 +93,7 @@ __all__ = [
     "SessionSettings",
     "TokenPolicy",
     "TokenSettings",
+    "TracingSettings",
     "explain_config",
     "load_config",
     "normalize_prefix",
@@ -122,6 +128,8 @@ def parse_config_with_overrides(
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
+    metrics = read_metrics(root, server)
+    tracing = read_tracing(root)
     root.finish()
     name_variables(problems, overrides.variables, start)
     if problems:
@@ -134,6 +142,8 @@ def parse_config_with_overrides(
         frontend=frontend,
         tokens=tokens,
         logging=logging,
+        metrics=metrics,
+        tracing=tracing,
         source=source,
     )
     return config, overrides.variables

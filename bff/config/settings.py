@@ -238,6 +238,36 @@ class LoggingSettings:
     format: LogFormat = "text"
     #: Lowest severity written: ``debug``, ``info``, ``warning`` or ``error``; ``bff serve --log-level`` overrides it.
     level: LogLevel = "info"
+    #: One access line per request on stdout (JSON with ``format = "json"``): request id, route, method, path without
+    #: the query, status, upstream status, durations, bytes, error code, a short session handle; never a token,
+    #: cookie or query value. ``bff serve --access-log`` turns it on too. Also turns request ids on.
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: ``"host:port"`` of a separate listener serving Prometheus ``/metrics`` (e.g. ``"0.0.0.0:9464"``); empty: no
+    #: metrics. Never the ``[server] listen`` address: keep it off the public origin. Also turns request ids on.
+    listen: str = ""
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the metrics listener, or None when metrics are off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    #: Export OpenTelemetry traces (needs the ``bff[otel]`` extra): a server span per request with child spans for
+    #: the store, a token refresh, the upstream and the IdP; W3C ``traceparent`` sent to upstreams and the IdP. The
+    #: exporter, sampler and service name come from the standard ``OTEL_*`` variables (``OTEL_SDK_DISABLED=true``
+    #: turns tracing off again).
+    enabled: bool = False
+    #: Continue a trace the browser started (its ``traceparent``/``tracestate``). Off: every request starts a new
+    #: trace and links the browser's, so nobody on the internet picks bff's trace ids or sampling decisions.
+    propagate_from_browser: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,4 +279,6 @@ class Config:
     frontend: FrontendSettings | None = None
     tokens: TokenSettings = field(default_factory=TokenSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = "<memory>"

@@ -126,7 +126,7 @@ class BackchannelLogout:
                 continue
             if sub is not None and loaded.session.sub != sub:
                 continue  # both given: the IdP session of that user only
-            await self.sessions.delete(loaded)
+            await self.sessions.delete(loaded, reason="backchannel")
             ended += 1
         return ended
 

@@ -8,12 +8,17 @@ refuse an IdP error; check the ``iss`` parameter; only then spend the code, vali
 access token) and create a session under a fresh id. Every failure is a 400 page and leaves no session. Whatever the
 outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error handler otherwise);
 the browser's other pending logins (other tabs) stay.
+
+Each callback counts once in ``bff_login_total{outcome}``: ``ok``; ``idp_error``; ``expired`` (``login_timeout``);
+``invalid_state`` for a refused state, login cookie, one-time marker, ``iss`` or ``nonce`` (what a forged, replayed
+or injected callback trips); ``error`` for anything else (the code refused, the IdP or the store down).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Literal, get_args
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,15 +27,30 @@ from bff.config import Config
 from bff.crypto import constant_time_equal
 from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.endpoints.login import LoginCookies
-from bff.errors import IdPError, InvalidGrant, InvalidIdToken, InvalidState, LoginFailed
+from bff.errors import IdPError, InvalidGrant, InvalidIdToken, InvalidState, LoginExpired, LoginFailed, NonceMismatch
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager
+from bff.telemetry import metrics
 from bff.types import JSONObject
 
 logger = logging.getLogger("bff.login")
 
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 MAX_PARAM = 4096
+
+LoginOutcome = Literal["ok", "idp_error", "invalid_state", "expired", "error"]
+_OUTCOMES = {outcome: metrics.LOGIN.labels(outcome=outcome) for outcome in get_args(LoginOutcome)}
+
+
+def login_outcome(exc: Exception) -> LoginOutcome:
+    """How a failed callback counts (the module docstring)."""
+    if isinstance(exc, IdPError):
+        return "idp_error"
+    if isinstance(exc, LoginExpired):
+        return "expired"
+    if isinstance(exc, InvalidState | NonceMismatch):
+        return "invalid_state"
+    return "error"
 
 
 class Callback:
@@ -49,6 +69,15 @@ class Callback:
         self.cookie = cookie
 
     async def handle(self, request: Request) -> Response:
+        try:
+            response = await self._finish(request)
+        except Exception as exc:
+            _OUTCOMES[login_outcome(exc)].inc()
+            raise
+        _OUTCOMES["ok"].inc()
+        return response
+
+    async def _finish(self, request: Request) -> Response:
         params = request.query_params
         if any(len(v) > MAX_PARAM for v in params.values()):
             raise InvalidState("callback parameters are too long")
@@ -88,9 +117,10 @@ class Callback:
         # Not strict: a previous session in a newer release's store format must not fail the login; it is replaced too.
         previous = await self.cookie.current(request, slide=False, strict=False)
         if previous is not None:
-            await self.sessions.delete(previous.loaded)  # a new login replaces the old session (no fixation)
+            # A new login replaces the old session (no fixation).
+            await self.sessions.delete(previous.loaded, reason="replaced")
         elif (previous_id := self.cookie.session_id(request)) is not None:
-            await self.sessions.store.delete(self.sessions.key_for(previous_id))
+            await self.sessions.end_key(self.sessions.key_for(previous_id), reason="replaced")
         session_id, _ = await self.sessions.create(
             sub=str(claims["sub"]),
             sid=_string_or_none(claims.get("sid")),

@@ -29,7 +29,7 @@ from bff.config import Config
 from bff.cookies import clear_cookie, read_cookie, read_cookies_with_prefix, set_cookie
 from bff.crypto import digest
 from bff.endpoints.common import NO_STORE
-from bff.errors import InvalidState
+from bff.errors import InvalidState, LoginExpired
 from bff.models import LoginState
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from bff.oidc.provider import IdentityProvider
@@ -104,7 +104,7 @@ class LoginCookies:
         if login is None or login.state != state:
             raise InvalidState("the login cookie does not belong to this login (altered, or sealed with a retired key)")
         if not self._live(login, self.clock()):
-            raise InvalidState("the login expired before it finished; start the login again")
+            raise LoginExpired("the login expired before it finished; start the login again")
         return login
 
     def clear(self, request: Request, response: Response) -> None:

@@ -124,7 +124,7 @@ class Logout:
             logger.info("session ended by logout (its record was unreadable here: tokens not revoked)")
 
     async def _end(self, current: CurrentSession) -> None:
-        await self.sessions.delete(current.loaded)
+        await self.sessions.delete(current.loaded, reason="logout")
         logger.info("session ended by logout")
         token = current.loaded.session.tokens.refresh_token
         if token and self.idp.ready:

@@ -33,7 +33,7 @@ from joserfc.jwk import ECKey, Key, RSAKey
 from bff.config import OIDCSettings
 from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
 from bff.models import TokenSet
-from bff.oidc._http import json_object
+from bff.oidc._http import IdPRoute, json_object, metered
 from bff.oidc.discovery import ProviderMetadata
 from bff.oidc.dpop import DPoPProver
 from bff.types import Clock, JSONObject
@@ -210,12 +210,18 @@ class OIDCClient:
         """Whether the token endpoint answers at all: a POST without a grant or credentials, which a working
         endpoint refuses (RFC 6749 5.2: 400 or 401), while a failing one times out, refuses the connection or
         answers 5xx/429. Nothing is spent and no credential is sent."""
+        endpoint = self._metadata.token_endpoint
         try:
-            response = await self._http.post(
-                self._metadata.token_endpoint,
-                data={},
-                headers={"Accept": "application/json"},
-                timeout=httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0)),
+            response = await metered(
+                "idp:token",
+                "POST",
+                endpoint,
+                self._http.post(
+                    endpoint,
+                    data={},
+                    headers={"Accept": "application/json"},
+                    timeout=httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0)),
+                ),
             )
         except httpx.HTTPError:
             return False
@@ -234,7 +240,7 @@ class OIDCClient:
             return
         form = {"token": token, "token_type_hint": token_type_hint}
         # RFC 7009 2.2: 200 whether or not the token was valid; the body is irrelevant.
-        await self._post(endpoint, form, what="revocation endpoint")
+        await self._post(endpoint, form, what="revocation endpoint", route="idp:revocation")
 
     # --- internals ------------------------------------------------------------------------------------------------
 
@@ -282,12 +288,19 @@ class OIDCClient:
         return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 
     async def _post(
-        self, url: str, form: dict[str, str], *, what: str, io_timeout: float | None = None, dpop: bool = False
+        self,
+        url: str,
+        form: dict[str, str],
+        *,
+        what: str,
+        route: IdPRoute,
+        io_timeout: float | None = None,
+        dpop: bool = False,
     ) -> httpx.Response:
-        response = await self._post_once(url, dict(form), what=what, io_timeout=io_timeout, dpop=dpop)
+        response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
         if dpop and response.status_code == 400 and self._wants_nonce(url, response):
             # RFC 9449 8: the server demands a nonce; one retry with it (a fresh proof and client assertion).
-            response = await self._post_once(url, dict(form), what=what, io_timeout=io_timeout, dpop=dpop)
+            response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
         if response.status_code != 200:
             _raise_for_error(response, what)
         return response
@@ -304,7 +317,7 @@ class OIDCClient:
         return self._dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
 
     async def _post_once(
-        self, url: str, form: dict[str, str], *, what: str, io_timeout: float | None, dpop: bool
+        self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None, dpop: bool
     ) -> httpx.Response:
         headers = {"Accept": "application/json"}
         self._client_auth(form, headers)
@@ -313,10 +326,11 @@ class OIDCClient:
             headers["DPoP"] = self._dpop.proof("POST", url)
         try:
             if io_timeout is None:
-                response = await self._http.post(url, data=form, headers=headers)
+                call = self._http.post(url, data=form, headers=headers)
             else:
                 limits = httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0))
-                response = await self._http.post(url, data=form, headers=headers, timeout=limits)
+                call = self._http.post(url, data=form, headers=headers, timeout=limits)
+            response = await metered(route, "POST", url, call)
         except httpx.TimeoutException as exc:
             raise IdPUnavailable(f"{what}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -329,7 +343,9 @@ class OIDCClient:
     async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
         what = f"token endpoint ({grant})"
         dpop = self._dpop is not None
-        response = await self._post(self._metadata.token_endpoint, form, what=what, io_timeout=io_timeout, dpop=dpop)
+        response = await self._post(
+            self._metadata.token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
+        )
         return self._token_set(json_object(response, what=what), what)
 
     def _token_set(self, data: JSONObject, what: str) -> TokenSet:

@@ -128,5 +128,5 @@ async def fetch_metadata(client: httpx.AsyncClient, issuer: str) -> ProviderMeta
     Raises :class:`~bff.errors.IdPUnavailable` when the IdP cannot be reached or answers garbage, and its subclass
     :class:`~bff.errors.InvalidProviderMetadata` when the document answers but must not be used.
     """
-    data = await get_json_object(client, discovery_url(issuer), what="OpenID Provider metadata")
+    data = await get_json_object(client, discovery_url(issuer), what="OpenID Provider metadata", route="idp:discovery")
     return ProviderMetadata.from_json(data, issuer=issuer)

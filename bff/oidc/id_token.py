@@ -31,7 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, OKPKey
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
 
-from bff.errors import InvalidIdToken, InvalidLogoutToken
+from bff.errors import InvalidIdToken, InvalidLogoutToken, NonceMismatch
 from bff.oidc.jwks import JwksCache, TokenSource, key_type_for
 from bff.types import Clock, JSONObject
 
@@ -200,9 +200,9 @@ async def validate_id_token(
         # Core 3.1.3.7 step 11; constant time so the comparison leaks nothing about the expected value.
         claimed = claims.get("nonce")
         if not isinstance(claimed, str):
-            raise InvalidIdToken("id_token nonce missing")
+            raise NonceMismatch("id_token nonce missing")
         if not hmac.compare_digest(claimed.encode(), nonce.encode()):
-            raise InvalidIdToken("id_token nonce mismatch")
+            raise NonceMismatch("id_token nonce mismatch")
     sub = claims.get("sub")
     # Core 2: sub is a case-sensitive string of at most 255 ASCII characters.
     if not isinstance(sub, str) or not sub:

@@ -20,6 +20,9 @@ When a token names a ``kid`` the cache does not know, the IdP has probably rotat
   rotation from reaching logins.
 
 The set is also fetched again after ``max_age``, so a key the IdP withdrew (compromised, retired) stops being trusted.
+
+Every fetch started counts once in ``bff_jwks_fetch_total{trigger}``: ``startup`` (the first), ``unknown_kid``,
+``expired`` (past ``max_age``), whether it succeeds or not.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
 import httpx
 from joserfc.errors import JoseError
@@ -35,6 +38,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OKPKey, import_key
 
 from bff.errors import IdPUnavailable, InvalidIdToken
 from bff.oidc._http import get_json_object
+from bff.telemetry import metrics
 from bff.types import Clock
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,10 @@ PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 #: The curve each ECDSA algorithm requires (RFC 7518 3.4).
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+
+#: Why the key set is fetched (``bff_jwks_fetch_total{trigger}``).
+FetchTrigger = Literal["startup", "unknown_kid", "expired"]
+_FETCHES = {trigger: metrics.JWKS_FETCH.labels(trigger=trigger) for trigger in get_args(FetchTrigger)}
 
 
 class TokenSource(enum.Enum):
@@ -146,13 +154,14 @@ class JwksCache:
     def jwks_uri(self) -> str:
         return self._jwks_uri
 
-    async def refresh(self) -> None:
+    async def refresh(self, trigger: FetchTrigger = "startup") -> None:
         """Fetch the key set now (also used at startup to check that the JWKS answers)."""
+        _FETCHES[trigger].inc()
         self._started += 1
         number = self._started
         self._fetching = True
         try:
-            data = await get_json_object(self._client, self._jwks_uri, what="JWKS")
+            data = await get_json_object(self._client, self._jwks_uri, what="JWKS", route="idp:jwks")
             keys = _import_public_keys(data, self._jwks_uri)
         except IdPUnavailable as exc:
             self._done = (number, exc)
@@ -191,7 +200,7 @@ class JwksCache:
             async with self._lock:
                 if self._keys is None or self._clock() >= self._stale_at:
                     try:
-                        await self.refresh()
+                        await self.refresh("startup" if self._keys is None else "expired")
                     except IdPUnavailable:
                         if self._keys is None:
                             raise
@@ -216,7 +225,7 @@ class JwksCache:
                 return
             if self._keys is not None and self._find(self._keys, kid, alg) is not None:
                 return
-            await self.refresh()
+            await self.refresh("unknown_kid")
 
     async def _refetch_for_unknown_key(self, seen: KeySet) -> bool:
         """Refetch once for an unknown key, unless another such refetch happened within ``min_refetch_interval``.
@@ -231,7 +240,7 @@ class JwksCache:
                 logger.debug("JWKS %s: refetch for an unknown kid skipped (rate limit)", self._jwks_uri)
                 return False
             self._last_kid_refetch = now
-            await self.refresh()
+            await self.refresh("unknown_kid")
             return True
 
     @staticmethod

@@ -12,7 +12,7 @@ import httpx
 from bff.config import OIDCSettings
 from bff.errors import NotReady
 from bff.oidc.client import OIDCClient
-from bff.oidc.discovery import ProviderMetadata, fetch_metadata
+from bff.oidc.discovery import ProviderMetadata, discovery_url, fetch_metadata
 from bff.oidc.dpop import DPoPProver
 from bff.oidc.id_token import validate_id_token, validate_logout_token
 from bff.oidc.jwks import JwksCache, TokenSource
@@ -65,6 +65,23 @@ class IdentityProvider:
         if self._jwks is None:
             raise NotReady("the identity provider's metadata is not loaded yet")
         return self._jwks
+
+    def endpoint_name(self, url: str) -> str:
+        """Which of the IdP's endpoints ``url`` (without its query) is, for telemetry: ``idp:discovery``,
+        ``idp:token``, ``idp:jwks``, ``idp:revocation``, ``idp:userinfo``, or ``idp`` for any other."""
+        if url == discovery_url(self.settings.issuer):
+            return "idp:discovery"
+        metadata = self._metadata
+        if metadata is not None:
+            for name, endpoint in (
+                ("idp:token", metadata.token_endpoint),
+                ("idp:jwks", metadata.jwks_uri),
+                ("idp:revocation", metadata.revocation_endpoint),
+                ("idp:userinfo", metadata.userinfo_endpoint),
+            ):
+                if url == endpoint:
+                    return name
+        return "idp"
 
     async def validate_id_token(self, token: str, *, nonce: str | None, access_token: str) -> JSONObject:
         """An ID token from the token endpoint's answer (code exchange or refresh), with that answer's

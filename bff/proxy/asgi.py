@@ -30,14 +30,24 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Network, IPv6Network
+from time import perf_counter
 from typing import Protocol
 
 from bff.config import RouteSettings
-from bff.errors import BffError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamError
+from bff.errors import (
+    BffError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from bff.proxy import outage_log
 from bff.proxy.csrf import check_csrf
 from bff.proxy.disconnect import DisconnectWatch
 from bff.proxy.headers import (
+    RESPONSE_DROP,
     ForwardingPolicy,
     IncomingHeaders,
     dpop_challenge_error,
@@ -50,12 +60,15 @@ from bff.proxy.paths import check_path, check_query
 from bff.proxy.request_body import ClientGone, RequestBodyReader, replayable_body
 from bff.proxy.responses import send_error
 from bff.proxy.routes import Route
+from bff.telemetry.exchange import NO_OBSERVERS, UNMATCHED, Exchange, Observers
 from bff.types import Receive, Scope, Send
 from bff.upstream import RequestBody, UpstreamClient, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 
 ErrorHeaders = Callable[[BffError], list[tuple[bytes, bytes]]]
+#: ``bff.error`` of a request whose browser left before its answer was complete (not an answer bff sent).
+CLIENT_GONE = "client_disconnected"
 
 
 class BearerProvider(Protocol):
@@ -85,6 +98,13 @@ def _no_headers(exc: BffError) -> list[tuple[bytes, bytes]]:
     return []
 
 
+def upstream_error_kind(exc: UpstreamError) -> str:
+    """``bff_upstream_errors_total`` ``kind``: a timeout, no connection (refused, reset, TLS), or a broken answer."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    return "connect_error" if isinstance(exc.__cause__, OSError) else "bad_response"
+
+
 class Proxy:
     """Raw ASGI app for the configured routes (see the module docstring for what each request goes through)."""
 
@@ -98,11 +118,14 @@ class Proxy:
         trusted_proxies: Sequence[IPv4Network | IPv6Network],
         error_headers: ErrorHeaders = _no_headers,
         replay_limit: int = 64 * 1024,
+        observers: Observers = NO_OBSERVERS,
         dpop: ProofMaker | None = None,
     ) -> None:
         # Longest prefix first, so the first match is the most specific route.
+        # Headers an observer sets itself (X-Request-Id) are never forwarded as the browser sent them.
+        owned = observers.owned_headers
         dpop_default = dpop is not None
-        routes_ = (Route(r, client, dpop_default=dpop_default) for r in routes)
+        routes_ = (Route(r, client, owned, dpop_default=dpop_default) for r in routes)
         self._routes = sorted(routes_, key=lambda r: len(r.prefix), reverse=True)
         self._dpop = dpop
         self._client = client
@@ -112,6 +135,8 @@ class Proxy:
         self._error_headers = error_headers
         self._replay_limit = replay_limit
         self._outages = outage_log.OutageLog(outage_log.OUTAGE_LOG_INTERVAL)
+        self._observers = observers
+        self._response_drop = RESPONSE_DROP | observers.owned_headers
 
     def match(self, path: str) -> RouteSettings | None:
         """The route for a path: prefix match on segment boundaries, longest prefix wins."""
@@ -129,15 +154,20 @@ class Proxy:
             raise NotImplementedError(f"the proxy does not handle {scope['type']!r} scopes")
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         query: bytes = scope.get("query_string", b"")
+        ex: Exchange | None = None
         try:
             check_path(raw_path)
             check_query(query)
             route = self._match(raw_path)
+            if self._observers:  # after routing, before the session is read (the seam: bff.telemetry.exchange)
+                ex = self._observers.exchange(scope, UNMATCHED if route is None else route.label)
             if route is None:
                 raise NotFound("no route for this path")
             if scope["method"] not in route.methods:
                 refusal = MethodNotAllowed(f"{scope['method']} is not allowed on this route")
-                await self._refuse(send, refusal, [(b"allow", route.allow)])
+                await self._refuse(send, refusal, [(b"allow", route.allow)], ex)
+                if ex is not None:
+                    self._observers.end(ex)
                 return
             incoming = read_request_headers(scope["headers"], route.drop)
             check_csrf(incoming.guard, self._public_origin)
@@ -145,7 +175,11 @@ class Proxy:
                 raise PayloadTooLarge(f"the request body exceeds {route.max_body} bytes")
             token = await self._bearer.bearer(scope, route.settings)
         except BffError as exc:
-            await self._refuse(send, exc)
+            if self._observers and ex is None:  # refused before routing: an invalid path
+                ex = self._observers.exchange(scope, UNMATCHED)
+            await self._refuse(send, exc, None, ex)
+            if ex is not None:
+                self._observers.end(ex)
             return
 
         url = route.base + raw_path[route.strip :].decode("ascii")
@@ -155,15 +189,18 @@ class Proxy:
         client = scope.get("client")
         headers += self._forwarding.headers(client[0] if client else None, incoming.forwarding)
         headers += route.extra
+        if ex is not None:
+            ex.server_address = route.address
+            headers += ex.upstream_headers
         if token is not None:
-            if route.dpop:
+            if route.dpop:  # last two: a replay replaces them
                 headers += self._dpop_headers(scope["method"], url, token)
             else:
-                headers.append(("authorization", "Bearer " + token))
+                headers.append(("authorization", "Bearer " + token))  # last: a replay replaces it
 
         watch = DisconnectWatch()
         try:
-            await self._forward(scope, receive, send, route, url, headers, incoming, token, watch)
+            await self._forward(scope, receive, send, route, url, headers, incoming, token, watch, ex)
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -172,6 +209,10 @@ class Proxy:
                 task.uncancel()  # our own cancellation: the browser left, nothing to answer
         finally:
             watch.stop()
+            if ex is not None:
+                if watch.fired:  # the browser left before the answer was complete
+                    ex.error = CLIENT_GONE
+                self._observers.end(ex)
 
     async def _forward(
         self,
@@ -184,6 +225,7 @@ class Proxy:
         incoming: IncomingHeaders,
         token: str | None,
         watch: DisconnectWatch,
+        ex: Exchange | None,
     ) -> None:
         method: str = scope["method"]
         reader: RequestBodyReader | None = None
@@ -194,21 +236,26 @@ class Proxy:
                 try:  # small and of known size: read it whole, which also keeps it for a replay
                     body = await reader.read()
                 except ClientGone:
+                    if ex is not None:
+                        ex.error = CLIENT_GONE
                     return
                 except PayloadTooLarge as exc:  # pragma: no cover - the server enforces Content-Length framing
-                    await self._refuse(send, exc)
+                    await self._refuse(send, exc, None, ex)
                     return
             else:
                 body = reader.stream()
         if reader is None or reader.complete:
             watch.start(receive)
 
-        response = await self._send(send, method, url, headers, body, route, reader)
+        response = await self._send(send, method, url, headers, body, route, reader, ex)
         if response is None:
+            if ex is not None and reader is not None:
+                ex.bytes_in = reader.received
             return
         try:
             if route.dpop and token is not None:
-                response, body = await self._dpop_nonce_retry(send, method, url, headers, body, reader, route, response)
+                retried = await self._dpop_nonce_retry(send, method, url, headers, body, reader, route, response, ex)
+                response, body = retried
                 if response is None:
                     return
             if token is not None and response.status == 401 and self._wants_refresh(route, response):
@@ -217,7 +264,7 @@ class Proxy:
                     try:
                         fresh = await self._bearer.refresh_bearer(scope, route.settings, token)
                     except BffError as exc:
-                        await self._refuse(send, exc)
+                        await self._refuse(send, exc, None, ex)
                         return
                     if fresh is not None:
                         response.release()
@@ -225,15 +272,17 @@ class Proxy:
                             headers[-2:] = self._dpop_headers(method, url, fresh)
                         else:
                             headers[-1] = ("authorization", "Bearer " + fresh)
-                        response = await self._send(send, method, url, headers, replay, route, None)
+                        response = await self._send(send, method, url, headers, replay, route, None, ex)
                         if response is None:
                             return
             if reader is not None and reader.complete:
                 watch.start(receive)
-            await self._relay(send, response, route, watch)
+            await self._relay(send, response, route, watch, ex)
         finally:
             if response is not None:
                 response.close()  # a no-op after a release; otherwise the connection is not reusable anyway
+            if ex is not None and reader is not None:
+                ex.bytes_in = reader.received
 
     @staticmethod
     def _wants_refresh(route: Route, response: UpstreamResponse) -> bool:
@@ -256,6 +305,7 @@ class Proxy:
         reader: RequestBodyReader | None,
         route: Route,
         response: UpstreamResponse,
+        ex: Exchange | None,
     ) -> tuple[UpstreamResponse | None, RequestBody]:
         """Keep the upstream's ``DPoP-Nonce``; after a ``use_dpop_nonce`` challenge, replay once with it (RFC 9449 9).
 
@@ -270,7 +320,7 @@ class Proxy:
         response.release()
         token = headers[-1][1].removeprefix("DPoP ")
         headers[-2:] = self._dpop_headers(method, url, token)
-        fresh = await self._send(send, method, url, headers, replay, route, None)
+        fresh = await self._send(send, method, url, headers, replay, route, None, ex)
         if fresh is not None:
             self._dpop.remember_nonce(url, header_value(fresh.headers, b"dpop-nonce"))
         return fresh, replay
@@ -284,29 +334,54 @@ class Proxy:
         body: RequestBody,
         route: Route,
         reader: RequestBodyReader | None,
+        ex: Exchange | None,
     ) -> UpstreamResponse | None:
         """The upstream's answer, or None once the browser has been answered (or has left)."""
+        if ex is not None:
+            ex.upstream_started = perf_counter()
         try:
-            return await self._client.send(method, url, headers, body, route.options)
+            response = await self._client.send(method, url, headers, body, route.options)
         except UpstreamError as exc:
+            if ex is not None:
+                ex.upstream_duration = perf_counter() - ex.upstream_started
+                ex.upstream_time += ex.upstream_duration
+                ex.upstream_status = None
             # A failure of our own body stream surfaces as a broken upstream request: report the real cause.
             if reader is not None and reader.too_large:
-                await self._refuse(send, PayloadTooLarge(f"the request body exceeds {route.max_body} bytes"))
+                await self._refuse(send, PayloadTooLarge(f"the request body exceeds {route.max_body} bytes"), None, ex)
             elif reader is None or not reader.disconnected:
                 logger.warning("proxy %s: %s (%s)", route.settings.path, exc.message, type(exc.__cause__).__name__)
-                await self._refuse(send, exc)
+                if ex is not None:
+                    ex.upstream_error = upstream_error_kind(exc)
+                    self._observers.upstream(ex)
+                await self._refuse(send, exc, None, ex)
+            elif ex is not None:
+                ex.error = CLIENT_GONE
             return None
+        if ex is not None:
+            ex.upstream_duration = perf_counter() - ex.upstream_started
+            ex.upstream_time += ex.upstream_duration
+            ex.upstream_status = response.status
+            self._observers.upstream(ex)
+        return response
 
-    async def _relay(self, send: Send, response: UpstreamResponse, route: Route, watch: DisconnectWatch) -> None:
-        start = {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": response_headers(response.headers),
-        }
+    async def _relay(
+        self, send: Send, response: UpstreamResponse, route: Route, watch: DisconnectWatch, ex: Exchange | None
+    ) -> None:
+        if ex is None:
+            headers = response_headers(response.headers)
+        else:
+            ex.status = response.status
+            # An observer's header (X-Request-Id) replaces the upstream's own.
+            headers = response_headers(response.headers, self._response_drop)
+            headers += ex.response_headers
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
         try:
             await send(start)
             while True:
                 chunk = await response.read_chunk()
+                if ex is not None:
+                    ex.bytes_out += len(chunk)
                 if response.at_eof():
                     watch.finished = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
@@ -317,10 +392,25 @@ class Proxy:
         except UpstreamError as exc:
             # The status line is gone: leave the response unfinished so the browser sees a truncated body.
             logger.warning("proxy %s: %s (%s)", route.settings.path, exc.message, type(exc.__cause__).__name__)
+            if ex is not None:
+                ex.error = exc.error
+                ex.upstream_error = upstream_error_kind(exc)
         except OSError:
-            pass  # send() failed: the browser is gone; the caller closes the upstream response
+            if ex is not None:
+                ex.error = CLIENT_GONE  # send() failed: the browser is gone; the caller closes the upstream response
 
-    async def _refuse(self, send: Send, exc: BffError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _refuse(
+        self,
+        send: Send,
+        exc: BffError,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        ex: Exchange | None = None,
+    ) -> None:
         if isinstance(exc, ServiceUnavailable):
             self._outages.refused(exc)  # an operational refusal: logged per cause, aggregated
-        await send_error(send, exc, self._error_headers(exc) + (extra or []))
+        headers = self._error_headers(exc) + (extra or [])
+        if ex is not None:
+            ex.status = exc.status
+            ex.error = exc.error
+            headers += ex.response_headers
+        await send_error(send, exc, headers)

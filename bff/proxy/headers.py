@@ -155,13 +155,14 @@ class ForwardingPolicy:
         return out
 
 
-def response_headers(raw: RawHeaders) -> list[tuple[bytes, bytes]]:
-    """The upstream's header lines that reach the browser, names lower-cased as ASGI asks."""
+def response_headers(raw: RawHeaders, drop: frozenset[bytes] = RESPONSE_DROP) -> list[tuple[bytes, bytes]]:
+    """The upstream's header lines that reach the browser, names lower-cased as ASGI asks (``drop``: a superset of
+    ``RESPONSE_DROP`` when bff sets a header of its own, such as ``X-Request-Id``)."""
     out: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
     for name, value in raw:
         lname = name.lower()
-        if lname in RESPONSE_DROP:
+        if lname in drop:
             if lname == b"connection":
                 named = connection_tokens(value) if named is None else named | connection_tokens(value)
             continue

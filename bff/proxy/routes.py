@@ -6,6 +6,8 @@ longest prefix first, so the first match is the most specific.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from bff.config import HTTP_METHODS, RouteSettings, normalize_prefix
 from bff.proxy.headers import request_drop_set
 from bff.upstream import UpstreamClient
@@ -15,11 +17,13 @@ class Route:
     """A route with everything precomputed that does not depend on the request."""
 
     __slots__ = (
+        "address",
         "allow",
         "base",
         "dpop",
         "drop",
         "extra",
+        "label",
         "max_body",
         "methods",
         "options",
@@ -28,7 +32,14 @@ class Route:
         "strip",
     )
 
-    def __init__(self, settings: RouteSettings, client: UpstreamClient, *, dpop_default: bool = False) -> None:
+    def __init__(
+        self,
+        settings: RouteSettings,
+        client: UpstreamClient,
+        also_drop: frozenset[bytes] = frozenset(),
+        *,
+        dpop_default: bool = False,
+    ) -> None:
         self.settings = settings
         #: Send ``Authorization: DPoP`` and a proof (RFC 9449 7.1): the route's ``dpop``, else ``[oidc] dpop``.
         self.dpop = dpop_default if settings.dpop is None else settings.dpop
@@ -36,13 +47,18 @@ class Route:
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
         self.base = settings.upstream.rstrip("/")
+        #: The route as telemetry names it (``http_route``, ``bff_route``) and its upstream's ``host:port``.
+        self.label = prefix
+        upstream = urlsplit(self.base)
+        default_port = 443 if upstream.scheme == "https" else 80
+        self.address = f"{upstream.hostname}:{upstream.port or default_port}"
         # "All methods" means the ones config accepts: never TRACE, which would echo the request, bearer token
         # included, back to the caller (OWASP "Cross-Site Tracing"), nor CONNECT or extension methods.
         methods = tuple(m.upper() for m in settings.methods) or HTTP_METHODS
         self.methods = frozenset(methods)
         self.allow = ", ".join(methods).encode("ascii")
         self.max_body = settings.max_body
-        self.drop = request_drop_set(settings.remove_headers, settings.set_headers)
+        self.drop = request_drop_set(settings.remove_headers, settings.set_headers) | also_drop
         if self.dpop:  # the browser's own DPoP header would stand beside bff's proof
             self.drop = self.drop | {b"dpop"}
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]

@@ -42,6 +42,7 @@ from bff.errors import BadRequest, BffError, RequestHeaderTooLarge, RequestTimeo
 from bff.proxy import error_headers, error_payload
 from bff.serving.limits import DEFAULT_LIMITS, EdgeLimits
 from bff.serving.transport import CoalescingTransport
+from bff.telemetry.metrics import CONNECTIONS_OPEN
 
 
 class _Refused(Exception):
@@ -104,6 +105,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         wrapped: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
+        if CONNECTIONS_OPEN.function is None:  # the server's own count (WebSockets included), read at each scrape
+            connections = self.connections
+            CONNECTIONS_OPEN.set_function(lambda: len(connections))
         if len(self.connections) > self._limits.max_connections:
             self.logger.warning("Connection refused: %d connections open.", len(self.connections) - 1)
             self._refuse(TooManyConnections("too many connections; retry later"))

@@ -16,6 +16,10 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 * ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
   would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
 
+Metrics: sessions created and ended (by reason, counted where bff deletes a record it found, so a session is
+ended once however many requests race to end it), and the per-request ``get_and_touch``, metered inline in
+``load_key`` (every other store call is metered by ``bff.session.metered_store``).
+
 Records are compact JSON (``bff.session.record``: JWTs unpacked, DEFLATE) encrypted with AES-256-GCM
 (``bff.crypto.Encryptor``) with the store key as associated data. Records and refresh results carry a format number;
 every known format is read and ``[session] write_format`` is written, so old and new releases share one store
@@ -37,14 +41,17 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
+from time import perf_counter
+from typing import Literal, get_args
 
 from bff.config import SessionSettings
 from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
-from bff.errors import SessionFormatUnsupported
+from bff.errors import SessionFormatUnsupported, SessionStoreUnavailable
 from bff.models import LoginState, Session, TokenSet
 from bff.session.record import UnsupportedFormat, decode_session, decode_tokens, encode_session, encode_tokens
 from bff.session.store import SessionStore
+from bff.telemetry import metrics
 from bff.types import Clock, JSONObject, system_clock
 
 logger = logging.getLogger("bff.session")
@@ -60,6 +67,15 @@ _LOGOUT_DONE = b"done"
 DECODED_CACHE_SIZE = 1024
 #: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
 _TTL_RESOLUTION = 0.001
+
+#: Why bff ended a session (``bff_sessions_ended_total{reason}``).
+SessionEndReason = Literal[
+    "logout", "logout_everywhere", "backchannel", "expired", "revoked", "refresh_failed", "replaced"
+]
+_CREATED = metrics.SESSIONS_CREATED.labels()
+_ENDED = {reason: metrics.SESSIONS_ENDED.labels(reason=reason) for reason in get_args(SessionEndReason)}
+_GETEX_TIME = metrics.STORE_DURATION.labels(operation="get_and_touch")
+_GETEX_ERRORS = metrics.STORE_ERRORS.labels(operation="get_and_touch")
 
 
 @dataclass(frozen=True)
@@ -183,6 +199,7 @@ class SessionManager:
         await self.store.index_add(self._user_index(sub), key, index_ttl)
         if sid:
             await self.store.index_add(self._sid_index(sid), key, index_ttl)
+        _CREATED.inc()
         return session_id, session
 
     async def load(self, session_id: str, *, slide: bool = True, strict: bool = True) -> LoadedSession | None:
@@ -199,7 +216,17 @@ class SessionManager:
         # two calls (or if the second never happens) the record may outlive its cap in the store, never in use:
         # every read checks the cap below.
         idle = self.settings.idle_timeout
-        raw = await (self.store.get_and_touch(key, idle) if slide else self.store.get(key))
+        if slide:
+            start = perf_counter()
+            try:
+                raw = await self.store.get_and_touch(key, idle)
+            except SessionStoreUnavailable:
+                _GETEX_ERRORS.inc()
+                raise
+            finally:
+                _GETEX_TIME.observe(perf_counter() - start)
+        else:
+            raw = await self.store.get(key)
         if raw is None:
             return None
         session = self._decoded(key, raw)
@@ -214,7 +241,7 @@ class SessionManager:
         now = self.clock()
         ttl = self.ttl_for(session, now)
         if ttl <= 0:
-            await self.store.delete(key)
+            await self.end_key(key, reason="expired")
             return None
         if slide and ttl < idle - _TTL_RESOLUTION:
             await self.store.touch(key, ttl)
@@ -228,26 +255,36 @@ class SessionManager:
         ttl = self.ttl_for(session, now)
         blob = self._encrypt(loaded.key, session)
         if ttl <= 0:
-            await self.store.delete(loaded.key)
+            await self.end_key(loaded.key, reason="expired")
             return None
         if not await self.store.compare_and_set(loaded.key, loaded.raw, blob, ttl):
             return None
         return LoadedSession(key=loaded.key, session=session, raw=blob)
 
-    async def delete(self, loaded: LoadedSession) -> None:
-        await self.store.delete(loaded.key)
+    async def delete(self, loaded: LoadedSession, *, reason: SessionEndReason) -> None:
+        """End the session: its record and its index entries go. Counted as ended for ``reason`` only if the record
+        was still there, so two requests racing to end one session count it once."""
+        await self.end_key(loaded.key, reason=reason)
         await self.store.index_remove(self._user_index(loaded.session.sub), loaded.key)
         if loaded.session.sid:
             await self.store.index_remove(self._sid_index(loaded.session.sid), loaded.key)
 
-    async def delete_key(self, key: str) -> LoadedSession | None:
+    async def delete_key(self, key: str, *, reason: SessionEndReason) -> LoadedSession | None:
         """Delete the session stored under ``key`` (from an index); returns what was deleted, if it was readable."""
         loaded = await self.load_key(key)
         if loaded is not None:
-            await self.delete(loaded)
+            await self.delete(loaded, reason=reason)
         else:
-            await self.store.delete(key)
+            await self.end_key(key, reason=reason)
         return loaded
+
+    async def end_key(self, key: str, *, reason: SessionEndReason) -> bool:
+        """Delete the record under ``key`` (indexes untouched: they prune themselves on read); True, and counted as
+        ended for ``reason``, when there was one."""
+        if not await self.store.delete(key):
+            return False
+        _ENDED[reason].inc()
+        return True
 
     async def keys_for_sub(self, sub: str) -> list[str]:
         return await self._live_members(self._user_index(sub))

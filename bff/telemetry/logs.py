@@ -33,7 +33,7 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 _second: list[tuple[int, str]] = [(-1, "")]
 
 
-def _rfc3339(created: float) -> str:
+def rfc3339(created: float) -> str:
     """RFC 3339 UTC with milliseconds; the date-and-second part is formatted once per second."""
     seconds = int(created)
     last, prefix = _second[0]
@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {key: value for key, value in extra_fields(record) if key not in EXTRA_SKIP}
-        line["timestamp"] = _rfc3339(record.created)
+        line["timestamp"] = rfc3339(record.created)
         line["severity_text"] = record.levelname
         line["body"] = record.getMessage()
         line["logger"] = record.name

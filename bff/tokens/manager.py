@@ -22,9 +22,11 @@ from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings, TokenSettings
 from bff.cookies import read_cookie
-from bff.errors import IdPUnavailable, Unauthenticated
+from bff.errors import IdPUnavailable, InvalidGrant, SessionExpired, Unauthenticated
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
+from bff.telemetry.exchange import EXCHANGE, Exchange
+from bff.telemetry.spans import Spans
 from bff.tokens.client_credentials import ClientCredentials
 from bff.tokens.refresh import STOP_GRACE, Refresher
 from bff.tokens.route_tokens import expired, expiring, tokens_for
@@ -49,6 +51,7 @@ class TokenManager:
         settings: TokenSettings | None = None,
         clock: Clock = system_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        spans: Spans | None = None,
     ) -> None:
         self.sessions = sessions
         self.idp = idp
@@ -57,8 +60,10 @@ class TokenManager:
         self.clock = clock
         self._refresher = Refresher(sessions, idp, self.settings, clock=clock, sleep=sleep)
         self._client_credentials = ClientCredentials(idp, self.settings, clock)
-        #: Refresh one session single-flight: ``Refresher.refresh`` itself, no wrapper in between.
-        self.refresh = self._refresher.refresh
+        self._spans = spans
+        #: Refresh one session single-flight: ``Refresher.refresh`` itself, no wrapper in between (one that records
+        #: a span only when tracing is on).
+        self.refresh = self._refresher.refresh if spans is None else self._traced_refresh
         #: bff's own client-credentials token for a ``client`` route: ``ClientCredentials.token``.
         self.client_token = self._client_credentials.token
 
@@ -73,7 +78,12 @@ class TokenManager:
         session_id = self.sessions.session_id_from_cookie(read_cookie(cookie_header(scope), self.cookie_name))
         if session_id is None:
             return None
-        return await self.sessions.load(session_id, slide=True)
+        loaded = await self.sessions.load(session_id, slide=True)
+        if loaded is not None:
+            exchange: Exchange | None = scope.get(EXCHANGE)
+            if exchange is not None:  # observed: the access log names the session by a hash of its key
+                exchange.session_key = loaded.key
+        return loaded
 
     async def bearer(self, scope: Scope, route: RouteSettings) -> str | None:
         if route.token == "none":
@@ -122,6 +132,22 @@ class TokenManager:
         assert fresh is not None  # refresh() stores the route's token or raises
         return fresh.access_token
 
+    async def _traced_refresh(
+        self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
+    ) -> LoadedSession:
+        """``Refresher.refresh`` inside a ``token refresh`` span that records its outcome (``bff.refresh.outcome``).
+        The refresh task copies this context, so the IdP and store calls it makes are the span's children."""
+        assert self._spans is not None
+        joined = self._refresher.joins(loaded, route)
+        with self._spans.span("token refresh", "internal") as span:
+            try:
+                refreshed = await self._refresher.refresh(loaded, route, stale_access_token=stale_access_token)
+            except BaseException as exc:
+                span.set("bff.refresh.outcome", refresh_outcome(exc))
+                raise
+            span.set("bff.refresh.outcome", "joined" if joined else "ok")
+            return refreshed
+
     async def aclose(self) -> None:
         """Shutdown: give refreshes in flight a moment to store what the IdP answered, then stop them and the
         probe. Bounded: nothing here waits on a cancellation being honoured."""
@@ -137,3 +163,12 @@ class TokenManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
+
+
+def refresh_outcome(exc: BaseException) -> str:
+    """The outcome of a failed refresh, from the closed set of ``bff.refresh.outcome`` (TELEMETRY.md)."""
+    if isinstance(exc, IdPUnavailable):
+        return "idp_unavailable"
+    if isinstance(exc, SessionExpired) and isinstance(exc.__cause__, InvalidGrant):
+        return "invalid_grant"
+    return "error"

@@ -29,6 +29,11 @@ which redis-py uses, can swallow one), every wait for a task is bounded (``async
 renewer stops renewing once the refresh overran its deadline (so no lock outlives ``refresh_timeout`` plus a lease),
 and a flight still running past its deadline is abandoned and replaced.
 
+Metrics: each request that needs a refresh counts once in ``bff_token_refresh_total`` by what it got, and its wait
+in ``bff_token_refresh_duration_seconds``. ``ok`` when its flight called the IdP; ``joined`` when it used a refresh
+it did not make (it joined a flight of this process, or its flight found another process's result); a failure by
+what the flight recorded (``_Attempt``) or, failing that, by its class.
+
 What remains: an IdP that takes the refresh token and never answers. At ``refresh_timeout`` the refresh is abandoned
 with its outcome unknown; the next attempt presents the same refresh token. An IdP with a reuse grace window (Auth0's
 "reuse interval", Okta's grace period; ``bff devidp --refresh-reuse-grace``) accepts it; one without ends the
@@ -42,6 +47,8 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Literal, get_args
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import (
@@ -55,6 +62,7 @@ from bff.errors import (
 from bff.models import TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
+from bff.telemetry import metrics
 from bff.tokens.idp_probe import IdPProbe
 from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
 from bff.types import Clock
@@ -72,6 +80,19 @@ RETRY_SOON = 1
 STOP_GRACE = 0.5
 
 FlightKey = tuple[str, str | None]
+RefreshOutcome = Literal["ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error"]
+_OUTCOMES = {outcome: metrics.TOKEN_REFRESH.labels(outcome=outcome) for outcome in get_args(RefreshOutcome)}
+_DURATION = metrics.TOKEN_REFRESH_DURATION.labels()
+
+
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """What a flight found out, for the metrics of the requests that wait for it."""
+
+    #: The flight used someone else's refresh (another process's, or a result a previous refresh left).
+    joined: bool = False
+    #: Why the flight failed, when the exception alone does not say (a SessionExpired has several causes).
+    failure: RefreshOutcome | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -81,6 +102,7 @@ class _Flight:
     task: asyncio.Task[LoadedSession]
     #: Loop time after which the task has overrun every deadline (a lost cancellation) and is replaced.
     abandon_at: float
+    attempt: _Attempt
 
 
 class Refresher:
@@ -108,22 +130,49 @@ class Refresher:
     ) -> LoadedSession:
         """Refresh single-flight (see the module docstring). Returns the session with fresh tokens, or raises
         ``IdPUnavailable`` at the request's deadline while the refresh goes on."""
+        start = perf_counter()
         route_key = route_token_key(route) if route is not None else None
         key = (loaded.key, route_key)
         loop = asyncio.get_running_loop()
         flight = self._inflight.get(key)
-        if flight is None or loop.time() > flight.abandon_at:
-            task = loop.create_task(self._refresh_across_processes(loaded, route, route_key, stale_access_token))
-            flight = _Flight(task, loop.time() + self._flight_limit)
+        joined = flight is not None and loop.time() <= flight.abandon_at
+        if flight is None or not joined:
+            attempt = _Attempt()
+            task = loop.create_task(
+                self._refresh_across_processes(loaded, route, route_key, stale_access_token, attempt)
+            )
+            flight = _Flight(task, loop.time() + self._flight_limit, attempt)
             self._inflight[key] = flight
             task.add_done_callback(functools.partial(self._landed, key, flight))
         # Not ``await task``: this request stops waiting at its deadline, and the task is not cancelled with it.
         done, _ = await asyncio.wait({flight.task}, timeout=self.idp.settings.timeout)
-        if not done:
-            error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
-            error.retry_after = RETRY_SOON
-            raise error
-        return flight.task.result()
+        outcome: RefreshOutcome = "error"
+        try:
+            if not done:
+                outcome = "idp_unavailable"
+                error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
+                error.retry_after = RETRY_SOON
+                raise error
+            try:
+                result = flight.task.result()
+            except IdPUnavailable:
+                outcome = flight.attempt.failure or "idp_unavailable"
+                raise
+            except Exception:
+                outcome = flight.attempt.failure or "error"
+                raise
+            outcome = "joined" if joined or flight.attempt.joined else "ok"
+            return result
+        finally:
+            _OUTCOMES[outcome].inc()
+            _DURATION.observe(perf_counter() - start)
+
+    def joins(self, loaded: LoadedSession, route: RouteSettings | None = None) -> bool:
+        """Whether :meth:`refresh` called now would join a refresh of this session already running in this
+        process (rather than start one)."""
+        key = (loaded.key, route_token_key(route) if route is not None else None)
+        flight = self._inflight.get(key)
+        return flight is not None and asyncio.get_running_loop().time() <= flight.abandon_at
 
     def in_flight(self) -> list[asyncio.Task[LoadedSession]]:
         """The refreshes running in this process (for shutdown)."""
@@ -158,11 +207,16 @@ class Refresher:
         return not expiring(tokens, self.settings.refresh_leeway, self.clock)
 
     async def _refresh_across_processes(
-        self, loaded: LoadedSession, route: RouteSettings | None, route_key: str | None, stale: str | None
+        self,
+        loaded: LoadedSession,
+        route: RouteSettings | None,
+        route_key: str | None,
+        stale: str | None,
+        attempt: _Attempt,
     ) -> LoadedSession:
         spent = loaded.session.tokens.refresh_token
         if not spent:
-            await self.sessions.delete(loaded)
+            await self.sessions.delete(loaded, reason="expired")
             raise SessionExpired("the access token expired and the session has no refresh token")
         lease = self.settings.refresh_lock_lease
         lock_key = self.sessions.refresh_lock_key(loaded.key)
@@ -178,6 +232,7 @@ class Refresher:
             # Another process is refreshing this session: wait for its result instead of spending the token.
             current = await self._current(loaded)
             if self._settled(current, route, stale):
+                attempt.joined = True
                 return current
             if loop.time() > deadline:
                 error = IdPUnavailable("another instance is still refreshing this session's tokens")
@@ -191,8 +246,9 @@ class Refresher:
         try:
             current = await self._current(loaded)  # reload and check again, under the lock
             if self._settled(current, route, stale):
+                attempt.joined = True
                 return current
-            return await self._refresh_locked(current, route, route_key)
+            return await self._refresh_locked(current, route, route_key, attempt)
         finally:
             stop.set()
             renewer.cancel()  # only wakes it early: should the cancellation be lost, it sees the flag and returns
@@ -230,7 +286,7 @@ class Refresher:
             logger.warning("could not release the refresh lock (its lease frees it): %s", exc.message)
 
     async def _refresh_locked(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None, attempt: _Attempt
     ) -> LoadedSession:
         session = current.session
         spent = session.tokens.refresh_token
@@ -240,8 +296,9 @@ class Refresher:
         if not from_idp:
             assert remembered is not None
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+            attempt.joined = True
         else:
-            new = await self._call_idp(current, spent, route)
+            new = await self._call_idp(current, spent, route, attempt)
         tokens = session.tokens
         # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
         # kept when the IdP did not rotate it (RFC 6749 6).
@@ -250,7 +307,7 @@ class Refresher:
         if route_key is None:
             # A new ID token must be about the same user; a remembered result was checked before it was saved.
             if new.id_token is not None and from_idp:
-                await self._check_same_user(current, new.id_token, new.access_token)
+                await self._check_same_user(current, new.id_token, new.access_token, attempt)
             tokens = dataclasses.replace(
                 new,
                 refresh_token=refresh_token,
@@ -279,7 +336,9 @@ class Refresher:
             return await self._current(current)
         return written
 
-    async def _call_idp(self, current: LoadedSession, spent: str, route: RouteSettings | None) -> TokenSet:
+    async def _call_idp(
+        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
+    ) -> TokenSet:
         if self.probe.down:
             error = IdPUnavailable("the identity provider is failing; refreshes resume as soon as it answers")
             error.retry_after = RETRY_SOON
@@ -299,7 +358,8 @@ class Refresher:
                 raise IdPUnavailable(f"token endpoint (refresh_token): no answer within {timeout:g}s") from exc
         except InvalidGrant as exc:
             logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
-            await self.sessions.delete(current)
+            attempt.failure = "invalid_grant"
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the session expired or was revoked at the identity provider") from exc
         except IdPUnavailable as exc:
             self.probe.failed()
@@ -309,17 +369,20 @@ class Refresher:
         self.refresh_count += 1
         return new
 
-    async def _check_same_user(self, current: LoadedSession, id_token: str, access_token: str) -> None:
+    async def _check_same_user(
+        self, current: LoadedSession, id_token: str, access_token: str, attempt: _Attempt
+    ) -> None:
         """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
         against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
         this user's any more and ends."""
         try:
             claims = await self.idp.validate_id_token(id_token, nonce=None, access_token=access_token)
         except InvalidIdToken as exc:
-            await self.sessions.delete(current)
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the refreshed ID token is invalid") from exc
         if claims.get("sub") != current.session.sub:
-            await self.sessions.delete(current)
+            attempt.failure = "sub_mismatch"
+            await self.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the refreshed ID token names another user")
 
     async def _revoke_quietly(self, refresh_token: str | None) -> None:

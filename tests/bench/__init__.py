@@ -16,7 +16,10 @@
 * the refresh storm: 500 concurrent requests on one session whose access token just expired (``storm.py``);
 * Redis memory per session, and lookups and expiry of that many sessions without an O(N) command
   (``redis_memory.py``);
-* how long ``bff serve`` takes to answer ``/readyz`` 200.
+* how long ``bff serve`` takes to answer ``/readyz`` 200;
+* telemetry's cost: this tree's bff with metrics and the JSON access log on and the same bff with them
+  off, loaded at the same time on the server core, a few rounds: the median ratio of their CPU per request
+  (``TELEMETRY_ROWS``; a tracing row joins it there).
 
 With at least two cores the server under test gets a core of its own (``taskset``); wrk, the upstream, Redis and
 the IdP share the others. ``report.py`` prints the table and the targets; the exit status is non-zero when a

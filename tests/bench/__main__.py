@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_sel
 from tests.bench.wrk import Load, WrkResult, rotating_cookies_script, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
+from tests.support.servers import serve
+from tests.support.tracing import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,8 +114,16 @@ def _wrk(
 
 @contextlib.asynccontextmanager
 async def _bff(
-    ctx: Context, name: str, *, workers: int, source: Path, cores: Sequence[int] | None = None
+    ctx: Context,
+    name: str,
+    *,
+    workers: int,
+    source: Path,
+    cores: Sequence[int] | None = None,
+    extra: str = "",
+    traces_to: str | None = None,
 ) -> AsyncIterator[Bff]:
+    """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there."""
     port = ctx.ports[name]
     # Another tree gets a database of its own: an older bff may not read what this one writes (its index encoding,
     # its record format), nor need it to.
@@ -127,6 +137,19 @@ async def _bff(
         client_secret=ctx.idp.client_secret,
         upstream=ctx.upstream,
     )
+    if extra:
+        config.write_text(config.read_text() + extra)
+    env: dict[str, str] = {}
+    if traces_to is not None:
+        config.write_text(config.read_text().replace("[[routes]]", "[tracing]\nenabled = true\n\n[[routes]]", 1))
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": traces_to,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            # A queue that holds a few seconds of spans at full load (the SDK's 2,048 would drop most of them).
+            "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048",
+            "NO_PROXY": "127.0.0.1",
+        }
     if cores is None:
         cores = ctx.plan.server if workers == 1 else ctx.plan.two_workers
     bff = await start_bff(
@@ -140,6 +163,7 @@ async def _bff(
         plan=ctx.plan,
         workdir=ctx.workdir,
         source=source,
+        extra_env=env,
     )
     try:
         await bff.log_in()
@@ -159,6 +183,18 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
+#: Telemetry rows of the paired measurement: (what is on, the config added to the plain bff's). The first is held to
+#: MAX_TELEMETRY_RATIO; a tracing row (sampled at 100 %, exported to a local collector stub) goes here, reported as
+#: its own row.
+TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
+    (
+        "metrics + JSON access log",
+        lambda: f'\n[logging]\nformat = "json"\naccess_log = true\n\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n',
+    ),
+)
+#: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
+MAX_TELEMETRY_RATIO = 1.08
+
 BFF_NAMES = (
     "bff-1-worker",
     "bff-compare",
@@ -166,6 +202,10 @@ BFF_NAMES = (
     "bff-2-workers",
     "bff-budgeted-1-worker",
     "bff-budgeted-2-workers",
+    "bff-telemetry-off",
+    *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
+    "bff-tracing-on",
+    "bff-tracing-off",
 )
 
 
@@ -236,6 +276,42 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
         budgets.close()
 
 
+async def _tracing(ctx: Context) -> tuple[list[Run], Outcome, str]:
+    """bff with tracing on (every request sampled, OTLP/HTTP to a local collector stub) and a plain bff, loaded at
+    the same time on the server core (paired, as ``_paired_comparison``): its own row, no target."""
+    collector = Collector()
+    with serve(collector, lifespan="off") as collector_url:
+        async with (
+            _bff(ctx, "bff-tracing-on", workers=1, source=ROOT, traces_to=collector_url) as on,
+            _bff(ctx, "bff-tracing-off", workers=1, source=ROOT) as off,
+        ):
+            _at_once(ctx, (on, off), ctx.mode.warmup, ctx.plan.load)
+            rounds = [_at_once(ctx, (on, off), ctx.mode.duration, ctx.plan.load) for _ in range(ctx.mode.budget_rounds)]
+            ratios = [(t.cpu_us_per_request or 0) / (p.cpu_us_per_request or 1) for t, p in rounds]
+            requests = sum(t.requests for t, _ in rounds)
+        spans = collector.spans()  # the process stopped: its last batch is exported
+    # One row: the round of the median ratio (every round's ratio is in the note).
+    median_round = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    runs = [
+        Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", rounds[median_round][0])
+    ]
+    # Warm-up and login requests are traced too: more server spans than measured requests means none was dropped.
+    served = sum(1 for s in spans if s.name == "GET /api")
+    check = Outcome(
+        "tracing on: the collector stub received the proxied requests' server spans",
+        f"{served:,} server spans ({requests:,} requests measured)",
+        served > 0 and not any(t.failures for t, _ in rounds),
+        "check",
+    )
+    note = (
+        f"Tracing on (every request sampled, OTLP/HTTP to a collector stub on loopback) against tracing off, both on "
+        f"the server core at the same time, {len(ratios)} round(s) of {ctx.mode.duration:.0f} s: "
+        f"{statistics.median(ratios):.2f}x the CPU/request (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{served:,} server spans exported for {requests:,} measured requests; no target."
+    )
+    return runs, check, note
+
+
 def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
     """Both trees' bff on the server core at the same time, one wrk each: run after run, this box's speed drifts by
     tens of percent, but two servers loaded together see the same machine, so their ratio is steady (issue 6)."""
@@ -252,6 +328,63 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
         f"{statistics.median(ratios):.2f}x that one's (rounds {min(ratios):.2f}-{max(ratios):.2f}), "
         f"its req/s {statistics.median(speedups):.2f}x."
     )
+
+
+@dataclass(frozen=True)
+class TelemetryCost:
+    """One telemetry row: CPU/request of bff with it on over bff with it off, both loaded at the same time."""
+
+    what: str
+    ratios: list[float]
+    rps_ratios: list[float]
+    cpu_on: list[float]
+    cpu_off: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self, duration: float) -> str:
+        return (
+            f"{self.ratio:.3f}x CPU/request ({statistics.median(self.cpu_on):.1f} vs "
+            f"{statistics.median(self.cpu_off):.1f} µs; rounds {min(self.ratios):.3f}-{max(self.ratios):.3f}, "
+            f"{len(self.ratios)} of {duration:.0f} s), req/s {statistics.median(self.rps_ratios):.2f}x"
+        )
+
+
+async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
+    """Each telemetry row: this tree's bff with it on and the same bff with it off on the server core at the same
+    time, one wrk each, ``budget_rounds`` rounds (the paired comparison's method: a ratio the box's drift spares)."""
+    costs = []
+    for i, (what, extra) in enumerate(TELEMETRY_ROWS):
+        async with (
+            _bff(ctx, "bff-telemetry-off", workers=1, source=ROOT) as off,
+            _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=extra()) as on,
+        ):
+            _progress(f"bff with {what} on and off at the same time, {ctx.mode.budget_rounds} rounds")
+            _at_once(ctx, (off, on), ctx.mode.warmup, ctx.plan.load)
+            ratios, rps, cpu_on, cpu_off = [], [], [], []
+            for _ in range(ctx.mode.budget_rounds):
+                plain, observed = _at_once(ctx, (off, on), ctx.mode.duration, ctx.plan.load)
+                if plain.failures or observed.failures:
+                    raise RuntimeError(f"telemetry ({what}): {plain.failures} and {observed.failures} requests failed")
+                cpu_on.append(observed.cpu_us_per_request or 0.0)
+                cpu_off.append(plain.cpu_us_per_request or 1.0)
+                ratios.append(cpu_on[-1] / cpu_off[-1])
+                rps.append(observed.rps / plain.rps)
+            costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off))
+    return costs
+
+
+def _telemetry_outcomes(costs: Sequence[TelemetryCost], mode: Mode) -> list[Outcome]:
+    outcomes = []
+    for i, cost in enumerate(costs):
+        if i == 0:
+            name = f"{cost.what} on: <= {MAX_TELEMETRY_RATIO}x the CPU/request of off (paired)"
+            outcomes.append(Outcome(name, cost.describe(mode.duration), cost.ratio <= MAX_TELEMETRY_RATIO))
+        else:
+            outcomes.append(Outcome(f"{cost.what} on, against off (paired)", cost.describe(mode.duration), None))
+    return outcomes
 
 
 async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
@@ -315,6 +448,14 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
                 _progress(f"bff and bff from {compare_with} at the same time, {mode.budget_rounds} rounds")
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
+        telemetry = await _telemetry_costs(ctx)
+
+        _progress("bff with tracing on and off, 1 worker each, at the same time")
+        tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
+        runs += tracing_runs
+        outcomes.append(tracing_check)
+        notes.append(tracing_note)
+
         _progress("bff, 2 workers")
         cores2, threads2 = _load(ctx, 2)
         async with _bff(ctx, "bff-2-workers", workers=2, source=ROOT) as bff2:
@@ -342,6 +483,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
     failed = sum(run.result.failures for run in runs)
     outcomes.append(Outcome("every benchmark request answered 2xx", f"{failed} failed", failed == 0, "check"))
     outcomes += _throughput_outcomes(ctx, baseline, one, two, budgeted)
+    outcomes += _telemetry_outcomes(telemetry, mode)
     for name, storm in storms.items():
         outcomes += _storm_outcomes(name, storm)
     outcomes += _memory_outcomes(memory)

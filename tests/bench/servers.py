@@ -8,7 +8,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urljoin
@@ -140,11 +140,12 @@ async def start_bff(
     plan: CpuPlan,
     workdir: Path,
     source: Path,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Bff:
     """Start ``bff serve`` from the source tree ``source`` and wait for ``/readyz`` 200 (timed)."""
     command = [python, "-m", "bff", "serve", "--config", str(config), "--workers", str(workers)]
     command += ["--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})}
     process = Process(name, pinned(command, cores, plan), workdir / f"{name}.log", env=env, cwd=str(source))
     url = f"http://127.0.0.1:{port}"
     deadline = process.started + 60

@@ -36,7 +36,7 @@ FLOOD = 300
 
 async def stored_keys(stack: Stack, redis_url: str) -> int:
     """How many keys this app holds in its store."""
-    store = stack.app.store
+    store = stack.app.store.inner  # the store app.py chose, behind its metering
     if isinstance(store, MemoryStore):
         return len(store._entries)
     prefix = "bff:" + stack.app.sessions._prefix  # RedisStore's own prefix, then the app's

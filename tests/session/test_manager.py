@@ -219,7 +219,7 @@ async def test_indexes_by_sub_and_sid(manager: SessionManager) -> None:
     await manager.create(sub="someone-else", sid="sid-1b", claims={}, tokens=TOKENS)
     assert sorted(await manager.keys_for_sub(sub)) == sorted([manager.key_for(a), manager.key_for(b)])
     assert await manager.keys_for_sid("sid-2") == [manager.key_for(b)]
-    deleted = await manager.delete_key(manager.key_for(b))
+    deleted = await manager.delete_key(manager.key_for(b), reason="revoked")
     assert deleted is not None
     assert await manager.keys_for_sub(sub) == [manager.key_for(a)]
     assert await manager.keys_for_sid("sid-2") == []

@@ -1,9 +1,10 @@
 """The contract every ``SessionStore`` keeps, run against each implementation (oauth2-proxy's RunSessionStoreTests).
 
-Backends: the memory store, and Redis standalone, behind Sentinel and as a Cluster (real servers, see
-``tests/support/redis_server.py``). Time passes through ``Harness.elapse``: the memory store's fake clock moves,
-while Redis really sleeps, so TTLs whose expiry is awaited stay short (``SHORT``), and lifetimes that must *not*
-have ended are checked with ``ttl()`` against long TTLs rather than by sleeping.
+Backends: the memory store (also wrapped in ``TracedStore``, as when tracing is on), and Redis standalone, behind
+Sentinel and as a Cluster (real servers, see ``tests/support/redis_server.py``). Time passes through
+``Harness.elapse``: the memory store's fake clock moves, while Redis really sleeps, so TTLs whose expiry is awaited
+stay short (``SHORT``), and lifetimes that must *not* have ended are checked with ``ttl()`` against long TTLs rather
+than by sleeping.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bff.config import TracingSettings
 from bff.errors import SessionStoreUnavailable
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
+from bff.session.traced_store import TracedStore
+from bff.telemetry.tracing import Tracing
 from tests.support.clock import FakeClock
 
 if TYPE_CHECKING:  # mypy --strict proves that both implementations match the protocol, method by method
 
-    def _implementations(memory: MemoryStore, redis: RedisStore) -> tuple[SessionStore, SessionStore]:
-        return memory, redis
+    def _implementations(
+        memory: MemoryStore, redis: RedisStore, traced: TracedStore
+    ) -> tuple[SessionStore, SessionStore, SessionStore]:
+        return memory, redis, traced
 
 
 SHORT = 0.05  # a TTL the test waits out
@@ -41,6 +49,7 @@ class Harness:
 
 BACKENDS = [
     "memory",
+    "traced-memory",  # the store with a span per operation (tracing on) must keep the contract it wraps
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("redis-sentinel", marks=pytest.mark.redis),
     pytest.param("redis-cluster", marks=pytest.mark.redis),
@@ -49,15 +58,22 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def harness(request: pytest.FixtureRequest) -> Harness:
-    if request.param == "memory":
+    if request.param in ("memory", "traced-memory"):
         clock: FakeClock = request.getfixturevalue("fake_clock")
 
         async def advance(seconds: float) -> None:
             clock.advance(seconds)
 
-        return Harness(request.getfixturevalue("memory_store"), advance)
+        memory: SessionStore = request.getfixturevalue("memory_store")
+        if request.param == "traced-memory":
+            memory = TracedStore(memory, in_memory_tracing(), system="memory")
+        return Harness(memory, advance)
     fixture = {"redis": "redis_store", "redis-sentinel": "sentinel_store", "redis-cluster": "cluster_store"}
     return Harness(request.getfixturevalue(fixture[request.param]), asyncio.sleep)
+
+
+def in_memory_tracing() -> Tracing:
+    return Tracing(TracingSettings(enabled=True), processor=SimpleSpanProcessor(InMemorySpanExporter()))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class TestProvider:
     token_error: str | None = None
     fail_token_endpoint_with: int | None = None
     token_delay: float = 0.0
+    #: When set, token answers wait until this event is set (another thread's test releases them).
+    token_gate: threading.Event | None = None
     revocation_fails: bool = False
     omit_revocation_endpoint: bool = False
     # --- records --------------------------------------------------------------------------------------------------
@@ -292,6 +295,8 @@ class TestProvider:
         self.token_requests.append(form)
         if self.token_delay:
             await asyncio.sleep(self.token_delay)
+        if self.token_gate is not None:
+            await asyncio.to_thread(self.token_gate.wait, 30)
         if self.fail_token_endpoint_with is not None:
             html = "<html><body><h1>Bad Gateway</h1></body></html>"
             return HTMLResponse(html, status_code=self.fail_token_endpoint_with)

@@ -6,7 +6,7 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from bff.app import BffApp
@@ -17,6 +17,9 @@ from bff.types import Clock, system_clock
 from tests.support.configs import base_document, make_config
 from tests.support.oidc_provider import TestProvider
 from tests.support.servers import serve
+
+if TYPE_CHECKING:
+    from bff.telemetry.tracing import Tracing
 
 
 @dataclass
@@ -47,9 +50,11 @@ def running_bff(
     store: SessionStore | None = None,
     clock: Clock = system_clock,
     customize: Callable[[dict[str, Any]], None] | None = None,
+    store_prefix: str | None = None,
+    tracing: Tracing | None = None,
 ) -> Iterator[Stack]:
     """Serve bff against ``provider`` (already served at ``idp_url``) with the Redis store when ``redis_url`` is
-    given, else the memory store (or an explicit ``store``)."""
+    given, else the memory store (or an explicit ``store``). Instances given one ``store_prefix`` share sessions."""
     sock = bound_socket()
     public_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     doc = base_document(public_origin=public_origin, issuer=idp_url)
@@ -63,7 +68,7 @@ def running_bff(
     if store is None and not redis_url:
         store = MemoryStore(clock=clock)
     # Tests share one Redis: each app gets key prefixes of its own.
-    app = BffApp(config, store=store, clock=clock, store_prefix=f"e2e{uuid4().hex}:")
+    app = BffApp(config, store=store, clock=clock, store_prefix=store_prefix or f"e2e{uuid4().hex}:", tracing=tracing)
     with serve(app, sock=sock) as url:
         yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
 
@@ -74,10 +79,13 @@ def running_stack(
     redis_url: str | None = None,
     clock: Clock = system_clock,
     customize: Callable[[dict[str, Any]], None] | None = None,
+    tracing: Tracing | None = None,
     **provider_options: Any,
 ) -> Iterator[Stack]:
     provider = TestProvider(**provider_options)
     with serve(provider.app) as idp_url:
         provider.issuer = idp_url
-        with running_bff(provider, idp_url, redis_url=redis_url, clock=clock, customize=customize) as stack:
+        with running_bff(
+            provider, idp_url, redis_url=redis_url, clock=clock, customize=customize, tracing=tracing
+        ) as stack:
             yield stack

@@ -1,0 +1,139 @@
+"""The access log: one line per request on stdout, JSON (``[logging] format = "json"``) or compact text.
+
+Cheap by construction: every field is one bff controls (numbers, the configured route, a validated request id, a
+hex handle) or is escaped here (the method, the path: ``json.encoder.encode_basestring_ascii``, the C escaper, so a
+hostile path of any bytes still gives one line of valid ASCII JSON). So the generic redaction filter, which scans
+whole messages with regular expressions, is not on this path. The query string is never written: its values are
+where secrets travel. Lines are buffered and written together ``FLUSH_DELAY`` after the first of them (or at
+``FLUSH_LINES``, and at exit): a write per request would cost more than the rest of the line.
+
+The session appears only as a handle: the first 12 characters of its store key, itself SHA-256 of the 256-bit
+session id (``bff.session.manager``), the same handle ``bff sessions list`` shows; it cannot be turned back into the
+id or a cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import sys
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
+from time import gmtime, perf_counter, strftime, time
+from typing import TextIO
+
+from bff.telemetry.exchange import BaseObserver, Exchange
+
+#: Seconds a line may wait in the buffer: one write (a system call) then carries every line of that time.
+FLUSH_DELAY = 0.05
+#: A burst is written at least every this many lines.
+FLUSH_LINES = 256
+
+_escape: Callable[[str], str] = encode_basestring_ascii
+
+
+def session_handle(session_key: str | None) -> str | None:
+    return None if session_key is None else session_key.rpartition(":")[2][:12]
+
+
+class AccessLog(BaseObserver):
+    """Observer writing one access line per request (see the module docstring)."""
+
+    def __init__(self, *, json: bool, stream: TextIO | None = None) -> None:
+        self._format = self._json_line if json else self._text_line
+        self._stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+        self._escaped: dict[str, str] = {}
+        self._second = -1
+        self._prefix = ""
+        self._ms = -1
+        self._stamp = ""
+        atexit.register(self.flush)  # a process that stops without its lifespan end still writes its last lines
+
+    def end(self, exchange: Exchange) -> None:
+        self._lines.append(self._format(exchange, perf_counter() - exchange.started))
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+        elif not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+                self._scheduled = True
+            except RuntimeError:  # no loop (a synchronous caller): write now
+                self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        stream = self._stream or sys.stdout
+        try:
+            binary = getattr(stream, "buffer", None)
+            if binary is not None:  # the lines are ASCII: bytes straight to the buffer skip the text layer's encoder
+                stream.flush()
+                binary.write(text.encode("ascii", "backslashreplace"))
+                binary.flush()
+            else:
+                stream.write(text)
+                stream.flush()
+        except (OSError, ValueError):  # stdout closed or gone: the access log must never fail a request
+            pass
+
+    def _cached(self, value: str) -> str:
+        escaped = self._escaped.get(value)
+        if escaped is None:
+            escaped = _escape(value)
+            if len(self._escaped) < 1024:  # routes and standard methods: a closed set in practice
+                self._escaped[value] = escaped
+        return escaped
+
+    @staticmethod
+    def _path(exchange: Exchange) -> str:
+        return _escape(exchange.path.decode("utf-8", "backslashreplace"))
+
+    def _timestamp(self) -> str:
+        """RFC 3339 UTC with milliseconds, formatted once per millisecond (the date and second once per second)."""
+        ms = int(time() * 1000)
+        if ms != self._ms:
+            second = ms // 1000
+            if second != self._second:
+                self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+            self._ms, self._stamp = ms, f"{self._prefix}.{ms % 1000:03d}Z"
+        return self._stamp
+
+    def _json_line(self, ex: Exchange, elapsed: float) -> str:
+        # Inline on purpose (no helper per field): this runs once per request. request_id is a validated token or
+        # None, session keys are base64url: neither needs escaping.
+        cache = self._escaped
+        route = cache.get(ex.route) or self._cached(ex.route)
+        method = cache.get(ex.method) or self._cached(ex.method)
+        trace_id, span_id, error, session = ex.trace_id, ex.span_id, ex.error, ex.session_key
+        upstream = ex.upstream_status
+        up_ms = "null" if upstream is None and ex.upstream_error is None else f"{ex.upstream_time * 1000:.3f}"
+        return (
+            f'{{"timestamp":"{self._timestamp()}","severity_text":"INFO","body":"access","logger":"bff.access",'
+            f'"request_id":{"null" if ex.request_id is None else chr(34) + ex.request_id + chr(34)},'
+            f'"trace_id":{"null" if trace_id is None else _escape(trace_id)},'
+            f'"span_id":{"null" if span_id is None else _escape(span_id)},'
+            f'"http.route":{route},"http.request.method":{method},'
+            f'"url.path":{_escape(ex.path.decode("utf-8", "backslashreplace"))},'
+            f'"http.response.status_code":{ex.status},'
+            f'"bff.upstream.status_code":{"null" if upstream is None else upstream},'
+            f'"duration_ms":{elapsed * 1000:.3f},"bff.upstream.duration_ms":{up_ms},'
+            f'"http.request.body.size":{ex.bytes_in},"http.response.body.size":{ex.bytes_out},'
+            f'"bff.error":{"null" if error is None else _escape(error)},'
+            f'"bff.session":{"null" if session is None else chr(34) + session.rpartition(":")[2][:12] + chr(34)}}}\n'
+        )
+
+    def _text_line(self, ex: Exchange, elapsed: float) -> str:
+        upstream = "-" if ex.upstream_status is None else str(ex.upstream_status)
+        return (
+            f"{self._timestamp()} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
+            f" route={self._cached(ex.route)} upstream={upstream} duration_ms={elapsed * 1000:.3f}"
+            f" upstream_ms={ex.upstream_time * 1000:.3f} in={ex.bytes_in} out={ex.bytes_out}"
+            f" error={ex.error or '-'} request_id={ex.request_id or '-'}"
+            f" trace_id={'-' if ex.trace_id is None else _escape(ex.trace_id)}"
+            f" session={session_handle(ex.session_key) or '-'}\n"
+        )

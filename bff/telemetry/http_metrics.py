@@ -1,0 +1,66 @@
+"""The metrics observer: ``http_server_request_duration_seconds`` per request, ``http_client_request_duration_seconds``
+and ``bff_upstream_errors_total`` per upstream call.
+
+Children are bound on first use of a (route, method, status) and kept in a dict keyed by that tuple, so a request
+costs one tuple, one dict lookup and one ``observe`` per histogram: no label validation on the hot path.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from bff.telemetry import metrics
+from bff.telemetry.exchange import BaseObserver, Exchange
+from bff.telemetry.metrics import STANDARD_METHODS, CounterChild, HistogramChild
+
+#: ``http_response_status_code`` of a request whose browser left before any answer was sent (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+class HttpMetrics(BaseObserver):
+    """Observer recording the HTTP server and client metrics of every observed request."""
+
+    def __init__(self) -> None:
+        self._server: dict[tuple[str, str, int], HistogramChild] = {}
+        self._client: dict[tuple[str, str, str, int], HistogramChild] = {}
+        self._errors: dict[tuple[str, str], CounterChild] = {}
+
+    def upstream(self, exchange: Exchange) -> None:
+        status = exchange.upstream_status
+        route = exchange.route
+        if status is None:
+            self._error(route, exchange.upstream_error or "bad_response").inc()
+            return
+        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
+        key = (exchange.server_address, method, route, status)
+        child = self._client.get(key)
+        if child is None:
+            child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
+                server_address=exchange.server_address,
+                http_request_method=method,
+                http_response_status_code=str(status),
+                bff_route=route,
+            )
+        child.observe(exchange.upstream_duration)
+        if status >= 500:
+            self._error(route, "status_5xx").inc()
+
+    def _error(self, route: str, kind: str) -> CounterChild:
+        child = self._errors.get((route, kind))
+        if child is None:
+            child = self._errors[route, kind] = metrics.UPSTREAM_ERRORS.labels(bff_route=route, kind=kind)
+        return child
+
+    def end(self, exchange: Exchange) -> None:
+        elapsed = perf_counter() - exchange.started
+        # Keyed by the label, not the raw method: a client inventing methods must not grow this dict.
+        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
+        key = (exchange.route, method, exchange.status)
+        child = self._server.get(key)
+        if child is None:
+            child = self._server[key] = metrics.HTTP_SERVER_DURATION.labels(
+                http_request_method=method,
+                http_route=exchange.route,
+                http_response_status_code=str(exchange.status or CLIENT_CLOSED),
+            )
+        child.observe(elapsed)

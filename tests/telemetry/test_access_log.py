@@ -1,0 +1,130 @@
+"""The access line: valid one-line JSON for any bytes a hostile path can hold, never the query, the fields right;
+text lines stay one line; lines are buffered and written once per event-loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bff.telemetry.access_log import FLUSH_DELAY, FLUSH_LINES, AccessLog
+from bff.telemetry.exchange import Exchange
+
+
+def exchange(path: bytes = b"/api/items/7", method: str = "GET", route: str = "/api") -> Exchange:
+    ex = Exchange({"method": method, "path": "/ignored", "raw_path": path, "headers": []}, route, 0.0)
+    return ex
+
+
+def finished(ex: Exchange) -> Exchange:
+    ex.status, ex.upstream_status, ex.upstream_time = 200, 200, 0.0125
+    ex.bytes_in, ex.bytes_out = 3, 1234
+    ex.request_id = "abc-1"
+    ex.session_key = "bff:s:AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcd"
+    return ex
+
+
+def lines(log: AccessLog, stream: io.StringIO) -> list[str]:
+    log.flush()
+    return stream.getvalue().splitlines()
+
+
+def test_the_json_fields() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    log.end(finished(exchange()))
+    (line,) = lines(log, stream)
+    record = json.loads(line)
+    assert record["logger"] == "bff.access"
+    assert record["http.route"] == "/api"
+    assert record["http.request.method"] == "GET"
+    assert record["url.path"] == "/api/items/7"
+    assert record["http.response.status_code"] == 200
+    assert record["bff.upstream.status_code"] == 200
+    assert record["bff.upstream.duration_ms"] == 12.5
+    assert record["duration_ms"] > 0
+    assert (record["http.request.body.size"], record["http.response.body.size"]) == (3, 1234)
+    assert record["request_id"] == "abc-1"
+    assert record["bff.session"] == "AbCdEfGhIjKl"
+    assert (record["bff.error"], record["trace_id"], record["span_id"]) == (None, None, None)
+    assert record["timestamp"].endswith("Z")
+
+
+def test_a_refusal_has_no_upstream_fields() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    ex = exchange()
+    ex.status, ex.error = 401, "csrf"
+    log.end(ex)
+    record = json.loads(lines(log, stream)[0])
+    assert (record["bff.upstream.status_code"], record["bff.upstream.duration_ms"]) == (None, None)
+    assert (record["bff.error"], record["bff.session"]) == ("csrf", None)
+
+
+@given(path=st.binary(min_size=1, max_size=300), method=st.text(max_size=20), route=st.text(max_size=30))
+def test_any_path_method_or_route_gives_one_line_of_valid_json(path: bytes, method: str, route: str) -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    log.end(finished(exchange(path, method, route)))
+    log.flush()
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    assert text.count("\n") == 1
+    assert text.isascii()
+    record = json.loads(text)
+    assert record["url.path"] == path.decode("utf-8", "backslashreplace")
+    assert (record["http.request.method"], record["http.route"]) == (method, route)
+    assert set(record) >= {"url.path", "request_id", "http.route"}
+
+
+@given(path=st.binary(min_size=1, max_size=300))
+def test_any_path_gives_one_text_line(path: bytes) -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=False, stream=stream)
+    log.end(finished(exchange(path)))
+    log.flush()
+    text = stream.getvalue()
+    assert text.count("\n") == 1
+    assert text.endswith("\n")
+    assert text.isascii()
+
+
+def test_text_line_fields() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=False, stream=stream)
+    log.end(finished(exchange()))
+    (line,) = lines(log, stream)
+    assert ' INFO bff.access "GET" "/api/items/7" 200 route="/api" upstream=200 ' in line
+    assert "request_id=abc-1" in line
+    assert "session=AbCdEfGhIjKl" in line
+
+
+async def test_lines_are_written_together_after_the_delay() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, s: str) -> int:
+            Counting.writes += 1
+            return super().write(s)
+
+    stream = Counting()
+    log = AccessLog(json=True, stream=stream)
+    for _ in range(5):
+        log.end(finished(exchange()))
+    assert stream.getvalue() == ""
+    await asyncio.sleep(0)
+    assert stream.getvalue() == ""  # not per loop turn: per FLUSH_DELAY
+    await asyncio.sleep(FLUSH_DELAY * 2)
+    assert Counting.writes == 1
+    assert len(stream.getvalue().splitlines()) == 5
+
+
+async def test_a_burst_is_written_at_the_size_bound() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    for _ in range(FLUSH_LINES):
+        log.end(finished(exchange()))
+    assert len(stream.getvalue().splitlines()) == FLUSH_LINES
