@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,11 @@ from bff.types import ASGIApp, Receive, Scope, Send
 from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 from bff_devtools.devidp import ClientRegistration
 from tests.devidp.test_interop import sign_in
+from tests.support.bff_process import wait_ready
 from tests.support.browser import Browser
-from tests.support.configs import base_document, make_config
+from tests.support.configs import SESSION_KEY, base_document, make_config
 from tests.support.devidp import IdP, running_devidp
+from tests.support.leak_guard import GUARD
 from tests.support.servers import serve
 from tests.support.stack import bound_socket
 
@@ -212,3 +216,65 @@ def test_config_is_checked(answer: str, tmp_path: Path) -> None:
     doc["routes"][0].pop("dpop")
     with pytest.raises(ConfigError, match="DPoP is managed by bff"):
         make_config(doc)
+
+
+def serve_two_workers(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "bff", "serve", "--config", str(config), "--workers", "2"]
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_bff_serve_with_two_workers_signs_with_the_one_key_file(
+    tmp_path: Path, browser: Browser, redis_url: str
+) -> None:
+    """``bff serve --workers 2`` as a real process tree, nonces demanded by both the IdP and the API: whichever
+    worker serves a call, its proof is signed with the key the token is bound to, and each worker pays at most one
+    nonce retry before it remembers the API's nonce."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()  # bff serve binds it itself
+    origin = f"http://127.0.0.1:{port}"
+    registration = ClientRegistration(
+        "bff-dpop", SECRET, redirect_uris=(f"{origin}/bff/callback",), post_logout_redirect_uris=(f"{origin}/",)
+    )
+    api = Counter()
+    key = write_key(tmp_path / "dpop.pem")
+    with contextlib.ExitStack() as stack:
+        idp = stack.enter_context(running_devidp(tmp_path, (registration,), redis_url=redis_url, dpop_nonce=True))
+        demo = create_demo_api(DemoApiSettings(issuer=idp.url, dpop_nonce=True))
+        api_url = stack.enter_context(serve(counting(demo, api)))
+        config = tmp_path / "bff.toml"
+        config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "{origin}"
+
+[session]
+store = "{redis_url}"
+keys = ["{SESSION_KEY}"]
+
+[oidc]
+issuer = "{idp.url}"
+client_id = "bff-dpop"
+client_secret = "{SECRET}"
+dpop = true
+dpop_key_file = "{key}"
+
+[[routes]]
+path = "/api"
+upstream = "{api_url}"
+""")
+        log = tmp_path / "bff.log"
+        GUARD.watch_bff(origin)
+        process = serve_two_workers(config, log)
+        stack.callback(process.wait, 10)
+        stack.callback(process.terminate)
+        wait_ready(port, process, log)
+        await sign_in(browser, origin)
+        calls = 12
+        for _ in range(calls):
+            async with httpx.AsyncClient() as fresh:  # a new connection each time: either worker may accept it
+                cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies(origin).items())
+                response = await fresh.get(f"{origin}/api/me", headers={**XHR, "Cookie": cookies})
+            assert response.status_code == 200, response.text
+        assert calls + 1 <= api.count("/me") <= calls + 2  # one nonce retry per worker at most
