@@ -90,3 +90,8 @@ def test_refresh_reuse_grace() -> None:
     )
     strict, _ = build_settings(parse(), environ={})
     assert "refresh:       tokens rotated; reuse revokes the family" in banner(strict, show_secret=False)
+
+
+def test_dpop_nonce_is_off_unless_asked_for() -> None:
+    assert build_settings(parse(), environ={})[0].dpop_nonce is False
+    assert build_settings(parse("--dpop-nonce"), environ={})[0].dpop_nonce is True

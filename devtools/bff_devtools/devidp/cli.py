@@ -72,6 +72,11 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         "rotate again instead of revoking the family, like Auth0's reuse interval and Okta's grace period; "
         "0 keeps reuse detection strict (default: 0)",
     )
+    parser.add_argument(
+        "--dpop-nonce",
+        action="store_true",
+        help="demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): use_dpop_nonce first",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=cmd_devidp)
 
@@ -108,6 +113,7 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         audience=args.audience,
         clients=(client,),
         refresh_reuse_grace=args.refresh_reuse_grace,
+        dpop_nonce=args.dpop_nonce,
     )
     return settings, generated
 
