@@ -7,16 +7,17 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import respx
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, RSAKey
 
 from bff.config import OIDCSettings, Secret
-from bff.errors import IdPUnavailable, OAuthError
+from bff.errors import ConfigError, IdPUnavailable, OAuthError
 from bff.oidc.client import OIDCClient
-from bff.oidc.dpop import DPoPProver
+from bff.oidc.dpop import DPoPProver, load_dpop_key
 from tests.oidc.test_client import METADATA, REFRESH_TOKEN, SECRET
 from tests.support.clock import FakeClock
 
@@ -106,3 +107,22 @@ async def test_a_second_challenge_is_the_answer(http: httpx.AsyncClient) -> None
         with pytest.raises(OAuthError, match="use_dpop_nonce"):
             await client.refresh(REFRESH_TOKEN)
     assert route.call_count == 2  # never a loop
+
+
+def test_the_key_file_must_hold_an_ec_p256_private_key(tmp_path: Path) -> None:
+    cases = {
+        "garbage": b"not a key",
+        "public": ECKey.generate_key("P-256", private=True).as_pem(private=False),
+        "p384": ECKey.generate_key("P-384", private=True).as_pem(private=True),
+        "rsa": RSAKey.generate_key(2048, private=True).as_pem(private=True),
+    }
+    for name, pem in cases.items():
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(pem)
+        with pytest.raises(ConfigError, match=r"oidc\.dpop_key_file"):
+            load_dpop_key(str(path))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_dpop_key(str(tmp_path / "missing.pem"))
+    good = tmp_path / "good.pem"
+    good.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+    assert load_dpop_key(str(good)).curve_name == "P-256"
