@@ -155,3 +155,14 @@ def test_the_api_demands_its_nonce_when_configured(tmp_path: Path) -> None:
         prover.remember_nonce(api, first.headers["dpop-nonce"])
         again = call(world, proof=prover.proof("GET", api + "/items", access_token=token))
         assert again.status_code == 200, again.text
+
+
+def test_an_api_that_requires_dpop_refuses_bearer_tokens(tmp_path: Path) -> None:
+    with running_devidp(tmp_path) as idp, serve(create_demo_api(DemoApiSettings(idp.url, dpop_required=True))) as api:
+        answer = httpx.post(
+            f"{idp.url}/token", data={"grant_type": "client_credentials"}, auth=(CLIENT_ID, CLIENT_SECRET)
+        )
+        assert answer.json()["token_type"] == "Bearer"
+        response = httpx.get(api + "/items", headers={"Authorization": "Bearer " + answer.json()["access_token"]})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("DPoP ")

@@ -79,6 +79,8 @@ class DemoApiSettings:
     timeout: float = 5.0
     #: Demand a server nonce in DPoP proofs (RFC 9449 9): the first call of a client is ``use_dpop_nonce``.
     dpop_nonce: bool = False
+    #: Accept DPoP-bound tokens only, as a FAPI 2.0 API does: a bearer token is refused.
+    dpop_required: bool = False
 
 
 class _Refused(Exception):
@@ -139,6 +141,8 @@ class DemoApi:
         except InvalidToken as exc:
             raise _Refused(401, "invalid_token", exc.description, scheme="DPoP" if dpop else "Bearer") from exc
         if not dpop:
+            if self.settings.dpop_required:
+                raise _Refused(401, "invalid_token", "this API accepts DPoP-bound tokens only", scheme="DPoP")
             if caller.jkt is not None:  # RFC 9449 7.2: a bound token is never good as a bearer token
                 raise _Refused(401, "invalid_token", "the token is DPoP-bound; send it with a DPoP proof")
             return caller

@@ -43,6 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         host=args.host,
         access_token_ttl=args.access_token_ttl,
         refresh_reuse_grace=args.refresh_reuse_grace,
+        dpop=args.dpop,
     )
     try:
         return asyncio.run(run_demo(options, check=args.check))
@@ -83,6 +84,11 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         default=0.0,
         help="the IdP accepts a just-rotated refresh token once more within this window (e.g. 30s) instead of "
         "revoking its family; 0 keeps reuse detection strict (default 0)",
+    )
+    demo.add_argument(
+        "--dpop",
+        action="store_true",
+        help="DPoP (RFC 9449): tokens bound to a key bff makes for this run, a signed proof on every API call",
     )
     demo.add_argument("--check", action="store_true", help="start, verify all three are ready, print OK, exit 0")
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
