@@ -86,7 +86,10 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
     url = config.session.store
     if urlsplit(url).scheme == "memory":
         return MemoryStore(clock=clock)
-    return RedisStore.from_url(url, timeout=config.session.store_timeout, max_reply=config.session.store_max_reply)
+    session = config.session
+    return RedisStore.from_url(
+        url, timeout=session.store_timeout, max_reply=session.store_max_reply, replicas=session.store_replicas
+    )
 
 
 def create_observers(config: Config) -> list[Observer]:

@@ -183,6 +183,9 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "write_format", 0, "session.write_format: must be 1 or 2"),
         ("session", "write_format", "2", "session.write_format: expected int"),
         ("session", "write_format", True, "session.write_format: expected int"),
+        ("session", "store_replicas", -1, "session.store_replicas: must be between 0 and 16, got -1"),
+        ("session", "store_replicas", 17, "session.store_replicas: must be between 0 and 16, got 17"),
+        ("session", "store_replicas", "1", "session.store_replicas: expected int"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
@@ -370,3 +373,27 @@ def test_access_log_is_off_by_default_and_must_be_a_boolean() -> None:
     assert parse_config(doc, env={}).logging.access_log is True
     doc["logging"] = {"access_log": "yes"}
     assert "logging.access_log: expected bool, got str" in problems(doc)
+
+
+def test_store_replicas_default_to_none_and_need_a_replicated_redis() -> None:
+    assert parse_config(base_document(), env={}).session.store_replicas == 0
+    doc = base_document()
+    doc["session"]["store"] = "redis+sentinel://s1:26379,s2:26379,s3:26379/bff"
+    doc["session"]["store_replicas"] = 1
+    assert parse_config(doc, env={}).session.store_replicas == 1
+    for store, problem in [
+        ("memory://", "needs a Redis store"),
+        ("redis+cluster://n1:6379", "is not supported on Redis Cluster"),
+    ]:
+        doc["session"]["store"] = store
+        with pytest.raises(ConfigError, match=f"session.store_replicas: {problem}"):
+            parse_config(doc, env={})
+
+
+@pytest.mark.parametrize(
+    "store", ["rediss+sentinel://:pw@s1:26379,s2:26379/bff", "rediss+cluster://:pw@n1:6379,n2:6379", "unix:///r.sock"]
+)
+def test_every_store_url_the_redis_store_takes_is_accepted(store: str) -> None:
+    doc = base_document()
+    doc["session"]["store"] = store
+    assert parse_config(doc, env={}).session.store == store

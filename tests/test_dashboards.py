@@ -25,8 +25,6 @@ import httpx
 import pytest
 import yaml
 
-from bff.config import parse_config
-from bff.errors import ConfigError
 from tests.support.asgi import ok_answer
 from tests.support.bff_process import expire_session_token, wait_ready
 from tests.support.browser import Browser

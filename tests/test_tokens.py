@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
-from bff.errors import IdPUnavailable, SessionExpired, Unauthenticated
+from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable, Unauthenticated
 from bff.models import TokenSet
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
@@ -487,3 +487,105 @@ async def test_shutdown_lets_a_refresh_in_flight_store_what_the_idp_answered(env
     assert reloaded is not None
     assert reloaded.session.tokens.access_token != stale.session.tokens.access_token  # the rotation was kept
     assert await env.sessions.store.ttl(env.sessions.refresh_lock_key(stale.key)) is None
+
+
+class UnconfirmedWritesStore(MemoryStore):
+    """A store whose plain writes and compare-and-sets fail ``failures`` times once armed, as a Redis store with
+    ``store_replicas`` fails the writes no replica confirmed while a failover cuts the primary off its replica."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+        #: Only writes to keys starting so fail (all when empty).
+        self.fail_prefixes: tuple[str, ...] = ()
+        #: A failing ``set`` stores the value first.
+        self.lands = False
+
+    def _fail(self, key: str) -> None:
+        if self.failures and (not self.fail_prefixes or key.startswith(self.fail_prefixes)):
+            self.failures -= 1
+            raise SessionStoreUnavailable("session store memory: SET not confirmed by 1 replica(s)")
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self.lands:  # as Redis does: the primary took the write, only its confirmation failed
+            await super().set(key, value, ttl)
+        self._fail(key)
+        await super().set(key, value, ttl)
+
+    async def compare_and_set(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
+        self._fail(key)
+        return await super().compare_and_set(key, expected, value, ttl)
+
+
+async def test_rotated_tokens_the_store_did_not_confirm_are_written_again_not_lost(provider: TestProvider) -> None:
+    """The IdP rotated the refresh token, then the store failed the writes of the new one (a failover): the refresh
+    keeps writing them, under its lock, until the store confirms. Giving up would leave the spent refresh token in
+    the session, and the next refresh would present it again: reuse, and the IdP revokes the family."""
+    store = UnconfirmedWritesStore()
+    async with token_env(provider, store) as env:
+        here, there = await env.manager(), await env.manager()
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        store.fail_prefixes = ("s:", "r:")  # the session record and the refresh result
+        store.failures = 3
+        token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
+        assert token != stale.session.tokens.access_token
+        assert store.failures == 0
+        assert await asyncio.wait_for(there.access_token(stale, ROUTE), 5) == token
+        reloaded = await env.sessions.load(session_id)
+        assert reloaded is not None
+        assert reloaded.session.tokens.access_token == token
+        assert env.provider.refresh_calls == 1
+        assert env.provider.reuse_detected == 0
+
+
+async def test_a_refresh_whose_lock_a_failover_lost_is_not_repeated_while_its_result_is_unknown(
+    provider: TestProvider,
+) -> None:
+    """One process got rotated tokens from the IdP but the store fails their writes; then a failover drops its lock
+    (the promoted replica never had the latest renewal). Another process takes the lock and finds the spent
+    refresh token in the session, and no result for it: it must not present that token again (the IdP would
+    revoke the family) while the first one may still store the result. It answers 503 until the result is there."""
+    store = UnconfirmedWritesStore()
+    async with token_env(provider, store) as env:
+        here, there = await env.manager(oidc_timeout=0.3), await env.manager(oidc_timeout=0.3)
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        lock_key = env.sessions.refresh_lock_key(stale.key)
+        # The session record and the refresh result fail (key_for: "s:...", the result: "r:..."); the rest works.
+        assert stale.key.startswith("s:")
+        store.fail_prefixes = ("s:", "r:")
+        store.failures = 10**6  # until the test lifts it: the first refresh keeps trying to write
+        with pytest.raises(IdPUnavailable):
+            await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
+        assert env.provider.refresh_calls == 1
+        await store.delete(lock_key)  # lost in the failover
+        with pytest.raises(IdPUnavailable):
+            await asyncio.wait_for(there.access_token(stale, ROUTE), 5)
+        assert env.provider.refresh_calls == 1
+        store.failures = 0  # the store is back: the first refresh's retry lands
+        await _wait_for_refresh(env, session_id, stale.session.tokens.access_token)
+        token = await asyncio.wait_for(there.access_token(stale, ROUTE), 5)
+        assert token != stale.session.tokens.access_token
+        assert env.provider.refresh_calls == 1
+        assert env.provider.reuse_detected == 0
+
+
+async def test_a_spending_mark_the_store_did_not_confirm_does_not_block_the_next_refresh(
+    provider: TestProvider,
+) -> None:
+    """Marking the refresh token as being spent fails (no replica confirmed it) although the primary took the
+    write: the IdP is not asked, and the mark is removed, so the session's next request refreshes normally
+    instead of waiting for a refresh that never happened."""
+    store = UnconfirmedWritesStore()
+    async with token_env(provider, store) as env:
+        manager = await env.manager()
+        session_id, _ = await env.login()
+        stale = await env.expire_access_token(session_id)
+        store.fail_prefixes, store.lands, store.failures = ("p:",), True, 1
+        with pytest.raises(SessionStoreUnavailable):
+            await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+        assert env.provider.refresh_calls == 0
+        token = await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+        assert token != stale.session.tokens.access_token
+        assert env.provider.refresh_calls == 1

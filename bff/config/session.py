@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from bff.config.reader import HEADER_NAME, Reader, choose, parse_duration, parse_size, table
 from bff.config.settings import (
     MAX_PENDING_LOGINS,
+    MAX_STORE_REPLICAS,
     MIN_KEY_LENGTH,
     SAME_SITES,
     WRITE_FORMATS,
@@ -15,7 +16,17 @@ from bff.config.settings import (
     SessionSettings,
 )
 
-STORE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
+#: Every scheme ``bff.session.redis_urls`` takes (the ``rediss+`` forms are Sentinel and Cluster over TLS).
+STORE_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+    "unix",
+)
 
 
 def _store(r: Reader) -> str:
@@ -29,7 +40,8 @@ def _store(r: Reader) -> str:
     if scheme not in STORE_SCHEMES:
         r.problem(
             "store",
-            f"expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://, got scheme {scheme!r}",
+            f"expected memory://, redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+            f"redis+cluster:// or rediss+cluster://, got scheme {scheme!r}",
         )
     return store
 
@@ -84,6 +96,22 @@ def _write_format(r: Reader) -> int:
     return value
 
 
+def _store_replicas(r: Reader, store: str) -> int:
+    value = r.get("store_replicas", int)
+    if not 0 <= value <= MAX_STORE_REPLICAS:
+        r.problem("store_replicas", f"must be between 0 and {MAX_STORE_REPLICAS}, got {value}")
+        return int(r.default("store_replicas"))
+    scheme = urlsplit(store).scheme
+    if "store_replicas" not in r.data:  # the default suits every store
+        return value
+    if value and scheme == "memory":
+        r.problem("store_replicas", "needs a Redis store (memory:// has no replicas)")
+    elif value and scheme.endswith("+cluster"):
+        # WAIT counts the writes of its own connection; a Cluster client spreads them over the nodes.
+        r.problem("store_replicas", "is not supported on Redis Cluster")
+    return value
+
+
 def _check_lifetimes(r: Reader, idle: float, absolute: float) -> None:
     if idle <= 0:
         r.problem("idle_timeout", "must be positive")
@@ -128,6 +156,7 @@ def read_session(root: Reader) -> SessionSettings:
         r.problem("login_timeout", "must be positive")
     store_max_reply = r.converted("store_max_reply", parse_size)
     _check_store_max_reply(r, store_max_reply)
+    store_replicas = _store_replicas(r, store)
     _check_lifetimes(r, idle, absolute)
     keys = _keys(r)
     write_format = _write_format(r)
@@ -144,4 +173,5 @@ def read_session(root: Reader) -> SessionSettings:
         store_timeout=store_timeout,
         store_max_reply=store_max_reply,
         write_format=write_format,
+        store_replicas=store_replicas,
     )

@@ -28,6 +28,8 @@ ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 #: Paths bff answers itself; a route may not shadow them.
 RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
 MIN_KEY_LENGTH = 32
+#: Bound of ``[session] store_replicas``: more replicas than a Redis deployment has would fail every write.
+MAX_STORE_REPLICAS = 16
 #: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
 MAX_PENDING_LOGINS = 20
 #: Store formats this release writes (``[session] write_format``); it reads these and every older one.
@@ -88,8 +90,8 @@ class ServerSettings:
 class SessionSettings:
     #: Key ring for cookie signing and encryption at rest: at least 32 random characters each, newest last.
     keys: tuple[Secret, ...]
-    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``unix://``,
-    #: or ``memory://`` (one process only; sessions vanish on restart).
+    #: Where sessions live: ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://`` (``rediss+``
+    #: for TLS), ``unix://``, or ``memory://`` (one process only; sessions vanish on restart).
     store: str = "memory://"
     #: Name of the session cookie; must start with ``__Host-`` (Secure, Path=/, no Domain).
     cookie_name: str = "__Host-bff"
@@ -110,6 +112,9 @@ class SessionSettings:
     #: Format of what bff writes to the store (1 or 2; every known format is read): the newest the previous release
     #: reads, so a rolling update works; raise it once every instance runs this release (docs/storage-formats.md).
     write_format: int = 1
+    #: Redis replicas that must confirm a write (``WAIT``) before bff relies on it, so that a failover cannot lose
+    #: a refresh lock or rotated tokens; 0: the primary's answer is enough. Not on Redis Cluster.
+    store_replicas: int = 0
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,9 @@ class SessionManager:
     def _result_key(self, spent_refresh_token: str) -> str:
         return f"{self._prefix}r:{digest(spent_refresh_token)}"
 
+    def _spending_key(self, refresh_token: str) -> str:
+        return f"{self._prefix}p:{digest(refresh_token)}"
+
     # --- expiry --------------------------------------------------------------------------------------------------
 
     def ttl_for(self, session: Session, now: float) -> float:
@@ -310,6 +313,17 @@ class SessionManager:
         key = self._result_key(spent_refresh_token)
         plaintext = encode_tokens(tokens, self._write_format)
         await self.store.set(key, self._sessions.encrypt(plaintext, key.encode()), ttl)
+
+    async def mark_spending(self, refresh_token: str, ttl: float) -> None:
+        """Note, for ``ttl`` seconds, that ``refresh_token`` is being presented to the IdP: until its refresh result
+        is stored, nobody may present it again (see ``bff.tokens.refresh``)."""
+        await self.store.set(self._spending_key(refresh_token), b"1", ttl)
+
+    async def is_spending(self, refresh_token: str) -> bool:
+        return await self.store.get(self._spending_key(refresh_token)) is not None
+
+    async def unmark_spending(self, refresh_token: str) -> None:
+        await self.store.delete(self._spending_key(refresh_token))
 
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the

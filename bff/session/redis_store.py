@@ -15,6 +15,10 @@ notifications are enabled, which is the default), so without the retry each of t
 A refused connection fails in microseconds, so the retry keeps the bound. The client reconnects on the next call,
 so a Redis that comes back is used again without restarting bff (``tests/session/test_redis_store.py``).
 
+With ``replicas`` (``[session] store_replicas``), every write but the per-request GETEX and ``touch`` is followed
+by ``WAIT`` on its connection and fails with 503 unless that many replicas confirmed it: Redis replicates
+asynchronously, and a failover loses the writes only the old primary held (see ``_write`` and docs/redis-ha.md).
+
 Requires Redis >= 6.2 (GETDEL, GETEX).
 """
 
@@ -23,8 +27,8 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-from collections.abc import Iterator
-from typing import cast
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -52,10 +56,24 @@ class RedisStore:
     it in ``aclose``. Build it with ``from_url`` to get the fail-fast timeouts.
     """
 
-    def __init__(self, client: Redis | RedisCluster, prefix: str = "bff:", *, display: str = "redis") -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        prefix: str = "bff:",
+        *,
+        display: str = "redis",
+        replicas: int = 0,
+        timeout: float = 2.0,
+    ) -> None:
+        if replicas and isinstance(client, RedisCluster):
+            raise ValueError("store_replicas is not supported on Redis Cluster (WAIT needs the write's connection)")
         self._client = client
         self._prefix = prefix
         self._display = display  # names the server in error messages; never holds a password
+        #: Replicas that must confirm a write (WAIT) before it counts; 0: the primary's answer is enough.
+        self._replicas = replicas
+        #: How long WAIT waits for them, in milliseconds: within the socket timeout, so the answer comes first.
+        self._wait_ms = max(1, round(timeout * 1000 / 2))
         self._sentinel: Sentinel | None = None  # set by from_url: the sentinel clients are ours to close too
         # Set by from_url for a plain standalone Redis: the connection of the per-request GETEX.
         self._pipeline: PipelinedConnection | None = None
@@ -71,18 +89,25 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "bff:", timeout: float = 2.0, max_reply: int = DEFAULT_MAX_REPLY
+        cls,
+        url: str,
+        *,
+        prefix: str = "bff:",
+        timeout: float = 2.0,
+        max_reply: int = DEFAULT_MAX_REPLY,
+        replicas: int = 0,
     ) -> RedisStore:
         """Connect lazily (no I/O here) to the Redis named by ``url`` (see ``StoreURL`` for the forms).
 
         Socket connect and read timeouts are ``timeout`` seconds and a timeout is not retried (a connection error
         is, once, at once; see the module docstring): the caller answers 503 rather than holding the request while
         Redis is away. ``max_reply`` bounds one reply of the per-request GETEX in bytes (the pipelined connection;
-        redis-py's own replies are not bounded here). Raises ``ValueError`` for a URL it cannot use (see
-        ``parse_store_url``).
+        redis-py's own replies are not bounded here). With ``replicas``, every write but the per-request GETEX and
+        ``touch`` counts only once that many replicas confirmed it (see ``_write``). Raises ``ValueError`` for a URL
+        it cannot use (see ``parse_store_url``), and for ``replicas`` on a Cluster.
         """
         clients = connect(url, timeout=timeout, max_reply=max_reply)
-        store = cls(clients.client, prefix, display=clients.display)
+        store = cls(clients.client, prefix, display=clients.display, replicas=replicas, timeout=timeout)
         store._sentinel = clients.sentinel
         store._pipeline = clients.pipeline
         return store
@@ -95,21 +120,22 @@ class RedisStore:
             return _bytes(await self._client.get(self._prefix + key))
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        with self._errors("SET"):
-            ms = _ms(ttl)
-            if ms:
-                await self._client.set(self._prefix + key, value, px=ms)
-            else:
-                await self._client.delete(self._prefix + key)
+        ms = _ms(ttl)
+        if ms:
+            await self._write("SET", lambda c: c.set(self._prefix + key, value, px=ms))
+        else:
+            await self._write("DEL", lambda c: c.delete(self._prefix + key))
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
-        with self._errors("SET NX"):
-            ms = _ms(ttl)
-            return bool(ms) and bool(await self._client.set(self._prefix + key, value, nx=True, px=ms))
+        ms = _ms(ttl)
+        return bool(ms) and bool(
+            await self._write("SET NX", lambda c: c.set(self._prefix + key, value, nx=True, px=ms))
+        )
 
     async def compare_and_set(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
-        with self._errors("compare_and_set"):
-            return int(await self._compare_and_set(keys=[self._prefix + key], args=[expected, value, _ms(ttl)])) == 1
+        args: list[bytes | int] = [expected, value, _ms(ttl)]
+        script = self._compare_and_set
+        return int(await self._write("compare_and_set", lambda c: script([self._prefix + key], args, c))) == 1
 
     async def touch(self, key: str, ttl: float) -> bool:
         # Plain PEXPIRE: it already does nothing on a missing key. Its XX flag means "only if the key has a TTL",
@@ -154,22 +180,20 @@ class RedisStore:
         return math.inf if ms == -1 else ms / 1000  # -1: a key without TTL (never written by this store)
 
     async def take(self, key: str) -> bytes | None:
-        with self._errors("GETDEL"):
-            return _bytes(await self._client.getdel(self._prefix + key))
+        return _bytes(await self._write("GETDEL", lambda c: c.getdel(self._prefix + key)))
 
     async def delete(self, key: str) -> bool:
-        with self._errors("DEL"):
-            return await self._client.delete(self._prefix + key) > 0
+        return int(await self._write("DEL", lambda c: c.delete(self._prefix + key))) > 0
 
     async def index_add(self, index: str, member: str, ttl: float) -> None:
-        with self._errors("index_add"):
-            ms = _ms(ttl)
-            if ms:
-                await self._index_add(keys=[self._prefix + index], args=[member, ms])
+        ms = _ms(ttl)
+        if ms:
+            script = self._index_add
+            await self._write("index_add", lambda c: script([self._prefix + index], [member, ms], c))
 
     async def index_remove(self, index: str, member: str) -> None:
-        with self._errors("index_remove"):
-            await self._index_remove(keys=[self._prefix + index], args=[member])
+        script = self._index_remove
+        await self._write("index_remove", lambda c: script([self._prefix + index], [member], c))
 
     async def index_members(self, index: str) -> list[str]:
         with self._errors("index_members"):
@@ -178,18 +202,26 @@ class RedisStore:
 
     async def lock(self, key: str, ttl: float) -> str | None:
         token = secrets.token_urlsafe(16)
-        with self._errors("SET NX"):
-            ms = _ms(ttl)
-            taken = bool(ms) and bool(await self._client.set(self._prefix + key, token, nx=True, px=ms))
+        ms = _ms(ttl)
+        if not ms:
+            return None
+        try:
+            taken = await self._write("SET NX", lambda c: c.set(self._prefix + key, token, nx=True, px=ms))
+        except _NotConfirmed:
+            # A lock the replicas do not hold would not survive a failover: its holder could refresh while another
+            # instance, on the promoted replica, takes the same lock. Give it back and let the caller answer 503.
+            with contextlib.suppress(SessionStoreUnavailable):
+                await self.unlock(key, token)
+            raise
         return token if taken else None
 
     async def extend_lock(self, key: str, token: str, ttl: float) -> bool:
-        with self._errors("extend_lock"):
-            return int(await self._extend_lock(keys=[self._prefix + key], args=[token, _ms(ttl)])) == 1
+        script, args = self._extend_lock, [token, str(_ms(ttl))]
+        return int(await self._write("extend_lock", lambda c: script([self._prefix + key], args, c))) == 1
 
     async def unlock(self, key: str, token: str) -> bool:
-        with self._errors("unlock"):
-            return int(await self._unlock(keys=[self._prefix + key], args=[token])) == 1
+        script = self._unlock
+        return int(await self._write("unlock", lambda c: script([self._prefix + key], [token], c))) == 1
 
     async def ping(self) -> None:
         with self._errors("PING"):
@@ -204,6 +236,30 @@ class RedisStore:
         finally:
             if self._sentinel is not None:
                 await self._sentinel.aclose()
+
+    async def _write(self, command: str, queue: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run one write command (``queue`` issues it on the client it is given) and return its reply.
+
+        With ``replicas``, the command and a ``WAIT`` go out in one pipeline, so on one connection: WAIT counts the
+        replicas holding every write *of its connection*. Redis replicates asynchronously, so a write only the
+        primary holds is lost when a replica is promoted (a Sentinel failover, or a primary cut off from its
+        replica while it still takes writes); one the replicas confirmed survives it. A write not confirmed within
+        half the store timeout raises ``_NotConfirmed`` (a ``SessionStoreUnavailable``: 503, the session kept)
+        although the primary may hold it.
+        """
+        with self._errors(command):
+            if not self._replicas:
+                return await queue(self._client)
+            pipe = self._client.pipeline(transaction=False)
+            await queue(pipe)
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+            reply, confirmed = await pipe.execute()
+        if int(confirmed) < self._replicas:
+            raise _NotConfirmed(
+                f"session store {self._display}: {command} not confirmed by {self._replicas} replica(s) "
+                f"within {self._wait_ms}ms"
+            )
+        return reply
 
     @contextlib.contextmanager
     def _errors(self, command: str) -> Iterator[None]:
@@ -221,6 +277,10 @@ class RedisStore:
 
     def _unavailable(self, command: str, exc: BaseException) -> SessionStoreUnavailable:
         return SessionStoreUnavailable(f"session store {self._display}: {command} failed ({type(exc).__name__})")
+
+
+class _NotConfirmed(SessionStoreUnavailable):
+    """The primary took a write, but fewer replicas than ``store_replicas`` confirmed it in time."""
 
 
 #: What the clients raise when the store fails. RedisClusterException is not a RedisError (e.g. SlotNotCoveredError

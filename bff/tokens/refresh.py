@@ -11,12 +11,17 @@ answers by revoking the whole token family, logging the user out).
    session to change (polling the store) instead of refreshing.
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
-5. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
+5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
+   refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
+   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md).
+6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
-6. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
+7. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
-   refresh never resurrects the session (the freshly issued refresh token is revoked instead).
+   refresh never resurrects the session (the freshly issued refresh token is revoked instead). While the store
+   fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
+   spent the old token, and losing the new one would make the next refresh present the spent one.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
@@ -59,7 +64,7 @@ from bff.errors import (
     SessionExpired,
     SessionStoreUnavailable,
 )
-from bff.models import TokenSet
+from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry import metrics
@@ -248,7 +253,7 @@ class Refresher:
             if self._settled(current, route, stale):
                 attempt.joined = True
                 return current
-            return await self._refresh_locked(current, route, route_key, attempt)
+            return await self._refresh_locked(current, route, route_key, attempt, write_until=renew_until)
         finally:
             stop.set()
             renewer.cancel()  # only wakes it early: should the cancellation be lost, it sees the flag and returns
@@ -286,7 +291,13 @@ class Refresher:
             logger.warning("could not release the refresh lock (its lease frees it): %s", exc.message)
 
     async def _refresh_locked(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str | None, attempt: _Attempt
+        self,
+        current: LoadedSession,
+        route: RouteSettings | None,
+        route_key: str | None,
+        attempt: _Attempt,
+        *,
+        write_until: float,
     ) -> LoadedSession:
         session = current.session
         spent = session.tokens.refresh_token
@@ -298,7 +309,7 @@ class Refresher:
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
             attempt.joined = True
         else:
-            new = await self._call_idp(current, spent, route, attempt)
+            new = await self._spend(current, spent, route, attempt)
         tokens = session.tokens
         # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
         # kept when the IdP did not rotate it (RFC 6749 6).
@@ -317,7 +328,7 @@ class Refresher:
             )
             updated = session.evolve(tokens=tokens)
             # Stragglers holding the spent token find the answer here, even before the session write lands.
-            await self.sessions.save_refresh_result(spent, tokens, RESULT_TTL)
+            result: TokenSet | None = tokens
         else:
             route_token = TokenSet(
                 access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
@@ -326,7 +337,8 @@ class Refresher:
                 tokens=dataclasses.replace(tokens, refresh_token=refresh_token, refresh_expires_at=refresh_expires_at),
                 route_tokens={**session.route_tokens, route_key: route_token},
             )
-        written = await self.sessions.replace(current, updated)
+            result = None
+        written = await self._store_rotated(current, updated, spent, result, write_until)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
@@ -335,6 +347,59 @@ class Refresher:
                 raise SessionExpired("the session ended while its tokens were being refreshed")
             return await self._current(current)
         return written
+
+    async def _spend(
+        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
+    ) -> TokenSet:
+        """Present ``spent`` to the IdP, marked in the store as being spent until its result is stored.
+
+        The lock alone does not keep a second refresher away when a store failover loses it while the holder is
+        still writing the result (the promoted replica may miss the lock's latest renewal, and the holder's writes
+        fail until it reconnects): a refresher that then finds the spent token in the session, no result and
+        this mark, answers 503 instead of presenting the token again (RFC 9700 4.14.2: the IdP would revoke the
+        family). The mark outlives the holder's retries; a failed IdP call removes it, as nothing was spent."""
+        if await self.sessions.is_spending(spent):
+            error = IdPUnavailable("another refresh spent this session's refresh token and is storing the result")
+            error.retry_after = RETRY_SOON
+            raise error
+        try:
+            # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
+            await self.sessions.mark_spending(spent, self._refresh_timeout + 2 * self.settings.refresh_lock_lease)
+            return await self._call_idp(current, spent, route, attempt)
+        except BaseException:
+            try:
+                await self.sessions.unmark_spending(spent)
+            except SessionStoreUnavailable as exc:
+                logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
+            raise
+
+    async def _store_rotated(
+        self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
+    ) -> LoadedSession | None:
+        """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
+        and renewed meanwhile). The IdP has spent the old refresh token: if the new one is lost (a store failing
+        over drops or refuses the write), the next refresh presents the spent one, and an IdP with reuse detection
+        revokes the whole family (RFC 9700 4.14.2). Both writes are idempotent: the refresh result is a plain SET,
+        and a compare-and-set that landed before its confirmation failed finds the record changed and returns None
+        (the caller then reloads the session that holds the new tokens)."""
+        loop = asyncio.get_running_loop()
+        pause = POLL_MIN
+        while True:
+            try:
+                if result is not None:
+                    await self.sessions.save_refresh_result(spent, result, RESULT_TTL)
+                return await self.sessions.replace(current, updated)
+            except SessionStoreUnavailable as exc:
+                if loop.time() + pause > until:
+                    logger.exception(
+                        "could not store the rotated tokens before the refresh deadline; the next refresh presents "
+                        "the spent refresh token: %s",
+                        exc.message,
+                    )
+                    raise
+                logger.warning("could not store the rotated tokens (trying again): %s", exc.message)
+            await self._sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
 
     async def _call_idp(
         self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt

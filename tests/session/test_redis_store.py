@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -18,7 +19,8 @@ import bff.session.redis_store
 import bff.session.redis_urls
 from bff.errors import SessionStoreUnavailable
 from bff.session.redis_store import RedisStore, StoreURL, parse_store_url
-from tests.support.redis_server import RedisProcess, free_port, require_redis_server
+from tests.support.redis_ha import replicate
+from tests.support.redis_server import RedisProcess, command, free_port, require_redis_server
 
 SECRET = "hunter2-Secret"
 
@@ -434,3 +436,69 @@ def test_a_missing_redis_server_fails_with_the_install_command(monkeypatch: pyte
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match=r"apt-get install -y redis-server"):
         redis_server.require_redis_server()
+
+
+# -- writes confirmed by replicas (store_replicas) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def primary_and_replica() -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A primary and its replica, in sync (no Sentinel: the replica is only there to confirm writes)."""
+    binary = require_redis_server()
+    sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+    with contextlib.ExitStack() as stack:
+        primary = stack.enter_context(RedisProcess(binary, args=sync))
+        replica = stack.enter_context(RedisProcess(binary, args=[*sync, "--replicaof", "127.0.0.1", str(primary.port)]))
+        # A write the replica acknowledged: it is in sync (its link being up is not enough: a replica that just
+        # loaded the primary's snapshot may acknowledge its first write only with its next periodic ACK).
+        replicate(primary.port, password=None, timeout_ms=10_000)
+        yield primary, replica
+
+
+async def test_with_store_replicas_a_write_counts_once_a_replica_holds_it(
+    primary_and_replica: tuple[RedisProcess, RedisProcess],
+) -> None:
+    primary, replica = primary_and_replica
+    store = RedisStore.from_url(primary.url, timeout=0.5, replicas=1)
+    try:
+        owner = await store.lock("l", 10)
+        assert owner is not None
+        await store.set("k", b"v", 10)
+        assert await store.compare_and_set("k", b"v", b"w", 10)
+        # WAIT returned: the replica holds the writes already, no polling needed.
+        assert command(replica.port, "GET", "bff:k") == b"w"
+        assert command(replica.port, "GET", "bff:l") == owner.encode()
+    finally:
+        await store.aclose()
+
+
+async def test_with_store_replicas_a_write_no_replica_confirms_fails_and_a_lock_is_not_kept(
+    primary_and_replica: tuple[RedisProcess, RedisProcess],
+) -> None:
+    """The replica is frozen (as one cut off by a failover): the writes land on the primary but are not confirmed,
+    so they fail as an unavailable store; a lock taken so is released (its holder would refresh unprotected)."""
+    primary, replica = primary_and_replica
+    store = RedisStore.from_url(primary.url, timeout=0.5, replicas=1)
+    replica.pause()
+    try:
+        with pytest.raises(SessionStoreUnavailable, match="replica"):
+            await store.lock("l", 10)
+        assert command(primary.port, "EXISTS", "bff:l") == b":0"
+        for write in (
+            lambda: store.set("k", b"v", 10),
+            lambda: store.compare_and_set("k", b"v", b"w", 10),
+            lambda: store.delete("k"),
+        ):
+            with pytest.raises(SessionStoreUnavailable, match="replica"):
+                await write()
+        # Reads do not wait for replicas.
+        assert await store.get("nothing") is None
+        assert await store.get_and_touch("nothing", 10) is None
+    finally:
+        replica.resume()
+        await store.aclose()
+
+
+def test_store_replicas_are_refused_on_a_cluster() -> None:
+    with pytest.raises(ValueError, match="Cluster"):
+        RedisStore.from_url("redis+cluster://127.0.0.1:7000", replicas=1)

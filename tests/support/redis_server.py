@@ -153,6 +153,10 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
     def start(self) -> None:
         """Start the server and return once it answers PING (or raise within ``START_TIMEOUT``)."""
         if self._process is not None:
@@ -198,6 +202,13 @@ class RedisProcess:
     def resume(self) -> None:
         assert self._process is not None, "redis-server is not running"
         self._process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or a lost machine would: no shutdown, no goodbye to clients or replicas."""
+        assert self._process is not None, "redis-server is not running"
+        self._process.kill()
+        self._process.wait()
+        self.stop()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its directory. No-op when stopped."""

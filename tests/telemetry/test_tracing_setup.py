@@ -146,7 +146,7 @@ def test_opentelemetry_is_imported_only_when_tracing_is_on(tmp_path: Path, enabl
         # redis-py imports opentelemetry.sdk.metrics by itself when it is installed: bff's tracing is what counts.
         tracing = ("bff.telemetry.tracing", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
         print(sorted(name for name in tracing if name in sys.modules))
-        print(type(app.store).__name__, type(app.upstream).__name__)
+        print(type(app.store.inner).__name__, type(app.upstream).__name__)
     """)
     assert result.returncode == 0, result.stderr
     loaded, types = result.stdout.splitlines()
@@ -168,7 +168,7 @@ def test_otel_sdk_disabled_turns_tracing_off(tmp_path: Path) -> None:
         from bff.app import BffApp
         from bff.config import load_config
         app = BffApp(load_config({str(config)!r}))
-        print(app.tracing, type(app.store).__name__)
+        print(app.tracing, type(app.store.inner).__name__)
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "MemoryStore"]
