@@ -34,7 +34,7 @@ from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
-from bff.endpoints.health import Readyz, healthz
+from bff.endpoints.health import Drain, Readyz, healthz
 from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
@@ -60,6 +60,7 @@ from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
 from bff.telemetry.spans import load_tracing
 from bff.tokens import TokenManager
+from bff.tokens.manager import SHUTDOWN_GRACE
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 from bff.upstream.traced import TracedUpstreamClient
@@ -191,6 +192,8 @@ class BffApp:
         self._retry: asyncio.Task[None] | None = None
         self._metrics_dir = Path(metrics_dir) if metrics_dir else None
         self._flusher: asyncio.Task[None] | None = None
+        #: Begun by the server on SIGTERM: ``/readyz`` answers 503 from then on.
+        self.drain = Drain()
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class BffApp:
                 "/bff/backchannel-logout", BackchannelLogout(config, self.sessions, self.idp).handle, methods=["POST"]
             ),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", Readyz(self.store, self.idp).handle, methods=["GET"]),
+            Route("/readyz", Readyz(self.store, self.idp, self.drain).handle, methods=["GET"]),
         ]
         return Starlette(
             routes=routes,
@@ -284,7 +287,8 @@ class BffApp:
                     await self._retry
             if self.frontend is not None:
                 await self.frontend.aclose()
-            await self.tokens.aclose()  # before the IdP client and the store it still uses
+            # Before the IdP client and the store it still uses; under bff serve, within shutdown_timeout.
+            await self.tokens.aclose(self.drain.time_left(asyncio.get_running_loop().time(), SHUTDOWN_GRACE))
             await self.upstream.aclose()
             await self.http.aclose()
             await self.store.aclose()
@@ -403,7 +407,8 @@ def app_for_serving(config: Config, *, metrics_dir: str | None = None) -> BffApp
 
 
 def app_from_env() -> ASGIApp:
-    """Factory for ``uvicorn --factory`` (several workers): reads the config named by ``BFF_CONFIG``."""
+    """Factory for ``uvicorn --factory bff.app:app_from_env``, and for each worker of ``bff serve --workers``: reads
+    the config named by ``BFF_CONFIG`` (and ``--access-log``, the metrics directory from the environment)."""
     import dataclasses
     import os
 

@@ -1,8 +1,12 @@
 """``bff``: the command line.
 
-    bff serve [--config PATH] [--workers N]   run the proxy (config from --config or $BFF_CONFIG)
-    bff check [--config PATH] [--explain]     validate the config; print every problem; exit 2 if any;
-                                              --explain: every effective setting and where it came from
+    bff serve [--config PATH] [--workers N] [--listen HOST:PORT]
+                                              run the proxy (config from --config or $BFF_CONFIG); stops
+                                              gracefully on SIGTERM/SIGINT (drain, then exit 0)
+    bff check [--config PATH] [--explain] [--listen HOST:PORT]
+                                              validate the config; print every problem; exit 2 if any; else
+                                              say what ``bff serve`` would bind; --explain: every effective
+                                              setting and where it came from
     bff sessions list --sub SUB [--config PATH] [--json]
                                               the user's live sessions (handle, clocks, IdP sid; never a token)
     bff sessions revoke --sub SUB [--config PATH]
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bff import __version__
 from bff.config import Config, explain_config, load_config
+from bff.config.server import describe_listen, parse_listen
 from bff.errors import BffError, ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +59,15 @@ def _config_path(args: argparse.Namespace) -> str:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(_config_path(args))
+    config = load_config(_config_path(args))
+    listen: str | None = getattr(args, "listen", None)
+    if listen is None:
+        return config
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise ConfigError([f"--listen: {exc}"]) from exc
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -67,7 +81,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if route.proxy is None:
             proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
     sys.stdout.write(
-        f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://)\n"
+        f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://, "
+        f"listen {describe_listen(config.server.host, config.server.port)})\n"
     )
     return 0
 
@@ -75,10 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import uvicorn
-
-    from bff.app import ACCESS_LOG_ENV, app_for_serving
-    from bff.serving import uvicorn_settings
+    from bff.app import ACCESS_LOG_ENV
+    from bff.serving import serve, uvicorn_settings
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
@@ -86,20 +99,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
     if args.access_log:
         config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
-    # uvicorn applies this document in the supervisor and again in every worker it spawns.
+    # uvicorn applies this document in the supervisor and again in every worker.
     log_config = serve_logging_config(config.logging, args.log_level)
     # uvicorn's own access line stays off: bff writes its own ([logging] access_log, bff.telemetry.access_log).
-    common = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": False}
+    settings = {**uvicorn_settings(config.server), "log_config": log_config, "access_log": False}
     with _metrics_listener(config, args.workers) as env:
         if args.workers > 1:
+            # The workers, spawned with this environment, build their app with bff.app.app_from_env.
             os.environ.update(env)
             os.environ["BFF_CONFIG"] = os.path.abspath(_config_path(args))
             if args.access_log:
                 os.environ[ACCESS_LOG_ENV] = "1"
-            uvicorn.run("bff.app:app_from_env", factory=True, workers=args.workers, **common)
-        else:
-            uvicorn.run(app_for_serving(config), **common)
-    return 0
+        return serve(config, workers=args.workers, settings=settings)
 
 
 @contextlib.contextmanager
@@ -247,6 +258,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (needs a Redis store when > 1)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to bind, instead of [server] listen (:PORT: all)")
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default: [logging] level of the config"
     )
@@ -262,6 +274,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="print every effective setting and where it came from (file:line, env variable, default); secrets masked",
     )
+    check.add_argument("--listen", metavar="HOST:PORT", help="as for serve: show what it would bind")
     check.set_defaults(func=cmd_check)
 
     sessions = sub.add_parser("sessions", help="list or revoke a user's sessions (acts on the shared store)")

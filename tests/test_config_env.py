@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from bff.cli import main
-from bff.config import Secret, parse_config
+from bff.config import Secret, ServerSettings, parse_config
 from bff.errors import ConfigError
 from tests.support.configs import CLIENT_SECRET, SESSION_KEY, base_document
 from tests.test_config import EXAMPLE_ENV
@@ -67,8 +68,8 @@ def test_a_bad_value_gets_the_file_validators_message_and_the_variable_name() ->
     found = problems({"BFF_SESSION__STORE": "postgres://db", "BFF_SERVER__MAX_CONNECTIONS": "0"})
     assert found == [
         "server.max_connections (from BFF_SERVER__MAX_CONNECTIONS): must be between 1 and 1000000, got 0",
-        "session.store (from BFF_SESSION__STORE): expected memory://, redis://, rediss://, redis+sentinel:// or "
-        "redis+cluster://, got scheme 'postgres'",
+        "session.store (from BFF_SESSION__STORE): expected memory://, redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://, got scheme 'postgres'",
     ]
 
 
@@ -228,7 +229,7 @@ def test_cli_check_explain_shows_every_setting_with_its_origin_and_masks_secrets
     assert lines["tokens.refresh_leeway"].endswith("# default")
     assert lines["logging.format"].endswith("# default")
     # Every field of every section is shown, listen once for host and port.
-    assert len([k for k in lines if k.startswith("server.")]) == 9
+    assert len([k for k in lines if k.startswith("server.")]) == len(dataclasses.fields(ServerSettings)) - 1
     assert "redis://:********@127.0.0.1:6379/0?password=********" in lines["session.store"]
     assert '"http://egress:********@egress.internal:3128"' in lines["routes[0].proxy"]
     secrets = (SESSION_KEY, CLIENT_SECRET, "store-password-1234", "query-password-1234", "route-api-key-1234")

@@ -32,9 +32,6 @@ from tests.support.helm import CHART, ChartError, Rendered, lint, merge, render
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 SECRET_VALUE = "helm-test-secret-0123456789-abcdefghijklmnop"
 REDIS_URL = "redis://:helm-test-redis-password@redis:6379/0"
-#: Keys the chart writes that other branches add to bff (graceful shutdown; the metrics listener). Until bff knows
-#: them, ``bff check`` of the whole rendered config is an expected failure (see test_the_whole_config_passes_...).
-PENDING_KEYS = {("server", "drain_delay"), ("server", "shutdown_timeout"), ("metrics", "listen")}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -115,46 +112,12 @@ def _config_text(rendered: Rendered) -> str:
     return text
 
 
-def _known(section: str, key: str) -> bool:
-    """Whether bff's config knows ``[section] key``: a document with it draws no unknown-key problem for it."""
-    document: dict[str, Any] = {
-        "server": {"public_origin": "https://app.example.com"},
-        "session": {"keys": ["k" * 40]},
-        "oidc": {"issuer": "https://idp.example.com", "client_id": "c", "client_secret": "s" * 20},
-    }
-    document.setdefault(section, {})[key] = "127.0.0.1:9464" if key == "listen" else "5s"
-    try:
-        parse_config(document, env={})
-    except ConfigError as exc:
-        return not re.search(rf"- ({section}|{section}\.{key}): unknown key", str(exc))
-    return True
-
-
-def _write_with_env(
-    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rendered: Rendered, *, drop: set[tuple[str, str]]
-) -> Path:
-    """The rendered bff.toml as the pod sees it (every Secret's variable set), less the ``drop`` keys."""
+def _write_with_env(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rendered: Rendered) -> Path:
+    """The rendered bff.toml as the pod sees it (every Secret's variable set)."""
     for name in _secret_env(rendered):
         monkeypatch.setenv(name, REDIS_URL if name in ("BFF_SESSION__STORE", "BFF_REDIS") else SECRET_VALUE + name)
-    document = tomllib.loads(text)
-    emptied = {
-        name
-        for name, table in document.items()
-        if isinstance(table, dict) and table.keys() <= {k for s, k in drop if s == name}
-    }
-    lines = []
-    section = ""
-    for line in text.splitlines():
-        header = re.match(r"^\[+([a-z_]+)\]+$", line)
-        if header:
-            section = header.group(1)
-            if section in emptied:
-                continue
-        key = line.split("=", 1)[0].strip()
-        if (section, key) not in drop:
-            lines.append(line)
     path = tmp_path / "bff.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text)
     return path
 
 
@@ -213,9 +176,7 @@ def test_an_unknown_key_in_the_values_is_caught() -> None:
 def test_the_config_passes_bff_check_with_the_pods_environment(
     rendered: Rendered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Everything but the keys other branches add (PENDING_KEYS; the next test takes them too)."""
-    pending = {k for k in PENDING_KEYS if not _known(*k)}
-    path = _write_with_env(_config_text(rendered), tmp_path, monkeypatch, rendered, drop=pending)
+    path = _write_with_env(_config_text(rendered), tmp_path, monkeypatch, rendered)
     assert main(["check", "--config", str(path)]) == 0, capsys.readouterr()
     config = load_config(path)
     assert config.server.host == "0.0.0.0"  # reachable through the Service
@@ -224,16 +185,11 @@ def test_the_config_passes_bff_check_with_the_pods_environment(
     assert all(key.reveal().startswith(SECRET_VALUE) for key in config.session.keys)
 
 
-@pytest.mark.xfail(
-    any(not _known(*key) for key in PENDING_KEYS),
-    reason="[server] drain_delay/shutdown_timeout (graceful shutdown) and [metrics] listen land on other branches",
-    strict=True,
-)
 def test_the_whole_config_passes_bff_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rendered = render({"metrics": {"enabled": True}})
-    path = _write_with_env(_config_text(rendered), tmp_path, monkeypatch, rendered, drop=set())
+    path = _write_with_env(_config_text(rendered), tmp_path, monkeypatch, rendered)
     assert main(["check", "--config", str(path)]) == 0, capsys.readouterr()
 
 

@@ -87,8 +87,10 @@ def old_and_new(
             idp_url=provider.issuer,
             client_secret=provider.client_secret or "",
             upstream=upstream,
-            # The previous release refuses keys it does not know: only this one gets write_format.
+            # The previous release refuses keys it does not know: only this one gets write_format and the drain keys.
             session_extra="" if name == "old" else f"write_format = {write_format}",
+            drain_delay=None if name == "old" else "0s",
+            shutdown_timeout=None if name == "old" else "2s",
         )
     with ExitStack() as stack:
         started = []

@@ -3,19 +3,72 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from bff.config.reader import Reader, check_url, origin_of, parse_duration, parse_size, table
 from bff.config.settings import ServerSettings
+
+#: A DNS host name (RFC 1123 2.1): dot-separated labels of letters, digits and inner hyphens.
+_HOST_NAME = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+#: Every IPv4 interface: what an empty host means (Go's net.Listen and oauth2-proxy read ":8000" so).
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the operator asked for every interface
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port``, ``[ipv6]:port`` or ``:port`` (every IPv4 interface) -> (host, port); ValueError saying what is
+    wrong otherwise."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or (not host and not port):
+        raise ValueError(f"expected host:port, [ipv6]:port or :port, got {text!r}")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"port: expected a number from 1 to 65535, got {port!r} in {text!r}")
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"write an IPv6 address in brackets, as [::1]:8000, got {text!r}")
+        inner = host[1:-1]
+        try:
+            address = ipaddress.IPv6Address(inner)
+        except ValueError:
+            address = None
+        if address is None or address.scope_id:
+            raise ValueError(f"brackets are for IPv6 addresses (without a zone), got {host!r} in {text!r}")
+        return inner, int(port)
+    if "://" in host:
+        raise ValueError(f"expected host:port without a scheme, got {text!r}")
+    if ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, as [::1]:8000, got {text!r}")
+    if not host:
+        return ALL_INTERFACES, int(port)
+    if host[0].isdigit() and host.replace(".", "").isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"not an IP address or host name: {host!r} in {text!r}") from None
+        return host, int(port)
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"not an IP address or host name: {host!r} in {text!r}")
+    return host, int(port)
+
+
+def describe_listen(host: str, port: int) -> str:
+    """What ``bff serve`` binds, for people: ``0.0.0.0:8000 (all IPv4 interfaces)``."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if host == ALL_INTERFACES:
+        return f"{shown} (all IPv4 interfaces)"
+    if host == "::":
+        return f"{shown} (all interfaces, IPv6 and, where the system maps them, IPv4)"
+    return shown
 
 
 def _listen(r: Reader) -> tuple[str, int]:
     host, port = r.default("host"), r.default("port")
     listen = r.get("listen", str, f"{host}:{port}")
-    h, sep, p = listen.rpartition(":")
-    if not sep or not p.isdigit() or not (0 < int(p) < 65536):
-        r.problem("listen", f"expected host:port, got {listen!r}")
+    try:
+        return parse_listen(listen)
+    except ValueError as exc:
+        r.problem("listen", str(exc))
         return host, port
-    return h.strip("[]") or "127.0.0.1", int(p)
 
 
 def _public_origin(r: Reader) -> str:
@@ -51,6 +104,14 @@ def _timeout(r: Reader, name: str, high: float, high_text: str) -> float:
     return value
 
 
+def _drain_delay(r: Reader) -> float:
+    value = r.converted("drain_delay", parse_duration)
+    if not 0 <= value <= 300:
+        r.problem("drain_delay", "must be at least 0 and at most 5m")
+        return float(r.default("drain_delay"))
+    return value
+
+
 def _head_size(r: Reader) -> int:
     value = r.converted("max_request_header_size", parse_size)
     if not 1024 <= value <= 1024 * 1024:
@@ -70,6 +131,8 @@ def read_server(root: Reader) -> ServerSettings:
     body_timeout = _timeout(r, "body_timeout", 3600, "1h")
     max_request_header_size = _head_size(r)
     max_request_headers = _count(r, "max_request_headers", 1, 10_000)
+    drain_delay = _drain_delay(r)
+    shutdown_timeout = _timeout(r, "shutdown_timeout", 3600, "1h")
     r.finish()
     return ServerSettings(
         host=host,
@@ -82,4 +145,6 @@ def read_server(root: Reader) -> ServerSettings:
         body_timeout=body_timeout,
         max_request_header_size=max_request_header_size,
         max_request_headers=max_request_headers,
+        drain_delay=drain_delay,
+        shutdown_timeout=shutdown_timeout,
     )

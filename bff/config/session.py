@@ -101,8 +101,11 @@ def _store_replicas(r: Reader, store: str) -> int:
     if not 0 <= value <= MAX_STORE_REPLICAS:
         r.problem("store_replicas", f"must be between 0 and {MAX_STORE_REPLICAS}, got {value}")
         return int(r.default("store_replicas"))
-    scheme = urlsplit(store).scheme
     if "store_replicas" not in r.data:  # the default suits every store
+        return value
+    try:
+        scheme = urlsplit(store).scheme
+    except ValueError:  # reported under store
         return value
     if value and scheme == "memory":
         r.problem("store_replicas", "needs a Redis store (memory:// has no replicas)")

@@ -62,7 +62,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    #: Address to bind (``listen = "host:port"`` in the file).
+    #: Address to bind (``listen = "host:port"`` in the file; ``":port"`` is every IPv4 interface).
     host: str = "127.0.0.1"
     #: Port to bind (``listen = "host:port"`` in the file).
     port: int = 8000
@@ -84,6 +84,12 @@ class ServerSettings:
     max_request_header_size: int = 64 * 1024
     #: Most header fields in one request head; 431 and close beyond it.
     max_request_headers: int = 100
+    #: After SIGTERM/SIGINT, ``/readyz`` answers 503 at once while new connections and requests are still served for
+    #: this long, so that the load balancer stops sending before the listener closes.
+    drain_delay: float = 5.0
+    #: After the drain, requests in flight get this long to finish; streams still open then are ended, and the
+    #: process exits. A process stops within ``drain_delay + shutdown_timeout`` plus a few seconds.
+    shutdown_timeout: float = 25.0
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@
   test servers;
 - ``httptools_protocol``: :class:`CoalescingHttpToolsProtocol`, uvicorn's httptools protocol enforcing the limits;
 - ``transport``: :class:`CoalescingTransport`, one send per connection per event-loop turn;
-- ``limits``: :class:`EdgeLimits`, the ``[server]`` limits in the protocol's terms.
+- ``limits``: :class:`EdgeLimits`, the ``[server]`` limits in the protocol's terms;
+- ``server``: :class:`DrainingServer`, uvicorn's server with the graceful shutdown (drain, close, deadline, exit 0);
+- ``supervisor``: :class:`Supervisor`, ``--workers N`` processes on one socket, closed on the stop signal;
+- ``runner``: :func:`serve`, what ``bff serve`` runs.
 
 Only the CLI (and the developer tools that run bff) import this package; uvicorn is imported nowhere else.
 """
@@ -13,7 +16,10 @@ from __future__ import annotations
 
 from bff.serving.httptools_protocol import CoalescingHttpToolsProtocol
 from bff.serving.limits import DEFAULT_LIMITS, EdgeLimits
+from bff.serving.runner import serve
+from bff.serving.server import DrainingServer
 from bff.serving.settings import uvicorn_settings
+from bff.serving.supervisor import Supervisor
 from bff.serving.transport import FLUSH_AT, CoalescingTransport
 
 __all__ = [
@@ -21,6 +27,9 @@ __all__ = [
     "FLUSH_AT",
     "CoalescingHttpToolsProtocol",
     "CoalescingTransport",
+    "DrainingServer",
     "EdgeLimits",
+    "Supervisor",
+    "serve",
     "uvicorn_settings",
 ]

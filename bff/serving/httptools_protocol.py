@@ -1,4 +1,4 @@
-"""bff's HTTP/1.1 protocol: uvicorn's httptools protocol with two changes.
+"""bff's HTTP/1.1 protocol: uvicorn's httptools protocol with three changes.
 
 1. Its transport is a :class:`~bff.serving.transport.CoalescingTransport`: the writes made to a connection in one
    turn of the event loop leave in one send.
@@ -19,6 +19,9 @@
 
    One timer per connection serves both deadlines, checked lazily: the hot path (requests on a busy keep-alive
    connection) sets no timer; it reads the clock when a head begins and when an answer ends.
+
+3. At shutdown (``shutdown()``, called by the server once the listener is closed), a connection whose first request
+   has not been answered yet is not closed under it (see :meth:`CoalescingHttpToolsProtocol.shutdown`).
 
 Only the HTTP/1.1 side is changed: a connection that upgrades to a WebSocket hands uvicorn's WebSocket protocol the
 real transport, after the bytes still pending.
@@ -43,6 +46,9 @@ from bff.proxy import error_headers, error_payload
 from bff.serving.limits import DEFAULT_LIMITS, EdgeLimits
 from bff.serving.transport import CoalescingTransport
 from bff.telemetry.metrics import CONNECTIONS_OPEN
+
+#: At shutdown, how long a connection accepted before the listener closed may take to send its first byte.
+FRESH_GRACE = 1.0
 
 
 class _Refused(Exception):
@@ -229,6 +235,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_began = None
         super().on_headers_complete()
+        if getattr(self.server_state, "closing", False):  # bff serve is shutting down: this answer is the last
+            self.cycle.keep_alive = False
 
     def _head_size(self) -> int:
         """The fewest bytes the head just parsed can have taken (llhttp and uvicorn trim optional whitespace)."""
@@ -297,6 +305,29 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 return
             due = min(due, now + self._limits.header_timeout)  # a head beginning meanwhile is checked in time
         self._deadline = self.loop.call_at(due, self._on_deadline)
+
+    # --- graceful shutdown ----------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """The server stopped listening. uvicorn's closes every connection not answering a request; under ``bff
+        serve`` (:class:`~bff.serving.server.DrainingServer`, whose state says ``closing``) bff's spares
+        those whose next request is arriving: a head partly arrived is read and answered (the answer closes: the
+        server state is ``closing``), and a connection accepted just before the listener closed, with
+        no byte yet, gets ``FRESH_GRACE`` for its request to arrive, so a client that connected during the drain is
+        answered or sees its connection close, never a request lost on a closed socket."""
+        if not getattr(self.server_state, "closing", False):  # a plain uvicorn server (tests, the demo): its way
+            super().shutdown()
+            return
+        if self.transport.is_closing() or self._mid_head:
+            return  # a head is arriving: it is answered, and that answer closes the connection
+        if self.cycle is None:
+            self.loop.call_later(FRESH_GRACE, self._close_if_unused)
+        else:
+            super().shutdown()  # idle after an answer: closed; answering: Connection: close
+
+    def _close_if_unused(self) -> None:
+        if self.cycle is None and not self._mid_head and not self.transport.is_closing():
+            self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True

@@ -148,14 +148,15 @@ class TokenManager:
             span.set("bff.refresh.outcome", "joined" if joined else "ok")
             return refreshed
 
-    async def aclose(self) -> None:
-        """Shutdown: give refreshes in flight a moment to store what the IdP answered, then stop them and the
-        probe. Bounded: nothing here waits on a cancellation being honoured."""
+    async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Shutdown: give refreshes in flight up to ``grace`` seconds to store what the IdP answered, then stop them
+        (each releases its store lock as it ends) and the probe. Bounded: nothing here waits on a cancellation
+        being honoured."""
         probe = self._refresher.probe
         probe.close()
         flights = self._refresher.in_flight()
         if flights:
-            await asyncio.wait(flights, timeout=SHUTDOWN_GRACE)
+            await asyncio.wait(flights, timeout=grace)
         tasks: list[asyncio.Task[LoadedSession] | asyncio.Task[None]] = [
             task for task in (*flights, probe.task) if task is not None and not task.done()
         ]

@@ -202,6 +202,16 @@ async def test_health_and_readiness(stack: Stack, browser: Browser) -> None:
     assert ready.json()["checks"] == {"store": "ok", "idp": "ok"}
 
 
+async def test_readiness_fails_once_the_drain_begins_while_the_rest_still_answers(
+    stack: Stack, browser: Browser
+) -> None:
+    stack.app.drain.begin()  # what bff serve's server does on SIGTERM
+    ready = await browser.request("GET", f"{stack.url}/readyz")
+    assert (ready.status_code, ready.json()["error"]) == (503, "not_ready")
+    assert "shutting down" in ready.json()["message"]
+    assert (await browser.request("GET", f"{stack.url}/healthz")).status_code == 200
+
+
 class CountingStore(MemoryStore):
     """The memory store, counting reads: proves which requests reach the store at all."""
 

@@ -329,6 +329,8 @@ def _config(path: Path, *, port: int, redis_port: int, idp_port: int, upstream: 
 [server]
 listen = "127.0.0.1:{port}"
 public_origin = "http://127.0.0.1:{port}"
+drain_delay = "0s"
+shutdown_timeout = "{STOP_TIMEOUT / 2:g}s"
 
 [session]
 store = "redis://127.0.0.1:{redis_port}/0"

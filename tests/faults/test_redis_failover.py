@@ -199,6 +199,8 @@ def _config(path: Path, *, port: int, store: str, replicas: int, idp: str, upstr
 [server]
 listen = "127.0.0.1:{port}"
 public_origin = "http://127.0.0.1:{port}"
+drain_delay = "0s"
+shutdown_timeout = "2s"
 
 [session]
 store = "{store}"

@@ -1,14 +1,18 @@
 """The uvicorn internals ``bff.serving`` builds on, checked so that a new uvicorn that moves them fails here, loudly,
 naming what changed, instead of quietly breaking the edge limits or the coalescing transport.
 
-``CoalescingHttpToolsProtocol`` subclasses uvicorn's ``HttpToolsProtocol``, which is not uvicorn's public API:
+``CoalescingHttpToolsProtocol`` subclasses uvicorn's ``HttpToolsProtocol``, and ``DrainingServer`` its ``Server``;
+neither is uvicorn's public API:
 
 - it extends methods (calling ``super()``) and calls helpers: each must exist with the parameters bff passes;
 - it replaces two methods with its own copies (``data_received``, ``on_response_complete``) and hands the real
   transport to ``handle_websocket_upgrade`` through ``self.transport``: the source of those three is pinned by a
   digest, so any change upstream is read against bff's copy before the digest is updated;
 - it reads attributes of the protocol, of its request cycle, of its flow control and of the server state: each is
-  looked for on a live uvicorn connection over a real socket pair.
+  looked for on a live uvicorn connection over a real socket pair;
+- ``DrainingServer`` replaces ``capture_signals``, ``handle_exit``, ``on_tick`` and ``shutdown`` and relies on the
+  order in which ``serve``/``_serve``/``main_loop`` call them and on ``HttpToolsProtocol.shutdown`` (idle: close;
+  answering: ``keep_alive = False``): their sources are pinned, and a live server is stopped through them.
 
 Every check collects all its problems and fails once with the list. ``pyproject.toml`` bounds uvicorn from above;
 raising the bound is done by installing the next minor and making this module pass.
@@ -21,6 +25,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import signal
 import socket
 import textwrap
 import tomllib
@@ -33,9 +38,11 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from uvicorn.config import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
-from bff.serving import CoalescingHttpToolsProtocol
+from bff.config import ServerSettings
+from bff.endpoints.health import Drain
+from bff.serving import CoalescingHttpToolsProtocol, DrainingServer
 from bff.types import Receive, Scope, Send
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
@@ -45,7 +52,33 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 IMPORTED = {
     "uvicorn.config": ("Config",),
     "uvicorn.protocols.http.httptools_impl": ("HttpToolsProtocol", "STATUS_LINE", "RequestResponseCycle"),
-    "uvicorn.server": ("ServerState",),
+    "uvicorn.server": ("ServerState", "Server"),
+}
+
+#: The methods of ``Server`` bff's ``DrainingServer`` overrides or calls, with their parameters; and
+#: ``Config.bind_socket``, which its supervisor calls.
+SERVER_SIGNATURES = {
+    "__init__": ("self", "config"),
+    "run": ("self", "sockets"),
+    "serve": ("self", "sockets"),
+    "startup": ("self", "sockets"),
+    "main_loop": ("self",),
+    "on_tick": ("self", "counter"),
+    "capture_signals": ("self",),
+    "handle_exit": ("self", "sig", "frame"),
+    "shutdown": ("self", "sockets"),
+}
+
+#: uvicorn methods whose behaviour ``DrainingServer`` depends on without overriding them: their source digests.
+SERVER_PINNED_SOURCES = {
+    # serve() wraps _serve() in capture_signals(): bff's handlers are the ones installed.
+    "Server.serve": "20557f5f925b5a3c",
+    # _serve(): startup, then main_loop unless should_exit, then shutdown(sockets) if started.
+    "Server._serve": "808a98031a4105f5",
+    # main_loop() asks on_tick() every 0.1 s whether to stop: bff's drain ends there.
+    "Server.main_loop": "425d26add0e59678",
+    # shutdown() of a connection, which bff's extends: idle closes now; answering gets keep_alive = False.
+    "HttpToolsProtocol.shutdown": "4822ef10fa982b12",
 }
 
 #: The methods of ``HttpToolsProtocol`` bff extends or calls, with the parameters it passes (``self`` included).
@@ -62,6 +95,7 @@ SIGNATURES = {
     "_should_upgrade": ("self",),
     "_unsupported_upgrade_warning": ("self",),
     "_start_asgi_task": ("self", "cycle", "app"),
+    "shutdown": ("self",),
 }
 
 #: The methods whose behaviour bff's protocol copies or depends on line by line: the sha256 (first 16 hex digits) of
@@ -180,6 +214,100 @@ def test_the_methods_bff_extends_or_calls_take_what_bff_passes() -> None:
 def test_the_methods_bff_copies_are_unchanged() -> None:
     problems = source_problems(HttpToolsProtocol)
     assert not problems, report(problems)
+
+
+def server_problems() -> list[str]:
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    problems = []
+    for name, expected in SERVER_SIGNATURES.items():
+        method = getattr(Server, name, None)
+        if not callable(method):
+            problems.append(f"Server.{name} is gone")
+        elif (found := tuple(inspect.signature(method).parameters)) != expected:
+            problems.append(f"Server.{name} takes {found}, bff passes {expected}")
+    if tuple(inspect.signature(Config.bind_socket).parameters) != ("self",):
+        problems.append("Config.bind_socket takes parameters now")
+    owners = {"Server": Server, "HttpToolsProtocol": HttpToolsProtocol}
+    for qualified, digest in SERVER_PINNED_SOURCES.items():
+        owner, name = qualified.split(".")
+        method = getattr(owners[owner], name, None)
+        if method is None:
+            problems.append(f"{qualified} is gone")
+        elif (now := source_digest(method)) != digest:
+            problems.append(
+                f"{qualified} changed (digest {now}, pinned {digest}): read it against bff.serving.server's "
+                "DrainingServer, carry the change over, then pin the new digest"
+            )
+    return problems
+
+
+def test_the_server_methods_bff_overrides_or_relies_on_are_unchanged() -> None:
+    problems = server_problems()
+    assert not problems, report(problems)
+    assert issubclass(DrainingServer, Server)
+    assert {"capture_signals", "handle_exit", "on_tick", "shutdown"} <= set(vars(DrainingServer))
+
+
+async def test_a_live_server_drains_closes_and_cuts_a_stream_through_the_methods_bff_overrides() -> None:
+    """A ``DrainingServer`` on a real socket, told to stop as a signal would: ``/readyz``'s flag is set at once, the
+    listener still accepts during the drain, then refuses; a stream still running at the deadline is cut; the
+    lifespan's shutdown runs; ``serve`` returns (no signal raised again)."""
+    drain = Drain()
+    lifespan_ended = asyncio.Event()
+    chunks = 0
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal chunks
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            lifespan_ended.set()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()  # the (empty) body
+        left = asyncio.ensure_future(receive())  # then only the disconnect
+        while not left.done():  # an endless stream; only the deadline ends it
+            chunks += 1
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            await asyncio.sleep(0.01)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = UvicornConfig(app=app, log_config=None, lifespan="on", loop="none")
+    settings = ServerSettings(drain_delay=0.3, shutdown_timeout=0.5)
+    server = DrainingServer(config, settings=settings, drain=drain)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(BOUND):
+            while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+            server.handle_exit(signal.SIGTERM, None)
+            assert drain.started
+            _, late = await asyncio.open_connection("127.0.0.1", port)  # accepted during the drain
+            late.close()
+            while drain.deadline is None:  # noqa: ASYNC110 - set by the server, polled as uvicorn does
+                await asyncio.sleep(0.01)
+            assert drain.deadline > loop.time()  # the close phase began: shutdown_timeout from now
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("127.0.0.1", port)
+            assert not reader.at_eof()
+            while await reader.read(65536):
+                pass  # the stream runs until the deadline cuts it
+            writer.close()
+            await serving
+        assert lifespan_ended.is_set()
+        assert chunks > 0
+    finally:
+        serving.cancel()
+        sock.close()
 
 
 def test_the_checks_name_what_changed() -> None:

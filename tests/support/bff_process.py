@@ -1,4 +1,5 @@
-"""Helpers for tests that run ``bff serve`` as a subprocess: wait until it is ready, reach into its sessions."""
+"""Helpers for tests that run ``bff serve`` as a subprocess: start it, wait until it is ready, log in through it,
+reach into its sessions."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import pytest
 from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
+from tests.support.browser import Browser
 from tests.support.leak_guard import GUARD
 from tests.support.sessions import expire_access_token
 
 
-def start_bff(config: Path, port: int, log: Path, *, release: Path | None = None) -> subprocess.Popen[bytes]:
-    """``bff serve --config config`` on ``port`` (which the config names), output to ``log``. ``release``: a
-    directory holding another release's ``bff`` package (``tests.support.previous_release``), run from there as
-    ``python -m bff.cli`` with the same interpreter and dependencies; None: this tree's ``bff``."""
+def start_bff(config: Path, port: int, log: Path, *extra: str, release: Path | None = None) -> subprocess.Popen[bytes]:
+    """``bff serve --config config`` (and ``extra`` arguments, e.g. ``--workers 2``) on ``port`` (which the config
+    names), output to ``log``; the leak guard watches what it answers. ``release``: a directory holding another
+    release's ``bff`` package (``tests.support.previous_release``), run from there as ``python -m bff.cli`` with the
+    same interpreter and dependencies; None: this tree's ``bff``."""
     GUARD.watch_bff(f"http://127.0.0.1:{port}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if release is not None:
@@ -30,12 +33,23 @@ def start_bff(config: Path, port: int, log: Path, *, release: Path | None = None
     module = "bff" if release is None else "bff.cli"
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", module, "serve", "--config", str(config)],
+            [sys.executable, "-m", module, "serve", "--config", str(config), *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=release,
         )
+
+
+async def log_in(port: int) -> str:
+    """Log in through the instance on ``port`` (the test OpenID Provider consents at once); returns the session
+    cookie, which every instance sharing the store and key ring accepts."""
+    browser = Browser()
+    try:
+        await browser.follow(f"http://127.0.0.1:{port}/bff/login")
+        return browser.cookies(f"http://127.0.0.1:{port}")["__Host-bff"]
+    finally:
+        await browser.aclose()
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:

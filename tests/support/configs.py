@@ -38,16 +38,23 @@ def write_config(
     refresh_lock_lease: str | None = None,
     oidc_timeout: str | None = None,
     session_extra: str = "",
+    drain_delay: str | None = "0s",
+    shutdown_timeout: str | None = "2s",
 ) -> None:
     """Write the TOML config of a ``bff serve`` process on ``127.0.0.1:port``: sessions in ``redis_url`` under
     :data:`SESSION_KEY`, client ``spa-bff`` at ``idp_url``, one route ``/api`` to ``upstream`` with the user's token.
-    ``session_extra``: more lines of ``[session]``."""
+    ``session_extra``: more lines of ``[session]``. The process stops at once on SIGTERM (no load balancer to
+    drain), unless ``drain_delay`` says otherwise; None leaves a key out (a release that does not know it)."""
     tokens = "" if refresh_lock_lease is None else f'\n[tokens]\nrefresh_lock_lease = "{refresh_lock_lease}"\n'
     timeout = "" if oidc_timeout is None else f'timeout = "{oidc_timeout}"'
+    drain = "" if drain_delay is None else f'drain_delay = "{drain_delay}"'
+    shutdown = "" if shutdown_timeout is None else f'shutdown_timeout = "{shutdown_timeout}"'
     path.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
 public_origin = "http://127.0.0.1:{port}"
+{drain}
+{shutdown}
 
 [session]
 store = "{redis_url}"

@@ -1,0 +1,60 @@
+"""``bff serve``: one process, or a :class:`~bff.serving.supervisor.Supervisor` and its workers, each serving the app
+with a :class:`~bff.serving.server.DrainingServer` (graceful shutdown, exit 0)."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+from bff.app import BffApp, app_for_serving, app_from_env
+from bff.config import Config
+from bff.serving.server import STOP_SIGNALS, DrainingServer
+from bff.serving.supervisor import Supervisor
+
+
+def serve(config: Config, *, workers: int, settings: dict[str, Any]) -> int:
+    """Serve ``config`` with the uvicorn ``settings`` (``uvicorn_settings`` plus logging) until a stop signal;
+    with ``workers`` > 1 each worker builds its app from the environment (``bff.app.app_from_env``: the config
+    file named by ``BFF_CONFIG``, read again). Returns the exit status."""
+    if workers > 1:
+        # The app string is never loaded here: the workers build their own app (run_worker); this config binds
+        # the socket and set up the supervisor's logging.
+        supervisor_config = uvicorn.Config("bff.app:app_from_env", factory=True, workers=workers, **settings)
+        target = functools.partial(run_worker, settings)
+        return Supervisor(supervisor_config, workers, target, config.server).run()
+    return _run(app_for_serving(config), settings, None)
+
+
+def run_worker(settings: dict[str, Any], sockets: list[socket.socket], ready: Connection) -> None:
+    """A worker process of ``bff serve --workers``: its app built from the environment the supervisor spawned it
+    with (``app_from_env``), served on the supervisor's socket. It tells the supervisor it can be stopped as soon
+    as it handles the stop signals (see :data:`~bff.serving.supervisor.Worker`); one that arrives while it starts
+    is kept and starts the drain once the server runs."""
+    early: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda sig, frame: early.append(sig))
+    ready.send_bytes(b"ready")
+    ready.close()
+    app = app_from_env()
+    assert isinstance(app, BffApp)
+    sys.exit(_run(app, settings, sockets, early))
+
+
+def _run(
+    app: BffApp, settings: dict[str, Any], sockets: list[socket.socket] | None, early: list[int] | None = None
+) -> int:
+    server = DrainingServer(uvicorn.Config(app, **settings), settings=app.config.server, drain=app.drain)
+    if early is not None:  # a worker: from now on the server handles the stop signals, those already come included
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, server.handle_exit)
+        for arrived in early:
+            server.handle_exit(arrived, None)
+    server.run(sockets)
+    return 0 if server.started else STARTUP_FAILURE
