@@ -31,6 +31,8 @@ class Script:
     """What the upstream answers the first request of each round with; later requests get 200."""
 
     nonce: bytes = b"n"
+    #: Challenge every request, not only the first.
+    always: bool = False
     heads: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -46,7 +48,7 @@ def upstream_server(script: Script) -> socketserver.ThreadingTCPServer:
                 head += line
             with script.lock:
                 script.heads.append(head)
-                first = len(script.heads) == 1
+                first = len(script.heads) == 1 or script.always
             if first:
                 answer = (
                     b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: DPoP error="use_dpop_nonce"\r\n'
@@ -95,10 +97,11 @@ def world() -> Iterator[World]:
         server.server_close()
 
 
-def call(world: World, path: str, nonce: bytes) -> httpx.Response:
+def call(world: World, path: str, nonce: bytes, *, always: bool = False) -> httpx.Response:
     with world.script.lock:
         world.script.heads.clear()
         world.script.nonce = nonce
+        world.script.always = always
     return httpx.get(world.url + path + "?q=1", headers={"X-CSRF": "1"}, timeout=10)
 
 
@@ -117,6 +120,12 @@ def test_the_proof_binds_method_url_and_token(world: World) -> None:
     assert claims["nonce"] == "abc"
     _, first, _ = proof_of(world.script.heads[0])
     assert first["jti"] != claims["jti"]
+
+
+def test_a_second_challenge_passes_through(world: World) -> None:
+    response = call(world, "/api/dpop/x", b"again", always=True)
+    assert response.status_code == 401
+    assert len(world.script.heads) == 2  # one retry, never a loop
 
 
 def test_a_route_without_dpop_sends_bearer_and_no_proof(world: World) -> None:
