@@ -41,8 +41,9 @@ class Route:
         dpop_default: bool = False,
     ) -> None:
         self.settings = settings
-        #: Send ``Authorization: DPoP`` and a proof (RFC 9449 7.1): the route's ``dpop``, else ``[oidc] dpop``.
-        self.dpop = dpop_default if settings.dpop is None else settings.dpop
+        #: Send ``Authorization: DPoP`` and a proof (RFC 9449 7.1): with bff's key (``dpop_default``), unless the
+        #: route says ``dpop = false``; never without the key (config refuses ``dpop = true`` without it).
+        self.dpop = dpop_default and settings.dpop is not False
         prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
