@@ -170,6 +170,7 @@ class BffApp:
             settings=config.tokens,
             clock=clock,
             spans=self.tracing,
+            dpop=self.dpop is not None,
         )
         self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
         observed = list(create_observers(config) if observers is None else observers)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -278,3 +280,46 @@ upstream = "{api_url}"
                 response = await fresh.get(f"{origin}/api/me", headers={**XHR, "Cookie": cookies})
             assert response.status_code == 200, response.text
         assert calls + 1 <= api.count("/me") <= calls + 2  # one nonce retry per worker at most
+
+
+async def test_a_session_from_before_dpop_gets_a_bound_token_before_its_first_dpop_call(
+    tmp_path: Path, browser: Browser, redis_url: str
+) -> None:
+    """bff restarted with ``dpop = true`` on the same store: a session still holding an unbound Bearer token is
+    refreshed first (the API refuses an unbound token with a proof), so the browser sees no failure."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    registration = ClientRegistration(
+        "bff-dpop", SECRET, redirect_uris=(f"{origin}/bff/callback",), post_logout_redirect_uris=(f"{origin}/",)
+    )
+    prefix = f"dpop-{uuid4().hex}:"  # the suite shares one Redis
+    with contextlib.ExitStack() as stack:
+        idp = stack.enter_context(running_devidp(tmp_path, (registration,)))
+        api_url = stack.enter_context(serve(create_demo_api(DemoApiSettings(issuer=idp.url))))
+
+        def app(dpop: bool) -> BffApp:
+            doc = base_document(public_origin=origin, issuer=idp.url, store=redis_url)
+            doc["oidc"].update(client_id="bff-dpop", client_secret=SECRET)
+            if dpop:
+                doc["oidc"].update(dpop=True, dpop_key_file=str(write_key(tmp_path / "dpop.pem")))
+            doc["routes"] = [{"path": "/api", "upstream": api_url, "token": "user"}]
+            return BffApp(make_config(doc), store_prefix=prefix)
+
+        before = app(dpop=False)
+        with serve(before, sock=sock):
+            await sign_in(browser, origin)
+            assert (await browser.request("GET", f"{origin}/api/me", headers=XHR)).status_code == 200
+        again = bound_socket_on(port)
+        after = app(dpop=True)
+        with serve(after, sock=again):
+            response = await browser.request("GET", f"{origin}/api/me", headers=XHR)
+            assert response.status_code == 200, response.text
+            assert after.tokens.refresh_count == 1
+
+
+def bound_socket_on(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
