@@ -17,6 +17,9 @@ One request, in order (every refusal is JSON from ``bff.errors`` and happens bef
 5. A 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (or any 401 on a ``refresh_on_401`` route) to a
    request that carried a token and can be replayed: ``refresh_bearer()`` once and one replay; the second answer
    passes through whatever it is (never a loop).
+   On a DPoP route (RFC 9449) the token goes as ``Authorization: DPoP`` with a fresh proof from the ``ProofMaker``;
+   a 401 ``use_dpop_nonce`` challenge with a valid ``DPoP-Nonce`` is replayed once with the nonce first, and
+   ``DPoP error="invalid_token"`` counts as the challenge above.
 6. The answer streams back chunk by chunk as it arrives (SSE event by event). A failure after the headers went out
    ends the stream unfinished, so the browser sees a truncated body, never a second response.
 
