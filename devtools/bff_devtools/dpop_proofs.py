@@ -98,6 +98,8 @@ class ProofVerifier:
         if not self._algorithms:
             raise ValueError("no asymmetric algorithm allowed")
         self._registry = JWSRegistry(algorithms=self._algorithms, strict_check_header=False)
+        # The header carries the public key: an RSA key (RS256) does not fit joserfc's 512-byte default.
+        self._registry.max_header_length = 2048
         self._window = window
         self.nonces = nonces
         self._seen: dict[str, float] = {}

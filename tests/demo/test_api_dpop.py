@@ -4,6 +4,8 @@ every bad proof is a 401 with a DPoP challenge and the endpoint never runs."""
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from joserfc import jws
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from bff.oidc.dpop import DPoPProver, access_token_hash
 from bff.types import system_clock
@@ -166,3 +168,35 @@ def test_an_api_that_requires_dpop_refuses_bearer_tokens(tmp_path: Path) -> None
         response = httpx.get(api + "/items", headers={"Authorization": "Bearer " + answer.json()["access_token"]})
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("DPoP ")
+
+
+def rsa_proof(key: RSAKey, method: str, url: str, *, access_token: str | None = None) -> str:
+    claims: dict[str, object] = {"jti": secrets.token_urlsafe(8), "htm": method, "htu": url, "iat": int(time.time())}
+    if access_token is not None:
+        claims["ath"] = access_token_hash(access_token)
+    header = {"typ": "dpop+jwt", "alg": "RS256", "jwk": key.as_dict(private=False)}
+    return jws.serialize_compact(header, json.dumps(claims), key, algorithms=["RS256"])
+
+
+def test_rs256_proofs_are_accepted_and_hmac_never(tmp_path: Path) -> None:
+    key = RSAKey.generate_key(2048, private=True)
+    with running_devidp(tmp_path) as idp, serve(create_demo_api(DemoApiSettings(issuer=idp.url))) as api:
+        url = f"{idp.url}/token"
+        answer = httpx.post(
+            url,
+            data={"grant_type": "client_credentials"},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+            headers={"DPoP": rsa_proof(key, "POST", url)},
+        )
+        assert answer.json()["token_type"] == "DPoP", answer.text
+        token = answer.json()["access_token"]
+        proof = rsa_proof(key, "GET", api + "/items", access_token=token)
+        ok = httpx.get(api + "/items", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+        assert ok.status_code == 200, ok.text
+        secret = OctKey.import_key(b"a-shared-secret-that-is-long-enough-0123")
+        claims = {"jti": "h", "htm": "GET", "htu": api + "/items", "iat": int(time.time()),
+                  "ath": access_token_hash(token)}  # fmt: skip
+        header = {"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": "c2VjcmV0"}}
+        hmac_proof = jws.serialize_compact(header, json.dumps(claims), secret, algorithms=["HS256"])
+        refused = httpx.get(api + "/items", headers={"Authorization": f"DPoP {token}", "DPoP": hmac_proof})
+        assert refused.status_code == 401
