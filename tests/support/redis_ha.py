@@ -130,6 +130,26 @@ class SentinelGroup:
         for server in self.replicas:
             if self._role(server.port) == "master":
                 _call(server.port, "REPLICAOF", "127.0.0.1", self.primary.port)
+        # Back only once every replica has synced: until then a write needing a replica's confirmation gets 503.
+        deadline = time.monotonic() + FAILOVER_BOUND
+        while self._online_replicas() < len(self.replicas):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replicas did not sync with the new primary within {FAILOVER_BOUND:.0f}s")
+            time.sleep(0.1)
+
+    def _online_replicas(self) -> int:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = _client(self.primary.port)
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            return sum(
+                1
+                for k, v in info.items()
+                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            )
+        return 0
 
     def switch_over(self) -> None:
         """Ask a sentinel for a failover while the primary runs (``SENTINEL FAILOVER``, as for maintenance): a
