@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
@@ -43,7 +44,7 @@ from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
-from bff.idp_http import create_idp_client
+from bff.idp_http import create_idp_client, idp_client_cert
 from bff.oidc.dpop import DPoPProver, load_dpop_key
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
@@ -142,6 +143,7 @@ class BffApp:
     ) -> None:
         self.config = config
         self.clock = clock
+        check_client_certificates(config)  # before any TLS context loads one: errors that name the key
         #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
         self.tracing = tracing if tracing is not None else load_tracing(config.tracing)
         store = store if store is not None else create_store(config, clock=clock)
@@ -154,6 +156,7 @@ class BffApp:
             timeout=config.oidc.timeout,
             ca_bundle=config.oidc.ca_bundle,
             transport=idp_transport,
+            client_cert=idp_client_cert(config.oidc),
             # Tracing: a span per IdP call, named by its endpoint (known once the IdP's metadata is loaded).
             wrap_transport=None
             if self.tracing is None

@@ -82,9 +82,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write("".join(line + "\n" for line in explain_config(_config_path(args))))
         return 0
+    from bff.client_tls import check_client_certificates
     from bff.upstream.proxy import proxy_from_environment
 
     config = _load(args)
+    check_client_certificates(config)
     for route in config.routes:
         if route.proxy is None:
             proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
@@ -164,16 +166,21 @@ def _load_shared_store_config(args: argparse.Namespace) -> Config:
 async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
     """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
     from bff.app import create_store
-    from bff.idp_http import create_idp_client
+    from bff.client_tls import check_client_certificates
+    from bff.idp_http import create_idp_client, idp_client_cert
     from bff.oidc.provider import IdentityProvider
     from bff.session.manager import SessionManager
+
+    check_client_certificates(config)  # the IdP client loads [oidc] client_cert: its problems named, as at start
 
     try:
         store = create_store(config)
     except ValueError as exc:
         raise ConfigError([f"session.store: {exc}"]) from exc
     try:
-        http = create_idp_client(timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle)
+        http = create_idp_client(
+            timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, client_cert=idp_client_cert(config.oidc)
+        )
         try:
             yield SessionManager(store, config.session), IdentityProvider(config.oidc, http)
         finally:

@@ -28,6 +28,7 @@ code, a secret or an upstream's internals.
     ├── RequestHeaderTooLarge       431  request_header_too_large (from the HTTP server)
     ├── UpstreamError               502  bad_gateway
     │   ├── UpstreamTimeout         504  upstream_timeout
+    │   ├── UpstreamTLSError        502  upstream_tls_error     (handshake failed; client certificate refused)
     │   └── UpstreamProxyError      502  upstream_proxy_error   (the forward proxy is unreachable or broke CONNECT)
     │       └── UpstreamProxyRefused 502 upstream_proxy_refused (the proxy answered CONNECT with 407, 403, 502, ...)
     ├── OAuthError                  (from the token/revocation endpoints)
@@ -173,6 +174,13 @@ class UpstreamError(BffError):
 class UpstreamTimeout(UpstreamError):
     error = "upstream_timeout"
     status = 504
+
+
+class UpstreamTLSError(UpstreamError):
+    """The TLS handshake with the upstream failed: its certificate was not trusted, or it refused bff's client
+    certificate (none, expired, or of a CA it does not trust: mutual TLS, RFC 8705)."""
+
+    error = "upstream_tls_error"
 
 
 class UpstreamProxyError(UpstreamError):

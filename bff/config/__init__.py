@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bff.config.client_tls import check_bound_routes
 from bff.config.env import apply_overrides, name_variables
 from bff.config.explain import explain
 from bff.config.logs import read_logging
@@ -125,6 +126,7 @@ def parse_config_with_overrides(
     for index, route in enumerate(routes):
         if route.dpop and not oidc.dpop:  # a token not bound to bff's key would be refused as a DPoP token
             problems.append(f"routes[{index}].dpop: needs [oidc] dpop = true (tokens are bound at the token endpoint)")
+    check_bound_routes(root, oidc.client_cert, routes)
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)

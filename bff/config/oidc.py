@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bff.config.client_tls import read_client_cert
 from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
-from bff.config.settings import ALLOWED_SIGNING_ALGS, AUTH_METHODS, AuthMethod, OIDCSettings, Secret
+from bff.config.settings import (
+    ALLOWED_SIGNING_ALGS,
+    AUTH_METHODS,
+    TLS_AUTH_METHODS,
+    AuthMethod,
+    OIDCSettings,
+    Secret,
+)
 
 #: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.
 RESERVED_AUTH_PARAMS = (
@@ -107,6 +115,9 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         r.problem("timeout", "must be positive")
     extra = _extra_auth_params(r)
     ca_bundle = existing_file(r, "ca_bundle")
+    tls = read_client_cert(r)
+    if method in TLS_AUTH_METHODS and not tls.cert and not r.data.get("client_cert"):
+        r.problem("client_cert", f"is required for {method} (RFC 8705 2: the client authenticates with it)")
     user_claims = r.string_list("user_claims")
     dpop = r.get("dpop", bool)
     dpop_key_file = existing_file(r, "dpop_key_file")
@@ -128,6 +139,9 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         timeout=timeout,
         extra_auth_params=extra,
         ca_bundle=ca_bundle,
+        client_cert=tls.cert,
+        client_key=tls.key,
+        client_key_password=tls.password,
         user_claims=user_claims,
         dpop=dpop,
         dpop_key_file=dpop_key_file,

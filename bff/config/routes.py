@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from bff.config.client_tls import read_client_cert
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
 
@@ -119,6 +120,22 @@ def _dpop(r: Reader, token: TokenPolicy) -> bool | None:
     return dpop
 
 
+def _certificate_bound(r: Reader, token: TokenPolicy, cert: str | None, upstream: str) -> bool:
+    bound = r.get("certificate_bound", bool)
+    if not bound:
+        return bound
+    if token == "none":
+        r.problem("certificate_bound", "needs a route that sends a token (token = 'none' sends none)")
+    if not upstream.lower().startswith("https://"):
+        r.problem("certificate_bound", "needs an https upstream: the token is bound to the TLS client certificate")
+    if not cert and not r.data.get("client_cert"):
+        r.problem(
+            "certificate_bound",
+            "needs client_cert and client_key: the same certificate as [oidc] client_cert (RFC 8705 3)",
+        )
+    return bound
+
+
 def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     path = _path(r, index, prefixes)
     upstream = _upstream(r)
@@ -128,6 +145,10 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     ca_bundle = existing_file(r, "ca_bundle")
     resource = _resource(r)
     anonymous = _anonymous(r, token)
+    tls = read_client_cert(r)
+    if tls.cert and upstream and not upstream.lower().startswith("https://"):
+        r.problem("client_cert", "needs an https upstream: a client certificate is presented only over TLS")
+    certificate_bound = _certificate_bound(r, token, tls.cert, upstream)
     route = RouteSettings(
         path=path,
         upstream=upstream,
@@ -146,6 +167,10 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
         dpop=_dpop(r, token),
+        client_cert=tls.cert,
+        client_key=tls.key,
+        client_key_password=tls.password,
+        certificate_bound=certificate_bound,
     )
     r.finish()
     return route

@@ -13,13 +13,29 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TokenPolicy = Literal["user", "client", "user_or_none", "none"]
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+]
 SameSite = Literal["strict", "lax"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
-AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+AUTH_METHODS: tuple[AuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+)
+#: RFC 8705 2: the client authenticates with the certificate of its TLS connection (``[oidc] client_cert``).
+TLS_AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
 SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -131,7 +147,8 @@ class OIDCSettings:
     client_id: str
     #: This client's secret; required for ``client_secret_basic`` and ``client_secret_post``.
     client_secret: Secret | None = None
-    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``).
+    #: How bff authenticates to the token endpoint (``private_key_jwt`` needs ``private_key_file``;
+    #: ``tls_client_auth`` and ``self_signed_tls_client_auth``, RFC 8705 2, need ``client_cert`` and ``client_key``).
     token_endpoint_auth_method: AuthMethod = "client_secret_basic"
     #: PEM private key file for ``private_key_jwt``.
     private_key_file: str | None = None
@@ -160,6 +177,13 @@ class OIDCSettings:
     dpop: bool = False
     #: PEM EC P-256 private key that signs bff's DPoP proofs; the same file on every instance.
     dpop_key_file: str | None = None
+    #: PEM certificate (chain) bff presents on its TLS connections to the IdP (mutual TLS, RFC 8705); with
+    #: ``client_key``. The IdP's ``mtls_endpoint_aliases`` are then used (RFC 8705 5).
+    client_cert: str | None = None
+    #: PEM private key of ``client_cert``; may be encrypted (``client_key_password``).
+    client_key: str | None = None
+    #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
+    client_key_password: Secret | None = None
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",
@@ -217,6 +241,15 @@ class RouteSettings:
     #: Send the token as ``Authorization: DPoP`` with a proof (RFC 9449 7.1); ``true`` needs ``[oidc] dpop``.
     #: Left out: ``[oidc] dpop``.
     dpop: bool | None = None
+    #: PEM certificate (chain) bff presents to this route's upstream (mutual TLS); with ``client_key``.
+    client_cert: str | None = None
+    #: PEM private key of ``client_cert``; may be encrypted (``client_key_password``).
+    client_key: str | None = None
+    #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
+    client_key_password: Secret | None = field(default=None, repr=False)
+    #: The upstream accepts only certificate-bound tokens (RFC 8705 3): the token names ``[oidc] client_cert`` in
+    #: ``cnf.x5t#S256``, so ``client_cert`` must be that same certificate (checked at start).
+    certificate_bound: bool = False
 
 
 @dataclass(frozen=True)

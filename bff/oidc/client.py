@@ -31,6 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
+from bff.config.settings import TLS_AUTH_METHODS
 from bff.errors import ConfigError, IdPUnavailable, InvalidGrant, InvalidIdToken, OAuthError
 from bff.models import TokenSet
 from bff.oidc._http import IdPRoute, json_object, metered
@@ -134,6 +135,12 @@ class OIDCClient:
             if not settings.private_key_file:
                 raise ConfigError(["oidc.private_key_file: is required for private_key_jwt"])
             self._signing_key = _load_signing_key(settings.private_key_file)
+        if method in TLS_AUTH_METHODS and not settings.client_cert:
+            raise ConfigError([f"oidc.client_cert: is required for {method}"])
+        # RFC 8705 5: a client that presents a certificate uses the IdP's mTLS aliases where it has them.
+        aliases = metadata.mtls_endpoint_aliases if settings.client_cert else {}
+        self._token_endpoint = aliases.get("token_endpoint", metadata.token_endpoint)
+        self._revocation_endpoint = aliases.get("revocation_endpoint", metadata.revocation_endpoint)
 
     @property
     def metadata(self) -> ProviderMetadata:
@@ -210,7 +217,7 @@ class OIDCClient:
         """Whether the token endpoint answers at all: a POST without a grant or credentials, which a working
         endpoint refuses (RFC 6749 5.2: 400 or 401), while a failing one times out, refuses the connection or
         answers 5xx/429. Nothing is spent and no credential is sent."""
-        endpoint = self._metadata.token_endpoint
+        endpoint = self._token_endpoint
         try:
             response = await metered(
                 "idp:token",
@@ -235,7 +242,7 @@ class OIDCClient:
     async def revoke(self, token: str, token_type_hint: str = "refresh_token") -> None:  # noqa: S107
         """RFC 7009 2.1; a no-op when the IdP has no ``revocation_endpoint``. Failures raise; the caller (logout)
         usually ignores them, since the session is gone either way."""
-        endpoint = self._metadata.revocation_endpoint
+        endpoint = self._revocation_endpoint
         if endpoint is None:
             return
         form = {"token": token, "token_type_hint": token_type_hint}
@@ -268,7 +275,9 @@ class OIDCClient:
             form["client_id"] = settings.client_id
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
             form["client_assertion"] = self._client_assertion()
-        else:  # "none": a public client identifies itself only (RFC 6749 4.1.3)
+        else:
+            # "none": a public client identifies itself only (RFC 6749 4.1.3); tls_client_auth and
+            # self_signed_tls_client_auth: the certificate of the TLS connection authenticates it (RFC 8705 2).
             form["client_id"] = settings.client_id
 
     def _client_assertion(self) -> str:
@@ -344,7 +353,7 @@ class OIDCClient:
         what = f"token endpoint ({grant})"
         dpop = self._dpop is not None
         response = await self._post(
-            self._metadata.token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
+            self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
         )
         return self._token_set(json_object(response, what=what), what)
 

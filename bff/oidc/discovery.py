@@ -10,7 +10,8 @@ that answers but cannot be used is :class:`~bff.errors.InvalidProviderMetadata` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -46,6 +47,8 @@ class ProviderMetadata:
     token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
     grant_types_supported: tuple[str, ...] = ("authorization_code", "implicit")
     scopes_supported: tuple[str, ...] = ()
+    #: RFC 8705 5: endpoints a client that presents a TLS client certificate uses instead of the plain ones.
+    mtls_endpoint_aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: JSONObject, *, issuer: str) -> ProviderMetadata:
@@ -102,7 +105,25 @@ class ProviderMetadata:
             ),
             grant_types_supported=_strings(data, "grant_types_supported", cls.grant_types_supported),
             scopes_supported=_strings(data, "scopes_supported", ()),
+            mtls_endpoint_aliases=_aliases(data),
         )
+
+
+#: The aliases bff uses (RFC 8705 5); any other name in ``mtls_endpoint_aliases`` is ignored.
+_ALIASED = ("token_endpoint", "revocation_endpoint")
+
+
+def _aliases(data: JSONObject) -> dict[str, str]:
+    """RFC 8705 5: a JSON object of endpoint names to https URLs; an entry that is not one is ignored (the plain
+    endpoint is then used): a client certificate is only ever presented over TLS."""
+    value: Any = data.get("mtls_endpoint_aliases")
+    if not isinstance(value, dict):
+        return {}
+    return {
+        name: url
+        for name in _ALIASED
+        if isinstance(url := value.get(name), str) and url.startswith("https://") and is_secure_url(url)
+    }
 
 
 def _flag(data: JSONObject, name: str) -> bool:

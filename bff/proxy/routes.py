@@ -13,6 +13,13 @@ from bff.proxy.headers import request_drop_set
 from bff.upstream import UpstreamClient
 
 
+def client_cert_of(settings: RouteSettings) -> tuple[str, str, str | None] | None:
+    if not settings.client_cert or not settings.client_key:
+        return None
+    password = settings.client_key_password
+    return settings.client_cert, settings.client_key, password.reveal() if password is not None else None
+
+
 class Route:
     """A route with everything precomputed that does not depend on the request."""
 
@@ -69,6 +76,7 @@ class Route:
             ca_bundle=settings.ca_bundle,
             upstream=settings.upstream,
             proxy=settings.proxy,
+            client_cert=client_cert_of(settings),
         )
 
     def matches(self, raw_path: bytes) -> bool:

@@ -9,7 +9,8 @@ state shared between users), redirects are never followed (a 3xx is the SPA's bu
 Failures are translated where they enter, in the manner of httpx's ``map_httpcore_exceptions``, always
 ``raise ... from exc`` with fixed messages (no URL, query string, header or token ever reaches one):
 
-- connect refused/reset, a broken, garbled or oversized answer, a TLS failure -> ``UpstreamError`` (502)
+- connect refused/reset, a broken, garbled or oversized answer                -> ``UpstreamError`` (502)
+- a TLS handshake that failed, a TLS alert (a refused client certificate)     -> ``UpstreamTLSError`` (502)
 - connect or read timeout (the route's ``connect_timeout``/``timeout``)       -> ``UpstreamTimeout`` (504)
 
 A request is sent again at most once, always on a new connection (a pooled sibling may be just as stale), and only
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bff.errors import UpstreamError, UpstreamProxyError, UpstreamProxyRefused, UpstreamTimeout
+from bff.errors import UpstreamError, UpstreamProxyError, UpstreamProxyRefused, UpstreamTimeout, UpstreamTLSError
 from bff.upstream.connection import Connection
 from bff.upstream.pool import ConnectionPool
 from bff.upstream.proxy import ForwardProxy, Tunnel, connect_head, parse_proxy_url, proxy_from_environment
@@ -37,6 +38,8 @@ from bff.upstream.request_head import Origin, RequestBody, request_head, split_u
 from bff.upstream.response import UpstreamResponse
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+#: A client certificate file, its key file and the key's passphrase (or None).
+ClientCert = tuple[str, str, str | None]
 
 #: RFC 9110 9.2.2: a request with one of these methods may be sent again after a connection failure.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -64,7 +67,7 @@ class UpstreamClient(ConnectionPool):
         # a few long SSE streams starve every other route (waiting for a slot counts as connect time).
         super().__init__(keepalive_timeout)
         self._read_bufsize = read_bufsize
-        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        self._ssl_contexts: dict[tuple[str | None, str | None, str | None], ssl.SSLContext] = {}
         self._default_ssl: ssl.SSLContext | None = None
 
     def options(
@@ -76,17 +79,27 @@ class UpstreamClient(ConnectionPool):
         upstream: str | None = None,
         proxy: str | None = None,
         environ: Mapping[str, str] | None = None,
+        client_cert: ClientCert | None = None,
     ) -> TransportOptions:
         """Transport settings for one route. ``timeout`` bounds each wait for the upstream (the answer's headers and
         every later read), not the whole exchange, so a long download or an SSE stream that keeps talking lives on.
 
         ``proxy``: the route's forward proxy URL, ``""`` for none; None: the environment's choice for ``upstream``
-        (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``: see ``bff.upstream.proxy``). Decided here, once per route."""
+        (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``: see ``bff.upstream.proxy``). Decided here, once per route.
+
+        ``client_cert``: the certificate, key and key passphrase bff presents to the upstream (mutual TLS). A route's
+        context carries its certificate and the pool is keyed by the context, so a connection made with one client
+        certificate is never reused for a route with another (or none)."""
         context: ssl.SSLContext | bool = True
-        if ca_bundle:
-            if ca_bundle not in self._ssl_contexts:  # one context per bundle, shared by the routes that name it
-                self._ssl_contexts[ca_bundle] = ssl.create_default_context(cafile=ca_bundle)
-            context = self._ssl_contexts[ca_bundle]
+        if ca_bundle or client_cert:
+            cert, key, password = client_cert or (None, None, None)
+            cache = (ca_bundle or None, cert, key)
+            if cache not in self._ssl_contexts:  # one context per bundle and certificate, shared by their routes
+                made = ssl.create_default_context(cafile=ca_bundle or None)
+                if cert is not None:
+                    made.load_cert_chain(cert, key, password)
+                self._ssl_contexts[cache] = made
+            context = self._ssl_contexts[cache]
         forward: ForwardProxy | None = None
         if proxy:
             forward = parse_proxy_url(proxy)
@@ -198,7 +211,9 @@ class UpstreamClient(ConnectionPool):
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout("connecting to the upstream timed out") from exc
-        except (OSError, ssl.SSLError, ssl.CertificateError) as exc:
+        except ssl.SSLError as exc:  # its certificate untrusted, or (TLS 1.2) ours refused
+            raise UpstreamTLSError("the TLS handshake with the upstream failed") from exc
+        except OSError as exc:
             raise UpstreamError("the upstream could not be reached or broke the connection") from exc
         return connection
 

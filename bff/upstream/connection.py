@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from typing import cast
 
 import httptools
 
-from bff.errors import UpstreamError, UpstreamTimeout
+from bff.errors import UpstreamError, UpstreamTimeout, UpstreamTLSError
 
 #: The answer's head (status lines and header fields of interim and final answers together), and the bytes of a
 #: chunked body that carry no data between two that do; more is refused (llhttp itself sets no limit).
@@ -130,7 +131,14 @@ class Connection(asyncio.Protocol):
         if self.headers_done and not self._framed and exc is None:
             self._finish()  # a body delimited by the connection closing (RFC 9112 6.3 item 8) is complete
             return
-        error = UpstreamError("the upstream could not be reached or broke the connection")
+        if isinstance(exc, ssl.SSLError):
+            # TLS 1.3 (RFC 8446 4.4.2.4): a server refuses the client's certificate after the client's side of the
+            # handshake is done, with an alert that arrives here, on the first read.
+            error: UpstreamError = UpstreamTLSError(
+                "the TLS connection to the upstream failed (did it refuse the client certificate?)"
+            )
+        else:
+            error = UpstreamError("the upstream could not be reached or broke the connection")
         error.__cause__ = exc or ConnectionResetError("the upstream closed the connection")
         self._fail(error)
 

@@ -95,3 +95,28 @@ def test_refresh_reuse_grace() -> None:
 def test_dpop_nonce_is_off_unless_asked_for() -> None:
     assert build_settings(parse(), environ={})[0].dpop_nonce is False
     assert build_settings(parse("--dpop-nonce"), environ={})[0].dpop_nonce is True
+
+
+def test_mutual_tls_flags() -> None:
+    """``--ssl-*`` serve https asking for optional client certificates (shown to the app through the ASGI TLS
+    extension); ``--tls-client-auth-subject-dn`` registers the client for tls_client_auth and bound tokens."""
+    from bff_devtools.devidp.cli import tls_settings
+    from bff_devtools.devidp.mtls import TLSScopeProtocol
+
+    args = parse(
+        "--ssl-certfile", "idp.crt", "--ssl-keyfile", "idp.key", "--ssl-ca-certs", "clients-ca.crt",
+        "--tls-client-auth-subject-dn", "CN=bff",
+    )  # fmt: skip
+    settings, _ = build_settings(args, environ={})
+    assert settings.issuer == "https://localhost:9000"
+    [client] = settings.clients
+    assert (client.token_endpoint_auth_method, client.tls_client_auth_subject_dn) == ("tls_client_auth", "CN=bff")
+    assert client.tls_client_certificate_bound_access_tokens
+    served = tls_settings(args)
+    assert (served["ssl_certfile"], served["ssl_keyfile"], served["ssl_ca_certs"]) == (
+        "idp.crt",
+        "idp.key",
+        "clients-ca.crt",
+    )
+    assert served["http"].func is TLSScopeProtocol
+    assert tls_settings(parse()) == {}

@@ -20,13 +20,21 @@ from tests.support.leak_guard import GUARD
 from tests.support.sessions import expire_access_token
 
 
-def start_bff(config: Path, port: int, log: Path, *extra: str, release: Path | None = None) -> subprocess.Popen[bytes]:
+def start_bff(
+    config: Path,
+    port: int,
+    log: Path,
+    *extra: str,
+    release: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """``bff serve --config config`` (and ``extra`` arguments, e.g. ``--workers 2``) on ``port`` (which the config
     names), output to ``log``; the leak guard watches what it answers. ``release``: a directory holding another
     release's ``bff`` package (``tests.support.previous_release``), run from there as ``python -m bff.cli`` with the
-    same interpreter and dependencies; None: this tree's ``bff``."""
+    same interpreter and dependencies; None: this tree's ``bff``. ``env``: more environment variables for the
+    process."""
     GUARD.watch_bff(f"http://127.0.0.1:{port}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     if release is not None:
         # python -m puts the working directory first on sys.path: run from the release so its bff is found first.
         env["PYTHONPATH"] = str(release)

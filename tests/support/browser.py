@@ -4,6 +4,7 @@ so a test can stop at any hop and look at it."""
 
 from __future__ import annotations
 
+import ssl
 from http.cookies import SimpleCookie
 from urllib.parse import urljoin, urlsplit
 
@@ -11,8 +12,9 @@ import httpx
 
 
 class Browser:
-    def __init__(self) -> None:
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=10)
+    def __init__(self, *, verify: ssl.SSLContext | bool = True) -> None:
+        """``verify``: the trust for https servers (a test CA's context), as a browser's certificate store."""
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=10, verify=verify)
         #: host:port -> {cookie name: value}
         self.jar: dict[str, dict[str, str]] = {}
         self.set_cookie_headers: list[str] = []

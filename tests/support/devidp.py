@@ -36,7 +36,7 @@ from bff.types import Clock, system_clock
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from bff_devtools.devidp.settings import GrantType
 from tests.support.browser import Browser
-from tests.support.servers import serve
+from tests.support.servers import ServerTLS, serve
 from tests.support.stack import bound_socket
 
 CLIENT_ID = "spa-bff"
@@ -86,20 +86,23 @@ def running_devidp(
     redis_url: str | None = None,
     store: SessionStore | None = None,
     clock: Clock = system_clock,
+    tls: ServerTLS | None = None,
     **settings: Any,
 ) -> Iterator[IdP]:
     """Serve an IdP on loopback (memory store, or Redis under a key prefix of its own: tests share the server).
-    The issuer is the server's URL unless ``issuer`` says otherwise."""
+    The issuer is the server's URL unless ``issuer`` says otherwise; ``tls``: over https, client certificates
+    optional (RFC 8705)."""
     sock = bound_socket()
+    scheme = "https" if tls is not None else "http"
     config = DevIdPSettings(
-        issuer=settings.pop("issuer", f"http://127.0.0.1:{sock.getsockname()[1]}"),
+        issuer=settings.pop("issuer", f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"),
         data_dir=data_dir,
         clients=clients or (client(),),
         store_url=redis_url or "memory://",
         store_prefix=f"devidp-{uuid4().hex}:",
         **settings,
     )
-    with serve(create_devidp_app(config, store=store, clock=clock), sock=sock) as url:
+    with serve(create_devidp_app(config, store=store, clock=clock), sock=sock, tls=tls) as url:
         yield IdP(url, config)
 
 

@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import uvicorn
 import uvloop
 
 from bff.config import ServerSettings
 from bff.serving import uvicorn_settings
+from bff.serving.limits import EdgeLimits
 from bff.types import ASGIApp
+from bff_devtools.devidp.mtls import TLSScopeProtocol
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """Serve https with this certificate; a client certificate is asked for (optional) and, when sent, must chain
+    to ``client_ca``; the app sees it in the ASGI TLS extension (``bff_devtools.devidp.mtls``)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
 
 
 def free_port() -> int:
@@ -48,6 +64,7 @@ def serve(
     lifespan: Literal["auto", "on", "off"] = "auto",
     sock: socket.socket | None = None,
     settings: ServerSettings | None = None,
+    tls: ServerTLS | None = None,
 ) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 with the uvicorn settings of ``bff serve`` for ``settings`` (default: the
     ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``)."""
@@ -56,10 +73,21 @@ def serve(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    server_settings = settings or ServerSettings()
+    extra: dict[str, Any] = {}
+    if tls is not None:
+        extra = {
+            "http": functools.partial(TLSScopeProtocol, limits=EdgeLimits.of(server_settings)),
+            "ssl_certfile": str(tls.cert),
+            "ssl_keyfile": str(tls.key),
+            "ssl_ca_certs": str(tls.client_ca) if tls.client_ca else None,
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL if tls.client_ca else ssl.CERT_NONE,
+        }
     config = uvicorn.Config(
         app,
         **{
-            **uvicorn_settings(settings or ServerSettings()),
+            **uvicorn_settings(server_settings),
+            **extra,
             "loop": "none",  # the thread runs its own uvloop (_run_on_uvloop)
             "lifespan": lifespan,
             "log_level": "warning",
@@ -76,7 +104,7 @@ def serve(
             raise RuntimeError("test server failed to start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -13,11 +13,13 @@ flags raise :class:`~bff.errors.ConfigError` (``bff`` prints every problem and e
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bff.config.reader import parse_duration
 from bff_devtools.devidp.keys import DEFAULT_KEEP_OLD_FOR, rotate_key
@@ -77,6 +79,17 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         action="store_true",
         help="demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): use_dpop_nonce first",
     )
+    parser.add_argument("--ssl-certfile", help="serve https with this PEM certificate (and --ssl-keyfile)")
+    parser.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
+    parser.add_argument(
+        "--ssl-ca-certs",
+        help="ask TLS clients for a certificate (optional) chaining to these PEM CAs (RFC 8705 mutual TLS)",
+    )
+    parser.add_argument(
+        "--tls-client-auth-subject-dn",
+        help="the client authenticates with tls_client_auth: its certificate's subject, e.g. CN=bff (RFC 8705 2.1);"
+        " its access tokens are bound to that certificate (cnf.x5t#S256, RFC 8705 3)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=cmd_devidp)
 
@@ -104,8 +117,16 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         backchannel_logout_uri=args.backchannel_logout_uri or None,
         grant_types=("authorization_code", "refresh_token", "client_credentials"),
     )
+    if args.tls_client_auth_subject_dn:
+        client = dataclasses.replace(
+            client,
+            token_endpoint_auth_method="tls_client_auth",  # noqa: S106 - a method name, not a password
+            tls_client_auth_subject_dn=args.tls_client_auth_subject_dn,
+            tls_client_certificate_bound_access_tokens=True,
+        )
+    scheme = "https" if args.ssl_certfile else "http"
     settings = DevIdPSettings(
-        issuer=args.issuer or f"http://localhost:{args.port}",
+        issuer=args.issuer or f"{scheme}://localhost:{args.port}",
         data_dir=args.data_dir,
         store_url=args.store,
         alg=args.alg,
@@ -157,8 +178,30 @@ def cmd_devidp(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        **tls_settings(args),
     )
     return 0
+
+
+def tls_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's TLS settings for ``--ssl-*``: client certificates optional, and shown to the app through the ASGI
+    TLS extension, which uvicorn does not fill in (``bff_devtools.devidp.mtls.TLSScopeProtocol`` does)."""
+    if not args.ssl_certfile:
+        return {}
+    import ssl
+
+    from bff.config import ServerSettings
+    from bff.serving.limits import EdgeLimits
+    from bff_devtools.devidp.mtls import TLSScopeProtocol
+
+    settings: dict[str, Any] = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile}
+    if args.ssl_ca_certs:
+        settings.update(
+            ssl_ca_certs=args.ssl_ca_certs,
+            ssl_cert_reqs=ssl.CERT_OPTIONAL,
+            http=functools.partial(TLSScopeProtocol, limits=EdgeLimits.of(ServerSettings())),
+        )
+    return settings
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:

@@ -75,7 +75,13 @@ class ProtocolEndpoints:
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": self._keys.algorithms(),
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "tls_client_auth",
+                "self_signed_tls_client_auth",
+                "none",
+            ],
             "dpop_signing_alg_values_supported": ["ES256", "RS256"],  # RFC 9449 5.1
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
@@ -85,7 +91,14 @@ class ProtocolEndpoints:
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
             "frontchannel_logout_supported": False,
+            "tls_client_certificate_bound_access_tokens": True,  # RFC 8705 3.3
         }
+        if issuer.startswith("https://"):
+            # RFC 8705 5: one TLS listener serves both, so the aliases are the same endpoints.
+            metadata["mtls_endpoint_aliases"] = {
+                "token_endpoint": f"{issuer}/token",
+                "revocation_endpoint": f"{issuer}/revoke",
+            }
         return JSONResponse(metadata)
 
     async def jwks(self, request: Request) -> Response:

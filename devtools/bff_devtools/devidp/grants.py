@@ -36,10 +36,17 @@ from bff.types import JSONObject
 from bff_devtools.devidp.accounts import user_claims
 from bff_devtools.devidp.issuer import IdPServices, RevocableToken, Subject
 from bff_devtools.devidp.models import Client, RefreshCredential, StoredCode
+from bff_devtools.devidp.mtls import x5t_s256
 from bff_devtools.devidp.oauth import DevAuthorizationServer, StarletteOAuth2Request, wait
 from bff_devtools.devidp.records import AuthorizationCode
 
-_TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+_TOKEN_AUTH_METHODS = [
+    "client_secret_basic",
+    "client_secret_post",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "none",
+]
 
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]  # authlib is untyped
@@ -64,6 +71,16 @@ def _audience(request: StarletteOAuth2Request, services: IdPServices) -> str:
     if resources[0] == services.settings.audience or resources[0] in services.settings.resources:
         return str(resources[0])
     raise InvalidTargetError("The resource is not known to this server.")
+
+
+def _binding(request: StarletteOAuth2Request) -> str | None:
+    """RFC 8705 3: the ``x5t#S256`` to bind the access token to, when the client registered for bound tokens and
+    the token request came over a connection with a client certificate."""
+    client: Client = request.client
+    der = request.http.client_cert
+    if not client.registration.tls_client_certificate_bound_access_tokens or der is None:
+        return None
+    return x5t_s256(der)
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -129,6 +146,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             scope=scope,
             audience=self.audience,
             with_refresh_token=include_refresh_token,
+            binding=_binding(self.request),
             jkt=self.request.http.dpop_jkt,
         )
         return answer
@@ -165,6 +183,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             credential.loaded,
             scope=scope,
             audience=self.audience,
+            binding=_binding(self.request),
             jkt=self.request.http.dpop_jkt,
         )
         if answer is None:
@@ -173,7 +192,12 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
 
 
 class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = [  # noqa: RUF012
+        "client_secret_basic",
+        "client_secret_post",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+    ]
 
     def validate_token_request(self) -> None:
         self.audience = _audience(self.request, _services(self))
@@ -190,6 +214,7 @@ class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
             client_id=client.client_id,
             scope=client.get_allowed_scope(scope),
             audience=self.audience,
+            binding=_binding(self.request),
             jkt=self.request.http.dpop_jkt,
         )
         return answer

@@ -83,6 +83,7 @@ class TokenIssuer:
         scope: str,
         audience: str,
         with_refresh_token: bool,
+        binding: str | None = None,
         jkt: str | None = None,
     ) -> JSONObject:
         """The answer to a redeemed authorization code: a new refresh-token family when the client may refresh."""
@@ -98,7 +99,7 @@ class TokenIssuer:
             )
             family_id = family.family_id
         await self._sessions.add_client(subject.sid, client_id)
-        return await self._answer(client_id, subject.user, scope, audience, family_id, refresh_token, jkt)
+        return await self._answer(client_id, subject.user, scope, audience, family_id, refresh_token, binding, jkt)
 
     async def redeem(self, refresh_token: str) -> LoadedFamily | None:
         """The family a refresh token may be used for: active, current token (else reuse), and issued under the
@@ -113,7 +114,13 @@ class TokenIssuer:
         return loaded
 
     async def for_refresh(
-        self, loaded: LoadedFamily, *, scope: str, audience: str, jkt: str | None = None
+        self,
+        loaded: LoadedFamily,
+        *,
+        scope: str,
+        audience: str,
+        binding: str | None = None,
+        jkt: str | None = None,
     ) -> JSONObject | None:
         """Rotate the family and answer with the new refresh token; None when the rotation lost a race."""
         user = self._accounts.user(loaded.family.username)
@@ -123,11 +130,15 @@ class TokenIssuer:
         if refresh_token is None:
             return None
         family = loaded.family
-        return await self._answer(family.client_id, user, scope, audience, family.family_id, refresh_token, jkt)
+        return await self._answer(
+            family.client_id, user, scope, audience, family.family_id, refresh_token, binding, jkt
+        )
 
-    async def for_client(self, *, client_id: str, scope: str, audience: str, jkt: str | None = None) -> JSONObject:
+    async def for_client(
+        self, *, client_id: str, scope: str, audience: str, binding: str | None = None, jkt: str | None = None
+    ) -> JSONObject:
         """Client credentials (RFC 6749 4.4): the client is the subject; no refresh token (4.4.3)."""
-        return await self._answer(client_id, None, scope, audience, None, None, jkt)
+        return await self._answer(client_id, None, scope, audience, None, None, binding, jkt)
 
     def subject_of(self, family: Family) -> Subject | None:
         user = self._accounts.user(family.username)
@@ -141,6 +152,7 @@ class TokenIssuer:
         audience: str,
         family_id: str | None,
         refresh_token: str | None,
+        binding: str | None = None,
         jkt: str | None = None,
     ) -> JSONObject:
         access = self._minter.access_token(
@@ -150,6 +162,7 @@ class TokenIssuer:
             scope=scope,
             audience=audience,
             role=user.role if user is not None else None,
+            binding=binding,
         )
         if family_id is not None:
             await self._families.record_access_token(family_id, access.jti, access.exp)

@@ -57,7 +57,11 @@ class Client:
         return hmac.compare_digest(client_secret.encode("utf-8"), secret.encode("utf-8"))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        """A confidential client must use its secret; a public client has none to use (RFC 6749 2.1)."""
+        """A confidential client must use its secret, or its registered certificate method (RFC 8705 2); a public
+        client has none to use (RFC 6749 2.1)."""
+        registered = self.registration.token_endpoint_auth_method
+        if registered is not None:
+            return method == registered
         return method == "none" if self.registration.is_public else method in SECRET_METHODS
 
     def check_response_type(self, response_type: str) -> bool:

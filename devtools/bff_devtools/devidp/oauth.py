@@ -48,6 +48,7 @@ from starlette.responses import Response
 
 from bff_devtools.devidp.issuer import IdPServices, Subject
 from bff_devtools.devidp.models import Client
+from bff_devtools.devidp.mtls import TLS_METHODS, authenticate_by_certificate, client_certificate
 from bff_devtools.devidp.records import BrowserSession
 
 T = TypeVar("T")
@@ -137,6 +138,8 @@ class HttpRequest:
     params: Sequence[tuple[str, str]]
     #: A JSON body (for authlib's JSON endpoints), else empty.
     json_body: bytes = b""
+    #: The DER of the TLS client certificate (RFC 8705), from the ASGI TLS extension; None without one.
+    client_cert: bytes | None = None
     #: At the token endpoint: the thumbprint of the key of a valid DPoP proof (RFC 9449 5), to bind the token to.
     dpop_jkt: str | None = None
 
@@ -147,7 +150,8 @@ class HttpRequest:
             return cls(request.method, uri, request.headers, list(request.query_params.multi_items())[:MAX_FIELDS])
         if _content_type(request) == "application/json":
             return cls(request.method, uri, request.headers, [], await read_body(request) or b"")
-        return cls(request.method, uri, request.headers, await read_form(request))
+        cert = client_certificate(request.scope)
+        return cls(request.method, uri, request.headers, await read_form(request), client_cert=cert)
 
     @classmethod
     def authorization(cls, issuer: str, params: Sequence[tuple[str, str]]) -> HttpRequest:
@@ -264,6 +268,8 @@ class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.services = services
         self._issuer_parameter = _IssuerParameter(services.settings.issuer)
         self.register_extension(self._issuer_parameter)
+        for method in TLS_METHODS:
+            self.register_client_auth_method(method, authenticate_by_certificate(method))
 
     # --- the integration contract ---------------------------------------------------------------------------------
 

@@ -44,6 +44,15 @@ class ClientRegistration:
     backchannel_logout_uri: str | None = None
     grant_types: tuple[GrantType, ...] = ("authorization_code", "refresh_token")
     scope: str = " ".join(STANDARD_SCOPES)
+    #: None: the secret's methods (or ``none`` for a public client); ``tls_client_auth`` or
+    #: ``self_signed_tls_client_auth`` (RFC 8705 2): the TLS client certificate authenticates the client.
+    token_endpoint_auth_method: str | None = None
+    #: ``tls_client_auth``: the certificate's subject, RFC 4514 (``CN=bff``) (RFC 8705 2.1.2).
+    tls_client_auth_subject_dn: str | None = None
+    #: ``self_signed_tls_client_auth``: the ``x5t#S256`` of each registered self-signed certificate (RFC 8705 2.2).
+    self_signed_certificates: tuple[str, ...] = ()
+    #: RFC 8705 3.4: access tokens carry ``cnf.x5t#S256`` of the certificate the token request came with.
+    tls_client_certificate_bound_access_tokens: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -182,11 +191,25 @@ def _client_problems(clients: Sequence[ClientRegistration]) -> list[str]:
             problems.append(f"{where}.grant_types: unknown {', '.join(unknown)}")
         if c.is_public and "client_credentials" in c.grant_types:
             problems.append(f"{where}: a public client cannot use client_credentials (RFC 6749 4.4)")
+        problems.extend(_tls_client_problems(c, where))
         if "authorization_code" in c.grant_types and not c.redirect_uris:
             problems.append(f"{where}.redirect_uris: the authorization_code grant needs at least one")
         uris = [*c.redirect_uris, *c.post_logout_redirect_uris, *filter(None, [c.backchannel_logout_uri])]
         problems.extend(f"{where}: {uri!r} is not an absolute http(s) URL" for uri in uris if not _is_url(uri))
     return problems
+
+
+def _tls_client_problems(c: ClientRegistration, where: str) -> list[str]:
+    method = c.token_endpoint_auth_method
+    if method is None:
+        return []
+    if method == "tls_client_auth" and not c.tls_client_auth_subject_dn:
+        return [f"{where}.tls_client_auth_subject_dn: required for tls_client_auth (RFC 8705 2.1.2)"]
+    if method == "self_signed_tls_client_auth" and not c.self_signed_certificates:
+        return [f"{where}.self_signed_certificates: required for self_signed_tls_client_auth (RFC 8705 2.2)"]
+    if method not in ("tls_client_auth", "self_signed_tls_client_auth"):
+        return [f"{where}.token_endpoint_auth_method: expected tls_client_auth or self_signed_tls_client_auth"]
+    return []
 
 
 def _unique_problems(what: str, names: Sequence[str]) -> list[str]:
