@@ -42,12 +42,12 @@ from bff.endpoints.user import User
 from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
-from bff.frontend.dev_server_websocket import WebSocketClient
 from bff.frontend.static import StaticFrontend
 from bff.idp_http import create_idp_client, idp_client_cert
 from bff.oidc.dpop import DPoPProver, load_dpop_key
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
+from bff.proxy.websocket import WebSocketProxy
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.metered_store import MeteredStore
@@ -65,6 +65,7 @@ from bff.tokens.manager import SHUTDOWN_GRACE
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 from bff.upstream.traced import TracedUpstreamClient
+from bff.upstream.websocket import WebSocketClient
 
 if TYPE_CHECKING:
     from bff.telemetry.tracing import Tracing
@@ -190,6 +191,19 @@ class BffApp:
             replay_limit=config.tokens.replay_limit,
             dpop=self.dpop,
             observers=self.observers,
+        )
+        #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
+        self.websockets = (
+            WebSocketProxy(
+                config.routes,
+                self.upstream,
+                self.tokens,
+                public_origin=config.server.public_origin,
+                trusted_proxies=config.server.trusted_proxies,
+                error_headers=self._error_headers,
+            )
+            if any(route.websocket for route in config.routes)
+            else None
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
@@ -342,7 +356,9 @@ class BffApp:
         elif self.proxy.match(path) is not None:
             if scope["type"] == "http":
                 await self.proxy(scope, receive, send)  # observed inside, at the proxy's own seam
-            else:  # routes relay HTTP only: refuse the WebSocket handshake (403)
+            elif self.websockets is not None:  # websocket = true routes (others refuse inside: 403)
+                await self.websockets(scope, receive, send)
+            else:  # no route relays WebSockets: refuse the handshake (403)
                 await send({"type": "websocket.close", "code": 1008})
         elif self.frontend is not None:  # the SPA: its files, or its dev server (WebSockets included)
             if self.observers and scope["type"] == "http":

@@ -141,7 +141,7 @@ def test_cli_check_ok(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
     for k, v in EXAMPLE_ENV.items():
         monkeypatch.setenv(k, v)
     assert main(["check", "--config", str(CONFIG_DIR / "production.toml")]) == 0
-    assert "OK (2 route(s)" in capsys.readouterr().out
+    assert "OK (3 route(s)" in capsys.readouterr().out
 
 
 def test_cli_check_reads_bff_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from bff.config.client_tls import read_client_cert
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
 from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
 MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding", "dpop")
@@ -149,6 +150,8 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
     if tls.cert and upstream and not upstream.lower().startswith("https://"):
         r.problem("client_cert", "needs an https upstream: a client certificate is presented only over TLS")
     certificate_bound = _certificate_bound(r, token, tls.cert, upstream)
+    proxy = _proxy(r)
+    ws = read_websocket_keys(r, proxy=proxy)
     route = RouteSettings(
         path=path,
         upstream=upstream,
@@ -161,7 +164,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         set_headers=set_headers,
         remove_headers=remove_headers,
         ca_bundle=ca_bundle,
-        proxy=_proxy(r),
+        proxy=proxy,
         resource=resource,
         scopes=r.string_list("scopes"),
         refresh_on_401=r.get("refresh_on_401", bool),
@@ -171,6 +174,10 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         client_key=tls.key,
         client_key_password=tls.password,
         certificate_bound=certificate_bound,
+        websocket=ws.websocket,
+        max_message=ws.max_message,
+        idle_timeout=ws.idle_timeout,
+        session_check=ws.session_check,
     )
     r.finish()
     return route

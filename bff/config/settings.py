@@ -250,6 +250,15 @@ class RouteSettings:
     #: The upstream accepts only certificate-bound tokens (RFC 8705 3): the token names ``[oidc] client_cert`` in
     #: ``cnf.x5t#S256``, so ``client_cert`` must be that same certificate (checked at start).
     certificate_bound: bool = False
+    #: Also relay WebSocket handshakes on this route (docs/websockets.md); HTTP requests are proxied as ever.
+    websocket: bool = False
+    #: ``websocket`` only: largest WebSocket message either way; a bigger one closes the socket with 1009.
+    max_message: int = 1024 * 1024
+    #: ``websocket`` only: a socket without a message either way for this long is closed with 4408.
+    idle_timeout: float = 300.0
+    #: ``websocket`` only: how often each open socket re-reads its session, so a logout anywhere (or a token that
+    #: can no longer be refreshed) closes it with 4401 within about this long. One store read per socket each time.
+    session_check: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bff.errors import BffError, InvalidPath, PayloadTooLarge, UpstreamError
-from bff.frontend.dev_server_websocket import UpstreamWebSocket, WebSocketClient, sendable_close_code
 from bff.proxy import REQUEST_DROP, read_request_headers, response_headers, send_error
 from bff.types import Receive, Scope, Send
 from bff.upstream import UpstreamClient, UpstreamResponse
+from bff.upstream.websocket import UpstreamWebSocket, WebSocketClient, sendable_close_code
 
 logger = logging.getLogger(__name__)
 

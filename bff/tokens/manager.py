@@ -22,7 +22,14 @@ from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings, TokenSettings
 from bff.cookies import read_cookie
-from bff.errors import IdPUnavailable, InvalidGrant, SessionExpired, Unauthenticated
+from bff.errors import (
+    BffError,
+    IdPUnavailable,
+    InvalidGrant,
+    SessionExpired,
+    SessionFormatUnsupported,
+    Unauthenticated,
+)
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry.exchange import EXCHANGE, Exchange
@@ -116,6 +123,36 @@ class TokenManager:
         refreshed = await self.refresh(loaded, route, stale_access_token=rejected)
         fresh = tokens_for(refreshed, route)
         return None if fresh is None or fresh.access_token == rejected else fresh.access_token
+
+    # --- SocketSessions (bff.proxy.websocket) ----------------------------------------------------------------------
+
+    async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
+        """The handshake's token under the route's policy, and the session the socket lives on (watched), if any."""
+        token = await self.bearer(scope, route)
+        if route.token == "none" or (route.token == "client" and route.anonymous) or token is None:
+            return token, None
+        return token, self.sessions.session_id_from_cookie(read_cookie(cookie_header(scope), self.cookie_name))
+
+    async def socket_session_alive(self, session_id: str, route: RouteSettings) -> bool:
+        """False once the session is gone, or its token expired and cannot be refreshed. A token about to expire
+        is refreshed as on HTTP routes, so the session lives on; the open socket keeps its handshake token."""
+        loaded = await self.sessions.load(session_id, slide=False)
+        if loaded is None:
+            return False
+        if route.token not in ("user", "user_or_none"):
+            return True
+        tokens = tokens_for(loaded, route)
+        if tokens is not None and not expiring(tokens, self.settings.refresh_leeway, self.clock):
+            return True
+        try:
+            await self.access_token(loaded, route)
+        except SessionFormatUnsupported:
+            raise  # a newer release's record: not an end, the caller keeps the socket
+        except SessionExpired:
+            return False
+        except BffError:
+            return tokens is not None and not expired(tokens, self.clock)
+        return True
 
     # --- user tokens ---------------------------------------------------------------------------------------------
 

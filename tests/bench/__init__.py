@@ -13,6 +13,8 @@
 * where the machine has fewer than 4 cores (so two workers cannot get two of their own beside the load): a 1-worker
   and a 2-worker bff loaded at the same time, every worker capped at 0.4 of a core by a cgroup CPU quota, which is
   how the scaling target is measured there (``budget.py``);
+* a WebSocket echo through a ``websocket = true`` route: messages per second and bff's CPU per message, the load
+  from this process (``websocket_echo.py``);
 * the refresh storm: 500 concurrent requests on one session whose access token just expired (``storm.py``);
 * Redis memory per session, and lookups and expiry of that many sessions without an O(N) command
   (``redis_memory.py``);

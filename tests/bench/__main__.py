@@ -26,6 +26,7 @@ from tests.bench.report import Outcome, Run, ms, outcomes_table, runs_table
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff, start_bff
 from tests.bench.storm import StormResult, run_storm
 from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_self
+from tests.bench.websocket_echo import WS_PATH, EchoResult, echo_route, run_echo, start_echo_upstream
 from tests.bench.wrk import Load, WrkResult, rotating_cookies_script, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
@@ -202,6 +203,7 @@ BFF_NAMES = (
     "bff-2-workers",
     "bff-budgeted-1-worker",
     "bff-budgeted-2-workers",
+    "bff-websocket",
     "bff-telemetry-off",
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
@@ -274,6 +276,20 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
             return BudgetedScaling(WORKER_BUDGET, rounds, used)
     finally:
         budgets.close()
+
+
+async def _websocket_echo(ctx: Context, stack: contextlib.ExitStack) -> EchoResult:
+    """bff with a ``websocket = true`` route to an echo upstream (on the load cores), loaded from this process."""
+    port = free_port()
+    stack.callback(start_echo_upstream(port, list(ctx.plan.load), ctx.plan, ctx.workdir).stop)
+    async with _bff(ctx, "bff-websocket", workers=1, source=ROOT, extra=echo_route(port)) as bff:
+        return await run_echo(
+            "ws" + bff.url.removeprefix("http") + WS_PATH,
+            origin=bff.url,
+            cookie=f"{COOKIE_NAME}={bff.cookie}",
+            pid=bff.process.pid,
+            duration=ctx.mode.duration,
+        )
 
 
 async def _tracing(ctx: Context) -> tuple[list[Run], Outcome, str]:
@@ -433,6 +449,18 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
                 runs.append(Run(f"bff, 1 worker, {count:,} session(s) in turn, wrk script ({what})", result))
             _progress(f"refresh storm, 1 worker, {mode.storm} requests")
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
+
+        _progress("WebSocket echo, 1 worker")
+        echo = await _websocket_echo(ctx, stack)
+        notes.append(echo.describe())
+        outcomes.append(
+            Outcome(
+                "WebSocket echo: every message came back unchanged",
+                f"{echo.messages:,} messages, {echo.errors} errors",
+                echo.errors == 0 and echo.messages > 0,
+                "check",
+            )
+        )
 
         if compare_with is not None:
             async with (

@@ -151,6 +151,31 @@ def test_server_sent_events_arrive_live(page: Any, demo: Demo) -> None:
     page.click("#stop-ticks")
 
 
+def test_a_websocket_ticker_and_chat_through_bff_closed_with_4401_by_a_logout_elsewhere(page: Any, demo: Demo) -> None:
+    log_in(page, demo)
+    page.click("#ws-connect")
+    playwright_sync.expect(page.locator("#ws-status")).to_have_text("Connected.")
+    messages = page.locator("#ws-messages li")
+    playwright_sync.expect(messages.first).to_contain_text("tick 1 for alice-0001")
+    page.fill("#ws-text", "hello through bff")
+    page.click("#ws-send")
+    playwright_sync.expect(page.locator("#ws-messages li", has_text="alice-0001: hello through bff")).to_be_visible()
+    playwright_sync.expect(page.locator("#ws-messages li", has_text="tick 2 for alice-0001")).to_be_visible()
+    assert "eyJ" not in page.content()  # the token went upstream in the handshake, never to the page
+    # The same session logs out in another tab: bff closes this tab's socket with 4401.
+    other = page.context.new_page()
+    other.goto(demo.url + "/")
+    status = other.evaluate(
+        "async () => (await fetch('/bff/logout', {method: 'POST', headers: {'X-CSRF': '1'}})).status"
+    )
+    assert status == 200
+    playwright_sync.expect(page.locator("#ws-status")).to_have_text("Closed with code 4401 (the session ended).")
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Not logged in")
+    # Without a session the handshake is refused (401 before the demo API is contacted): the socket never opens.
+    page.click("#ws-connect")
+    playwright_sync.expect(page.locator("#ws-status")).to_have_text("Closed with code 1006.")
+
+
 def test_logout(page: Any, demo: Demo) -> None:
     log_in(page, demo)
     seen: list[Any] = []

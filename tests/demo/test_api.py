@@ -5,12 +5,15 @@ moved by hand."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 from tests.support.clock import FakeClock
@@ -205,3 +208,20 @@ async def test_public_endpoints(api: Api) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     info = (await api.get("/public/info")).json()
     assert info == {"issuer": api.keys.issuer, "admin_url": api.keys.issuer + "/admin", "audience": "demo-api"}
+
+
+async def test_the_live_websocket_checks_the_bearer_token_on_the_handshake(api: Api) -> None:
+    ws_url = api.url.replace("http://", "ws://") + "/live"
+    for headers in ({}, {"Authorization": "Bearer not-a-jwt"}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url, additional_headers=headers, open_timeout=BOUND):
+                pass
+        assert refused.value.response.status_code == 401
+    token = api.keys.mint(sub="alice", role="user")
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=BOUND) as ws:
+        first = json.loads(await ws.recv())
+        assert (first["tick"], first["for"]) == (1, "alice")
+        await ws.send("hi")
+        while "chat" not in (message := json.loads(await ws.recv())):
+            assert message["for"] == "alice"
+        assert (message["chat"], message["from"]) == ("hi", "alice")

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from bff.errors import UpstreamError, UpstreamTimeout
-from bff.frontend.dev_server_websocket import WebSocketClient
+from bff.upstream.websocket import WebSocketClient
 
 BOUND = 10
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
@@ -192,3 +192,19 @@ async def test_sending_on_a_closed_websocket_is_an_upstream_error() -> None:
                 await ws.send_bytes(b"late")
         finally:
             await asyncio.wait_for(ws.close(), BOUND)
+
+
+@pytest.mark.parametrize("value", ["Bearer a\r\nX-Evil: 1", "Bearer a\nX-Evil: 1", "Bearer a\x00b"])
+async def test_a_header_value_that_would_break_its_line_never_reaches_the_upstream(value: str) -> None:
+    """A hostile token (CR, LF or NUL in it) cannot add a header line to the upstream handshake: refused, 502."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
+        await _accept_then(b"", writer, reader, head)
+
+    client = WebSocketClient(connect_timeout=BOUND)
+    async with peer(script) as server:
+        url = f"ws://127.0.0.1:{server.port}/live"
+        with pytest.raises(UpstreamError) as refused:
+            await asyncio.wait_for(client.connect(url, [("authorization", value)], []), BOUND)
+    assert "X-Evil" not in refused.value.message
+    assert not any(b"x-evil" in head.lower() for head in server.heads)

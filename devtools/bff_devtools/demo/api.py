@@ -7,6 +7,9 @@ only (``bff_devtools.demo.access_tokens``), and never a cookie.
     GET /admin/stats   role ``admin`` only: 403 ``insufficient_scope`` for anyone else
     GET /slow?seconds=2   answers after that long (at most ``max_slow`` seconds)
     GET /ticks?n=10    Server-Sent Events: one tick per ``tick_interval`` (1 s), n of them (at most 60)
+    WS  /live          WebSocket (bff route with ``websocket = true``): the bearer token is checked on the
+                       handshake (401 JSON denial otherwise); then a tick per ``tick_interval`` and every text
+                       message the browser sends comes back as a chat line signed with the caller's ``sub``
     GET /healthz       liveness, no token
     GET /public/info   the IdP's issuer and admin page, no token (bff proxies it on a ``token = "none"`` route)
 
@@ -36,7 +39,8 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bff.idp_http import create_idp_client
 from bff.types import Clock, system_clock
@@ -129,7 +133,7 @@ class DemoApi:
             )
             yield
 
-    async def _caller(self, request: Request) -> AccessToken:
+    async def _caller(self, request: Request | WebSocket) -> AccessToken:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() not in ("bearer", "dpop") or not token:
@@ -149,13 +153,14 @@ class DemoApi:
         self._check_proof(request, token, caller)
         return caller
 
-    def _check_proof(self, request: Request, token: str, caller: AccessToken) -> None:
+    def _check_proof(self, request: Request | WebSocket, token: str, caller: AccessToken) -> None:
         proofs = request.headers.getlist("dpop")
         try:
             if len(proofs) != 1:
                 raise InvalidProof("exactly one DPoP proof is required")  # noqa: TRY301 - answered below
             url = str(request.url.replace(query="", fragment=""))
-            jkt = self._proofs.verify(proofs[0], method=request.method, url=url, access_token=token)
+            method = request.method if isinstance(request, Request) else "GET"  # a WebSocket handshake is a GET
+            jkt = self._proofs.verify(proofs[0], method=method, url=url, access_token=token)
             if caller.jkt is None or not hmac.compare_digest(jkt, caller.jkt):
                 raise InvalidProof("the token is not bound to the DPoP proof's key (cnf.jkt)")  # noqa: TRY301
         except UseNonce as exc:
@@ -240,6 +245,33 @@ class DemoApi:
             yield f"id: {i}\nevent: tick\ndata: {data}\n\n".encode()
         yield b"event: done\ndata: {}\n\n"
 
+    async def live(self, websocket: WebSocket) -> None:
+        """The WebSocket: the token is checked once, on the handshake (bff closes the socket when the session ends)."""
+        try:
+            caller = await self._caller(websocket)
+        except _Refused as exc:
+            await websocket.send_denial_response(await self.on_refused(websocket, exc))  # type: ignore[arg-type]
+            return
+        await websocket.accept()
+        ticker = asyncio.ensure_future(self._live_ticks(websocket, caller.sub))
+        try:
+            while True:
+                text = await websocket.receive_text()
+                await websocket.send_json({"chat": text[:500], "from": caller.sub, "at": self.clock()})
+        except WebSocketDisconnect:
+            pass
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ticker
+
+    async def _live_ticks(self, websocket: WebSocket, sub: str) -> None:
+        n = 0
+        while True:
+            n += 1
+            await websocket.send_json({"tick": n, "for": sub, "at": self.clock()})
+            await asyncio.sleep(self.settings.tick_interval)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
@@ -263,6 +295,7 @@ def create_demo_api(
         Route("/admin/stats", api.admin_stats, methods=["GET"]),
         Route("/slow", api.slow, methods=["GET"]),
         Route("/ticks", api.ticks, methods=["GET"]),
+        WebSocketRoute("/live", api.live),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/public/info", api.info, methods=["GET"]),
     ]

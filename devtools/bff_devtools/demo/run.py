@@ -113,7 +113,8 @@ def build_bff_config(options: DemoOptions, *, dpop_key_file: Path | None = None)
         "routes": [
             # Longest prefix wins: the API's public info needs no login (token = "none"), everything else does.
             {"path": "/api/public", "upstream": options.api_url + "/public", "token": "none", "methods": ["GET"]},
-            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s"},
+            # WebSockets too (/api/live): the handshake carries the user's token, a logout closes the socket.
+            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s", "websocket": True},
         ],
         "frontend": {"directory": str(SPA_DIR)},
     }

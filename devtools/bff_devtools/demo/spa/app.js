@@ -276,6 +276,48 @@ async function startTicks() {
   }
 }
 
+// The WebSocket: same origin, so the browser sends the session cookie and Origin; no token, no X-CSRF.
+let live = null;
+
+function addLive(text) {
+  const list = $("ws-messages");
+  const item = document.createElement("li");
+  item.textContent = text;
+  list.prepend(item);
+  while (list.children.length > 20) list.lastElementChild.remove();
+}
+
+function connectLive() {
+  if (live) live.close(1000);
+  clearError();
+  $("ws-messages").replaceChildren();
+  const socket = new WebSocket(location.origin.replace(/^http/, "ws") + "/api/live");
+  live = socket;
+  $("ws-status").textContent = "Connecting…";
+  socket.addEventListener("open", () => {
+    $("ws-status").textContent = "Connected.";
+  });
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.tick !== undefined) addLive(`tick ${message.tick} for ${message.for} at ${clock(message.at)}`);
+    else if (message.chat !== undefined) addLive(`${message.from}: ${message.chat}`);
+  });
+  socket.addEventListener("close", (event) => {
+    if (live === socket) live = null;
+    const why = event.code === 4401 ? " (the session ended)" : event.code === 4408 ? " (idle)" : "";
+    $("ws-status").textContent = `Closed with code ${event.code}${why}.`;
+    if (event.code === 4401 || event.code === 1006) loadUser(false); // 1006: the handshake was refused (401)
+  });
+}
+
+function disconnectLive() {
+  if (live) live.close(1000);
+}
+
+function sendLive() {
+  if (live && live.readyState === WebSocket.OPEN) live.send($("ws-text").value);
+}
+
 // The IdP's admin page ("log out everywhere", token families) is learnt from the API's public info route
 // (a bff route with token = "none"), so this page hard-codes no other origin.
 async function linkAdminPage() {
@@ -311,6 +353,9 @@ function start() {
   $("call-slow").addEventListener("click", () => callApi("/api/slow?seconds=2"));
   $("start-ticks").addEventListener("click", startTicks);
   $("stop-ticks").addEventListener("click", stopTicks);
+  $("ws-connect").addEventListener("click", connectLive);
+  $("ws-disconnect").addEventListener("click", disconnectLive);
+  $("ws-send").addEventListener("click", sendLive);
   listErrorCodes();
   linkAdminPage();
   loadUser(true);

@@ -1,21 +1,25 @@
-"""The WebSocket client (``websockets``) that relays the browser's WebSockets to the frontend dev server (hot reload).
+"""The WebSocket client (``websockets``) that relays the browser's WebSockets to an upstream: a ``websocket = true``
+route (``bff.proxy.websocket``) or the frontend dev server (hot reload, ``bff.frontend.dev_server``).
 
-Only ``bff.frontend.dev_server`` uses it (a handful of WebSockets per developer, never the data plane); the library
-stays behind two small types, and its failures are translated where they enter (``raise ... from exc``, fixed
-messages that carry no URL):
+The library stays behind two small types, and its failures are translated where they enter (``raise ... from exc``,
+fixed messages that carry no URL):
 
 - connect refused, handshake refused (not a 101, redirects included), a broken frame stream -> ``UpstreamError`` (502)
 - the connect or handshake timed out                                                      -> ``UpstreamTimeout`` (504)
 
 It is a relay: no cookies are kept, no compression is negotiated (frames cross unchanged), no ``User-Agent`` is
 added, no redirect is followed, no proxy is taken from the environment, and no keepalive pings are sent of its own
-(pings from the dev server are answered). The caller decides which request headers go along
-(``bff.frontend.dev_server`` never sends the browser's cookies or ``Authorization``); the ``Host``, ``Upgrade``,
-``Connection`` and ``Sec-WebSocket-*`` fields of the handshake are the library's own (RFC 6455 4.1).
+(pings from the upstream are answered). Reading is bounded: at most ``max_queue`` received messages of at most
+``max_size`` bytes wait in the library before it stops reading the socket (TCP backpressure to the upstream).
+
+The caller decides which request headers go along (never the browser's cookies; ``Authorization`` only as the
+route's bearer token); the ``Host``, ``Upgrade``, ``Connection`` and ``Sec-WebSocket-*`` fields of the handshake are
+the library's own (RFC 6455 4.1).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -49,6 +53,10 @@ class Frame:
     code: int = 1000
 
 
+#: RFC 6455 7.4.1: the message was too big to process.
+MESSAGE_TOO_BIG = 1009
+
+
 class _Connect(connect):
     """``connect`` without following redirects: the relay talks to the configured dev server only."""
 
@@ -72,6 +80,8 @@ class UpstreamWebSocket:
             message = await self._ws.recv()
         except ConnectionClosed as exc:
             # The library has answered the close handshake, or the link broke (no Close frame received).
+            if exc.rcvd is None and exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
+                return Frame("close", code=MESSAGE_TOO_BIG)  # the upstream's message exceeded max_size
             code = exc.rcvd.code if exc.rcvd is not None else None
             return Frame("close", code=sendable_close_code(code, default=1000 if code is not None else 1011))
         if isinstance(message, str):
@@ -98,15 +108,30 @@ class UpstreamWebSocket:
 class WebSocketClient:
     """Opens WebSockets to one kind of upstream. Create once; ``await aclose()`` at shutdown."""
 
-    def __init__(self, *, connect_timeout: float = 5.0, max_message_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, *, connect_timeout: float = 5.0, max_message_size: int = 16 * 1024 * 1024, max_queue: int = 16
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._max_message_size = max_message_size
+        self._max_queue = max_queue
 
     async def connect(
-        self, url: str, headers: Sequence[tuple[str, str]], protocols: Sequence[str]
+        self,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        protocols: Sequence[str],
+        *,
+        connect_timeout: float | None = None,
+        max_size: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> UpstreamWebSocket:
         """Open ``url`` (``ws://`` or ``wss://``, already percent-encoded ASCII: sent byte for byte), offering
-        ``protocols``; return once the upstream accepted the handshake."""
+        ``protocols``; return once the upstream accepted the handshake. ``tls``: the route's TLS context for a
+        ``wss://`` upstream (its CA bundle, its client certificate); None: the system's CAs."""
+        if url.startswith("wss://") and tls is None:
+            tls = ssl.create_default_context()
+        elif not url.startswith("wss://"):
+            tls = None
         try:
             ws = await _Connect(
                 url,
@@ -115,9 +140,11 @@ class WebSocketClient:
                 compression=None,
                 user_agent_header=None,
                 proxy=None,
-                open_timeout=self._connect_timeout,
+                open_timeout=connect_timeout if connect_timeout is not None else self._connect_timeout,
                 ping_interval=None,
-                max_size=self._max_message_size,
+                max_size=max_size if max_size is not None else self._max_message_size,
+                max_queue=self._max_queue,
+                ssl=tls,
             )
         except InvalidStatus as exc:
             raise UpstreamError(
