@@ -7,11 +7,12 @@ costs one tuple, one dict lookup and one ``observe`` per histogram: no label val
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from time import perf_counter
 
 from bff.telemetry import metrics
 from bff.telemetry.exchange import BaseObserver, Exchange
-from bff.telemetry.metrics import STANDARD_METHODS, CounterChild, HistogramChild
+from bff.telemetry.metrics import BUCKETS, STANDARD_METHODS, CounterChild, HistogramChild
 
 #: ``http_response_status_code`` of a request whose browser left before any answer was sent (nginx's convention).
 CLIENT_CLOSED = 499
@@ -41,7 +42,10 @@ class HttpMetrics(BaseObserver):
                 http_response_status_code=str(status),
                 bff_route=route,
             )
-        child.observe(exchange.upstream_duration)
+        # HistogramChild.observe, inline: a Python call is a good part of this hook's cost per request.
+        seconds = exchange.upstream_duration
+        child.counts[bisect_left(BUCKETS, seconds)] += 1
+        child.sum += seconds
         if status >= 500:
             self._error(route, "status_5xx").inc()
 
@@ -63,4 +67,5 @@ class HttpMetrics(BaseObserver):
                 http_route=exchange.route,
                 http_response_status_code=str(exchange.status or CLIENT_CLOSED),
             )
-        child.observe(elapsed)
+        child.counts[bisect_left(BUCKETS, elapsed)] += 1  # HistogramChild.observe, inline (as in upstream())
+        child.sum += elapsed

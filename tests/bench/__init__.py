@@ -21,7 +21,9 @@
 * how long ``bff serve`` takes to answer ``/readyz`` 200;
 * telemetry's cost: this tree's bff with metrics and the JSON access log on and the same bff with them
   off, loaded at the same time on the server core, a few rounds: the median ratio of their CPU per request
-  (``TELEMETRY_ROWS``; a tracing row joins it there).
+  (``TELEMETRY_ROWS``; a tracing row joins it there). ``--only telemetry`` runs just these rows (with
+  ``--rounds`` and ``--duration``), in about a minute and a half; ``python -m tests.bench.hook_instructions``
+  counts the CPU instructions of the observers' hooks per request under callgrind (noise-free, no server).
 
 With at least two cores the server under test gets a core of its own (``taskset``); wrk, the upstream, Redis and
 the IdP share the others. ``report.py`` prints the table and the targets; the exit status is non-zero when a

@@ -403,7 +403,7 @@ def _telemetry_outcomes(costs: Sequence[TelemetryCost], mode: Mode) -> list[Outc
     return outcomes
 
 
-async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
+async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str | None = None) -> int:
     tools = find_tools()
     plan = cpu_plan()
     pin_self(plan)
@@ -424,6 +424,11 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind) -> int:
         stack.callback(idp.process.stop)
         ctx = Context(mode, plan, tools, workdir, redis.url, f"http://127.0.0.1:{upstream_port}", idp, ports)
         cores, threads = _load(ctx, 1)
+        if only == "telemetry":  # the paired telemetry rows alone: minutes, not the whole benchmark
+            costs = await _telemetry_costs(ctx)
+            lines = outcomes_table(_telemetry_outcomes(costs, mode), smoke=mode.smoke)
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in _telemetry_outcomes(costs, mode)) else 0
 
         _progress("nginx proxy baseline")
         baseline = _wrk(
@@ -668,9 +673,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 10, smoke 1)")
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")
+    parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
+    parser.add_argument(
+        "--only", choices=["telemetry"], help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison)"
+    )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
-    if args.duration or args.sessions:
+    if args.duration or args.sessions or args.rounds:
         mode = Mode(
             smoke=mode.smoke,
             duration=args.duration or mode.duration,
@@ -678,11 +687,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             connections=mode.connections,
             storm=mode.storm,
             sessions=args.sessions or mode.sessions,
+            budget_rounds=args.rounds or mode.budget_rounds,
         )
     compare = args.compare_with.resolve() if args.compare_with else None
     if compare is not None and not (compare / "bff" / "__init__.py").is_file():
         parser.error(f"--compare-with {compare}: not a bff source tree (no bff/__init__.py)")
-    return asyncio.run(bench(mode, compare, args.idp))
+    return asyncio.run(bench(mode, compare, args.idp, args.only))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ text lines stay one line; lines are buffered and written once per event-loop tur
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bff.telemetry import access_log
 from bff.telemetry.access_log import FLUSH_DELAY, FLUSH_LINES, AccessLog
 from bff.telemetry.exchange import Exchange
 
@@ -44,8 +47,10 @@ def test_the_json_fields() -> None:
     assert record["url.path"] == "/api/items/7"
     assert record["http.response.status_code"] == 200
     assert record["bff.upstream.status_code"] == 200
-    assert record["bff.upstream.duration_ms"] == 12.5
-    assert record["duration_ms"] > 0
+    # Whole microseconds: integers are cheaper to render than fractional milliseconds, and exact.
+    assert record["bff.upstream.duration_us"] == 12500
+    assert isinstance(record["duration_us"], int)
+    assert record["duration_us"] >= 0
     assert (record["http.request.body.size"], record["http.response.body.size"]) == (3, 1234)
     assert record["request_id"] == "abc-1"
     assert record["bff.session"] == "AbCdEfGhIjKl"
@@ -60,7 +65,7 @@ def test_a_refusal_has_no_upstream_fields() -> None:
     ex.status, ex.error = 401, "csrf"
     log.end(ex)
     record = json.loads(lines(log, stream)[0])
-    assert (record["bff.upstream.status_code"], record["bff.upstream.duration_ms"]) == (None, None)
+    assert (record["bff.upstream.status_code"], record["bff.upstream.duration_us"]) == (None, None)
     assert (record["bff.error"], record["bff.session"]) == ("csrf", None)
 
 
@@ -128,3 +133,76 @@ async def test_a_burst_is_written_at_the_size_bound() -> None:
     for _ in range(FLUSH_LINES):
         log.end(finished(exchange()))
     assert len(stream.getvalue().splitlines()) == FLUSH_LINES
+
+
+def test_lines_sharing_a_route_keep_their_own_status_error_session_and_trace() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    first = finished(exchange())
+    second = finished(exchange())
+    second.status, second.upstream_status, second.error = 502, None, "upstream_error"
+    second.upstream_error = "connect_error"
+    second.session_key = None
+    third = finished(exchange(method="POST"))
+    third.session_key = "bff:s:ZyXwVuTsRqPoNm"
+    third.trace_id, third.span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    for ex in (first, second, third, first):
+        log.end(ex)
+    records = [json.loads(line) for line in lines(log, stream)]
+    got = [
+        (
+            r["http.request.method"],
+            r["http.response.status_code"],
+            r["bff.upstream.status_code"],
+            r["bff.error"],
+            r["bff.session"],
+            r["trace_id"],
+            r["span_id"],
+        )
+        for r in records
+    ]
+    assert got == [
+        ("GET", 200, 200, None, "AbCdEfGhIjKl", None, None),
+        ("GET", 502, None, "upstream_error", None, None, None),
+        ("POST", 200, 200, None, "ZyXwVuTsRqPo", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+        ("GET", 200, 200, None, "AbCdEfGhIjKl", None, None),
+    ]
+    assert records[1]["bff.upstream.duration_us"] == 12500  # a failed upstream call still took its time
+
+
+def test_methods_a_client_invents_do_not_grow_memory_without_bound() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    for i in range(access_log.MAX_FRAGMENTS + 50):
+        log.end(finished(exchange(method=f"M{i}")))
+    records = [json.loads(line) for line in lines(log, stream)]
+    assert records[-1]["http.request.method"] == f"M{access_log.MAX_FRAGMENTS + 49}"
+    assert len(log._fragments) == access_log.MAX_FRAGMENTS
+
+
+def test_the_timestamp_is_the_wall_clock_time_of_the_request_end() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    before = time.time()
+    log.end(finished(exchange()))
+    after = time.time()
+    stamp = json.loads(lines(log, stream)[0])["timestamp"]
+    parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC).timestamp()
+    assert before - 0.001 <= parsed <= after
+
+
+def test_a_repeated_hostile_path_stays_valid_json_and_the_path_cache_is_bounded() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    hostile = b'/api/"\n\xff\x00</script>'
+    for path in (hostile, hostile, *(b"/api/items/%d" % i for i in range(access_log.MAX_PATHS + 10)), hostile):
+        log.end(finished(exchange(path)))
+    records = [json.loads(line) for line in lines(log, stream)]
+    assert len(records) == access_log.MAX_PATHS + 13
+    assert [r["url.path"] for r in records[:2]] == [hostile.decode("utf-8", "backslashreplace")] * 2
+    assert records[-1]["url.path"] == hostile.decode("utf-8", "backslashreplace")
+    assert records[-2]["url.path"] == f"/api/items/{access_log.MAX_PATHS + 9}"
+    assert len(log._paths) == access_log.MAX_PATHS
+    long = b"/api/" + b"x" * access_log.MAX_CACHED_PATH
+    log.end(finished(exchange(long)))
+    assert long not in log._paths
