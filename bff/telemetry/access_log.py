@@ -47,6 +47,11 @@ _NO_TRACE = '"trace_id":null,"span_id":null,'
 _HEAD = '"severity_text":"INFO","body":"access","logger":"bff.access",'
 
 
+def _ms(us: int) -> str:
+    """Whole microseconds as a JSON number of milliseconds (``1234`` -> ``1.234``)."""
+    return f"{us // 1000}.{us % 1000:03d}"
+
+
 class AccessLog(BaseObserver):
     """Observer writing one access line per request (see the module docstring)."""
 
@@ -167,13 +172,17 @@ class AccessLog(BaseObserver):
         if session != self._session_key:
             self._session_key = session
             self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
-        # Whole microseconds: an int renders in a fraction of the time of a fixed-point float.
-        up_us = "null" if ex.upstream_status is None and ex.upstream_error is None else int(ex.upstream_time * 1e6)
+        # Milliseconds with microsecond precision (the log convention's unit), rendered from whole microseconds:
+        # integer formatting costs a fraction of a fixed-point float's.
+        if ex.upstream_status is None and ex.upstream_error is None:
+            up_ms = "null"
+        else:
+            up_ms = _ms(int(ex.upstream_time * 1e6))
         request_id = "null" if ex.request_id is None else '"' + ex.request_id + '"'
         return (
             f'{self._head}"request_id":{request_id},{trace}'
             f'"url.path":{path},{fragment}'
-            f'"duration_us":{int((now - ex.started) * 1e6)},"bff.upstream.duration_us":{up_us},'
+            f'"duration_ms":{_ms(int((now - ex.started) * 1e6))},"bff.upstream.duration_ms":{up_ms},'
             f'"http.request.body.size":{ex.bytes_in},"http.response.body.size":{ex.bytes_out},'
             f'"bff.session":{self._session}}}\n'
         )
