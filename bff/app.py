@@ -44,6 +44,7 @@ from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
 from bff.idp_http import create_idp_client, idp_client_cert
+from bff.oidc.dpop import DPoPProver, load_dpop_key
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.proxy.websocket import WebSocketProxy
@@ -119,6 +120,13 @@ def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient)
     return None
 
 
+def create_dpop(config: Config, clock: Clock) -> DPoPProver | None:
+    """bff's DPoP key and nonce memory when ``[oidc] dpop`` (RFC 9449; docs/dpop.md), else None."""
+    if not config.oidc.dpop or not config.oidc.dpop_key_file:
+        return None
+    return DPoPProver(load_dpop_key(config.oidc.dpop_key_file), clock=clock)
+
+
 class BffApp:
     """The ASGI application. Attributes expose the composed services to the CLI and tests."""
 
@@ -155,7 +163,8 @@ class BffApp:
             if self.tracing is None
             else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
-        self.idp = IdentityProvider(config.oidc, self.http, clock=clock)
+        self.dpop = create_dpop(config, clock)
+        self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
         self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
@@ -165,6 +174,7 @@ class BffApp:
             settings=config.tokens,
             clock=clock,
             spans=self.tracing,
+            dpop=self.dpop is not None,
         )
         self.upstream = UpstreamClient() if self.tracing is None else TracedUpstreamClient(self.tracing)
         observed = list(create_observers(config) if observers is None else observers)
@@ -179,6 +189,7 @@ class BffApp:
             trusted_proxies=config.server.trusted_proxies,
             error_headers=self._error_headers,
             replay_limit=config.tokens.replay_limit,
+            dpop=self.dpop,
             observers=self.observers,
         )
         #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).

@@ -70,6 +70,14 @@ def _load(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
 
 
+def _check_dpop_key(config: Config) -> None:
+    """Raises ConfigError unless ``[oidc] dpop_key_file`` holds a usable key (when DPoP is on)."""
+    if config.oidc.dpop and config.oidc.dpop_key_file:
+        from bff.oidc.dpop import load_dpop_key
+
+        load_dpop_key(config.oidc.dpop_key_file)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write("".join(line + "\n" for line in explain_config(_config_path(args))))
@@ -82,6 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for route in config.routes:
         if route.proxy is None:
             proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
+    _check_dpop_key(config)
     sys.stdout.write(
         f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://, "
         f"listen {describe_listen(config.server.host, config.server.port)})\n"
@@ -97,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
+    _check_dpop_key(config)  # in the supervisor, before any worker starts
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
     if args.access_log:

@@ -458,3 +458,24 @@ def test_every_store_url_the_redis_store_takes_is_accepted(store: str) -> None:
     doc = base_document()
     doc["session"]["store"] = store
     assert parse_config(doc, env={}).session.store == store
+
+
+def test_cli_check_and_serve_refuse_an_unusable_dpop_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "dpop.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    path = tmp_path / "bff.toml"
+    path.write_text(f"""
+[server]
+public_origin = "https://app.example.com"
+[session]
+keys = ["{SESSION_KEY}"]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa-bff"
+client_secret = "a-client-secret-0123456789"
+dpop = true
+dpop_key_file = "{key}"
+""")
+    for command in ("check", "serve"):
+        assert main([command, "--config", str(path)]) == 2
+        assert f"oidc.dpop_key_file: {key} is not a PEM EC private key" in capsys.readouterr().err

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey
 
 from bff.config import (
     Config,
@@ -88,12 +90,17 @@ def _patchable() -> list[tuple[type[Any], str]]:
 
 @pytest.mark.parametrize(("cls", "name"), _patchable(), ids=lambda v: getattr(v, "__name__", v))
 def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
-    monkeypatch: pytest.MonkeyPatch, cls: type[Any], name: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cls: type[Any], name: str
 ) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     other = _other(name, fields[name].default)
     monkeypatch.setattr(fields[name], "default", other)
-    config = parse_config(copy.deepcopy(base_document()), env={})
+    doc = copy.deepcopy(base_document())
+    if (cls, name) == (OIDCSettings, "dpop"):  # dpop = true needs its key: the companion key is given
+        key = tmp_path / "dpop.pem"
+        key.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+        doc["oidc"]["dpop_key_file"] = str(key)
+    config = parse_config(doc, env={})
     assert getattr(SECTIONS[cls](config), name) == other
 
 

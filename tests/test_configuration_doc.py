@@ -215,6 +215,8 @@ def _type_and_default(cls: type[Any], f: dataclasses.Field[Any], hint: Any) -> t
         kind, shown = "size", None if default is dataclasses.MISSING else _size(default)
     elif hint is bool:
         kind, shown = "boolean", None if default is dataclasses.MISSING else str(default).lower()
+    elif hint == bool | None:  # an optional boolean: left out, another key decides
+        kind, shown = "boolean", None
     elif origin is typing.Literal:
         kind, shown = "one of " + ", ".join(f"`{a}`" for a in args), None
     elif origin is tuple and args[0] is Secret:

@@ -125,6 +125,9 @@ def parse_config_with_overrides(
     session = read_session(root)
     oidc = read_oidc(root, server.public_origin)
     routes = read_routes(root)
+    for index, route in enumerate(routes):
+        if route.dpop and not oidc.dpop:  # a token not bound to bff's key would be refused as a DPoP token
+            problems.append(f"routes[{index}].dpop: needs [oidc] dpop = true (tokens are bound at the token endpoint)")
     check_bound_routes(root, oidc.client_cert, routes)
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)

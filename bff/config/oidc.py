@@ -119,6 +119,10 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
     if method in TLS_AUTH_METHODS and not tls.cert and not r.data.get("client_cert"):
         r.problem("client_cert", f"is required for {method} (RFC 8705 2: the client authenticates with it)")
     user_claims = r.string_list("user_claims")
+    dpop = r.get("dpop", bool)
+    dpop_key_file = existing_file(r, "dpop_key_file")
+    if dpop and not dpop_key_file:
+        r.problem("dpop_key_file", "is required when dpop = true (a PEM EC P-256 private key; docs/dpop.md)")
     r.finish()
     return OIDCSettings(
         issuer=issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer,
@@ -139,4 +143,6 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         client_key=tls.key,
         client_key_password=tls.password,
         user_claims=user_claims,
+        dpop=dpop,
+        dpop_key_file=dpop_key_file,
     )

@@ -13,7 +13,7 @@ from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES,
 from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
-MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding")
+MANAGED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding", "dpop")
 
 
 def normalize_prefix(path: str) -> str:
@@ -112,6 +112,16 @@ def _anonymous(r: Reader, token: TokenPolicy) -> bool:
     return anonymous
 
 
+def _dpop(r: Reader, token: TokenPolicy) -> bool | None:
+    if "dpop" not in r.data:
+        r.seen.add("dpop")
+        return None
+    dpop = r.get("dpop", bool, False)
+    if dpop and token == "none":
+        r.problem("dpop", "needs a token to bind; this route has token = 'none'")
+    return dpop
+
+
 def _certificate_bound(r: Reader, token: TokenPolicy, cert: str | None, upstream: str) -> bool:
     bound = r.get("certificate_bound", bool)
     if not bound:
@@ -163,6 +173,7 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
         refresh_on_401=r.get("refresh_on_401", bool),
         anonymous=anonymous,
         exchange=exchange,
+        dpop=_dpop(r, token),
         client_cert=tls.cert,
         client_key=tls.key,
         client_key_password=tls.password,

@@ -172,6 +172,11 @@ class OIDCSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     #: CA bundle for an IdP behind a private CA.
     ca_bundle: str | None = None
+    #: Ask for DPoP-bound tokens (RFC 9449) at the token endpoint, and send them to routes as ``Authorization: DPoP``
+    #: with a fresh proof per request (a route's ``dpop`` overrides it). Needs ``dpop_key_file``. docs/dpop.md.
+    dpop: bool = False
+    #: PEM EC P-256 private key that signs bff's DPoP proofs; the same file on every instance.
+    dpop_key_file: str | None = None
     #: PEM certificate (chain) bff presents on its TLS connections to the IdP (mutual TLS, RFC 8705); with
     #: ``client_key``. The IdP's ``mtls_endpoint_aliases`` are then used (RFC 8705 5).
     client_cert: str | None = None
@@ -245,6 +250,9 @@ class RouteSettings:
     refresh_on_401: bool = False
     #: ``token = "client"`` only: serve callers without a session too (bff's own token then works for anyone).
     anonymous: bool = False
+    #: Send the token as ``Authorization: DPoP`` with a proof (RFC 9449 7.1); ``true`` needs ``[oidc] dpop``.
+    #: Left out: ``[oidc] dpop``.
+    dpop: bool | None = None
     #: PEM certificate (chain) bff presents to this route's upstream (mutual TLS); with ``client_key``.
     client_cert: str | None = None
     #: PEM private key of ``client_cert``; may be encrypted (``client_key_password``).

@@ -44,6 +44,7 @@ from bff.errors import (
 from bff.models import TokenSet
 from bff.oidc._http import IdPRoute, json_object, metered
 from bff.oidc.discovery import ProviderMetadata
+from bff.oidc.dpop import DPoPProver
 from bff.types import Clock, JSONObject
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,17 @@ class OIDCClient:
     """
 
     def __init__(
-        self, settings: OIDCSettings, metadata: ProviderMetadata, http: httpx.AsyncClient, *, clock: Clock
+        self,
+        settings: OIDCSettings,
+        metadata: ProviderMetadata,
+        http: httpx.AsyncClient,
+        *,
+        clock: Clock,
+        dpop: DPoPProver | None = None,
     ) -> None:
         self._settings = settings
+        #: Set when ``[oidc] dpop``: every token request carries a proof and must be answered with a DPoP token.
+        self._dpop = dpop
         self._metadata = metadata
         self._http = http
         self._clock = clock
@@ -347,10 +356,42 @@ class OIDCClient:
         return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 
     async def _post(
-        self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None = None
+        self,
+        url: str,
+        form: dict[str, str],
+        *,
+        what: str,
+        route: IdPRoute,
+        io_timeout: float | None = None,
+        dpop: bool = False,
+    ) -> httpx.Response:
+        response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
+        if dpop and response.status_code == 400 and self._wants_nonce(url, response):
+            # RFC 9449 8: the server demands a nonce; one retry with it (a fresh proof and client assertion).
+            response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
+        if response.status_code != 200:
+            _raise_for_error(response, what)
+        return response
+
+    def _wants_nonce(self, url: str, response: httpx.Response) -> bool:
+        """True for an ``use_dpop_nonce`` error carrying a valid ``DPoP-Nonce`` (RFC 9449 8), now remembered."""
+        try:
+            body = response.json()
+        except ValueError:
+            return False
+        if not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
+            return False
+        assert self._dpop is not None
+        return self._dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
+
+    async def _post_once(
+        self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None, dpop: bool
     ) -> httpx.Response:
         headers = {"Accept": "application/json"}
         self._client_auth(form, headers)
+        if dpop:
+            assert self._dpop is not None
+            headers["DPoP"] = self._dpop.proof("POST", url)
         try:
             if io_timeout is None:
                 call = self._http.post(url, data=form, headers=headers)
@@ -362,13 +403,17 @@ class OIDCClient:
             raise IdPUnavailable(f"{what}: timed out") from exc
         except httpx.HTTPError as exc:
             raise IdPUnavailable(f"{what}: request failed ({type(exc).__name__})") from exc
-        if response.status_code != 200:
-            _raise_for_error(response, what)
+        if dpop and response.status_code == 200:
+            assert self._dpop is not None
+            self._dpop.remember_nonce(url, response.headers.get("dpop-nonce"))  # RFC 9449 8.2: a fresh nonce
         return response
 
     async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
         what = f"token endpoint ({grant})"
-        response = await self._post(self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout)
+        dpop = self._dpop is not None
+        response = await self._post(
+            self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
+        )
         return self._token_set(json_object(response, what=what), what)
 
     def _token_set(self, data: JSONObject, what: str) -> TokenSet:
@@ -377,16 +422,20 @@ class OIDCClient:
         if not isinstance(access_token, str) or not access_token:
             raise IdPUnavailable(f"{what}: the answer has no access_token")
         token_type = data.get("token_type")
-        # RFC 6749 5.1: token_type is case insensitive; bff sends only Bearer tokens (RFC 6750).
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise IdPUnavailable(f"{what}: token_type is not Bearer")
+        # RFC 6749 5.1: token_type is case insensitive. With DPoP, only a DPoP token will do (RFC 9449 5): a Bearer
+        # answer means the IdP did not bind it, and bff fails closed rather than send an unbound token.
+        expected = "dpop" if self._dpop is not None else "bearer"
+        if not isinstance(token_type, str) or token_type.lower() != expected:
+            if self._dpop is not None and isinstance(token_type, str) and token_type.lower() == "bearer":
+                raise OAuthError(f"{what}: token_type is Bearer, not DPoP (the IdP did not bind the token)")
+            raise IdPUnavailable(f"{what}: token_type is not {'DPoP' if self._dpop is not None else 'Bearer'}")
         now = self._clock()
         expires_in = _seconds(data, "expires_in", what)
         # Keycloak sends refresh_expires_in = 0 for offline tokens: "does not expire", not "already expired".
         refresh_expires_in = _seconds(data, "refresh_expires_in", what) or None
         return TokenSet(
             access_token=access_token,
-            token_type="Bearer",  # noqa: S106 - a token type, not a password
+            token_type="DPoP" if self._dpop is not None else "Bearer",
             expires_at=None if expires_in is None else now + expires_in,
             refresh_token=_optional_string(data, "refresh_token", what),
             refresh_expires_at=None if refresh_expires_in is None else now + refresh_expires_in,

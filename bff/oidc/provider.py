@@ -13,14 +13,24 @@ from bff.config import OIDCSettings
 from bff.errors import NotReady
 from bff.oidc.client import OIDCClient
 from bff.oidc.discovery import ProviderMetadata, discovery_url, fetch_metadata
+from bff.oidc.dpop import DPoPProver
 from bff.oidc.id_token import validate_id_token, validate_logout_token
 from bff.oidc.jwks import JwksCache, TokenSource
 from bff.types import Clock, JSONObject, system_clock
 
 
 class IdentityProvider:
-    def __init__(self, settings: OIDCSettings, http: httpx.AsyncClient, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        settings: OIDCSettings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Clock = system_clock,
+        dpop: DPoPProver | None = None,
+    ) -> None:
         self.settings = settings
+        #: bff's DPoP key and nonces when ``[oidc] dpop`` (token requests ask for bound tokens).
+        self.dpop = dpop
         self.http = http
         self.clock = clock
         self._metadata: ProviderMetadata | None = None
@@ -31,7 +41,7 @@ class IdentityProvider:
         """Fetch the discovery document; raises IdPUnavailable (and stays not ready) when the IdP cannot be read."""
         metadata = await fetch_metadata(self.http, self.settings.issuer)
         self._jwks = JwksCache(self.http, metadata.jwks_uri, clock=self.clock)
-        self._client = OIDCClient(self.settings, metadata, self.http, clock=self.clock)
+        self._client = OIDCClient(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop)
         self._metadata = metadata
 
     @property

@@ -17,6 +17,9 @@ One request, in order (every refusal is JSON from ``bff.errors`` and happens bef
 5. A 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (or any 401 on a ``refresh_on_401`` route) to a
    request that carried a token and can be replayed: ``refresh_bearer()`` once and one replay; the second answer
    passes through whatever it is (never a loop).
+   On a DPoP route (RFC 9449) the token goes as ``Authorization: DPoP`` with a fresh proof from the ``ProofMaker``;
+   a 401 ``use_dpop_nonce`` challenge with a valid ``DPoP-Nonce`` is replayed once with the nonce first, and
+   ``DPoP error="invalid_token"`` counts as the challenge above.
 6. The answer streams back chunk by chunk as it arrives (SSE event by event). A failure after the headers went out
    ends the stream unfinished, so the browser sees a truncated body, never a second response.
 
@@ -50,6 +53,8 @@ from bff.proxy.headers import (
     RESPONSE_DROP,
     ForwardingPolicy,
     IncomingHeaders,
+    dpop_challenge_error,
+    header_value,
     is_invalid_token_challenge,
     read_request_headers,
     response_headers,
@@ -84,6 +89,14 @@ class BearerProvider(Protocol):
         ...
 
 
+class ProofMaker(Protocol):
+    """The seam to bff's DPoP key (``bff.oidc.dpop.DPoPProver``, composed in the app): proofs and nonces."""
+
+    def proof(self, method: str, url: str, *, access_token: str | None = None, nonce: str | None = None) -> str: ...
+
+    def remember_nonce(self, url: str, value: str | bytes | None) -> str | None: ...
+
+
 def _no_headers(exc: BffError) -> list[tuple[bytes, bytes]]:
     return []
 
@@ -109,11 +122,15 @@ class Proxy:
         error_headers: ErrorHeaders = _no_headers,
         replay_limit: int = 64 * 1024,
         observers: Observers = NO_OBSERVERS,
+        dpop: ProofMaker | None = None,
     ) -> None:
         # Longest prefix first, so the first match is the most specific route.
         # Headers an observer sets itself (X-Request-Id) are never forwarded as the browser sent them.
         owned = observers.owned_headers
-        self._routes = sorted((Route(r, client, owned) for r in routes), key=lambda r: len(r.prefix), reverse=True)
+        dpop_default = dpop is not None
+        routes_ = (Route(r, client, owned, dpop_default=dpop_default) for r in routes)
+        self._routes = sorted(routes_, key=lambda r: len(r.prefix), reverse=True)
+        self._dpop = dpop
         self._client = client
         self._bearer = bearer
         self._public_origin = public_origin
@@ -179,7 +196,10 @@ class Proxy:
             ex.server_address = route.address
             headers += ex.upstream_headers
         if token is not None:
-            headers.append(("authorization", "Bearer " + token))  # last: a replay replaces it
+            if route.dpop:  # last two: a replay replaces them
+                headers += self._dpop_headers(scope["method"], url, token)
+            else:
+                headers.append(("authorization", "Bearer " + token))  # last: a replay replaces it
 
         watch = DisconnectWatch()
         try:
@@ -236,6 +256,11 @@ class Proxy:
                 ex.bytes_in = reader.received
             return
         try:
+            if route.dpop and token is not None:
+                retried = await self._dpop_nonce_retry(send, method, url, headers, body, reader, route, response, ex)
+                response, body = retried
+                if response is None:
+                    return
             if token is not None and response.status == 401 and self._wants_refresh(route, response):
                 replayable, replay = replayable_body(body, reader)
                 if replayable:
@@ -246,7 +271,10 @@ class Proxy:
                         return
                     if fresh is not None:
                         response.release()
-                        headers[-1] = ("authorization", "Bearer " + fresh)
+                        if route.dpop:
+                            headers[-2:] = self._dpop_headers(method, url, fresh)
+                        else:
+                            headers[-1] = ("authorization", "Bearer " + fresh)
                         response = await self._send(send, method, url, headers, replay, route, None, ex)
                         if response is None:
                             return
@@ -261,7 +289,44 @@ class Proxy:
 
     @staticmethod
     def _wants_refresh(route: Route, response: UpstreamResponse) -> bool:
+        if route.dpop and dpop_challenge_error(response.headers) == b"invalid_token":
+            return True
         return route.settings.refresh_on_401 or is_invalid_token_challenge(response.headers)
+
+    def _dpop_headers(self, method: str, url: str, token: str) -> list[tuple[str, str]]:
+        """A fresh proof bound to ``token`` (RFC 9449 4.2 ``ath``) and the DPoP authorization (7.1), in this order."""
+        assert self._dpop is not None
+        return [("dpop", self._dpop.proof(method, url, access_token=token)), ("authorization", "DPoP " + token)]
+
+    async def _dpop_nonce_retry(
+        self,
+        send: Send,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        reader: RequestBodyReader | None,
+        route: Route,
+        response: UpstreamResponse,
+        ex: Exchange | None,
+    ) -> tuple[UpstreamResponse | None, RequestBody]:
+        """Keep the upstream's ``DPoP-Nonce``; after a ``use_dpop_nonce`` challenge, replay once with it (RFC 9449 9).
+
+        Returns the answer to relay and the body a later replay may send."""
+        assert self._dpop is not None
+        kept = self._dpop.remember_nonce(url, header_value(response.headers, b"dpop-nonce"))
+        if response.status != 401 or kept is None or dpop_challenge_error(response.headers) != b"use_dpop_nonce":
+            return response, body
+        replayable, replay = replayable_body(body, reader)
+        if not replayable:
+            return response, body
+        response.release()
+        token = headers[-1][1].removeprefix("DPoP ")
+        headers[-2:] = self._dpop_headers(method, url, token)
+        fresh = await self._send(send, method, url, headers, replay, route, None, ex)
+        if fresh is not None:
+            self._dpop.remember_nonce(url, header_value(fresh.headers, b"dpop-nonce"))
+        return fresh, replay
 
     async def _send(
         self,

@@ -190,3 +190,30 @@ def is_invalid_token_challenge(raw: RawHeaders) -> bool:
             if sep and key.strip() == b"error" and param.strip().strip(b'"').strip() == b"invalid_token":
                 return True
     return False
+
+
+def dpop_challenge_error(raw: RawHeaders) -> bytes | None:
+    """The ``error`` of a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 7.1), lowercased; None without one.
+
+    Lenient like ``is_invalid_token_challenge``: the worst a false positive does is one more proof and one replay.
+    """
+    for name, value in raw:
+        if name.lower() != b"www-authenticate":
+            continue
+        lowered = value.lower()
+        start = lowered.find(b"dpop")
+        if start < 0:
+            continue
+        for part in lowered[start + 4 :].split(b","):
+            key, sep, param = part.partition(b"=")
+            if sep and key.strip() == b"error":
+                return param.strip().strip(b'"').strip()
+    return None
+
+
+def header_value(raw: RawHeaders, wanted: bytes) -> bytes | None:
+    """The first value of the (lowercase) field ``wanted``."""
+    for name, value in raw:
+        if name.lower() == wanted:
+            return value
+    return None

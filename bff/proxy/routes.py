@@ -27,6 +27,7 @@ class Route:
         "address",
         "allow",
         "base",
+        "dpop",
         "drop",
         "extra",
         "label",
@@ -39,9 +40,17 @@ class Route:
     )
 
     def __init__(
-        self, settings: RouteSettings, client: UpstreamClient, also_drop: frozenset[bytes] = frozenset()
+        self,
+        settings: RouteSettings,
+        client: UpstreamClient,
+        also_drop: frozenset[bytes] = frozenset(),
+        *,
+        dpop_default: bool = False,
     ) -> None:
         self.settings = settings
+        #: Send ``Authorization: DPoP`` and a proof (RFC 9449 7.1): with bff's key (``dpop_default``), unless the
+        #: route says ``dpop = false``; never without the key (config refuses ``dpop = true`` without it).
+        self.dpop = dpop_default and settings.dpop is not False
         prefix = normalize_prefix(settings.path)
         self.prefix = b"" if prefix == "/" else prefix.encode("ascii")
         self.strip = len(self.prefix) if settings.strip_prefix else 0
@@ -58,6 +67,8 @@ class Route:
         self.allow = ", ".join(methods).encode("ascii")
         self.max_body = settings.max_body
         self.drop = request_drop_set(settings.remove_headers, settings.set_headers) | also_drop
+        if self.dpop:  # the browser's own DPoP header would stand beside bff's proof
+            self.drop = self.drop | {b"dpop"}
         self.extra = [(name.lower(), value) for name, value in settings.set_headers.items()]
         self.options = client.options(
             connect_timeout=settings.connect_timeout,

@@ -63,8 +63,11 @@ class TokenManager:
         clock: Clock = system_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         spans: Spans | None = None,
+        dpop: bool = False,
     ) -> None:
         self.sessions = sessions
+        #: ``[oidc] dpop``: a session's unbound token (from before DPoP was turned on) is refreshed before use.
+        self._dpop = dpop
         self.idp = idp
         self.cookie_name = cookie_name
         self.settings = settings or TokenSettings()
@@ -160,7 +163,11 @@ class TokenManager:
     async def access_token(self, loaded: LoadedSession, route: RouteSettings | None = None) -> str:
         """A valid access token for this session (and route), refreshing it first when it expires soon."""
         tokens = tokens_for(loaded, route)
-        if tokens is not None and not expiring(tokens, self.settings.refresh_leeway, self.clock):
+        if (
+            tokens is not None
+            and not expiring(tokens, self.settings.refresh_leeway, self.clock)
+            and (not self._dpop or tokens.token_type == "DPoP" or (route is not None and route.dpop is False))
+        ):
             return tokens.access_token
         try:
             refreshed = await self.refresh(loaded, route, stale_access_token=tokens.access_token if tokens else None)

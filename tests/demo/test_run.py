@@ -262,3 +262,34 @@ def test_the_demo_passes_the_reuse_grace_window_to_its_idp(monkeypatch: pytest.M
 
     build_apps(_options(refresh_reuse_grace=30.0), tmp_path)
     assert [getattr(s, "refresh_reuse_grace", None) for s in settings] == [30.0]
+
+
+async def test_the_demo_with_dpop_binds_tokens_and_the_api_checks_proofs() -> None:
+    """``bff demo --dpop``: the whole chain with DPoP (the demo API refuses a bound token without a valid proof)."""
+    options = _options(dpop=True)
+    demo = asyncio.create_task(run_demo(options))
+    browser = Browser()
+    try:
+        await _wait_ready(browser.http, options, demo)
+        await _log_in(browser, options, "alice", "wonderland")
+        csrf = {"X-CSRF": "1"}
+        for _ in range(2):  # a fresh proof each time (the API's jti replay cache)
+            me = await browser.get(f"{options.public_origin}/api/me", headers=csrf)
+            assert (me.status_code, me.json()["sub"]) == (200, "alice-0001"), me.text
+    finally:
+        await browser.aclose()
+        signal.raise_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(demo, BOUND) == 0
+
+
+def test_bff_demo_dpop_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[DemoOptions] = []
+
+    async def fake_run_demo(options: DemoOptions, *, check: bool) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("bff_devtools.demo.run.run_demo", fake_run_demo)
+    assert main(["demo", "--dpop"]) == 0
+    assert main(["demo"]) == 0
+    assert [o.dpop for o in seen] == [True, False]

@@ -65,6 +65,8 @@ class AccessToken:
     issued_at: float | None
     jti: str
     client_id: str | None
+    #: RFC 9449 6.1: the thumbprint of the DPoP key the token is bound to (``cnf.jkt``); None for a bearer token.
+    jkt: str | None = None
 
 
 class Blocklist:
@@ -232,7 +234,12 @@ class AccessTokenVerifier:
         if await self._blocklist.is_revoked(jti):
             raise InvalidToken("the token has been revoked")
         role, scope, client_id = claims.get("role"), claims.get("scope"), claims.get("client_id")
+        cnf: Any = claims.get("cnf")
+        jkt: Any = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if cnf is not None and (not isinstance(jkt, str) or not jkt):
+            raise InvalidToken("the token's cnf is not a DPoP key thumbprint")
         return AccessToken(
+            jkt=jkt,
             sub=sub,
             role=role if isinstance(role, str) else None,
             scope=tuple(scope.split()) if isinstance(scope, str) else (),

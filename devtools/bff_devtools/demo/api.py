@@ -16,6 +16,12 @@ only (``bff_devtools.demo.access_tokens``), and never a cookie.
                        ``/api/reports`` route exchanges the user's token for one (RFC 8693); the login's token, whose
                        ``aud`` is ``demo-api``, is refused here, and a reports token is refused everywhere else
 
+DPoP (RFC 9449 7): ``Authorization: DPoP <token>`` with one ``DPoP`` proof, checked by
+``bff_devtools.dpop_proofs`` (signature with the header's jwk, ``typ``, ``htm``, ``htu``, ``iat``, ``jti`` replay,
+``ath``), and the token's ``cnf.jkt`` must name the proof's key; a DPoP-bound token sent as a bearer token is
+refused (7.2). Failures are ``401`` with ``WWW-Authenticate: DPoP error="invalid_dpop_proof"`` (or
+``use_dpop_nonce`` with a ``DPoP-Nonce`` when ``dpop_nonce`` demands server nonces, 9), and nothing is served.
+
 Token failures follow RFC 6750 3: no token is ``401`` with ``WWW-Authenticate: Bearer realm="demo-api"``; a bad one
 is ``401`` with ``error="invalid_token"`` and an ``error_description`` (which is also what makes bff refresh the
 token and replay the call once); a missing role is ``403`` with ``error="insufficient_scope"``. Bodies are JSON
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import re
 from collections.abc import AsyncIterator
@@ -48,6 +55,7 @@ from bff_devtools.demo.access_tokens import (
     InvalidToken,
     VerifierUnavailable,
 )
+from bff_devtools.dpop_proofs import InvalidProof, Nonces, ProofVerifier, UseNonce
 
 REALM = "demo-api"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -78,21 +86,27 @@ class DemoApiSettings:
     max_ticks: int = 60
     max_slow: float = 10.0
     timeout: float = 5.0
+    #: Demand a server nonce in DPoP proofs (RFC 9449 9): the first call of a client is ``use_dpop_nonce``.
+    dpop_nonce: bool = False
+    #: Accept DPoP-bound tokens only, as a FAPI 2.0 API does: a bearer token is refused.
+    dpop_required: bool = False
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, error: str | None, description: str) -> None:
+    def __init__(self, status: int, error: str | None, description: str, *, scheme: str = "Bearer") -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
+        self.scheme = scheme
 
 
-def _challenge(error: str | None, description: str) -> str:
+def _challenge(error: str | None, description: str, scheme: str = "Bearer") -> str:
+    extra = ', algs="ES256 RS256"' if scheme == "DPoP" else ""
     if error is None:
-        return f'Bearer realm="{REALM}"'
+        return f'{scheme} realm="{REALM}"{extra}'
     safe = _UNSAFE_DESCRIPTION.sub("?", description)
-    return f'Bearer realm="{REALM}", error="{error}", error_description="{safe}"'
+    return f'{scheme} realm="{REALM}", error="{error}", error_description="{safe}"{extra}'
 
 
 class DemoApi:
@@ -104,6 +118,8 @@ class DemoApi:
         self._transport = transport
         self._verifier: AccessTokenVerifier | None = None
         self._reports_verifier: AccessTokenVerifier | None = None
+        nonces = Nonces(clock=clock) if settings.dpop_nonce else None
+        self._proofs = ProofVerifier(clock=clock, algorithms=settings.algorithms, nonces=nonces)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -128,19 +144,46 @@ class DemoApi:
 
     async def _caller(self, request: Request | WebSocket, *, reports: bool = False) -> AccessToken:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() not in ("bearer", "dpop") or not token:
             raise _Refused(401, None, "a bearer token is required")
+        dpop = scheme.lower() == "dpop"
         verifier = self._reports_verifier if reports else self._verifier
         assert verifier is not None
         try:
-            return await verifier.verify(token.strip())
+            caller = await verifier.verify(token)
         except InvalidToken as exc:
-            raise _Refused(401, "invalid_token", exc.description) from exc
+            raise _Refused(401, "invalid_token", exc.description, scheme="DPoP" if dpop else "Bearer") from exc
+        if not dpop:
+            if self.settings.dpop_required:
+                raise _Refused(401, "invalid_token", "this API accepts DPoP-bound tokens only", scheme="DPoP")
+            if caller.jkt is not None:  # RFC 9449 7.2: a bound token is never good as a bearer token
+                raise _Refused(401, "invalid_token", "the token is DPoP-bound; send it with a DPoP proof")
+            return caller
+        self._check_proof(request, token, caller)
+        return caller
+
+    def _check_proof(self, request: Request | WebSocket, token: str, caller: AccessToken) -> None:
+        proofs = request.headers.getlist("dpop")
+        try:
+            if len(proofs) != 1:
+                raise InvalidProof("exactly one DPoP proof is required")  # noqa: TRY301 - answered below
+            url = str(request.url.replace(query="", fragment=""))
+            method = request.method if isinstance(request, Request) else "GET"  # a WebSocket handshake is a GET
+            jkt = self._proofs.verify(proofs[0], method=method, url=url, access_token=token)
+            if caller.jkt is None or not hmac.compare_digest(jkt, caller.jkt):
+                raise InvalidProof("the token is not bound to the DPoP proof's key (cnf.jkt)")  # noqa: TRY301
+        except UseNonce as exc:
+            raise _Refused(401, "use_dpop_nonce", exc.description, scheme="DPoP") from exc
+        except InvalidProof as exc:
+            raise _Refused(401, "invalid_dpop_proof", exc.description, scheme="DPoP") from exc
 
     async def on_refused(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _Refused)
         body = {"error": exc.error or "missing_token", "error_description": exc.description}
-        headers = {**NO_STORE, "WWW-Authenticate": _challenge(exc.error, exc.description)}
+        headers = {**NO_STORE, "WWW-Authenticate": _challenge(exc.error, exc.description, exc.scheme)}
+        if exc.error == "use_dpop_nonce" and self._proofs.nonces is not None:
+            headers["DPoP-Nonce"] = self._proofs.nonces.current()
         return JSONResponse(body, status_code=exc.status, headers=headers)
 
     async def on_unavailable(self, request: Request, exc: Exception) -> Response:

@@ -43,6 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         host=args.host,
         access_token_ttl=args.access_token_ttl,
         refresh_reuse_grace=args.refresh_reuse_grace,
+        dpop=args.dpop,
     )
     try:
         return asyncio.run(run_demo(options, check=args.check))
@@ -57,7 +58,7 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 
     configure_logging(args.log_level)
-    app = create_demo_api(DemoApiSettings(issuer=args.issuer, audience=args.audience))
+    app = create_demo_api(DemoApiSettings(issuer=args.issuer, audience=args.audience, dpop_nonce=args.dpop_nonce))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, server_header=False, proxy_headers=False)
     return 0
 
@@ -84,6 +85,11 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="the IdP accepts a just-rotated refresh token once more within this window (e.g. 30s) instead of "
         "revoking its family; 0 keeps reuse detection strict (default 0)",
     )
+    demo.add_argument(
+        "--dpop",
+        action="store_true",
+        help="DPoP (RFC 9449): tokens bound to a key bff makes for this run, a signed proof on every API call",
+    )
     demo.add_argument("--check", action="store_true", help="start, verify all three are ready, print OK, exit 0")
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
@@ -96,5 +102,8 @@ def add_demo_api_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     api.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in a container)")
     api.add_argument("--issuer", default="http://localhost:9000", help="the IdP whose tokens are accepted")
     api.add_argument("--audience", default="demo-api", help="the aud access tokens must carry (default demo-api)")
+    api.add_argument(
+        "--dpop-nonce", action="store_true", help="demand a server nonce in DPoP proofs (RFC 9449 9): use_dpop_nonce"
+    )
     api.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     api.set_defaults(func=cmd_demo_api)

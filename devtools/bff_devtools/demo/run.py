@@ -59,6 +59,8 @@ class DemoOptions:
     access_token_ttl: float = 60.0
     #: The IdP's refresh-token reuse grace window (0: a replayed refresh token revokes its family at once).
     refresh_reuse_grace: float = 0.0
+    #: DPoP (RFC 9449): bff binds the tokens to a key made for this run, the demo API checks a proof per call.
+    dpop: bool = False
     #: How long ``check`` (and startup) waits for the three servers.
     ready_timeout: float = 30.0
 
@@ -96,8 +98,9 @@ class DemoOptions:
         return self.redis_url or "memory://"
 
 
-def build_bff_config(options: DemoOptions) -> Config:
-    """bff's configuration for the demo, built in code and validated like a TOML file."""
+def build_bff_config(options: DemoOptions, *, dpop_key_file: Path | None = None) -> Config:
+    """bff's configuration for the demo, built in code and validated like a TOML file; DPoP with the key in
+    ``dpop_key_file`` when given."""
     origin = options.public_origin
     document = {
         "server": {"listen": f"{options.host}:{options.port}", "public_origin": origin},
@@ -125,6 +128,8 @@ def build_bff_config(options: DemoOptions) -> Config:
         ],
         "frontend": {"directory": str(SPA_DIR)},
     }
+    if dpop_key_file is not None:
+        document["oidc"].update(dpop=True, dpop_key_file=str(dpop_key_file))  # type: ignore[attr-defined]
     return parse_config(document, env={}, source="<bff demo>")
 
 
@@ -156,9 +161,21 @@ def build_apps(options: DemoOptions, data_dir: Path) -> tuple[ASGIApp, ASGIApp, 
         )
     )
     api = create_demo_api(
-        DemoApiSettings(issuer=options.issuer, audience="demo-api", reports_audience=REPORTS_AUDIENCE)
+        DemoApiSettings(
+            issuer=options.issuer,
+            audience="demo-api",
+            reports_audience=REPORTS_AUDIENCE,
+            dpop_required=options.dpop,
+        )
     )
-    return idp, api, BffApp(build_bff_config(options))
+    key_file = None
+    if options.dpop:
+        from joserfc.jwk import ECKey
+
+        key_file = data_dir / "bff-dpop-key.pem"  # lives as long as the run's data directory
+        key_file.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+        key_file.chmod(0o600)
+    return idp, api, BffApp(build_bff_config(options, dpop_key_file=key_file))
 
 
 class _Server(uvicorn.Server):

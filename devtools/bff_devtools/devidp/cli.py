@@ -82,6 +82,11 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         "rotate again instead of revoking the family, like Auth0's reuse interval and Okta's grace period; "
         "0 keeps reuse detection strict (default: 0)",
     )
+    parser.add_argument(
+        "--dpop-nonce",
+        action="store_true",
+        help="demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): use_dpop_nonce first",
+    )
     parser.add_argument("--ssl-certfile", help="serve https with this PEM certificate (and --ssl-keyfile)")
     parser.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
     parser.add_argument(
@@ -138,6 +143,7 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         audience=args.audience,
         clients=(client,),
         refresh_reuse_grace=args.refresh_reuse_grace,
+        dpop_nonce=args.dpop_nonce,
     )
     return settings, generated
 

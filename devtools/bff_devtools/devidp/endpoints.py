@@ -8,6 +8,7 @@ that has not expired yet, with its ``exp``. An API that polls it can refuse revo
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 
@@ -24,6 +25,7 @@ from bff_devtools.devidp.pages import error_page, logout_confirm_page, message_p
 from bff_devtools.devidp.sessions import BrowserSessions
 from bff_devtools.devidp.settings import TOKEN_EXCHANGE, DevIdPSettings
 from bff_devtools.devidp.storage import Blocklist
+from bff_devtools.dpop_proofs import InvalidProof, Nonces, ProofVerifier, UseNonce
 
 logger = logging.getLogger("bff_devtools.devidp.endpoints")
 
@@ -53,6 +55,8 @@ class ProtocolEndpoints:
         self._sessions = sessions
         self._blocklist = blocklist
         self._clock = clock
+        nonces = Nonces(clock=clock) if settings.dpop_nonce else None
+        self._dpop = ProofVerifier(clock=clock, nonces=nonces)
 
     async def discovery(self, request: Request) -> Response:
         """OpenID Connect Discovery 1.0 section 3, with RFC 8414, RFC 9207 and the logout specs' fields."""
@@ -78,6 +82,7 @@ class ProtocolEndpoints:
                 "self_signed_tls_client_auth",
                 "none",
             ],
+            "dpop_signing_alg_values_supported": ["ES256", "RS256"],  # RFC 9449 5.1
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login"],
@@ -106,8 +111,29 @@ class ProtocolEndpoints:
     async def token(self, request: Request) -> Response:
         """RFC 6749 3.2; errors per 5.2 (``invalid_client`` is 401 when the client tried HTTP Basic)."""
         http = await HttpRequest.read(request, issuer=self._settings.issuer)
+        proofs = request.headers.getlist("dpop")
+        if proofs:
+            try:
+                if len(proofs) != 1:  # RFC 9449 4.3 step 1: exactly one DPoP header
+                    raise InvalidProof("more than one DPoP header")  # noqa: TRY301 - answered below like the rest
+                jkt = self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/token")
+            except UseNonce as exc:
+                return self._dpop_error("use_dpop_nonce", exc.description)
+            except InvalidProof as exc:
+                return self._dpop_error("invalid_dpop_proof", exc.description)
+            http = dataclasses.replace(http, dpop_jkt=jkt)
         response = await run_in_thread(self._server.token_response, http)
-        return response.to_starlette()
+        answer = response.to_starlette()
+        if self._dpop.nonces is not None:
+            answer.headers["DPoP-Nonce"] = self._dpop.nonces.current()
+        return answer
+
+    def _dpop_error(self, error: str, description: str) -> Response:
+        """RFC 9449 5 and 8: a 400 OAuth error; with a nonce to use next time when nonces are demanded."""
+        headers = dict(NO_STORE)
+        if self._dpop.nonces is not None:
+            headers["DPoP-Nonce"] = self._dpop.nonces.current()
+        return JSONResponse({"error": error, "error_description": description}, status_code=400, headers=headers)
 
     async def revoke(self, request: Request) -> Response:
         """RFC 7009: 200 whether or not the token was known (2.2), so the answer reveals nothing."""

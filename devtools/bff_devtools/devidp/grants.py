@@ -152,6 +152,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             audience=self.audience,
             with_refresh_token=include_refresh_token,
             binding=_binding(self.request),
+            jkt=self.request.http.dpop_jkt,
         )
         return answer
 
@@ -188,6 +189,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             scope=scope,
             audience=self.audience,
             binding=_binding(self.request),
+            jkt=self.request.http.dpop_jkt,
         )
         if answer is None:
             raise InvalidGrantError("The refresh token was used concurrently; its family is revoked.")
@@ -218,6 +220,7 @@ class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
             scope=client.get_allowed_scope(scope),
             audience=self.audience,
             binding=_binding(self.request),
+            jkt=self.request.http.dpop_jkt,
         )
         return answer
 

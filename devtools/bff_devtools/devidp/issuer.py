@@ -87,6 +87,7 @@ class TokenIssuer:
         audience: str,
         with_refresh_token: bool,
         binding: str | None = None,
+        jkt: str | None = None,
     ) -> JSONObject:
         """The answer to a redeemed authorization code: a new refresh-token family when the client may refresh."""
         family_id = refresh_token = None
@@ -101,7 +102,7 @@ class TokenIssuer:
             )
             family_id = family.family_id
         await self._sessions.add_client(subject.sid, client_id)
-        return await self._answer(client_id, subject.user, scope, audience, family_id, refresh_token, binding)
+        return await self._answer(client_id, subject.user, scope, audience, family_id, refresh_token, binding, jkt)
 
     async def redeem(self, refresh_token: str) -> LoadedFamily | None:
         """The family a refresh token may be used for: active, current token (else reuse), and issued under the
@@ -116,7 +117,13 @@ class TokenIssuer:
         return loaded
 
     async def for_refresh(
-        self, loaded: LoadedFamily, *, scope: str, audience: str, binding: str | None = None
+        self,
+        loaded: LoadedFamily,
+        *,
+        scope: str,
+        audience: str,
+        binding: str | None = None,
+        jkt: str | None = None,
     ) -> JSONObject | None:
         """Rotate the family and answer with the new refresh token; None when the rotation lost a race."""
         user = self._accounts.user(loaded.family.username)
@@ -126,11 +133,15 @@ class TokenIssuer:
         if refresh_token is None:
             return None
         family = loaded.family
-        return await self._answer(family.client_id, user, scope, audience, family.family_id, refresh_token, binding)
+        return await self._answer(
+            family.client_id, user, scope, audience, family.family_id, refresh_token, binding, jkt
+        )
 
-    async def for_client(self, *, client_id: str, scope: str, audience: str, binding: str | None = None) -> JSONObject:
+    async def for_client(
+        self, *, client_id: str, scope: str, audience: str, binding: str | None = None, jkt: str | None = None
+    ) -> JSONObject:
         """Client credentials (RFC 6749 4.4): the client is the subject; no refresh token (4.4.3)."""
-        return await self._answer(client_id, None, scope, audience, None, None, binding)
+        return await self._answer(client_id, None, scope, audience, None, None, binding, jkt)
 
     async def for_exchange(
         self, *, client_id: str, subject_token: str, scope: str | None, audience: str
@@ -164,8 +175,10 @@ class TokenIssuer:
         family_id: str | None,
         refresh_token: str | None,
         binding: str | None = None,
+        jkt: str | None = None,
     ) -> JSONObject:
         access = self._minter.access_token(
+            jkt=jkt,
             client_id=client_id,
             sub=user.sub if user is not None else client_id,
             scope=scope,
@@ -177,7 +190,7 @@ class TokenIssuer:
             await self._families.record_access_token(family_id, access.jti, access.exp)
         answer: JSONObject = {
             "access_token": access.token,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if jkt is None else "DPoP",  # RFC 9449 5: a bound token is of type DPoP
             "expires_in": int(self._settings.access_token_ttl),
             "scope": scope,
         }

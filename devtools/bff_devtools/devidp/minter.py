@@ -41,9 +41,19 @@ class TokenMinter:
         self._clock = clock
 
     def access_token(
-        self, *, client_id: str, sub: str, scope: str, audience: str, role: str | None, binding: str | None = None
+        self,
+        *,
+        client_id: str,
+        sub: str,
+        scope: str,
+        audience: str,
+        role: str | None,
+        binding: str | None = None,
+        jkt: str | None = None,
     ) -> AccessToken:
-        """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1)."""
+        """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1), bound to
+        the client's certificate (``binding``, RFC 8705 3.1 ``cnf.x5t#S256``) and/or to the DPoP key with thumbprint
+        ``jkt`` (RFC 9449 6.1 ``cnf.jkt``) when given."""
         now = int(self._clock())
         exp = now + int(self._settings.access_token_ttl)
         jti = secrets.token_urlsafe(16)
@@ -59,8 +69,13 @@ class TokenMinter:
         }
         if role is not None:
             claims["role"] = role
+        cnf: JSONObject = {}
         if binding is not None:
-            claims["cnf"] = {"x5t#S256": binding}  # RFC 8705 3.1: bound to the client's certificate
+            cnf["x5t#S256"] = binding  # RFC 8705 3.1: bound to the client's certificate
+        if jkt is not None:
+            cnf["jkt"] = jkt  # RFC 9449 6.1: bound to the DPoP proof's key
+        if cnf:
+            claims["cnf"] = cnf
         return AccessToken(self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), jti, exp)
 
     def logout_token(self, *, client_id: str, sub: str, sid: str) -> str:

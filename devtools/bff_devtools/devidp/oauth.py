@@ -140,6 +140,8 @@ class HttpRequest:
     json_body: bytes = b""
     #: The DER of the TLS client certificate (RFC 8705), from the ASGI TLS extension; None without one.
     client_cert: bytes | None = None
+    #: At the token endpoint: the thumbprint of the key of a valid DPoP proof (RFC 9449 5), to bind the token to.
+    dpop_jkt: str | None = None
 
     @classmethod
     async def read(cls, request: Request, *, issuer: str) -> HttpRequest:

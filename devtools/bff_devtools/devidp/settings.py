@@ -131,6 +131,8 @@ class DevIdPSettings:
     #: rotated again instead of revoking its family (Auth0's reuse interval, Okta's grace period): a client that
     #: never got the answer to its refresh can retry. 0 (the default) keeps reuse detection strict.
     refresh_reuse_grace: float = 0
+    #: Demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): ``use_dpop_nonce`` first.
+    dpop_nonce: bool = False
 
     def __post_init__(self) -> None:
         problems = [
