@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bff.config import parse_config
 from bff.errors import ConfigError
@@ -65,3 +68,18 @@ def test_the_websocket_keys_are_read() -> None:
 def test_every_bad_websocket_value_is_a_specific_problem(keys: dict[str, Any], expected: str) -> None:
     found = problems(route(**keys))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_websocket_route_is_refused_where_its_token_would_be_dpop_bound(tmp_path: Path) -> None:
+    key = tmp_path / "dpop.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    doc = route(websocket=True)
+    doc["oidc"]["dpop"] = True
+    doc["oidc"]["dpop_key_file"] = str(key)
+    assert any(p.startswith("routes[0].websocket: not supported on a DPoP route yet") for p in problems(doc))
+    doc["routes"][0]["dpop"] = False  # this route sends bearer tokens: fine
+    assert parse_config(copy.deepcopy(doc), env={}).routes[0].websocket is True

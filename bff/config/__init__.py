@@ -128,6 +128,13 @@ def parse_config_with_overrides(
     for index, route in enumerate(routes):
         if route.dpop and not oidc.dpop:  # a token not bound to bff's key would be refused as a DPoP token
             problems.append(f"routes[{index}].dpop: needs [oidc] dpop = true (tokens are bound at the token endpoint)")
+        dpop = oidc.dpop if route.dpop is None else route.dpop
+        if route.websocket and dpop and route.token != "none":
+            # The upstream handshake carries a plain bearer token: a DPoP-checking upstream would refuse it.
+            problems.append(
+                f"routes[{index}].websocket: not supported on a DPoP route yet (the upstream handshake carries no "
+                "DPoP proof); set dpop = false on this route"
+            )
     check_bound_routes(root, oidc.client_cert, routes)
     frontend = read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)

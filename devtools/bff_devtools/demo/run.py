@@ -124,7 +124,14 @@ def build_bff_config(options: DemoOptions, *, dpop_key_file: Path | None = None)
                 "exchange": {"audience": REPORTS_AUDIENCE},
             },
             # WebSockets too (/api/live): the handshake carries the user's token, a logout closes the socket.
-            {"path": "/api", "upstream": options.api_url, "token": "user", "timeout": "30s", "websocket": True},
+            # The live ticker's socket needs a bearer token: bff sends no DPoP proof on a WebSocket handshake yet.
+            {
+                "path": "/api",
+                "upstream": options.api_url,
+                "token": "user",
+                "timeout": "30s",
+                "websocket": dpop_key_file is None,
+            },
         ],
         "frontend": {"directory": str(SPA_DIR)},
     }
