@@ -66,9 +66,10 @@ ACCESS_TOKEN_TTL = 2
 REFRESH_LEEWAY = 1.5
 #: Traffic before the failover, so that refreshes rotate tokens while the primary still runs.
 WARMUP = 1.0
-#: Every session answers 200 again within this long after the new primary took over (after a Sentinel kill, the
-#: restarted server must rejoin as a replica first: refreshes wait for a replica to confirm their writes).
-RESUME = 4.0
+#: Every session answers 200 again within this long after the new primary took over: "the failover time plus a few
+#: seconds" (after a Sentinel kill the restarted server must rejoin and sync as a replica first, and refreshes wait
+#: for a replica to confirm their writes; a loaded machine needs several seconds for that).
+RESUME = 8.0
 #: Traffic after the resume bound: whatever fails then is a failure.
 SETTLE = 1.0
 #: Switch-overs in a row (each one a window in which the old primary takes writes its successor never sees), and
