@@ -137,6 +137,9 @@ async def _bff(
         idp_url=ctx.idp.url,
         client_secret=ctx.idp.client_secret,
         upstream=ctx.upstream,
+        # Another tree may predate the shutdown keys: it gets its own defaults.
+        drain_delay="0s" if source == ROOT else None,
+        shutdown_timeout="2s" if source == ROOT else None,
     )
     if extra:
         config.write_text(config.read_text() + extra)
