@@ -19,9 +19,9 @@ from itsdangerous import BadSignature, Signer
 
 SESSION_SALT = "bff.session-cookie"
 MAX_COOKIE_VALUE = 512
-#: Cookie values whose verification is remembered (each entry ~400 bytes): as many sessions as a worker keeps
-#: decoded (``bff.session.manager.DECODED_MEMO_BYTES``), so a session read from the memo is not re-verified either.
-VERIFIED_CACHE_SIZE = 20_000
+#: Cookie values whose verification is remembered (each entry a few hundred bytes): more than the sessions a worker
+#: keeps decoded (``bff.session.manager.DECODED_MEMO_BYTES``), so a session read from the memo is not re-verified.
+VERIFIED_CACHE_SIZE = 16_384
 
 
 class CookieSigner:

@@ -63,9 +63,9 @@ LOGOUT_REDIRECT_ENCRYPTION = "bff logout redirect encryption v1"
 #: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
 _LOGOUT_PENDING = b"pending"
 _LOGOUT_DONE = b"done"
-#: Estimated bytes of decoded session records kept per process (``bff.session.memo``): ~5 KB each for realistic
-#: tokens (~4.5 KB measured), so ~16,000 sessions read in turn stay decoded.
-DECODED_MEMO_BYTES = 96 * 1024 * 1024
+#: Estimated bytes of decoded session records kept per process (``bff.session.memo``): room for the benchmark's
+#: 10,000 sessions with realistic tokens, within the Helm chart's memory limit (docs/performance.md).
+DECODED_MEMO_BYTES = 64 * 1024 * 1024
 #: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
 _TTL_RESOLUTION = 0.001
 
