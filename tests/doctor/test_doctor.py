@@ -186,6 +186,13 @@ async def test_a_cookie_without_httponly_fails(demo: Demo) -> None:
     assert by_id(checks)["browser.cookie.secure"].status == "PASS"
 
 
+async def test_a_front_that_drops_sec_fetch_site_fails(demo: Demo) -> None:
+    with front_proxy(demo.url, drop=(b"sec-fetch-site",)) as url:
+        checks = await run_doctor(demo.config, url=url)
+    assert_fails(checks, "browser.csrf.fetch_site", says="was not refused", fix="strip nothing in front of it")
+    assert by_id(checks)["browser.csrf.header"].status == "PASS"
+
+
 def test_the_command_line_exits_1_on_a_fail_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with stub_idp(code_challenge_methods_supported=["plain"]) as idp:
         config = tmp_path / "bff.toml"

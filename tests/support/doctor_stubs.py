@@ -119,13 +119,16 @@ def cookies_readable(path: str, headers: list[tuple[bytes, bytes]]) -> list[tupl
 
 
 @contextlib.contextmanager
-def front_proxy(target: str, spoil: Spoil) -> Iterator[str]:
-    """Serve a proxy to ``target`` whose answers' headers pass through ``spoil``; yield its URL."""
+def front_proxy(
+    target: str, spoil: Spoil = lambda path, headers: headers, drop: tuple[bytes, ...] = ()
+) -> Iterator[str]:
+    """Serve a proxy to ``target`` whose answers' headers pass through ``spoil`` and which does not forward the
+    request headers named in ``drop``; yield its URL."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k != b"host"]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in (b"host", *drop)]
         url = (
             target
             + scope["raw_path"].decode("latin-1")

@@ -83,9 +83,9 @@ class TestPKI:
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
         )
         if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([_alt_name(host)]), False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            builder = builder.add_extension(x509.SubjectAlternativeName([_alt_name(host)]), False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False
+            )
         elif not ca:
             builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
         return builder.sign(key if ca or self_signed else self._key, hashes.SHA256())
