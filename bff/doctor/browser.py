@@ -229,13 +229,13 @@ def _cors(answers: Sequence[Answer | NoAnswer]) -> Check:
             if name.lower().startswith("access-control-allow-")
         }
     )
-    if granted:
-        return failed(
-            "browser.cors",
-            f"/bff/user answers another origin with CORS headers ({', '.join(granted)}): other sites may read it",
-            "remove every CORS rule for /bff/* (and the API routes) from bff's front (proxy, CDN, ingress)",
-        )
-    return passed("browser.cors", f"no Access-Control-Allow-* for {FOREIGN_ORIGIN} on /bff/user (OPTIONS, GET)")
+    if not granted:
+        return passed("browser.cors", f"no Access-Control-Allow-* for {FOREIGN_ORIGIN} on /bff/user (OPTIONS, GET)")
+    return failed(
+        "browser.cors",
+        f"/bff/user answers another origin with CORS headers ({', '.join(granted)}): other sites may read it",
+        "remove every CORS rule for /bff/* (and the API routes) from bff's front (proxy, CDN, ingress)",
+    )
 
 
 def _csrf_path(config: Config) -> str:
