@@ -283,6 +283,16 @@ def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 300, got {value!r}")
+    return seconds
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """bff's parser; ``argv``, when given, is the command line it is for (see :func:`_add_plugin_commands`)."""
     parser = argparse.ArgumentParser(prog="bff", description="Backend-for-Frontend reverse proxy")
@@ -316,7 +326,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     doctor.add_argument("--url", help="the running deployment's origin, e.g. https://app.example.com")
     doctor.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/doctor.md)")
     doctor.add_argument("--strict", action="store_true", help="exit 1 on a WARN too")
-    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network call (default 5)")
+    doctor.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per network call (default 5)")
     doctor.set_defaults(func=cmd_doctor)
 
     sessions = sub.add_parser("sessions", help="list or revoke a user's sessions (acts on the shared store)")

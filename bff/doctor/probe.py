@@ -62,6 +62,8 @@ async def call(
                 if len(body) >= MAX_BODY:
                     break
             return Answer(url, r.status_code, r.headers, body[:MAX_BODY])
+    except (httpx.InvalidURL, ValueError) as exc:
+        return NoAnswer(url, f"cannot call {url[:200]!r}: not a usable URL ({str(exc)[:100]})")
     except httpx.TimeoutException:
         return NoAnswer(url, f"no answer from {url} within the timeout")
     except httpx.HTTPError as exc:

@@ -240,3 +240,9 @@ issuer = "{issuer}"
 client_id = "spa-bff"
 client_secret = "test-secret-0123456789-abcdefghij"
 {route}"""
+
+
+async def test_a_discovery_document_with_unusable_urls_fails_without_crashing() -> None:
+    with stub_idp(jwks_uri="http://[::1") as url:
+        checks = await run_doctor(with_oidc(_offline_config(url), issuer=url))
+    assert_fails(checks, "idp.jwks", says="not a usable URL", fix="jwks_uri")
