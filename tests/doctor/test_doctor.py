@@ -246,3 +246,14 @@ async def test_a_discovery_document_with_unusable_urls_fails_without_crashing() 
     with stub_idp(jwks_uri="http://[::1") as url:
         checks = await run_doctor(with_oidc(_offline_config(url), issuer=url))
     assert_fails(checks, "idp.jwks", says="not a usable URL", fix="jwks_uri")
+
+
+async def test_a_dry_par_checks_the_credentials() -> None:
+    config = _offline_config("")
+    secret = config.oidc.client_secret
+    assert secret is not None
+    with stub_idp(par_secret=secret.reveal(), require_pushed_authorization_requests=True) as url:
+        accepted = by_id(await run_doctor(with_oidc(config, issuer=url)))
+        refused = await run_doctor(with_oidc(config, issuer=url, client_secret=Secret("another-secret-0123456789")))
+    assert (accepted["client.par"].status, accepted["client.redirect_uri"].status) == ("PASS", "SKIP")
+    assert_fails(refused, "client.par", says="refused the client's credentials", fix="[oidc] client_secret")

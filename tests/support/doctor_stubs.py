@@ -11,6 +11,7 @@ broken setups that the real servers cannot be talked into.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import time
@@ -70,17 +71,23 @@ def discovery(base: str, issuer: str, **overrides: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def stub_idp(*, issuer: str | None = None, clock_offset: float = 0.0, **overrides: Any) -> Iterator[str]:
+def stub_idp(
+    *, issuer: str | None = None, clock_offset: float = 0.0, par_secret: str | None = None, **overrides: Any
+) -> Iterator[str]:
     """Serve a stub IdP and yield its URL (the configured issuer). ``issuer``: the one its document claims (default:
-    its URL); ``clock_offset``: seconds its ``Date`` header is off; ``overrides``: see :func:`discovery`."""
+    its URL); ``clock_offset``: seconds its ``Date`` header is off; ``par_secret``: a PAR endpoint (RFC 9126) that
+    accepts client ``spa-bff`` with this secret (``client_secret_basic``); ``overrides``: see :func:`discovery`."""
     base = ""
+    if par_secret is not None:
+        overrides.setdefault("pushed_authorization_request_endpoint", "{base}/par")
 
     def dated(response: Response) -> Response:
         response.headers["date"] = formatdate(time.time() + clock_offset, usegmt=True)
         return response
 
     async def metadata(request: Request) -> Response:
-        return dated(JSONResponse(discovery(base, issuer or base, **overrides)))
+        filled = {k: v.format(base=base) if isinstance(v, str) else v for k, v in overrides.items()}
+        return dated(JSONResponse(discovery(base, issuer or base, **filled)))
 
     async def jwks(request: Request) -> Response:
         key = {"kty": "EC", "crv": "P-256", "x": "A" * 43, "y": "A" * 43, "kid": "stub"}
@@ -92,8 +99,17 @@ def stub_idp(*, issuer: str | None = None, clock_offset: float = 0.0, **override
     async def token(request: Request) -> Response:
         return dated(JSONResponse({"error": "invalid_grant"}, status_code=400))
 
+    async def par(request: Request) -> Response:
+        expected = "Basic " + base64.b64encode(f"spa-bff:{par_secret}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        return JSONResponse(
+            {"request_uri": "urn:ietf:params:oauth:request_uri:stub", "expires_in": 60}, status_code=201
+        )
+
     app = Starlette(
         routes=[
+            Route("/par", par, methods=["POST"]),
             Route("/.well-known/openid-configuration", metadata),
             Route("/jwks", jwks),
             Route("/authorize", authorize),
