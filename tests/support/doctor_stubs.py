@@ -150,8 +150,11 @@ def front_proxy(
             + scope["raw_path"].decode("latin-1")
             + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
         )
+        # Straight to the loopback address: resolving localhost may try ::1 first.
         async with httpx.AsyncClient() as client:
-            answer = await client.request(scope["method"], url, headers=headers)
+            answer = await client.request(
+                scope["method"], url.replace("//localhost:", "//127.0.0.1:", 1), headers=headers
+            )
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.multi_items()]
         raw = [(k, v) for k, v in raw if k not in (b"content-length", b"content-encoding", b"transfer-encoding")]
         start: Message = {
