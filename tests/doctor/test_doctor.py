@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from bff.doctor import Check, run_doctor
 from bff.doctor.report import is_ok
 from tests.support.doctor_stubs import Demo, cookies_readable, cors_everywhere, front_proxy, running_demo, stub_idp
 from tests.support.pki import TestPKI
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess, require_redis_server
 from tests.support.servers import ServerTLS, serve
 from tests.support.stack import bound_socket
@@ -129,9 +129,7 @@ async def test_a_redis_that_evicts_any_key_fails(demo: Demo) -> None:
 
 
 async def test_an_unreachable_redis_fails_and_its_password_is_masked(demo: Demo) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     url = f"redis://:hunter2-redis-password@127.0.0.1:{port}/0"
     checks = await run_doctor(
         dataclasses.replace(demo.config, session=dataclasses.replace(demo.config.session, store=url))
@@ -141,9 +139,7 @@ async def test_an_unreachable_redis_fails_and_its_password_is_masked(demo: Demo)
 
 
 async def test_an_unreachable_upstream_fails(demo: Demo) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        upstream = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    upstream = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     checks = await run_doctor(with_route(demo.config, "/api", upstream=upstream))
     assert_fails(checks, "upstream[/api].reachable", says=upstream, fix="routes[].upstream")
     assert by_id(checks)["upstream[/api/public].reachable"].status == "PASS"
