@@ -15,6 +15,7 @@ answer can never print the client secret, a session key or a Redis password.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -62,13 +63,14 @@ def skipped(check_id: str, reason: str) -> Check:
 
 
 def mask(checks: Iterable[Check], secrets: Iterable[str]) -> list[Check]:
-    """``checks`` with every occurrence of a secret replaced by ``***`` (longest first, so no part survives)."""
+    """``checks`` with every occurrence of a secret replaced by ``***`` (longest first, so no part survives), and
+    control characters (which an answer quoted in a message may carry to the operator's terminal) as ``?``."""
     values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def clean(text: str) -> str:
         for value in values:
             text = text.replace(value, MASK)
-        return text
+        return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
     return [Check(c.id, c.status, clean(c.message), clean(c.fix)) for c in checks]
 

@@ -253,3 +253,17 @@ async def test_a_dry_par_checks_the_credentials() -> None:
         refused = await run_doctor(with_oidc(config, issuer=url, client_secret=Secret("another-secret-0123456789")))
     assert (accepted["client.par"].status, accepted["client.redirect_uri"].status) == ("PASS", "SKIP")
     assert_fails(refused, "client.par", says="refused the client's credentials", fix="[oidc] client_secret")
+
+
+async def test_a_replica_as_the_store_fails_and_answers_cannot_drive_the_terminal(demo: Demo) -> None:
+    binary = require_redis_server()
+    with (
+        RedisProcess(binary) as primary,
+        RedisProcess(binary, args=["--replicaof", "127.0.0.1", str(primary.port)]) as replica,
+        stub_idp(revocation_endpoint="http://127.0.0.1:9/revoke\x1b[2J") as idp,
+    ):
+        session = dataclasses.replace(demo.config.session, store=replica.url)
+        config = with_oidc(dataclasses.replace(demo.config, session=session), issuer=idp)
+        checks = await run_doctor(config)
+    assert_fails(checks, "redis.replication", says="read-only replica", fix="primary")
+    assert by_id(checks)["idp.revocation"].message.endswith("/revoke?[2J")
