@@ -66,6 +66,7 @@ async def diagnose_redis(
 async def _read(
     client: Redis | RedisCluster, kind: Kind, display: str, pings: int, timer: Callable[[], float]
 ) -> RedisDiagnostics:
+    await client.ping()  # connects (and, for a Cluster, reads the slot map): not part of a round trip
     latencies = []
     for _ in range(pings):
         start = timer()

@@ -267,3 +267,16 @@ async def test_a_replica_as_the_store_fails_and_answers_cannot_drive_the_termina
         checks = await run_doctor(config)
     assert_fails(checks, "redis.replication", says="read-only replica", fix="primary")
     assert by_id(checks)["idp.revocation"].message.endswith("/revoke?[2J")
+
+
+@pytest.mark.parametrize("topology", ["redis_sentinel_url", "redis_cluster_url"])
+async def test_sentinel_and_cluster_stores_are_diagnosed(
+    demo: Demo, topology: str, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(topology)
+    checks = by_id(
+        await run_doctor(dataclasses.replace(demo.config, session=dataclasses.replace(demo.config.session, store=url)))
+    )
+    statuses = {i: checks[i].status for i in ("redis.reachable", "redis.version", "redis.replication")}
+    assert statuses == {"redis.reachable": "PASS", "redis.version": "PASS", "redis.replication": "PASS"}
+    assert "test-pass" not in json.dumps([c.to_json() for c in checks.values()])  # the URL's password
