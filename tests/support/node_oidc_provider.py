@@ -1,0 +1,199 @@
+"""panva's ``oidc-provider`` (npm, OpenID Certified) as a second, independent OpenID Provider on loopback.
+
+* :func:`install_oidc_provider` runs ``npm ci`` in ``tests/interop/oidc_provider`` (the pinned package.json and
+  package-lock.json), once per lockfile: a stamp in ``node_modules`` remembers the lockfile it installed;
+* :func:`running_oidc_provider` starts ``node provider.mjs`` (it listens on a free port and prints its issuer),
+  waits for discovery and stops it at the end;
+* :class:`NodeOP` is what a test does with it: register a client (RFC 7591), sign in through the provider's
+  development interactions (login form, then consent) over HTTP, confirm an RP-initiated logout, read the
+  provider's event log, introspect a token (RFC 7662).
+
+Without node and npm the tests skip, except under CI (``CI=true``), where they fail: CI installs both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import httpx
+import pytest
+
+from tests.support.browser import Browser
+
+PROVIDER_DIR = Path(__file__).resolve().parent.parent / "interop" / "oidc_provider"
+_STAMP = ".bff-lock-sha256"
+_FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def require_node() -> tuple[str, str]:
+    """The paths of ``node`` and ``npm``; skips the test without them (fails it under CI, which installs them)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        reason = "node and npm are needed to run oidc-provider (apt-get install -y nodejs npm)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must not skip the interop tests")
+        pytest.skip(reason)
+    return node, npm
+
+
+def install_oidc_provider() -> Path:
+    """``npm ci`` the pinned oidc-provider unless this lockfile is installed already; returns the directory."""
+    _, npm = require_node()
+    lock = hashlib.sha256((PROVIDER_DIR / "package-lock.json").read_bytes()).hexdigest()
+    stamp = PROVIDER_DIR / "node_modules" / _STAMP
+    if stamp.is_file() and stamp.read_text() == lock:
+        return PROVIDER_DIR
+    done = subprocess.run(
+        [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=PROVIDER_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"npm ci of oidc-provider failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    stamp.write_text(lock)
+    return PROVIDER_DIR
+
+
+@dataclass(frozen=True)
+class Registration:
+    client_id: str
+    client_secret: str
+
+
+class NodeOP:
+    """A running oidc-provider, from a test's side."""
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+        self.metadata: dict[str, Any] = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+
+    def register(self, origin: str) -> Registration:
+        """Register a client for the bff at ``origin`` (RFC 7591): its callback, post-logout page and back-channel
+        logout endpoint, client_secret_basic, refresh tokens."""
+        response = httpx.post(
+            self.metadata["registration_endpoint"],
+            json={
+                "redirect_uris": [f"{origin}/bff/callback"],
+                "post_logout_redirect_uris": [f"{origin}/"],
+                "backchannel_logout_uri": f"{origin}/bff/backchannel-logout",
+                "backchannel_logout_session_required": True,
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "scope": "openid profile email offline_access api:read",
+            },
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return Registration(response.json()["client_id"], response.json()["client_secret"])
+
+    def events(self, client_id: str) -> list[dict[str, Any]]:
+        """What the provider did for ``client_id``: ``grant.success`` (with its ``grant_type``), ``grant.revoked``,
+        ``end_session.success``, ``backchannel.success``/``backchannel.error``, ``grant.error``."""
+        everything: list[dict[str, Any]] = httpx.get(f"{self.issuer}/_test/events", timeout=10).json()["events"]
+        return [e for e in everything if e["client_id"] == client_id]
+
+    def refreshes(self, client_id: str) -> int:
+        """Successful refresh-token grants of ``client_id``."""
+        return sum(
+            1 for e in self.events(client_id) if e["event"] == "grant.success" and e["grant_type"] == "refresh_token"
+        )
+
+    def introspect(self, registration: Registration, token: str) -> dict[str, Any]:
+        response = httpx.post(
+            self.metadata["introspection_endpoint"],
+            data={"token": token},
+            auth=(registration.client_id, registration.client_secret),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def submit_form(self, browser: Browser, page: httpx.Response, **fields: str) -> list[httpx.Response]:
+        """Post the page's first form with its hidden inputs and ``fields``; follow the redirects."""
+        action = _FORM_ACTION.search(page.text)
+        assert action is not None, f"no form in the page (HTTP {page.status_code}): {page.text[:500]}"
+        values = {name: html.unescape(value) for name, value in _HIDDEN.findall(page.text)} | fields
+        url = urljoin(str(page.url), html.unescape(action.group(1)))
+        posted = await browser.request("POST", url, headers=FORM, content=urlencode(values).encode())
+        hops = [posted]
+        if posted.status_code in (302, 303):
+            hops += await browser.follow(urljoin(url, posted.headers["location"]))
+        return hops
+
+    async def sign_in(self, browser: Browser, bff_url: str, login: str = "alice") -> list[httpx.Response]:
+        """bff's login through the provider: its login form (any password), then its consent page; every hop."""
+        hops = await browser.follow(f"{bff_url}/bff/login")
+        for _ in range(3):  # login, consent, and at most one more interaction the provider asks for
+            page = hops[-1]
+            if page.status_code != 200 or 'name="prompt"' not in page.text:
+                return hops
+            fields = {"login": login, "password": "any"} if 'value="login"' in page.text else {}
+            hops += await self.submit_form(browser, page, **fields)
+        return hops
+
+
+@contextlib.contextmanager
+def running_oidc_provider(**env: str) -> Iterator[NodeOP]:
+    """Start ``node provider.mjs`` (``env``: e.g. ``OP_ACCESS_TOKEN_TTL``); stopped at the end."""
+    node, _ = require_node()
+    directory = install_oidc_provider()
+    process = subprocess.Popen(
+        [node, "provider.mjs"],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    stderr: list[str] = []
+    drain = threading.Thread(target=lambda: stderr.extend(process.stderr or ()), daemon=True)
+    drain.start()
+    try:
+        line = _first_line(process, timeout=30)
+        if not line:
+            pytest.fail(f"oidc-provider did not start ({process.poll()}):\n{''.join(stderr)[-3000:]}")
+        yield NodeOP(json.loads(line)["issuer"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        drain.join(5)
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _first_line(process: subprocess.Popen[str], *, timeout: float) -> str:
+    """The provider's first line of output (its issuer), or "" when it exits or stays silent for ``timeout``."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline() if process.stdout else ""))
+    reader.daemon = True
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while reader.is_alive() and time.monotonic() < deadline:
+        reader.join(0.05)
+    return lines[0].strip() if lines else ""
