@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -158,33 +159,23 @@ def running_oidc_provider(**env: str) -> Iterator[NodeOP]:
     """Start ``node provider.mjs`` (``env``: e.g. ``OP_ACCESS_TOKEN_TTL``); stopped at the end."""
     node, _ = require_node()
     directory = install_oidc_provider()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after the process is gone
     process = subprocess.Popen(
-        [node, "provider.mjs"],
-        cwd=directory,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **env},
-        text=True,
+        [node, "provider.mjs"], cwd=directory, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **env}, text=True
     )
-    assert process.stdout is not None and process.stderr is not None
-    stderr: list[str] = []
-    drain = threading.Thread(target=lambda: stderr.extend(process.stderr or ()), daemon=True)
-    drain.start()
     try:
         line = _first_line(process, timeout=30)
         if not line:
-            pytest.fail(f"oidc-provider did not start ({process.poll()}):\n{''.join(stderr)[-3000:]}")
+            log.seek(0)
+            pytest.fail(f"oidc-provider did not start ({process.poll()}):\n{log.read().decode()[-3000:]}")
         yield NodeOP(json.loads(line)["issuer"])
     finally:
         process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        drain.join(5)
-        process.stdout.close()
-        process.stderr.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=10)
+        process.kill()  # nothing happens when it has exited already
+        process.communicate()
+        log.close()
 
 
 def _first_line(process: subprocess.Popen[str], *, timeout: float) -> str:

@@ -46,30 +46,18 @@ def running_bff(
     provider: TestProvider,
     idp_url: str,
     *,
-    redis_url: str | None = None,
-    store: SessionStore | None = None,
-    clock: Clock = system_clock,
     customize: Callable[[dict[str, Any]], None] | None = None,
-    store_prefix: str | None = None,
-    tracing: Tracing | None = None,
+    **options: Any,
 ) -> Iterator[Stack]:
-    """Serve bff against ``provider`` (already served at ``idp_url``) with the Redis store when ``redis_url`` is
-    given, else the memory store (or an explicit ``store``). Instances given one ``store_prefix`` share sessions."""
+    """Serve bff against ``provider`` (already served at ``idp_url``); ``options`` are :func:`serving_bff`'s
+    (``redis_url``, ``store``, ``clock``, ``store_prefix``, ``tracing``)."""
 
     def with_secret(doc: dict[str, Any]) -> None:
         doc["oidc"]["client_secret"] = provider.client_secret or ""
         if customize is not None:
             customize(doc)
 
-    with serving_bff(
-        idp_url,
-        redis_url=redis_url,
-        store=store,
-        clock=clock,
-        customize=with_secret,
-        store_prefix=store_prefix,
-        tracing=tracing,
-    ) as (app, url):
+    with serving_bff(idp_url, customize=with_secret, **options) as (app, url):
         yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
 
 
@@ -84,9 +72,10 @@ def serving_bff(
     store_prefix: str | None = None,
     tracing: Tracing | None = None,
 ) -> Iterator[tuple[BffApp, str]]:
-    """Serve bff for the OpenID Provider at ``idp_url``, whatever it is; ``customize`` sees the config document,
-    its ``[server] public_origin`` already set (the port is bound first), and sets the client. Yields the app and
-    its URL."""
+    """Serve bff for the OpenID Provider at ``idp_url``, whatever it is, with the Redis store when ``redis_url`` is
+    given, else the memory store (or an explicit ``store``); instances given one ``store_prefix`` share sessions.
+    ``customize`` sees the config document, its ``[server] public_origin`` already set (the port is bound first),
+    and sets the client. Yields the app and its URL."""
     sock = bound_socket()
     public_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     doc = base_document(public_origin=public_origin, issuer=idp_url)
