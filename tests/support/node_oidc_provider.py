@@ -42,15 +42,34 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
+#: oidc-provider 9 runs on Node.js >= 20.19 (tests/interop/oidc_provider/package.json, "engines").
+MIN_NODE = (20, 19)
+
+
 def require_node() -> tuple[str, str]:
-    """The paths of ``node`` and ``npm``; skips the test without them (fails it under CI, which installs them)."""
+    """The paths of ``node`` and ``npm``; skips the test without them, or with a Node.js older than
+    :data:`MIN_NODE`, and fails it instead under CI (``CI=true``), which must run the interop tests."""
     node, npm = shutil.which("node"), shutil.which("npm")
+    problem = None
     if node is None or npm is None:
-        reason = "node and npm are needed to run oidc-provider (apt-get install -y nodejs npm)"
+        problem = "node and npm are needed to run oidc-provider (apt-get install -y nodejs npm)"
+    else:
+        version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        if _version(version) < MIN_NODE:
+            problem = f"oidc-provider needs Node.js >= {'.'.join(map(str, MIN_NODE))}, {node} is {version!r}"
+    if problem is not None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must not skip the interop tests")
-        pytest.skip(reason)
+            pytest.fail(f"{problem}; CI must not skip the interop tests")
+        pytest.skip(problem)
+    assert node is not None
+    assert npm is not None
     return node, npm
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``v20.19.2`` -> (20, 19, 2); anything else -> ()."""
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(part) for part in match.groups()) if match else ()
 
 
 def install_oidc_provider() -> Path:
