@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import os
 import re
@@ -24,22 +23,18 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin
 
 import httpx
 import pytest
 
 from tests.support.browser import Browser
+from tests.support.interop_op import Registration, submit_form
 
 PROVIDER_DIR = Path(__file__).resolve().parent.parent / "interop" / "oidc_provider"
 _STAMP = ".bff-lock-sha256"
-_FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
-_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
-FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 #: oidc-provider 9 runs on Node.js >= 20.19 (tests/interop/oidc_provider/package.json, "engines").
@@ -93,24 +88,30 @@ def install_oidc_provider() -> Path:
     return PROVIDER_DIR
 
 
-@dataclass(frozen=True)
-class Registration:
-    client_id: str
-    client_secret: str
-
-
 class NodeOP:
-    """A running oidc-provider, from a test's side."""
+    """A running oidc-provider, from a test's side (``tests.support.interop_op.OP``)."""
+
+    #: Its access tokens for the test API (the resource ``provider.mjs`` defaults to) are JWTs for this audience.
+    audience = "interop-api"
+    oidc_settings: Mapping[str, Any] = {
+        "scopes": ["openid", "profile", "email", "offline_access", "api:read"],
+        # OpenID Connect Core 11: offline access (a refresh token) is granted with prompt=consent only.
+        "extra_auth_params": {"prompt": "consent"},
+    }
+    user = ("alice", "alice Example")
+    logs_out_on_reuse = False  # it revokes the grant; its back-channel logout is for ended sessions
 
     def __init__(self, issuer: str) -> None:
         self.issuer = issuer
-        self.metadata: dict[str, Any] = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+        self._metadata: dict[str, Any] = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+
+    def metadata(self) -> Mapping[str, Any]:
+        return self._metadata
 
     def register(self, origin: str) -> Registration:
-        """Register a client for the bff at ``origin`` (RFC 7591): its callback, post-logout page and back-channel
-        logout endpoint, client_secret_basic, refresh tokens."""
+        """Register a client for the bff at ``origin`` (RFC 7591)."""
         response = httpx.post(
-            self.metadata["registration_endpoint"],
+            self._metadata["registration_endpoint"],
             json={
                 "redirect_uris": [f"{origin}/bff/callback"],
                 "post_logout_redirect_uris": [f"{origin}/"],
@@ -126,40 +127,34 @@ class NodeOP:
         assert response.status_code == 201, response.text
         return Registration(response.json()["client_id"], response.json()["client_secret"])
 
-    def events(self, client_id: str) -> list[dict[str, Any]]:
-        """What the provider did for ``client_id``: ``grant.success`` (with its ``grant_type``), ``grant.revoked``,
-        ``end_session.success``, ``backchannel.success``/``backchannel.error``, ``grant.error``."""
+    def events(self, client: Registration) -> list[dict[str, Any]]:
+        """What the provider did for ``client``: ``grant.success`` (with its ``grant_type``), ``grant.revoked``,
+        ``grant.error``, ``end_session.success``, ``backchannel.success``/``backchannel.error``."""
         everything: list[dict[str, Any]] = httpx.get(f"{self.issuer}/_test/events", timeout=10).json()["events"]
-        return [e for e in everything if e["client_id"] == client_id]
+        return [e for e in everything if e["client_id"] == client.client_id]
 
-    def refreshes(self, client_id: str) -> int:
-        """Successful refresh-token grants of ``client_id``."""
+    async def refreshes(self, client: Registration) -> int:
         return sum(
-            1 for e in self.events(client_id) if e["event"] == "grant.success" and e["grant_type"] == "refresh_token"
+            1 for e in self.events(client) if e["event"] == "grant.success" and e["grant_type"] == "refresh_token"
         )
 
-    def introspect(self, registration: Registration, token: str) -> dict[str, Any]:
+    async def reuse_detected(self, client: Registration) -> bool:
+        return any(e["event"] == "grant.revoked" for e in self.events(client))
+
+    async def revoked(self, client: Registration, refresh_token: str) -> bool:
+        return self.introspect(client, refresh_token)["active"] is False
+
+    def introspect(self, client: Registration, token: str) -> dict[str, Any]:
+        """RFC 7662, with the client's credentials."""
         response = httpx.post(
-            self.metadata["introspection_endpoint"],
+            self._metadata["introspection_endpoint"],
             data={"token": token},
-            auth=(registration.client_id, registration.client_secret),
+            auth=(client.client_id, client.client_secret),
             timeout=10,
         )
         assert response.status_code == 200, response.text
         answer: dict[str, Any] = response.json()
         return answer
-
-    async def submit_form(self, browser: Browser, page: httpx.Response, **fields: str) -> list[httpx.Response]:
-        """Post the page's first form with its hidden inputs and ``fields``; follow the redirects."""
-        action = _FORM_ACTION.search(page.text)
-        assert action is not None, f"no form in the page (HTTP {page.status_code}): {page.text[:500]}"
-        values = {name: html.unescape(value) for name, value in _HIDDEN.findall(page.text)} | fields
-        url = urljoin(str(page.url), html.unescape(action.group(1)))
-        posted = await browser.request("POST", url, headers=FORM, content=urlencode(values).encode())
-        hops = [posted]
-        if posted.status_code in (302, 303):
-            hops += await browser.follow(urljoin(url, posted.headers["location"]))
-        return hops
 
     async def sign_in(self, browser: Browser, bff_url: str, login: str = "alice") -> list[httpx.Response]:
         """bff's login through the provider: its login form (any password), then its consent page; every hop."""
@@ -169,8 +164,20 @@ class NodeOP:
             if page.status_code != 200 or 'name="prompt"' not in page.text:
                 return hops
             fields = {"login": login, "password": "any"} if 'value="login"' in page.text else {}
-            hops += await self.submit_form(browser, page, **fields)
+            hops += await submit_form(browser, page, **fields)
         return hops
+
+    def showed_login_form(self, hops: list[httpx.Response]) -> bool:
+        return any('name="prompt" value="login"' in hop.text for hop in hops)
+
+    async def confirm_logout(self, browser: Browser, hops: list[httpx.Response]) -> list[httpx.Response]:
+        # It asks even with an id_token_hint; the confirmation is its own CSRF-protected form.
+        return hops + await submit_form(browser, hops[-1], logout="yes")
+
+    async def log_out_at_the_provider(self, browser: Browser) -> None:
+        confirm = await browser.request("GET", self._metadata["end_session_endpoint"])
+        assert confirm.status_code == 200, confirm.text
+        await submit_form(browser, confirm, logout="yes")
 
 
 @contextlib.contextmanager
