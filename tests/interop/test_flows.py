@@ -12,21 +12,25 @@ back-channel logout (the provider's logout token ends bff's session).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff.app import BffApp
+from bff.types import system_clock
+from bff_devtools.dpop_proofs import InvalidProof, ProofVerifier
 from tests.support.browser import Browser
 from tests.support.interop_op import OP, Registration
 from tests.support.servers import serve
@@ -48,10 +52,11 @@ class JwtApi:
         self.seen: list[str] = []  #: the ``jti`` of every request
         self.url = ""
         self.keys: KeySet | None = None
+        self.proofs = ProofVerifier(clock=system_clock)
         self.app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
 
     async def handle(self, request: Request) -> Response:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if self.keys is None:  # neither provider rotates its keys during a test
             async with httpx.AsyncClient() as http:
                 self.keys = KeySet.import_key_set((await http.get(self.op.metadata()["jwks_uri"])).json())
@@ -68,7 +73,20 @@ class JwtApi:
         self.seen.append(decoded.claims["jti"])
         if decoded.header.get("typ") != "at+jwt" or decoded.claims["jti"] in self.rejected:
             return Response(status_code=401, headers=INVALID_TOKEN)
-        return JSONResponse(decoded.claims)
+        # RFC 9449 7.1: a token bound to a key (cnf.jkt) goes with the DPoP scheme and a proof signed by that key.
+        bound = decoded.claims.get("cnf", {}).get("jkt")
+        if scheme == "DPoP":
+            try:
+                proven = self.proofs.verify(
+                    request.headers.get("dpop", ""), method=request.method, url=str(request.url), access_token=token
+                )
+            except InvalidProof:
+                return Response(status_code=401, headers={"WWW-Authenticate": 'DPoP error="invalid_dpop_proof"'})
+            if bound is None or proven != bound:
+                return Response(status_code=401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'})
+        elif scheme != "Bearer" or bound is not None:
+            return Response(status_code=401, headers=INVALID_TOKEN)
+        return JSONResponse({**decoded.claims, "scheme": scheme})
 
 
 @dataclass
@@ -88,8 +106,9 @@ def api(op: OP) -> Iterator[JwtApi]:
         yield upstream
 
 
-@pytest.fixture
-def bff(op: OP, api: JwtApi, redis_url: str) -> Iterator[Bff]:
+@contextlib.contextmanager
+def serving_bff_for(op: OP, api: JwtApi, redis_url: str, **oidc: Any) -> Iterator[Bff]:
+    """bff with a client registered at ``op`` and one route, ``/api``, to ``api``; ``oidc``: more ``[oidc]`` keys."""
     registered: list[Registration] = []
 
     def configure(doc: dict[str, Any]) -> None:
@@ -99,11 +118,18 @@ def bff(op: OP, api: JwtApi, redis_url: str) -> Iterator[Bff]:
             client_id=registered[0].client_id,
             client_secret=registered[0].client_secret,
             **op.oidc_settings,
+            **oidc,
         )
         doc["routes"] = [{"path": "/api", "upstream": api.url, "token": "user"}]
 
     with serving_bff("http://127.0.0.1", redis_url=redis_url, customize=configure) as (app, url):
         yield Bff(app, url, registered[0])
+
+
+@pytest.fixture
+def bff(op: OP, api: JwtApi, redis_url: str) -> Iterator[Bff]:
+    with serving_bff_for(op, api, redis_url) as running:
+        yield running
 
 
 async def signed_in(op: OP, bff: Bff, browser: Browser) -> dict[str, Any]:
@@ -217,3 +243,22 @@ async def test_back_channel_logout_from_the_provider_ends_the_session(op: OP, bf
 
     assert (await browser.request("GET", f"{bff.url}/bff/user", headers=XHR)).status_code == 401
     assert (await api_call(bff, browser)).status_code == 401
+
+
+async def test_dpop_bound_tokens_with_the_providers_nonces(
+    op: OP, browser: Browser, api: JwtApi, redis_url: str, tmp_path: Path
+) -> None:
+    key = ECKey.generate_key("P-256", private=True)
+    (tmp_path / "dpop.pem").write_bytes(key.as_pem(private=True))
+    with serving_bff_for(op, api, redis_url, dpop=True, dpop_key_file=str(tmp_path / "dpop.pem")) as dpop_bff:
+        await signed_in(op, dpop_bff, browser)
+        first = await api_call(dpop_bff, browser)
+        assert first.status_code == 200, first.text
+        assert (first.json()["scheme"], first.json()["cnf"]["jkt"]) == ("DPoP", key.thumbprint())
+
+        await expire_in_store(dpop_bff.app, redis_url, dpop_bff.cookie(browser))
+        refreshed = await api_call(dpop_bff, browser)
+        assert refreshed.status_code == 200, refreshed.text
+        assert refreshed.json()["jti"] != first.json()["jti"]
+        assert refreshed.json()["cnf"]["jkt"] == key.thumbprint()  # the refreshed token is bound to the same key
+        assert await op.refreshes(dpop_bff.client) == 1

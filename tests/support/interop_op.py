@@ -137,7 +137,8 @@ class DevIdpOP:
             post_logout_redirect_uris=(f"{origin}/",),
             backchannel_logout_uri=f"{origin}/bff/backchannel-logout",
         )
-        self.idp = self.stack.enter_context(running_devidp(self.data_dir, (client,)))
+        # A DPoP proof at its token endpoint must carry a nonce of its own (RFC 9449 8), like oidc-provider's here.
+        self.idp = self.stack.enter_context(running_devidp(self.data_dir, (client,), dpop_nonce=True))
         self.origin = origin
         return registration
 

@@ -58,6 +58,8 @@ const provider = new Provider(issuer, {
   fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   features: {
     devInteractions: { enabled: true },
+    // A DPoP proof at the token endpoint must carry a nonce of the provider's (RFC 9449 8): the first is refused.
+    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
     registration: { enabled: true },
     revocation: { enabled: true },
     introspection: { enabled: true },
