@@ -3,12 +3,13 @@
 * :func:`install_oidc_provider` runs ``npm ci`` in ``tests/interop/oidc_provider`` (the pinned package.json and
   package-lock.json), once per lockfile: a stamp in ``node_modules`` remembers the lockfile it installed;
 * :func:`running_oidc_provider` starts ``node provider.mjs`` (it listens on a free port and prints its issuer),
-  waits for discovery and stops it at the end;
+  reads its discovery document and stops it at the end;
 * :class:`NodeOP` is what a test does with it: register a client (RFC 7591), sign in through the provider's
   development interactions (login form, then consent) over HTTP, confirm an RP-initiated logout, read the
   provider's event log, introspect a token (RFC 7662).
 
-Without node and npm the tests skip, except under CI (``CI=true``), where they fail: CI installs both.
+Without node and npm, or with a Node.js older than 20.19, the tests skip, except under CI (``CI=true``), where they
+fail: CI installs both.
 """
 
 from __future__ import annotations
