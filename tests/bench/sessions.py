@@ -92,6 +92,8 @@ class SessionRows:
     rounds: list[tuple[WrkResult, WrkResult, WrkResult]]
     #: CPU µs per request of the pass that sent every session once (each lookup decoded), per 10,000-session bff.
     cold_us: tuple[float, float]
+    #: Answers other than 200 in that pass (status and the start of the body).
+    cold_failures: list[str]
     #: VmRSS of each bff after the rounds, bytes.
     rss: tuple[int, int, int]
 
@@ -112,8 +114,14 @@ class SessionRows:
 
     def outcomes(self) -> list[Outcome]:
         failed = sum(r.failures for round_ in self.rounds for r in round_)
+        cold = len(self.cold_failures)
         outcomes = [
-            Outcome("realistic rows: every request answered 2xx", f"{failed} failed", failed == 0, "check"),
+            Outcome(
+                "realistic rows: every request answered 2xx (each session's first one too)",
+                f"{failed} failed; first pass {cold} failed{': ' if cold else ''}{'; '.join(self.cold_failures[:3])}",
+                failed == 0 and cold == 0,
+                "check",
+            ),
         ]
         for row, what in ((1, "uniform"), (2, f"Zipf-like, s={ZIPF_S}")):
             ratios = self.ratios(row)
@@ -153,7 +161,9 @@ async def measure(ctx: _Context, start: StartBff) -> SessionRows:
             directory.mkdir(exist_ok=True)
             script = rotating_cookies_script(directory, COOKIE_NAME, table)
             loads.append(Load(bff.url + API_PATH, {}, bff.process.pid, script))
-        cold = (await _every_session_once(uniform, cookies), await _every_session_once(zipf, cookies))
+        (cold_uniform, failed_uniform), (cold_zipf, failed_zipf) = [
+            await _every_session_once(bff, cookies) for bff in (uniform, zipf)
+        ]
 
         def at_once(duration: float) -> list[WrkResult]:
             return run_wrk_at_once(
@@ -167,27 +177,25 @@ async def measure(ctx: _Context, start: StartBff) -> SessionRows:
             a, b, c = at_once(mode.duration)
             rounds.append((a, b, c))
         rss = (_rss(one), _rss(uniform), _rss(zipf))
-    return SessionRows(count, rounds, cold, rss)
+    return SessionRows(count, rounds, (cold_uniform, cold_zipf), failed_uniform + failed_zipf, rss)
 
 
-async def _every_session_once(bff: Bff, cookies: Sequence[str]) -> float:
-    """Each cookie's request once; the bff's CPU µs per request over the pass."""
+async def _every_session_once(bff: Bff, cookies: Sequence[str]) -> tuple[float, list[str]]:
+    """Each cookie's request once: the bff's CPU µs per request over the pass, and the answers other than 200."""
     pids = process_tree(bff.process.pid)
     before = sum(cpu_seconds_each(pids).values())
     queue = iter(cookies)
-    failed = 0
+    failed: list[str] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failed
         for cookie in queue:
             answer = await client.get(API_PATH, headers={"Cookie": f"{COOKIE_NAME}={cookie}", "X-CSRF": "1"})
-            failed += answer.status_code != 200
+            if answer.status_code != 200:
+                failed.append(f"{answer.status_code} {answer.text[:200]}")
 
     async with httpx.AsyncClient(base_url=bff.url, timeout=30) as client:
         await asyncio.gather(*(worker(client) for _ in range(WARM_CONCURRENCY)))
-    if failed:
-        raise RuntimeError(f"{bff.name}: {failed} of {len(cookies)} sessions were refused")
-    return (sum(cpu_seconds_each(pids).values()) - before) / len(cookies) * 1e6
+    return (sum(cpu_seconds_each(pids).values()) - before) / len(cookies) * 1e6, failed
 
 
 def _rss(bff: Bff) -> int:
