@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 
 from bff.config.client_tls import check_bound_routes
 from bff.config.oidc import read_oidc
-from bff.config.reader import Reader
+from bff.config.reader import HEADER_NAME, Reader
 from bff.config.routes import normalize_prefix, read_routes
 from bff.config.server import _public_origin
-from bff.config.session import _cookie_name
 from bff.config.settings import (
     RESERVED_PREFIXES,
     Config,
@@ -81,6 +80,17 @@ def _name(r: Reader, names: dict[str, int], index: int) -> str:
         r.problem("name", f"duplicates frontends[{names[name]}].name {name!r}")
     elif name:
         names[name] = index
+    return name
+
+
+def _cookie_name(r: Reader) -> str:
+    name = r.get("cookie_name", str, "", required=True)
+    if name and (not name.startswith("__Host-") or not HEADER_NAME.match(name)):
+        r.problem(
+            "cookie_name",
+            "must start with __Host- (binds the cookie to this origin: Secure, Path=/, no Domain) and be a valid "
+            "cookie name",
+        )
     return name
 
 
