@@ -137,6 +137,9 @@ def _entry(r: Reader, index: int, names: dict[str, int], check_routes: RouteChec
     cookie_name = _cookie_name(r)
     host = _host(r, public_origin)
     prefix = _path_prefix(r)
+    for key, value in (("name", name), ("public_origin", public_origin), ("cookie_name", cookie_name)):
+        if not value and key in r.data:
+            r.problem(key, "must not be empty")
     if not host and not prefix:
         r.problem("host", "set host or path_prefix (or both): how requests find this frontend")
     oidc_data = r.data.get("oidc")
