@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from bff.cli import main
 from bff.config import parse_config
 from bff.config.frontends import frontend_config, store_namespace
 from bff.errors import ConfigError
 from tests.support.configs import base_document
+from tests.test_config import CONFIG_DIR, EXAMPLE_ENV
 
 
 def entry(name: str, origin: str, **extra: Any) -> dict[str, Any]:
@@ -152,3 +154,19 @@ def test_frontends_must_be_a_non_empty_array_of_tables(value: object) -> None:
         "frontends: expected a non-empty array of tables ([[frontends]])",
         "frontends[0]: expected a table",
     ), found
+
+
+def test_the_example_file_passes_bff_check(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check", "--config", str(CONFIG_DIR / "multi-frontend.toml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(
+        ": OK (2 frontend(s), 2 route(s), store rediss://, listen 0.0.0.0:8000 (all IPv4 interfaces))"
+    )
+    assert out[1:] == [
+        "  frontend shop: shop.example.com -> https://shop.example.com, cookie __Host-shop, "
+        "issuer https://login.example.com/realms/customers, 1 route(s)",
+        "  frontend admin: admin.example.com/console -> https://admin.example.com, cookie __Host-admin, "
+        "issuer https://login.example.com/realms/staff, 1 route(s)",
+    ]

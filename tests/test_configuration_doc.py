@@ -229,7 +229,10 @@ def _type_and_default(cls: type[Any], f: dataclasses.Field[Any], hint: Any) -> t
         kind, shown = "one of " + ", ".join(f"`{a}`" for a in args), None
     elif hint in (OIDCSettings, tuple[RouteSettings, ...], FrontendSettings | None):  # [[frontends]]' own sections
         section = {OIDCSettings: "[oidc]", FrontendSettings | None: "[frontend]"}.get(hint, "[[routes]]")
-        kind, shown = f"the keys of `{section}`", "*required*" if hint is OIDCSettings else "*none*" if hint != tuple[RouteSettings, ...] else "[]"
+        kind, shown = (
+            f"the keys of `{section}`",
+            "*required*" if hint is OIDCSettings else "*none*" if hint != tuple[RouteSettings, ...] else "[]",
+        )
     elif origin is tuple and args[0] is Secret:
         kind, shown = "array of strings (secrets)", None
     elif origin is tuple and args[0] == ipaddress.IPv4Network | ipaddress.IPv6Network:

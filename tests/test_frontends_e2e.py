@@ -7,6 +7,8 @@ in to each; nothing one frontend issued works at another (docs/frontends.md).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from bff.cli import main
 from tests.support.bff_process import start_bff, wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
@@ -132,7 +135,10 @@ async def test_each_frontend_logs_in_at_its_own_idp_and_proxies_to_its_own_upstr
 ) -> None:
     await sign_in(browser, world.a, world.idp1)
     await sign_in(browser, world.b, world.idp2)
-    for origin, mine, other in ((world.a, world.upstream1, world.upstream2), (world.b, world.upstream2, world.upstream1)):
+    for origin, mine, other in (
+        (world.a, world.upstream1, world.upstream2),
+        (world.b, world.upstream2, world.upstream1),
+    ):
         mine.reset()
         other.reset()
         response = await browser.request("GET", f"{origin}/api/orders", headers=XHR)
@@ -205,3 +211,23 @@ async def test_every_store_key_of_a_frontend_is_in_its_namespace(world: World, b
         assert all(k.split(":")[1] in ("a", "b", "c") for k in keys)
     finally:
         await redis.aclose()
+
+
+async def test_sessions_admin_acts_on_one_frontend(
+    world: World, browser: Browser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value_a = await sign_in(browser, world.a, world.idp1)
+    await sign_in(browser, world.b, world.idp2)
+    sub = (await browser.request("GET", f"{world.b}/bff/user", headers=XHR)).json()["sub"]
+    config = str(world.config)
+    assert await asyncio.to_thread(main, ["sessions", "list", "--sub", sub, "--config", config]) == 2
+    assert "--frontend: required (one of: a, b, c)" in capsys.readouterr().err
+    args = ["sessions", "list", "--sub", sub, "--config", config, "--json", "--frontend"]
+    assert await asyncio.to_thread(main, [*args, "b"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["sessions"]
+    assert listed["unreadable"] == 0
+    revoke = ["sessions", "revoke", "--sub", sub, "--config", config, "--frontend", "b"]
+    assert await asyncio.to_thread(main, revoke) == 0
+    assert (await browser.request("GET", f"{world.b}/bff/user", headers=XHR)).status_code == 401
+    assert await user_with(browser, world.a, f"__Host-a={value_a}") == (200, "")  # same sub at a: untouched
