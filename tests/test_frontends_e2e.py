@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bff.cli import main
-from tests.support.bff_process import start_bff, wait_ready
+from tests.support.bff_process import running_bff
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
 from tests.support.devidp import CLIENT_SECRET, FORM, IdP, client, login_tx, running_devidp
@@ -90,24 +89,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
                 'client_id = "spa-bff"', 'client_id = "spa-bff-c"'
             )
         )
-        log = tmp / "bff.log"
-        process = start_bff(config, port, log)
-        try:
-            wait_ready(port, process, log)
+        with running_bff(config, port, tmp / "bff.log"):
             yield World(a, b, c, idp1, idp2, state1, state2, redis_url, config)
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - only a hung bff gets here
-                process.kill()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    b = Browser()
-    yield b
-    await b.aclose()
 
 
 async def sign_in(browser: Browser, origin: str, idp: IdP) -> str:
