@@ -39,7 +39,7 @@ from bff.endpoints.health import Drain, Readyz, healthz
 from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
-from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
+from bff.errors import BffError, ConfigError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
@@ -145,6 +145,8 @@ class BffApp:
         owns_store: bool = True,
         drain: Drain | None = None,
     ) -> None:
+        if config.frontends:  # one stack per frontend: never one stack for all of them
+            raise ConfigError(["frontends: a [[frontends]] config runs as bff.frontends.FrontendsApp (bff serve does)"])
         self.config = config
         #: False when several frontends share the store and tracing (bff.frontends closes them once).
         self._owns_store = owns_store

@@ -23,7 +23,7 @@ import dataclasses
 import gc
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -167,22 +167,30 @@ class FrontendsApp:
             checks = {"store": "ok", **{f"idp:{name}": "ok" for name in self.apps}}
             await send_json(send, 200, {"status": "ready", "checks": checks})
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Every frontend's lifespan, entered in order and left in reverse; then the shared store and tracing."""
-        message = await receive()
-        assert message["type"] == "lifespan.startup"
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Every frontend's lifespan, entered in order and left in reverse, then the shared store and tracing closed;
+        for a host app that mounts this one: ``async with app.lifespan(): ...``."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_shared)
-            try:
-                for app in self.apps.values():
-                    await stack.enter_async_context(app.lifespan())
-            except Exception as exc:  # reported to the server, which exits
-                logger.exception("a frontend failed to start")
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                return
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()
-            assert message["type"] == "lifespan.shutdown"
+            for app in self.apps.values():
+                await stack.enter_async_context(app.lifespan())
+            yield
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            running = self.lifespan()
+            await running.__aenter__()
+        except Exception as exc:  # reported to the server, which exits
+            logger.exception("a frontend failed to start")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        await running.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _close_shared(self) -> None:

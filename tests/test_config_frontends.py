@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bff.cli import main
-from bff.config import parse_config
+from bff.config import explain_config, parse_config
 from bff.config.frontends import frontend_config, store_namespace
 from bff.errors import ConfigError
 from tests.support.configs import base_document
@@ -170,3 +170,15 @@ def test_the_example_file_passes_bff_check(capsys: pytest.CaptureFixture[str], m
         "  frontend admin: admin.example.com/console -> https://admin.example.com, cookie __Host-admin, "
         "issuer https://login.example.com/realms/staff, 1 route(s)",
     ]
+
+
+def test_explain_shows_each_frontends_settings_with_their_lines_and_masks_their_secrets() -> None:
+    lines = explain_config(CONFIG_DIR / "multi-frontend.toml", env=EXAMPLE_ENV)
+    text = "\n".join(lines)
+    assert EXAMPLE_ENV["BFF_CLIENT_SECRET"] not in text
+    assert not any(line.startswith(("oidc.", "routes[")) for line in lines)  # only per frontend
+    by_key = {line.split(" = ", 1)[0]: line for line in lines}
+    assert by_key["frontends[1].path_prefix"].endswith("multi-frontend.toml:46")
+    assert by_key["frontends[1].oidc.client_secret"].split("#")[0].strip().endswith("= ********")
+    assert by_key["frontends[1].routes[0].methods"].endswith("multi-frontend.toml:59")
+    assert by_key["frontends[0].oidc.timeout"].endswith("# default")

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from bff.app import BffApp
 from bff.config import parse_config
 from bff.endpoints.common import PATH_PREFIX
+from bff.errors import ConfigError
 from bff.frontends import FrontendsApp
 from bff.types import Message
 from tests.test_config_frontends import entry, multi_document
@@ -109,3 +111,8 @@ async def test_the_prefix_is_stripped_and_kept_in_the_scope(app: FrontendsApp, m
     assert (seen[0]["path"], seen[0]["raw_path"], seen[0][PATH_PREFIX]) == ("/api/x", b"/api/x", "/shop")
     await answer(app, scope("a.example.com", "/shop"))
     assert (seen[1]["path"], seen[1]["raw_path"]) == ("/", b"/")
+
+
+def test_one_app_stack_refuses_a_frontends_config(app: FrontendsApp) -> None:
+    with pytest.raises(ConfigError, match=r"runs as bff\.frontends\.FrontendsApp"):
+        BffApp(app.config)
