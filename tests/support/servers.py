@@ -29,6 +29,7 @@ from bff.serving import uvicorn_settings
 from bff.serving.limits import EdgeLimits
 from bff.types import ASGIApp
 from bff_devtools.devidp.mtls import TLSScopeProtocol
+from tests.support.ports import free_port as free_port
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ class ServerTLS:
     cert: Path
     key: Path
     client_ca: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server(uvicorn.Server):
