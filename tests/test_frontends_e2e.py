@@ -176,6 +176,13 @@ async def test_logging_out_of_one_frontend_and_its_backchannel_logout_end_nothin
         hops = await browser.follow(world.b + logout_url)
         assert any(h.url.host == "127.0.0.1" and h.url.path == "/end_session" for h in hops), [h.url for h in hops]
         assert (await browser.request("GET", f"{world.b}/bff/user", headers=XHR)).status_code == 401
+        # IdP 2 ended its session and told frontend b by back-channel (b kept the logout token's marker) ...
+        redis = Redis.from_url(world.redis_url)
+        try:
+            assert [k async for k in redis.scan_iter(match="bff:fe:b:j:*")]
+        finally:
+            await redis.aclose()
+        # ... which ended nothing of frontend a, where the same user logged in at IdP 1.
         assert await user_with(browser, world.a, f"__Host-a={value_a}") == (200, "")
     finally:
         await browser.aclose()
