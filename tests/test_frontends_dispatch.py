@@ -3,16 +3,18 @@ longest path prefix on whole segments; nothing chosen for anything else, never a
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
-from bff.app import BffApp
+from bff.app import ACCESS_LOG_ENV, BffApp
 from bff.config import parse_config
 from bff.endpoints.common import PATH_PREFIX
 from bff.errors import ConfigError
-from bff.frontends import FrontendsApp
+from bff.frontends import FrontendsApp, serving_app_from_env
 from bff.types import Message
+from tests.test_config import CONFIG_DIR, EXAMPLE_ENV
 from tests.test_config_frontends import entry, multi_document
 
 
@@ -116,3 +118,16 @@ async def test_the_prefix_is_stripped_and_kept_in_the_scope(app: FrontendsApp, m
 def test_one_app_stack_refuses_a_frontends_config(app: FrontendsApp) -> None:
     with pytest.raises(ConfigError, match=r"runs as bff\.frontends\.FrontendsApp"):
         BffApp(app.config)
+
+
+def test_a_worker_of_bff_serve_builds_the_dispatcher_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # a test's objects must stay collectable
+    for name, value in {**EXAMPLE_ENV, "BFF_CONFIG": str(CONFIG_DIR / "multi-frontend.toml")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(ACCESS_LOG_ENV, "1")
+    app = serving_app_from_env()
+    assert isinstance(app, FrontendsApp)
+    assert list(app.apps) == ["shop", "admin"]
+    assert app.config.logging.access_log
+    monkeypatch.setenv("BFF_CONFIG", str(CONFIG_DIR / "production.toml"))
+    assert isinstance(serving_app_from_env(), BffApp)
