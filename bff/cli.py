@@ -115,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
-    _check_dpop_key(config)  # in the supervisor, before any worker starts
+    for single in [frontend_config(config, entry) for entry in config.frontends] or [config]:
+        _check_dpop_key(single)  # in the supervisor, before any worker starts
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
     if args.access_log:

@@ -22,6 +22,7 @@ from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
 from tests.support.devidp import CLIENT_SECRET, FORM, IdP, client, login_tx, running_devidp
 from tests.support.echo_upstream import EchoState, EchoUpstream
+from tests.support.leak_guard import GUARD
 from tests.support.servers import free_port, serve
 
 XHR = {"X-CSRF": "1"}
@@ -89,6 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
                 'client_id = "spa-bff"', 'client_id = "spa-bff-c"'
             )
         )
+        GUARD.watch_bff(b)  # frontend b's answers are scanned for tokens too (start_bff watches 127.0.0.1)
         with running_bff(config, port, tmp / "bff.log"):
             yield World(a, b, c, idp1, idp2, state1, state2, redis_url, config)
 
