@@ -103,7 +103,8 @@ async def sign_in(browser: Browser, origin: str, idp: IdP) -> str:
     submitted = await browser.request("POST", f"{idp.url}/login", headers=FORM, content=body)
     assert submitted.status_code == 302, submitted.text
     assert submitted.headers["location"].startswith(f"{origin}/bff/callback?")
-    await browser.follow(submitted.headers["location"])
+    hops = await browser.follow(submitted.headers["location"])
+    assert hops[0].headers["location"] == f"{origin}/"  # back to the frontend's own root (its prefix's, for c)
     user = await browser.request("GET", f"{origin}/bff/user", headers=XHR)
     assert user.status_code == 200, user.text
     name = "__Host-" + ("c" if origin.endswith("/c") else "b" if "localhost" in origin else "a")
