@@ -52,9 +52,11 @@ def start_bff(
 
 
 @contextlib.contextmanager
-def running_bff(config: Path, port: int, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+def running_bff(
+    config: Path, port: int, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """:func:`start_bff`, ready (:func:`wait_ready`) when entered, terminated when left."""
-    process = start_bff(config, port, log, *extra)
+    process = start_bff(config, port, log, *extra, env=env)
     try:
         wait_ready(port, process, log)
         yield process
