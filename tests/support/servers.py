@@ -60,9 +60,11 @@ def serve(
     sock: socket.socket | None = None,
     settings: ServerSettings | None = None,
     tls: ServerTLS | None = None,
+    date_header: bool = True,
 ) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 with the uvicorn settings of ``bff serve`` for ``settings`` (default: the
-    ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``)."""
+    ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``). ``date_header=False``: uvicorn adds
+    no ``Date`` (an app that sends its own, e.g. a skewed clock, is not contradicted)."""
     if sock is None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -88,6 +90,7 @@ def serve(
             "log_level": "warning",
             "access_log": False,
             "timeout_graceful_shutdown": 2,
+            "date_header": date_header,
         },
     )
     server = _Server(config)
