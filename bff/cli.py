@@ -7,7 +7,7 @@
                                               validate the config; print every problem; exit 2 if any; else
                                               say what ``bff serve`` would bind; --explain: every effective
                                               setting and where it came from
-    bff doctor [--config PATH] [--url ORIGIN] [--json] [--strict] [--timeout SECONDS]
+    bff doctor [--config PATH] [--url ORIGIN] [--json] [--strict] [--timeout SECONDS] [--frontend NAME]
                                               conformance self-check (IdP, client registration, Redis, upstreams,
                                               with --url the deployment's browser contract); exit 1 on a FAIL
                                               (--strict: on a WARN too); docs/doctor.md
@@ -165,7 +165,7 @@ def _metrics_listener(config: Config, workers: int) -> Iterator[dict[str, str]]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bff.doctor import is_ok, render_json, render_table, run_doctor
 
-    config = _load(args)
+    config, _ = _one_frontend(_load(args), args.frontend or "")
     checks = asyncio.run(run_doctor(config, url=args.url, call_timeout=args.timeout))
     if args.json:
         sys.stdout.write(render_json(checks, strict=args.strict))
@@ -187,7 +187,11 @@ def _load_shared_store_config(args: argparse.Namespace) -> tuple[Config, str]:
                 "store (Redis), so pass the --config of the bff instances whose sessions you mean"
             ]
         )
-    name: str = args.frontend or ""
+    return _one_frontend(config, args.frontend or "")
+
+
+def _one_frontend(config: Config, name: str) -> tuple[Config, str]:
+    """``--frontend NAME``: the single-frontend view of that ``[[frontends]]`` entry (required with them)."""
     if not config.frontends:
         if name:
             raise ConfigError(["--frontend: this config has no [[frontends]]"])
@@ -348,6 +352,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the IdP, client, Redis, upstreams and deployment before going live")
     doctor.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     doctor.add_argument("--url", help="the running deployment's origin, e.g. https://app.example.com")
+    doctor.add_argument("--frontend", help="with [[frontends]]: the frontend to check (its name)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/doctor.md)")
     doctor.add_argument("--strict", action="store_true", help="exit 1 on a WARN too")
     doctor.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per network call (default 5)")

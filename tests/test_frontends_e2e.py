@@ -224,3 +224,13 @@ async def test_sessions_admin_acts_on_one_frontend(
     assert await asyncio.to_thread(main, revoke) == 0
     assert (await browser.request("GET", f"{world.b}/bff/user", headers=XHR)).status_code == 401
     assert await user_with(browser, world.a, f"__Host-a={value_a}") == (200, "")  # same sub at a: untouched
+
+
+async def test_doctor_checks_the_frontend_it_is_given(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["doctor", "--config", str(world.config), "--json", "--timeout", "5"]
+    assert await asyncio.to_thread(main, args) == 2
+    assert "--frontend: required (one of: a, b, c)" in capsys.readouterr().err
+    await asyncio.to_thread(main, [*args, "--frontend", "b"])
+    report = capsys.readouterr().out
+    assert world.idp2.url in report
+    assert world.idp1.url not in report
