@@ -6,9 +6,9 @@ state with a one-time marker in the store, so a replayed or failed callback can 
 refuse an IdP error; check the ``iss`` parameter; only then spend the code, validate the ID token (signature,
 ``iss``, ``aud`` with no untrusted extra audience, ``azp``, ``exp``, ``iat``, ``nonce``, ``at_hash`` against the
 access token), check a step-up's ``acr``/``auth_time``/``sub`` (``bff.endpoints.step_up``) and create a session
-under a fresh id. Every failure is a 400 page and leaves no session. Whatever the
-outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error handler otherwise);
-the browser's other pending logins (other tabs) stay.
+under a fresh id. Every failure is a 400 page and creates no session (a failed step-up keeps the one the browser
+had). Whatever the outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error
+handler otherwise); the browser's other pending logins (other tabs) stay.
 
 Each callback counts once in ``bff_login_total{outcome}``: ``ok``; ``idp_error``; ``expired`` (``login_timeout``);
 ``invalid_state`` for a refused state, login cookie, one-time marker, ``iss`` or ``nonce`` (what a forged, replayed
