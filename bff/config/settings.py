@@ -184,6 +184,10 @@ class OIDCSettings:
     client_key: str | None = None
     #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
     client_key_password: Secret | None = None
+    #: ``acr_values`` a step-up login may ask for (RFC 9470, docs/step-up.md), from ``/bff/login?acr_values=`` or an
+    #: upstream's ``insufficient_user_authentication`` challenge; others are refused (400) or passed through (the
+    #: upstream's 401). Empty: any value of the safe syntax.
+    acr_values_allowed: tuple[str, ...] = ()
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",
