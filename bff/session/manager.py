@@ -105,6 +105,7 @@ class SessionManager:
         clock: Clock = system_clock,
         prefix: str = "",
         frontend: str = "",
+        memo_bytes: int = DECODED_MEMO_BYTES,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -121,7 +122,7 @@ class SessionManager:
         self._logout_redirects = Encryptor(derive_keys(ring, bind(LOGOUT_REDIRECT_ENCRYPTION)))
         self._cookie = CookieSigner(ring, bind(SESSION_SALT))
         # The records decoded last, checked against the store's bytes on every read (see bff.session.memo).
-        self._decoded: DecodedMemo[Session | int | None] = DecodedMemo(self._decrypt, DECODED_MEMO_BYTES)
+        self._decoded: DecodedMemo[Session | int | None] = DecodedMemo(self._decrypt, memo_bytes)
 
     # --- the cookie ----------------------------------------------------------------------------------------------
 

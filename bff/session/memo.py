@@ -50,6 +50,11 @@ class DecodedMemo(Generic[T]):
             self._size -= entry[2]
 
     @property
+    def budget(self) -> int:
+        """The most estimated bytes held."""
+        return self._budget
+
+    @property
     def size(self) -> int:
         """The estimated bytes held."""
         return self._size

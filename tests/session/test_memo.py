@@ -7,11 +7,14 @@ import dataclasses
 
 import pytest
 
-from bff.session.manager import SessionManager
+from bff.config import parse_config
+from bff.frontends import FrontendsApp
+from bff.session.manager import DECODED_MEMO_BYTES, SessionManager
 from bff.session.memo import ENTRY_OVERHEAD, DecodedMemo
 from bff.session.redis_store import RedisStore
 from tests.session.test_manager import TOKENS, settings
 from tests.support.clock import FakeClock
+from tests.test_config_frontends import entry, multi_document
 
 
 @pytest.fixture
@@ -125,3 +128,12 @@ def test_an_entry_larger_than_the_budget_is_not_kept() -> None:
     assert decoded == ["big", "big"]
     assert len(memo) == 0
     assert memo.size == 0
+
+
+def test_frontends_share_one_worker_budget_for_decoded_sessions() -> None:
+    doc = multi_document(*(entry(name, f"https://{name}.example.com") for name in ("a", "b", "c")))
+    app = FrontendsApp(parse_config(doc, env={}))
+    budgets = [stack.sessions._decoded.budget for stack in app.apps.values()]
+    assert len(budgets) == 3
+    assert sum(budgets) <= DECODED_MEMO_BYTES
+    assert min(budgets) == DECODED_MEMO_BYTES // 3
