@@ -8,7 +8,7 @@ active sessions, each divided by their count.
   of them), after a first batch of other sessions did the same.
 
 The RSS is read once the worker has answered everything (a short settle), so it counts what stays, not transient
-buffers. The load comes from this process through httpx, which keeps every connection of its pool open.
+buffers. The load comes from this process, one h11 client per connection.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import resource
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
+import h11
 
 from tests.bench.report import Outcome, Run
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff
@@ -28,6 +29,7 @@ from tests.bench.wrk import WrkResult
 #: File descriptors the benchmark and its children may open: 2,000 connections each side of loopback, and more.
 NOFILE = 16_384
 _SETTLE = 0.5
+_AT_ONCE = 32
 
 
 def raise_file_limit(wanted: int = NOFILE) -> int:
@@ -73,41 +75,109 @@ class Growth:
         )
 
 
-async def _requests(http: httpx.AsyncClient, url: str, headers: Sequence[Mapping[str, str]]) -> int:
-    """One GET per header set, all at once; how many did not answer 200."""
-    answers = await asyncio.gather(*(http.get(url, headers=dict(h)) for h in headers), return_exceptions=True)
-    return sum(1 for a in answers if not isinstance(a, httpx.Response) or a.status_code != 200)
+class _Connection:
+    """One HTTP/1.1 keep-alive connection (h11 over asyncio streams): httpx's pool slows down with the square of
+    the connections it holds, which thousands of them make minutes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, url: str) -> _Connection:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc)
+
+    async def get(self, path: str, headers: Mapping[str, str]) -> int:
+        """GET ``path``; the status, once the whole answer is read (the connection stays open for the next)."""
+        if self.h11.our_state is h11.DONE:
+            self.h11.start_next_cycle()
+        fields = [("Host", self.host), *headers.items()]
+        self.writer.write(self.h11.send(h11.Request(method="GET", target=path, headers=fields)) or b"")
+        self.writer.write(self.h11.send(h11.EndOfMessage()) or b"")
+        await self.writer.drain()
+        status = 0
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(await self.reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.EndOfMessage):
+                return status
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the server closed the connection")
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-async def idle_connections(url: str, headers: Mapping[str, str], pid: int, count: int) -> Growth:
+async def _open(url: str, path: str, headers: Mapping[str, str], count: int) -> tuple[list[_Connection], int]:
+    """``count`` connections, each with one answered GET, left open; and how many did not answer 200. At most
+    ``_AT_ONCE`` requests are in flight, as from clients that came one after another: what stays is what an idle
+    connection holds, not the upstream connections a burst of ``count`` requests would open."""
+    at_once = asyncio.Semaphore(_AT_ONCE)
+
+    async def one() -> tuple[_Connection | None, bool]:
+        async with at_once:
+            try:
+                connection = await _Connection.open(url)
+                return connection, await connection.get(path, headers) == 200
+            except (OSError, h11.ProtocolError):
+                return None, False
+
+    opened = await asyncio.gather(*(one() for _ in range(count)))
+    return [c for c, _ in opened if c is not None], sum(1 for _, ok in opened if not ok)
+
+
+async def idle_connections(url: str, path: str, headers: Mapping[str, str], pid: int, count: int) -> Growth:
     """RSS growth of ``pid`` per idle keep-alive connection, ``count`` of them open at once."""
-    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count, keepalive_expiry=None)
-    timeout = httpx.Timeout(60, pool=60)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as warm:
-        failures = await _requests(warm, url, [headers] * min(count, 200))
+    warm, failures = await _open(url, path, headers, min(count, 200))
+    for connection in warm:
+        connection.close()
     await asyncio.sleep(_SETTLE)
     before = rss_bytes(pid)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
-        failures += await _requests(http, url, [headers] * count)
+    connections, more = await _open(url, path, headers, count)
+    try:
         await asyncio.sleep(_SETTLE)  # every connection open and idle
         after = rss_bytes(pid)
-    return Growth("idle keep-alive connection", count, before, after, failures)
+    finally:
+        for connection in connections:
+            connection.close()
+    return Growth("idle keep-alive connection", count, before, after, failures + more)
 
 
-async def active_sessions(url: str, cookie_name: str, cookies: Sequence[str], pid: int, warm: int) -> Growth:
+async def _each_once(url: str, path: str, headers: Sequence[Mapping[str, str]], connections: int = 32) -> int:
+    """One GET per header set over ``connections`` keep-alive connections; how many did not answer 200."""
+    queue = list(reversed(headers))
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        connection = await _Connection.open(url)
+        try:
+            while queue:
+                failures += await connection.get(path, queue.pop()) != 200
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return failures
+
+
+async def active_sessions(url: str, path: str, cookie_name: str, cookies: Sequence[str], pid: int, warm: int) -> Growth:
     """RSS growth of ``pid`` per session used once: the first ``warm`` cookies warm up, the rest are counted."""
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
 
     def headers(values: Sequence[str]) -> list[dict[str, str]]:
         return [{"Cookie": f"{cookie_name}={value}", "X-CSRF": "1"} for value in values]
 
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        failures = await _requests(http, url, headers(cookies[:warm]))
-        await asyncio.sleep(_SETTLE)
-        before = rss_bytes(pid)
-        failures += await _requests(http, url, headers(cookies[warm:]))
-        await asyncio.sleep(_SETTLE)
-        after = rss_bytes(pid)
+    failures = await _each_once(url, path, headers(cookies[:warm]))
+    await asyncio.sleep(_SETTLE)
+    before = rss_bytes(pid)
+    failures += await _each_once(url, path, headers(cookies[warm:]))
+    await asyncio.sleep(_SETTLE)
+    after = rss_bytes(pid)
     return Growth("active session", len(cookies) - warm, before, after, failures)
 
 
@@ -151,8 +221,8 @@ async def measure(
 ) -> WorkerMemory:
     """``bff`` (one worker, its ``keep_alive_timeout`` above a few seconds): RSS per idle connection, per active
     session (``sessions`` of them after ``warm`` others), then ``load(connections)``: wrk with that many open."""
-    idle = await idle_connections(bff.url + API_PATH, bff.headers, bff.process.pid, connections)
     cookies = await bff.create_sessions(warm + sessions)
-    active = await active_sessions(bff.url + API_PATH, COOKIE_NAME, cookies, bff.process.pid, warm)
+    active = await active_sessions(bff.url, API_PATH, COOKIE_NAME, cookies, bff.process.pid, warm)
+    idle = await idle_connections(bff.url, API_PATH, bff.headers, bff.process.pid, connections)
     name = f"bff, 1 worker, valid session, {connections:,} connections open"
     return WorkerMemory(idle, active, Run(name, load(connections)))
