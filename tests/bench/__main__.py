@@ -530,6 +530,11 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         worker_memory = await _worker_memory(ctx)
         runs.append(worker_memory.run)
         outcomes += worker_memory.outcomes(smoke=mode.smoke)
+        if only == "peers":  # bff's rows, the peers' and the worker's memory: a few minutes
+            PARTS.finish()
+            lines = [*runs_table(runs, baseline), "", *outcomes_table(outcomes, smoke=mode.smoke), "", *PARTS.table()]
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
         _progress("WebSocket echo, 1 worker")
         echo = await _websocket_echo(ctx, stack)
@@ -754,7 +759,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")
     parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
     parser.add_argument(
-        "--only", choices=["telemetry"], help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison)"
+        "--only",
+        choices=["telemetry", "peers"],
+        help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison; peers: nginx, bff's 1-worker "
+        "rows, the peers and the worker's memory)",
     )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
