@@ -423,6 +423,8 @@ async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
     groups = [[0], list(range(1, len(TELEMETRY_ROWS)))]
     costs = []
     for group in (g for g in groups if g):
+        whats = ", ".join(TELEMETRY_ROWS[i][0] for i in group)
+        _progress(f"bff with {whats} on and off at the same time, {ctx.mode.budget_rounds} rounds")
         async with contextlib.AsyncExitStack() as stack:
             off = await stack.enter_async_context(_bff(ctx, "bff-telemetry-off", workers=1, source=ROOT))
             ons = [
@@ -431,8 +433,6 @@ async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
                 )
                 for i in group
             ]
-            whats = ", ".join(TELEMETRY_ROWS[i][0] for i in group)
-            _progress(f"bff with {whats} on and off at the same time, {ctx.mode.budget_rounds} rounds")
             _at_once(ctx, (off, *ons), ctx.mode.warmup, ctx.plan.load)
             rounds = []
             for _ in range(ctx.mode.budget_rounds):
