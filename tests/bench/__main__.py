@@ -49,6 +49,8 @@ MAX_SESSION_BYTES = 2048
 MAX_READY_SECONDS = 2.0
 #: Sessions taken in turn by the worst-case run: more than bff memoises (DECODED_CACHE_SIZE), so each lookup decodes.
 MANY_SESSIONS = 2 * DECODED_CACHE_SIZE
+#: wrk's timeout with thousands of connections open: the first request of each queues behind all the others'.
+MANY_CONNECTIONS_TIMEOUT = 30.0
 #: With fewer than 4 cores, scaling is measured with every worker capped at this much of a core (``budget.py``):
 #: three workers (1.2 cores) and the load they cause (~0.5) stay under two cores, so each cap is what binds.
 WORKER_BUDGET = 0.4
@@ -281,7 +283,7 @@ async def _worker_memory(ctx: Context) -> rss.WorkerMemory:
         for duration, pid in ((mode.warmup, None), (mode.duration, bff.process.pid)):
             result = run_wrk(
                 ctx.tools["wrk"], bff.url + API_PATH, duration=duration, connections=connections, threads=threads,
-                headers=bff.headers, cores=cores, plan=ctx.plan, server_pid=pid,
+                headers=bff.headers, cores=cores, plan=ctx.plan, server_pid=pid, timeout=MANY_CONNECTIONS_TIMEOUT,
             )  # fmt: skip
         return result
 
