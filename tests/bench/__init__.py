@@ -24,7 +24,7 @@
   http-proxy-middleware), one process each on the server core (``peers/``); a peer whose packages are missing is
   skipped, saying so. Their target: bff's CPU per request with each lookup decoding at most 0.35x each peer's;
 * the worker's memory per idle keep-alive connection (2,000 held open; target <= 10 KB) and per active session, and
-  wrk with 2,000 connections open (its p99) (``memory.py``);
+  the usual wrk load while those 2,000 stay open (its p99) (``memory.py``);
 * how long ``bff serve`` takes to answer ``/readyz`` 200;
 * telemetry's cost: this tree's bff with metrics and the JSON access log on and the same bff with them
   off, loaded at the same time on the server core, a few rounds: the median ratio of their CPU per request

@@ -49,8 +49,6 @@ MAX_SESSION_BYTES = 2048
 MAX_READY_SECONDS = 2.0
 #: Sessions taken in turn by the worst-case run: more than bff memoises (DECODED_CACHE_SIZE), so each lookup decodes.
 MANY_SESSIONS = 2 * DECODED_CACHE_SIZE
-#: wrk's timeout with thousands of connections open: the first request of each queues behind all the others'.
-MANY_CONNECTIONS_TIMEOUT = 30.0
 #: With fewer than 4 cores, scaling is measured with every worker capped at this much of a core (``budget.py``):
 #: three workers (1.2 cores) and the load they cause (~0.5) stay under two cores, so each cap is what binds.
 WORKER_BUDGET = 0.4
@@ -274,18 +272,13 @@ async def _checked(bff: Bff, idp_url: str) -> Outcome:
 
 
 async def _worker_memory(ctx: Context) -> rss.WorkerMemory:
-    """A bff whose idle connections outlive the measurement: its memory per connection and session, and wrk with
-    that many connections open."""
+    """A bff whose idle connections outlive the measurement: its memory per connection and session, and the usual
+    wrk load while those connections stay open."""
     mode = ctx.mode
     cores, threads = _load(ctx, 1)
 
-    def load(connections: int) -> WrkResult:
-        for duration, pid in ((mode.warmup, None), (mode.duration, bff.process.pid)):
-            result = run_wrk(
-                ctx.tools["wrk"], bff.url + API_PATH, duration=duration, connections=connections, threads=threads,
-                headers=bff.headers, cores=cores, plan=ctx.plan, server_pid=pid, timeout=MANY_CONNECTIONS_TIMEOUT,
-            )  # fmt: skip
-        return result
+    def load() -> WrkResult:
+        return _wrk(ctx, bff.url + API_PATH, bff.headers, bff.process.pid, cores, threads=threads)
 
     extra = 'keep_alive_timeout = "120s"'
     async with _bff(ctx, "bff-memory", workers=1, source=ROOT, server_extra=extra) as bff:

@@ -4,6 +4,7 @@ active sessions, each divided by their count.
 * Idle keep-alive connections: ``n`` connections each send one proxied request and stay open, idle (the server's
   ``keep_alive_timeout`` must outlast the measurement). A first batch, opened and closed before, warms the code
   paths and the allocator, so what grows after is what the open connections hold.
+  While they stay open, wrk's usual load runs: its p99 is the latency with that many clients connected.
 * Active sessions: ``n`` sessions each make one request (bff decodes each and memoises up to ``DECODED_CACHE_SIZE``
   of them), after a first batch of other sessions did the same.
 
@@ -18,6 +19,7 @@ import resource
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -30,6 +32,7 @@ from tests.bench.wrk import WrkResult
 NOFILE = 16_384
 _SETTLE = 0.5
 _AT_ONCE = 32
+T = TypeVar("T")
 
 
 def raise_file_limit(wanted: int = NOFILE) -> int:
@@ -131,8 +134,11 @@ async def _open(url: str, path: str, headers: Mapping[str, str], count: int) -> 
     return [c for c, _ in opened if c is not None], sum(1 for _, ok in opened if not ok)
 
 
-async def idle_connections(url: str, path: str, headers: Mapping[str, str], pid: int, count: int) -> Growth:
-    """RSS growth of ``pid`` per idle keep-alive connection, ``count`` of them open at once."""
+async def idle_connections(
+    url: str, path: str, headers: Mapping[str, str], pid: int, count: int, *, while_open: Callable[[], T]
+) -> tuple[Growth, T]:
+    """RSS growth of ``pid`` per idle keep-alive connection, ``count`` of them open at once; and what
+    ``while_open()`` returned, called while they are still open (and idle)."""
     warm, failures = await _open(url, path, headers, min(count, 200))
     for connection in warm:
         connection.close()
@@ -142,10 +148,11 @@ async def idle_connections(url: str, path: str, headers: Mapping[str, str], pid:
     try:
         await asyncio.sleep(_SETTLE)  # every connection open and idle
         after = rss_bytes(pid)
+        during = while_open()
     finally:
         for connection in connections:
             connection.close()
-    return Growth("idle keep-alive connection", count, before, after, failures + more)
+    return Growth("idle keep-alive connection", count, before, after, failures + more), during
 
 
 async def _each_once(url: str, path: str, headers: Sequence[Mapping[str, str]], connections: int = 32) -> int:
@@ -189,7 +196,8 @@ MAX_CONNECTION_BYTES = 10 * 1024
 class WorkerMemory:
     connections: Growth
     sessions: Growth
-    #: wrk with ``connections.count`` connections open at once: the latency with many clients connected.
+    #: wrk's usual load while ``connections.count`` idle connections stay open: the latency with many clients
+    #: connected.
     run: Run
 
     def outcomes(self, *, smoke: bool) -> list[Outcome]:
@@ -207,8 +215,8 @@ class WorkerMemory:
                 note="no target",
             ),
             Outcome(
-                f"every request of the memory measurements and of the {self.connections.count:,}-connection run "
-                "answered 2xx",
+                f"every request of the memory measurements and of the run with {self.connections.count:,} "
+                "connections open answered 2xx",
                 f"{self.connections.failures + self.sessions.failures + self.run.result.failures} failed",
                 self.connections.failures + self.sessions.failures + self.run.result.failures == 0,
                 "check",
@@ -217,12 +225,13 @@ class WorkerMemory:
 
 
 async def measure(
-    bff: Bff, *, connections: int, sessions: int, warm: int, load: Callable[[int], WrkResult]
+    bff: Bff, *, connections: int, sessions: int, warm: int, load: Callable[[], WrkResult]
 ) -> WorkerMemory:
-    """``bff`` (one worker, its ``keep_alive_timeout`` above a few seconds): RSS per idle connection, per active
-    session (``sessions`` of them after ``warm`` others), then ``load(connections)``: wrk with that many open."""
+    """``bff`` (one worker, its ``keep_alive_timeout`` above the load's duration): RSS per active session
+    (``sessions`` of them after ``warm`` others), then per idle connection, and ``load()`` (wrk) while
+    ``connections`` idle ones stay open."""
     cookies = await bff.create_sessions(warm + sessions)
     active = await active_sessions(bff.url, API_PATH, COOKIE_NAME, cookies, bff.process.pid, warm)
-    idle = await idle_connections(bff.url, API_PATH, bff.headers, bff.process.pid, connections)
-    name = f"bff, 1 worker, valid session, {connections:,} connections open"
-    return WorkerMemory(idle, active, Run(name, load(connections)))
+    idle, result = await idle_connections(bff.url, API_PATH, bff.headers, bff.process.pid, connections, while_open=load)
+    name = f"bff, 1 worker, valid session, {connections:,} more connections open and idle"
+    return WorkerMemory(idle, active, Run(name, result))

@@ -83,8 +83,6 @@ class Load:
     headers: Mapping[str, str]
     server_pid: int | None = None
     script: Path | None = None
-    #: Seconds after which wrk counts a request as a timeout error (wrk's default: 2).
-    timeout: float | None = None
 
 
 def run_wrk(
@@ -99,11 +97,10 @@ def run_wrk(
     plan: CpuPlan,
     server_pid: int | None = None,
     script: Path | None = None,
-    timeout: float | None = None,
 ) -> WrkResult:
     """One wrk run; with ``server_pid``, the CPU its process tree used during the run; ``script`` is a wrk Lua
     script (``-s``)."""
-    load = Load(url, headers, server_pid, script, timeout)
+    load = Load(url, headers, server_pid, script)
     [result] = run_wrk_at_once(
         binary, [load], duration=duration, connections=connections, threads=threads, cores=cores, plan=plan
     )
@@ -156,8 +153,6 @@ def _command(binary: str, load: Load, duration: float, connections: int, threads
     command = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if load.script is not None:
         command += ["-s", str(load.script)]
-    if load.timeout is not None:
-        command += ["--timeout", f"{max(1, round(load.timeout))}s"]
     for name, value in load.headers.items():
         command += ["-H", f"{name}: {value}"]
     command.append(load.url)
