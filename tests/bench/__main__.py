@@ -544,11 +544,11 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         )
 
         if compare_with is not None:
+            _progress(f"bff from {compare_with}, 1 worker")
             async with (
                 _bff(ctx, "bff-compare", workers=1, source=compare_with) as other,
                 _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again,
             ):
-                _progress(f"bff from {compare_with}, 1 worker")
                 before = _wrk(ctx, other.url + API_PATH, other.headers, other.process.pid, cores, threads=threads)
                 runs.append(Run(f"bff from {compare_with}, 1 worker, valid session (before)", before))
                 _progress("bff, 1 worker, once more (the comparison between two runs of this tree)")

@@ -1,9 +1,10 @@
-"""The check that gates a peer's row (``tests.bench.peers.check_proxy``), against proxies that get one thing wrong;
-``make bench-smoke`` runs it on the real peers, and the clock of the parts (``tests.bench.parts``)."""
+"""The check that gates a peer's row (``tests.bench.peers.check_proxy``), against proxies that get one thing wrong
+(``make bench-smoke`` runs it on the real peers); the peers' targets and skips; the clock of the parts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -13,7 +14,9 @@ from starlette.routing import Route
 
 from tests.bench.nginx import UPSTREAM_BODY
 from tests.bench.parts import FULL_BUDGET, Parts
-from tests.bench.peers import check_proxy
+from tests.bench.peers import Skipped, apache, check_proxy
+from tests.bench.peers.compare import PeerRow, peer_outcomes
+from tests.bench.wrk import WrkResult
 from tests.support.servers import serve
 
 GOOD_TOKEN = "token-the-idp-issued"
@@ -80,3 +83,40 @@ def test_the_benchmark_over_its_budget_fails_and_names_the_slowest_part() -> Non
     assert "slowest part: peers" in outcome.measured
     parts.elapsed = [("setup", 5.0), ("peers", 30.0)]
     assert not parts.outcome(smoke=False).failed(smoke=False)
+
+
+def _result(requests: int, cpu: float) -> WrkResult:
+    return WrkResult(requests=requests, seconds=10, p50=0.01, p99=0.02, non_2xx=0, socket_errors=0, cpu=cpu)
+
+
+def test_a_skipped_peer_is_said_so_and_its_target_not_enforced() -> None:
+    rows = [PeerRow("Apache", skipped="apache2 not found; install with: apt-get install -y apache2")]
+    [outcome] = peer_outcomes(rows, _result(10_000, 1.0), "bff")
+    assert outcome.ok is None
+    assert "SKIPPED: apache2 not found" in outcome.measured
+    assert not outcome.failed(smoke=False)
+
+
+def test_bff_over_the_share_of_a_peers_cpu_fails_the_run() -> None:
+    bff = _result(10_000, 3.0)  # 300 µs per request
+    within, over = _result(10_000, 9.0), _result(10_000, 8.0)  # 900 and 800 µs: 0.33x and 0.375x
+    rows = [PeerRow("near", within, check="checked"), PeerRow("far", over, check="checked")]
+    near_check, near, far_check, far = peer_outcomes(rows, bff, "bff")
+    assert near_check.ok
+    assert far_check.ok
+    assert not near.failed(smoke=False)
+    assert far.failed(smoke=False)
+    assert not far.failed(smoke=True)
+    assert far.measured.startswith("0.38x")
+
+
+def test_a_peer_that_did_not_start_fails_its_check_even_in_smoke() -> None:
+    rows = [PeerRow("Node BFF", check="did not start: node-bff exited with 1", check_ok=False)]
+    [check] = peer_outcomes(rows, _result(10_000, 1.0), "bff")
+    assert check.failed(smoke=True)
+
+
+def test_without_its_modules_apache_is_skipped_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apache, "MODULES", Path("/nonexistent/apache2/modules"))
+    with pytest.raises(Skipped, match="apt-get install -y apache2 libapache2-mod-auth-openidc"):
+        apache.binary()
