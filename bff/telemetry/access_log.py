@@ -4,8 +4,9 @@ Cheap by construction: every field is one bff controls (numbers, the configured 
 hex handle) or is escaped here (the method, the path: ``json.encoder.encode_basestring_ascii``, the C escaper, so a
 hostile path of any bytes still gives one line of valid ASCII JSON). So the generic redaction filter, which scans
 whole messages with regular expressions, is not on this path. The query string is never written: its values are
-where secrets travel. Lines are buffered and written together ``FLUSH_DELAY`` after the first of them (or at
-``FLUSH_LINES``, and at exit): a write per request would cost more than the rest of the line.
+where secrets travel. A request's end keeps a tuple of plain values (a ``Record``); the lines are formatted in one
+loop and written together ``FLUSH_DELAY`` after the first of them (or at ``FLUSH_LINES``, and at exit): a write per
+request would cost more than the rest of the line.
 
 The session appears only as a handle: the first 12 characters of its store key, itself SHA-256 of the 256-bit
 session id (``bff.session.manager``), the same handle ``bff sessions list`` shows; it cannot be turned back into the
@@ -51,24 +52,11 @@ _HEAD = '"severity_text":"INFO","body":"access","logger":"bff.access",'
 
 #: What a line shows, kept at the request's end and formatted at the flush: the end and start (``perf_counter()``),
 #: route, method, status, upstream status, error, raw path, request id, trace id, span id, session key, upstream
-#: time (None: no upstream call), bytes in and out. Plain values only: nothing that refers back to the request.
+#: error, upstream time, bytes in and out. Plain values only: nothing that refers back to the request.
 Record = tuple[
-    float,
-    float,
-    str,
-    str,
-    int,
-    int | None,
-    str | None,
-    bytes,
-    str | None,
-    str | None,
-    str | None,
-    str | None,
-    float | None,
-    int,
-    int,
-]
+    float, float, str, str, int, int | None, str | None, bytes, str | None, str | None, str | None, str | None,
+    str | None, float, int, int,
+]  # fmt: skip
 
 
 class AccessLog(BaseObserver):
@@ -113,7 +101,8 @@ class AccessLog(BaseObserver):
                 ex.trace_id,
                 ex.span_id,
                 ex.session_key,
-                None if ex.upstream_status is None and ex.upstream_error is None else ex.upstream_time,
+                ex.upstream_error,
+                ex.upstream_time,
                 ex.bytes_in,
                 ex.bytes_out,
             )
@@ -203,7 +192,7 @@ class AccessLog(BaseObserver):
         lines = []
         for (
             now, started, route, method, status, upstream, error, path, request_id,
-            trace_id, span_id, session, up_time, bytes_in, bytes_out,
+            trace_id, span_id, session, up_error, up_time, bytes_in, bytes_out,
         ) in records:  # fmt: skip
             fragment = fragments.get((route, method, status, upstream, error)) or self._fragment(
                 (route, method, status, upstream, error)
@@ -222,7 +211,7 @@ class AccessLog(BaseObserver):
                 self._session_key = session
                 self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
             us = int((now - started) * 1e6)
-            if up_time is None:
+            if upstream is None and up_error is None:  # no upstream call
                 up_ms = "null"
             else:
                 up_us = int(up_time * 1e6)
@@ -241,14 +230,14 @@ class AccessLog(BaseObserver):
         lines = []
         for (
             now, started, route, method, status, upstream, error, path, request_id,
-            trace_id, _, session, up_time, bytes_in, bytes_out,
+            trace_id, _, session, _, up_time, bytes_in, bytes_out,
         ) in records:  # fmt: skip
             stamp = self._stamp if now < self._next_ms else self._timestamp(now)
             lines.append(
                 f"{stamp} INFO bff.access {self._cached(method)} "
                 f"{_escape(path.decode('utf-8', 'backslashreplace'))} {status}"
                 f" route={self._cached(route)} upstream={'-' if upstream is None else upstream}"
-                f" duration_ms={(now - started) * 1000:.3f} upstream_ms={(up_time or 0.0) * 1000:.3f}"
+                f" duration_ms={(now - started) * 1000:.3f} upstream_ms={up_time * 1000:.3f}"
                 f" in={bytes_in} out={bytes_out} error={error or '-'} request_id={request_id or '-'}"
                 f" trace_id={'-' if trace_id is None else _escape(trace_id)}"
                 f" session={session_handle(session) or '-'}\n"
