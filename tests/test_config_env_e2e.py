@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support.asgi import ok_answer
-from tests.support.bff_process import running_bff
+from tests.support.bff_process import serving_bff
 from tests.support.forward_proxy import forward_proxy
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
@@ -53,7 +53,7 @@ def test_bff_serve_takes_its_route_from_the_environment_and_leaves_through_the_p
 ) -> None:
     with (
         forward_proxy(credentials=("egress", PASSWORD)) as (proxy_port, proxy_log),
-        running_bff(
+        serving_bff(
             tmp_path,
             redis_url=redis_process.url,
             provider=provider,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.support.asgi import ok_answer
-from tests.support.bff_process import expire_session_token, running_bff, scrape
+from tests.support.bff_process import expire_session_token, scrape, serving_bff
 from tests.support.browser import Browser
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
@@ -378,7 +378,7 @@ async def _traffic(origin: str, redis_url: str, config: Path) -> None:
 async def test_every_metric_name_is_in_a_real_scrape(
     tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
 ) -> None:
-    with running_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
         await asyncio.wait_for(_traffic(bff.url, redis_process.url, bff.config), 60)
         exposition = scrape(bff.metrics_port)
     families = scraped_families(exposition)

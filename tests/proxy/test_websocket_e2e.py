@@ -32,7 +32,7 @@ from tests.support.bff_process import (
     RunningBff,
     configure,
     expire_session_token,
-    running_bff,
+    serving_bff,
     start_bff,
     wait_ready,
 )
@@ -365,7 +365,7 @@ async def test_a_token_about_to_expire_is_refreshed_and_the_socket_stays_open(st
 def own_bff(tmp_path: Path, redis_url: str, stack: Stack, idle: str, *args: str) -> AbstractContextManager[RunningBff]:
     """A ``bff serve`` of the test's own (with the stack's routes, ``idle_timeout`` ``idle`` and ``args``), ready."""
     extra = ROUTES.format(idle=idle, upstream=stack.upstream.url)
-    return running_bff(
+    return serving_bff(
         tmp_path, redis_url=redis_url, provider=stack.provider, upstream=stack.upstream.url, args=args, extra=extra
     )
 

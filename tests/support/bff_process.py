@@ -3,6 +3,7 @@ reach into its sessions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,6 +57,23 @@ def start_bff(
             env=env,
             cwd=release,
         )
+
+
+@contextlib.contextmanager
+def running_bff(
+    config: Path, port: int, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`start_bff`, ready (:func:`wait_ready`) when entered, terminated when left."""
+    process = start_bff(config, port, log, *extra, env=env)
+    try:
+        wait_ready(port, process, log)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - only a hung bff gets here
+            process.kill()
 
 
 async def log_in(port: int) -> str:
@@ -135,7 +153,7 @@ def stop(process: subprocess.Popen[bytes], within: float = 20) -> None:
 
 @dataclass
 class RunningBff:
-    """A ``bff serve`` process started by :func:`running_bff`."""
+    """A ``bff serve`` process started by :func:`serving_bff`."""
 
     process: subprocess.Popen[bytes]
     port: int
@@ -149,12 +167,12 @@ class RunningBff:
 
     @property
     def metrics_port(self) -> int:
-        assert self.metrics is not None, "running_bff(metrics=True) starts a metrics listener"
+        assert self.metrics is not None, "serving_bff(metrics=True) starts a metrics listener"
         return self.metrics
 
 
 @contextmanager
-def running_bff(
+def serving_bff(
     tmp_path: Path,
     *,
     redis_url: str,

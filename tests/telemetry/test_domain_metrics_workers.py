@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.asgi import ok_answer
-from tests.support.bff_process import expire_session_token, running_bff
+from tests.support.bff_process import expire_session_token, serving_bff
 from tests.support.bff_process import scrape as scrape_text
 from tests.support.browser import Browser
 from tests.support.oidc_provider import TestProvider, running
@@ -72,7 +72,7 @@ def provider() -> Iterator[TestProvider]:
 def test_two_workers_count_the_token_lifecycle_exactly(
     tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
 ) -> None:
-    with running_bff(
+    with serving_bff(
         tmp_path,
         redis_url=redis_process.url,
         provider=provider,

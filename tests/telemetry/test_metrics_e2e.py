@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.asgi import ok_answer
-from tests.support.bff_process import running_bff, wait_ready
 from tests.support.bff_process import scrape as scrape_text
+from tests.support.bff_process import serving_bff, wait_ready
 from tests.support.browser import Browser
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess
@@ -91,7 +91,7 @@ async def login_and_call(origin: str, calls: int) -> None:
 def test_one_scrape_sums_the_workers_exactly(
     tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
 ) -> None:
-    with running_bff(
+    with serving_bff(
         tmp_path,
         redis_url=redis_process.url,
         provider=provider,
@@ -151,7 +151,7 @@ def test_one_scrape_sums_the_workers_exactly(
 def test_one_process_serves_its_live_values(
     tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
 ) -> None:
-    with running_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
         port, metrics_port = bff.port, bff.metrics_port
         for _ in range(3):
             assert httpx.get(f"http://127.0.0.1:{port}/api/x", headers=XHR).status_code == 401  # no session
