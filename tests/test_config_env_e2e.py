@@ -8,32 +8,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.asgi import ok_answer
 from tests.support.bff_process import serving_bff
 from tests.support.forward_proxy import forward_proxy
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import serve
 
 PASSWORD = "egress-password-0815"
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 def environment(proxy_port: int, upstream: str) -> dict[str, str]:
@@ -49,24 +33,24 @@ def environment(proxy_port: int, upstream: str) -> dict[str, str]:
 
 
 def test_bff_serve_takes_its_route_from_the_environment_and_leaves_through_the_proxy(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
     with (
         forward_proxy(credentials=("egress", PASSWORD)) as (proxy_port, proxy_log),
         serving_bff(
             tmp_path,
             redis_url=redis_process.url,
-            provider=provider,
+            provider=idp,
             upstream="http://127.0.0.1:9/never-used",
             args=["--workers", "2"],
-            env=environment(proxy_port, upstream),
+            env=environment(proxy_port, ok_upstream),
             inherit_env=False,
         ) as bff,
     ):
         config, log = bff.config, bff.log
         explained = subprocess.run(
             [sys.executable, "-m", "bff", "check", "--config", str(config), "--explain"],
-            env=environment(proxy_port, upstream),
+            env=environment(proxy_port, ok_upstream),
             capture_output=True,
             text=True,
             check=True,
@@ -74,10 +58,10 @@ def test_bff_serve_takes_its_route_from_the_environment_and_leaves_through_the_p
         for _ in range(4):  # both workers, whichever takes the connection
             answer = httpx.get(f"{bff.url}/api/items?x=1", headers={"X-CSRF": "1"}, timeout=10)
             assert (answer.status_code, answer.text) == (200, "ok")
-    upstream_port = upstream.rsplit(":", 1)[1].rstrip("/")
+    upstream_port = ok_upstream.rsplit(":", 1)[1].rstrip("/")
     api = [r for r in proxy_log.requests if r.startswith(f"GET http://127.0.0.1:{upstream_port}/")]
     assert api == [f"GET http://127.0.0.1:{upstream_port}/items?x=1"] * 4
-    assert any(r.startswith(f"GET {provider.issuer}") for r in proxy_log.requests)  # the IdP calls too
+    assert any(r.startswith(f"GET {idp.issuer}") for r in proxy_log.requests)  # the IdP calls too
     assert all(proxy_log.authorized)
     assert all(b"x-tenant: acme" in head for head in proxy_log.forwarded if b"/items" in head)
     lines = {line.split(" = ", 1)[0]: line for line in explained.splitlines()}

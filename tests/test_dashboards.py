@@ -14,19 +14,16 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.asgi import ok_answer
 from tests.support.bff_process import expire_session_token, scrape, serving_bff
 from tests.support.browser import Browser
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import serve
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "bff-dashboard.json"
@@ -348,18 +345,6 @@ def test_scraped_families_of_the_text_format() -> None:
     assert scraped_families(exposition) == {"bff_login_total": "counter", "h_seconds": "histogram"}
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 async def _traffic(origin: str, redis_url: str, config: Path) -> None:
     browser = Browser()
     try:
@@ -376,9 +361,9 @@ async def _traffic(origin: str, redis_url: str, config: Path) -> None:
 
 
 async def test_every_metric_name_is_in_a_real_scrape(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    with serving_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=idp, upstream=ok_upstream, metrics=True) as bff:
         await asyncio.wait_for(_traffic(bff.url, redis_process.url, bff.config), 60)
         exposition = scrape(bff.metrics_port)
     families = scraped_families(exposition)

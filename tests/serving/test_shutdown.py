@@ -34,7 +34,7 @@ from bff.types import Receive, Scope, Send
 from tests.support.bff_process import configure, expire_session_token, log_in, start_bff, wait_ready
 from tests.support.dev_server import DevServer, DevServerState
 from tests.support.leak_guard import fingerprint
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
 
@@ -90,12 +90,6 @@ def upstream() -> Iterator[Upstream]:
         api.url = url
         yield api
     api.release.set()
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 @dataclass
@@ -173,10 +167,8 @@ class Launcher:
 
 
 @pytest.fixture
-def launch(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: Upstream
-) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path, redis_process, provider, upstream)
+def launch(tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, upstream: Upstream) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path, redis_process, idp, upstream)
     yield launcher
     for bff in launcher.started:
         if bff.process.poll() is None:
@@ -307,7 +299,7 @@ async def test_an_event_stream_through_the_proxy_is_cut_at_the_deadline_and_bff_
 
 @pytest.mark.parametrize("request_waits", [True, False], ids=["its-request-waiting", "its-request-gone"])
 async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
-    redis_process: RedisProcess, provider: TestProvider, launch: Launcher, request_waits: bool
+    redis_process: RedisProcess, idp: TestProvider, launch: Launcher, request_waits: bool
 ) -> None:
     """Two instances on one Redis; the IdP takes 1.5 s to answer a refresh that the first instance started when it
     is told to stop. The refresh completes and is saved: the second instance serves the session with the new token,
@@ -315,12 +307,12 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
     stopping, other = (launch(drain_delay="0.2s", shutdown_timeout="5s") for _ in range(2))
     cookie = await log_in(stopping.port)
     old_token = await expire_session_token(redis_process.url, stopping.config, cookie)
-    provider.token_delay = 1.5
+    idp.token_delay = 1.5
     api = {**XHR, "cookie": f"__Host-bff={cookie}"}
 
     async with httpx.AsyncClient(timeout=PATIENCE if request_waits else 0.3) as http:
         request = asyncio.ensure_future(http.get(f"{stopping.url}/api/items", headers=api))
-        await refresh_started(provider)
+        await refresh_started(idp)
         if not request_waits:
             with pytest.raises(httpx.TimeoutException):
                 await request  # the browser left; the refresh goes on without it
@@ -332,8 +324,8 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
 
     answer = await fresh_get(f"{other.url}/api/items", headers=api)
     assert (answer.status_code, answer.text) == (200, "ok")
-    assert provider.refresh_calls == 1
-    assert provider.reuse_detected == 0
+    assert idp.refresh_calls == 1
+    assert idp.reuse_detected == 0
     store = RedisStore.from_url(redis_process.url)
     try:
         sessions = SessionManager(store, load_config(stopping.config).session)
@@ -348,7 +340,7 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
 
 
 async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_lock_released(
-    redis_process: RedisProcess, provider: TestProvider, launch: Launcher
+    redis_process: RedisProcess, idp: TestProvider, launch: Launcher
 ) -> None:
     """The IdP takes longer than ``shutdown_timeout`` to answer a refresh whose request has left: bff does not wait
     past its deadline, and the refresh lock is released as the refresh is cancelled, not left to its 5 s lease, so
@@ -356,12 +348,12 @@ async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_l
     bff = launch(drain_delay="0.1s", shutdown_timeout="0.5s")
     cookie = await log_in(bff.port)
     await expire_session_token(redis_process.url, bff.config, cookie)
-    provider.token_delay = 4.0
+    idp.token_delay = 4.0
     async with httpx.AsyncClient(timeout=0.3) as http:
         request = asyncio.ensure_future(
             http.get(f"{bff.url}/api/items", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
         )
-        await refresh_started(provider)
+        await refresh_started(idp)
         with pytest.raises(httpx.TimeoutException):
             await request
     store = RedisStore.from_url(redis_process.url)
@@ -373,7 +365,7 @@ async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_l
         assert await store.ttl(lock_key) is not None  # held while the IdP takes its time
         bff.stop()
         assert bff.exit_status(within=0.6 + BOUND) == 0, bff.log.read_text()[-3000:]
-        assert provider.refresh_calls == 0  # bff stopped before the IdP answered ...
+        assert idp.refresh_calls == 0  # bff stopped before the IdP answered ...
         assert await store.ttl(lock_key) is None  # ... and released the lock on its way out
     finally:
         await store.aclose()

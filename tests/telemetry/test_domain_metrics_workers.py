@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.asgi import ok_answer
 from tests.support.bff_process import expire_session_token, serving_bff
 from tests.support.bff_process import scrape as scrape_text
 from tests.support.browser import Browser
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import serve
 
 XHR = {"X-CSRF": "1"}
 #: Longest wait for the workers' snapshots (written every second) to show in a scrape; only a failure waits this long.
@@ -57,31 +55,19 @@ def nonzero(samples: dict[str, dict[str, float]], name: str) -> dict[str, float]
     return {key: value for key, value in samples.get(name, {}).items() if value}
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 def test_two_workers_count_the_token_lifecycle_exactly(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
     with serving_bff(
         tmp_path,
         redis_url=redis_process.url,
-        provider=provider,
-        upstream=upstream,
+        provider=idp,
+        upstream=ok_upstream,
         args=["--workers", "2"],
         metrics=True,
     ) as bff:
         metrics_port, config, origin = bff.metrics_port, bff.config, bff.url
-        asyncio.run(_traffic(origin, metrics_port, redis_process.url, config, provider))
+        asyncio.run(_traffic(origin, metrics_port, redis_process.url, config, idp))
         refreshes = {"ok": 1, "joined": STORM - 1, "idp_unavailable": 1}
         samples = until(
             metrics_port,

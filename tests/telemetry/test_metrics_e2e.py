@@ -10,37 +10,23 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.asgi import ok_answer
 from tests.support.bff_process import scrape as scrape_text
 from tests.support.bff_process import serving_bff, wait_ready
 from tests.support.browser import Browser
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import serve
 
 XHR = {"X-CSRF": "1"}
 #: Longest wait for a worker's snapshot (written every second) to show in a scrape; only a failure waits this long.
 BOUND = 15.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 def scrape(metrics_port: int) -> Samples:
@@ -89,13 +75,13 @@ async def login_and_call(origin: str, calls: int) -> None:
 
 
 def test_one_scrape_sums_the_workers_exactly(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
     with serving_bff(
         tmp_path,
         redis_url=redis_process.url,
-        provider=provider,
-        upstream=upstream,
+        provider=idp,
+        upstream=ok_upstream,
         args=["--workers", "2"],
         metrics=True,
     ) as bff:
@@ -108,7 +94,7 @@ def test_one_scrape_sums_the_workers_exactly(
         assert samples[server("/api", 405, "_OTHER")] == 1
         assert samples[server("/bff/login", 302)] == 1
         assert samples[server("/bff/callback", 302)] == 1
-        upstream_address = upstream.removeprefix("http://")
+        upstream_address = ok_upstream.removeprefix("http://")
         client = {
             "server_address": upstream_address,
             "http_request_method": "GET",
@@ -149,9 +135,9 @@ def test_one_scrape_sums_the_workers_exactly(
 
 
 def test_one_process_serves_its_live_values(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    with serving_bff(tmp_path, redis_url=redis_process.url, provider=provider, upstream=upstream, metrics=True) as bff:
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=idp, upstream=ok_upstream, metrics=True) as bff:
         port, metrics_port = bff.port, bff.metrics_port
         for _ in range(3):
             assert httpx.get(f"http://127.0.0.1:{port}/api/x", headers=XHR).status_code == 401  # no session
