@@ -141,7 +141,7 @@ class Login:
         self.clock = clock
 
     async def handle(self, request: Request) -> Response:
-        client = self.idp.client  # raises NotReady before the IdP metadata is loaded
+        authorization = self.idp.authorization  # raises NotReady before the IdP metadata is loaded
         verifier = new_code_verifier()
         login = LoginState(
             state=new_state(),
@@ -150,7 +150,8 @@ class Login:
             return_to=safe_return_to(request.query_params.get("returnTo")),
             created_at=self.clock(),
         )
-        url = client.authorization_url(
+        # With PAR this calls the IdP (RFC 9126): a failed push raises before any cookie is set, so nothing is lost.
+        url = await authorization.url(
             state=login.state,
             nonce=login.nonce,
             code_challenge=s256_challenge(verifier),
