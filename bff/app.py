@@ -289,6 +289,7 @@ class BffApp:
             logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
         except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
             _log_refusal(exc)
+            await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
             raise
         except BffError as exc:
             logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
