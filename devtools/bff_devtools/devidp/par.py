@@ -78,9 +78,9 @@ class PushedRequests:
                     return _error("invalid_dpop_proof", "more than one DPoP header")
                 self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/par")
             except UseNonce as exc:
-                return _error("use_dpop_nonce", exc.description)
+                return self._with_nonce(_error("use_dpop_nonce", exc.description))
             except InvalidProof as exc:
-                return _error("invalid_dpop_proof", exc.description)
+                return self._with_nonce(_error("invalid_dpop_proof", exc.description))
         try:
             client_id = await run_in_thread(self._server.authenticate_pushing_client, http)
         except OAuth2Error as error:
@@ -92,7 +92,14 @@ class PushedRequests:
             return _error(refused.error, refused.description)
         request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
         await self._store.set(pushed_key(request_uri), json.dumps(pushed).encode(), PAR_TTL)
-        return JSONResponse({"request_uri": request_uri, "expires_in": PAR_TTL}, status_code=201, headers=NO_STORE)
+        answer = JSONResponse({"request_uri": request_uri, "expires_in": PAR_TTL}, status_code=201, headers=NO_STORE)
+        return self._with_nonce(answer)
+
+    def _with_nonce(self, response: Response) -> Response:
+        """RFC 9449 8 and 8.2: the nonce to use next, when nonces are demanded."""
+        if self._dpop.nonces is not None:
+            response.headers["DPoP-Nonce"] = self._dpop.nonces.current()
+        return response
 
     def checked(self, client_id: str, params: dict[str, str], *, pushed: bool) -> list[tuple[str, str]]:
         """The parameters of an authorization request from ``client_id``, its request object opened; raises
