@@ -7,6 +7,10 @@
                                               validate the config; print every problem; exit 2 if any; else
                                               say what ``bff serve`` would bind; --explain: every effective
                                               setting and where it came from
+    bff doctor [--config PATH] [--url ORIGIN] [--json] [--strict] [--timeout SECONDS]
+                                              conformance self-check (IdP, client registration, Redis, upstreams,
+                                              with --url the deployment's browser contract); exit 1 on a FAIL
+                                              (--strict: on a WARN too); docs/doctor.md
     bff sessions list --sub SUB [--config PATH] [--json]
                                               the user's live sessions (handle, clocks, IdP sid; never a token)
     bff sessions revoke --sub SUB [--config PATH]
@@ -18,7 +22,8 @@ function that adds its parser to bff's subparsers). ``bff --help`` lists them by
 is imported, so the product's commands never load them. bff-devtools (``devtools/``) adds ``bff demo``,
 ``bff demo-api`` and ``bff devidp``.
 
-Exit codes: 0 success, 1 the session store could not be reached, 2 invalid configuration or usage.
+Exit codes: 0 success, 1 the session store could not be reached (``bff doctor``: a check failed), 2 invalid
+configuration or usage.
 """
 
 from __future__ import annotations
@@ -175,6 +180,18 @@ def _metrics_listener(config: Config, workers: int) -> Iterator[dict[str, str]]:
         listener.__exit__(None, None, None)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bff.doctor import is_ok, render_json, render_table, run_doctor
+
+    config = _load(args)
+    checks = asyncio.run(run_doctor(config, url=args.url, call_timeout=args.timeout))
+    if args.json:
+        sys.stdout.write(render_json(checks, strict=args.strict))
+    else:
+        sys.stdout.write(render_table(checks, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    return 0 if is_ok(checks, strict=args.strict) else EXIT_UNAVAILABLE
+
+
 # --- bff sessions ----------------------------------------------------------------------------------------------------
 
 
@@ -294,6 +311,16 @@ def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 300, got {value!r}")
+    return seconds
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """bff's parser; ``argv``, when given, is the command line it is for (see :func:`_add_plugin_commands`)."""
     parser = argparse.ArgumentParser(prog="bff", description="Backend-for-Frontend reverse proxy")
@@ -321,6 +348,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     check.add_argument("--listen", metavar="HOST:PORT", help="as for serve: show what it would bind")
     check.set_defaults(func=cmd_check)
+
+    doctor = sub.add_parser("doctor", help="check the IdP, client, Redis, upstreams and deployment before going live")
+    doctor.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
+    doctor.add_argument("--url", help="the running deployment's origin, e.g. https://app.example.com")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/doctor.md)")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 on a WARN too")
+    doctor.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per network call (default 5)")
+    doctor.set_defaults(func=cmd_doctor)
 
     sessions = sub.add_parser("sessions", help="list or revoke a user's sessions (acts on the shared store)")
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)

@@ -25,11 +25,10 @@ from bff.session.memory_store import MemoryStore
 from bff.types import ASGIApp, Receive, Scope, Send
 from bff_devtools.demo.api import DemoApiSettings, create_demo_api
 from bff_devtools.devidp import ClientRegistration
-from tests.devidp.test_interop import sign_in
 from tests.support.bff_process import wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY, base_document, make_config
-from tests.support.devidp import IdP, running_devidp
+from tests.support.devidp import IdP, running_devidp, sign_in_through_form
 from tests.support.leak_guard import GUARD
 from tests.support.servers import serve
 from tests.support.stack import bound_socket
@@ -141,7 +140,7 @@ def dpop_world(
 
 async def test_login_and_api_calls_with_dpop(tmp_path: Path, browser: Browser) -> None:
     with dpop_world(tmp_path) as world:
-        hops = await sign_in(browser, world.bff)
+        hops = await sign_in_through_form(browser, world.bff)
         assert hops[-1].status_code in (200, 302, 404), hops[-1].text
         assert world.idp_transport.token_statuses == [200]  # no nonce demanded: no retry
         for _ in range(3):  # a fresh proof each time: the API's jti replay cache would refuse a second use
@@ -153,7 +152,7 @@ async def test_login_and_api_calls_with_dpop(tmp_path: Path, browser: Browser) -
 
 async def test_a_route_without_dpop_sends_a_bearer_token_and_no_proof(tmp_path: Path, browser: Browser) -> None:
     with dpop_world(tmp_path) as world:
-        await sign_in(browser, world.bff)
+        await sign_in_through_form(browser, world.bff)
         response = await browser.request("GET", f"{world.bff}/plain/x", headers={**XHR, "DPoP": "a-browser-made-proof"})
         assert response.status_code == 200, response.text
         assert world.plain.schemes == ["Bearer"]
@@ -165,7 +164,7 @@ async def test_a_route_without_dpop_sends_a_bearer_token_and_no_proof(tmp_path: 
 
 async def test_the_idp_nonce_challenge_costs_one_retry_then_is_remembered(tmp_path: Path, browser: Browser) -> None:
     with dpop_world(tmp_path, idp_nonce=True, ttl=2) as world:
-        await sign_in(browser, world.bff)
+        await sign_in_through_form(browser, world.bff)
         # The login's first IdP call is the pushed request (RFC 9126, with a proof: RFC 9449 10.1): use_dpop_nonce,
         # then the retry with the nonce; the token request already carries it.
         assert world.idp_transport.par_statuses == [400, 201]
@@ -183,7 +182,7 @@ async def test_the_upstream_nonce_challenge_costs_one_retry_then_is_remembered(
     tmp_path: Path, browser: Browser
 ) -> None:
     with dpop_world(tmp_path, api_nonce=True) as world:
-        await sign_in(browser, world.bff)
+        await sign_in_through_form(browser, world.bff)
         first = await browser.request("GET", f"{world.bff}/api/me", headers=XHR)
         assert first.status_code == 200, first.text
         assert world.api.count("/me") == 2  # 401 use_dpop_nonce, then one retry
@@ -194,7 +193,7 @@ async def test_the_upstream_nonce_challenge_costs_one_retry_then_is_remembered(
 
 async def test_refresh_keeps_the_dpop_binding(tmp_path: Path, browser: Browser) -> None:
     with dpop_world(tmp_path, ttl=2) as world:
-        await sign_in(browser, world.bff)
+        await sign_in_through_form(browser, world.bff)
         for _ in range(2):
             await asyncio.sleep(1.5)
             response = await browser.request("GET", f"{world.bff}/api/me", headers=XHR)
@@ -278,7 +277,7 @@ upstream = "{api_url}"
         stack.callback(process.wait, 10)
         stack.callback(process.terminate)
         wait_ready(port, process, log)
-        await sign_in(browser, origin)
+        await sign_in_through_form(browser, origin)
         calls = 12
         for _ in range(calls):
             async with httpx.AsyncClient() as fresh:  # a new connection each time: either worker may accept it
@@ -314,7 +313,7 @@ async def test_a_session_from_before_dpop_gets_a_bound_token_before_its_first_dp
 
         before = app(dpop=False)
         with serve(before, sock=sock):
-            await sign_in(browser, origin)
+            await sign_in_through_form(browser, origin)
             assert (await browser.request("GET", f"{origin}/api/me", headers=XHR)).status_code == 200
         again = bound_socket_on(port)
         after = app(dpop=True)

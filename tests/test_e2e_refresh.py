@@ -15,12 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bff.session.manager import SessionManager
-from bff.session.redis_store import RedisStore
 from tests.support.browser import Browser
 from tests.support.leak_guard import fingerprint
 from tests.support.servers import serve
-from tests.support.sessions import expire_access_token
+from tests.support.sessions import expire_in_store
 from tests.support.stack import Stack, running_stack
 
 XHR = {"X-CSRF": "1"}
@@ -111,16 +109,7 @@ async def test_a_second_401_passes_through(stack: Stack, browser: Browser, upstr
 
 
 async def _expire(stack: Stack, browser: Browser, redis_url: str) -> None:
-    """Expire the session's access token, writing through a SessionManager of our own on the same Redis."""
-    store = RedisStore.from_url(redis_url)
-    try:
-        prefix = stack.app.sessions.key_for("x").rpartition("s:")[0]
-        ours = SessionManager(store, stack.config.session, prefix=prefix)
-        session_id = ours.session_id_from_cookie(browser.cookies(stack.url)["__Host-bff"])
-        assert session_id is not None
-        await expire_access_token(ours, session_id)
-    finally:
-        await store.aclose()
+    await expire_in_store(stack.app, redis_url, browser.cookies(stack.url)["__Host-bff"])
 
 
 async def test_proactive_refresh_of_an_expired_token(stack: Stack, browser: Browser, redis_url: str) -> None:

@@ -101,6 +101,16 @@ def test_check_starts_everything_and_exits_0(capsys: pytest.CaptureFixture[str])
             sock.bind(("127.0.0.1", port))
 
 
+def test_doctor_runs_bff_doctor_against_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """`bff demo --doctor`: no WARN, no FAIL (memory store: the Redis checks SKIP; plain http on localhost: HSTS)."""
+    options = _options()
+    argv = ["demo", "--doctor", "--port", str(options.port), "--idp-port", str(options.idp_port)]
+    assert main([*argv, "--api-port", str(options.api_port)]) == 0
+    table = capsys.readouterr().out
+    assert "PASS  client.credentials" in table
+    assert " 0 WARN, 0 FAIL," in table
+
+
 @pytest.mark.redis
 def test_check_with_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """REDIS_URL puts bff's sessions and the IdP's state in Redis; bff is ready only once the store answers."""

@@ -31,7 +31,7 @@ from bff.session.memory_store import MemoryStore
 from bff_devtools.devidp import ClientRegistration
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
-from tests.support.devidp import FORM, IdP, login_tx, running_devidp
+from tests.support.devidp import IdP, running_devidp, sign_in_through_form
 from tests.support.servers import serve
 from tests.support.stack import bound_socket
 
@@ -102,18 +102,6 @@ def world(tmp_path: Path) -> Iterator[World]:
         yield World(idp, urls)
 
 
-async def sign_in(browser: Browser, bff_url: str, password: str = "wonderland") -> list[httpx.Response]:
-    """Follow bff's login through the IdP; fill in the IdP's form if it shows one. Returns every hop."""
-    hops = await browser.follow(f"{bff_url}/bff/login")
-    if hops[-1].status_code == 200 and "name='tx'" in hops[-1].text:
-        idp_url = str(hops[-1].url).split("/authorize")[0]
-        body = f"tx={login_tx(hops[-1])}&username=alice&password={password}".encode()
-        submitted = await browser.request("POST", f"{idp_url}/login", headers=FORM, content=body)
-        assert submitted.status_code == 302, submitted.text
-        hops += [submitted, *await browser.follow(submitted.headers["location"])]
-    return hops
-
-
 async def families(browser: Browser, idp: IdP) -> dict[str, dict[str, object]]:
     """alice's token families by client, from the IdP's admin API (with her IdP session in ``browser``)."""
     response = await browser.request("GET", f"{idp.url}/admin/api/users/alice/families")
@@ -125,7 +113,7 @@ async def test_bff_signs_in_refreshes_and_logs_out_against_the_devidp(world: Wor
     a, b = world.bff["a"], world.bff["b"]
 
     # 1. Sign in to A through the IdP's login form; bff validates the ID token, the iss parameter, PKCE...
-    hops = await sign_in(browser, a)
+    hops = await sign_in_through_form(browser, a)
     assert any("name='tx'" in hop.text for hop in hops), "the IdP showed its login form"
     user = await browser.request("GET", f"{a}/bff/user", headers=XHR)
     assert user.status_code == 200, user.text
@@ -146,7 +134,7 @@ async def test_bff_signs_in_refreshes_and_logs_out_against_the_devidp(world: Wor
     assert int(str(family_a["rotations"])) >= 1
 
     # 4. Single sign-on: B signs in without a form, in the same IdP session.
-    hops = await sign_in(browser, b)
+    hops = await sign_in_through_form(browser, b)
     assert not any("name='tx'" in hop.text for hop in hops)
     assert (await browser.request("GET", f"{b}/bff/user", headers=XHR)).status_code == 200
 
@@ -163,7 +151,7 @@ async def test_bff_signs_in_refreshes_and_logs_out_against_the_devidp(world: Wor
     assert (await browser.request("GET", f"{b}/bff/user", headers=XHR)).status_code == 401
 
     # 7. The IdP session is gone: signing in needs the password again; the old families are revoked.
-    hops = await sign_in(browser, a)
+    hops = await sign_in_through_form(browser, a)
     assert any("name='tx'" in hop.text for hop in hops)
     after = await browser.request("GET", f"{world.idp.url}/admin/api/users/alice/families")
     states = sorted((f["client_id"], f["state"], f["revoked_reason"]) for f in after.json()["families"])

@@ -275,3 +275,15 @@ def logout_receiver() -> Iterator[tuple[LogoutReceiver, str]]:
     receiver = LogoutReceiver()
     with serve(receiver.app) as url:
         yield receiver, f"{url}/backchannel"
+
+
+async def sign_in_through_form(browser: Browser, bff_url: str, password: str = "wonderland") -> list[httpx.Response]:
+    """Follow bff's login through the IdP; fill in the IdP's form if it shows one. Returns every hop."""
+    hops = await browser.follow(f"{bff_url}/bff/login")
+    if hops[-1].status_code == 200 and "name='tx'" in hops[-1].text:
+        idp_url = str(hops[-1].url).split("/authorize")[0]
+        body = f"tx={login_tx(hops[-1])}&username=alice&password={password}".encode()
+        submitted = await browser.request("POST", f"{idp_url}/login", headers=FORM, content=body)
+        assert submitted.status_code == 302, submitted.text
+        hops += [submitted, *await browser.follow(submitted.headers["location"])]
+    return hops

@@ -33,6 +33,13 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 class TestPKI:
     """Issues into ``directory``; every certificate is valid from a minute ago for an hour unless told otherwise."""
 
@@ -54,6 +61,7 @@ class TestPKI:
         server: bool = False,
         self_signed: bool = False,
         expired: bool = False,
+        host: str = "127.0.0.1",
     ) -> x509.Certificate:
         now = datetime.datetime.now(datetime.UTC)
         start, end = (
@@ -75,9 +83,9 @@ class TestPKI:
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
         )
         if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            builder = builder.add_extension(x509.SubjectAlternativeName([_alt_name(host)]), False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False
+            )
         elif not ca:
             builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
         return builder.sign(key if ca or self_signed else self._key, hashes.SHA256())
@@ -95,9 +103,10 @@ class TestPKI:
         )
         return Issued(cert_file, key_file, cert)
 
-    def server(self, stem: str = "server") -> Issued:
+    def server(self, stem: str = "server", host: str = "127.0.0.1") -> Issued:
+        """A server certificate for ``host`` (an IP address or a DNS name)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        return self._write(stem, self._build(_name("127.0.0.1"), key, server=True), key, None)
+        return self._write(stem, self._build(_name(host), key, server=True, host=host), key, None)
 
     def client(
         self, common_name: str, *, password: str | None = None, expired: bool = False, self_signed: bool = False

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.support.ports import free_port as free_port
+
 ENV_URL = "BFF_TEST_REDIS_URL"
 ENV_CLUSTER_URL = "BFF_TEST_REDIS_CLUSTER_URL"
 ENV_SENTINEL_URL = "BFF_TEST_REDIS_SENTINEL_URL"
@@ -66,12 +68,6 @@ def session_redis_url(topology: Topology = "standalone") -> Iterator[str]:
     else:
         with RedisProcess(binary) as server:
             yield server.url
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cluster_node_port() -> int:

@@ -29,6 +29,7 @@ from bff.serving import uvicorn_settings
 from bff.serving.limits import EdgeLimits
 from bff.types import ASGIApp
 from bff_devtools.devidp.mtls import TLSScopeProtocol
+from tests.support.ports import free_port as free_port
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ class ServerTLS:
     cert: Path
     key: Path
     client_ca: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server(uvicorn.Server):
@@ -65,9 +60,11 @@ def serve(
     sock: socket.socket | None = None,
     settings: ServerSettings | None = None,
     tls: ServerTLS | None = None,
+    date_header: bool = True,
 ) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 with the uvicorn settings of ``bff serve`` for ``settings`` (default: the
-    ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``)."""
+    ``[server]`` defaults) and yield its base URL (``http://127.0.0.1:PORT``). ``date_header=False``: uvicorn adds
+    no ``Date`` (an app that sends its own, e.g. a skewed clock, is not contradicted)."""
     if sock is None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,6 +90,7 @@ def serve(
             "log_level": "warning",
             "access_log": False,
             "timeout_graceful_shutdown": 2,
+            "date_header": date_header,
         },
     )
     server = _Server(config)

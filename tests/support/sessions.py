@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bff.app import BffApp
 from bff.models import TokenSet
 from bff.session.manager import LoadedSession, SessionManager
+from bff.session.redis_store import RedisStore
 
 
 async def expire_access_token(sessions: SessionManager, session_id: str) -> LoadedSession:
@@ -22,3 +24,17 @@ async def expire_access_token(sessions: SessionManager, session_id: str) -> Load
     written = await sessions.replace(loaded, loaded.session.evolve(tokens=expired))
     assert written is not None, "the session changed underneath the test"
     return written
+
+
+async def expire_in_store(app: BffApp, redis_url: str, cookie: str) -> LoadedSession:
+    """Expire the access token of the session behind ``cookie`` in the Redis store of the running ``app``, through
+    a SessionManager of the test's own on the same keys; returns the session as it was written."""
+    store = RedisStore.from_url(redis_url)
+    try:
+        prefix = app.sessions.key_for("x").rpartition("s:")[0]
+        ours = SessionManager(store, app.config.session, prefix=prefix)
+        session_id = ours.session_id_from_cookie(cookie)
+        assert session_id is not None
+        return await expire_access_token(ours, session_id)
+    finally:
+        await store.aclose()

@@ -46,19 +46,39 @@ def running_bff(
     provider: TestProvider,
     idp_url: str,
     *,
+    customize: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> Iterator[Stack]:
+    """Serve bff against ``provider`` (already served at ``idp_url``); ``options`` are :func:`serving_bff`'s
+    (``redis_url``, ``store``, ``clock``, ``store_prefix``, ``tracing``)."""
+
+    def with_secret(doc: dict[str, Any]) -> None:
+        doc["oidc"]["client_secret"] = provider.client_secret or ""
+        if customize is not None:
+            customize(doc)
+
+    with serving_bff(idp_url, customize=with_secret, **options) as (app, url):
+        yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
+
+
+@contextlib.contextmanager
+def serving_bff(
+    idp_url: str,
+    *,
     redis_url: str | None = None,
     store: SessionStore | None = None,
     clock: Clock = system_clock,
     customize: Callable[[dict[str, Any]], None] | None = None,
     store_prefix: str | None = None,
     tracing: Tracing | None = None,
-) -> Iterator[Stack]:
-    """Serve bff against ``provider`` (already served at ``idp_url``) with the Redis store when ``redis_url`` is
-    given, else the memory store (or an explicit ``store``). Instances given one ``store_prefix`` share sessions."""
+) -> Iterator[tuple[BffApp, str]]:
+    """Serve bff for the OpenID Provider at ``idp_url``, whatever it is, with the Redis store when ``redis_url`` is
+    given, else the memory store (or an explicit ``store``); instances given one ``store_prefix`` share sessions.
+    ``customize`` sees the config document, its ``[server] public_origin`` already set (the port is bound first),
+    and sets the client. Yields the app and its URL."""
     sock = bound_socket()
     public_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     doc = base_document(public_origin=public_origin, issuer=idp_url)
-    doc["oidc"]["client_secret"] = provider.client_secret or ""
     doc["routes"] = []
     if redis_url:
         doc["session"]["store"] = redis_url  # the app builds its RedisStore from the config, as in production
@@ -70,7 +90,7 @@ def running_bff(
     # Tests share one Redis: each app gets key prefixes of its own.
     app = BffApp(config, store=store, clock=clock, store_prefix=store_prefix or f"e2e{uuid4().hex}:", tracing=tracing)
     with serve(app, sock=sock) as url:
-        yield Stack(provider=provider, app=app, url=url, idp_url=idp_url)
+        yield app, url
 
 
 @contextlib.contextmanager

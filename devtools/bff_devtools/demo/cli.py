@@ -1,7 +1,7 @@
 """The demo's subcommands, registered on ``bff``'s parser by :func:`add_demo_parser` and :func:`add_demo_api_parser`
 (entry points of the ``bff.commands`` group):
 
-    bff demo [--port 8000] [--idp-port 9000] [--api-port 9100] [--host 127.0.0.1] [--check]
+    bff demo [--port 8000] [--idp-port 9000] [--api-port 9100] [--host 127.0.0.1] [--check | --doctor]
              the IdP, the demo API and bff with the demo SPA, in one process (REDIS_URL=... for Redis)
     bff demo-api [--port 9100] [--host 127.0.0.1] [--issuer http://localhost:9000] [--audience demo-api]
              the demo API alone (a resource server verifying the IdP's JWT access tokens)
@@ -46,6 +46,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dpop=args.dpop,
     )
     try:
+        if args.doctor:
+            return asyncio.run(run_demo(options, check=True, doctor=True))
         return asyncio.run(run_demo(options, check=args.check))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
@@ -91,6 +93,11 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="DPoP (RFC 9449): tokens bound to a key bff makes for this run, a signed proof on every API call",
     )
     demo.add_argument("--check", action="store_true", help="start, verify all three are ready, print OK, exit 0")
+    demo.add_argument(
+        "--doctor",
+        action="store_true",
+        help="start, run `bff doctor` against the demo (its config, --url its origin), exit with its code",
+    )
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
 

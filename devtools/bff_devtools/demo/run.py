@@ -11,7 +11,8 @@ the client secret are random for each run unless ``BFF_SESSION_KEY`` / ``BFF_CLI
 live 60 s by default, so bff's refreshes are visible in the SPA within a minute.
 
 ``check=True`` starts everything, waits until all three answer (bff ``/readyz``, the IdP's discovery document,
-the API's ``/healthz``), prints ``OK`` and stops: the smoke test of CI. SIGINT and SIGTERM stop all three
+the API's ``/healthz``), prints ``OK`` and stops: the smoke test of CI. ``doctor=True`` runs ``bff doctor``
+against the three instead (exit 1 on a FAIL). SIGINT and SIGTERM stop all three
 servers gracefully.
 """
 
@@ -247,8 +248,9 @@ def _banner(options: DemoOptions) -> str:
     )
 
 
-async def run_demo(options: DemoOptions, *, check: bool = False) -> int:
-    """Run the three servers until SIGINT/SIGTERM (or, with ``check``, until all three are ready). Exit code."""
+async def run_demo(options: DemoOptions, *, check: bool = False, doctor: bool = False) -> int:
+    """Run the three servers until SIGINT/SIGTERM (or, with ``check``, until all three are ready; with ``doctor``
+    too, then ``bff doctor`` against them). Exit code."""
     sockets = [
         _bind(options.host, options.idp_port, "the IdP (--idp-port)"),
         _bind(options.host, options.api_port, "the demo API (--api-port)"),
@@ -259,13 +261,15 @@ async def run_demo(options: DemoOptions, *, check: bool = False) -> int:
             # bff's [server] limits apply to all three: the IdP and the API face the same browsers.
             server = build_bff_config(options).server
             servers = [_server(app, server) for app in build_apps(options, Path(data_dir))]
-            return await _serve(options, servers, sockets, check=check)
+            return await _serve(options, servers, sockets, check=check, doctor=doctor)
     finally:
         for sock in sockets:
             sock.close()
 
 
-async def _serve(options: DemoOptions, servers: list[_Server], sockets: list[socket.socket], *, check: bool) -> int:
+async def _serve(
+    options: DemoOptions, servers: list[_Server], sockets: list[socket.socket], *, check: bool, doctor: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     handled = [sig for sig in (signal.SIGINT, signal.SIGTERM) if _add_signal_handler(loop, sig, stop.set)]
@@ -285,6 +289,8 @@ async def _serve(options: DemoOptions, servers: list[_Server], sockets: list[soc
                 if not await _wait_until_ok(client, url, deadline):
                     sys.stderr.write(f"bff demo: {name} is not ready ({url} did not answer 200)\n")
                     return EXIT_FAILED
+        if doctor:
+            return await _doctor(options)
         if check:
             store = options.store.split("://")[0]
             sys.stdout.write(
@@ -304,6 +310,15 @@ async def _serve(options: DemoOptions, servers: list[_Server], sockets: list[soc
         await asyncio.gather(*tasks, return_exceptions=True)
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+async def _doctor(options: DemoOptions) -> int:
+    """``bff doctor`` against the running demo: its own configuration, and its origin as ``--url``."""
+    from bff.doctor import is_ok, render_table, run_doctor
+
+    checks = await run_doctor(build_bff_config(options), url=options.public_origin)
+    sys.stdout.write(render_table(checks))
+    return 0 if is_ok(checks) else EXIT_FAILED
 
 
 def _add_signal_handler(loop: asyncio.AbstractEventLoop, sig: signal.Signals, callback: Callable[[], object]) -> bool:
