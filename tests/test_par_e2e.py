@@ -25,10 +25,9 @@ from bff.app import BffApp
 from bff.errors import ConfigError
 from bff.session.memory_store import MemoryStore
 from bff_devtools.devidp import ClientRegistration
-from tests.devidp.test_interop import sign_in
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
-from tests.support.devidp import IdP, running_devidp
+from tests.support.devidp import IdP, running_devidp, sign_in_through_form
 from tests.support.servers import free_port, serve
 from tests.support.stack import bound_socket
 
@@ -130,7 +129,7 @@ def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def logged_in(browser: Browser, world: World) -> list[httpx.Response]:
-    hops = await sign_in(browser, world.bff)
+    hops = await sign_in_through_form(browser, world.bff)
     user = await browser.request("GET", f"{world.bff}/bff/user", headers=XHR)
     assert user.status_code == 200, user.text
     assert user.json()["sub"] == "alice-0001"
