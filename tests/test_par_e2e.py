@@ -328,3 +328,34 @@ dpop_key_file = "{dpop_key(tmp_path)}"
             assert "no pushed_authorization_request_endpoint (PAR, RFC 9126), which profile = 'fapi2'" in output
             if command == "check":  # (serve's log has it twice: bff's line and uvicorn's startup failure)
                 assert output.count("pushed_authorization_request_endpoint") == 1, "one line per missing capability"
+
+
+def test_bff_check_only_warns_when_the_idp_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bff serve`` waits for an IdP that is down; ``bff check`` says the metadata was not checked and passes."""
+    from bff.cli import main
+
+    key_file, _ = client_key(tmp_path)
+    config = tmp_path / "bff.toml"
+    config.write_text(
+        f"""
+[server]
+public_origin = "https://app.example.com"
+[session]
+keys = ["{"k" * 40}"]
+[oidc]
+issuer = "http://127.0.0.1:{free_port()}"
+client_id = "{CLIENT_ID}"
+token_endpoint_auth_method = "private_key_jwt"
+private_key_file = "{key_file}"
+profile = "fapi2"
+dpop = true
+dpop_key_file = "{dpop_key(tmp_path)}"
+timeout = "2s"
+"""
+    )
+    assert main(["check", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the identity provider's metadata was not checked" in captured.err
+    assert ": OK" in captured.out
