@@ -6,6 +6,7 @@ refuses, at start, one that does not, one line per missing capability (``bff che
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -359,3 +360,32 @@ timeout = "2s"
     captured = capsys.readouterr()
     assert "warning: the identity provider's metadata was not checked" in captured.err
     assert ": OK" in captured.out
+
+
+async def test_an_idp_that_comes_up_without_par_leaves_a_fapi2_bff_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The IdP is down when bff starts (bff starts and retries); when it answers, its metadata lacks PAR: bff logs
+    the refusal and stays not ready (503 not_ready) instead of serving logins the profile forbids."""
+    import bff.oidc.provider
+    from bff.errors import IdPUnavailable
+
+    real = bff.oidc.provider.fetch_metadata
+    calls: list[str] = []
+
+    async def down_once(http: httpx.AsyncClient, issuer: str) -> Any:
+        calls.append(issuer)
+        if len(calls) == 1:
+            raise IdPUnavailable("OpenID Provider metadata: cannot fetch (ConnectError)")
+        return await real(http, issuer)
+
+    monkeypatch.setattr(bff.oidc.provider, "fetch_metadata", down_once)
+    with running_world(tmp_path, idp={"par": False}, oidc=fapi2_oidc(tmp_path), signed=True, start_bff=False) as world:
+        app = BffApp(make_config(world.doc), store=MemoryStore())
+        async with app.lifespan():
+            retry = app._retry
+            assert retry is not None, "the first failure is retried in the background"
+            await asyncio.wait_for(retry, 10)
+            assert len(calls) == 2
+            assert not app.idp.ready
+    assert "no pushed_authorization_request_endpoint" in caplog.text
