@@ -367,10 +367,8 @@ async def test_an_idp_that_comes_up_without_par_leaves_a_fapi2_bff_not_ready(
 ) -> None:
     """The IdP is down when bff starts (bff starts and retries); when it answers, its metadata lacks PAR: bff logs
     the refusal and stays not ready (503 not_ready) instead of serving logins the profile forbids."""
-    import bff.oidc.provider
     from bff.errors import IdPUnavailable
-
-    real = bff.oidc.provider.fetch_metadata
+    from bff.oidc.discovery import fetch_metadata as real
     calls: list[str] = []
 
     async def down_once(http: httpx.AsyncClient, issuer: str) -> Any:
@@ -379,7 +377,7 @@ async def test_an_idp_that_comes_up_without_par_leaves_a_fapi2_bff_not_ready(
             raise IdPUnavailable("OpenID Provider metadata: cannot fetch (ConnectError)")
         return await real(http, issuer)
 
-    monkeypatch.setattr(bff.oidc.provider, "fetch_metadata", down_once)
+    monkeypatch.setattr("bff.oidc.provider.fetch_metadata", down_once)
     with running_world(tmp_path, idp={"par": False}, oidc=fapi2_oidc(tmp_path), signed=True, start_bff=False) as world:
         app = BffApp(make_config(world.doc), store=MemoryStore())
         async with app.lifespan():
