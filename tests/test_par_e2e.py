@@ -369,6 +369,7 @@ async def test_an_idp_that_comes_up_without_par_leaves_a_fapi2_bff_not_ready(
     the refusal and stays not ready (503 not_ready) instead of serving logins the profile forbids."""
     from bff.errors import IdPUnavailable
     from bff.oidc.discovery import fetch_metadata as real
+
     calls: list[str] = []
 
     async def down_once(http: httpx.AsyncClient, issuer: str) -> Any:
