@@ -22,6 +22,7 @@ code, a secret or an upstream's internals.
     │   └── SessionFormatUnsupported 401 session_format_unsupported (written by a newer release; the record is kept)
     ├── Forbidden                   403  forbidden
     ├── NotFound                    404  not_found
+    │   └── UnknownFrontend         404  unknown_frontend (no [[frontends]] entry selects the host and path)
     ├── MethodNotAllowed            405  method_not_allowed
     ├── RequestTimeout              408  request_timeout  (from the HTTP server: the request head came too slowly)
     ├── PayloadTooLarge             413  payload_too_large
@@ -143,6 +144,10 @@ class Forbidden(BffError):
 class NotFound(BffError):
     error = "not_found"
     status = 404
+
+
+class UnknownFrontend(NotFound):
+    error = "unknown_frontend"
 
 
 class MethodNotAllowed(BffError):

@@ -28,7 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from bff.config import Config
 from bff.cookies import clear_cookie, read_cookie, read_cookies_with_prefix, set_cookie
 from bff.crypto import digest
-from bff.endpoints.common import NO_STORE
+from bff.endpoints.common import NO_STORE, PATH_PREFIX
 from bff.errors import InvalidState, LoginExpired
 from bff.models import LoginState
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
@@ -147,7 +147,8 @@ class Login:
             state=new_state(),
             nonce=new_nonce(),
             code_verifier=verifier,
-            return_to=safe_return_to(request.query_params.get("returnTo")),
+            # Under a [[frontends]] path prefix, "/" is another frontend's: the fallback is the prefix's root.
+            return_to=safe_return_to(request.query_params.get("returnTo"), request.scope.get(PATH_PREFIX, "") + "/"),
             created_at=self.clock(),
         )
         # With PAR this calls the IdP (RFC 9126): a failed push raises before any cookie is set, so nothing is lost.
