@@ -297,7 +297,7 @@ class BffApp:
             await self.idp.load()
             logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
         except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
-            _log_refusal(exc)
+            _log_refusal(self.config.oidc.issuer, exc)
             await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
             raise
         except BffError as exc:
@@ -352,7 +352,7 @@ class BffApp:
                 await self.idp.load()
                 logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
             except ConfigError as exc:  # stays not ready: serving this IdP would break [oidc] par/profile
-                _log_refusal(exc)
+                _log_refusal(self.config.oidc.issuer, exc)
                 return
             except BffError as exc:
                 delay = min(delay * 2, 30.0)
@@ -457,7 +457,7 @@ def app_from_env() -> ASGIApp:
     return app_for_serving(config, metrics_dir=os.environ.get(METRICS_DIR_ENV) or None)
 
 
-def _log_refusal(exc: ConfigError) -> None:
+def _log_refusal(issuer: str, exc: ConfigError) -> None:
     """One line per capability the IdP lacks (``bff.oidc.profiles``); no traceback, the problems say it all."""
     lines = "\n".join(f"  - {problem}" for problem in exc.problems)
-    logger.error("the identity provider cannot serve this configuration:\n%s", lines)
+    logger.error("the identity provider %s cannot serve this configuration:\n%s", issuer, lines)
