@@ -286,6 +286,32 @@ def test_fapi2_refuses_client_secrets_and_unbound_tokens_at_config_check() -> No
     assert "oidc.id_token_signing_algs[0]: 'RS256' is refused by profile = 'fapi2'" in text
 
 
+def write_fapi2_config(tmp_path: Path, issuer: str, key_file: Path) -> Path:
+    """A ``bff serve`` config file: profile fapi2 with private_key_jwt and DPoP, for ``issuer``, on a free port."""
+    port = free_port()
+    config = tmp_path / "bff.toml"
+    config.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "http://127.0.0.1:{port}"
+[session]
+store = "memory://"
+keys = ["{"k" * 40}"]
+[oidc]
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+token_endpoint_auth_method = "private_key_jwt"
+private_key_file = "{key_file}"
+profile = "fapi2"
+dpop = true
+dpop_key_file = "{dpop_key(tmp_path)}"
+timeout = "2s"
+"""
+    )
+    return config
+
+
 def test_bff_check_and_serve_refuse_a_fapi2_idp_without_par(tmp_path: Path) -> None:
     key_file, jwks = client_key(tmp_path)
     registration = ClientRegistration(
@@ -296,26 +322,7 @@ def test_bff_check_and_serve_refuse_a_fapi2_idp_without_par(tmp_path: Path) -> N
         jwks=jwks,
     )
     with running_devidp(tmp_path, (registration,), par=False) as idp:
-        port = free_port()
-        config = tmp_path / "bff.toml"
-        config.write_text(
-            f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_origin = "http://127.0.0.1:{port}"
-[session]
-store = "memory://"
-keys = ["{"k" * 40}"]
-[oidc]
-issuer = "{idp.url}"
-client_id = "{CLIENT_ID}"
-token_endpoint_auth_method = "private_key_jwt"
-private_key_file = "{key_file}"
-profile = "fapi2"
-dpop = true
-dpop_key_file = "{dpop_key(tmp_path)}"
-"""
-        )
+        config = write_fapi2_config(tmp_path, idp.url, key_file)
         for command in ("check", "serve"):
             done = subprocess.run(
                 [sys.executable, "-m", "bff", command, "--config", str(config)],
@@ -338,24 +345,7 @@ def test_bff_check_only_warns_when_the_idp_cannot_be_reached(
     from bff.cli import main
 
     key_file, _ = client_key(tmp_path)
-    config = tmp_path / "bff.toml"
-    config.write_text(
-        f"""
-[server]
-public_origin = "https://app.example.com"
-[session]
-keys = ["{"k" * 40}"]
-[oidc]
-issuer = "http://127.0.0.1:{free_port()}"
-client_id = "{CLIENT_ID}"
-token_endpoint_auth_method = "private_key_jwt"
-private_key_file = "{key_file}"
-profile = "fapi2"
-dpop = true
-dpop_key_file = "{dpop_key(tmp_path)}"
-timeout = "2s"
-"""
-    )
+    config = write_fapi2_config(tmp_path, f"http://127.0.0.1:{free_port()}", key_file)
     assert main(["check", "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert "warning: the identity provider's metadata was not checked" in captured.err
