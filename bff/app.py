@@ -200,6 +200,7 @@ class BffApp:
             replay_limit=config.tokens.replay_limit,
             dpop=self.dpop,
             observers=self.observers,
+            acr_values_allowed=config.oidc.acr_values_allowed,
         )
         #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
         self.websockets = (

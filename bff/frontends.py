@@ -32,7 +32,6 @@ import httpx
 from bff.app import ACCESS_LOG_ENV, BffApp, app_for_serving, create_store
 from bff.config import Config, FrontendEntrySettings, load_config
 from bff.config.frontends import frontend_config, store_namespace
-from bff.endpoints.common import PATH_PREFIX
 from bff.endpoints.health import Drain
 from bff.errors import NotReady, SessionStoreUnavailable, UnknownFrontend
 from bff.proxy import send_error
@@ -40,7 +39,7 @@ from bff.proxy.responses import send_json
 from bff.session.store import SessionStore
 from bff.telemetry.exposition import METRICS_DIR_ENV
 from bff.telemetry.spans import load_tracing
-from bff.types import Clock, Receive, Scope, Send, system_clock
+from bff.types import PATH_PREFIX, Clock, Receive, Scope, Send, system_clock
 
 if TYPE_CHECKING:
     from bff.telemetry.tracing import Tracing

@@ -10,10 +10,9 @@ import pytest
 
 from bff.app import ACCESS_LOG_ENV, BffApp
 from bff.config import parse_config
-from bff.endpoints.common import PATH_PREFIX
 from bff.errors import ConfigError
 from bff.frontends import FrontendsApp, serving_app_from_env
-from bff.types import Message
+from bff.types import PATH_PREFIX, Message
 from tests.test_config import CONFIG_DIR, EXAMPLE_ENV
 from tests.test_config_frontends import entry, multi_document
 

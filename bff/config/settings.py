@@ -205,6 +205,10 @@ class OIDCSettings:
     #: or mTLS client authentication, sender-constrained tokens (``dpop`` or ``client_cert``), ``iss`` in the
     #: authorization response, PS256/ES256/EdDSA only; bff refuses to start with an IdP that cannot support it.
     profile: OIDCProfile = "none"
+    #: ``acr_values`` a step-up login may ask for (RFC 9470, docs/step-up.md), from ``/bff/login?acr_values=`` or an
+    #: upstream's ``insufficient_user_authentication`` challenge; others are refused (400) or passed through (the
+    #: upstream's 401). Empty: any value of the safe syntax.
+    acr_values_allowed: tuple[str, ...] = ()
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",

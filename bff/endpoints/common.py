@@ -16,9 +16,6 @@ from bff.session.manager import LoadedSession, SessionManager
 
 NO_STORE = {"Cache-Control": "no-store"}
 
-#: Scope key: the path prefix of the ``[[frontends]]`` entry that took the request (stripped from its path).
-PATH_PREFIX = "bff.path_prefix"
-
 
 @dataclass(frozen=True)
 class CurrentSession:

@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bff.config import Config
-from bff.endpoints.common import NO_STORE, PATH_PREFIX, SessionCookie
+from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.errors import Unauthenticated
 from bff.proxy import check_csrf
 from bff.session.manager import SessionManager
-from bff.types import Clock
+from bff.types import PATH_PREFIX, Clock
 
 
 class User:

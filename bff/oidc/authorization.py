@@ -73,11 +73,24 @@ class AuthorizationRequests:
     def signed(self) -> bool:
         return self._signer is not None
 
-    async def url(self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str) -> str:
-        """The authorization URL of a login: raises ``PushedAuthorizationFailed`` or ``IdPUnavailable`` when the
-        push fails."""
+    async def url(
+        self,
+        *,
+        state: str,
+        nonce: str,
+        code_challenge: str,
+        redirect_uri: str,
+        extra: Mapping[str, str] = _NO_PARAMS,
+    ) -> str:
+        """The authorization URL of a login (``extra``: e.g. a step-up's ``acr_values``, RFC 9470): raises
+        ``PushedAuthorizationFailed`` or ``IdPUnavailable`` when the push fails."""
         params = authorization_params(
-            self._settings, state=state, nonce=nonce, code_challenge=code_challenge, redirect_uri=redirect_uri
+            self._settings,
+            state=state,
+            nonce=nonce,
+            code_challenge=code_challenge,
+            redirect_uri=redirect_uri,
+            extra=extra,
         )
         client_id = self._settings.client_id
         if self._signer is not None:
