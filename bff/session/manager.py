@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import json
@@ -50,7 +49,8 @@ from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
 from bff.errors import SessionFormatUnsupported, SessionStoreUnavailable
 from bff.models import LoginState, Session, TokenSet
-from bff.session.record import UnsupportedFormat, decode_session, decode_tokens, encode_session, encode_tokens
+from bff.session.memo import DecodedMemo
+from bff.session.record import UnsupportedFormat, decode_session_sized, decode_tokens, encode_session, encode_tokens
 from bff.session.store import SessionStore
 from bff.telemetry import metrics
 from bff.types import Clock, JSONObject, system_clock
@@ -64,8 +64,9 @@ LOGOUT_REDIRECT_ENCRYPTION = "bff logout redirect encryption v1"
 #: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
 _LOGOUT_PENDING = b"pending"
 _LOGOUT_DONE = b"done"
-#: Decoded session records kept per process (a few KB each).
-DECODED_CACHE_SIZE = 1024
+#: Estimated bytes of decoded session records kept per process (``bff.session.memo``): room for the benchmark's
+#: 10,000 sessions with realistic tokens, within the Helm chart's memory limit (docs/performance.md).
+DECODED_MEMO_BYTES = 64 * 1024 * 1024
 #: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
 _TTL_RESOLUTION = 0.001
 
@@ -104,6 +105,7 @@ class SessionManager:
         clock: Clock = system_clock,
         prefix: str = "",
         frontend: str = "",
+        memo_bytes: int = DECODED_MEMO_BYTES,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -119,11 +121,8 @@ class SessionManager:
         self._logout_keys = derive_keys(ring, bind(LOGOUT_SID))
         self._logout_redirects = Encryptor(derive_keys(ring, bind(LOGOUT_REDIRECT_ENCRYPTION)))
         self._cookie = CookieSigner(ring, bind(SESSION_SALT))
-        # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
-        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU. Every write encrypts
-        # with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry; what is cached
-        # is exactly what decrypting again would return. Sessions are immutable.
-        self._decoded = functools.lru_cache(maxsize=DECODED_CACHE_SIZE)(self._decrypt)
+        # The records decoded last, checked against the store's bytes on every read (see bff.session.memo).
+        self._decoded: DecodedMemo[Session | int | None] = DecodedMemo(self._decrypt, memo_bytes)
 
     # --- the cookie ----------------------------------------------------------------------------------------------
 
@@ -300,6 +299,7 @@ class SessionManager:
     async def end_key(self, key: str, *, reason: SessionEndReason) -> bool:
         """Delete the record under ``key`` (indexes untouched: they prune themselves on read); True, and counted as
         ended for ``reason``, when there was one."""
+        self._decoded.forget(key)
         if not await self.store.delete(key):
             return False
         _ENDED[reason].inc()
@@ -445,11 +445,12 @@ class SessionManager:
     def _encrypt(self, key: str, session: Session) -> bytes:
         return self._sessions.encrypt(encode_session(session, self._write_format), key.encode())
 
-    def _decrypt(self, key: str, raw: bytes) -> Session | int | None:
+    def _decrypt(self, key: str, raw: bytes) -> tuple[Session | int | None, int]:
         """The session; or the number of a store format this release does not read (memoised like a session, so
-        the warning is logged once per record, not once per request); or None when unreadable."""
+        the warning is logged once per record, not once per request); or None when unreadable. With the length of
+        the decoded text (0 when there is none)."""
         try:
-            return decode_session(self._sessions.decrypt(raw, key.encode()))
+            return decode_session_sized(self._sessions.decrypt(raw, key.encode()))
         except UnsupportedFormat as exc:
             # Authenticated with this key ring, so a newer bff wrote it: keep it for the instances that read it.
             logger.warning(
@@ -457,11 +458,11 @@ class SessionManager:
                 " see [session] write_format); the record is kept",
                 exc.number,
             )
-            return exc.number
+            return exc.number, 0
         except DecryptionError:
             # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
             logger.warning("session record could not be decrypted (key removed from the ring?)")
-            return None
+            return None, 0
         except (ValueError, KeyError, TypeError):
             logger.warning("session record is malformed")
-            return None
+            return None, 0

@@ -8,8 +8,11 @@
 * ``bff serve`` with a Redis store, one worker and then two, with a real session logged in through an OpenID
   Provider (the reference IdP, ``bff_devtools.devidp``, or the suite's ``TestProvider``: ``idp.py``;
   ``servers.py``), loaded by ``wrk`` with 32 keep-alive connections (``wrk.py``); CPU per request is the server's
-  utime+stime delta over the run from ``/proc`` (``system.py``). Also one worker with each request on the next of
-  2,048 sessions, more than bff memoises: the worst case of a session lookup;
+  utime+stime delta over the run from ``/proc`` (``system.py``);
+* the realistic case (``sessions.py``): one session against 10,000 logged-in sessions, requests spread uniformly
+  and Zipf-like over them, three bffs of this tree on the server core at the same time over precomputed cookie
+  tables, the ratio of their CPU per request (target: at most 1.2x); ``--only sessions`` runs just these rows (and,
+  with ``--compare-with``, the paired one-session comparison);
 * where the machine has fewer than 4 cores (so two workers cannot get two of their own beside the load): a 1-worker
   and a 2-worker bff loaded at the same time, every worker capped at 0.4 of a core by a cgroup CPU quota, which is
   how the scaling target is measured there (``budget.py``);

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bff.session.manager import DECODED_CACHE_SIZE
-from tests.bench import nginx, redis_memory
+from tests.bench import nginx, redis_memory, sessions
 from tests.bench.budget import cpu_budgets
 from tests.bench.idp import NAMES as IDP_NAMES
 from tests.bench.idp import IdP, Kind, default_kind, start_idp
@@ -27,7 +26,7 @@ from tests.bench.servers import API_PATH, COOKIE_NAME, Bff, start_bff
 from tests.bench.storm import StormResult, run_storm
 from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_self
 from tests.bench.websocket_echo import WS_PATH, EchoResult, echo_route, run_echo, start_echo_upstream
-from tests.bench.wrk import Load, WrkResult, rotating_cookies_script, run_wrk, run_wrk_at_once
+from tests.bench.wrk import Load, WrkResult, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import serve
@@ -43,8 +42,6 @@ MAX_P99 = 0.025
 MIN_SCALING = 1.7
 MAX_SESSION_BYTES = 2048
 MAX_READY_SECONDS = 2.0
-#: Sessions taken in turn by the worst-case run: more than bff memoises (DECODED_CACHE_SIZE), so each lookup decodes.
-MANY_SESSIONS = 2 * DECODED_CACHE_SIZE
 #: With fewer than 4 cores, scaling is measured with every worker capped at this much of a core (``budget.py``):
 #: three workers (1.2 cores) and the load they cause (~0.5) stay under two cores, so each cap is what binds.
 WORKER_BUDGET = 0.4
@@ -211,6 +208,7 @@ BFF_NAMES = (
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
     "bff-tracing-off",
+    *sessions.NAMES,
 )
 
 
@@ -432,6 +430,23 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             lines = outcomes_table(_telemetry_outcomes(costs, mode), smoke=mode.smoke)
             sys.stdout.write("\n".join(lines) + "\n")
             return 1 if any(o.failed(smoke=mode.smoke) for o in _telemetry_outcomes(costs, mode)) else 0
+        if only == "sessions":  # the realistic rows, and with --compare-with the paired one-session comparison
+            realistic = _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
+            if compare_with is not None:
+                async with (
+                    _bff(ctx, "bff-compare", workers=1, source=compare_with) as other,
+                    _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again,
+                ):
+                    notes.append(_paired_comparison(ctx, compare_with, other, again))
+            lines = [
+                *runs_table(realistic, None),
+                "",
+                *[f"* {n}" for n in notes],
+                "",
+                *outcomes_table(outcomes, smoke=mode.smoke),
+            ]
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
         _progress("nginx proxy baseline")
         baseline = _wrk(
@@ -444,19 +459,10 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             ready = bff.ready_seconds
             one = _wrk(ctx, bff.url + API_PATH, bff.headers, bff.process.pid, cores, threads=threads)
             runs.append(Run("bff, 1 worker, valid session", one))
-            # Every lookup of the run above decodes nothing: its one session stays memoised. Here each request has
-            # the next of more sessions than bff memoises. wrk's Lua script costs the shared load core more than
-            # -H does, which leaves the server less busy (less batching per event-loop turn, more CPU per request),
-            # so one session through the same script is the comparison.
-            cookies = await bff.create_sessions(MANY_SESSIONS)
-            for count in (1, MANY_SESSIONS):
-                _progress(f"bff, 1 worker, {count:,} session(s) in turn (wrk script)")
-                script = rotating_cookies_script(workdir, COOKIE_NAME, cookies[:count])
-                result = _wrk(ctx, bff.url + API_PATH, {}, bff.process.pid, cores, threads=threads, script=script)
-                what = "memoised" if count == 1 else "each lookup decodes"
-                runs.append(Run(f"bff, 1 worker, {count:,} session(s) in turn, wrk script ({what})", result))
             _progress(f"refresh storm, 1 worker, {mode.storm} requests")
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
+
+        runs += _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
 
         _progress("WebSocket echo, 1 worker")
         echo = await _websocket_echo(ctx, stack)
@@ -529,6 +535,17 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
     )  # fmt: skip
     _print(ctx, runs, baseline, outcomes, memory, notes)
     return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
+
+
+def _one_worker(ctx: Context) -> sessions.StartBff:
+    return lambda name: _bff(ctx, name, workers=1, source=ROOT)
+
+
+def _realistic(ctx: Context, outcomes: list[Outcome], notes: list[str], rows: sessions.SessionRows) -> list[Run]:
+    """The realistic rows (``tests.bench.sessions``): their runs; their outcomes and note appended."""
+    outcomes += rows.outcomes()
+    notes.append(rows.note(ctx.mode.duration))
+    return rows.runs()
 
 
 def _throughput_outcomes(
@@ -678,7 +695,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")
     parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
     parser.add_argument(
-        "--only", choices=["telemetry"], help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison)"
+        "--only",
+        choices=["telemetry", "sessions"],
+        help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison; sessions: one session against "
+        "10,000, paired, and with --compare-with the paired one-session comparison)",
     )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
