@@ -22,8 +22,11 @@ venv: $(STAMP) ## create .venv; install bff with its test and dev extras, and bf
 demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA on http://localhost:8000
 	$(BIN)/bff demo
 
-test: $(STAMP) ## run the whole test suite (starts its own redis-server)
-	$(BIN)/python -m pytest
+# Test processes (pytest-xdist); each test file stays in one process, so its module fixtures start once.
+TEST_WORKERS ?= 2
+
+test: $(STAMP) ## run the whole test suite (starts its own redis-server per test process)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 NEWEST_VENV := .venv-newest
 HELM_VENV := .venv-helm
