@@ -8,18 +8,15 @@ A refused exchange (``TokenExchangeRefused``) never ends the session: the refusa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from bff.config import RouteSettings, TokenSettings
+from bff.config import RouteSettings
 from bff.errors import IdPUnavailable, SessionExpired, TokenExchangeDenied, TokenExchangeRefused
 from bff.models import Session, TokenSet
-from bff.oidc.provider import IdentityProvider
-from bff.session.manager import LoadedSession, SessionManager
+from bff.session.manager import LoadedSession
 from bff.telemetry import metrics
-from bff.tokens.flight import RETRY_SOON, RefreshOutcome, refresh_timeout, retry_soon
-from bff.tokens.idp_probe import IdPProbe
+from bff.tokens.flight import FlightContext, RefreshOutcome, call_token_endpoint
 from bff.tokens.route_tokens import expired, expiring
 from bff.types import Clock
 
@@ -29,19 +26,8 @@ _OUTCOMES = {outcome: metrics.TOKEN_EXCHANGE.labels(outcome=outcome) for outcome
 
 
 class Exchanger:
-    def __init__(
-        self,
-        sessions: SessionManager,
-        idp: IdentityProvider,
-        settings: TokenSettings,
-        probe: IdPProbe,
-        *,
-        clock: Clock,
-    ) -> None:
-        self.sessions = sessions
-        self.idp = idp
-        self.settings = settings
-        self.probe = probe
+    def __init__(self, context: FlightContext, *, clock: Clock) -> None:
+        self.context = context
         self.clock = clock
         #: Token exchanges (RFC 8693) this process made at the IdP.
         self.exchange_count = 0
@@ -59,11 +45,11 @@ class Exchanger:
         session = current.session
         tokens = session.tokens
         refreshed = None
-        if expiring(tokens, self.settings.refresh_leeway, self.clock):
+        if expiring(tokens, self.context.settings.refresh_leeway, self.clock):
             if tokens.refresh_token:
                 tokens = refreshed = await refresh_login(current)
             elif expired(tokens, self.clock):
-                await self.sessions.delete(current, reason="expired")
+                await self.context.sessions.delete(current, reason="expired")
                 raise SessionExpired("the access token expired and the session has no refresh token")
         exchanged = await self._call_exchange(tokens.access_token, route)
         return session.evolve(tokens=tokens, route_tokens={**session.route_tokens, route_key: exchanged}), refreshed
@@ -71,24 +57,22 @@ class Exchanger:
     async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
         exchange = route.exchange
         assert exchange is not None
-        if self.probe.down:
-            raise retry_soon("the identity provider is failing; token exchanges resume as soon as it answers")
-        timeout = refresh_timeout(self.settings, self.idp)
+        timeout = self.context.refresh_timeout
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    new = await self.idp.client.token_exchange(
-                        subject_token,
-                        audience=exchange.audience,
-                        resource=exchange.resource,
-                        scope=exchange.scope,
-                        io_timeout=timeout,
-                    )
-            except TimeoutError as exc:
-                raise IdPUnavailable(f"token endpoint (token-exchange): no answer within {timeout:g}s") from exc
+            new = await call_token_endpoint(
+                self.context.probe,
+                "token-exchange",
+                timeout,
+                lambda: self.context.idp.client.token_exchange(
+                    subject_token,
+                    audience=exchange.audience,
+                    resource=exchange.resource,
+                    scope=exchange.scope,
+                    io_timeout=timeout,
+                ),
+                what="token exchanges",
+            )
         except IdPUnavailable as exc:
-            self.probe.failed()
-            exc.retry_after = RETRY_SOON
             logger.warning("token exchange for route %s failed, keeping the session: %s", route.path, exc.message)
             raise
         except TokenExchangeRefused as exc:

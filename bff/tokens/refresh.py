@@ -76,7 +76,7 @@ from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry import metrics
 from bff.tokens.exchange_flight import Exchanger, count_exchange
-from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, RefreshOutcome, refresh_timeout, retry_soon
+from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, RefreshOutcome, refresh_timeout, retry_soon
 from bff.tokens.idp_probe import IdPProbe
 from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
 from bff.tokens.spending import Spender
@@ -120,8 +120,9 @@ class Refresher:
         self._sleep = sleep
         self._inflight: dict[FlightKey, _Flight] = {}
         self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
-        self._spender = Spender(sessions, idp, settings, self.probe, sleep=sleep)
-        self._exchanger = Exchanger(sessions, idp, settings, self.probe, clock=clock)
+        context = FlightContext(sessions, idp, self.probe, settings)
+        self._spender = Spender(context, sleep=sleep)
+        self._exchanger = Exchanger(context, clock=clock)
 
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None

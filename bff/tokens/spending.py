@@ -22,13 +22,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from bff.config import RouteSettings, TokenSettings
+from bff.config import RouteSettings
 from bff.errors import IdPUnavailable, InvalidGrant, SessionExpired, SessionStoreUnavailable
 from bff.models import Session, TokenSet
-from bff.oidc.provider import IdentityProvider
-from bff.session.manager import LoadedSession, SessionManager
-from bff.tokens.flight import POLL_MAX, POLL_MIN, RETRY_SOON, Attempt, refresh_timeout, retry_soon
-from bff.tokens.idp_probe import IdPProbe
+from bff.session.manager import LoadedSession
+from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, call_token_endpoint, retry_soon
 
 logger = logging.getLogger("bff.tokens")
 
@@ -37,19 +35,8 @@ RESULT_TTL = 60.0
 
 
 class Spender:
-    def __init__(
-        self,
-        sessions: SessionManager,
-        idp: IdentityProvider,
-        settings: TokenSettings,
-        probe: IdPProbe,
-        *,
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.sessions = sessions
-        self.idp = idp
-        self.settings = settings
-        self.probe = probe
+    def __init__(self, context: FlightContext, *, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.context = context
         self._sleep = sleep
         #: Refresh calls this process made to the IdP.
         self.refresh_count = 0
@@ -62,17 +49,17 @@ class Spender:
         A refresher that finds the spent token in the session, no result and this mark, answers 503 instead of
         presenting the token again (RFC 9700 4.14.2: the IdP would revoke the family). The mark outlives the
         holder's retries; a failed IdP call removes it, as nothing was spent."""
-        if await self.sessions.is_spending(spent):
+        if await self.context.sessions.is_spending(spent):
             raise retry_soon("another refresh spent this session's refresh token and is storing the result")
         try:
             # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
-            await self.sessions.mark_spending(
-                spent, refresh_timeout(self.settings, self.idp) + 2 * self.settings.refresh_lock_lease
+            await self.context.sessions.mark_spending(
+                spent, self.context.refresh_timeout + 2 * self.context.settings.refresh_lock_lease
             )
             return await self._call_idp(current, spent, route, attempt)
         except BaseException:
             try:
-                await self.sessions.unmark_spending(spent)
+                await self.context.sessions.unmark_spending(spent)
             except SessionStoreUnavailable as exc:
                 logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
             raise
@@ -91,8 +78,8 @@ class Spender:
         while True:
             try:
                 if result is not None:
-                    await self.sessions.save_refresh_result(spent, result, RESULT_TTL)
-                return await self.sessions.replace(current, updated)
+                    await self.context.sessions.save_refresh_result(spent, result, RESULT_TTL)
+                return await self.context.sessions.replace(current, updated)
             except SessionStoreUnavailable as exc:
                 if loop.time() + pause > until:
                     logger.exception(
@@ -108,29 +95,26 @@ class Spender:
     async def _call_idp(
         self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: Attempt
     ) -> TokenSet:
-        if self.probe.down:
-            raise retry_soon("the identity provider is failing; refreshes resume as soon as it answers")
-        timeout = refresh_timeout(self.settings, self.idp)
+        timeout = self.context.refresh_timeout
         try:
-            try:
-                # httpx bounds each read and write; this bounds the whole call (an IdP trickling bytes).
-                async with asyncio.timeout(timeout):
-                    new = await self.idp.client.refresh(
-                        spent,
-                        scopes=route.scopes if route else (),
-                        resource=route.resource if route else None,
-                        io_timeout=timeout,
-                    )
-            except TimeoutError as exc:
-                raise IdPUnavailable(f"token endpoint (refresh_token): no answer within {timeout:g}s") from exc
+            new = await call_token_endpoint(
+                self.context.probe,
+                "refresh_token",
+                timeout,
+                lambda: self.context.idp.client.refresh(
+                    spent,
+                    scopes=route.scopes if route else (),
+                    resource=route.resource if route else None,
+                    io_timeout=timeout,
+                ),
+                what="refreshes",
+            )
         except InvalidGrant as exc:
             logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
             attempt.failure = "invalid_grant"
-            await self.sessions.delete(current, reason="refresh_failed")
+            await self.context.sessions.delete(current, reason="refresh_failed")
             raise SessionExpired("the session expired or was revoked at the identity provider") from exc
         except IdPUnavailable as exc:
-            self.probe.failed()
-            exc.retry_after = RETRY_SOON
             logger.warning("token refresh failed, keeping the session: %s", exc.message)
             raise
         self.refresh_count += 1
