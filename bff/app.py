@@ -39,7 +39,7 @@ from bff.endpoints.health import Drain, Readyz, healthz
 from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
-from bff.errors import BffError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
+from bff.errors import BffError, ConfigError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
 from bff.frontend import Frontend
 from bff.frontend.dev_server import DevServerFrontend
 from bff.frontend.static import StaticFrontend
@@ -141,8 +141,15 @@ class BffApp:
         tracing: Tracing | None = None,
         observers: Sequence[Observer] | None = None,
         metrics_dir: str | None = None,
+        frontend_name: str = "",
+        owns_store: bool = True,
+        drain: Drain | None = None,
     ) -> None:
+        if config.frontends:  # one stack per frontend: never one stack for all of them
+            raise ConfigError(["frontends: a [[frontends]] config runs as bff.frontends.FrontendsApp (bff serve does)"])
         self.config = config
+        #: False when several frontends share the store and tracing (bff.frontends closes them once).
+        self._owns_store = owns_store
         self.clock = clock
         check_client_certificates(config)  # before any TLS context loads one: errors that name the key
         #: The tracing SDK (``tracing``, or from ``[tracing]``); None: no span anywhere, nothing wrapped.
@@ -165,7 +172,9 @@ class BffApp:
         )
         self.dpop = create_dpop(config, clock)
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
-        self.sessions = SessionManager(self.store, config.session, clock=clock, prefix=store_prefix)
+        self.sessions = SessionManager(
+            self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name
+        )
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(
             self.sessions,
@@ -191,6 +200,7 @@ class BffApp:
             replay_limit=config.tokens.replay_limit,
             dpop=self.dpop,
             observers=self.observers,
+            acr_values_allowed=config.oidc.acr_values_allowed,
         )
         #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
         self.websockets = (
@@ -211,7 +221,7 @@ class BffApp:
         self._metrics_dir = Path(metrics_dir) if metrics_dir else None
         self._flusher: asyncio.Task[None] | None = None
         #: Begun by the server on SIGTERM: ``/readyz`` answers 503 from then on.
-        self.drain = Drain()
+        self.drain = drain or Drain()
         self.control = self._control_app()
 
     # --- composition ---------------------------------------------------------------------------------------------
@@ -309,11 +319,12 @@ class BffApp:
             await self.tokens.aclose(self.drain.time_left(asyncio.get_running_loop().time(), SHUTDOWN_GRACE))
             await self.upstream.aclose()
             await self.http.aclose()
-            await self.store.aclose()
+            if self._owns_store:
+                await self.store.aclose()
             self.observers.flush()  # the access lines still buffered
             if self._metrics_dir is not None:  # the last counts, after the last request
                 self._write_metrics(self._metrics_dir, stopped=True)
-            if self.tracing is not None:
+            if self.tracing is not None and self._owns_store:
                 self.tracing.shutdown()  # the spans still buffered are exported
 
     async def _flush_metrics(self, directory: Path) -> None:

@@ -7,13 +7,13 @@
                                               validate the config; print every problem; exit 2 if any; else
                                               say what ``bff serve`` would bind; --explain: every effective
                                               setting and where it came from
-    bff doctor [--config PATH] [--url ORIGIN] [--json] [--strict] [--timeout SECONDS]
+    bff doctor [--config PATH] [--url ORIGIN] [--json] [--strict] [--timeout SECONDS] [--frontend NAME]
                                               conformance self-check (IdP, client registration, Redis, upstreams,
                                               with --url the deployment's browser contract); exit 1 on a FAIL
                                               (--strict: on a WARN too); docs/doctor.md
-    bff sessions list --sub SUB [--config PATH] [--json]
+    bff sessions list --sub SUB [--config PATH] [--json] [--frontend NAME]
                                               the user's live sessions (handle, clocks, IdP sid; never a token)
-    bff sessions revoke --sub SUB [--config PATH]
+    bff sessions revoke --sub SUB [--config PATH] [--frontend NAME]
                                               log the user out everywhere: revoke the refresh tokens at the IdP,
                                               delete every session (all instances sharing the store)
 
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bff import __version__
 from bff.config import Config, explain_config, load_config
+from bff.config.frontends import find_frontend, frontend_config, store_namespace
 from bff.config.server import describe_listen, parse_listen
 from bff.errors import BffError, ConfigError
 
@@ -91,15 +92,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bff.upstream.proxy import proxy_from_environment
 
     config = _load(args)
-    check_client_certificates(config)
-    for route in config.routes:
-        if route.proxy is None:
-            proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
-    _check_dpop_key(config)
-    sys.stdout.write(
-        f"{config.source}: OK ({len(config.routes)} route(s), store {config.session.store.split('://')[0]}://, "
-        f"listen {describe_listen(config.server.host, config.server.port)})\n"
-    )
+    frontends = [(entry, frontend_config(config, entry)) for entry in config.frontends]
+    for single in [one for _, one in frontends] or [config]:
+        check_client_certificates(single)
+        for route in single.routes:
+            if route.proxy is None:
+                proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
+        _check_dpop_key(single)
+    routes = sum(len(one.routes) for _, one in frontends) if frontends else len(config.routes)
+    count = f"{len(frontends)} frontend(s), " if frontends else ""
+    store, listen = config.session.store.split("://")[0], describe_listen(config.server.host, config.server.port)
+    sys.stdout.write(f"{config.source}: OK ({count}{routes} route(s), store {store}://, listen {listen})\n")
+    for entry, one in frontends:
+        selector = (entry.host or "any host") + (entry.path_prefix or "")
+        sys.stdout.write(
+            f"  frontend {entry.name}: {selector} -> {entry.public_origin}, cookie {entry.cookie_name}, "
+            f"issuer {entry.oidc.issuer}, {len(one.routes)} route(s)\n"
+        )
     return 0
 
 
@@ -111,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bff.telemetry.logs import serve_logging_config
 
     config = _load(args)
-    _check_dpop_key(config)  # in the supervisor, before any worker starts
+    for single in [frontend_config(config, entry) for entry in config.frontends] or [config]:
+        _check_dpop_key(single)  # in the supervisor, before any worker starts
     if args.workers > 1 and config.session.store.startswith("memory:"):
         raise ConfigError(["session.store: memory:// keeps sessions inside one process; use Redis with --workers > 1"])
     if args.access_log:
@@ -155,7 +165,7 @@ def _metrics_listener(config: Config, workers: int) -> Iterator[dict[str, str]]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bff.doctor import is_ok, render_json, render_table, run_doctor
 
-    config = _load(args)
+    config, _ = _one_frontend(_load(args), args.frontend or "")
     checks = asyncio.run(run_doctor(config, url=args.url, call_timeout=args.timeout))
     if args.json:
         sys.stdout.write(render_json(checks, strict=args.strict))
@@ -167,7 +177,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # --- bff sessions ----------------------------------------------------------------------------------------------------
 
 
-def _load_shared_store_config(args: argparse.Namespace) -> Config:
+def _load_shared_store_config(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config as one frontend's instances see it (``--frontend`` with ``[[frontends]]``), and its name."""
     config = _load(args)
     if config.session.store.startswith("memory:"):
         raise ConfigError(
@@ -176,11 +187,24 @@ def _load_shared_store_config(args: argparse.Namespace) -> Config:
                 "store (Redis), so pass the --config of the bff instances whose sessions you mean"
             ]
         )
-    return config
+    return _one_frontend(config, args.frontend or "")
+
+
+def _one_frontend(config: Config, name: str) -> tuple[Config, str]:
+    """``--frontend NAME``: the single-frontend view of that ``[[frontends]]`` entry (required with them)."""
+    if not config.frontends:
+        if name:
+            raise ConfigError(["--frontend: this config has no [[frontends]]"])
+        return config, ""
+    entry = find_frontend(config, name)
+    if entry is None:
+        names = ", ".join(e.name for e in config.frontends)
+        raise ConfigError([f"--frontend: {'required' if not name else f'no frontend {name!r}'} (one of: {names})"])
+    return frontend_config(config, entry), name
 
 
 @contextlib.asynccontextmanager
-async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
+async def _admin_services(config: Config, frontend: str) -> AsyncIterator[tuple[SessionManager, IdentityProvider]]:
     """The store and the IdP as the running instances see them (same store, same key ring); closed at the end."""
     from bff.app import create_store
     from bff.client_tls import check_client_certificates
@@ -199,7 +223,9 @@ async def _admin_services(config: Config) -> AsyncIterator[tuple[SessionManager,
             timeout=config.oidc.timeout, ca_bundle=config.oidc.ca_bundle, client_cert=idp_client_cert(config.oidc)
         )
         try:
-            yield SessionManager(store, config.session), IdentityProvider(config.oidc, http)
+            prefix = store_namespace(frontend) if frontend else ""
+            sessions = SessionManager(store, config.session, prefix=prefix, frontend=frontend)
+            yield sessions, IdentityProvider(config.oidc, http)
         finally:
             await http.aclose()
     finally:
@@ -245,9 +271,11 @@ def _print_report(report: RevokeReport) -> None:
     )
 
 
-def _run_admin(config: Config, action: Callable[[SessionManager, IdentityProvider], Awaitable[_T]]) -> _T:
+def _run_admin(
+    config: Config, frontend: str, action: Callable[[SessionManager, IdentityProvider], Awaitable[_T]]
+) -> _T:
     async def run() -> _T:
-        async with _admin_services(config) as (sessions, idp):
+        async with _admin_services(config, frontend) as (sessions, idp):
             return await action(sessions, idp)
 
     return asyncio.run(run())
@@ -256,9 +284,9 @@ def _run_admin(config: Config, action: Callable[[SessionManager, IdentityProvide
 def cmd_sessions_list(args: argparse.Namespace) -> int:
     from bff.sessions_admin import list_sessions
 
-    config = _load_shared_store_config(args)
+    config, frontend = _load_shared_store_config(args)
     try:
-        listing = _run_admin(config, lambda sessions, _: list_sessions(sessions, args.sub))
+        listing = _run_admin(config, frontend, lambda sessions, _: list_sessions(sessions, args.sub))
     except ConfigError:
         raise
     except BffError as exc:  # the store did not answer
@@ -271,9 +299,9 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
 def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     from bff.sessions_admin import revoke_sessions
 
-    config = _load_shared_store_config(args)
+    config, frontend = _load_shared_store_config(args)
     try:
-        report = _run_admin(config, lambda sessions, idp: revoke_sessions(sessions, idp, args.sub))
+        report = _run_admin(config, frontend, lambda sessions, idp: revoke_sessions(sessions, idp, args.sub))
     except ConfigError:
         raise
     except BffError as exc:  # the store did not answer (IdP failures are in the report)
@@ -324,6 +352,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the IdP, client, Redis, upstreams and deployment before going live")
     doctor.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     doctor.add_argument("--url", help="the running deployment's origin, e.g. https://app.example.com")
+    doctor.add_argument("--frontend", help="with [[frontends]]: the frontend to check (its name)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/doctor.md)")
     doctor.add_argument("--strict", action="store_true", help="exit 1 on a WARN too")
     doctor.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per network call (default 5)")
@@ -335,10 +364,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     listing.add_argument("--sub", required=True, help="the user's subject identifier (the ID token's sub)")
     listing.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--frontend", help="with [[frontends]]: the frontend whose sessions (its name)")
     listing.set_defaults(func=cmd_sessions_list)
     revoke = sessions_sub.add_parser("revoke", help="log the user out everywhere")
     revoke.add_argument("--sub", required=True, help="the user's subject identifier (the ID token's sub)")
     revoke.add_argument("--config", help="TOML config file of the bff instances (default: $BFF_CONFIG)")
+    revoke.add_argument("--frontend", help="with [[frontends]]: the frontend whose sessions (its name)")
     revoke.set_defaults(func=cmd_sessions_revoke)
 
     _add_plugin_commands(sub, argv)

@@ -12,16 +12,19 @@ code, a secret or an upstream's internals.
     │   │   ├── IdPError            400  idp_error        (error=... on the callback)
     │   │   ├── InvalidState        400  invalid_state
     │   │   │   └── LoginExpired    400  invalid_state    (the login outlived login_timeout)
-    │   │   └── InvalidIdToken      400  invalid_id_token
+    │   │   ├── InvalidIdToken      400  invalid_id_token
+    │   │   └── StepUpFailed        400  step_up_failed   (a step-up login fell short, RFC 9470; the session is kept)
     │   │       └── NonceMismatch   400  invalid_id_token (the ID token is not this login's: OIDC Core 3.1.3.7)
     │   ├── InvalidLogoutToken      400  invalid_logout_token
     │   └── LogoutExpired           400  logout_expired   (a used, expired or unknown logout continuation URL)
     ├── CsrfRejected                401  csrf
+    ├── StepUpRequired              401  step_up_required (an upstream asks for a stronger or fresher login, RFC 9470)
     ├── Unauthenticated             401  unauthenticated
     │   ├── SessionExpired          401  session_expired
     │   └── SessionFormatUnsupported 401 session_format_unsupported (written by a newer release; the record is kept)
     ├── Forbidden                   403  forbidden
     ├── NotFound                    404  not_found
+    │   └── UnknownFrontend         404  unknown_frontend (no [[frontends]] entry selects the host and path)
     ├── MethodNotAllowed            405  method_not_allowed
     ├── RequestTimeout              408  request_timeout  (from the HTTP server: the request head came too slowly)
     ├── PayloadTooLarge             413  payload_too_large
@@ -58,6 +61,10 @@ class BffError(Exception):
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.error)
         self.message = message or self.error
+
+    def details(self) -> dict[str, str | int]:
+        """Fields the JSON answer carries besides ``error`` and ``message`` (none unless a class says so)."""
+        return {}
 
 
 class ConfigError(BffError):
@@ -105,6 +112,13 @@ class NonceMismatch(InvalidIdToken):
     """The ID token's ``nonce`` is missing or not the one this login sent (OpenID Connect Core 3.1.3.7 step 11)."""
 
 
+class StepUpFailed(LoginFailed):
+    """A step-up login came back without what it asked for: another ``acr``, no or a too old ``auth_time``, or
+    another user (OpenID Connect Core 3.1.3.7 steps 12-13, RFC 9470 4). The session it was to raise is kept."""
+
+    error = "step_up_failed"
+
+
 class InvalidLogoutToken(BadRequest):
     error = "invalid_logout_token"
 
@@ -116,6 +130,28 @@ class LogoutExpired(BadRequest):
 class CsrfRejected(BffError):
     error = "csrf"
     status = 401
+
+
+class StepUpRequired(BffError):
+    """An upstream refused the session's token for too weak or too old an authentication (RFC 9470 3). The SPA
+    navigates to ``login_url`` to log in again with the upstream's ``acr_values``/``max_age``; the session stays."""
+
+    error = "step_up_required"
+    status = 401
+
+    def __init__(self, message: str, *, acr_values: str | None, max_age: int | None, login_url: str) -> None:
+        super().__init__(message)
+        self.acr_values = acr_values
+        self.max_age = max_age
+        self.login_url = login_url
+
+    def details(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"login_url": self.login_url}
+        if self.acr_values is not None:
+            out["acr_values"] = self.acr_values
+        if self.max_age is not None:
+            out["max_age"] = self.max_age
+        return out
 
 
 class Unauthenticated(BffError):
@@ -142,6 +178,10 @@ class Forbidden(BffError):
 class NotFound(BffError):
     error = "not_found"
     status = 404
+
+
+class UnknownFrontend(NotFound):
+    error = "unknown_frontend"
 
 
 class MethodNotAllowed(BffError):

@@ -94,10 +94,23 @@ class LoginState:
     code_verifier: str
     return_to: str
     created_at: float
+    #: A step-up login (RFC 9470): the ``acr_values`` and ``max_age`` it asked for, which the callback checks.
+    acr_values: tuple[str, ...] = ()
+    max_age: int | None = None
 
     def to_json(self) -> JSONObject:
-        return asdict(self)
+        out = asdict(self)
+        # Left out when unused, so a plain login's cookie is what a release without step-up writes and reads.
+        if not self.acr_values:
+            del out["acr_values"]
+        if self.max_age is None:
+            del out["max_age"]
+        return out
 
     @classmethod
     def from_json(cls, data: JSONObject) -> LoginState:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        optional = ("acr_values", "max_age")
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in optional or k in data}
+        if "acr_values" in fields:
+            fields["acr_values"] = tuple(str(v) for v in fields["acr_values"])
+        return cls(**fields)

@@ -59,20 +59,20 @@ def _looks_safe(path: str, *, decoded: bool = False) -> bool:
     return not parts.scheme and not parts.netloc
 
 
-def safe_return_to(value: str | None) -> str:
+def safe_return_to(value: str | None, fallback: str = FALLBACK) -> str:
     """``value`` with its dot segments resolved when it is a same-origin relative path (``/orders?x=1#top``) before
-    and after that resolution, else ``/``."""
+    and after that resolution, else ``fallback`` (``/``)."""
     if not value or len(value) > MAX_RETURN_TO or not _looks_safe(value):
-        return FALLBACK
+        return fallback
     resolved = remove_dot_segments(value)
     if not _looks_safe(resolved):
-        return FALLBACK
+        return fallback
     # Encoded tricks (%2f%2fevil, %5c, %09, %2e, double encoding): every decoding of the value must be safe too,
     # before and after its dot segments are resolved (a SPA may decode the path it is handed, then navigate), and so
     # must every decoding of what is handed over: resolving "/%252e//%252e/.." leaves "/%252e//", whose decoding
     # "/%2e//" resolves to "//".
     if not _every_decoding_safe(value) or not _every_decoding_safe(resolved):
-        return FALLBACK
+        return fallback
     return resolved
 
 

@@ -25,3 +25,7 @@ class Clock(Protocol):
 
 def system_clock() -> float:
     return time.time()
+
+
+#: Scope key: the path prefix of the ``[[frontends]]`` entry that took the request (stripped from its path).
+PATH_PREFIX = "bff.path_prefix"

@@ -298,6 +298,19 @@ def test_trusted_audiences_default_to_none_and_are_read() -> None:
     assert config.oidc.trusted_audiences == ("https://api.example.com", "orders-api")
 
 
+def test_acr_values_allowed_default_to_any_and_refuse_unsafe_values() -> None:
+    assert parse_config(base_document(), env={}).oidc.acr_values_allowed == ()
+    doc = base_document()
+    doc["oidc"]["acr_values_allowed"] = ["urn:example:mfa", "silver"]
+    assert parse_config(doc, env={}).oidc.acr_values_allowed == ("urn:example:mfa", "silver")
+    doc["oidc"]["acr_values_allowed"] = ["ok", "a b", "<x>", ""]
+    assert problems(doc) == [
+        "oidc.acr_values_allowed[1]: must be one value, not several separated by spaces",
+        "oidc.acr_values_allowed[2]: must be one value of letters, digits and ':._~/-' (RFC 9470)",
+        "oidc.acr_values_allowed[3]: must be one value of letters, digits and ':._~/-' (RFC 9470)",
+    ]
+
+
 def test_max_pending_logins_defaults_to_five() -> None:
     assert parse_config(base_document(), env={}).session.max_pending_logins == 5
     doc = base_document()

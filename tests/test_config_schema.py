@@ -105,7 +105,7 @@ def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
 
 
 def test_every_section_of_the_document_has_its_dataclass() -> None:
-    sections = {f.name for f in dataclasses.fields(Config)} - {"source", "frontend"}
+    sections = {f.name for f in dataclasses.fields(Config)} - {"source", "frontend", "frontends"}
     assert sections == {"server", "session", "oidc", "routes", "tokens", "logging", "metrics", "tracing"}
     assert len(_patchable()) >= 25  # the parametrisation above really covers the defaults
 

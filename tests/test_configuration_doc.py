@@ -22,6 +22,7 @@ import pytest
 from bff.config import (
     Config,
     ExchangeSettings,
+    FrontendEntrySettings,
     FrontendSettings,
     LoggingSettings,
     MetricsSettings,
@@ -50,6 +51,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[logging]", LoggingSettings),
     ("[metrics]", MetricsSettings),
     ("[tracing]", TracingSettings),
+    ("[[frontends]]", FrontendEntrySettings),
 )
 #: Inline tables of a section: their keys get a table of their own right after the section's.
 SUBTABLES: dict[type[Any], tuple[tuple[str, type[Any]], ...]] = {
@@ -150,6 +152,12 @@ def _table(doc: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     if cls is ExchangeSettings:
         table = doc["routes"][0].setdefault("exchange", {"audience": "orders-api"})
         return table
+    if cls is FrontendEntrySettings:  # the base document turned into one [[frontends]] entry
+        origin = doc["server"].pop("public_origin")
+        entry = {"name": "app", "public_origin": origin, "cookie_name": "__Host-app", "host": origin.split("//")[1]}
+        doc["frontends"] = [{**entry, "oidc": doc.pop("oidc"), "routes": doc.pop("routes")}]
+        table = doc["frontends"][0]
+        return table
     name = {ServerSettings: "server", SessionSettings: "session", OIDCSettings: "oidc"}.get(cls)
     if name is not None:
         table = doc[name]
@@ -219,6 +227,12 @@ def _type_and_default(cls: type[Any], f: dataclasses.Field[Any], hint: Any) -> t
         kind, shown = "boolean", None
     elif origin is typing.Literal:
         kind, shown = "one of " + ", ".join(f"`{a}`" for a in args), None
+    elif hint in (OIDCSettings, tuple[RouteSettings, ...], FrontendSettings | None):  # [[frontends]]' own sections
+        section = {OIDCSettings: "[oidc]", FrontendSettings | None: "[frontend]"}.get(hint, "[[routes]]")
+        kind, shown = (
+            f"the keys of `{section}`",
+            "*required*" if hint is OIDCSettings else "*none*" if hint != tuple[RouteSettings, ...] else "[]",
+        )
     elif origin is tuple and args[0] is Secret:
         kind, shown = "array of strings (secrets)", None
     elif origin is tuple and args[0] == ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -14,14 +14,13 @@ Routes of the one bff:
 from __future__ import annotations
 
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from tests.support.bff_process import expire_session_token, start_bff, wait_ready
+from tests.support.bff_process import expire_session_token, running_bff
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY
 from tests.support.devidp import FORM, IdP, client, login_tx, running_devidp
@@ -114,17 +113,8 @@ ca_bundle = "{ca}"
             + route("/api/nocert", plain.url, ca, None)
             + route("/api/stranger", plain.url, ca, certs["stranger"])
         )
-        log = tmp / "bff.log"
-        process = start_bff(config, port, log, env={"BFF_IDP_KEY_PASSWORD": PASSPHRASE})
-        try:
-            wait_ready(port, process, log)
+        with running_bff(config, port, tmp / "bff.log", env={"BFF_IDP_KEY_PASSWORD": PASSPHRASE}):
             yield World(origin, config, idp, plain, binding, certs, pki, redis_url)
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - only a hung bff gets here
-                process.kill()
 
 
 @pytest.fixture

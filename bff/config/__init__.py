@@ -29,6 +29,7 @@ from typing import Any
 from bff.config.client_tls import check_bound_routes
 from bff.config.env import apply_overrides, name_variables
 from bff.config.explain import explain
+from bff.config.frontends import prepare_document, read_frontends, uses_frontends
 from bff.config.logs import read_logging
 from bff.config.metrics import read_metrics
 from bff.config.oidc import read_oidc
@@ -50,6 +51,7 @@ from bff.config.settings import (
     AuthMethod,
     Config,
     ExchangeSettings,
+    FrontendEntrySettings,
     FrontendSettings,
     LogFormat,
     LoggingSettings,
@@ -83,6 +85,7 @@ __all__ = [
     "AuthMethod",
     "Config",
     "ExchangeSettings",
+    "FrontendEntrySettings",
     "FrontendSettings",
     "LogFormat",
     "LogLevel",
@@ -120,23 +123,25 @@ def parse_config_with_overrides(
     environ = os.environ if env is None else env
     overrides = apply_overrides(data, environ, problems)
     start = len(problems)
-    root = Reader(overrides.document, "", problems, environ, Config)
+    multi = uses_frontends(overrides.document)
+    document = prepare_document(overrides.document, problems) if multi else overrides.document
+    root = Reader(document, "", problems, environ, Config)
     server = read_server(root)
     session = read_session(root)
-    oidc = read_oidc(root, server.public_origin)
-    routes = read_routes(root)
-    for index, route in enumerate(routes):
-        if route.dpop and not oidc.dpop:  # a token not bound to bff's key would be refused as a DPoP token
-            problems.append(f"routes[{index}].dpop: needs [oidc] dpop = true (tokens are bound at the token endpoint)")
-        dpop = oidc.dpop if route.dpop is None else route.dpop
-        if route.websocket and dpop and route.token != "none":
-            # The upstream handshake carries a plain bearer token: a DPoP-checking upstream would refuse it.
-            problems.append(
-                f"routes[{index}].websocket: not supported on a DPoP route yet (the upstream handshake carries no "
-                "DPoP proof); set dpop = false on this route"
-            )
-    check_bound_routes(root, oidc.client_cert, routes)
-    frontend = read_frontend(root)
+    frontends: tuple[FrontendEntrySettings, ...] = ()
+    routes: tuple[RouteSettings, ...] = ()
+    if multi:
+        frontends = read_frontends(root, _check_route_tokens)
+        if not frontends:  # every entry was broken: what follows needs an [oidc]
+            name_variables(problems, overrides.variables, start)
+            raise ConfigError(problems)
+        oidc = frontends[0].oidc
+    else:
+        oidc = read_oidc(root, server.public_origin)
+        routes = read_routes(root)
+        _check_route_tokens(root, oidc, routes)
+        check_bound_routes(root, oidc.client_cert, routes)
+    frontend = None if multi else read_frontend(root)
     tokens = read_tokens(root, oidc.timeout)
     logging = read_logging(root)
     metrics = read_metrics(root, server)
@@ -155,9 +160,24 @@ def parse_config_with_overrides(
         logging=logging,
         metrics=metrics,
         tracing=tracing,
+        frontends=frontends,
         source=source,
     )
     return config, overrides.variables
+
+
+def _check_route_tokens(r: Reader, oidc: OIDCSettings, routes: tuple[RouteSettings, ...]) -> None:
+    for index, route in enumerate(routes):
+        if route.dpop and not oidc.dpop:  # a token not bound to bff's key would be refused as a DPoP token
+            r.problem(f"routes[{index}].dpop", "needs [oidc] dpop = true (tokens are bound at the token endpoint)")
+        dpop = oidc.dpop if route.dpop is None else route.dpop
+        if route.websocket and dpop and route.token != "none":
+            # The upstream handshake carries a plain bearer token: a DPoP-checking upstream would refuse it.
+            r.problem(
+                f"routes[{index}].websocket",
+                "not supported on a DPoP route yet (the upstream handshake carries no DPoP proof); set dpop = false "
+                "on this route",
+            )
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:

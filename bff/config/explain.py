@@ -23,13 +23,15 @@ _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
 #: Sections in the order of config/production.toml.
 _ORDER = ("server", "session", "oidc", "tokens", "routes", "frontend", "logging")
+#: Sections a ``[[frontends]]`` entry holds instead of the top level.
+_PER_FRONTEND = ("oidc", "routes", "frontend")
 
 
 def key_lines(text: str) -> dict[str, int]:
     """Key path (``server.listen``, ``routes[1].upstream``) -> the 1-based line it is set on."""
     lines: dict[str, int] = {}
     table = ""
-    routes = -1
+    routes = frontends = frontend_routes = -1
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
         if header:
@@ -39,6 +41,16 @@ def key_lines(text: str) -> dict[str, int]:
                 table = f"routes[{routes}]"
             elif name.startswith("routes.") and routes >= 0:
                 table = f"routes[{routes}]{name[len('routes') :]}"
+            elif header.group(1) == "[[" and name == "frontends":
+                frontends, frontend_routes = frontends + 1, -1
+                table = f"frontends[{frontends}]"
+            elif header.group(1) == "[[" and name == "frontends.routes" and frontends >= 0:
+                frontend_routes += 1
+                table = f"frontends[{frontends}].routes[{frontend_routes}]"
+            elif name.startswith("frontends.routes.") and frontend_routes >= 0:
+                table = f"frontends[{frontends}].routes[{frontend_routes}]{name[len('frontends.routes') :]}"
+            elif name.startswith("frontends.") and frontends >= 0:
+                table = f"frontends[{frontends}]{name[len('frontends') :]}"
             else:
                 table = name
             lines.setdefault(table, number)  # a sub-table such as [oidc.extra_auth_params] is set by its header
@@ -107,6 +119,8 @@ def _settings(config: Config) -> list[tuple[str, str]]:
     """(key path as in the file, shown value) for every effective setting."""
     out: list[tuple[str, str]] = []
     for section in _ORDER:
+        if config.frontends and section in _PER_FRONTEND:  # shown per frontend below
+            continue
         value = getattr(config, section)
         tables: list[tuple[str, Any]]
         if section == "routes":
@@ -123,6 +137,18 @@ def _settings(config: Config) -> list[tuple[str, str]]:
                         out.append((f"{prefix}.listen", json.dumps(f"{host}:{settings.port}")))
                     continue
                 out.append((f"{prefix}.{f.name}", _shown(f.name, getattr(settings, f.name))))
+    for index, entry in enumerate(config.frontends):
+        prefix = f"frontends[{index}]"
+        for f in dataclasses.fields(entry):
+            if f.name not in _PER_FRONTEND:
+                out.append((f"{prefix}.{f.name}", _shown(f.name, getattr(entry, f.name))))
+        sections: list[tuple[str, Any]] = [(f"{prefix}.oidc", entry.oidc)]
+        sections += [(f"{prefix}.routes[{i}]", route) for i, route in enumerate(entry.routes)]
+        sections += [(f"{prefix}.frontend", entry.frontend)] if entry.frontend is not None else []
+        for table, settings in sections:
+            out.extend(
+                (f"{table}.{f.name}", _shown(f.name, getattr(settings, f.name))) for f in dataclasses.fields(settings)
+            )
     return out
 
 
@@ -146,6 +172,13 @@ def explain(config: Config, variables: Mapping[str, str], document: Mapping[str,
 
 def _in_document(document: Mapping[str, Any], key: str) -> bool:
     table, _, name = key.rpartition(".")
+    if table.startswith("frontends["):
+        entries = document.get("frontends")
+        index_text, _, rest = table[len("frontends[") :].partition("]")
+        index = int(index_text)
+        if not isinstance(entries, list) or index >= len(entries) or not isinstance(entries[index], dict):
+            return False
+        return _in_document(entries[index], rest.lstrip(".") + "." + name) if rest else name in entries[index]
     if table.startswith("routes["):
         routes = document.get("routes")
         index = int(table[len("routes[") : -1])

@@ -14,6 +14,7 @@ from bff.config.settings import (
     OIDCSettings,
     Secret,
 )
+from bff.step_up import InvalidStepUp, parse_acr_values
 
 #: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.
 RESERVED_AUTH_PARAMS = (
@@ -55,6 +56,19 @@ def _redirect_uri(r: Reader, public_origin: str) -> str:
     if redirect_uri:
         _on_origin(r, "redirect_uri", redirect_uri, public_origin)
     return redirect_uri
+
+
+def _acr_values_allowed(r: Reader) -> tuple[str, ...]:
+    values = r.string_list("acr_values_allowed")
+    for i, value in enumerate(values):
+        try:
+            parse_acr_values(value)
+        except InvalidStepUp:
+            r.problem(f"acr_values_allowed[{i}]", "must be one value of letters, digits and ':._~/-' (RFC 9470)")
+            continue
+        if " " in value:
+            r.problem(f"acr_values_allowed[{i}]", "must be one value, not several separated by spaces")
+    return values
 
 
 def _signing_algs(r: Reader) -> tuple[str, ...]:
@@ -119,6 +133,7 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
     if method in TLS_AUTH_METHODS and not tls.cert and not r.data.get("client_cert"):
         r.problem("client_cert", f"is required for {method} (RFC 8705 2: the client authenticates with it)")
     user_claims = r.string_list("user_claims")
+    acr_values_allowed = _acr_values_allowed(r)
     dpop = r.get("dpop", bool)
     dpop_key_file = existing_file(r, "dpop_key_file")
     if dpop and not dpop_key_file:
@@ -143,6 +158,7 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         client_key=tls.key,
         client_key_password=tls.password,
         user_claims=user_claims,
+        acr_values_allowed=acr_values_allowed,
         dpop=dpop,
         dpop_key_file=dpop_key_file,
     )

@@ -199,6 +199,6 @@ def read_routes(root: Reader) -> tuple[RouteSettings, ...]:
         if not isinstance(item, dict):
             root.problem(f"routes[{index}]", "expected a table")
             continue
-        r = Reader(item, f"routes[{index}]", root.problems, root.env, RouteSettings)
+        r = Reader(item, root.key(f"routes[{index}]"), root.problems, root.env, RouteSettings)
         routes.append(_route(r, index, prefixes))
     return tuple(routes)

@@ -184,6 +184,10 @@ class OIDCSettings:
     client_key: str | None = None
     #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
     client_key_password: Secret | None = None
+    #: ``acr_values`` a step-up login may ask for (RFC 9470, docs/step-up.md), from ``/bff/login?acr_values=`` or an
+    #: upstream's ``insufficient_user_authentication`` challenge; others are refused (400) or passed through (the
+    #: upstream's 401). Empty: any value of the safe syntax.
+    acr_values_allowed: tuple[str, ...] = ()
     #: Claims of the ID token that ``/bff/user`` may show (minimal claims by default).
     user_claims: tuple[str, ...] = (
         "sub",
@@ -299,6 +303,30 @@ class FrontendSettings:
 
 
 @dataclass(frozen=True)
+class FrontendEntrySettings:
+    """One ``[[frontends]]`` entry: an SPA with its own origin, cookie, IdP client and routes (docs/frontends.md)."""
+
+    #: The frontend's name, ``[a-z0-9-]``, unique: it namespaces its store keys and is bound into its cookies.
+    name: str
+    #: The SPA's origin exactly as the browser sees it (as ``[server] public_origin`` for a single frontend).
+    public_origin: str
+    #: Its session cookie's name, ``__Host-`` and unique among the frontends.
+    cookie_name: str
+    #: Its identity provider and client (the keys of ``[oidc]``).
+    oidc: OIDCSettings
+    #: Selects the frontend by the request's ``Host`` (case-insensitive, with the port unless it is the scheme's
+    #: default); must be ``public_origin``'s. Empty: any host.
+    host: str = ""
+    #: Selects the frontend by a path prefix (whole segments), stripped before its endpoints and routes see the path.
+    #: Empty: every path of its host.
+    path_prefix: str = ""
+    #: Its routes (the keys of ``[[routes]]``).
+    routes: tuple[RouteSettings, ...] = ()
+    #: Its SPA (the keys of ``[frontend]``); left out: none.
+    frontend: FrontendSettings | None = None
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     #: ``text``: one human-readable line per record; ``json``: one JSON object per line (OpenTelemetry log data model
     #: field names: ``timestamp``, ``severity_text``, ``body``, ``logger``, each extra field under its own key), for
@@ -349,4 +377,6 @@ class Config:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    #: ``[[frontends]]``: several SPAs in one deployment; empty: the single frontend of ``[oidc]`` and ``[[routes]]``.
+    frontends: tuple[FrontendEntrySettings, ...] = ()
     source: str = "<memory>"

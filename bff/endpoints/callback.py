@@ -5,9 +5,10 @@ login cookie for the ``state`` (which binds the callback to the browser that sta
 state with a one-time marker in the store, so a replayed or failed callback can never be retried, on any instance;
 refuse an IdP error; check the ``iss`` parameter; only then spend the code, validate the ID token (signature,
 ``iss``, ``aud`` with no untrusted extra audience, ``azp``, ``exp``, ``iat``, ``nonce``, ``at_hash`` against the
-access token) and create a session under a fresh id. Every failure is a 400 page and leaves no session. Whatever the
-outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error handler otherwise);
-the browser's other pending logins (other tabs) stay.
+access token), check a step-up's ``acr``/``auth_time``/``sub`` (``bff.endpoints.step_up``) and create a session
+under a fresh id. Every failure is a 400 page and creates no session (a failed step-up keeps the one the browser
+had). Whatever the outcome, the answer drops the login cookie of the ``state`` (here on success, in the app's error
+handler otherwise); the browser's other pending logins (other tabs) stay.
 
 Each callback counts once in ``bff_login_total{outcome}``: ``ok``; ``idp_error``; ``expired`` (``login_timeout``);
 ``invalid_state`` for a refused state, login cookie, one-time marker, ``iss`` or ``nonce`` (what a forged, replayed
@@ -27,6 +28,7 @@ from bff.config import Config
 from bff.crypto import constant_time_equal
 from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.endpoints.login import LoginCookies
+from bff.endpoints.step_up import check_step_up
 from bff.errors import IdPError, InvalidGrant, InvalidIdToken, InvalidState, LoginExpired, LoginFailed, NonceMismatch
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import SessionManager
@@ -116,6 +118,13 @@ class Callback:
 
         # Not strict: a previous session in a newer release's store format must not fail the login; it is replaced too.
         previous = await self.cookie.current(request, slide=False, strict=False)
+        check_step_up(  # before the previous session is touched: a failed step-up keeps it
+            login,
+            claims,
+            previous_sub=None if previous is None else previous.loaded.session.sub,
+            now=self.sessions.clock(),
+            leeway=self.config.oidc.clock_skew,
+        )
         if previous is not None:
             # A new login replaces the old session (no fixation).
             await self.sessions.delete(previous.loaded, reason="replaced")

@@ -16,6 +16,8 @@ seal_login``) into a login cookie of its own, named after the state: ``{session 
 * the callback consumes the state with a one-time marker in the store (``SessionManager.consume_login``) and drops
   the cookie, whatever the outcome.
 
+A step-up login (RFC 9470) also carries ``acr_values`` and ``max_age`` (``bff.endpoints.step_up``).
+
 The cookie is encrypted, not just signed: the code_verifier must stay secret (RFC 7636 1) and the nonce unknown
 until the ID token returns it.
 """
@@ -29,13 +31,14 @@ from bff.config import Config
 from bff.cookies import clear_cookie, read_cookie, read_cookies_with_prefix, set_cookie
 from bff.crypto import digest
 from bff.endpoints.common import NO_STORE
+from bff.endpoints.step_up import requested_step_up
 from bff.errors import InvalidState, LoginExpired
 from bff.models import LoginState
 from bff.oidc.pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from bff.oidc.provider import IdentityProvider
 from bff.return_to import safe_return_to
 from bff.session.manager import SessionManager
-from bff.types import Clock
+from bff.types import PATH_PREFIX, Clock
 
 LOGIN_COOKIE_SUFFIX = "-login-"
 #: Characters of the state's digest in a login cookie's name (96 bits: names of one browser's logins never clash).
@@ -142,19 +145,24 @@ class Login:
 
     async def handle(self, request: Request) -> Response:
         client = self.idp.client  # raises NotReady before the IdP metadata is loaded
+        step_up = requested_step_up(request, self.config)
         verifier = new_code_verifier()
         login = LoginState(
             state=new_state(),
             nonce=new_nonce(),
             code_verifier=verifier,
-            return_to=safe_return_to(request.query_params.get("returnTo")),
+            # Under a [[frontends]] path prefix, "/" is another frontend's: the fallback is the prefix's root.
+            return_to=safe_return_to(request.query_params.get("returnTo"), request.scope.get(PATH_PREFIX, "") + "/"),
             created_at=self.clock(),
+            acr_values=step_up.acr_values,
+            max_age=step_up.max_age,
         )
         url = client.authorization_url(
             state=login.state,
             nonce=login.nonce,
             code_challenge=s256_challenge(verifier),
             redirect_uri=self.config.oidc.redirect_uri,
+            extra=step_up.auth_params(),
         )
         response = RedirectResponse(url, status_code=302, headers=NO_STORE)
         self.cookies.issue(request, response, login)

@@ -16,7 +16,7 @@ from bff.endpoints.common import NO_STORE, SessionCookie
 from bff.errors import Unauthenticated
 from bff.proxy import check_csrf
 from bff.session.manager import SessionManager
-from bff.types import Clock
+from bff.types import PATH_PREFIX, Clock
 
 
 class User:
@@ -50,6 +50,8 @@ class User:
                 if session.tokens.expires_at is None
                 else int(session.tokens.expires_at),
             },
-            "logout_url": "/bff/logout?sid=" + quote(self.sessions.logout_sid(current.session_id), safe=""),
+            "logout_url": request.scope.get(PATH_PREFIX, "")
+            + "/bff/logout?sid="
+            + quote(self.sessions.logout_sid(current.session_id), safe=""),
         }
         return JSONResponse(body, headers=NO_STORE)

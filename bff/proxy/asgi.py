@@ -20,6 +20,8 @@ One request, in order (every refusal is JSON from ``bff.errors`` and happens bef
    On a DPoP route (RFC 9449) the token goes as ``Authorization: DPoP`` with a fresh proof from the ``ProofMaker``;
    a 401 ``use_dpop_nonce`` challenge with a valid ``DPoP-Nonce`` is replayed once with the nonce first, and
    ``DPoP error="invalid_token"`` counts as the challenge above.
+   A 401 ``insufficient_user_authentication`` (RFC 9470) is never refreshed: it becomes 401 ``step_up_required``
+   with a login URL (``challenges``), or passes through when its challenge is malformed or not allowed.
 6. The answer streams back chunk by chunk as it arrives (SSE event by event). A failure after the headers went out
    ends the stream unfinished, so the browser sees a truncated body, never a second response.
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from time import perf_counter
 from typing import Protocol
@@ -43,19 +45,19 @@ from bff.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    StepUpRequired,
     UpstreamError,
     UpstreamTimeout,
 )
 from bff.proxy import outage_log
+from bff.proxy.challenges import asks_step_up, dpop_challenge_error, is_invalid_token_challenge, step_up_refusal
 from bff.proxy.csrf import check_csrf
 from bff.proxy.disconnect import DisconnectWatch
 from bff.proxy.headers import (
     RESPONSE_DROP,
     ForwardingPolicy,
     IncomingHeaders,
-    dpop_challenge_error,
     header_value,
-    is_invalid_token_challenge,
     read_request_headers,
     response_headers,
 )
@@ -64,7 +66,7 @@ from bff.proxy.request_body import ClientGone, RequestBodyReader, replayable_bod
 from bff.proxy.responses import send_error
 from bff.proxy.routes import Route
 from bff.telemetry.exchange import NO_OBSERVERS, UNMATCHED, Exchange, Observers
-from bff.types import Receive, Scope, Send
+from bff.types import PATH_PREFIX, Receive, Scope, Send
 from bff.upstream import RequestBody, UpstreamClient, UpstreamResponse
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ class Proxy:
         replay_limit: int = 64 * 1024,
         observers: Observers = NO_OBSERVERS,
         dpop: ProofMaker | None = None,
+        acr_values_allowed: Collection[str] = (),
     ) -> None:
         # Longest prefix first, so the first match is the most specific route.
         # Headers an observer sets itself (X-Request-Id) are never forwarded as the browser sent them.
@@ -140,6 +143,7 @@ class Proxy:
         self._outages = outage_log.OutageLog(outage_log.OUTAGE_LOG_INTERVAL)
         self._observers = observers
         self._response_drop = RESPONSE_DROP | observers.owned_headers
+        self._acr_values_allowed = tuple(acr_values_allowed)
 
     def match(self, path: str) -> RouteSettings | None:
         """The route for a path: prefix match on segment boundaries, longest prefix wins."""
@@ -278,6 +282,10 @@ class Proxy:
                         response = await self._send(send, method, url, headers, replay, route, None, ex)
                         if response is None:
                             return
+            step_up = None if token is None or response.status != 401 else self._step_up(response, scope)
+            if step_up is not None:  # RFC 9470: the SPA is told to log in again
+                await self._refuse(send, step_up, None, ex)
+                return
             if reader is not None and reader.complete:
                 watch.start(receive)
             await self._relay(send, response, route, watch, ex)
@@ -287,11 +295,16 @@ class Proxy:
             if ex is not None and reader is not None:
                 ex.bytes_in = reader.received
 
+    def _step_up(self, response: UpstreamResponse, scope: Scope) -> StepUpRequired | None:
+        return step_up_refusal(response.headers, self._acr_values_allowed, scope.get(PATH_PREFIX, ""))
+
     @staticmethod
     def _wants_refresh(route: Route, response: UpstreamResponse) -> bool:
         if route.dpop and dpop_challenge_error(response.headers) == b"invalid_token":
             return True
-        return route.settings.refresh_on_401 or is_invalid_token_challenge(response.headers)
+        if is_invalid_token_challenge(response.headers):
+            return True
+        return route.settings.refresh_on_401 and not asks_step_up(response.headers)
 
     def _dpop_headers(self, method: str, url: str, token: str) -> list[tuple[str, str]]:
         """A fresh proof bound to ``token`` (RFC 9449 4.2 ``ath``) and the DPoP authorization (7.1), in this order."""

@@ -172,45 +172,6 @@ def response_headers(raw: RawHeaders, drop: frozenset[bytes] = RESPONSE_DROP) ->
     return out
 
 
-def is_invalid_token_challenge(raw: RawHeaders) -> bool:
-    """True if a ``WWW-Authenticate`` carries a Bearer challenge with ``error="invalid_token"`` (RFC 6750 3.1).
-
-    Lenient on purpose (case, spaces, quotes, other challenges or parameters around it): the worst a false positive
-    does is one refresh and one replay.
-    """
-    for name, value in raw:
-        if name.lower() != b"www-authenticate":
-            continue
-        lowered = value.lower()
-        start = lowered.find(b"bearer")
-        if start < 0:
-            continue
-        for part in lowered[start + 6 :].split(b","):
-            key, sep, param = part.partition(b"=")
-            if sep and key.strip() == b"error" and param.strip().strip(b'"').strip() == b"invalid_token":
-                return True
-    return False
-
-
-def dpop_challenge_error(raw: RawHeaders) -> bytes | None:
-    """The ``error`` of a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 7.1), lowercased; None without one.
-
-    Lenient like ``is_invalid_token_challenge``: the worst a false positive does is one more proof and one replay.
-    """
-    for name, value in raw:
-        if name.lower() != b"www-authenticate":
-            continue
-        lowered = value.lower()
-        start = lowered.find(b"dpop")
-        if start < 0:
-            continue
-        for part in lowered[start + 4 :].split(b","):
-            key, sep, param = part.partition(b"=")
-            if sep and key.strip() == b"error":
-                return param.strip().strip(b'"').strip()
-    return None
-
-
 def header_value(raw: RawHeaders, wanted: bytes) -> bytes | None:
     """The first value of the (lowercase) field ``wanted``."""
     for name, value in raw:

@@ -14,8 +14,8 @@ from bff.types import Send
 NO_STORE = (b"cache-control", b"no-store")
 
 
-def error_payload(exc: BffError) -> dict[str, str]:
-    return {"error": exc.error, "message": exc.message}
+def error_payload(exc: BffError) -> dict[str, str | int]:
+    return {"error": exc.error, "message": exc.message, **exc.details()}
 
 
 def error_headers(exc: BffError) -> list[tuple[bytes, bytes]]:

@@ -193,7 +193,7 @@ class WebSocketProxy:
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
 
 
-def _json(payload: dict[str, str]) -> bytes:
+def _json(payload: dict[str, str | int]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from bff.app import BffApp, app_for_serving, app_from_env
+from bff.app import BffApp
 from bff.config import Config
+from bff.frontends import FrontendsApp, create_serving_app, serving_app_from_env
 from bff.serving.server import STOP_SIGNALS, DrainingServer
 from bff.serving.supervisor import Supervisor
 
@@ -29,7 +30,7 @@ def serve(config: Config, *, workers: int, settings: dict[str, Any]) -> int:
         supervisor_config = uvicorn.Config("bff.app:app_from_env", factory=True, workers=workers, **settings)
         target = functools.partial(run_worker, settings)
         return Supervisor(supervisor_config, workers, target, config.server).run()
-    return _run(app_for_serving(config), settings, None)
+    return _run(create_serving_app(config), settings, None)
 
 
 def run_worker(settings: dict[str, Any], sockets: list[socket.socket], ready: Connection) -> None:
@@ -42,13 +43,15 @@ def run_worker(settings: dict[str, Any], sockets: list[socket.socket], ready: Co
         signal.signal(sig, lambda sig, frame: early.append(sig))
     ready.send_bytes(b"ready")
     ready.close()
-    app = app_from_env()
-    assert isinstance(app, BffApp)
+    app = serving_app_from_env()
     sys.exit(_run(app, settings, sockets, early))
 
 
 def _run(
-    app: BffApp, settings: dict[str, Any], sockets: list[socket.socket] | None, early: list[int] | None = None
+    app: BffApp | FrontendsApp,
+    settings: dict[str, Any],
+    sockets: list[socket.socket] | None,
+    early: list[int] | None = None,
 ) -> int:
     server = DrainingServer(uvicorn.Config(app, **settings), settings=app.config.server, drain=app.drain)
     if early is not None:  # a worker: from now on the server handles the stop signals, those already come included

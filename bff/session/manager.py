@@ -41,6 +41,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -73,6 +74,12 @@ DECODED_CACHE_SIZE = 1024
 _TTL_RESOLUTION = 0.001
 
 
+def purpose_of(frontend: str) -> Callable[[str], str]:
+    """The key-derivation label (and cookie salt) of a purpose for ``frontend``; unchanged for the single frontend,
+    so its cookies and records stay valid across an upgrade."""
+    return (lambda purpose: purpose) if not frontend else (lambda purpose: f"{purpose} frontend={frontend}")
+
+
 @dataclass(frozen=True)
 class LoadedSession:
     """A session as read from the store, with what a compare-and-set write needs."""
@@ -85,7 +92,13 @@ class LoadedSession:
 
 class SessionManager:
     def __init__(
-        self, store: SessionStore, settings: SessionSettings, *, clock: Clock = system_clock, prefix: str = ""
+        self,
+        store: SessionStore,
+        settings: SessionSettings,
+        *,
+        clock: Clock = system_clock,
+        prefix: str = "",
+        frontend: str = "",
     ) -> None:
         self.store = store
         self.settings = settings
@@ -93,11 +106,14 @@ class SessionManager:
         self._prefix = prefix
         self._write_format = settings.write_format
         ring = [k.reveal() for k in settings.keys]
-        self._sessions = Encryptor(derive_keys(ring, SESSION_ENCRYPTION))
-        self._logins = Encryptor(derive_keys(ring, LOGIN_ENCRYPTION))
-        self._logout_keys = derive_keys(ring, LOGOUT_SID)
-        self._logout_redirects = Encryptor(derive_keys(ring, LOGOUT_REDIRECT_ENCRYPTION))
-        self._cookie = CookieSigner(ring, SESSION_SALT)
+        # One of several frontends (bff.config.frontends) signs and encrypts with its own keys, so nothing one
+        # frontend issued verifies at another, whatever the cookie's name or the store key.
+        bind = purpose_of(frontend)
+        self._sessions = Encryptor(derive_keys(ring, bind(SESSION_ENCRYPTION)))
+        self._logins = Encryptor(derive_keys(ring, bind(LOGIN_ENCRYPTION)))
+        self._logout_keys = derive_keys(ring, bind(LOGOUT_SID))
+        self._logout_redirects = Encryptor(derive_keys(ring, bind(LOGOUT_REDIRECT_ENCRYPTION)))
+        self._cookie = CookieSigner(ring, bind(SESSION_SALT))
         # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
         # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU. Every write encrypts
         # with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry; what is cached

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import shutil
-import socket
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bff.app import BffApp
-from bff.config import TokenSettings
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
-from bff_devtools.demo.run import DemoOptions, build_apps, build_bff_config
-from tests.support.redis_server import RedisProcess, require_redis_server
-from tests.support.servers import serve
+from bff_devtools.acr import ACR_MFA, ACR_PWD, DEMO_OTP
+from tests.support.demo_stack import Demo, running_demo
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency")
 
@@ -43,39 +37,10 @@ ACCESS_TOKEN_TTL = 4.0
 TIMEOUT_MS = 15_000
 
 
-@dataclasses.dataclass
-class Demo:
-    url: str
-    idp_url: str
-    bff: BffApp
-    redis_url: str
-    options: DemoOptions
-
-
-def _bound() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with ExitStack() as stack:
-        redis = stack.enter_context(RedisProcess(require_redis_server()))
-        socks = [_bound() for _ in range(3)]
-        ports = [s.getsockname()[1] for s in socks]
-        options = DemoOptions(
-            port=ports[0], idp_port=ports[1], api_port=ports[2], redis_url=redis.url, access_token_ttl=ACCESS_TOKEN_TTL
-        )
-        idp, api, _ = build_apps(options, tmp_path_factory.mktemp("devidp"))
-        # Tokens live 4 s here; refresh them 1 s before they expire (the default 30 s would refresh every time).
-        config = dataclasses.replace(build_bff_config(options), tokens=TokenSettings(refresh_leeway=1.0))
-        bff = BffApp(config)
-        stack.enter_context(serve(idp, sock=socks[1]))
-        stack.enter_context(serve(api, sock=socks[2]))
-        stack.enter_context(serve(bff, sock=socks[0]))
-        yield Demo(url=options.public_origin, idp_url=options.issuer, bff=bff, redis_url=redis.url, options=options)
+    with running_demo(tmp_path_factory.mktemp("devidp"), access_token_ttl=ACCESS_TOKEN_TTL) as demo:
+        yield demo
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +97,28 @@ def test_login_user_and_an_api_call(page: Any, demo: Demo) -> None:
     assert "HTTP 200" in reports
     assert "demo-reports" in reports
     assert "eyJ" not in page.content()  # no JWT anywhere in the page
+
+
+def test_step_up_to_a_second_factor_and_the_call_is_retried(page: Any, demo: Demo) -> None:
+    """RFC 9470 round trip: the API refuses a password-only login, the SPA follows bff's login_url, the IdP asks
+    for the second factor, and back on the page the call is retried with the new session's token."""
+    log_in(page, demo)
+    playwright_sync.expect(page.locator("#user")).to_contain_text(ACR_PWD)
+    page.click("#call-admin-action")
+    page.wait_for_url(f"{demo.idp_url}/**")
+    playwright_sync.expect(page.locator("body")).to_contain_text("second factor")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "wonderland")
+    page.fill("input[name=otp]", DEMO_OTP)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{demo.url}/")
+    result = page.locator("#result")
+    playwright_sync.expect(result).to_contain_text("POST /api/admin/actions → HTTP 200", timeout=TIMEOUT_MS)
+    playwright_sync.expect(result).to_contain_text("retried after the step-up login")
+    playwright_sync.expect(result).to_contain_text(ACR_MFA)
+    playwright_sync.expect(page.locator("#user")).to_contain_text(ACR_MFA)
+    assert page.evaluate("sessionStorage.length") == 0  # the retry was used up: no loop
+    assert "eyJ" not in page.content()
 
 
 def test_tokens_are_refreshed_after_the_access_token_expired(page: Any, demo: Demo) -> None:

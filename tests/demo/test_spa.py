@@ -76,7 +76,14 @@ def test_app_js_sends_the_csrf_header_and_never_handles_tokens() -> None:
     for arguments in calls:
         assert "headers:" in arguments, f"fetch({arguments}) without X-CSRF"
     assert 'const CSRF = { "X-CSRF": "1" };' in js
-    for forbidden in ("localStorage", "sessionStorage", "Authorization", "EventSource(", "document.cookie ="):
+    # sessionStorage holds one thing: the call to retry after a step-up login ({method, path}), never a token.
+    storage = re.findall(r"sessionStorage\.\w+\([^)]*\)?", js)
+    assert storage == [
+        "sessionStorage.setItem(STEP_UP_RETRY, JSON.stringify({ method, path })",
+        "sessionStorage.getItem(STEP_UP_RETRY)",
+        "sessionStorage.removeItem(STEP_UP_RETRY)",
+    ]
+    for forbidden in ("localStorage", "Authorization", "EventSource(", "document.cookie ="):
         assert forbidden not in js
     assert "/bff/login?returnTo=" in js
     assert "logout_url" in js

@@ -31,7 +31,7 @@ from tests.support.devidp import (
     unverified,
 )
 
-ACCESS_TOKEN_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "role"}
+ACCESS_TOKEN_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "role", "acr", "auth_time"}
 
 
 async def test_login_form_then_redirect_with_code_state_and_iss(oauth: OAuthClient, idp: IdP) -> None:

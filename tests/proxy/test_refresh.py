@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bff.errors import SessionExpired
-from bff.proxy.headers import is_invalid_token_challenge
+from bff.proxy.challenges import is_invalid_token_challenge
 from tests.proxy.conftest import TOKEN, StubBearer, Upstream
 from tests.support.echo_upstream import FRESH_TOKEN
 

@@ -3,10 +3,12 @@ reach into its sessions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,6 +49,23 @@ def start_bff(
             env=env,
             cwd=release,
         )
+
+
+@contextlib.contextmanager
+def running_bff(
+    config: Path, port: int, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`start_bff`, ready (:func:`wait_ready`) when entered, terminated when left."""
+    process = start_bff(config, port, log, *extra, env=env)
+    try:
+        wait_ready(port, process, log)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - only a hung bff gets here
+            process.kill()
 
 
 async def log_in(port: int) -> str:

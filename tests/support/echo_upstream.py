@@ -12,8 +12,9 @@ Paths (anything else is the echo):
   connection is closed before the last event;
 - ``/download?mib=N&length=1``: N MiB in 64 KiB chunks (with Content-Length when ``length=1``);
 - ``/slow?delay=S``: answers after S seconds; ``state.slow_abandoned`` is set if the caller leaves first;
-- ``/protected``: 401 ``WWW-Authenticate: Bearer error="invalid_token"`` (just ``401`` with ``plain=1``) unless
-  the bearer token is ``fresh``, then the echo;
+- ``/protected``: 401 ``WWW-Authenticate: Bearer error="invalid_token"`` (just ``401`` with ``plain=1``; the
+  ``WWW-Authenticate`` fields given as ``challenge=...`` parameters instead, with ``challenge=...``) unless the
+  bearer token is ``fresh``, then the echo;
 - ``/gzip``: ``GZIP_BODY`` with ``Content-Encoding: gzip``;
 - ``/truncated``: sends ``TRUNCATED`` (chunked) and closes the connection without the last chunk;
 - ``/status/CODE``: that status with a small body of the upstream's own.
@@ -239,9 +240,12 @@ class EchoUpstream:
             await self._echo(scope, receive, send, seen)
             return
         seen.body_sha256, _ = await _read_body(receive, self.state)
+        given = parse_qs(scope["query_string"].decode("latin-1")).get("challenge")
         challenge = (
             []
             if "plain" in _query(scope)
+            else [(b"www-authenticate", v.encode("latin-1")) for v in given]
+            if given
             else [(b"www-authenticate", b'Bearer realm="api", error="invalid_token", error_description="expired"')]
         )
         await _json(send, 401, {"upstream": "token rejected"}, challenge)

@@ -67,6 +67,9 @@ class AccessToken:
     client_id: str | None
     #: RFC 9449 6.1: the thumbprint of the DPoP key the token is bound to (``cnf.jkt``); None for a bearer token.
     jkt: str | None = None
+    #: RFC 9068 2.2.1: the login's authentication context class and time, when the token carries them.
+    acr: str | None = None
+    auth_time: float | None = None
 
 
 class Blocklist:
@@ -238,7 +241,10 @@ class AccessTokenVerifier:
         jkt: Any = cnf.get("jkt") if isinstance(cnf, dict) else None
         if cnf is not None and (not isinstance(jkt, str) or not jkt):
             raise InvalidToken("the token's cnf is not a DPoP key thumbprint")
+        acr = claims.get("acr")
         return AccessToken(
+            acr=acr if isinstance(acr, str) else None,
+            auth_time=_number(claims, "auth_time", required=False),
             jkt=jkt,
             sub=sub,
             role=role if isinstance(role, str) else None,

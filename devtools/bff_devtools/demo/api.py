@@ -5,6 +5,9 @@ only (``bff_devtools.demo.access_tokens``), and never a cookie.
     GET /me            who is calling: sub, role, scope, when the token expires (never the token)
     GET /items         a list
     GET /admin/stats   role ``admin`` only: 403 ``insufficient_scope`` for anyone else
+    POST /admin/actions  step-up (RFC 9470): only for a token whose ``acr`` is ``step_up_acr`` (a second factor)
+                       and whose ``auth_time`` is at most ``step_up_max_age`` old; any other is ``401`` with
+                       ``Bearer error="insufficient_user_authentication", acr_values="...", max_age=...``
     GET /slow?seconds=2   answers after that long (at most ``max_slow`` seconds)
     GET /ticks?n=10    Server-Sent Events: one tick per ``tick_interval`` (1 s), n of them (at most 60)
     WS  /live          WebSocket (bff route with ``websocket = true``): the bearer token is checked on the
@@ -47,6 +50,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bff.idp_http import create_idp_client
 from bff.types import Clock, system_clock
+from bff_devtools.acr import ACR_MFA
 from bff_devtools.demo.access_tokens import (
     AccessToken,
     AccessTokenVerifier,
@@ -90,19 +94,27 @@ class DemoApiSettings:
     dpop_nonce: bool = False
     #: Accept DPoP-bound tokens only, as a FAPI 2.0 API does: a bearer token is refused.
     dpop_required: bool = False
+    #: ``POST /admin/actions`` wants a login at this ``acr`` (the IdP's second factor) ...
+    step_up_acr: str = ACR_MFA
+    #: ... at most this many seconds ago (RFC 9470 ``max_age``).
+    step_up_max_age: int = 300
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, error: str | None, description: str, *, scheme: str = "Bearer") -> None:
+    def __init__(
+        self, status: int, error: str | None, description: str, *, scheme: str = "Bearer", extra: str = ""
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.scheme = scheme
+        #: More auth-params for the challenge (``acr_values``/``max_age`` of a step-up), already formatted.
+        self.extra = extra
 
 
-def _challenge(error: str | None, description: str, scheme: str = "Bearer") -> str:
-    extra = ', algs="ES256 RS256"' if scheme == "DPoP" else ""
+def _challenge(error: str | None, description: str, scheme: str = "Bearer", params: str = "") -> str:
+    extra = (', algs="ES256 RS256"' if scheme == "DPoP" else "") + params
     if error is None:
         return f'{scheme} realm="{REALM}"{extra}'
     safe = _UNSAFE_DESCRIPTION.sub("?", description)
@@ -181,7 +193,7 @@ class DemoApi:
     async def on_refused(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _Refused)
         body = {"error": exc.error or "missing_token", "error_description": exc.description}
-        headers = {**NO_STORE, "WWW-Authenticate": _challenge(exc.error, exc.description, exc.scheme)}
+        headers = {**NO_STORE, "WWW-Authenticate": _challenge(exc.error, exc.description, exc.scheme, exc.extra)}
         if exc.error == "use_dpop_nonce" and self._proofs.nonces is not None:
             headers["DPoP-Nonce"] = self._proofs.nonces.current()
         return JSONResponse(body, status_code=exc.status, headers=headers)
@@ -227,6 +239,21 @@ class DemoApi:
         if caller.role != "admin":
             raise _Refused(403, "insufficient_scope", "the admin role is required")
         return JSONResponse({"users": 2, "items": len(ITEMS), "checked_by": caller.sub}, headers=NO_STORE)
+
+    async def admin_action(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        s = self.settings
+        fresh = caller.auth_time is not None and self.clock() - caller.auth_time <= s.step_up_max_age
+        if caller.acr != s.step_up_acr or not fresh:
+            raise _Refused(
+                401,
+                "insufficient_user_authentication",
+                f"a login with a second factor in the last {s.step_up_max_age} seconds is required",
+                scheme="Bearer" if caller.jkt is None else "DPoP",
+                extra=f', acr_values="{s.step_up_acr}", max_age={s.step_up_max_age}',  # RFC 9470 3
+            )
+        body = {"done": "admin action", "by": caller.sub, "acr": caller.acr, "auth_time": caller.auth_time}
+        return JSONResponse(body, headers=NO_STORE)
 
     async def slow(self, request: Request) -> Response:
         await self._caller(request)
@@ -314,6 +341,7 @@ def create_demo_api(
         Route("/me", api.me, methods=["GET"]),
         Route("/items", api.items, methods=["GET"]),
         Route("/admin/stats", api.admin_stats, methods=["GET"]),
+        Route("/admin/actions", api.admin_action, methods=["POST"]),
         Route("/reports/summary", api.reports_summary, methods=["GET"]),
         Route("/slow", api.slow, methods=["GET"]),
         Route("/ticks", api.ticks, methods=["GET"]),

@@ -38,6 +38,7 @@ from bff.config import Config, ServerSettings, parse_config
 from bff.errors import ConfigError
 from bff.serving import uvicorn_settings
 from bff.types import ASGIApp
+from bff_devtools.acr import ACR_MFA, ACR_PWD
 
 #: The demo SPA, shipped in the wheel as package data.
 SPA_DIR = Path(__file__).resolve().parent / "spa"
@@ -113,6 +114,9 @@ def build_bff_config(options: DemoOptions, *, dpop_key_file: Path | None = None)
             "scopes": ["openid", "profile", "email", "offline_access"],
             "post_logout_redirect_uri": origin + "/",
             "id_token_signing_algs": ["ES256", "RS256"],
+            # acr and auth_time show a step-up (RFC 9470) in /bff/user; the IdP knows these two levels.
+            "user_claims": ["sub", "name", "preferred_username", "email", "email_verified", "role", "acr", "auth_time"],
+            "acr_values_allowed": [ACR_PWD, ACR_MFA],
         },
         "routes": [
             # Longest prefix wins: the API's public info needs no login (token = "none"), everything else does.

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bff.types import Clock, JSONObject
+from bff_devtools.acr import ACR_MFA, ACR_PWD
 from bff_devtools.devidp.accounts import user_claims
 from bff_devtools.devidp.keys import KeyRing
 from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
@@ -31,7 +32,7 @@ logger = logging.getLogger("bff_devtools.devidp.endpoints")
 
 NO_STORE = {"Cache-Control": "no-store"}
 CLAIMS_SUPPORTED = (
-    *("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "amr", "at_hash"),
+    *("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "acr", "amr", "at_hash"),
     *("name", "preferred_username", "role", "email", "email_verified"),
 )
 
@@ -87,6 +88,7 @@ class ProtocolEndpoints:
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login"],
             "claims_supported": list(CLAIMS_SUPPORTED),
+            "acr_values_supported": [ACR_PWD, ACR_MFA],
             "authorization_response_iss_parameter_supported": True,
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from bff.session.store import SessionStore
 from bff.types import Clock
+from bff_devtools.acr import ACR_PWD
 from bff_devtools.devidp.backchannel import BackchannelNotifier, LogoutTarget
 from bff_devtools.devidp.records import (
     Family,
@@ -78,7 +79,15 @@ class TokenFamilies:
         self._clock = clock
 
     async def create(
-        self, *, client_id: str, user: DemoUser, sid: str, scope: str, auth_time: int, user_version: int
+        self,
+        *,
+        client_id: str,
+        user: DemoUser,
+        sid: str,
+        scope: str,
+        auth_time: int,
+        user_version: int,
+        acr: str = ACR_PWD,
     ) -> tuple[Family, str]:
         """A new family and its first refresh token."""
         token = new_refresh_token()
@@ -95,6 +104,7 @@ class TokenFamilies:
             created_at=now,
             last_used_at=now,
             current_hash=secret_hash(token),
+            acr=acr,
         )
         await self._store.set(refresh_key(family.current_hash), family.family_id.encode(), self._ttl)
         await self._store.set(family_key(family.family_id), family.to_bytes(), self._ttl)

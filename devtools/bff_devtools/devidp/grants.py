@@ -123,6 +123,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             code_challenge=data["code_challenge"],
             code_challenge_method=data["code_challenge_method"],
             nonce=data.get("nonce"),
+            acr=subject.acr,
         )
         wait(_services(self).codes.save, code, record)
 
@@ -137,7 +138,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     def authenticate_user(self, authorization_code: StoredCode) -> Subject | None:
         record = authorization_code.record
         user = _services(self).settings.user(record.username)
-        return None if user is None else Subject(user, record.sid, record.auth_time)
+        return None if user is None else Subject(user, record.sid, record.auth_time, record.acr)
 
     def generate_token(
         self, user: Subject, scope: str, grant_type: str | None = None, expires_in: int | None = None,
@@ -274,7 +275,7 @@ class TokenExchange(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
 
 class _IdTokenClaims:
     """What authlib's ID token extensions ask the application: key, algorithm and the claims (OpenID Connect Core
-    2 and 5.4). ``sid`` (Front/Back-Channel Logout) and ``auth_time`` come from the IdP session."""
+    2 and 5.4). ``sid`` (Front/Back-Channel Logout), ``auth_time`` and ``acr`` come from the IdP session."""
 
     def __init__(self, services: IdPServices) -> None:
         super().__init__()
@@ -296,7 +297,7 @@ class _IdTokenClaims:
         return {"iss": settings.issuer, "aud": client.client_id, "iat": now, "exp": now + int(settings.id_token_ttl)}
 
     def generate_user_info(self, user: Subject, scope: str) -> JSONObject:
-        return {**user_claims(user.user, scope), "sid": user.sid, "auth_time": user.auth_time}
+        return {**user_claims(user.user, scope), "sid": user.sid, "auth_time": user.auth_time, "acr": user.acr}
 
 
 class IdToken(_IdTokenClaims, OpenIDCode):  # type: ignore[misc]

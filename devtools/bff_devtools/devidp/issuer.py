@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bff.types import Clock, JSONObject
+from bff_devtools.acr import ACR_PWD
 from bff_devtools.devidp.accounts import Accounts
 from bff_devtools.devidp.families import LoadedFamily, TokenFamilies
 from bff_devtools.devidp.keys import KeyRing
@@ -34,6 +35,7 @@ class Subject:
     user: DemoUser
     sid: str
     auth_time: int
+    acr: str = ACR_PWD
 
 
 class HasClientId(Protocol):
@@ -99,10 +101,22 @@ class TokenIssuer:
                 scope=scope,
                 auth_time=subject.auth_time,
                 user_version=await self._accounts.version(subject.user.username),
+                acr=subject.acr,
             )
             family_id = family.family_id
         await self._sessions.add_client(subject.sid, client_id)
-        return await self._answer(client_id, subject.user, scope, audience, family_id, refresh_token, binding, jkt)
+        return await self._answer(
+            client_id,
+            subject.user,
+            scope,
+            audience,
+            family_id,
+            refresh_token,
+            binding,
+            jkt,
+            acr=subject.acr,
+            auth_time=subject.auth_time,
+        )
 
     async def redeem(self, refresh_token: str) -> LoadedFamily | None:
         """The family a refresh token may be used for: active, current token (else reuse), and issued under the
@@ -134,7 +148,16 @@ class TokenIssuer:
             return None
         family = loaded.family
         return await self._answer(
-            family.client_id, user, scope, audience, family.family_id, refresh_token, binding, jkt
+            family.client_id,
+            user,
+            scope,
+            audience,
+            family.family_id,
+            refresh_token,
+            binding,
+            jkt,
+            acr=family.acr,
+            auth_time=family.auth_time,
         )
 
     async def for_client(
@@ -158,13 +181,23 @@ class TokenIssuer:
         if user is None:
             return None
         granted = str(claims.get("scope", "")) if scope is None else scope
-        answer = await self._answer(client_id, user, granted, audience, None, None)
+        acr, auth_time = claims.get("acr"), claims.get("auth_time")  # the exchanged token keeps the login's level
+        answer = await self._answer(
+            client_id,
+            user,
+            granted,
+            audience,
+            None,
+            None,
+            acr=acr if isinstance(acr, str) else None,
+            auth_time=auth_time if isinstance(auth_time, int) else None,
+        )
         answer["issued_token_type"] = ACCESS_TOKEN_TYPE
         return answer
 
     def subject_of(self, family: Family) -> Subject | None:
         user = self._accounts.user(family.username)
-        return None if user is None else Subject(user, family.sid, family.auth_time)
+        return None if user is None else Subject(user, family.sid, family.auth_time, family.acr)
 
     async def _answer(
         self,
@@ -176,9 +209,14 @@ class TokenIssuer:
         refresh_token: str | None,
         binding: str | None = None,
         jkt: str | None = None,
+        *,
+        acr: str | None = None,
+        auth_time: int | None = None,
     ) -> JSONObject:
         access = self._minter.access_token(
             jkt=jkt,
+            acr=acr,
+            auth_time=auth_time,
             client_id=client_id,
             sub=user.sub if user is not None else client_id,
             scope=scope,

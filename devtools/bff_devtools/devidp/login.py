@@ -3,8 +3,9 @@
 1. ``GET /authorize`` (or ``POST``, Core 3.1.2.1): authlib validates the request. If the client or its
    ``redirect_uri`` is unknown, the browser gets an error page and is never redirected (RFC 6749 4.1.2.1); any
    other error is redirected to the client with ``error``, ``state`` and ``iss``.
-2. A live IdP session (within ``max_age``, and no ``prompt=login``) skips the form: single sign-on. There is no
-   consent step: every registered client is first-party here.
+2. A live IdP session (within ``max_age``, at the level ``acr_values`` asks for, and no ``prompt=login``) skips the
+   form: single sign-on. ``acr_values`` with ``urn:bff:acr:mfa`` adds the second factor to the form (``acr``).
+   There is no consent step: every registered client is first-party here.
 3. Otherwise the login form is shown. It belongs to a *login transaction* stored server-side with the authorization
    request's parameters and bound to the browser (``devidp_browser`` cookie), so the form only works once, and only
    in the browser it was shown to: that is its CSRF protection (a forged POST from another site lacks the
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from bff.types import Clock
+from bff_devtools.acr import ACR_MFA, DEMO_OTP, check_otp, requested_acr, satisfies
 from bff_devtools.devidp.accounts import Accounts
 from bff_devtools.devidp.issuer import Subject
 from bff_devtools.devidp.oauth import ConsentGrant, DevAuthorizationServer, HttpRequest, read_form, run_in_thread
@@ -60,6 +62,8 @@ class LoginFlow:
         """``GET`` or ``POST /authorize`` (OpenID Connect Core 3.1.2)."""
         http = await HttpRequest.read(request, issuer=self._settings.issuer)
         session = await self._session_within_max_age(request, http)
+        if session is not None and not satisfies(session.acr, requested_acr(http.params)):
+            session = None  # a step-up (RFC 9470): the session's login is not strong enough
         try:
             consent = await run_in_thread(self._server.consent_grant, http, session)
         except OAuth2Error as error:
@@ -81,12 +85,16 @@ class LoginFlow:
             )
         user = await self._accounts.authenticate(fields.get("username", ""), fields.get("password", ""))
         client_id = dict(transaction.params or []).get("client_id")
+        acr = requested_acr(transaction.params)
         if user is None:
             logger.info("failed login for client %s", client_id or "(admin)")
-            return await self._login_page(tx, client_id, error="Wrong username or password.", status=401)
+            return await self._login_page(tx, client_id, acr, error="Wrong username or password.", status=401)
+        if acr == ACR_MFA and not check_otp(fields.get("otp", "")):
+            logger.info("failed second factor for client %s", client_id)
+            return await self._login_page(tx, client_id, acr, error="Wrong one-time code.", status=401)
         if not await self._logins.finish(tx):
             return error_page("This sign-in form was submitted already.", status=403)
-        session, cookie = await self._sessions.create(user)
+        session, cookie = await self._sessions.create(user, acr=acr)
         logger.info("user %s signed in (sid %s)", user.username, session.sid)
         if transaction.params is None:  # the login guarded the admin page
             response: Response = RedirectResponse("/admin", status_code=303)
@@ -109,23 +117,26 @@ class LoginFlow:
         if browser is None:
             browser = secrets.token_urlsafe(32)
         tx = await self._logins.start(browser, None if params is None else list(params))
-        response = await self._login_page(tx, client_id)
+        response = await self._login_page(tx, client_id, requested_acr(params))
         if new_browser:
             self._sessions.set_browser_cookie(response, browser)
         return response
 
     async def _login_page(
-        self, tx: str, client_id: str | None, *, error: str | None = None, status: int = 200
+        self, tx: str, client_id: str | None, acr: str, *, error: str | None = None, status: int = 200
     ) -> Response:
         users = self._settings.users if self._settings.demo_mode else ()
         changed = [u.username for u in users if await self._accounts.password_changed(u.username)]
-        return login_page(tx=tx, client_id=client_id, demo_users=users, changed=changed, error=error, status=status)
+        otp = None if acr != ACR_MFA else (DEMO_OTP if self._settings.demo_mode else "")
+        return login_page(
+            tx=tx, client_id=client_id, demo_users=users, changed=changed, error=error, status=status, otp=otp
+        )
 
     async def _answer(self, consent: ConsentGrant, session: BrowserSession) -> Response:
         user = self._settings.user(session.username)
         if user is None:  # pragma: no cover - sessions are only created for configured users
             raise RuntimeError("the session's user is not configured")
-        subject = Subject(user, session.sid, session.auth_time)
+        subject = Subject(user, session.sid, session.auth_time, session.acr)
         response = await run_in_thread(self._server.authorization_response, consent, subject)
         return response.to_starlette()
 
@@ -140,6 +151,11 @@ class LoginFlow:
         """The IdP session, unless the client's ``max_age`` (Core 3.1.2.1) says it is too old to use."""
         session = await self._sessions.current(request)
         max_age = dict(http.params).get("max_age", "")
-        if session is not None and max_age.isdigit() and self._clock() - session.auth_time > int(max_age):
+        # Core 3.1.2.1: "max_age=0 is equivalent to prompt=login".
+        if (
+            session is not None
+            and max_age.isdigit()
+            and (int(max_age) == 0 or self._clock() - session.auth_time > int(max_age))
+        ):
             return None
         return session

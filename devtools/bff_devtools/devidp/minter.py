@@ -3,7 +3,8 @@ Back-Channel Logout 1.0). ID tokens are minted by authlib's ``OpenIDCode`` exten
 signs with joserfc, with the same key.
 
 Access tokens carry what an API needs to authorize a call and nothing more: ``iss``, ``sub``, ``aud``, ``exp``,
-``iat``, ``jti``, ``client_id``, ``scope`` and the user's ``role``. No email, no name: an access token travels to
+``iat``, ``jti``, ``client_id``, ``scope``, the user's ``role``, and the login's ``acr`` and ``auth_time`` (RFC 9068
+2.2.1), which an API asking for a step-up (RFC 9470) reads. No email, no name: an access token travels to
 every API it is sent to, and it stays well under 1 KB (the test suite checks), so it fits in any header budget.
 There is no version claim: a revoked token's ``jti`` is published in ``/blocklist`` instead.
 """
@@ -50,6 +51,8 @@ class TokenMinter:
         role: str | None,
         binding: str | None = None,
         jkt: str | None = None,
+        acr: str | None = None,
+        auth_time: int | None = None,
     ) -> AccessToken:
         """An RFC 9068 JWT access token (section 2.2 lists the claims; ``typ: at+jwt`` per section 2.1), bound to
         the client's certificate (``binding``, RFC 8705 3.1 ``cnf.x5t#S256``) and/or to the DPoP key with thumbprint
@@ -69,6 +72,9 @@ class TokenMinter:
         }
         if role is not None:
             claims["role"] = role
+        if acr is not None and auth_time is not None:  # RFC 9068 2.2.1: the login's level, for step-up (RFC 9470)
+            claims["acr"] = acr
+            claims["auth_time"] = auth_time
         cnf: JSONObject = {}
         if binding is not None:
             cnf["x5t#S256"] = binding  # RFC 8705 3.1: bound to the client's certificate

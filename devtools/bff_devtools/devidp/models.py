@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from bff_devtools.acr import amr
 from bff_devtools.devidp.families import LoadedFamily
 from bff_devtools.devidp.records import AuthorizationCode
 from bff_devtools.devidp.settings import ClientRegistration
@@ -92,11 +93,11 @@ class StoredCode:
     def get_auth_time(self) -> int:
         return self.record.auth_time
 
-    def get_acr(self) -> None:
-        return None
+    def get_acr(self) -> str:
+        return self.record.acr
 
     def get_amr(self) -> list[str]:
-        return ["pwd"]  # RFC 8176 2: password-based authentication
+        return amr(self.record.acr)  # RFC 8176 2
 
 
 class RefreshCredential:

@@ -64,9 +64,11 @@ def login_page(
     changed: Sequence[str] = (),
     error: str | None = None,
     status: int = 200,
+    otp: str | None = None,
 ) -> HTMLResponse:
     """The login form (username and password, no consent step). ``demo_users`` are listed with their demo
-    passwords (demo mode only); ``changed`` names those whose password was changed since."""
+    passwords (demo mode only); ``changed`` names those whose password was changed since. ``otp`` not None: the
+    client asked for a second factor (``urn:bff:acr:mfa``); the demo code to show, or ``""`` outside demo mode."""
     purpose = f"to continue to <b>{escape(client_id)}</b>" if client_id else "to the admin page"
     parts = [f"<p>Sign in {purpose}.</p>"]
     if error:
@@ -76,7 +78,7 @@ def login_page(
         f"{hidden('tx', tx)}"
         "<label>Username <input type=text name=username autocomplete=username required autofocus></label>"
         "<label>Password <input type=password name=password autocomplete=current-password required></label>"
-        "<button type=submit>Sign in</button></form>"
+        f"{_otp_field(otp)}<button type=submit>Sign in</button></form>"
     )
     if demo_users:
         rows = "".join(
@@ -89,6 +91,17 @@ def login_page(
             f"{rows}</table><p class=muted>Demo mode: these passwords are shown to everyone.</p>"
         )
     return page("Sign in", "".join(parts), status=status)
+
+
+def _otp_field(otp: str | None) -> str:
+    if otp is None:
+        return ""
+    hint = f" <span class=muted>(demo code: <code>{escape(otp)}</code>)</span>" if otp else ""
+    return (
+        "<p>This application asks for a second factor.</p>"
+        "<label>One-time code <input type=text name=otp inputmode=numeric autocomplete=one-time-code required>"
+        f"</label>{hint}"
+    )
 
 
 def _shown_password(user: DemoUser, changed: Sequence[str]) -> str:

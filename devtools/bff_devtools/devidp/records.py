@@ -35,6 +35,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Self
 
+from bff_devtools.acr import ACR_PWD
+
 #: Why a family stopped being usable (shown on the admin page).
 RevokedReason = Literal["reuse_detected", "revoked_by_client", "logout", "password_changed", "admin"]
 FamilyState = Literal["active", "revoked"]
@@ -123,6 +125,8 @@ class AuthorizationCode(_Record):
     code_challenge: str
     code_challenge_method: str
     nonce: str | None = None
+    #: The authentication context class of the login (``acr``).
+    acr: str = ACR_PWD
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ class BrowserSession(_Record):
     csrf: str
     #: The user's token version at login: a change of password ends every session created before it.
     user_version: int
+    #: The authentication context class reached at login (``acr``: a password, or a password and a second factor).
+    acr: str = ACR_PWD
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,8 @@ class Family(_Record):
     #: SHA-256 of the token the last rotation replaced, and when: the reuse grace window's one exception.
     previous_hash: str | None = None
     rotated_at: float | None = None
+    #: The ``acr`` of the login the family was issued in (refreshed tokens keep it).
+    acr: str = ACR_PWD
 
     def rotated(self, new_hash: str, now: float) -> Family:
         return replace(

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from bff.session.store import SessionStore
 from bff.types import Clock
+from bff_devtools.acr import ACR_PWD
 from bff_devtools.devidp.accounts import Accounts
 from bff_devtools.devidp.backchannel import BackchannelNotifier, LogoutTarget
 from bff_devtools.devidp.families import TokenFamilies
@@ -59,8 +60,8 @@ class BrowserSessions:
 
     # --- sessions -------------------------------------------------------------------------------------------------
 
-    async def create(self, user: DemoUser) -> tuple[BrowserSession, str]:
-        """A new session for ``user`` (just authenticated) and the cookie value that names it."""
+    async def create(self, user: DemoUser, *, acr: str = ACR_PWD) -> tuple[BrowserSession, str]:
+        """A new session for ``user`` (just authenticated, at level ``acr``) and the cookie value that names it."""
         secret = secrets.token_urlsafe(32)
         session = BrowserSession(
             sid=secrets.token_urlsafe(16),
@@ -69,6 +70,7 @@ class BrowserSessions:
             secret_hash=secret_hash(secret),
             csrf=secrets.token_urlsafe(32),
             user_version=await self._accounts.version(user.username),
+            acr=acr,
         )
         await self._store.set(session_key(session.sid), session.to_bytes(), self._settings.session_ttl)
         return session, f"{session.sid}.{secret}"

@@ -2,6 +2,8 @@
 "use strict";
 
 const CSRF = { "X-CSRF": "1" };
+// The call to retry after a step-up login (RFC 9470), kept across the login's navigations in this tab only.
+const STEP_UP_RETRY = "bff-demo-step-up-retry";
 const POLL_MS = 5000;
 
 // Every error code the SPA can get, from bff ({"error", "message"}) or from the demo API through bff
@@ -30,6 +32,12 @@ const ERRORS = {
   invalid_token: "The API refused the access token (bff has already tried one refresh).",
   insufficient_scope: "You are logged in, but your role may not do this (admin only).",
   missing_token: "The API got no access token.",
+  step_up_required:
+    "The API asks for a stronger or more recent login (a second factor). The page logs you in again with it and " +
+    "then retries the call.",
+  step_up_failed:
+    "The new login did not reach the level the API asked for (or was another user); you are still logged in as before.",
+  insufficient_user_authentication: "The API still finds the login not strong or recent enough.",
   internal_error: "Something went wrong inside bff.",
   network: "The request did not reach bff (network error).",
 };
@@ -130,6 +138,8 @@ function renderUser() {
     ["session ends at the latest", clock(s.expires_at)],
     ["idle timeout at", clock(s.idle_expires_at)],
     ["access token valid until", s.access_token_expires_at ? clock(s.access_token_expires_at) : "–"],
+    ["login level (acr)", user.acr || "–"],
+    ["authenticated at (auth_time)", user.auth_time ? clock(user.auth_time) : "–"],
   ];
   for (const [term, value] of rows) {
     const dt = document.createElement("dt");
@@ -177,26 +187,47 @@ async function loadUser(slide) {
   }
 }
 
-async function callApi(path) {
+// step_up_required (RFC 9470, docs/step-up.md): navigate to bff's login_url, which comes back to this page; the
+// call is then retried once (a second step_up_required is shown, never followed: no loop).
+function stepUp(body, method, path, retried) {
+  const url = body.login_url;
+  if (retried || typeof url !== "string" || !url.startsWith("/bff/login?")) return false;
+  sessionStorage.setItem(STEP_UP_RETRY, JSON.stringify({ method, path }));
+  location.assign(url + "&returnTo=" + encodeURIComponent(location.pathname));
+  return true;
+}
+
+async function callApi(path, method = "GET", retried = false) {
   clearError();
   const result = $("result");
-  result.textContent = `GET ${path} …`;
+  result.textContent = `${method} ${path} …`;
   const started = performance.now();
   let response;
   try {
-    response = await fetch(path, { headers: CSRF, cache: "no-store" });
+    response = await fetch(path, { method, headers: CSRF, cache: "no-store" });
   } catch (exc) {
-    result.textContent = `GET ${path}: no answer`;
+    result.textContent = `${method} ${path}: no answer`;
     showError("network", exc.message, 0);
     return;
   }
   const ms = Math.round(performance.now() - started);
   if (response.ok) {
     const body = await response.json();
-    result.textContent = `GET ${path} → HTTP ${response.status} in ${ms} ms\n${JSON.stringify(body, null, 2)}`;
+    const again = retried ? " (retried after the step-up login)" : "";
+    result.textContent = `${method} ${path} → HTTP ${response.status} in ${ms} ms${again}\n${JSON.stringify(body, null, 2)}`;
   } else {
+    let body = {};
+    try {
+      body = await response.clone().json();
+    } catch {
+      // not JSON: readError below says so
+    }
+    if (body.error === "step_up_required" && stepUp(body, method, path, retried)) {
+      result.textContent = `${method} ${path} → HTTP 401 step_up_required: logging in again…`;
+      return;
+    }
     const err = await readError(response);
-    result.textContent = `GET ${path} → HTTP ${response.status} ${err.error} in ${ms} ms`;
+    result.textContent = `${method} ${path} → HTTP ${response.status} ${err.error} in ${ms} ms`;
     showError(err.error, err.message, response.status, response.headers.get("Retry-After"));
   }
   await loadUser(false); // did bff refresh the tokens for this call? did the session end?
@@ -352,6 +383,7 @@ function start() {
   $("call-admin").addEventListener("click", () => callApi("/api/admin/stats"));
   $("call-slow").addEventListener("click", () => callApi("/api/slow?seconds=2"));
   $("call-reports").addEventListener("click", () => callApi("/api/reports/summary"));
+  $("call-admin-action").addEventListener("click", () => callApi("/api/admin/actions", "POST"));
   $("start-ticks").addEventListener("click", startTicks);
   $("stop-ticks").addEventListener("click", stopTicks);
   $("ws-connect").addEventListener("click", connectLive);
@@ -360,6 +392,12 @@ function start() {
   listErrorCodes();
   linkAdminPage();
   loadUser(true);
+  const retry = sessionStorage.getItem(STEP_UP_RETRY);
+  if (retry !== null) {
+    sessionStorage.removeItem(STEP_UP_RETRY);
+    const { method, path } = JSON.parse(retry);
+    callApi(path, method, true);
+  }
   pollTimer = setInterval(() => {
     if (user !== null && document.visibilityState === "visible") loadUser(false);
   }, POLL_MS);
