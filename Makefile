@@ -22,8 +22,11 @@ venv: $(STAMP) ## create .venv; install bff with its test and dev extras, and bf
 demo: $(STAMP) ## run the whole system: IdP, demo API and bff with the demo SPA on http://localhost:8000
 	$(BIN)/bff demo
 
-test: $(STAMP) ## run the whole test suite (starts its own redis-server)
-	$(BIN)/python -m pytest
+# Test processes (pytest-xdist); each test file stays in one process, so its module fixtures start once.
+TEST_WORKERS ?= 2
+
+test: $(STAMP) ## run the whole test suite (starts its own redis-server per test process)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 NEWEST_VENV := .venv-newest
 HELM_VENV := .venv-helm
@@ -45,7 +48,7 @@ test-newest-python: $(STAMP) ## the fault suite again (but the Redis failovers),
 	$(NEWEST_VENV)/bin/python -m pip install --quiet -e . && \
 	BFF_FAULTS_PYTHON=$(NEWEST_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider -m 'not failover' tests/faults
 
-bench: $(STAMP) ## benchmark the data plane against nginx, enforce issue 6's targets (minutes; needs wrk, nginx)
+bench: $(STAMP) ## benchmark the data plane against nginx and its peers (Apache + mod_auth_openidc, a Node BFF), enforce the targets (< 10 min)
 	$(BIN)/python -m tests.bench
 
 bench-smoke: $(STAMP) ## the benchmark in seconds: every part runs, only correctness is enforced (CI)

@@ -48,7 +48,7 @@ from bff.oidc.dpop import DPoPProver, load_dpop_key
 from bff.oidc.provider import IdentityProvider
 from bff.proxy import Proxy, send_error
 from bff.proxy.websocket import WebSocketProxy
-from bff.session.manager import SessionManager
+from bff.session.manager import DECODED_MEMO_BYTES, SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
@@ -144,6 +144,7 @@ class BffApp:
         frontend_name: str = "",
         owns_store: bool = True,
         drain: Drain | None = None,
+        memo_bytes: int = DECODED_MEMO_BYTES,
     ) -> None:
         if config.frontends:  # one stack per frontend: never one stack for all of them
             raise ConfigError(["frontends: a [[frontends]] config runs as bff.frontends.FrontendsApp (bff serve does)"])
@@ -173,7 +174,7 @@ class BffApp:
         self.dpop = create_dpop(config, clock)
         self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
         self.sessions = SessionManager(
-            self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name
+            self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name, memo_bytes=memo_bytes
         )
         self.cookie = SessionCookie(config, self.sessions)
         self.tokens = TokenManager(

@@ -19,8 +19,9 @@ from itsdangerous import BadSignature, Signer
 
 SESSION_SALT = "bff.session-cookie"
 MAX_COOKIE_VALUE = 512
-#: Cookie values whose verification is remembered (each entry ~200 bytes).
-VERIFIED_CACHE_SIZE = 4096
+#: Cookie values whose verification is remembered (each entry a few hundred bytes): more than the sessions a worker
+#: keeps decoded (``bff.session.manager.DECODED_MEMO_BYTES``), so a session read from the memo is not re-verified.
+VERIFIED_CACHE_SIZE = 16_384
 
 
 class CookieSigner:

@@ -36,6 +36,7 @@ from bff.endpoints.health import Drain
 from bff.errors import NotReady, SessionStoreUnavailable, UnknownFrontend
 from bff.proxy import send_error
 from bff.proxy.responses import send_json
+from bff.session.manager import DECODED_MEMO_BYTES
 from bff.session.store import SessionStore
 from bff.telemetry.exposition import METRICS_DIR_ENV
 from bff.telemetry.spans import load_tracing
@@ -103,6 +104,8 @@ class FrontendsApp:
                 frontend_name=entry.name,
                 owns_store=False,
                 drain=self.drain,
+                # The worker's memory for decoded sessions is shared out, not multiplied by the frontends.
+                memo_bytes=DECODED_MEMO_BYTES // len(config.frontends),
             )
             self.apps[entry.name] = app
             scheme = entry.public_origin.partition(":")[0]

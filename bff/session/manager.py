@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import json
@@ -54,7 +53,8 @@ from bff.session.accounting import CREATED as _CREATED
 from bff.session.accounting import GETEX_ERRORS as _GETEX_ERRORS
 from bff.session.accounting import GETEX_TIME as _GETEX_TIME
 from bff.session.accounting import SessionEndReason, end_record
-from bff.session.record import UnsupportedFormat, decode_session, encode_session
+from bff.session.memo import DecodedMemo
+from bff.session.record import UnsupportedFormat, decode_session_sized, encode_session
 from bff.session.refresh_records import open_refresh_result, seal_refresh_result
 from bff.session.store import SessionStore
 from bff.types import Clock, JSONObject, system_clock
@@ -68,8 +68,9 @@ LOGOUT_REDIRECT_ENCRYPTION = "bff logout redirect encryption v1"
 #: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
 _LOGOUT_PENDING = b"pending"
 _LOGOUT_DONE = b"done"
-#: Decoded session records kept per process (a few KB each).
-DECODED_CACHE_SIZE = 1024
+#: Estimated bytes of decoded session records kept per process (``bff.session.memo``): room for the benchmark's
+#: 10,000 sessions with realistic tokens, within the Helm chart's memory limit (docs/performance.md).
+DECODED_MEMO_BYTES = 64 * 1024 * 1024
 #: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
 _TTL_RESOLUTION = 0.001
 
@@ -99,6 +100,7 @@ class SessionManager:
         clock: Clock = system_clock,
         prefix: str = "",
         frontend: str = "",
+        memo_bytes: int = DECODED_MEMO_BYTES,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -114,11 +116,8 @@ class SessionManager:
         self._logout_keys = derive_keys(ring, bind(LOGOUT_SID))
         self._logout_redirects = Encryptor(derive_keys(ring, bind(LOGOUT_REDIRECT_ENCRYPTION)))
         self._cookie = CookieSigner(ring, bind(SESSION_SALT))
-        # The records decoded last, by (store key, encrypted bytes). A browser's burst of API calls reads one record
-        # again and again, and decrypting, inflating and parsing it is most of a lookup's CPU. Every write encrypts
-        # with a fresh nonce, so a record that changed (refresh, logout, CAS) never hits a stale entry; what is cached
-        # is exactly what decrypting again would return. Sessions are immutable.
-        self._decoded = functools.lru_cache(maxsize=DECODED_CACHE_SIZE)(self._decrypt)
+        # The records decoded last, checked against the store's bytes on every read (see bff.session.memo).
+        self._decoded: DecodedMemo[Session | int | None] = DecodedMemo(self._decrypt, memo_bytes)
 
     # --- the cookie ----------------------------------------------------------------------------------------------
 
@@ -295,6 +294,7 @@ class SessionManager:
     async def end_key(self, key: str, *, reason: SessionEndReason) -> bool:
         """Delete the record under ``key`` (indexes untouched: they prune themselves on read); True, and counted as
         ended for ``reason``, when there was one."""
+        self._decoded.forget(key)
         return await end_record(self.store, key, reason=reason)
 
     async def keys_for_sub(self, sub: str) -> list[str]:
@@ -428,11 +428,12 @@ class SessionManager:
     def _encrypt(self, key: str, session: Session) -> bytes:
         return self._sessions.encrypt(encode_session(session, self._write_format), key.encode())
 
-    def _decrypt(self, key: str, raw: bytes) -> Session | int | None:
+    def _decrypt(self, key: str, raw: bytes) -> tuple[Session | int | None, int]:
         """The session; or the number of a store format this release does not read (memoised like a session, so
-        the warning is logged once per record, not once per request); or None when unreadable."""
+        the warning is logged once per record, not once per request); or None when unreadable. With the length of
+        the decoded text (0 when there is none)."""
         try:
-            return decode_session(self._sessions.decrypt(raw, key.encode()))
+            return decode_session_sized(self._sessions.decrypt(raw, key.encode()))
         except UnsupportedFormat as exc:
             # Authenticated with this key ring, so a newer bff wrote it: keep it for the instances that read it.
             logger.warning(
@@ -440,11 +441,11 @@ class SessionManager:
                 " see [session] write_format); the record is kept",
                 exc.number,
             )
-            return exc.number
+            return exc.number, 0
         except DecryptionError:
             # Written with a key that was removed from the ring, or tampered with: unusable, like an expired one.
             logger.warning("session record could not be decrypted (key removed from the ring?)")
-            return None
+            return None, 0
         except (ValueError, KeyError, TypeError):
             logger.warning("session record is malformed")
-            return None
+            return None, 0

@@ -92,7 +92,16 @@ def decode_session(plaintext: bytes) -> Session:
     """Raises ``UnsupportedFormat`` for a format it does not know; ``ValueError`` (``zlib.error`` and
     ``json.JSONDecodeError`` are ValueErrors, and so is ``UnsupportedFormat``), ``KeyError`` or ``TypeError`` for a
     record it cannot read."""
-    data = json.loads(_inflate(plaintext))
+    return decode_session_sized(plaintext)[0]
+
+
+def decode_session_sized(plaintext: bytes) -> tuple[Session, int]:
+    """``decode_session``, and the length of the record's JSON text (what a memo of sessions weighs them by)."""
+    text = _inflate(plaintext)
+    return _session_from_json(json.loads(text)), len(text)
+
+
+def _session_from_json(data: Any) -> Session:
     data["tokens"] = _unpack_tokens(data["tokens"])
     if "route_tokens" in data:
         data["route_tokens"] = {k: _unpack_tokens(v) for k, v in data["route_tokens"].items()}

@@ -17,17 +17,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bff.session.manager import DECODED_CACHE_SIZE
-from tests.bench import nginx, redis_memory
+from tests.bench import memory as rss
+from tests.bench import nginx, redis_memory, sessions
 from tests.bench.budget import cpu_budgets
 from tests.bench.idp import NAMES as IDP_NAMES
 from tests.bench.idp import IdP, Kind, default_kind, start_idp
+from tests.bench.parts import PARTS
+from tests.bench.peers import check_proxy
+from tests.bench.peers import compare as peers
 from tests.bench.report import Outcome, Run, ms, outcomes_table, runs_table
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff, start_bff
 from tests.bench.storm import StormResult, run_storm
 from tests.bench.system import CpuPlan, cpu_plan, find_tools, free_port, pin_self
 from tests.bench.websocket_echo import WS_PATH, EchoResult, echo_route, run_echo, start_echo_upstream
-from tests.bench.wrk import Load, WrkResult, rotating_cookies_script, run_wrk, run_wrk_at_once
+from tests.bench.wrk import Load, WrkResult, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import serve
@@ -43,8 +46,8 @@ MAX_P99 = 0.025
 MIN_SCALING = 1.7
 MAX_SESSION_BYTES = 2048
 MAX_READY_SECONDS = 2.0
-#: Sessions taken in turn by the worst-case run: more than bff memoises (DECODED_CACHE_SIZE), so each lookup decodes.
-MANY_SESSIONS = 2 * DECODED_CACHE_SIZE
+#: Sessions the worker-memory row touches: each is decoded once and memoised.
+MEMORY_SESSIONS = 1_024
 #: With fewer than 4 cores, scaling is measured with every worker capped at this much of a core (``budget.py``):
 #: three workers (1.2 cores) and the load they cause (~0.5) stay under two cores, so each cap is what binds.
 WORKER_BUDGET = 0.4
@@ -63,6 +66,8 @@ class Mode:
     idp_delay: float = 0.1
     #: Rounds of the budgeted scaling measurement (each ``duration`` long).
     budget_rounds: int = 5
+    #: Connections held open for the worker-memory and many-connections rows.
+    many_connections: int = 2000
 
     @property
     def name(self) -> str:
@@ -70,7 +75,9 @@ class Mode:
 
 
 FULL = Mode(smoke=False, duration=10, warmup=3, connections=32, storm=500, sessions=100_000)
-SMOKE = Mode(smoke=True, duration=1, warmup=1, connections=32, storm=20, sessions=2000, budget_rounds=1)
+SMOKE = Mode(
+    smoke=True, duration=1, warmup=1, connections=32, storm=20, sessions=2000, budget_rounds=1, many_connections=500
+)
 
 
 @dataclass
@@ -123,6 +130,7 @@ async def _bff(
     cores: Sequence[int] | None = None,
     extra: str = "",
     traces_to: str | None = None,
+    server_extra: str = "",
 ) -> AsyncIterator[Bff]:
     """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there."""
     port = ctx.ports[name]
@@ -143,6 +151,8 @@ async def _bff(
     )
     if extra:
         config.write_text(config.read_text() + extra)
+    if server_extra:
+        config.write_text(config.read_text().replace("\n[session]\n", f"{server_extra}\n\n[session]\n", 1))
     env: dict[str, str] = {}
     if traces_to is not None:
         config.write_text(config.read_text().replace("[[routes]]", "[tracing]\nenabled = true\n\n[[routes]]", 1))
@@ -183,8 +193,7 @@ def _load(ctx: Context, workers: int) -> tuple[Sequence[int], int]:
 
 
 def _progress(message: str) -> None:
-    sys.stderr.write(f"bench: {message}\n")
-    sys.stderr.flush()
+    PARTS.mark(message)
 
 
 #: Telemetry rows of the paired measurement: (what is on, the config added to the plain bff's). The first is held to
@@ -195,6 +204,9 @@ TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
         "metrics + JSON access log",
         lambda: f'\n[logging]\nformat = "json"\naccess_log = true\n\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n',
     ),
+    # Each feature alone: these rows are loaded together, the plain bff beside them (see ``_telemetry_costs``).
+    ("metrics alone", lambda: f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'),
+    ("JSON access log alone", lambda: '\n[logging]\nformat = "json"\naccess_log = true\n'),
 )
 #: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
 MAX_TELEMETRY_RATIO = 1.08
@@ -211,6 +223,8 @@ BFF_NAMES = (
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
     "bff-tracing-off",
+    *sessions.NAMES,
+    "bff-memory",
 )
 
 
@@ -246,6 +260,29 @@ def _at_once(ctx: Context, servers: Sequence[Bff], duration: float, cores: Seque
         ctx.tools["wrk"], loads, duration=duration, connections=ctx.mode.connections, threads=1, cores=cores,
         plan=ctx.plan,
     )  # fmt: skip
+
+
+async def _checked(bff: Bff, idp_url: str) -> Outcome:
+    """bff proxies as the peers are checked to (``peers.check_proxy``): same body, a bearer the IdP accepts."""
+    try:
+        found, ok = await check_proxy(bff.name, bff.url, bff.headers, idp_url), True
+    except RuntimeError as exc:
+        found, ok = str(exc), False
+    return Outcome("bff: proxies the upstream's body and the user's bearer (checked before timing)", found, ok, "check")
+
+
+async def _worker_memory(ctx: Context) -> rss.WorkerMemory:
+    """A bff whose idle connections outlive the measurement: its memory per connection and session, and the usual
+    wrk load while those connections stay open."""
+    mode = ctx.mode
+    cores, threads = _load(ctx, 1)
+
+    def load() -> WrkResult:
+        return _wrk(ctx, bff.url + API_PATH, bff.headers, bff.process.pid, cores, threads=threads)
+
+    extra = 'keep_alive_timeout = "120s"'
+    async with _bff(ctx, "bff-memory", workers=1, source=ROOT, server_extra=extra) as bff:
+        return await rss.measure(bff, connections=mode.many_connections, sessions=MEMORY_SESSIONS, warm=64, load=load)
 
 
 async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
@@ -373,25 +410,35 @@ class TelemetryCost:
 
 async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
     """Each telemetry row: this tree's bff with it on and the same bff with it off on the server core at the same
-    time, one wrk each, ``budget_rounds`` rounds (the paired comparison's method: a ratio the box's drift spares)."""
+    time, one wrk each, ``budget_rounds`` rounds (the paired comparison's method: a ratio the box's drift spares).
+    The first row (held to its target) is paired alone; the others are loaded together, beside one plain bff, so
+    that they cost one set of rounds between them."""
+    groups = [[0], list(range(1, len(TELEMETRY_ROWS)))]
     costs = []
-    for i, (what, extra) in enumerate(TELEMETRY_ROWS):
-        async with (
-            _bff(ctx, "bff-telemetry-off", workers=1, source=ROOT) as off,
-            _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=extra()) as on,
-        ):
-            _progress(f"bff with {what} on and off at the same time, {ctx.mode.budget_rounds} rounds")
-            _at_once(ctx, (off, on), ctx.mode.warmup, ctx.plan.load)
-            ratios, rps, cpu_on, cpu_off = [], [], [], []
+    for group in (g for g in groups if g):
+        whats = ", ".join(TELEMETRY_ROWS[i][0] for i in group)
+        _progress(f"bff with {whats} on and off at the same time, {ctx.mode.budget_rounds} rounds")
+        async with contextlib.AsyncExitStack() as stack:
+            off = await stack.enter_async_context(_bff(ctx, "bff-telemetry-off", workers=1, source=ROOT))
+            ons = [
+                await stack.enter_async_context(
+                    _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=TELEMETRY_ROWS[i][1]())
+                )
+                for i in group
+            ]
+            _at_once(ctx, (off, *ons), ctx.mode.warmup, ctx.plan.load)
+            rounds = []
             for _ in range(ctx.mode.budget_rounds):
-                plain, observed = _at_once(ctx, (off, on), ctx.mode.duration, ctx.plan.load)
-                if plain.failures or observed.failures:
-                    raise RuntimeError(f"telemetry ({what}): {plain.failures} and {observed.failures} requests failed")
-                cpu_on.append(observed.cpu_us_per_request or 0.0)
-                cpu_off.append(plain.cpu_us_per_request or 1.0)
-                ratios.append(cpu_on[-1] / cpu_off[-1])
-                rps.append(observed.rps / plain.rps)
-            costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off))
+                plain, *observed = _at_once(ctx, (off, *ons), ctx.mode.duration, ctx.plan.load)
+                if plain.failures or any(o.failures for o in observed):
+                    raise RuntimeError(f"telemetry ({whats}): requests failed")
+                rounds.append((plain, observed))
+            for k, i in enumerate(group):
+                cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
+                cpu_on = [observed[k].cpu_us_per_request or 0.0 for _, observed in rounds]
+                rps = [observed[k].rps / plain.rps for plain, observed in rounds]
+                ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
+                costs.append(TelemetryCost(TELEMETRY_ROWS[i][0], ratios, rps, cpu_on, cpu_off))
     return costs
 
 
@@ -410,6 +457,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
     tools = find_tools()
     plan = cpu_plan()
     pin_self(plan)
+    rss.raise_file_limit()  # 2,000 connections: wrk's, the worker's, this process's
     runs: list[Run] = []
     outcomes: list[Outcome] = []
     storms: dict[str, StormResult] = {}
@@ -423,6 +471,8 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         stack.callback(proxy.stop)
         ports = {name: free_port() for name in BFF_NAMES}
         callbacks = [f"http://127.0.0.1:{port}/bff/callback" for port in ports.values()]
+        peer_ports = peers.ports()
+        callbacks += peers.redirect_uris(peer_ports)
         idp = start_idp(idp_kind, workdir, idp_port, callbacks, plan.load, plan, ROOT)
         stack.callback(idp.process.stop)
         ctx = Context(mode, plan, tools, workdir, redis.url, f"http://127.0.0.1:{upstream_port}", idp, ports)
@@ -432,6 +482,23 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             lines = outcomes_table(_telemetry_outcomes(costs, mode), smoke=mode.smoke)
             sys.stdout.write("\n".join(lines) + "\n")
             return 1 if any(o.failed(smoke=mode.smoke) for o in _telemetry_outcomes(costs, mode)) else 0
+        if only == "sessions":  # the realistic rows, and with --compare-with the paired one-session comparison
+            realistic = _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
+            if compare_with is not None:
+                async with (
+                    _bff(ctx, "bff-compare", workers=1, source=compare_with) as other,
+                    _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again,
+                ):
+                    notes.append(_paired_comparison(ctx, compare_with, other, again))
+            lines = [
+                *runs_table(realistic, None),
+                "",
+                *[f"* {n}" for n in notes],
+                "",
+                *outcomes_table(outcomes, smoke=mode.smoke),
+            ]
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
         _progress("nginx proxy baseline")
         baseline = _wrk(
@@ -442,21 +509,35 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         _progress("bff, 1 worker")
         async with _bff(ctx, "bff-1-worker", workers=1, source=ROOT) as bff:
             ready = bff.ready_seconds
+            outcomes.append(await _checked(bff, idp.url))
             one = _wrk(ctx, bff.url + API_PATH, bff.headers, bff.process.pid, cores, threads=threads)
             runs.append(Run("bff, 1 worker, valid session", one))
-            # Every lookup of the run above decodes nothing: its one session stays memoised. Here each request has
-            # the next of more sessions than bff memoises. wrk's Lua script costs the shared load core more than
-            # -H does, which leaves the server less busy (less batching per event-loop turn, more CPU per request),
-            # so one session through the same script is the comparison.
-            cookies = await bff.create_sessions(MANY_SESSIONS)
-            for count in (1, MANY_SESSIONS):
-                _progress(f"bff, 1 worker, {count:,} session(s) in turn (wrk script)")
-                script = rotating_cookies_script(workdir, COOKIE_NAME, cookies[:count])
-                result = _wrk(ctx, bff.url + API_PATH, {}, bff.process.pid, cores, threads=threads, script=script)
-                what = "memoised" if count == 1 else "each lookup decodes"
-                runs.append(Run(f"bff, 1 worker, {count:,} session(s) in turn, wrk script ({what})", result))
             _progress(f"refresh storm, 1 worker, {mode.storm} requests")
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
+
+        realistic = _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
+        runs += realistic
+        # The peers are compared with the realistic case: every request another of 10,000 sessions.
+        many, many_row = realistic[1].result, realistic[1].name
+
+        _progress("peers: Apache httpd + mod_auth_openidc, Node BFF")
+        peer_rows = await peers.run_peers(
+            idp=idp, redis_url=redis.url, upstream=ctx.upstream, peer_ports=peer_ports, workdir=workdir,
+            cache=ROOT / ".bench", cores=plan.server, plan=plan,
+            timed=lambda p: _wrk(ctx, p.url + API_PATH, p.headers, p.process.pid, cores, threads=threads),
+        )  # fmt: skip
+        runs += peers.peer_runs(peer_rows)
+        outcomes += peers.peer_outcomes(peer_rows, many, many_row)
+
+        _progress("worker memory: idle keep-alive connections, active sessions; p99 with many connections")
+        worker_memory = await _worker_memory(ctx)
+        runs.append(worker_memory.run)
+        outcomes += worker_memory.outcomes(smoke=mode.smoke)
+        if only == "peers":  # bff's rows, the peers' and the worker's memory: a few minutes
+            PARTS.finish()
+            lines = [*runs_table(runs, baseline), "", *outcomes_table(outcomes, smoke=mode.smoke), "", *PARTS.table()]
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
         _progress("WebSocket echo, 1 worker")
         echo = await _websocket_echo(ctx, stack)
@@ -471,11 +552,11 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         )
 
         if compare_with is not None:
+            _progress(f"bff from {compare_with}, 1 worker")
             async with (
                 _bff(ctx, "bff-compare", workers=1, source=compare_with) as other,
                 _bff(ctx, "bff-1-worker-again", workers=1, source=ROOT) as again,
             ):
-                _progress(f"bff from {compare_with}, 1 worker")
                 before = _wrk(ctx, other.url + API_PATH, other.headers, other.process.pid, cores, threads=threads)
                 runs.append(Run(f"bff from {compare_with}, 1 worker, valid session (before)", before))
                 _progress("bff, 1 worker, once more (the comparison between two runs of this tree)")
@@ -527,8 +608,22 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         Outcome(f"`bff serve` answers /readyz 200 within {MAX_READY_SECONDS:.0f} s", f"{ready:.2f} s",
                 ready <= MAX_READY_SECONDS)
     )  # fmt: skip
+    PARTS.finish()
+    outcomes.append(PARTS.outcome(smoke=mode.smoke))
     _print(ctx, runs, baseline, outcomes, memory, notes)
+    sys.stdout.write("\n".join(["", "Elapsed per part:", "", *PARTS.table(), ""]))
     return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
+
+
+def _one_worker(ctx: Context) -> sessions.StartBff:
+    return lambda name: _bff(ctx, name, workers=1, source=ROOT)
+
+
+def _realistic(ctx: Context, outcomes: list[Outcome], notes: list[str], rows: sessions.SessionRows) -> list[Run]:
+    """The realistic rows (``tests.bench.sessions``): their runs; their outcomes and note appended."""
+    outcomes += rows.outcomes()
+    notes.append(rows.note(ctx.mode.duration))
+    return rows.runs()
 
 
 def _throughput_outcomes(
@@ -678,7 +773,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")
     parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
     parser.add_argument(
-        "--only", choices=["telemetry"], help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison)"
+        "--only",
+        choices=["telemetry", "sessions", "peers"],
+        help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison; sessions: one session against "
+        "10,000, paired, and with --compare-with the paired one-session comparison; peers: nginx, bff's 1-worker "
+        "and realistic rows, the peers and the worker's memory)",
     )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
@@ -691,6 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storm=mode.storm,
             sessions=args.sessions or mode.sessions,
             budget_rounds=args.rounds or mode.budget_rounds,
+            many_connections=mode.many_connections,
         )
     compare = args.compare_with.resolve() if args.compare_with else None
     if compare is not None and not (compare / "bff" / "__init__.py").is_file():

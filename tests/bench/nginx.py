@@ -1,4 +1,5 @@
-"""nginx twice: the upstream (a fixed ~300-byte JSON answer) and the reverse-proxy baseline in front of it.
+"""nginx twice: the upstream (a fixed ~300-byte JSON answer; ``AUTHORIZATION_PATH`` echoes the Authorization
+header) and the reverse-proxy baseline in front of it.
 
 Both run one worker process, without access logs, each from a configuration written into the run's directory
 (``-p`` prefix, ``-e`` error log), so nothing outside it is read or written.
@@ -28,6 +29,9 @@ UPSTREAM_BODY = json.dumps(
     separators=(",", ":"),
 )
 
+#: A path (under any route prefix) whose answer is the Authorization header the upstream received.
+AUTHORIZATION_PATH = "/_bench/authorization"
+
 _COMMON = """
 daemon off;
 master_process on;
@@ -51,6 +55,11 @@ http {{
 _UPSTREAM = """
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        # What the benchmark's correctness checks read: the Authorization header this request arrived with.
+        location ~ /_bench/authorization$ {{
+            default_type text/plain;
+            return 200 '$http_authorization';
+        }}
         location / {{
             default_type application/json;
             return 200 '{payload}';

@@ -67,7 +67,7 @@ def main() -> None:
     out = sys.stdout.write
     for f in WRITE_FORMATS:
         assert decode_session(plain[f]) == session
-        assert managers[f]._decrypt(key, blobs[f]) == session
+        assert managers[f]._decrypt(key, blobs[f])[0] == session
         out(f"format {f}: plaintext {len(plain[f])} B, encrypted {len(blobs[f])} B\n")
     one, two = managers[1], managers[2]
     measured = {

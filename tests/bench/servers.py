@@ -48,25 +48,7 @@ class Bff:
 
     async def log_in(self) -> None:
         """Log in through the IdP as a browser would (``/bff/login`` -> IdP -> ``/bff/callback``)."""
-        browser = Browser()
-        try:
-            hops = await browser.follow(f"{self.url}/bff/login")
-            page = hops[-1]
-            if page.status_code == 200 and (form := _LOGIN_FORM.search(page.text)):  # the reference IdP's login page
-                fields = {"tx": form.group(1), "username": USERNAME, "password": PASSWORD}
-                done = await browser.request(
-                    "POST", urljoin(str(page.url), "/login"), headers=_FORM, content=urlencode(fields).encode()
-                )
-                hops.append(done)
-                if "location" in done.headers:
-                    hops += await browser.follow(urljoin(str(done.url), done.headers["location"]))
-            cookie = browser.cookies(self.url).get(COOKIE_NAME)
-        finally:
-            await browser.aclose()
-        if cookie is None:
-            trail = ", ".join(f"{hop.status_code} {hop.url.path}" for hop in hops)
-            raise RuntimeError(f"{self.name}: the login did not end with a session ({trail}): {hops[-1].text[:300]}")
-        self.cookie = cookie
+        self.cookie = await log_in_through_idp(self.name, f"{self.url}/bff/login", self.url, COOKIE_NAME)
 
     async def worker_pids(self, workers: int) -> list[int]:
         """The processes that serve requests, once all ``workers`` are up: the process itself for one worker, else
@@ -119,6 +101,30 @@ class Bff:
             return None if loaded is None else loaded.session.tokens.access_token
         finally:
             await store.aclose()
+
+
+async def log_in_through_idp(name: str, start: str, origin: str, cookie_name: str) -> str:
+    """Follow ``start`` to the reference IdP's login form, sign in as the benchmark's user, follow the redirects
+    back; the value of the cookie ``cookie_name`` that ``origin`` set (bff's, or a peer's session cookie)."""
+    browser = Browser()
+    try:
+        hops = await browser.follow(start)
+        page = hops[-1]
+        if page.status_code == 200 and (form := _LOGIN_FORM.search(page.text)):  # the reference IdP's login page
+            fields = {"tx": form.group(1), "username": USERNAME, "password": PASSWORD}
+            done = await browser.request(
+                "POST", urljoin(str(page.url), "/login"), headers=_FORM, content=urlencode(fields).encode()
+            )
+            hops.append(done)
+            if "location" in done.headers:
+                hops += await browser.follow(urljoin(str(done.url), done.headers["location"]))
+        cookie = browser.cookies(origin).get(cookie_name)
+    finally:
+        await browser.aclose()
+    if cookie is None:
+        trail = ", ".join(f"{hop.status_code} {hop.url.path}" for hop in hops)
+        raise RuntimeError(f"{name}: the login did not end with a session ({trail}): {hops[-1].text[:300]}")
+    return cookie
 
 
 def _cmdline(pid: int) -> bytes:

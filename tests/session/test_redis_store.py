@@ -459,7 +459,8 @@ async def test_with_store_replicas_a_write_counts_once_a_replica_holds_it(
     primary_and_replica: tuple[RedisProcess, RedisProcess],
 ) -> None:
     primary, replica = primary_and_replica
-    store = RedisStore.from_url(primary.url, timeout=0.5, replicas=1)
+    # A generous timeout (WAIT gets half of it): a loaded machine's replica may take a while to acknowledge.
+    store = RedisStore.from_url(primary.url, timeout=5, replicas=1)
     try:
         owner = await store.lock("l", 10)
         assert owner is not None
