@@ -298,6 +298,10 @@ class BffApp:
         try:
             await self.idp.load()
             logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
+        except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
+            _log_refusal(self.config.oidc.issuer, exc)
+            await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
+            raise
         except BffError as exc:
             logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
             self._retry = asyncio.create_task(self._keep_loading())
@@ -349,6 +353,9 @@ class BffApp:
             try:
                 await self.idp.load()
                 logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
+            except ConfigError as exc:  # stays not ready: serving this IdP would break [oidc] par/profile
+                _log_refusal(self.config.oidc.issuer, exc)
+                return
             except BffError as exc:
                 delay = min(delay * 2, 30.0)
                 logger.warning("identity provider still not reachable (%s); next try in %.0fs", exc.message, delay)
@@ -450,3 +457,9 @@ def app_from_env() -> ASGIApp:
     if os.environ.get(ACCESS_LOG_ENV) == "1":  # bff serve --access-log
         config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
     return app_for_serving(config, metrics_dir=os.environ.get(METRICS_DIR_ENV) or None)
+
+
+def _log_refusal(issuer: str, exc: ConfigError) -> None:
+    """One line per capability the IdP lacks (``bff.oidc.profiles``); no traceback, the problems say it all."""
+    lines = "\n".join(f"  - {problem}" for problem in exc.problems)
+    logger.error("the identity provider %s cannot serve this configuration:\n%s", issuer, lines)

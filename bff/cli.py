@@ -84,6 +84,33 @@ def _check_dpop_key(config: Config) -> None:
         load_dpop_key(config.oidc.dpop_key_file)
 
 
+def _check_idp_metadata(config: Config) -> None:
+    """With ``[oidc] profile = "fapi2"``, ``par = "required"`` or ``request_object = "always"``, starting depends on
+    the IdP's metadata: fetch it and raise ConfigError, one line per missing capability, as ``bff serve`` would. An
+    IdP that cannot be reached is only reported (``bff serve`` waits for it too)."""
+    oidc = config.oidc
+    if oidc.profile == "none" and oidc.par != "required" and oidc.request_object != "always":
+        return
+    from bff.app import create_dpop
+    from bff.idp_http import create_idp_client, idp_client_cert
+    from bff.oidc.provider import IdentityProvider
+    from bff.types import system_clock
+
+    async def load() -> None:
+        http = create_idp_client(timeout=oidc.timeout, ca_bundle=oidc.ca_bundle, client_cert=idp_client_cert(oidc))
+        try:
+            await IdentityProvider(oidc, http, dpop=create_dpop(config, system_clock)).load()
+        finally:
+            await http.aclose()
+
+    try:
+        asyncio.run(load())
+    except ConfigError:
+        raise
+    except BffError as exc:
+        sys.stderr.write(f"warning: the identity provider's metadata was not checked: {exc.message}\n")
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write("".join(line + "\n" for line in explain_config(_config_path(args))))
@@ -99,6 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if route.proxy is None:
                 proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
         _check_dpop_key(single)
+        _check_idp_metadata(single)
     routes = sum(len(one.routes) for _, one in frontends) if frontends else len(config.routes)
     count = f"{len(frontends)} frontend(s), " if frontends else ""
     store, listen = config.session.store.split("://")[0], describe_listen(config.server.host, config.server.port)

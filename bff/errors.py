@@ -36,6 +36,7 @@ code, a secret or an upstream's internals.
     │       └── UpstreamProxyRefused 502 upstream_proxy_refused (the proxy answered CONNECT with 407, 403, 502, ...)
     ├── OAuthError                  (from the token/revocation endpoints)
     │   ├── InvalidGrant            401  session_expired  (fatal for the session)
+    │   ├── PushedAuthorizationFailed 502 idp_par_failed (RFC 9126: the IdP refused or garbled the pushed request)
     │   ├── TokenExchangeRefused    502  token_exchange_refused (RFC 8693: the IdP refuses this route's exchange)
     │   │   └── TokenExchangeDenied 401  token_exchange_denied  (the IdP refuses the user's token; session kept)
     │   └── IdPUnavailable          503  temporarily_unavailable (not fatal; retried later)
@@ -254,6 +255,14 @@ class InvalidGrant(OAuthError):
 
     error = "session_expired"
     status = 401
+
+
+class PushedAuthorizationFailed(OAuthError):
+    """The PAR endpoint (RFC 9126) refused the login's authorization request, or answered something that is not a
+    usable ``request_uri``; the login cannot start (nothing was stored, the browser may simply try again)."""
+
+    error = "idp_par_failed"
+    status = 502
 
 
 class TokenExchangeRefused(OAuthError):

@@ -46,6 +46,9 @@ OTHER_STRINGS = {
     "format": "json",
     "level": "warning",
     "listen": "127.0.0.1:9464",
+    "par": "off",
+    "request_object": "always",
+    "profile": "fapi2",
 }
 
 
@@ -100,6 +103,13 @@ def test_a_missing_key_takes_the_default_stated_on_its_dataclass(
         key = tmp_path / "dpop.pem"
         key.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
         doc["oidc"]["dpop_key_file"] = str(key)
+    if (cls, name) in ((OIDCSettings, "request_object"), (OIDCSettings, "profile")):
+        # Signed request objects need the client's key; fapi2 needs private_key_jwt and DPoP: companions given.
+        key = tmp_path / "client.pem"
+        key.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+        doc["oidc"].update(token_endpoint_auth_method="private_key_jwt", private_key_file=str(key))
+        if name == "profile":
+            doc["oidc"].update(dpop=True, dpop_key_file=str(key))
     config = parse_config(doc, env={})
     assert getattr(SECTIONS[cls](config), name) == other
 

@@ -74,16 +74,19 @@ def plain_upstream(counter: Counter) -> ASGIApp:
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """bff's transport to the IdP: counts token endpoint requests and their answers' status."""
+    """bff's transport to the IdP: the status of each answer of the token and PAR endpoints."""
 
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self.token_statuses: list[int] = []
+        self.par_statuses: list[int] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
         if request.url.path == "/token":
             self.token_statuses.append(response.status_code)
+        elif request.url.path == "/par":
+            self.par_statuses.append(response.status_code)
         return response
 
     async def aclose(self) -> None:
@@ -162,14 +165,17 @@ async def test_a_route_without_dpop_sends_a_bearer_token_and_no_proof(tmp_path: 
 async def test_the_idp_nonce_challenge_costs_one_retry_then_is_remembered(tmp_path: Path, browser: Browser) -> None:
     with dpop_world(tmp_path, idp_nonce=True, ttl=2) as world:
         await sign_in_through_form(browser, world.bff)
-        assert world.idp_transport.token_statuses == [400, 200]  # use_dpop_nonce, then the retry with the nonce
+        # The login's first IdP call is the pushed request (RFC 9126, with a proof: RFC 9449 10.1): use_dpop_nonce,
+        # then the retry with the nonce; the token request already carries it.
+        assert world.idp_transport.par_statuses == [400, 201]
+        assert world.idp_transport.token_statuses == [200]
         await asyncio.sleep(1.5)  # the 2 s token is now within the 1 s refresh leeway
         response = await browser.request("GET", f"{world.bff}/api/me", headers=XHR)
         assert response.status_code == 200, response.text
         assert world.app.tokens.refresh_count == 1
         # The refresh used the remembered nonce: no second challenge, and the refreshed token is bound too
         # (the API accepted it with a proof of bff's key).
-        assert world.idp_transport.token_statuses == [400, 200, 200]
+        assert world.idp_transport.token_statuses == [200, 200]
 
 
 async def test_the_upstream_nonce_challenge_costs_one_retry_then_is_remembered(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bff.config.client_tls import read_client_cert
+from bff.config.oidc_profile import read_authorization_options
 from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
 from bff.config.settings import (
     ALLOWED_SIGNING_ALGS,
@@ -138,6 +139,9 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
     dpop_key_file = existing_file(r, "dpop_key_file")
     if dpop and not dpop_key_file:
         r.problem("dpop_key_file", "is required when dpop = true (a PEM EC P-256 private key; docs/dpop.md)")
+    options = read_authorization_options(
+        r, method=method, key_file=key_file, dpop=dpop, client_cert=tls.cert, algs=algs
+    )
     r.finish()
     return OIDCSettings(
         issuer=issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer,
@@ -148,7 +152,7 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         scopes=scopes,
         redirect_uri=redirect_uri,
         post_logout_redirect_uri=post_logout,
-        id_token_signing_algs=algs,
+        id_token_signing_algs=options.id_token_signing_algs,
         trusted_audiences=trusted_audiences,
         clock_skew=skew,
         timeout=timeout,
@@ -161,4 +165,7 @@ def read_oidc(root: Reader, public_origin: str) -> OIDCSettings:
         acr_values_allowed=acr_values_allowed,
         dpop=dpop,
         dpop_key_file=dpop_key_file,
+        par=options.par,
+        request_object=options.request_object,
+        profile=options.profile,
     )

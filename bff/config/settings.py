@@ -22,6 +22,9 @@ AuthMethod = Literal[
     "none",
 ]
 SameSite = Literal["strict", "lax"]
+ParMode = Literal["auto", "required", "off"]
+RequestObjectMode = Literal["auto", "always", "off"]
+OIDCProfile = Literal["none", "fapi2"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -37,6 +40,13 @@ AUTH_METHODS: tuple[AuthMethod, ...] = (
 #: RFC 8705 2: the client authenticates with the certificate of its TLS connection (``[oidc] client_cert``).
 TLS_AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
 SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
+PAR_MODES: tuple[ParMode, ...] = ("auto", "required", "off")
+REQUEST_OBJECT_MODES: tuple[RequestObjectMode, ...] = ("auto", "always", "off")
+OIDC_PROFILES: tuple[OIDCProfile, ...] = ("none", "fapi2")
+#: FAPI 2.0 Security Profile 5.4.1: the only signing algorithms it allows.
+FAPI2_SIGNING_ALGS = ("PS256", "ES256", "EdDSA")
+#: Algorithms bff signs request objects with (RFC 9101), in order of preference.
+REQUEST_OBJECT_ALGS = ("PS256", "ES256", "RS256")
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 #: Asymmetric algorithms only (RFC 8725 3.1): "none" and HMAC are never accepted for ID or logout tokens.
@@ -184,6 +194,17 @@ class OIDCSettings:
     client_key: str | None = None
     #: Passphrase of an encrypted ``client_key``; give it as ``${VAR}`` from the environment.
     client_key_password: Secret | None = None
+    #: Pushed authorization requests (RFC 9126): ``auto`` uses them when the IdP advertises a
+    #: ``pushed_authorization_request_endpoint``; ``required`` refuses to start without one; ``off`` never pushes
+    #: (refused when the IdP's metadata says ``require_pushed_authorization_requests``). docs/par-fapi2.md.
+    par: ParMode = "auto"
+    #: Signed request objects (JAR, RFC 9101), signed with ``private_key_file``: ``auto`` signs when the IdP's
+    #: metadata says ``require_signed_request_object``; ``always`` signs every authorization request; ``off`` never.
+    request_object: RequestObjectMode = "auto"
+    #: ``fapi2``: FAPI 2.0 Security Profile for a confidential client: PAR required, PKCE S256, ``private_key_jwt``
+    #: or mTLS client authentication, sender-constrained tokens (``dpop`` or ``client_cert``), ``iss`` in the
+    #: authorization response, PS256/ES256/EdDSA only; bff refuses to start with an IdP that cannot support it.
+    profile: OIDCProfile = "none"
     #: ``acr_values`` a step-up login may ask for (RFC 9470, docs/step-up.md), from ``/bff/login?acr_values=`` or an
     #: upstream's ``insufficient_user_authentication`` challenge; others are refused (400) or passed through (the
     #: upstream's 401). Empty: any value of the safe syntax.

@@ -140,7 +140,10 @@ def _login(login: Answer | NoAnswer) -> list[Check]:
         return [failed("browser.login", login.reason, "check the deployment's /bff/* routing")]
     location = login.headers.get("location", "")
     query = dict(parse_qsl(urlsplit(location).query))
-    if login.status not in (302, 303) or query.get("code_challenge_method") != "S256" or not query.get("state"):
+    # A pushed (RFC 9126) or signed (RFC 9101) request carries its PKCE challenge and state out of the URL's sight.
+    hidden = bool(query.get("client_id")) and bool(query.get("request_uri") or query.get("request"))
+    plain = query.get("code_challenge_method") == "S256" and bool(query.get("state"))
+    if login.status not in (302, 303) or not (plain or hidden):
         return [
             failed(
                 "browser.login",
@@ -149,7 +152,8 @@ def _login(login: Answer | NoAnswer) -> list[Check]:
             ),
             *(skipped(i, "no login redirect") for i in COOKIE_IDS),
         ]
-    checks = [passed("browser.login", "/bff/login redirects to the IdP with PKCE S256, state and nonce")]
+    how = "a pushed or signed request (RFC 9126, RFC 9101)" if hidden else "PKCE S256, state and nonce"
+    checks = [passed("browser.login", f"/bff/login redirects to the IdP with {how}")]
     cookies: list[tuple[str, dict[str, str | bool]]] = []
     for header in login.headers.get_list("set-cookie"):
         jar: SimpleCookie = SimpleCookie()

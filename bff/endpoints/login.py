@@ -144,7 +144,7 @@ class Login:
         self.clock = clock
 
     async def handle(self, request: Request) -> Response:
-        client = self.idp.client  # raises NotReady before the IdP metadata is loaded
+        authorization = self.idp.authorization  # raises NotReady before the IdP metadata is loaded
         step_up = requested_step_up(request, self.config)
         verifier = new_code_verifier()
         login = LoginState(
@@ -157,7 +157,8 @@ class Login:
             acr_values=step_up.acr_values,
             max_age=step_up.max_age,
         )
-        url = client.authorization_url(
+        # With PAR this calls the IdP (RFC 9126): a failed push raises before any cookie is set, so nothing is lost.
+        url = await authorization.url(
             state=login.state,
             nonce=login.nonce,
             code_challenge=s256_challenge(verifier),

@@ -11,6 +11,7 @@ query), the method, the answer's status (``error`` when none came) and which end
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable
 from time import perf_counter
 from typing import Literal
@@ -24,7 +25,9 @@ from bff.telemetry import metrics
 from bff.types import JSONObject
 
 #: The IdP endpoints bff calls itself (end-session is the browser's navigation; userinfo is not used).
-IdPRoute = Literal["idp:token", "idp:jwks", "idp:discovery", "idp:revocation"]
+IdPRoute = Literal["idp:token", "idp:jwks", "idp:discovery", "idp:revocation", "idp:par"]
+#: RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E; anything else is not shown.
+OAUTH_ERROR_CODE = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$")
 #: ``http_response_status_code`` of a call that got no answer (refused, reset, timed out).
 NO_ANSWER = "error"
 

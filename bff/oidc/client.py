@@ -15,25 +15,15 @@ Messages name the endpoint, the grant and the OAuth error code; never a token, a
 
 from __future__ import annotations
 
-import base64
 import logging
-import re
-import secrets
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
-from bff.config.settings import TLS_AUTH_METHODS
 from bff.errors import (
-    ConfigError,
     IdPUnavailable,
     InvalidGrant,
     InvalidIdToken,
@@ -42,60 +32,23 @@ from bff.errors import (
     TokenExchangeRefused,
 )
 from bff.models import TokenSet
-from bff.oidc._http import IdPRoute, json_object, metered
+from bff.oidc._http import OAUTH_ERROR_CODE, IdPRoute, json_object, metered
+from bff.oidc.authorization import authorization_params, with_query
+from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
 from bff.oidc.dpop import DPoPProver
 from bff.types import Clock, JSONObject
 
 logger = logging.getLogger(__name__)
 
-#: RFC 7523 2.2 / RFC 7521 4.2.
-JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: RFC 8693 2.1 / 3.
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant URI
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI, not a password
 #: Refusals of a token exchange that say the subject token (the user's) is not acceptable, not the request.
 _SUBJECT_REFUSED = frozenset({"invalid_grant", "invalid_token"})
-#: Lifetime of a private_key_jwt client assertion: short, it is used once.
-ASSERTION_TTL = 60
-#: RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E; anything else is not shown.
-_ERROR_CODE = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$")
 #: Codes that, although sent as OAuth errors, say the IdP is down rather than the request wrong (RFC 6749 4.1.2.1).
 _TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
-_EC_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
-
-
-def _load_signing_key(path: str) -> tuple[Key, str]:
-    """The private key for ``private_key_jwt`` (RFC 7523 2.2) and its algorithm: RS256 for RSA, ES* by curve."""
-    try:
-        pem = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"oidc.private_key_file: cannot read {path} ({exc.strerror or exc})"]) from exc
-    key_types: tuple[type[RSAKey] | type[ECKey], ...] = (RSAKey, ECKey)
-    for key_type in key_types:
-        try:
-            key = key_type.import_key(pem)
-        except (JoseError, ValueError, TypeError):
-            continue
-        if not key.is_private:
-            break
-        key.ensure_kid()  # RFC 7638 thumbprint, the kid most IdPs register for an uploaded public key
-        if isinstance(key, ECKey):
-            alg = _EC_ALGS.get(key.curve_name)
-            if alg is None:
-                break
-            return key, alg
-        return key, "RS256"
-    raise ConfigError([f"oidc.private_key_file: {path} is not a PEM RSA or EC (P-256/384/521) private key"])
-
-
-def _with_query(url: str, params: Mapping[str, str]) -> str:
-    """``url`` with ``params`` added to its query; its existing parameters are kept unless ``params`` sets them."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query.extend(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _seconds(data: JSONObject, name: str, what: str) -> float | None:
@@ -140,16 +93,8 @@ class OIDCClient:
         self._metadata = metadata
         self._http = http
         self._clock = clock
-        self._signing_key: tuple[Key, str] | None = None
-        method = settings.token_endpoint_auth_method
-        if method in ("client_secret_basic", "client_secret_post") and settings.client_secret is None:
-            raise ConfigError([f"oidc.client_secret: is required for {method}"])
-        if method == "private_key_jwt":
-            if not settings.private_key_file:
-                raise ConfigError(["oidc.private_key_file: is required for private_key_jwt"])
-            self._signing_key = _load_signing_key(settings.private_key_file)
-        if method in TLS_AUTH_METHODS and not settings.client_cert:
-            raise ConfigError([f"oidc.client_cert: is required for {method}"])
+        #: The client authentication and the POST every back-channel call goes through (the PAR client's too).
+        self.auth = ClientAuth(settings, metadata, http, clock=clock, dpop=dpop)
         # RFC 8705 5: a client that presents a certificate uses the IdP's mTLS aliases where it has them.
         aliases = metadata.mtls_endpoint_aliases if settings.client_cert else {}
         self._token_endpoint = aliases.get("token_endpoint", metadata.token_endpoint)
@@ -164,20 +109,16 @@ class OIDCClient:
     def authorization_url(
         self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str, extra: Mapping[str, str] = _NO_PARAMS
     ) -> str:
-        """The authorization request (Core 3.1.2.1, RFC 7636 4.3). ``extra`` and ``extra_auth_params`` (``prompt``,
-        ``login_hint``, ...) never override the protocol parameters, which are set last."""
-        params: dict[str, str] = {**self._settings.extra_auth_params, **extra}
-        params.update(
-            response_type="code",
-            client_id=self._settings.client_id,
-            redirect_uri=redirect_uri,
-            scope=" ".join(self._settings.scopes),
+        """The authorization request in the browser's URL (Core 3.1.2.1, RFC 7636 4.3), without PAR or JAR."""
+        params = authorization_params(
+            self._settings,
             state=state,
             nonce=nonce,
             code_challenge=code_challenge,
-            code_challenge_method="S256",
+            redirect_uri=redirect_uri,
+            extra=extra,
         )
-        return _with_query(self._metadata.authorization_endpoint, params)
+        return with_query(self._metadata.authorization_endpoint, params)
 
     def end_session_url(
         self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None, state: str | None = None
@@ -193,7 +134,7 @@ class OIDCClient:
             params["post_logout_redirect_uri"] = post_logout_redirect_uri
             if state:
                 params["state"] = state
-        return _with_query(endpoint, params)
+        return with_query(endpoint, params)
 
     # --- back channel ---------------------------------------------------------------------------------------------
 
@@ -318,43 +259,6 @@ class OIDCClient:
             form["resource"] = resource
         return form
 
-    def _client_auth(self, form: dict[str, str], headers: dict[str, str]) -> None:
-        """Add the client's credentials to a request (RFC 6749 2.3, OIDC Core 9)."""
-        settings = self._settings
-        method = settings.token_endpoint_auth_method
-        secret = settings.client_secret.reveal() if settings.client_secret is not None else ""
-        if method == "client_secret_basic":
-            # RFC 6749 2.3.1: id and secret are form-urlencoded BEFORE base64, so ':' or '%' in a secret survive.
-            pair = f"{quote_plus(settings.client_id, safe='')}:{quote_plus(secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        elif method == "client_secret_post":
-            form["client_id"] = settings.client_id
-            form["client_secret"] = secret
-        elif method == "private_key_jwt":
-            form["client_id"] = settings.client_id
-            form["client_assertion_type"] = JWT_BEARER_ASSERTION
-            form["client_assertion"] = self._client_assertion()
-        else:
-            # "none": a public client identifies itself only (RFC 6749 4.1.3); tls_client_auth and
-            # self_signed_tls_client_auth: the certificate of the TLS connection authenticates it (RFC 8705 2).
-            form["client_id"] = settings.client_id
-
-    def _client_assertion(self) -> str:
-        """RFC 7523 3 / OIDC Core 9: a one-time JWT signed with the client's private key."""
-        assert self._signing_key is not None
-        key, alg = self._signing_key
-        now = int(self._clock())
-        client_id = self._settings.client_id
-        claims = {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": self._metadata.token_endpoint,
-            "jti": secrets.token_urlsafe(32),
-            "iat": now,
-            "exp": now + ASSERTION_TTL,
-        }
-        return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
-
     async def _post(
         self,
         url: str,
@@ -365,47 +269,9 @@ class OIDCClient:
         io_timeout: float | None = None,
         dpop: bool = False,
     ) -> httpx.Response:
-        response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
-        if dpop and response.status_code == 400 and self._wants_nonce(url, response):
-            # RFC 9449 8: the server demands a nonce; one retry with it (a fresh proof and client assertion).
-            response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
+        response = await self.auth.post(url, form, what=what, route=route, io_timeout=io_timeout, dpop=dpop)
         if response.status_code != 200:
             _raise_for_error(response, what)
-        return response
-
-    def _wants_nonce(self, url: str, response: httpx.Response) -> bool:
-        """True for an ``use_dpop_nonce`` error carrying a valid ``DPoP-Nonce`` (RFC 9449 8), now remembered."""
-        try:
-            body = response.json()
-        except ValueError:
-            return False
-        if not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
-            return False
-        assert self._dpop is not None
-        return self._dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
-
-    async def _post_once(
-        self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None, dpop: bool
-    ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        self._client_auth(form, headers)
-        if dpop:
-            assert self._dpop is not None
-            headers["DPoP"] = self._dpop.proof("POST", url)
-        try:
-            if io_timeout is None:
-                call = self._http.post(url, data=form, headers=headers)
-            else:
-                limits = httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0))
-                call = self._http.post(url, data=form, headers=headers, timeout=limits)
-            response = await metered(route, "POST", url, call)
-        except httpx.TimeoutException as exc:
-            raise IdPUnavailable(f"{what}: timed out") from exc
-        except httpx.HTTPError as exc:
-            raise IdPUnavailable(f"{what}: request failed ({type(exc).__name__})") from exc
-        if dpop and response.status_code == 200:
-            assert self._dpop is not None
-            self._dpop.remember_nonce(url, response.headers.get("dpop-nonce"))  # RFC 9449 8.2: a fresh nonce
         return response
 
     async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
@@ -456,7 +322,7 @@ def _raise_for_error(response: httpx.Response, what: str) -> None:
     except IdPUnavailable as exc:
         raise IdPUnavailable(f"{what}: HTTP {status} without an OAuth error body") from exc
     code = body.get("error")
-    if not isinstance(code, str) or not _ERROR_CODE.match(code):
+    if not isinstance(code, str) or not OAUTH_ERROR_CODE.match(code):
         raise IdPUnavailable(f"{what}: HTTP {status} without a valid OAuth error code")
     logger.info("%s refused the request: %s (HTTP %d)", what, code, status)
     if code == "invalid_grant":

@@ -49,6 +49,15 @@ class ProviderMetadata:
     scopes_supported: tuple[str, ...] = ()
     #: RFC 8705 5: endpoints a client that presents a TLS client certificate uses instead of the plain ones.
     mtls_endpoint_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: RFC 9126 5: pushed authorization requests, and whether the IdP accepts only those.
+    pushed_authorization_request_endpoint: str | None = None
+    require_pushed_authorization_requests: bool = False
+    #: RFC 9101 10.5 / RFC 8414 2: signed request objects, and whether the IdP accepts only those.
+    require_signed_request_object: bool = False
+    request_object_signing_alg_values_supported: tuple[str, ...] = ()
+    #: RFC 8705 3.3 / RFC 9449 5.1: sender-constrained tokens the IdP issues.
+    tls_client_certificate_bound_access_tokens: bool = False
+    dpop_signing_alg_values_supported: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: JSONObject, *, issuer: str) -> ProviderMetadata:
@@ -79,7 +88,12 @@ class ProviderMetadata:
         }
         optional = {
             name: url(name, required=False)
-            for name in ("userinfo_endpoint", "end_session_endpoint", "revocation_endpoint")
+            for name in (
+                "userinfo_endpoint",
+                "end_session_endpoint",
+                "revocation_endpoint",
+                "pushed_authorization_request_endpoint",
+            )
         }
         if not is_secure_url(issuer):
             problems.append(f"issuer must be an https URL (http only for a loopback host), got {issuer!r}")
@@ -106,11 +120,19 @@ class ProviderMetadata:
             grant_types_supported=_strings(data, "grant_types_supported", cls.grant_types_supported),
             scopes_supported=_strings(data, "scopes_supported", ()),
             mtls_endpoint_aliases=_aliases(data),
+            pushed_authorization_request_endpoint=optional["pushed_authorization_request_endpoint"],
+            require_pushed_authorization_requests=_flag(data, "require_pushed_authorization_requests"),
+            require_signed_request_object=_flag(data, "require_signed_request_object"),
+            request_object_signing_alg_values_supported=_strings(
+                data, "request_object_signing_alg_values_supported", ()
+            ),
+            tls_client_certificate_bound_access_tokens=_flag(data, "tls_client_certificate_bound_access_tokens"),
+            dpop_signing_alg_values_supported=_strings(data, "dpop_signing_alg_values_supported", ()),
         )
 
 
 #: The aliases bff uses (RFC 8705 5); any other name in ``mtls_endpoint_aliases`` is ignored.
-_ALIASED = ("token_endpoint", "revocation_endpoint")
+_ALIASED = ("token_endpoint", "revocation_endpoint", "pushed_authorization_request_endpoint")
 
 
 def _aliases(data: JSONObject) -> dict[str, str]:

@@ -11,11 +11,15 @@ import httpx
 
 from bff.config import OIDCSettings
 from bff.errors import NotReady
+from bff.oidc.authorization import AuthorizationRequests
 from bff.oidc.client import OIDCClient
 from bff.oidc.discovery import ProviderMetadata, discovery_url, fetch_metadata
 from bff.oidc.dpop import DPoPProver
 from bff.oidc.id_token import validate_id_token, validate_logout_token
 from bff.oidc.jwks import JwksCache, TokenSource
+from bff.oidc.par import PushedAuthorization
+from bff.oidc.profiles import plan_authorization
+from bff.oidc.request_object import RequestObjectSigner
 from bff.types import Clock, JSONObject, system_clock
 
 
@@ -36,12 +40,33 @@ class IdentityProvider:
         self._metadata: ProviderMetadata | None = None
         self._client: OIDCClient | None = None
         self._jwks: JwksCache | None = None
+        self._authorization: AuthorizationRequests | None = None
 
     async def load(self) -> None:
-        """Fetch the discovery document; raises IdPUnavailable (and stays not ready) when the IdP cannot be read."""
+        """Fetch the discovery document; raises IdPUnavailable (and stays not ready) when the IdP cannot be read,
+        and ``ConfigError`` when its metadata cannot serve ``[oidc] par``, ``request_object`` or ``profile``
+        (``bff.oidc.profiles``): bff must not start then."""
         metadata = await fetch_metadata(self.http, self.settings.issuer)
+        client = OIDCClient(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop)
+        plan = plan_authorization(self.settings, metadata, client.auth)
+        signer = None
+        if plan.request_object_alg is not None and client.auth.signing_key is not None:
+            key = client.auth.signing_key[0]
+            signer = RequestObjectSigner(
+                key,
+                plan.request_object_alg,
+                client_id=self.settings.client_id,
+                audience=metadata.issuer,
+                clock=self.clock,
+            )
+        par = None
+        if plan.par_endpoint is not None:
+            par = PushedAuthorization(client.auth, plan.par_endpoint, dpop=self.dpop is not None)
+        self._authorization = AuthorizationRequests(
+            self.settings, metadata.authorization_endpoint, par=par, signer=signer
+        )
         self._jwks = JwksCache(self.http, metadata.jwks_uri, clock=self.clock)
-        self._client = OIDCClient(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop)
+        self._client = client
         self._metadata = metadata
 
     @property
@@ -61,6 +86,13 @@ class IdentityProvider:
         return self._client
 
     @property
+    def authorization(self) -> AuthorizationRequests:
+        """How a login's authorization request is sent (plain, signed, pushed)."""
+        if self._authorization is None:
+            raise NotReady("the identity provider's metadata is not loaded yet")
+        return self._authorization
+
+    @property
     def jwks(self) -> JwksCache:
         if self._jwks is None:
             raise NotReady("the identity provider's metadata is not loaded yet")
@@ -68,7 +100,7 @@ class IdentityProvider:
 
     def endpoint_name(self, url: str) -> str:
         """Which of the IdP's endpoints ``url`` (without its query) is, for telemetry: ``idp:discovery``,
-        ``idp:token``, ``idp:jwks``, ``idp:revocation``, ``idp:userinfo``, or ``idp`` for any other."""
+        ``idp:token``, ``idp:jwks``, ``idp:revocation``, ``idp:par``, ``idp:userinfo``, or ``idp`` for any other."""
         if url == discovery_url(self.settings.issuer):
             return "idp:discovery"
         metadata = self._metadata
@@ -77,6 +109,7 @@ class IdentityProvider:
                 ("idp:token", metadata.token_endpoint),
                 ("idp:jwks", metadata.jwks_uri),
                 ("idp:revocation", metadata.revocation_endpoint),
+                ("idp:par", metadata.pushed_authorization_request_endpoint),
                 ("idp:userinfo", metadata.userinfo_endpoint),
             ):
                 if url == endpoint:

@@ -229,7 +229,7 @@ STORE_OPERATIONS = (
     "ping",
 )
 JWKS_TRIGGERS = ("startup", "unknown_kid", "expired")
-IDP_ROUTES = ("idp:token", "idp:jwks", "idp:discovery", "idp:revocation", "idp:end_session", "idp:userinfo")
+IDP_ROUTES = ("idp:token", "idp:jwks", "idp:discovery", "idp:revocation", "idp:par", "idp:end_session", "idp:userinfo")
 
 HTTP_SERVER_DURATION = histogram(
     "http_server_request_duration_seconds",
@@ -239,9 +239,9 @@ HTTP_SERVER_DURATION = histogram(
 HTTP_CLIENT_DURATION = histogram(
     "http_client_request_duration_seconds",
     "Duration of bff's calls to upstreams (bff_route: the route prefix; until the answer's head) and to the IdP"
-    " (bff_route: idp:token, idp:jwks, idp:discovery, idp:revocation; until the answer is read). An IdP call that got"
-    " no answer (refused, reset, timed out) has http_response_status_code 'error'; an upstream call without answer"
-    " counts in bff_upstream_errors_total instead.",
+    " (bff_route: idp:token, idp:jwks, idp:discovery, idp:revocation, idp:par; until the answer is read)."
+    " An IdP call that got no answer (refused, reset, timed out) has http_response_status_code 'error'; an upstream"
+    " call without answer counts in bff_upstream_errors_total instead.",
     ("server_address", "http_request_method", "http_response_status_code", "bff_route"),
 )
 UPSTREAM_ERRORS = counter(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -97,6 +98,25 @@ def test_login_user_and_an_api_call(page: Any, demo: Demo) -> None:
     assert "HTTP 200" in reports
     assert "demo-reports" in reports
     assert "eyJ" not in page.content()  # no JWT anywhere in the page
+
+
+def test_the_login_is_pushed_and_the_idp_url_carries_only_the_request_uri(page: Any, demo: Demo) -> None:
+    """PAR (RFC 9126), which the reference IdP offers and bff uses by default: the URL Chromium shows at the IdP
+    holds no scope, redirect_uri, state or PKCE challenge, and the request_uri it holds works once."""
+    page.goto(demo.url + "/")
+    page.click("#login")
+    page.wait_for_url(f"{demo.idp_url}/**")
+    at_idp = page.url
+    assert set(dict(parse_qsl(urlsplit(at_idp).query))) == {"client_id", "request_uri"}, at_idp
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "wonderland")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{demo.url}/**")
+    playwright_sync.expect(page.locator("#user")).to_contain_text("Example", timeout=TIMEOUT_MS)
+    replayed = page.goto(at_idp)
+    assert replayed is not None
+    assert replayed.status == 400
+    assert "invalid_request_uri" in page.content()
 
 
 def test_step_up_to_a_second_factor_and_the_call_is_retried(page: Any, demo: Demo) -> None:

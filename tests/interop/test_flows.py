@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -157,6 +158,17 @@ async def test_login_and_a_proxied_call_with_the_providers_access_token(
     claims = response.json()
     assert (claims["sub"], claims["client_id"]) == (op.user[0], bff.client.client_id)
     assert await op.refreshes(bff.client) == 0
+
+
+async def test_the_login_is_pushed_to_the_providers_par_endpoint(op: OP, bff: Bff, browser: Browser) -> None:
+    """Both providers offer PAR (RFC 9126; oidc-provider by default): bff pushes the request, and the browser reaches
+    the provider with ``client_id`` and the ``request_uri`` it answered, nothing else."""
+    assert op.metadata().get("pushed_authorization_request_endpoint")
+    hops = await op.sign_in(browser, bff.url)
+    to_provider = urlsplit(hops[0].headers["location"])
+    assert set(dict(parse_qsl(to_provider.query))) == {"client_id", "request_uri"}, to_provider.query
+    user = await browser.request("GET", f"{bff.url}/bff/user", headers=XHR)
+    assert user.status_code == 200, user.text
 
 
 async def test_a_storm_on_an_expired_token_costs_the_provider_one_rotation(

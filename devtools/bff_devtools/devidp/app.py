@@ -32,6 +32,7 @@ from bff_devtools.devidp.login import LoginFlow
 from bff_devtools.devidp.minter import TokenMinter
 from bff_devtools.devidp.oauth import DevAuthorizationServer
 from bff_devtools.devidp.pages import BANNER
+from bff_devtools.devidp.par import PushedRequests
 from bff_devtools.devidp.sessions import BrowserSessions
 from bff_devtools.devidp.settings import DevIdPSettings
 from bff_devtools.devidp.storage import AuthorizationCodes, Blocklist, LoginTransactions
@@ -87,11 +88,18 @@ def create_devidp_app(
         IdPServices(settings=settings, keys=keys, codes=codes, issuer=issuer, sessions=sessions, clock=clock)
     )
     register_grants(server)
-    login = LoginFlow(
-        settings, server, sessions=sessions, logins=LoginTransactions(store), accounts=accounts, clock=clock
-    )
     protocol = ProtocolEndpoints(
         settings, server, keys=keys, minter=minter, sessions=sessions, blocklist=blocklist, clock=clock
+    )
+    pushed = PushedRequests(settings, server, store, dpop=protocol.dpop_verifier, clock=clock)
+    login = LoginFlow(
+        settings,
+        server,
+        sessions=sessions,
+        logins=LoginTransactions(store),
+        accounts=accounts,
+        pushed=pushed,
+        clock=clock,
     )
     routes = [
         Route("/.well-known/openid-configuration", protocol.discovery, methods=["GET"]),
@@ -99,6 +107,7 @@ def create_devidp_app(
         Route("/authorize", login.authorize, methods=["GET", "POST"]),  # Core 3.1.2.1: both
         Route("/login", login.submit, methods=["POST"]),
         Route("/token", protocol.token, methods=["POST"]),
+        *([Route("/par", pushed.push, methods=["POST"])] if settings.par else []),
         Route("/revoke", protocol.revoke, methods=["POST"]),
         Route("/end_session", protocol.end_session, methods=["GET", "POST"]),
         Route("/userinfo", protocol.userinfo, methods=["GET", "POST"]),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import os
 import secrets
 import sys
@@ -98,6 +99,29 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         help="the client authenticates with tls_client_auth: its certificate's subject, e.g. CN=bff (RFC 8705 2.1);"
         " its access tokens are bound to that certificate (cnf.x5t#S256, RFC 8705 3)",
     )
+    parser.add_argument(
+        "--client-jwks",
+        type=Path,
+        help="a JSON file with the client's public JWK Set: the client authenticates with private_key_jwt (RFC 7523)"
+        " and its signed request objects (RFC 9101) are verified with it",
+    )
+    parser.add_argument(
+        "--no-par", dest="par", action="store_false", help="no pushed authorization request endpoint (RFC 9126)"
+    )
+    parser.add_argument(
+        "--require-par", action="store_true", help="accept authorization requests only when pushed (RFC 9126 5)"
+    )
+    parser.add_argument(
+        "--require-signed-request-object",
+        action="store_true",
+        help="accept authorization requests only as signed request objects (RFC 9101)",
+    )
+    parser.add_argument(
+        "--no-iss-parameter",
+        dest="iss_parameter",
+        action="store_false",
+        help="leave iss out of authorization responses (RFC 9207), to test clients against such an IdP",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=cmd_devidp)
 
@@ -133,6 +157,12 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
             tls_client_auth_subject_dn=args.tls_client_auth_subject_dn,
             tls_client_certificate_bound_access_tokens=True,
         )
+    if args.client_jwks:
+        client = dataclasses.replace(
+            client,
+            token_endpoint_auth_method="private_key_jwt",  # noqa: S106 - a method name, not a password
+            jwks=_read_jwks(args.client_jwks),
+        )
     scheme = "https" if args.ssl_certfile else "http"
     settings = DevIdPSettings(
         issuer=args.issuer or f"{scheme}://localhost:{args.port}",
@@ -144,8 +174,24 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         clients=(client,),
         refresh_reuse_grace=args.refresh_reuse_grace,
         dpop_nonce=args.dpop_nonce,
+        par=args.par,
+        require_pushed_authorization_requests=args.require_par,
+        require_signed_request_object=args.require_signed_request_object,
+        iss_parameter=args.iss_parameter,
     )
     return settings, generated
+
+
+def _read_jwks(path: Path) -> dict[str, Any]:
+    from bff.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"--client-jwks: cannot read a JSON JWK Set from {path} ({exc})"]) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ConfigError([f"--client-jwks: {path} is not a JWK Set (an object with keys)"])
+    return data
 
 
 def banner(settings: DevIdPSettings, *, show_secret: bool) -> str:

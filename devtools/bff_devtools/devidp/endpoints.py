@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from bff.types import Clock, JSONObject
 from bff_devtools.acr import ACR_MFA, ACR_PWD
 from bff_devtools.devidp.accounts import user_claims
+from bff_devtools.devidp.client_keys import REQUEST_OBJECT_ALGS
 from bff_devtools.devidp.keys import KeyRing
 from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
 from bff_devtools.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
@@ -59,6 +60,11 @@ class ProtocolEndpoints:
         nonces = Nonces(clock=clock) if settings.dpop_nonce else None
         self._dpop = ProofVerifier(clock=clock, nonces=nonces)
 
+    @property
+    def dpop_verifier(self) -> ProofVerifier:
+        """The DPoP proof checks (and nonces) the PAR endpoint shares (RFC 9449 10.1)."""
+        return self._dpop
+
     async def discovery(self, request: Request) -> Response:
         """OpenID Connect Discovery 1.0 section 3, with RFC 8414, RFC 9207 and the logout specs' fields."""
         issuer = self._settings.issuer
@@ -79,6 +85,7 @@ class ProtocolEndpoints:
             "token_endpoint_auth_methods_supported": [
                 "client_secret_basic",
                 "client_secret_post",
+                "private_key_jwt",
                 "tls_client_auth",
                 "self_signed_tls_client_auth",
                 "none",
@@ -89,18 +96,24 @@ class ProtocolEndpoints:
             "prompt_values_supported": ["none", "login"],
             "claims_supported": list(CLAIMS_SUPPORTED),
             "acr_values_supported": [ACR_PWD, ACR_MFA],
-            "authorization_response_iss_parameter_supported": True,
+            "authorization_response_iss_parameter_supported": self._settings.iss_parameter,
+            "token_endpoint_auth_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+            "request_parameter_supported": True,
+            "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+            "require_signed_request_object": self._settings.require_signed_request_object,
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
             "frontchannel_logout_supported": False,
             "tls_client_certificate_bound_access_tokens": True,  # RFC 8705 3.3
         }
+        aliases = {"token_endpoint": f"{issuer}/token", "revocation_endpoint": f"{issuer}/revoke"}
+        if self._settings.par:  # RFC 9126 5
+            metadata["pushed_authorization_request_endpoint"] = f"{issuer}/par"
+            metadata["require_pushed_authorization_requests"] = self._settings.require_pushed_authorization_requests
+            aliases["pushed_authorization_request_endpoint"] = f"{issuer}/par"
         if issuer.startswith("https://"):
-            # RFC 8705 5: one TLS listener serves both, so the aliases are the same endpoints.
-            metadata["mtls_endpoint_aliases"] = {
-                "token_endpoint": f"{issuer}/token",
-                "revocation_endpoint": f"{issuer}/revoke",
-            }
+            # RFC 8705 5: one TLS listener serves them all, so the aliases are the same endpoints.
+            metadata["mtls_endpoint_aliases"] = aliases
         return JSONResponse(metadata)
 
     async def jwks(self, request: Request) -> Response:

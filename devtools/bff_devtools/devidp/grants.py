@@ -48,6 +48,7 @@ from bff_devtools.devidp.settings import TOKEN_EXCHANGE
 _TOKEN_AUTH_METHODS = [
     "client_secret_basic",
     "client_secret_post",
+    "private_key_jwt",
     "tls_client_auth",
     "self_signed_tls_client_auth",
     "none",
@@ -201,6 +202,7 @@ class ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [  # noqa: RUF012
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
         "tls_client_auth",
         "self_signed_tls_client_auth",
     ]

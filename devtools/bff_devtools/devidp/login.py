@@ -30,6 +30,7 @@ from bff_devtools.devidp.accounts import Accounts
 from bff_devtools.devidp.issuer import Subject
 from bff_devtools.devidp.oauth import ConsentGrant, DevAuthorizationServer, HttpRequest, read_form, run_in_thread
 from bff_devtools.devidp.pages import error_page, login_page
+from bff_devtools.devidp.par import PushedRequests, RequestRefused
 from bff_devtools.devidp.records import BrowserSession
 from bff_devtools.devidp.sessions import BrowserSessions
 from bff_devtools.devidp.settings import DevIdPSettings
@@ -49,6 +50,7 @@ class LoginFlow:
         sessions: BrowserSessions,
         logins: LoginTransactions,
         accounts: Accounts,
+        pushed: PushedRequests,
         clock: Clock,
     ) -> None:
         self._settings = settings
@@ -56,11 +58,19 @@ class LoginFlow:
         self._sessions = sessions
         self._logins = logins
         self._accounts = accounts
+        self._pushed = pushed
         self._clock = clock
 
     async def authorize(self, request: Request) -> Response:
         """``GET`` or ``POST /authorize`` (OpenID Connect Core 3.1.2)."""
         http = await HttpRequest.read(request, issuer=self._settings.issuer)
+        try:  # a pushed request_uri (RFC 9126 4) or a request object (RFC 9101) stands for the real parameters
+            params = await self._pushed.expand(http.params)
+        except RequestRefused as refused:
+            logger.info("authorization request refused: %s", refused.error)
+            return error_page(refused.description, error=refused.error)
+        if params != list(http.params):
+            http = HttpRequest.authorization(self._settings.issuer, params)
         session = await self._session_within_max_age(request, http)
         if session is not None and not satisfies(session.acr, requested_acr(http.params)):
             session = None  # a step-up (RFC 9470): the session's login is not strong enough

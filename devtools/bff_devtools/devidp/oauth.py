@@ -46,6 +46,7 @@ from authlib.oidc.rpinitiated import EndSessionRequest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bff_devtools.devidp.client_keys import PrivateKeyJWT
 from bff_devtools.devidp.issuer import IdPServices, Subject
 from bff_devtools.devidp.models import Client
 from bff_devtools.devidp.mtls import TLS_METHODS, authenticate_by_certificate, client_certificate
@@ -267,9 +268,13 @@ class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             logging.getLogger(name).addFilter(_NO_ISSUED_TOKENS)  # the same filter object: added once at most
         self.services = services
         self._issuer_parameter = _IssuerParameter(services.settings.issuer)
-        self.register_extension(self._issuer_parameter)
+        if services.settings.iss_parameter:
+            self.register_extension(self._issuer_parameter)
         for method in TLS_METHODS:
             self.register_client_auth_method(method, authenticate_by_certificate(method))
+        self.register_client_auth_method(
+            PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(services.settings.issuer, clock=services.clock)
+        )
 
     # --- the integration contract ---------------------------------------------------------------------------------
 
@@ -308,8 +313,16 @@ class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def authorization_error(self, http: HttpRequest, error: OAuth2Error) -> OAuthResponse:
         """The error redirect for an error that carries a verified ``redirect_uri``, with ``iss`` (RFC 9207 2)."""
         response: OAuthResponse = self.handle_error_response(self.create_oauth2_request(http), error)
-        self._issuer_parameter.add_issuer_parameter(self, response)
+        if self.services.settings.iss_parameter:
+            self._issuer_parameter.add_issuer_parameter(self, response)
         return response
+
+    def authenticate_pushing_client(self, http: HttpRequest) -> str:
+        """The ``client_id`` of a PAR request's client, authenticated as at the token endpoint (RFC 9126 2.1);
+        raises ``OAuth2Error``. A public client cannot push (it has nothing to authenticate with)."""
+        methods = ["client_secret_basic", "client_secret_post", PrivateKeyJWT.CLIENT_AUTH_METHOD, *TLS_METHODS]
+        client = self.authenticate_client(self.create_oauth2_request(http), methods, "pushed_authorization_request")
+        return str(client.client_id)
 
     def token_response(self, http: HttpRequest) -> OAuthResponse:
         response: OAuthResponse = self.create_token_response(http)

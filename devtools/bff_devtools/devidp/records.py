@@ -67,6 +67,10 @@ def nonce_key(client_id: str, nonce: str) -> str:
     return f"n:{client_id}:{secret_hash(nonce)}"
 
 
+def pushed_key(request_uri: str) -> str:
+    return f"p:{secret_hash(request_uri)}"
+
+
 def login_key(tx: str) -> str:
     return f"l:{secret_hash(tx)}"
 

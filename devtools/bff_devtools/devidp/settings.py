@@ -7,10 +7,10 @@ with three bad flags names all three.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from bff.config.reader import is_loopback_host
@@ -52,7 +52,8 @@ class ClientRegistration:
     grant_types: tuple[GrantType, ...] = ("authorization_code", "refresh_token")
     scope: str = " ".join(STANDARD_SCOPES)
     #: None: the secret's methods (or ``none`` for a public client); ``tls_client_auth`` or
-    #: ``self_signed_tls_client_auth`` (RFC 8705 2): the TLS client certificate authenticates the client.
+    #: ``self_signed_tls_client_auth`` (RFC 8705 2): the TLS client certificate authenticates the client;
+    #: ``private_key_jwt`` (RFC 7523, OpenID Connect Core 9): a JWT signed with a key of ``jwks``.
     token_endpoint_auth_method: str | None = None
     #: ``tls_client_auth``: the certificate's subject, RFC 4514 (``CN=bff``) (RFC 8705 2.1.2).
     tls_client_auth_subject_dn: str | None = None
@@ -63,6 +64,9 @@ class ClientRegistration:
     #: Audiences (or RFC 8707 resources) this client may ask a token exchange for (RFC 8693 2.1 ``audience``);
     #: anything else is refused with ``invalid_target``.
     exchange_audiences: tuple[str, ...] = ()
+    #: The client's public keys (a JWK Set): they verify its ``private_key_jwt`` assertions and its signed request
+    #: objects (RFC 9101).
+    jwks: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def is_public(self) -> bool:
@@ -133,6 +137,15 @@ class DevIdPSettings:
     refresh_reuse_grace: float = 0
     #: Demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): ``use_dpop_nonce`` first.
     dpop_nonce: bool = False
+    #: Serve and advertise the pushed authorization request endpoint ``/par`` (RFC 9126).
+    par: bool = True
+    #: Accept authorization requests only through ``/par`` (RFC 9126 5 ``require_pushed_authorization_requests``).
+    require_pushed_authorization_requests: bool = False
+    #: Accept authorization requests only as signed request objects (RFC 9101 10.5 ``require_signed_request_object``).
+    require_signed_request_object: bool = False
+    #: Send ``iss`` in authorization responses and advertise it (RFC 9207); off only to test clients against an
+    #: IdP without it.
+    iss_parameter: bool = True
 
     def __post_init__(self) -> None:
         problems = [
@@ -143,6 +156,8 @@ class DevIdPSettings:
         ]
         if not 0 <= self.refresh_reuse_grace <= MAX_REUSE_GRACE:
             problems.append("refresh_reuse_grace: must be between 0 and 5m (a longer window defeats reuse detection)")
+        if self.require_pushed_authorization_requests and not self.par:
+            problems.append("require_pushed_authorization_requests: needs par (the /par endpoint)")
         if self.alg not in ALGS:
             problems.append(f"alg: must be one of {', '.join(ALGS)}, got {self.alg!r}")
         if problems:
@@ -217,12 +232,17 @@ def _tls_client_problems(c: ClientRegistration, where: str) -> list[str]:
     method = c.token_endpoint_auth_method
     if method is None:
         return []
+    if method == "private_key_jwt":
+        return [] if c.jwks else [f"{where}.jwks: required for private_key_jwt (RFC 7523: the client's public keys)"]
     if method == "tls_client_auth" and not c.tls_client_auth_subject_dn:
         return [f"{where}.tls_client_auth_subject_dn: required for tls_client_auth (RFC 8705 2.1.2)"]
     if method == "self_signed_tls_client_auth" and not c.self_signed_certificates:
         return [f"{where}.self_signed_certificates: required for self_signed_tls_client_auth (RFC 8705 2.2)"]
     if method not in ("tls_client_auth", "self_signed_tls_client_auth"):
-        return [f"{where}.token_endpoint_auth_method: expected tls_client_auth or self_signed_tls_client_auth"]
+        return [
+            f"{where}.token_endpoint_auth_method: expected private_key_jwt, tls_client_auth or"
+            " self_signed_tls_client_auth"
+        ]
     return []
 
 
