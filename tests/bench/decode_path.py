@@ -53,7 +53,8 @@ class Lookups:
         session_id = manager.session_id_from_cookie(cookie)
         assert session_id is not None
         session = manager._decoded(manager.key_for(session_id), raw)
-        assert not isinstance(session, int) and session is not None
+        assert not isinstance(session, int)
+        assert session is not None
         assert manager.ttl_for(session, self.now) > 0
         token = session.tokens.access_token
         assert token is self.expected or token == self.expected
