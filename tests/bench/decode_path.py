@@ -3,8 +3,7 @@
 A lookup is what a proxied request does with its session cookie once the store has answered: verify the cookie,
 hash the session id into its store key, decrypt and decode the record (or find it in the per-worker memo), check
 its expiry and take the access token it sends upstream. The store round trip is left out (it is the same either
-way). Sessions have tokens of realistic size (``tests.support.realistic_tokens``), stored in the configured
-``write_format`` (2 by default).
+way). Sessions have tokens of realistic size (``tests.support.realistic_tokens``), stored in store format 2.
 
 * ``miss``: every lookup is of a session this worker has not seen: a cookie it never verified, a record it never
   decoded (the memo of a worker serving more users than it holds, or the first request of each).
