@@ -51,7 +51,13 @@ from bff.proxy.responses import error_headers, error_payload
 from bff.proxy.routes import Route
 from bff.types import Receive, Scope, Send
 from bff.upstream import UpstreamClient
-from bff.upstream.websocket import MESSAGE_TOO_BIG, UpstreamWebSocket, WebSocketClient, sendable_close_code
+from bff.upstream.websocket import (
+    MESSAGE_TOO_BIG,
+    UpstreamWebSocket,
+    WebSocketClient,
+    first_of,
+    sendable_close_code,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -229,20 +235,7 @@ class _Relay:
         self._closing = False
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.ensure_future(self._browser_to_upstream()),
-            asyncio.ensure_future(self._upstream_to_browser()),
-            asyncio.ensure_future(self._watch()),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        await first_of(self._browser_to_upstream(), self._upstream_to_browser(), self._watch())
 
     async def _close_browser(self, code: int) -> None:
         if self._closing:

@@ -19,10 +19,11 @@ the library's own (RFC 6455 4.1).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -35,6 +36,21 @@ FrameKind = Literal["text", "bytes", "close"]
 #: Close codes that may not be sent in a Close frame (RFC 6455 7.4.1: 1005, 1006 and 1015 are reserved for
 #: reporting; 1004 is reserved) or lie outside the ranges an endpoint may use (RFC 6455 7.4.2).
 _UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
+
+
+async def first_of(*work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` (a relay's directions) concurrently until one finishes; cancel the rest; re-raise a failure of
+    any."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def sendable_close_code(code: int | None, default: int = 1000) -> int:
