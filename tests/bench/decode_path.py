@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import time
 
 from bff.config import Secret, SessionSettings
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore
+from tests.bench.callgrind import instructions
 from tests.bench.record_formats import realistic_session
 from tests.support.configs import SESSION_KEY
 
@@ -82,16 +82,6 @@ def _timed(count: int, runs: int) -> dict[str, float]:
     return best
 
 
-def _instructions(valgrind: str, mode: str, count: int) -> int:
-    command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    command += ["-m", "tests.bench.decode_path", "--loop", mode, str(count)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    for line in result.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.rsplit(":", 1)[1].strip().replace(",", ""))
-    raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr}")
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--loop"]:
         lookups = Lookups(HIGH)  # the same set-up at LOW and HIGH: it cancels out
@@ -109,7 +99,8 @@ def main(argv: list[str]) -> int:
     if args.no_callgrind or valgrind is None:
         return 0
     for mode in ("hit", "miss"):
-        per = (_instructions(valgrind, mode, HIGH) - _instructions(valgrind, mode, LOW)) / (HIGH - LOW)
+        high, low = (instructions(valgrind, "tests.bench.decode_path", "--loop", mode, str(n)) for n in (HIGH, LOW))
+        per = (high - low) / (HIGH - LOW)
         out(f"memo {mode:<4} {per:>10,.0f} instructions per lookup (callgrind)\n")
     return 0
 
