@@ -1,10 +1,10 @@
 """A real WebSocket upstream on loopback (the ``websockets`` server in its own thread and event loop).
 
 It refuses a handshake without ``Authorization: Bearer`` (401), a handshake to a path under ``/step-up`` with a 401
-that asks for a step-up (RFC 9470 3: ``acr_values="mfa"``, ``max_age=60``), records every handshake it sees (never the token:
-its ``fingerprint``), and answers each message: ``whoami`` -> the fingerprint of the handshake's token, ``big:N`` ->
-a message of N bytes, ``ticks:N`` -> N numbered messages, ``flood:N:SIZE`` -> N messages of SIZE bytes as fast as
-the connection takes them (``flooded`` counts the sends that completed), anything else -> echoed unchanged.
+that asks for a step-up (RFC 9470 3: ``acr_values="mfa"``, ``max_age=60``), records every handshake it sees (never
+the token: its ``fingerprint``), and answers each message: ``whoami`` -> the fingerprint of the handshake's token,
+``big:N`` -> a message of N bytes, ``ticks:N`` -> N numbered messages, ``flood:N:SIZE`` -> N messages of SIZE bytes
+as fast as the connection takes them (``flooded`` counts the sends that completed), anything else -> echoed unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.support.leak_guard import fingerprint
-
 
 #: The challenge of a handshake under ``/step-up`` (RFC 9470 3).
 STEP_UP_CHALLENGE = 'Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=60'
