@@ -92,6 +92,11 @@ DENIAL_EXTENSION = "websocket.http.response"
 class SocketSessions(Protocol):
     """The seam to sessions and tokens for WebSockets (implemented by ``bff.tokens.TokenManager``)."""
 
+    @property
+    def acr_values_allowed(self) -> Collection[str]:
+        """``[oidc] acr_values_allowed``: an upstream's step-up challenge outside it stays a 502 (RFC 9470 3)."""
+        ...
+
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         """``(bearer token or None, session id to watch or None)`` under the route's token policy.
 
@@ -118,7 +123,6 @@ class WebSocketProxy:
         trusted_proxies: Sequence[IPv4Network | IPv6Network],
         error_headers: Callable[[BffError], list[tuple[bytes, bytes]]] | None = None,
         websockets: WebSocketClient | None = None,
-        acr_values_allowed: Collection[str] = (),
     ) -> None:
         # Every route competes for the longest prefix, so a nested HTTP-only route is never shadowed by its parent.
         self._routes = sorted((Route(r, client) for r in routes), key=lambda r: len(r.prefix), reverse=True)
@@ -126,7 +130,6 @@ class WebSocketProxy:
         self._public_origin = public_origin
         self._forwarding = ForwardingPolicy(public_origin, trusted_proxies)
         self._error_headers = error_headers
-        self._acr_values_allowed = acr_values_allowed
         # Few messages wait in the library: backpressure reaches the upstream before memory grows.
         self._websockets = websockets or WebSocketClient(max_queue=4)
 
@@ -194,7 +197,7 @@ class WebSocketProxy:
         """A 401 step-up challenge of the upstream's handshake as the HTTP routes answer it (RFC 9470 3)."""
         if not isinstance(exc, HandshakeRefused) or exc.upstream_status != 401:
             return None
-        return step_up_refusal(exc.upstream_headers, self._acr_values_allowed, scope.get(PATH_PREFIX, ""))
+        return step_up_refusal(exc.upstream_headers, self._sessions.acr_values_allowed, scope.get(PATH_PREFIX, ""))
 
     async def _refuse(self, scope: Scope, send: Send, exc: BffError) -> None:
         if DENIAL_EXTENSION in (scope.get("extensions") or {}):

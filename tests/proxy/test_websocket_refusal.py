@@ -20,6 +20,8 @@ ORIGIN = "https://app.example.com"
 class NoSessions:
     """A session seam that must not be reached: every refusal here happens before it."""
 
+    acr_values_allowed = ()
+
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         raise AssertionError("the session seam was asked")
 

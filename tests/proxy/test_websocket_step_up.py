@@ -23,8 +23,9 @@ class TokenSessions:
     """A session with ``token`` (None: the handshake goes without ``Authorization``, the upstream answers a plain
     401)."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, acr_values_allowed: tuple[str, ...]) -> None:
         self.token = token
+        self.acr_values_allowed = acr_values_allowed
 
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         return self.token, None
@@ -52,10 +53,9 @@ async def _handshake(
     proxy = WebSocketProxy(
         config.routes,
         UpstreamClient(),
-        TokenSessions(token),
+        TokenSessions(token, allowed),
         public_origin=ORIGIN,
         trusted_proxies=(),
-        acr_values_allowed=allowed,
     )
     scope: Scope = {
         "type": "websocket",
