@@ -13,6 +13,7 @@ from bff.config import RouteSettings
 from bff.proxy.websocket import DENIAL_EXTENSION, WebSocketProxy
 from bff.types import PATH_PREFIX, Message, Scope
 from bff.upstream import UpstreamClient
+from tests.support.asgi import websocket_handshake
 from tests.support.configs import base_document, make_config
 from tests.support.ws_upstream import WebSocketUpstream, running_ws_upstream
 
@@ -68,16 +69,7 @@ async def _handshake(
     }
     if prefix:
         scope[PATH_PREFIX] = prefix
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await proxy(scope, receive, send)
-    return sent
+    return await websocket_handshake(proxy, scope)
 
 
 def _answer(sent: list[Message]) -> tuple[int, dict[str, object]]:
