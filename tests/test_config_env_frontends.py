@@ -125,3 +125,23 @@ def test_bff_check_explain_shows_a_frontends_override_with_its_variable_and_mask
     assert lines["frontends[0].routes[0].timeout"].endswith("# env BFF_FRONTENDS__0__ROUTES__0__TIMEOUT")
     assert '"45s"' in lines["frontends[0].routes[0].timeout"]
     assert "multi-frontend.toml:" in lines["frontends[0].oidc.client_secret"]  # the other frontend's, from the file
+
+
+def test_a_top_level_override_of_a_per_frontend_key_names_the_frontend_form() -> None:
+    found = problems(
+        {
+            "BFF_OIDC__CLIENT_SECRET": SECRET,
+            "BFF_ROUTES__0__UPSTREAM": "https://x.example.com",
+            "BFF_SERVER__PUBLIC_ORIGIN": "https://x.example.com",
+            "BFF_SESSION__IDLE_TIMEOUT": "20m",  # shared: fine
+        }
+    )
+    assert [p for p in found if p.startswith("BFF_")] == [
+        "BFF_OIDC__CLIENT_SECRET: sets oidc.client_secret, which is per frontend with [[frontends]]; use "
+        "BFF_FRONTENDS__<INDEX or NAME>__OIDC__CLIENT_SECRET",
+        "BFF_ROUTES__0__UPSTREAM: sets routes[0].upstream, which is per frontend with [[frontends]]; use "
+        "BFF_FRONTENDS__<INDEX or NAME>__ROUTES__0__UPSTREAM",
+        "BFF_SERVER__PUBLIC_ORIGIN: sets server.public_origin, which is per frontend with [[frontends]]; use "
+        "BFF_FRONTENDS__<INDEX or NAME>__PUBLIC_ORIGIN",
+    ]
+    assert not any(SECRET in p for p in found)

@@ -114,7 +114,9 @@ Every key can be set from the environment, without templating the file (twelve-f
   `-` as `_` (`BFF_FRONTENDS__BACK_OFFICE__OIDC__CLIENT_SECRET` for `name = "back-office"`): a name keeps pointing
   at the same frontend when the file is reordered. Digits alone are an index. The environment never adds a
   frontend: an index or name the file does not have is an error, and so is one key set twice (by index and by
-  name). Problems and `bff check --explain` name the key by index (`frontends[1].oidc.client_secret`).
+  name). With `[[frontends]]`, a top-level override of a per-frontend key (`BFF_OIDC__CLIENT_SECRET`,
+  `BFF_ROUTES__0__UPSTREAM`, `BFF_SERVER__PUBLIC_ORIGIN`) is an error naming the `BFF_FRONTENDS__` form.
+  Problems and `bff check --explain` name the key by index (`frontends[1].oidc.client_secret`).
 - **Where a value came from:** `bff check --explain` prints every effective setting with its origin (the file and
   line, the variable, or the default), secrets masked (session keys, the client secret, passwords and query values
   in URLs, the values of a route's `set_headers`).

@@ -12,8 +12,9 @@ The forms, each merged into the document before validation like ``bff.config.env
 ``<FRONTEND>`` is the entry's index in the file (``0``) or its ``name`` upper-cased with ``-`` written ``_``
 (``ADMIN``, ``BACK_OFFICE`` for ``back-office``): a name survives reordering the file. Digits alone are an index
 (a frontend named ``1`` is reached by its index). The environment never adds a frontend: an unknown index or name
-is an error, as is one key set twice (by index and by name). Values are typed as in ``bff.config.env``, never
-echoed in a problem.
+is an error, as is one key set twice (by index and by name), and a top-level override of a per-frontend key
+(``BFF_OIDC__CLIENT_SECRET`` next to ``[[frontends]]``) is an error that names the form to use. Values are typed
+as in ``bff.config.env``, never echoed in a problem.
 """
 
 from __future__ import annotations
@@ -135,8 +136,32 @@ def _merge(entry: dict[str, Any], want: _Wanted, value: object, set_routes: set[
     return None
 
 
-def apply_frontend_overrides(document: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> Overrides:
-    """The document with every ``BFF_FRONTENDS__...`` override merged in; problems with them are appended."""
+def _misplaced(variables: Mapping[str, str], problems: list[str]) -> None:
+    """A top-level override of a per-frontend key (left from a single-frontend deployment, say) names the form that
+    reaches a frontend."""
+    for path, name in variables.items():
+        section, _, key = path.partition(".")
+        if section.startswith("routes["):
+            index = section[len("routes[") : -1]
+            suggestion = f"ROUTES__{index}__{key.upper()}"
+        elif section in _TABLES:
+            suggestion = f"{section.upper()}__{key.upper()}"
+        elif path in ("server.public_origin", "session.cookie_name"):
+            suggestion = key.upper()
+        else:
+            continue
+        problems.append(
+            f"{name}: sets {path}, which is per frontend with [[frontends]]; use "
+            f"{FRONTENDS_PREFIX}<INDEX or NAME>{SEPARATOR}{suggestion}"
+        )
+
+
+def apply_frontend_overrides(overrides: Overrides, env: Mapping[str, str], problems: list[str]) -> Overrides:
+    """``bff.config.env``'s overrides with every ``BFF_FRONTENDS__...`` override merged in too; problems with them
+    are appended."""
+    document = overrides.document
+    if "frontends" in document:
+        _misplaced(overrides.variables, problems)
     entries = _entries(document)
     wanted: list[_Wanted] = []
     by_key: dict[str, str] = {}
@@ -156,14 +181,16 @@ def apply_frontend_overrides(document: Mapping[str, Any], env: Mapping[str, str]
         by_key[want.key_path] = name
         wanted.append(want)
     if not wanted:
-        return Overrides(dict(document), {})
+        return overrides
     merged_entries = [dict(e) if isinstance(e, dict) else e for e in entries]
     set_routes = {(w.index, int(w.path[1])) for w in wanted if w.path[0] == "routes"}
     variables: dict[str, str] = {}
     for want in wanted:
         value, problem = typed_value(want.kind, env[want.name])
         entry = merged_entries[want.index]
-        if problem is None and isinstance(entry, dict):
+        if not isinstance(entry, dict):
+            continue  # the validator reports the file's own problem ("expected a table")
+        if problem is None:
             problem = _merge(entry, want, value, set_routes)
         if problem is not None:
             problems.append(
@@ -171,4 +198,4 @@ def apply_frontend_overrides(document: Mapping[str, Any], env: Mapping[str, str]
             )
             continue
         variables[want.key_path] = want.name
-    return Overrides({**document, "frontends": merged_entries}, variables)
+    return Overrides({**document, "frontends": merged_entries}, {**overrides.variables, **variables})
