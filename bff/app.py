@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
+from bff.config.frontends import oidc_key
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
@@ -172,7 +173,9 @@ class BffApp:
             else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
         self.dpop = create_dpop(config, clock)
-        self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
+        self.idp = IdentityProvider(
+            config.oidc, self.http, clock=clock, dpop=self.dpop, config_key=oidc_key(frontend_name)
+        )
         self.sessions = SessionManager(
             self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name, memo_bytes=memo_bytes
         )
