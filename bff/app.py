@@ -222,6 +222,8 @@ class BffApp:
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
+        #: Why the lifespan refused to start (logged already, one line per problem), if it did.
+        self.refused: ConfigError | None = None
         self._metrics_dir = Path(metrics_dir) if metrics_dir else None
         self._flusher: asyncio.Task[None] | None = None
         #: Begun by the server on SIGTERM: ``/readyz`` answers 503 from then on.
@@ -303,6 +305,7 @@ class BffApp:
             logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
         except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
             _log_refusal(self.config.oidc.issuer, exc)
+            self.refused = exc
             await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
             raise
         except BffError as exc:

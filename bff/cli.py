@@ -43,7 +43,7 @@ from bff import __version__
 from bff.config import Config, explain_config, load_config
 from bff.config.frontends import find_frontend, frontend_config, oidc_key, store_namespace
 from bff.config.server import describe_listen, parse_listen
-from bff.errors import BffError, ConfigError
+from bff.errors import EXIT_CONFIG, BffError, ConfigError
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 EXIT_UNAVAILABLE = 1
-EXIT_CONFIG = 2
 
 
 def _config_path(args: argparse.Namespace) -> str:
