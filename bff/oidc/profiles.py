@@ -44,12 +44,18 @@ def plan_authorization(
 
 def authorization_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:
     """Every capability the IdP lacks for this configuration, once each (``bff doctor`` shows them too)."""
-    problems: list[str] = []
-    _par_endpoint(settings, metadata, problems)
-    _request_object_alg(settings, metadata, auth, problems)
+    problems = request_problems(settings, metadata, auth)
     if settings.profile == "fapi2":
         problems.extend(fapi2_problems(settings, metadata, auth))
     return list(dict.fromkeys(problems))
+
+
+def request_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:
+    """What ``[oidc] par`` and ``request_object`` lack at the IdP."""
+    problems: list[str] = []
+    _par_endpoint(settings, metadata, problems)
+    _request_object_alg(settings, metadata, auth, problems)
+    return problems
 
 
 def _par_endpoint(settings: OIDCSettings, metadata: ProviderMetadata, problems: list[str]) -> str | None:
