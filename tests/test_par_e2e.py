@@ -251,9 +251,10 @@ async def test_fapi2_logs_in_against_an_idp_that_supports_it(tmp_path: Path, bro
         for _, form in world.transport.posts:
             header, claims = jwt_parts(form["client_assertion"])
             assert (header["alg"], claims["aud"]) == ("ES256", world.idp.url)
-        assert world.transport.posts[0][1]["dpop_jkt"] == ECKey.import_key(
-            (tmp_path / "dpop.pem").read_bytes()
-        ).thumbprint()
+        assert (
+            world.transport.posts[0][1]["dpop_jkt"]
+            == ECKey.import_key((tmp_path / "dpop.pem").read_bytes()).thumbprint()
+        )
 
 
 @pytest.mark.parametrize(

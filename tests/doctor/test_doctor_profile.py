@@ -64,9 +64,7 @@ def profile_checks(checks: list[Check]) -> dict[str, Check]:
     ],
     ids=["capable", "no-par", "no-iss", "neither"],
 )
-async def test_doctor_and_start_agree_on_fapi2(
-    tmp_path: Path, idp: dict[str, Any], failing: dict[str, int]
-) -> None:
+async def test_doctor_and_start_agree_on_fapi2(tmp_path: Path, idp: dict[str, Any], failing: dict[str, int]) -> None:
     key_file, jwks = client_key(tmp_path)
     registration = ClientRegistration(
         CLIENT_ID, CLIENT_SECRET, redirect_uris=(REDIRECT_URI,), token_endpoint_auth_method="private_key_jwt", jwks=jwks
