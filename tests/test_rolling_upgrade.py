@@ -59,7 +59,7 @@ def old_and_new(
     serve = partial(serving_bff, redis_url=redis.url, provider=provider, upstream=upstream)
     # The previous release refuses keys it does not know: only this one gets write_format and the drain keys.
     with (
-        serve(tmp_path / "old", release=previous) as old,
+        serve(tmp_path / "old", release=previous, drain_delay=None, shutdown_timeout=None) as old,
         serve(
             tmp_path / "new", session_extra=f"write_format = {write_format}", drain_delay="0s", shutdown_timeout="2s"
         ) as new,
