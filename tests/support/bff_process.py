@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import pytest
@@ -58,19 +58,21 @@ def start_bff(
         )
 
 
+class StartOptions(TypedDict, total=False):
+    """:func:`start_bff`'s keyword arguments."""
+
+    release: Path | None
+    env: Mapping[str, str] | None
+    inherit_env: bool
+
+
 @contextmanager
 def running_bff(
-    config: Path,
-    port: int,
-    log: Path,
-    *extra: str,
-    release: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    inherit_env: bool = True,
+    config: Path, port: int, log: Path, *extra: str, **options: Unpack[StartOptions]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """:func:`start_bff`, ready (:func:`wait_ready`) when entered, stopped by :func:`stop` when left. A failure
-    inside carries the tail of ``log``."""
-    process = start_bff(config, port, log, *extra, release=release, env=env, inherit_env=inherit_env)
+    """:func:`start_bff` (same arguments), ready (:func:`wait_ready`) when entered, stopped by :func:`stop` when
+    left. A failure inside carries the tail of ``log``."""
+    process = start_bff(config, port, log, *extra, **options)
     try:
         wait_ready(port, process, log)
         try:
