@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -20,6 +19,7 @@ from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import BaseObserver, Observer, Observers
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
+from tests.bench.callgrind import instructions
 
 LOW, HIGH = 1000, 3000
 HEADERS = [
@@ -64,16 +64,6 @@ def _loop(name: str, count: int) -> None:
         observers.end(ex)
 
 
-def _instructions(valgrind: str, name: str, count: int) -> int:
-    command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    command += ["-m", "tests.bench.hook_instructions", "--loop", name, str(count)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    for line in result.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.rsplit(":", 1)[1].strip().replace(",", ""))
-    raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr}")
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--loop"]:
         _loop(argv[1], int(argv[2]))
@@ -83,7 +73,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("hook_instructions: needs valgrind (sudo apt-get install -y valgrind)\n")
         return 2
     for name in SETS:
-        per_request = (_instructions(valgrind, name, HIGH) - _instructions(valgrind, name, LOW)) / (HIGH - LOW)
+        loop = ("tests.bench.hook_instructions", "--loop", name)
+        high, low = (instructions(valgrind, *loop, str(n)) for n in (HIGH, LOW))
+        per_request = (high - low) / (HIGH - LOW)
         sys.stdout.write(f"{name:<20} {per_request:>8,.0f} instructions per request\n")
     return 0
 

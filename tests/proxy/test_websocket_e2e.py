@@ -4,12 +4,12 @@ session cookie as Chromium does).
 
 What it proves: frames cross both ways with the user's token on the upstream handshake only; every refusal (no
 session, foreign or missing Origin, a route without ``websocket = true``) is an HTTP answer before the upstream sees
-any handshake, and an upstream that refuses its handshake is a 502; a browser that does not read holds the upstream
-back (backpressure, not buffering); ``max_message`` both ways and ``idle_timeout`` close with their documented
-codes; a session that ends anywhere (logout on the other instance, back-channel logout, ``bff sessions revoke``, a
-token that cannot be refreshed) closes the socket with 4401, while a token that can be refreshed keeps it open; a
-socket open at the shutdown deadline closes with 1012; debug logs of the handshake hold no token; and all of it
-under ``bff serve --workers 2``.
+any handshake, and an upstream that refuses its handshake is a 502 (with a step-up challenge: ``step_up_required``);
+a browser that does not read holds the upstream back (backpressure, not buffering); ``max_message`` both ways and
+``idle_timeout`` close with their documented codes; a session that ends anywhere (logout on the other instance,
+back-channel logout, ``bff sessions revoke``, a token that cannot be refreshed) closes the socket with 4401, while a
+token that can be refreshed keeps it open; a socket open at the shutdown deadline closes with 1012; debug logs of
+the handshake hold no token; and all of it under ``bff serve --workers 2``.
 """
 
 from __future__ import annotations
@@ -232,6 +232,18 @@ async def test_an_upstream_that_refuses_the_handshake_is_a_502_to_the_browser(st
     assert (status, body["error"]) == (502, "bad_gateway")
     [handshake] = stack.upstream.handshakes
     assert handshake.token_fingerprint == fingerprint("")  # no Authorization at all
+
+
+async def test_an_upstream_step_up_challenge_on_the_handshake_is_step_up_required(stack: Stack) -> None:
+    cookie = await log_in(stack.origin())
+    status, body = await refusal(f"{stack.ws()}/api/step-up/feed", origin=stack.origin(), cookie=cookie)
+    assert (status, body["error"]) == (401, "step_up_required")
+    details: dict[str, object] = dict(body)  # max_age is a JSON number
+    assert (details["acr_values"], details["max_age"]) == ("mfa", 60)
+    assert body["login_url"].startswith("/bff/login?")
+    [handshake] = stack.upstream.handshakes
+    assert handshake.path == "/step-up/feed"  # the upstream refused it with the user's token
+    assert handshake.token_fingerprint in issued(stack.provider)
 
 
 async def test_a_browser_that_does_not_read_holds_the_upstream_back_instead_of_filling_bff(stack: Stack) -> None:
