@@ -9,7 +9,7 @@ import pytest
 
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
-from tests.support.asgi import ok_answer
+from tests.support.asgi import ok_answer, token_fingerprint_answer
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
 from tests.support.leak_guard import LeakGuard, install, verdict
@@ -72,6 +72,13 @@ def idp() -> Iterator[TestProvider]:
 def ok_upstream() -> Iterator[str]:
     """The URL of an upstream on loopback that answers every request ``200 ok``."""
     with serve(ok_answer, lifespan="off") as url:
+        yield url
+
+
+@pytest.fixture
+def token_upstream() -> Iterator[str]:
+    """The URL of an upstream on loopback that answers every request with the fingerprint of its bearer token."""
+    with serve(token_fingerprint_answer, lifespan="off") as url:
         yield url
 
 

@@ -16,37 +16,14 @@ import pytest
 from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
-from bff.types import Receive, Scope, Send
-from tests.support.bff_process import expire_session_token, start_bff, wait_ready
-from tests.support.browser import Browser
-from tests.support.configs import write_config
+from tests.support.bff_process import expire_session_token, log_in, serving_bff
 from tests.support.leak_guard import fingerprint
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 XHR = {"X-CSRF": "1"}
 PROCESSES = 3
 REQUESTS = 50
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    async def echo_token(scope: Scope, receive: Receive, send: Send) -> None:
-        """Answers with the fingerprint of the bearer token it received (bff relays it to the browser)."""
-        headers = dict(scope["headers"])
-        body = fingerprint(headers.get(b"authorization", b"").removeprefix(b"Bearer ").decode()).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": body})
-
-    with serve(echo_token, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 @contextmanager
@@ -60,55 +37,33 @@ def running_bffs(
     lease: str,
     oidc_timeout: str | None = None,
 ) -> Iterator[tuple[list[int], list[Path]]]:
-    """Start ``count`` ``bff serve`` processes sharing ``redis_process``, wait until each is ready, and stop them
-    all on leaving; yields their ports and their config files."""
-    ports = [free_port() for _ in range(count)]
-    configs = []
-    for i, port in enumerate(ports):
-        config = tmp_path / f"bff{i}.toml"
-        write_config(
-            config,
-            port=port,
-            redis_url=redis_process.url,
-            idp_url=provider.issuer,
-            client_secret=provider.client_secret or "",
-            upstream=upstream,
-            refresh_lock_lease=lease,
-            oidc_timeout=oidc_timeout,
-        )
-        configs.append(config)
+    """``count`` ``bff serve`` processes sharing ``redis_process``, each ready, all stopped on leaving; yields their
+    ports and their config files."""
     with ExitStack() as stack:
-        processes = []
-        for i, (config, port) in enumerate(zip(configs, ports, strict=True)):
-            log = tmp_path / f"bff{i}.log"
-            process = start_bff(config, port, log)
-            stack.callback(process.wait, 10)
-            stack.callback(process.terminate)
-            processes.append((process, log))
-        for (process, log), port in zip(processes, ports, strict=True):
-            wait_ready(port, process, log)
-        yield ports, configs
-
-
-async def log_in(port: int) -> str:
-    """Log in through the instance on ``port``; returns the session cookie, which every instance accepts (one key
-    ring, one store)."""
-    browser = Browser()
-    try:
-        await browser.follow(f"http://127.0.0.1:{port}/bff/login")
-        return browser.cookies(f"http://127.0.0.1:{port}")["__Host-bff"]
-    finally:
-        await browser.aclose()
+        bffs = [
+            stack.enter_context(
+                serving_bff(
+                    tmp_path / f"bff{i}",
+                    redis_url=redis_process.url,
+                    provider=provider,
+                    upstream=upstream,
+                    refresh_lock_lease=lease,
+                    oidc_timeout=oidc_timeout,
+                )
+            )
+            for i in range(count)
+        ]
+        yield [bff.port for bff in bffs], [bff.config for bff in bffs]
 
 
 @pytest.mark.parametrize(("lease", "idp_delay"), [("5s", 0.0), ("300ms", 1.5)], ids=["normal-idp", "slow-idp"])
 async def test_parallel_requests_through_three_processes_refresh_exactly_once(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str, lease: str, idp_delay: float
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, token_upstream: str, lease: str, idp_delay: float
 ) -> None:
-    with running_bffs(tmp_path, PROCESSES, redis_process, provider, upstream, lease=lease) as (ports, configs):
+    with running_bffs(tmp_path, PROCESSES, redis_process, idp, token_upstream, lease=lease) as (ports, configs):
         cookie = await log_in(ports[0])
         old_token = await expire_session_token(redis_process.url, configs[0], cookie)
-        provider.token_delay = idp_delay
+        idp.token_delay = idp_delay
 
         async with httpx.AsyncClient(timeout=30) as http:
             responses = await asyncio.wait_for(
@@ -128,12 +83,12 @@ async def test_parallel_requests_through_three_processes_refresh_exactly_once(
         tokens = {r.text for r in responses}
         assert len(tokens) == 1
         assert fingerprint(old_token) not in tokens
-        assert provider.refresh_calls == 1
-        assert provider.reuse_detected == 0
+        assert idp.refresh_calls == 1
+        assert idp.reuse_detected == 0
 
 
 async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_deadline(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, token_upstream: str
 ) -> None:
     """Two ``bff serve`` processes, ``[oidc] timeout = 1s``, a lease of 300 ms, an IdP that answers the refresh
     after 2.5 s: clients keep calling through both until they get a 200. Every request answers within its
@@ -143,14 +98,14 @@ async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_dea
         tmp_path,
         2,
         redis_process,
-        provider,
-        upstream,
+        idp,
+        token_upstream,
         lease=f"{lease * 1000:g}ms",
         oidc_timeout=f"{timeout:g}s",
     ) as (ports, configs):
         cookie = await log_in(ports[0])
         old_token = await expire_session_token(redis_process.url, configs[0], cookie)
-        provider.token_delay = 2.5
+        idp.token_delay = 2.5
 
         store = RedisStore.from_url(redis_process.url)
         sessions = SessionManager(store, load_config(configs[0]).session)
@@ -197,5 +152,5 @@ async def test_an_idp_slower_than_the_timeout_never_holds_a_request_past_its_dea
         assert len({text for _, status, text in answers if status == 200}) == 1
         assert lease_seen  # the lock was held while the IdP took its time ...
         assert max(lease_seen) <= lease  # ... under a lease that was renewed, never extended beyond it
-        assert provider.refresh_calls == 1
-        assert provider.reuse_detected == 0
+        assert idp.refresh_calls == 1
+        assert idp.reuse_detected == 0

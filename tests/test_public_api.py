@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import bff
 from bff.config import Config
 from bff.errors import ConfigError
 from bff.types import Receive, Scope, Send
-from tests.support.oidc_provider import DEFAULT_CLIENT_SECRET, TestProvider, running
+from tests.support.oidc_provider import DEFAULT_CLIENT_SECRET, TestProvider
 from tests.support.servers import serve
 
 SESSION_KEY = "an-embedding-test-session-key-0123456789abcdef"
@@ -98,12 +97,6 @@ path = "/api/public"
 upstream = "{upstream}"
 token = "none"
 """
-
-
-@pytest.fixture
-def idp() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 async def test_the_docstring_example_mounts_bff_in_a_host_app(

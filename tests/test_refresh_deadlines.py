@@ -28,7 +28,7 @@ from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Message, Receive, Scope, Send
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
-from tests.support.asgi import read_body, replaying
+from tests.support.asgi import read_body, replaying, token_fingerprint_answer
 from tests.support.browser import Browser
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, login_tx
@@ -75,13 +75,6 @@ class StallingAnswers:
             self.answered += 1
 
 
-async def token_fingerprint(scope: Scope, receive: Receive, send: Send) -> None:
-    """The API: answers with the fingerprint of the bearer token it got (never the token: bff relays the answer)."""
-    token = dict(scope["headers"]).get(b"authorization", b"").removeprefix(b"Bearer ").decode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": fingerprint(token).encode()})
-
-
 @dataclass(frozen=True)
 class World:
     bff: BffApp
@@ -103,7 +96,7 @@ def world(tmp_path: Path, redis_url: str, *, grace: float, refresh_timeout: str)
         issuer=idp_url, data_dir=tmp_path / "idp", clients=(registration,), refresh_reuse_grace=grace
     )
     stalling = StallingAnswers(create_devidp_app(settings))
-    with serve(stalling, sock=idp_sock), serve(token_fingerprint, lifespan="off") as api_url:
+    with serve(stalling, sock=idp_sock), serve(token_fingerprint_answer, lifespan="off") as api_url:
         doc = base_document(public_origin=origin, issuer=idp_url, store=redis_url)
         doc["oidc"].update(client_secret=SECRET, timeout=f"{OIDC_TIMEOUT:g}s")
         doc["tokens"] = {"refresh_timeout": refresh_timeout}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -24,15 +25,11 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.record import stored_format
 from bff.session.redis_store import RedisStore
-from bff.types import Receive, Scope, Send
-from tests.support.bff_process import expire_session_token, start_bff, wait_ready
-from tests.support.browser import Browser
-from tests.support.configs import write_config
+from tests.support.bff_process import expire_session_token, log_in, serving_bff
 from tests.support.leak_guard import fingerprint
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.previous_release import PREVIOUS_RELEASE, extract_previous_release
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 XHR = {"X-CSRF": "1"}
 
@@ -52,66 +49,22 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    async def echo_token(scope: Scope, receive: Receive, send: Send) -> None:
-        """Answers with the fingerprint of the bearer token it received."""
-        headers = dict(scope["headers"])
-        body = fingerprint(headers.get(b"authorization", b"").removeprefix(b"Bearer ").decode()).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": body})
-
-    with serve(echo_token, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 @contextmanager
 def old_and_new(
     tmp_path: Path, previous: Path, redis: RedisProcess, provider: TestProvider, upstream: str, write_format: int
 ) -> Iterator[tuple[int, int, Path]]:
-    """The previous release and this one, ready; yields (old port, new port, the old one's config: what the
-    test writes itself with it is in format 1, as the previous release writes)."""
-    ports = {"old": free_port(), "new": free_port()}
-    configs = {name: tmp_path / f"{name}.toml" for name in ports}
-    for name, port in ports.items():
-        write_config(
-            configs[name],
-            port=port,
-            redis_url=redis.url,
-            idp_url=provider.issuer,
-            client_secret=provider.client_secret or "",
-            upstream=upstream,
-            # The previous release refuses keys it does not know: only this one gets write_format and the drain keys.
-            session_extra="" if name == "old" else f"write_format = {write_format}",
-            drain_delay=None if name == "old" else "0s",
-            shutdown_timeout=None if name == "old" else "2s",
-        )
-    with ExitStack() as stack:
-        started = []
-        for name, port in ports.items():
-            log = tmp_path / f"{name}.log"
-            process = start_bff(configs[name], port, log, release=previous if name == "old" else None)
-            stack.callback(process.wait, 10)
-            stack.callback(process.terminate)
-            started.append((port, process, log))
-        for port, process, log in started:
-            wait_ready(port, process, log)
-        yield ports["old"], ports["new"], configs["old"]
-
-
-async def log_in(port: int) -> str:
-    browser = Browser()
-    try:
-        await browser.follow(f"http://127.0.0.1:{port}/bff/login")
-        return browser.cookies(f"http://127.0.0.1:{port}")["__Host-bff"]
-    finally:
-        await browser.aclose()
+    """The previous release and this one, ready, each in its own directory of ``tmp_path`` (``old``, ``new``);
+    yields (old port, new port, the old one's config: what the test writes itself with it is in format 1, as the
+    previous release writes)."""
+    serve = partial(serving_bff, redis_url=redis.url, provider=provider, upstream=upstream)
+    # The previous release refuses keys it does not know: only this one gets write_format and the drain keys.
+    with (
+        serve(tmp_path / "old", release=previous, drain_delay=None, shutdown_timeout=None) as old,
+        serve(
+            tmp_path / "new", session_extra=f"write_format = {write_format}", drain_delay="0s", shutdown_timeout="2s"
+        ) as new,
+    ):
+        yield old.port, new.port, old.config
 
 
 async def call(http: httpx.AsyncClient, port: int, cookie: str) -> httpx.Response:
@@ -134,32 +87,32 @@ async def record_format(redis_url: str, config: Path, cookie: str) -> int:
 
 
 async def test_with_write_format_1_sessions_cross_both_ways(
-    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, idp: TestProvider, token_upstream: str
 ) -> None:
-    with old_and_new(tmp_path, previous_release, redis_process, provider, upstream, 1) as (old, new, config):
+    with old_and_new(tmp_path, previous_release, redis_process, idp, token_upstream, 1) as (old, new, config):
         async with httpx.AsyncClient(timeout=30) as http:
             for first, second in ((old, new), (new, old)):
                 cookie = await log_in(first)
                 assert await record_format(redis_process.url, config, cookie) == 1
                 token = fingerprint(await expire_session_token(redis_process.url, config, cookie))
                 assert await record_format(redis_process.url, config, cookie) == 1
-                refreshes = provider.refresh_calls
+                refreshes = idp.refresh_calls
                 answer = await call(http, second, cookie)  # the second refreshes what the first wrote
                 assert answer.status_code == 200, answer.text
                 assert answer.text != token
-                assert provider.refresh_calls == refreshes + 1
+                assert idp.refresh_calls == refreshes + 1
                 assert await record_format(redis_process.url, config, cookie) == 1
                 back = await call(http, first, cookie)  # and the first reads what the second rewrote
                 assert back.status_code == 200, back.text
                 assert back.text == answer.text
-                assert provider.refresh_calls == refreshes + 1
-        assert provider.reuse_detected == 0
+                assert idp.refresh_calls == refreshes + 1
+        assert idp.reuse_detected == 0
 
 
 async def test_with_write_format_2_the_previous_release_refuses_new_records_and_keeps_them(
-    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, previous_release: Path, redis_process: RedisProcess, idp: TestProvider, token_upstream: str
 ) -> None:
-    with old_and_new(tmp_path, previous_release, redis_process, provider, upstream, 2) as (old, new, config):
+    with old_and_new(tmp_path, previous_release, redis_process, idp, token_upstream, 2) as (old, new, config):
         async with httpx.AsyncClient(timeout=30) as http:
             # A session from the previous release (format 1): this release reads it and refreshes it, in format 2.
             cookie = await log_in(old)
@@ -185,6 +138,6 @@ async def test_with_write_format_2_the_previous_release_refuses_new_records_and_
             refused = await call(http, old, cookie)
             assert refused.status_code == 401
             assert (await call(http, new, cookie)).status_code == 200
-        assert provider.refresh_calls == 1
-        assert provider.reuse_detected == 0
-    assert "session record is malformed" in (tmp_path / "old.log").read_text()
+        assert idp.refresh_calls == 1
+        assert idp.reuse_detected == 0
+    assert "session record is malformed" in (tmp_path / "old" / "bff.log").read_text()

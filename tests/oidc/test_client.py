@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
@@ -52,12 +52,6 @@ REFRESH_TOKEN = "RT-very-secret-refresh-token-value"
 def clock() -> FakeClock:
     # The provider runs on real time, so the client's clock starts there (assertions and expiries must agree).
     return FakeClock(time.time())
-
-
-@pytest.fixture
-def idp() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ OpenID Provider over real HTTP on loopback, and a port that refuses connections.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,15 +15,9 @@ from bff.errors import IdPUnavailable, InvalidGrant
 from bff.idp_http import create_idp_client
 from bff.oidc.provider import IdentityProvider
 from tests.support.metric_deltas import MetricDeltas
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 
 CALLS = "http_client_request_duration_seconds_count"
-
-
-@pytest.fixture
-def idp() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 @pytest.fixture

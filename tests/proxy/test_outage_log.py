@@ -8,17 +8,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from bff.proxy import outage_log
-from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import serve
 from tests.support.stack import running_stack
 
 BOUND = 10.0
@@ -26,12 +23,6 @@ INTERVAL = 0.3
 OUTAGE = 1.5
 XHR = {"X-CSRF": "1"}
 _COUNT = re.compile(r"(\d+) more requests? answered 503")
-
-
-@pytest.fixture
-def ok_upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
 
 
 def _route(upstream: str) -> Any:

@@ -4,6 +4,7 @@ behind once it has been read; the messages an app sends for one WebSocket handsh
 from __future__ import annotations
 
 from bff.types import ASGIApp, Message, Receive, Scope, Send
+from tests.support.leak_guard import fingerprint
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -35,6 +36,14 @@ async def ok_answer(scope: Scope, receive: Receive, send: Send) -> None:
     """An upstream that answers every request ``200 ok`` (text/plain) and echoes nothing."""
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def token_fingerprint_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An upstream that answers ``200`` with the fingerprint of the bearer token it got (never the token: bff relays
+    the answer to the browser)."""
+    token = dict(scope["headers"]).get(b"authorization", b"").removeprefix(b"Bearer ").decode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": fingerprint(token).encode()})
 
 
 async def websocket_handshake(app: ASGIApp, scope: Scope) -> list[Message]:

@@ -3,7 +3,6 @@ reach into its sessions."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import pytest
@@ -59,21 +58,30 @@ def start_bff(
         )
 
 
-@contextlib.contextmanager
+class StartOptions(TypedDict, total=False):
+    """:func:`start_bff`'s keyword arguments."""
+
+    release: Path | None
+    env: Mapping[str, str] | None
+    inherit_env: bool
+
+
+@contextmanager
 def running_bff(
-    config: Path, port: int, log: Path, *extra: str, env: dict[str, str] | None = None
+    config: Path, port: int, log: Path, *extra: str, **options: Unpack[StartOptions]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """:func:`start_bff`, ready (:func:`wait_ready`) when entered, terminated when left."""
-    process = start_bff(config, port, log, *extra, env=env)
+    """:func:`start_bff` (same arguments), ready (:func:`wait_ready`) when entered, stopped by :func:`stop` when
+    left. A failure inside carries the tail of ``log``."""
+    process = start_bff(config, port, log, *extra, **options)
     try:
         wait_ready(port, process, log)
-        yield process
-    finally:
-        process.terminate()
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - only a hung bff gets here
-            process.kill()
+            yield process
+        except (Exception, pytest.fail.Exception) as error:
+            error.add_note(f"bff log tail:\n{log.read_text()[-3000:]}")
+            raise
+    finally:
+        stop(process)
 
 
 async def log_in(port: int) -> str:
@@ -179,15 +187,17 @@ def serving_bff(
     provider: TestProvider,
     upstream: str,
     args: Sequence[str] = (),
+    release: Path | None = None,
     env: Mapping[str, str] | None = None,
     inherit_env: bool = True,
     metrics: bool = False,
     extra: str = "",
     **options: Any,
 ) -> Iterator[RunningBff]:
-    """``bff serve`` (with ``args``, e.g. ``--workers 2``) on a free port, its config ``tmp_path / "bff.toml"``
-    written by :func:`configure` (``metrics``: a metrics listener on another free port), ready when entered and
-    stopped by :func:`stop` on exit. A failure inside carries the tail of the process's log."""
+    """:func:`running_bff` (with ``args``, e.g. ``--workers 2``; ``release``: see :func:`start_bff`) on a free port,
+    its config ``tmp_path / "bff.toml"`` (the directory made if missing) written by :func:`configure` (``metrics``:
+    a metrics listener on another free port) and its log ``tmp_path / "bff.log"``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     metrics_port = free_port() if metrics else None
     config, log = tmp_path / "bff.toml", tmp_path / "bff.log"
@@ -201,16 +211,8 @@ def serving_bff(
         extra=extra,
         **options,
     )
-    process = start_bff(config, port, log, *args, env=env, inherit_env=inherit_env)
-    try:
-        wait_ready(port, process, log)
-        try:
-            yield RunningBff(process, port, config, log, metrics_port)
-        except (Exception, pytest.fail.Exception) as error:
-            error.add_note(f"bff log tail:\n{log.read_text()[-3000:]}")
-            raise
-    finally:
-        stop(process)
+    with running_bff(config, port, log, *args, release=release, env=env, inherit_env=inherit_env) as process:
+        yield RunningBff(process, port, config, log, metrics_port)
 
 
 def scrape(metrics_port: int) -> str:

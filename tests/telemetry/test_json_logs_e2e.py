@@ -13,36 +13,22 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 
-from tests.support.asgi import ok_answer
 from tests.support.bff_process import expire_session_token, wait_ready
 from tests.support.browser import Browser
 from tests.support.configs import SESSION_KEY, write_config
 from tests.support.leak_guard import GUARD
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
+from tests.support.servers import free_port
 
 XHR = {"X-CSRF": "1"}
 HOSTILE = "hostileSecretValue-0123456789abcdef"
 HOSTILE_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJob3N0aWxlIn0.aG9zdGlsZS1zaWduYXR1cmU"
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -124,7 +110,7 @@ async def traffic(origin: str, redis_url: str, config: Path, provider: TestProvi
 
 
 async def test_every_line_of_a_json_run_is_json_and_holds_no_secret(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
     port = free_port()
     config = tmp_path / "bff.toml"
@@ -132,9 +118,9 @@ async def test_every_line_of_a_json_run_is_json_and_holds_no_secret(
         config,
         port=port,
         redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
+        idp_url=idp.issuer,
+        client_secret=idp.client_secret or "",
+        upstream=ok_upstream,
     )
     config.write_text(config.read_text().replace("[[routes]]", '[logging]\nformat = "json"\n\n[[routes]]', 1))
     origin = f"http://127.0.0.1:{port}"
@@ -143,7 +129,7 @@ async def test_every_line_of_a_json_run_is_json_and_holds_no_secret(
     process = start(config, log)
     try:
         wait_ready(port, process, log)
-        seen = await asyncio.wait_for(traffic(origin, redis_process.url, config, provider), 60)
+        seen = await asyncio.wait_for(traffic(origin, redis_process.url, config, idp), 60)
     finally:
         stop(process)
 
@@ -164,9 +150,9 @@ async def test_every_line_of_a_json_run_is_json_and_holds_no_secret(
     assert len(access) >= 9 + len(HOSTILE_TARGETS), access
     check_access_lines(access)
 
-    secrets = {s.decode() for s in GUARD.secrets} | set(provider.issued_tokens())
+    secrets = {s.decode() for s in GUARD.secrets} | set(idp.issued_tokens())
     secrets |= {s for s in seen if len(s) >= 8}
-    secrets |= {HOSTILE, HOSTILE_JWT, SESSION_KEY, provider.client_secret or HOSTILE}
+    secrets |= {HOSTILE, HOSTILE_JWT, SESSION_KEY, idp.client_secret or HOSTILE}
     assert len(secrets) > 10
     found = sorted(GUARD.secrets.get(s.encode(), f"planted or browser-seen {s[:6]}...") for s in secrets if s in text)
     assert not found, f"secrets in the log: {found}"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 import struct
@@ -21,42 +19,15 @@ from pathlib import Path
 
 import httptools
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from bff.errors import UpstreamError, UpstreamTimeout
 from bff.upstream import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
 from bff.upstream.request_head import split_url
+from tests.support.pki import TestPKI
 from tests.upstream.raw_upstream import EndlessAnswer, serving, start
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bff test upstream")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
 
 
 async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,19 +56,20 @@ async def get(client: UpstreamClient, url: str, **options: object) -> tuple[int,
 
 
 async def test_tls_is_verified_and_a_route_ca_bundle_is_trusted(client: UpstreamClient, tmp_path: Path) -> None:
-    cert_file, key_file = self_signed(tmp_path)
+    pki = TestPKI(tmp_path)
+    server_cert = pki.server()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
+    context.load_cert_chain(server_cert.cert, server_cert.key)
     server, port = await start(answer, context)
     async with server:
         with pytest.raises(UpstreamError) as refused:  # unknown CA: refused, not silently accepted
             await get(client, f"https://127.0.0.1:{port}/x")
         assert isinstance(refused.value.__cause__, ssl.SSLError | OSError)
-        assert await get(client, f"https://127.0.0.1:{port}/x", ca_bundle=str(cert_file)) == (200, b"ok")
+        assert await get(client, f"https://127.0.0.1:{port}/x", ca_bundle=str(pki.ca.cert)) == (200, b"ok")
 
 
 def test_ca_bundle_contexts_are_cached(tmp_path: Path) -> None:
-    cert_file, _ = self_signed(tmp_path)
+    cert_file = TestPKI(tmp_path).ca.cert
     client = UpstreamClient()
     first = client.options(connect_timeout=1, timeout=1, ca_bundle=str(cert_file))
     second = client.options(connect_timeout=2, timeout=3, ca_bundle=str(cert_file))

@@ -7,7 +7,6 @@ Every test runs on both event loops (``tests/upstream/conftest.py``): uvloop's `
 from __future__ import annotations
 
 import asyncio
-import datetime
 import itertools
 import logging
 import re
@@ -16,10 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,35 +24,11 @@ from bff.upstream import UpstreamClient
 from bff.upstream.proxy import Tunnel
 from tests.proxy.conftest import StubBearer, run_proxy
 from tests.support.forward_proxy import forward_proxy
+from tests.support.pki import TestPKI
 from tests.upstream.raw_upstream import start
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 PASSWORD = "proxy-password-4711"
-
-
-def upstream_cert(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate (its own CA) for the DNS name ``name`` only."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
 
 
 class Upstream:
@@ -103,15 +74,16 @@ async def test_an_http_upstream_is_asked_in_absolute_form_with_the_proxy_credent
 async def test_an_https_upstream_is_reached_through_connect_and_verified_by_its_own_name(
     client: UpstreamClient, tmp_path: Path
 ) -> None:
-    cert_file, key_file = upstream_cert(tmp_path, "upstream.test")
+    pki = TestPKI(tmp_path)
+    server_cert = pki.server(host="upstream.test")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
+    context.load_cert_chain(server_cert.cert, server_cert.key)
     upstream = Upstream()
     server, port = await start(upstream.handle, context)
     async with server:
         hosts = {"upstream.test": "127.0.0.1", "other.test": "127.0.0.1"}
         with forward_proxy(hosts=hosts, credentials=("egress", PASSWORD)) as (proxy, log):
-            options = {"proxy": f"http://egress:{PASSWORD}@127.0.0.1:{proxy}", "ca_bundle": str(cert_file)}
+            options = {"proxy": f"http://egress:{PASSWORD}@127.0.0.1:{proxy}", "ca_bundle": str(pki.ca.cert)}
             assert await get(client, f"https://upstream.test:{port}/a", **options) == (200, b"ok")
             assert await get(client, f"https://upstream.test:{port}/b", **options) == (200, b"ok")
             # The certificate names upstream.test: a tunnel to a name it does not hold is refused.
@@ -207,7 +179,7 @@ async def test_a_hostile_proxy_gives_a_specific_error_and_never_a_tunnel(
         finally:
             writer.close()
 
-    cert_file, _ = upstream_cert(tmp_path, "upstream.test")
+    cert_file = TestPKI(tmp_path).ca.cert
     server, port = await start(hostile)
     caplog.set_level(logging.DEBUG)
     async with server:
