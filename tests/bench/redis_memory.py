@@ -84,8 +84,12 @@ class _BatchedStore(RedisStore):
     """bff's store whose redis-py commands go out in pipelines; the per-request GETEX keeps bff's own pipelined
     connection. The commands and their arguments are bff's: only the round trips are fewer."""
 
-    def coalesce(self) -> None:
+    async def coalesce(self) -> None:
+        """Pipeline from now on; the index scripts are loaded first, as a running bff has them after its first
+        requests (else the first pipeline's EVALSHAs all answer NOSCRIPT and each caller loads the script)."""
         assert isinstance(self._client, Redis)
+        for script in (self._index_add, self._index_remove, self._index_members):
+            await self._client.script_load(script.script)
         self._client = CoalescingRedis(self._client, batch=CONCURRENCY)
 
 
@@ -132,7 +136,7 @@ async def measure(
     with RedisProcess(redis_binary) as server:
         store = _BatchedStore.from_url(server.url, timeout=30)
         assert isinstance(store, _BatchedStore)
-        store.coalesce()
+        await store.coalesce()
         try:
             return await _measure(server.port, store, n, sample, expiry_wait, write_format)
         finally:
