@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from bff.client_tls import check_client_certificates
 from bff.config import Config, FrontendSettings
+from bff.config.frontends import oidc_key
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
 from bff.endpoints.common import SessionCookie, html_error, json_error
@@ -172,7 +173,9 @@ class BffApp:
             else partial(self.tracing.idp_transport, endpoint_name=self._idp),
         )
         self.dpop = create_dpop(config, clock)
-        self.idp = IdentityProvider(config.oidc, self.http, clock=clock, dpop=self.dpop)
+        self.idp = IdentityProvider(
+            config.oidc, self.http, clock=clock, dpop=self.dpop, config_key=oidc_key(frontend_name)
+        )
         self.sessions = SessionManager(
             self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name, memo_bytes=memo_bytes
         )
@@ -219,6 +222,8 @@ class BffApp:
         self.frontend = create_frontend(config.frontend, self.upstream)
         self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
+        #: Why the lifespan refused to start (logged already, one line per problem), if it did.
+        self.refused: ConfigError | None = None
         self._metrics_dir = Path(metrics_dir) if metrics_dir else None
         self._flusher: asyncio.Task[None] | None = None
         #: Begun by the server on SIGTERM: ``/readyz`` answers 503 from then on.
@@ -300,6 +305,7 @@ class BffApp:
             logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
         except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
             _log_refusal(self.config.oidc.issuer, exc)
+            self.refused = exc
             await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
             raise
         except BffError as exc:

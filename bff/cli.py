@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bff import __version__
 from bff.config import Config, explain_config, load_config
-from bff.config.frontends import find_frontend, frontend_config, store_namespace
+from bff.config.frontends import find_frontend, frontend_config, oidc_key, store_namespace
 from bff.config.server import describe_listen, parse_listen
-from bff.errors import BffError, ConfigError
+from bff.errors import EXIT_CONFIG, BffError, ConfigError
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 EXIT_UNAVAILABLE = 1
-EXIT_CONFIG = 2
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -84,7 +83,7 @@ def _check_dpop_key(config: Config) -> None:
         load_dpop_key(config.oidc.dpop_key_file)
 
 
-def _check_idp_metadata(config: Config) -> None:
+def _check_idp_metadata(config: Config, key: str = "oidc") -> None:
     """With ``[oidc] profile = "fapi2"``, ``par = "required"`` or ``request_object = "always"``, starting depends on
     the IdP's metadata: fetch it and raise ConfigError, one line per missing capability, as ``bff serve`` would. An
     IdP that cannot be reached is only reported (``bff serve`` waits for it too)."""
@@ -99,7 +98,7 @@ def _check_idp_metadata(config: Config) -> None:
     async def load() -> None:
         http = create_idp_client(timeout=oidc.timeout, ca_bundle=oidc.ca_bundle, client_cert=idp_client_cert(oidc))
         try:
-            await IdentityProvider(oidc, http, dpop=create_dpop(config, system_clock)).load()
+            await IdentityProvider(oidc, http, dpop=create_dpop(config, system_clock), config_key=key).load()
         finally:
             await http.aclose()
 
@@ -120,13 +119,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _load(args)
     frontends = [(entry, frontend_config(config, entry)) for entry in config.frontends]
-    for single in [one for _, one in frontends] or [config]:
+    for name, single in [(entry.name, one) for entry, one in frontends] or [("", config)]:
         check_client_certificates(single)
         for route in single.routes:
             if route.proxy is None:
                 proxy_from_environment(route.upstream, os.environ)  # raises ConfigError for an unusable *_PROXY
         _check_dpop_key(single)
-        _check_idp_metadata(single)
+        _check_idp_metadata(single, oidc_key(name))
     routes = sum(len(one.routes) for _, one in frontends) if frontends else len(config.routes)
     count = f"{len(frontends)} frontend(s), " if frontends else ""
     store, listen = config.session.store.split("://")[0], describe_listen(config.server.host, config.server.port)

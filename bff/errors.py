@@ -68,6 +68,10 @@ class BffError(Exception):
         return {}
 
 
+#: The exit status of a command refused for its configuration (``bff check``, ``bff serve``, ...).
+EXIT_CONFIG = 2
+
+
 class ConfigError(BffError):
     """The configuration is invalid. ``problems`` holds every problem found, each prefixed with its key path."""
 

@@ -33,7 +33,7 @@ from bff.app import ACCESS_LOG_ENV, BffApp, app_for_serving, create_store
 from bff.config import Config, FrontendEntrySettings, load_config
 from bff.config.frontends import frontend_config, store_namespace
 from bff.endpoints.health import Drain
-from bff.errors import NotReady, SessionStoreUnavailable, UnknownFrontend
+from bff.errors import ConfigError, NotReady, SessionStoreUnavailable, UnknownFrontend
 from bff.proxy import send_error
 from bff.proxy.responses import send_json
 from bff.session.manager import DECODED_MEMO_BYTES
@@ -185,6 +185,9 @@ class FrontendsApp:
         try:
             running = self.lifespan()
             await running.__aenter__()
+        except ConfigError:  # its IdP cannot serve its [oidc]: logged by that frontend, line by line
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
         except Exception as exc:  # reported to the server, which exits
             logger.exception("a frontend failed to start")
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -194,6 +197,11 @@ class FrontendsApp:
         assert message["type"] == "lifespan.shutdown"
         await running.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
+
+    @property
+    def refused(self) -> ConfigError | None:
+        """The first frontend's refusal to start (``BffApp.refused``), if any."""
+        return next((app.refused for app in self.apps.values() if app.refused is not None), None)
 
     async def _close_shared(self) -> None:
         await self.store.aclose()

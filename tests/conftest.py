@@ -9,10 +9,13 @@ import pytest
 
 from bff.session.memory_store import MemoryStore
 from bff.session.redis_store import RedisStore
+from tests.support.asgi import ok_answer
 from tests.support.browser import Browser
 from tests.support.clock import FakeClock
 from tests.support.leak_guard import LeakGuard, install, verdict
+from tests.support.oidc_provider import TestProvider, running
 from tests.support.redis_server import RedisProcess, require_redis_server, session_redis_url
+from tests.support.servers import serve
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,6 +59,20 @@ def redis_process() -> Iterator[RedisProcess]:
     """A private, running ``redis-server`` that the test may ``stop()`` and ``start()``; stopped at teardown."""
     with RedisProcess(require_redis_server()) as server:
         yield server
+
+
+@pytest.fixture
+def idp() -> Iterator[TestProvider]:
+    """The test OpenID Provider on loopback, for this test alone."""
+    with running(TestProvider()) as provider:
+        yield provider
+
+
+@pytest.fixture
+def ok_upstream() -> Iterator[str]:
+    """The URL of an upstream on loopback that answers every request ``200 ok``."""
+    with serve(ok_answer, lifespan="off") as url:
+        yield url
 
 
 @pytest.fixture

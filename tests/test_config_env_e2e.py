@@ -6,36 +6,18 @@ the IdP calls (httpx) and the proxied API calls; the proxy's password shows in n
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.asgi import ok_answer
-from tests.support.bff_process import wait_ready
-from tests.support.configs import write_config
+from tests.support.bff_process import serving_bff
 from tests.support.forward_proxy import forward_proxy
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 PASSWORD = "egress-password-0815"
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
 
 
 def environment(proxy_port: int, upstream: str) -> dict[str, str]:
@@ -51,47 +33,35 @@ def environment(proxy_port: int, upstream: str) -> dict[str, str]:
 
 
 def test_bff_serve_takes_its_route_from_the_environment_and_leaves_through_the_proxy(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    port = free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream="http://127.0.0.1:9/never-used",
-    )
-    log = tmp_path / "bff.log"
-    with forward_proxy(credentials=("egress", PASSWORD)) as (proxy_port, proxy_log):
-        env = environment(proxy_port, upstream)
+    with (
+        forward_proxy(credentials=("egress", PASSWORD)) as (proxy_port, proxy_log),
+        serving_bff(
+            tmp_path,
+            redis_url=redis_process.url,
+            provider=idp,
+            upstream="http://127.0.0.1:9/never-used",
+            args=["--workers", "2"],
+            env=environment(proxy_port, ok_upstream),
+            inherit_env=False,
+        ) as bff,
+    ):
+        config, log = bff.config, bff.log
         explained = subprocess.run(
             [sys.executable, "-m", "bff", "check", "--config", str(config), "--explain"],
-            env=env,
+            env=environment(proxy_port, ok_upstream),
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        command = [sys.executable, "-m", "bff", "serve", "--config", str(config), "--workers", "2"]
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_ready(port, process, log)
-            for _ in range(4):  # both workers, whichever takes the connection
-                answer = httpx.get(f"http://127.0.0.1:{port}/api/items?x=1", headers={"X-CSRF": "1"}, timeout=10)
-                assert (answer.status_code, answer.text) == (200, "ok")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-    upstream_port = upstream.rsplit(":", 1)[1].rstrip("/")
+        for _ in range(4):  # both workers, whichever takes the connection
+            answer = httpx.get(f"{bff.url}/api/items?x=1", headers={"X-CSRF": "1"}, timeout=10)
+            assert (answer.status_code, answer.text) == (200, "ok")
+    upstream_port = ok_upstream.rsplit(":", 1)[1].rstrip("/")
     api = [r for r in proxy_log.requests if r.startswith(f"GET http://127.0.0.1:{upstream_port}/")]
     assert api == [f"GET http://127.0.0.1:{upstream_port}/items?x=1"] * 4
-    assert any(r.startswith(f"GET {provider.issuer}") for r in proxy_log.requests)  # the IdP calls too
+    assert any(r.startswith(f"GET {idp.issuer}") for r in proxy_log.requests)  # the IdP calls too
     assert all(proxy_log.authorized)
     assert all(b"x-tenant: acme" in head for head in proxy_log.forwarded if b"/items" in head)
     lines = {line.split(" = ", 1)[0]: line for line in explained.splitlines()}

@@ -107,6 +107,16 @@ Every key can be set from the environment, without templating the file (twelve-f
   route adds a route (it needs `PATH` and `UPSTREAM` like any route; then `N + 1`, and so on); an index beyond that
   is an error, so a typo cannot create a half-configured route. A section the file leaves out can come entirely
   from the environment.
+- **Frontends** (`[[frontends]]`, docs/frontends.md): `BFF_FRONTENDS__<FRONTEND>__<KEY>` (`NAME`, `PUBLIC_ORIGIN`,
+  `COOKIE_NAME`, `HOST`, `PATH_PREFIX`), `BFF_FRONTENDS__<FRONTEND>__OIDC__<KEY>`,
+  `BFF_FRONTENDS__<FRONTEND>__FRONTEND__<KEY>` and `BFF_FRONTENDS__<FRONTEND>__ROUTES__<M>__<KEY>` (`M` one past the
+  frontend's last route adds one, as above). `<FRONTEND>` is the entry's index from 0 or its `name` upper-cased with
+  `-` as `_` (`BFF_FRONTENDS__BACK_OFFICE__OIDC__CLIENT_SECRET` for `name = "back-office"`): a name keeps pointing
+  at the same frontend when the file is reordered. Digits alone are an index. The environment never adds a
+  frontend: an index or name the file does not have is an error, and so is one key set twice (by index and by
+  name). With `[[frontends]]`, a top-level override of a per-frontend key (`BFF_OIDC__CLIENT_SECRET`,
+  `BFF_ROUTES__0__UPSTREAM`, `BFF_SERVER__PUBLIC_ORIGIN`) is an error naming the `BFF_FRONTENDS__` form.
+  Problems and `bff check --explain` name the key by index (`frontends[1].oidc.client_secret`).
 - **Where a value came from:** `bff check --explain` prints every effective setting with its origin (the file and
   line, the variable, or the default), secrets masked (session keys, the client secret, passwords and query values
   in URLs, the values of a route's `set_headers`).

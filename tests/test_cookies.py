@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
-from itsdangerous import Signer
+from itsdangerous import BadSignature, Signer
 
 from bff.cookies import SESSION_SALT, CookieSigner, clear_cookie, read_cookie, set_cookie
 
@@ -28,22 +30,67 @@ def test_bad_values_are_none() -> None:
 
 
 def test_a_verification_is_remembered_and_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = CookieSigner(KEYS, SESSION_SALT)
-    signed = signer.sign("session-id")
-    tampered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
-    calls: list[bytes] = []
-    real = Signer.unsign
+    calls: list[str] = []
+    real = CookieSigner._verify
 
-    def counting(self: Signer, value: bytes) -> bytes:
+    def counting(self: CookieSigner, value: str) -> str | None:
         calls.append(value)
         return real(self, value)
 
-    monkeypatch.setattr(Signer, "unsign", counting)
+    monkeypatch.setattr(CookieSigner, "_verify", counting)
+    signer = CookieSigner(KEYS, SESSION_SALT)
+    signed = signer.sign("session-id")
+    tampered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
     for _ in range(3):
         assert signer.unsign(signed) == "session-id"
         assert signer.unsign(tampered) is None
-    assert calls == [signed.encode(), tampered.encode()]  # each verified once
+    assert calls == [signed, tampered]  # each verified once
     assert CookieSigner(["n" * 40], SESSION_SALT).unsign(signed) is None  # another ring remembers nothing of this one
+
+
+def test_cookies_signed_by_itsdangerous_with_any_key_of_the_ring_verify() -> None:
+    ring = ["o" * 40, "caf\u00e9-key-" + "p" * 30, "n" * 40]
+    signer = CookieSigner(ring, SESSION_SALT)
+    for key in ring:
+        signed = Signer(key, salt=SESSION_SALT, digest_method=hashlib.sha256).sign("session.id-with.dots").decode()
+        assert signer.unsign(signed) == "session.id-with.dots"
+    assert Signer(ring, salt=SESSION_SALT, digest_method=hashlib.sha256).unsign(signer.sign("v")) == b"v"
+
+
+def test_hostile_signatures_are_refused_where_itsdangerous_refuses_them_and_where_they_are_not_canonical() -> None:
+    signer = CookieSigner(KEYS, SESSION_SALT)
+    reference = Signer(KEYS, salt=SESSION_SALT, digest_method=hashlib.sha256)
+    signed = signer.sign("session-id")
+    value, _, signature = signed.rpartition(".")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(signature[-1])
+    # The last of 43 characters carries 4 bits of the MAC and 2 unused ones: a decoder that ignores them accepts
+    # three other spellings of the same MAC.
+    other_spellings = [
+        signature[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last ^ low]
+        for low in (1, 2, 3)
+    ]
+    hostile = [
+        f"{value}.{signature}=",
+        f"{value}.{signature}==",
+        *(f"{value}.{s}" for s in other_spellings),
+        f"{value}.{signature[:-1]}",
+        f"{value}..{signature}",
+        f".{signature}",
+        f"{value}.",
+        f"{value}.{signature}.{signature}",
+        f"{value}.{signature.upper()}",
+        f"{value}.{signature.replace('-', '+').replace('_', '/')}",
+        f"{value} .{signature}",
+    ]
+    for candidate in hostile:
+        assert signer.unsign(candidate) is None, candidate
+    # Ours is at least as strict as itsdangerous: nothing it refuses is accepted.
+    for candidate in [*hostile, signed, "x.y", "session-id"]:
+        try:
+            theirs: str | None = reference.unsign(candidate).decode()
+        except BadSignature:
+            theirs = None
+        assert signer.unsign(candidate) in (None, theirs)
 
 
 def test_salts_separate_purposes() -> None:

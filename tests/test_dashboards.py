@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from tests.support.asgi import ok_answer
-from tests.support.bff_process import expire_session_token, wait_ready
+from tests.support.bff_process import expire_session_token, scrape, serving_bff
 from tests.support.browser import Browser
-from tests.support.configs import write_config
-from tests.support.leak_guard import GUARD
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "bff-dashboard.json"
@@ -354,18 +345,6 @@ def test_scraped_families_of_the_text_format() -> None:
     assert scraped_families(exposition) == {"bff_login_total": "counter", "h_seconds": "histogram"}
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 async def _traffic(origin: str, redis_url: str, config: Path) -> None:
     browser = Browser()
     try:
@@ -381,48 +360,13 @@ async def _traffic(origin: str, redis_url: str, config: Path) -> None:
         await browser.aclose()
 
 
-def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "bff", "serve", "--config", str(config)]
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-
-
-def _scrape(port: int) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-
-
 async def test_every_metric_name_is_in_a_real_scrape(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
-    )
-    metrics = f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n\n[[routes]]'
-    config.write_text(config.read_text().replace("[[routes]]", metrics, 1))
-    origin = f"http://127.0.0.1:{port}"
-    GUARD.watch_bff(origin)
-    log = tmp_path / "bff.log"
-    process = _start(config, log)
-    try:
-        wait_ready(port, process, log)
-        await asyncio.wait_for(_traffic(origin, redis_process.url, config), 60)
-        scrape = _scrape(metrics_port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    assert scrape.status_code == 200
-    families = scraped_families(scrape.text)
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=idp, upstream=ok_upstream, metrics=True) as bff:
+        await asyncio.wait_for(_traffic(bff.url, redis_process.url, bff.config), 60)
+        exposition = scrape(bff.metrics_port)
+    families = scraped_families(exposition)
     used = used_names()
     missing = sorted(set(used) - set(families))
     assert not missing, f"the dashboard or the rules use metrics bff does not export: {missing}"

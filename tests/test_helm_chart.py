@@ -84,6 +84,45 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             ],
         },
     },
+    "frontends": {
+        "extraSecretEnv": [{"name": "BFF_ADMIN_CLIENT_SECRET", "secretName": "bff-secrets", "key": "admin-secret"}],
+        "config": {
+            "server": {"public_origin": None},
+            "oidc": None,
+            "routes": None,
+            "frontends": [
+                {
+                    "name": "shop",
+                    "host": "shop.example.com",
+                    "public_origin": "https://shop.example.com",
+                    "cookie_name": "__Host-shop",
+                    "oidc": {
+                        "issuer": "https://login.example.com",
+                        "client_id": "shop-bff",
+                        "client_secret": "${BFF_CLIENT_SECRET}",
+                    },
+                    "routes": [{"path": "/api", "upstream": "https://api.example.com", "token": "user"}],
+                },
+                {
+                    "name": "admin",
+                    "host": "admin.example.com",
+                    "path_prefix": "/console",
+                    "public_origin": "https://admin.example.com",
+                    "cookie_name": "__Host-admin",
+                    "oidc": {
+                        "issuer": "https://login.example.com/realms/staff",
+                        "client_id": "admin-bff",
+                        "client_secret": "${BFF_ADMIN_CLIENT_SECRET}",
+                        "extra_auth_params": {"prompt": "login"},
+                    },
+                    "routes": [
+                        {"path": "/api/users", "upstream": "https://users.example.com", "methods": ["GET", "POST"]},
+                        {"path": "/api/audit", "upstream": "https://audit.example.com", "timeout": "5s"},
+                    ],
+                },
+            ],
+        },
+    },
 }
 
 
@@ -200,7 +239,8 @@ def test_every_reference_in_the_config_comes_from_a_secret_and_no_secret_is_in_i
     document = tomllib.loads(text)
     assert all(re.fullmatch(r"\$\{[A-Z_0-9]+\}", key) for key in document["session"]["keys"])
     assert re.fullmatch(r"\$\{[A-Z_0-9]+\}", document["session"]["store"])
-    assert re.fullmatch(r"\$\{[A-Z_0-9]+\}", document["oidc"].get("client_secret", "${X}"))
+    for oidc in [document.get("oidc", {}), *(entry["oidc"] for entry in document.get("frontends", []))]:
+        assert re.fullmatch(r"\$\{[A-Z_0-9]+\}", oidc.get("client_secret", "${X}"))
     plain = {e["name"] for e in _container(rendered)["env"] if "value" in e}
     assert not plain & references
 
@@ -336,6 +376,52 @@ def test_a_config_change_rolls_the_pods() -> None:
 )
 def test_the_schema_refuses(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ChartError, match=re.escape(message)):
+        render(values)
+
+
+def test_frontends_render_to_frontends_entries_bff_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rendered = render(VALUE_SETS["frontends"])
+    path = _write_with_env(_config_text(rendered), tmp_path, monkeypatch, rendered)
+    assert main(["check", "--config", str(path)]) == 0, capsys.readouterr()
+    shop, admin = load_config(path).frontends
+    assert (shop.name, shop.host, shop.cookie_name, shop.oidc.client_id) == (
+        "shop",
+        "shop.example.com",
+        "__Host-shop",
+        "shop-bff",
+    )
+    assert (admin.path_prefix, admin.oidc.issuer) == ("/console", "https://login.example.com/realms/staff")
+    assert admin.oidc.client_secret is not None
+    assert admin.oidc.client_secret.reveal() == SECRET_VALUE + "BFF_ADMIN_CLIENT_SECRET"
+    assert dict(admin.oidc.extra_auth_params) == {"prompt": "login"}
+    assert [(r.path, r.methods) for r in admin.routes] == [
+        ("/api/users", ("GET", "POST")),
+        ("/api/audit", admin.routes[1].methods),
+    ]
+    assert admin.routes[1].timeout == 5.0
+    assert [r.upstream for r in shop.routes] == ["https://api.example.com"]
+
+
+@pytest.mark.parametrize("key", ["oidc", "routes", "server.public_origin"])
+def test_frontends_with_a_top_level_per_frontend_key_are_refused(key: str) -> None:
+    values = merge(VALUE_SETS["frontends"], {})
+    section, _, name = key.partition(".")
+    if name:
+        values["config"][section][name] = "https://app.example.com"
+    else:
+        values["config"][section] = (
+            {"issuer": "https://login.example.com", "client_id": "x"} if section == "oidc" else []
+        )
+    with pytest.raises(ChartError, match=re.escape(f"config.{key} is per frontend")):
+        render(values)
+
+
+def test_the_schema_refuses_a_frontend_without_a_name() -> None:
+    values = merge(VALUE_SETS["frontends"], {})
+    del values["config"]["frontends"][0]["name"]
+    with pytest.raises(ChartError, match=re.escape("config.frontends.0")):
         render(values)
 
 

@@ -166,7 +166,7 @@ keys = ["{SESSION_KEY}"]
 issuer = "{idp_url}"
 client_id = "spa-bff"
 client_secret = "{SECRET}"
-timeout = "2s"
+timeout = "5s"  # a loaded machine: 40 requests wait on one refresh, then one exchange
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"

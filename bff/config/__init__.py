@@ -28,6 +28,7 @@ from typing import Any
 
 from bff.config.client_tls import check_bound_routes
 from bff.config.env import apply_overrides, name_variables
+from bff.config.env_frontends import apply_frontend_overrides
 from bff.config.explain import explain
 from bff.config.frontends import prepare_document, read_frontends, uses_frontends
 from bff.config.logs import read_logging
@@ -121,7 +122,7 @@ def parse_config_with_overrides(
     """:func:`parse_config`, also returning which keys the environment set (key path -> variable name)."""
     problems: list[str] = []
     environ = os.environ if env is None else env
-    overrides = apply_overrides(data, environ, problems)
+    overrides = apply_frontend_overrides(apply_overrides(data, environ, problems), environ, problems)
     start = len(problems)
     multi = uses_frontends(overrides.document)
     document = prepare_document(overrides.document, problems) if multi else overrides.document

@@ -14,6 +14,7 @@ validator a value from the file does; a problem about an overridden key names it
   ``{ "X-Tenant" = "acme" }``). ``${VAR}`` in a value is expanded as in the file.
 * ``BFF_ROUTES__<N>__...`` with ``N`` one past the file's last route adds a route (then ``N + 1``, and so on);
   an index beyond that is an error, so a typo cannot create a half-configured route.
+* ``BFF_FRONTENDS__<N or NAME>__...`` set keys of a ``[[frontends]]`` entry (``bff.config.env_frontends``).
 * A value is never echoed in a problem: it may be a secret.
 """
 
@@ -40,6 +41,7 @@ from bff.config.settings import (
 
 PREFIX = "BFF_"
 SEPARATOR = "__"
+FRONTENDS_PREFIX = PREFIX + "FRONTENDS" + SEPARATOR
 #: Table name -> the dataclass its keys fill (``routes`` is the array of tables).
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -138,7 +140,7 @@ def _referenced(value: object, out: set[str]) -> None:
             _referenced(item, out)
 
 
-def _typed(kind: Kind, text: str) -> tuple[object, str | None]:
+def typed_value(kind: Kind, text: str) -> tuple[object, str | None]:
     """The value an override's text stands for, or a problem (never quoting the text: it may be a secret)."""
     if kind == "string":
         return text, None
@@ -215,6 +217,8 @@ def apply_overrides(document: Mapping[str, Any], env: Mapping[str, str], problem
     for name in sorted(env):
         if not name.startswith(PREFIX):
             continue
+        if name.startswith(FRONTENDS_PREFIX):
+            continue  # bff.config.env_frontends: a frontend is chosen by index or name
         if SEPARATOR not in name:
             lookalike = _lookalike(name, referenced)
             if lookalike:
@@ -231,7 +235,7 @@ def apply_overrides(document: Mapping[str, Any], env: Mapping[str, str], problem
     set_indexes = {int(p[1]) for _, p in wanted if p[0] == "routes"}
     for name, path in wanted:
         section, key = path[0], path[-1]
-        value, problem = _typed(keys_of(section)[key], env[name])
+        value, problem = typed_value(keys_of(section)[key], env[name])
         if problem:
             problems.append(f"{key_path(path)} (from {name}): {problem}")
             continue

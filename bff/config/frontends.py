@@ -220,5 +220,10 @@ def frontend_config(config: Config, entry: FrontendEntrySettings) -> Config:
     )
 
 
+def oidc_key(frontend_name: str) -> str:
+    """Where a frontend's ``[oidc]`` settings sit in the config, for messages: ``oidc`` without ``[[frontends]]``."""
+    return f"frontends[{frontend_name!r}].oidc" if frontend_name else "oidc"
+
+
 def find_frontend(config: Config, name: str) -> FrontendEntrySettings | None:
     return next((entry for entry in config.frontends if entry.name == name), None)

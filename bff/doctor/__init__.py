@@ -1,6 +1,7 @@
 """``bff doctor``: a conformance self-check to run before going live and in CI.
 
-Groups of checks, one module each: ``idp`` (the discovery document and the IdP's clock), ``client`` (the client
+Groups of checks, one module each: ``idp`` (the discovery document and the IdP's clock), ``profile`` (what
+``[oidc] par``, ``request_object`` and ``profile`` ask of the IdP, as at start), ``client`` (the client
 registration, probed dry), ``redis`` (the session store), ``upstreams`` (each route's upstream), ``browser`` (the
 browser-facing contract of a running deployment, with ``--url``). ``report`` holds the ``Check`` result type and
 the output formats. Every network call is bounded by ``call_timeout``; secrets are masked in every message.
@@ -17,6 +18,7 @@ from bff.doctor.browser import check_browser
 from bff.doctor.client import check_client
 from bff.doctor.idp import check_idp
 from bff.doctor.probe import client
+from bff.doctor.profile import check_profile
 from bff.doctor.redis import check_redis
 from bff.doctor.report import Check, is_ok, mask, render_json, render_table, skipped
 from bff.doctor.upstreams import check_upstreams
@@ -39,7 +41,8 @@ async def run_doctor(
             check_redis(config, call_timeout),
             check_upstreams(config, call_timeout),
         )
-    checks = [*idp.checks, *registration, *store, *upstreams]
+        profile = check_profile(config, idp_http, idp.metadata)
+    checks = [*idp.checks, *profile, *registration, *store, *upstreams]
     if url is None:
         checks.append(skipped("browser.url", "no --url: the browser-facing contract of a deployment is not checked"))
     else:

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from bff.errors import BffError, InvalidPath, PayloadTooLarge, UpstreamError
 from bff.proxy import REQUEST_DROP, read_request_headers, response_headers, send_error
 from bff.types import Receive, Scope, Send
 from bff.upstream import UpstreamClient, UpstreamResponse
-from bff.upstream.websocket import UpstreamWebSocket, WebSocketClient, sendable_close_code
+from bff.upstream.websocket import UpstreamWebSocket, WebSocketClient, first_of, sendable_close_code
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +99,7 @@ class DevServerFrontend:
             return
         try:
             # The browser leaving must end a stream that would never end by itself (an event stream).
-            await _first_of(self._relay(send, response), _disconnected(receive))
+            await first_of(self._relay(send, response), _disconnected(receive))
         finally:
             response.close()  # a no-op after release()
 
@@ -153,27 +151,13 @@ class DevServerFrontend:
             return
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
-            await _first_of(_browser_to_upstream(receive, upstream), _upstream_to_browser(upstream, send))
+            await first_of(_browser_to_upstream(receive, upstream), _upstream_to_browser(upstream, send))
         finally:
             await upstream.close()
 
 
 class _ClientGone(Exception):
     """The browser disconnected while its request body was being read."""
-
-
-async def _first_of(*work: Coroutine[Any, Any, None]) -> None:
-    """Run ``work`` concurrently until one finishes; cancel the rest; re-raise a failure of any."""
-    tasks = [asyncio.ensure_future(w) for w in work]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -32,9 +32,10 @@ def authorization_params(
     code_challenge: str,
     redirect_uri: str,
     extra: Mapping[str, str] = _NO_PARAMS,
+    dpop_jkt: str | None = None,
 ) -> dict[str, str]:
     """The request's parameters. ``extra`` and ``extra_auth_params`` (``prompt``, ``login_hint``, ...) never
-    override the protocol parameters, which are set last."""
+    override the protocol parameters, which are set last; ``dpop_jkt`` binds the code to bff's DPoP key."""
     params: dict[str, str] = {**settings.extra_auth_params, **extra}
     params.update(
         response_type="code",
@@ -46,6 +47,9 @@ def authorization_params(
         code_challenge=code_challenge,
         code_challenge_method="S256",
     )
+    params.pop("dpop_jkt", None)
+    if dpop_jkt is not None:
+        params["dpop_jkt"] = dpop_jkt  # RFC 9449 10: the code is redeemed with this key only
     return params
 
 
@@ -59,8 +63,10 @@ class AuthorizationRequests:
         *,
         par: PushedAuthorization | None,
         signer: RequestObjectSigner | None,
+        dpop_jkt: str | None = None,
     ) -> None:
         self._settings = settings
+        self._dpop_jkt = dpop_jkt
         self._endpoint = authorization_endpoint
         self._par = par
         self._signer = signer
@@ -91,6 +97,7 @@ class AuthorizationRequests:
             code_challenge=code_challenge,
             redirect_uri=redirect_uri,
             extra=extra,
+            dpop_jkt=self._dpop_jkt,
         )
         client_id = self._settings.client_id
         if self._signer is not None:

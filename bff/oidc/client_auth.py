@@ -81,7 +81,9 @@ class ClientAuth:
         if method == "private_key_jwt" and not settings.private_key_file:
             raise ConfigError(["oidc.private_key_file: is required for private_key_jwt"])
         if settings.private_key_file and (method == "private_key_jwt" or settings.request_object != "off"):
-            self.signing_key = load_signing_key(settings.private_key_file)
+            key, alg = load_signing_key(settings.private_key_file)
+            # FAPI 2.0 SP 5.4.1: no RS256; an RSA key signs PS256.
+            self.signing_key = (key, "PS256" if settings.profile == "fapi2" and alg == "RS256" else alg)
         if method in TLS_AUTH_METHODS and not settings.client_cert:
             raise ConfigError([f"oidc.client_cert: is required for {method}"])
 
@@ -108,7 +110,8 @@ class ClientAuth:
 
     def _client_assertion(self) -> str:
         """RFC 7523 3 / OIDC Core 9: a one-time JWT signed with the client's private key. Its audience is the token
-        endpoint, which RFC 9126 2 also obliges a PAR endpoint to accept."""
+        endpoint, which RFC 9126 2 also obliges a PAR endpoint to accept; under ``profile = "fapi2"`` the issuer
+        (FAPI 2.0 SP 5.3.2.1), which some other IdPs refuse."""
         assert self.signing_key is not None
         key, alg = self.signing_key
         now = int(self._clock())
@@ -116,7 +119,7 @@ class ClientAuth:
         claims = {
             "iss": client_id,
             "sub": client_id,
-            "aud": self._metadata.token_endpoint,
+            "aud": self._metadata.issuer if self._settings.profile == "fapi2" else self._metadata.token_endpoint,
             "jti": secrets.token_urlsafe(32),
             "iat": now,
             "exp": now + ASSERTION_TTL,

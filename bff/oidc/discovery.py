@@ -46,6 +46,10 @@ class ProviderMetadata:
     authorization_response_iss_parameter_supported: bool = False
     token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
     grant_types_supported: tuple[str, ...] = ("authorization_code", "implicit")
+    #: Discovery 3 (required there); empty means the IdP did not say.
+    response_types_supported: tuple[str, ...] = ()
+    #: RFC 8414 2: the algorithms a private_key_jwt client assertion may be signed with.
+    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] = ()
     scopes_supported: tuple[str, ...] = ()
     #: RFC 8705 5: endpoints a client that presents a TLS client certificate uses instead of the plain ones.
     mtls_endpoint_aliases: Mapping[str, str] = field(default_factory=dict)
@@ -118,6 +122,10 @@ class ProviderMetadata:
                 data, "token_endpoint_auth_methods_supported", cls.token_endpoint_auth_methods_supported
             ),
             grant_types_supported=_strings(data, "grant_types_supported", cls.grant_types_supported),
+            response_types_supported=_strings(data, "response_types_supported", ()),
+            token_endpoint_auth_signing_alg_values_supported=_strings(
+                data, "token_endpoint_auth_signing_alg_values_supported", ()
+            ),
             scopes_supported=_strings(data, "scopes_supported", ()),
             mtls_endpoint_aliases=_aliases(data),
             pushed_authorization_request_endpoint=optional["pushed_authorization_request_endpoint"],

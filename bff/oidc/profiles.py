@@ -28,16 +28,34 @@ class AuthorizationPlan:
     request_object_alg: str | None
 
 
-def plan_authorization(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> AuthorizationPlan:
-    """The plan, or ``ConfigError`` listing every capability the IdP lacks for this configuration."""
-    problems: list[str] = []
-    par_endpoint = _par_endpoint(settings, metadata, problems)
-    alg = _request_object_alg(settings, metadata, auth, problems)
-    if settings.profile == "fapi2":
-        problems.extend(fapi2_problems(settings, metadata))
+def plan_authorization(
+    settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth, *, key: str = "oidc"
+) -> AuthorizationPlan:
+    """The plan, or ``ConfigError`` listing every capability the IdP lacks for this configuration, each line
+    prefixed with ``key``, the config table these settings came from (``frontends['shop'].oidc``)."""
+    problems = authorization_problems(settings, metadata, auth)
     if problems:
-        raise ConfigError([f"oidc: {problem}" for problem in dict.fromkeys(problems)])
-    return AuthorizationPlan(par_endpoint=par_endpoint, request_object_alg=alg)
+        raise ConfigError([f"{key}: {problem}" for problem in problems])
+    return AuthorizationPlan(
+        par_endpoint=_par_endpoint(settings, metadata, []),
+        request_object_alg=_request_object_alg(settings, metadata, auth, []),
+    )
+
+
+def authorization_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:
+    """Every capability the IdP lacks for this configuration, once each (``bff doctor`` shows them too)."""
+    problems = request_problems(settings, metadata, auth)
+    if settings.profile == "fapi2":
+        problems.extend(fapi2_problems(settings, metadata, auth))
+    return list(dict.fromkeys(problems))
+
+
+def request_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:
+    """What ``[oidc] par`` and ``request_object`` lack at the IdP."""
+    problems: list[str] = []
+    _par_endpoint(settings, metadata, problems)
+    _request_object_alg(settings, metadata, auth, problems)
+    return problems
 
 
 def _par_endpoint(settings: OIDCSettings, metadata: ProviderMetadata, problems: list[str]) -> str | None:
@@ -90,9 +108,11 @@ def _request_object_alg(
     return alg
 
 
-def fapi2_problems(settings: OIDCSettings, metadata: ProviderMetadata) -> list[str]:
+def fapi2_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:
     """FAPI 2.0 Security Profile 5.3.2 as far as metadata shows it: one line per missing capability."""
     problems: list[str] = []
+    if metadata.response_types_supported and "code" not in metadata.response_types_supported:
+        problems.append("the IdP's metadata does not list code in response_types_supported (FAPI 2.0 SP 5.3.2.1)")
     if metadata.pushed_authorization_request_endpoint is None:
         problems.append(
             "the IdP's metadata has no pushed_authorization_request_endpoint (PAR, RFC 9126), which profile ="
@@ -110,6 +130,8 @@ def fapi2_problems(settings: OIDCSettings, metadata: ProviderMetadata) -> list[s
     method = settings.token_endpoint_auth_method
     if method not in metadata.token_endpoint_auth_methods_supported:
         problems.append(f"the IdP's metadata does not list {method} in token_endpoint_auth_methods_supported")
+    if method == "private_key_jwt" and auth.signing_key is not None:
+        problems.extend(_assertion_alg_problems(auth.signing_key[1], metadata))
     if settings.dpop:
         if metadata.dpop_signing_alg_values_supported and DPOP_ALG not in metadata.dpop_signing_alg_values_supported:
             problems.append(f"the IdP's metadata does not list {DPOP_ALG} in dpop_signing_alg_values_supported")
@@ -127,3 +149,21 @@ def fapi2_problems(settings: OIDCSettings, metadata: ProviderMetadata) -> list[s
     if method in TLS_AUTH_METHODS and not settings.client_cert:  # pragma: no cover - refused by the config check
         problems.append(f"{method} needs client_cert")
     return problems
+
+
+def _assertion_alg_problems(alg: str, metadata: ProviderMetadata) -> list[str]:
+    """FAPI 2.0 SP 5.4.1: the client assertion is signed with PS256, ES256 or EdDSA, which the IdP must list."""
+    if alg not in FAPI2_SIGNING_ALGS:
+        return [
+            f"private_key_file's key signs client assertions with {alg}; profile = 'fapi2' allows only"
+            f" {', '.join(FAPI2_SIGNING_ALGS)} (FAPI 2.0 SP 5.4.1): use an RSA or EC P-256 key"
+        ]
+    offered = metadata.token_endpoint_auth_signing_alg_values_supported
+    if alg not in offered:
+        shown = ", ".join(offered)[:200] or "none listed"
+        return [
+            f"the IdP's metadata does not list {alg} (the client assertion's algorithm) in"
+            f" token_endpoint_auth_signing_alg_values_supported ({shown}), which profile = 'fapi2' requires"
+            " (FAPI 2.0 SP 5.4.1)"
+        ]
+    return []

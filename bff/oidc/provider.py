@@ -31,8 +31,11 @@ class IdentityProvider:
         *,
         clock: Clock = system_clock,
         dpop: DPoPProver | None = None,
+        config_key: str = "oidc",
     ) -> None:
         self.settings = settings
+        #: Where ``settings`` sit in the config (``frontends['shop'].oidc``): refusals name it.
+        self.config_key = config_key
         #: bff's DPoP key and nonces when ``[oidc] dpop`` (token requests ask for bound tokens).
         self.dpop = dpop
         self.http = http
@@ -48,7 +51,7 @@ class IdentityProvider:
         (``bff.oidc.profiles``): bff must not start then."""
         metadata = await fetch_metadata(self.http, self.settings.issuer)
         client = OIDCClient(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop)
-        plan = plan_authorization(self.settings, metadata, client.auth)
+        plan = plan_authorization(self.settings, metadata, client.auth, key=self.config_key)
         signer = None
         if plan.request_object_alg is not None and client.auth.signing_key is not None:
             key = client.auth.signing_key[0]
@@ -63,7 +66,11 @@ class IdentityProvider:
         if plan.par_endpoint is not None:
             par = PushedAuthorization(client.auth, plan.par_endpoint, dpop=self.dpop is not None)
         self._authorization = AuthorizationRequests(
-            self.settings, metadata.authorization_endpoint, par=par, signer=signer
+            self.settings,
+            metadata.authorization_endpoint,
+            par=par,
+            signer=signer,
+            dpop_jkt=None if self.dpop is None else self.dpop.jkt,
         )
         self._jwks = JwksCache(self.http, metadata.jwks_uri, clock=self.clock)
         self._client = client

@@ -10,7 +10,9 @@ One handshake, in order (every refusal happens before any upstream connection):
 3. ``SocketSessions.open_socket`` applies the route's token policy: 401 without a session on a ``user`` route.
 4. The upstream handshake goes to the route's upstream (``http`` -> ``ws``, ``https`` -> ``wss``) with the browser's
    headers after the HTTP routes' hygiene, ``X-Forwarded-*``, the route's ``set_headers`` and
-   ``Authorization: Bearer``; a refused upstream handshake is a 502 to the browser.
+   ``Authorization: Bearer``; a refused upstream handshake is a 502 to the browser, except a 401 whose
+   ``WWW-Authenticate`` asks for a step-up (RFC 9470 3): the browser gets the HTTP routes' 401 ``step_up_required``
+   with its ``login_url`` (under the frontend's path prefix).
 
 Refusals are real HTTP answers (JSON ``{"error": ...}``) through the ASGI "WebSocket Denial Response" extension
 where the server offers it, else a close with 1008 before the accept (the browser sees a failed handshake).
@@ -38,20 +40,28 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
 from bff.config import RouteSettings
 from bff.errors import BffError, CsrfRejected, Forbidden, NotFound, UpstreamError
+from bff.proxy.challenges import step_up_refusal
 from bff.proxy.csrf import check_same_origin
 from bff.proxy.headers import ForwardingPolicy, read_request_headers
 from bff.proxy.paths import check_path, check_query
 from bff.proxy.responses import error_headers, error_payload
 from bff.proxy.routes import Route
-from bff.types import Receive, Scope, Send
+from bff.types import PATH_PREFIX, Receive, Scope, Send
 from bff.upstream import UpstreamClient
-from bff.upstream.websocket import MESSAGE_TOO_BIG, UpstreamWebSocket, WebSocketClient, sendable_close_code
+from bff.upstream.websocket import (
+    MESSAGE_TOO_BIG,
+    HandshakeRefused,
+    UpstreamWebSocket,
+    WebSocketClient,
+    first_of,
+    sendable_close_code,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +91,11 @@ DENIAL_EXTENSION = "websocket.http.response"
 
 class SocketSessions(Protocol):
     """The seam to sessions and tokens for WebSockets (implemented by ``bff.tokens.TokenManager``)."""
+
+    @property
+    def acr_values_allowed(self) -> Collection[str]:
+        """``[oidc] acr_values_allowed``: an upstream's step-up challenge outside it stays a 502 (RFC 9470 3)."""
+        ...
 
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         """``(bearer token or None, session id to watch or None)`` under the route's token policy.
@@ -168,7 +183,7 @@ class WebSocketProxy:
             )
         except UpstreamError as exc:
             logger.warning("websocket %s: %s (%s)", settings.path, exc.message, type(exc.__cause__).__name__)
-            await self._refuse(scope, send, exc)
+            await self._refuse(scope, send, self._step_up(scope, exc) or exc)
             return
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
@@ -177,6 +192,12 @@ class WebSocketProxy:
             pass  # the browser is gone (the ASGI server's ClientDisconnected is an OSError)
         finally:
             await upstream.close(GOING_AWAY)
+
+    def _step_up(self, scope: Scope, exc: UpstreamError) -> BffError | None:
+        """A 401 step-up challenge of the upstream's handshake as the HTTP routes answer it (RFC 9470 3)."""
+        if not isinstance(exc, HandshakeRefused) or exc.upstream_status != 401:
+            return None
+        return step_up_refusal(exc.upstream_headers, self._sessions.acr_values_allowed, scope.get(PATH_PREFIX, ""))
 
     async def _refuse(self, scope: Scope, send: Send, exc: BffError) -> None:
         if DENIAL_EXTENSION in (scope.get("extensions") or {}):
@@ -229,20 +250,7 @@ class _Relay:
         self._closing = False
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.ensure_future(self._browser_to_upstream()),
-            asyncio.ensure_future(self._upstream_to_browser()),
-            asyncio.ensure_future(self._watch()),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        await first_of(self._browser_to_upstream(), self._upstream_to_browser(), self._watch())
 
     async def _close_browser(self, code: int) -> None:
         if self._closing:

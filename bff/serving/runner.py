@@ -15,9 +15,11 @@ from uvicorn.config import STARTUP_FAILURE
 
 from bff.app import BffApp
 from bff.config import Config
+from bff.errors import EXIT_CONFIG
 from bff.frontends import FrontendsApp, create_serving_app, serving_app_from_env
 from bff.serving.server import STOP_SIGNALS, DrainingServer
 from bff.serving.supervisor import Supervisor
+from bff.types import Message, Receive, Scope, Send
 
 
 def serve(config: Config, *, workers: int, settings: dict[str, Any]) -> int:
@@ -53,11 +55,36 @@ def _run(
     sockets: list[socket.socket] | None,
     early: list[int] | None = None,
 ) -> int:
-    server = DrainingServer(uvicorn.Config(app, **settings), settings=app.config.server, drain=app.drain)
+    server = DrainingServer(uvicorn.Config(_QuietRefusal(app), **settings), settings=app.config.server, drain=app.drain)
     if early is not None:  # a worker: from now on the server handles the stop signals, those already come included
         for stop in STOP_SIGNALS:
             signal.signal(stop, server.handle_exit)
         for arrived in early:
             server.handle_exit(arrived, None)
-    server.run(sockets)
+    try:
+        server.run(sockets)  # uvicorn exits (STARTUP_FAILURE) when the lifespan fails
+    except SystemExit:
+        if app.refused is not None:  # logged, one line per problem: exit as for any other configuration error
+            return EXIT_CONFIG
+        raise
     return 0 if server.started else STARTUP_FAILURE
+
+
+class _QuietRefusal:
+    """The app, except that a startup refused for the configuration (``ConfigError``, logged by the app) reaches
+    uvicorn without the traceback it would print again."""
+
+    def __init__(self, app: BffApp | FrontendsApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.app.refused is not None:
+                message = {"type": "lifespan.startup.failed", "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, quiet)

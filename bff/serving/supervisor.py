@@ -32,6 +32,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from bff.config import ServerSettings
+from bff.errors import EXIT_CONFIG
 from bff.serving.server import STOP_SIGNALS
 
 logger = logging.getLogger("bff.serving")
@@ -128,10 +129,10 @@ class Supervisor:
             for index, process in enumerate(self.processes):
                 if process.exitcode is None or self._stopping_since is not None:
                     continue
-                if process.exitcode == STARTUP_FAILURE:
+                if process.exitcode in (STARTUP_FAILURE, EXIT_CONFIG):  # a restart would fail the same way
                     logger.error("Worker [%s] failed to start; stopping", process.pid)
                     self._stopping_since = time.monotonic()
-                    return STARTUP_FAILURE
+                    return process.exitcode
                 logger.warning("Worker [%s] died (exit status %s); starting another", process.pid, process.exitcode)
                 replacement = self._spawn()
                 if replacement is not None:

@@ -18,7 +18,8 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 
 Metrics: sessions created and ended (by reason, counted where bff deletes a record it found, so a session is
 ended once however many requests race to end it), and the per-request ``get_and_touch``, metered inline in
-``load_key`` (every other store call is metered by ``bff.session.metered_store``).
+``load_key`` (every other store call is metered by ``bff.session.metered_store``); the counters are
+``bff.session.accounting``'s.
 
 Records are compact JSON (``bff.session.record``: JWTs unpacked, DEFLATE) encrypted with AES-256-GCM
 (``bff.crypto.Encryptor``) with the store key as associated data. Records and refresh results carry a format number;
@@ -42,17 +43,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Literal, get_args
 
 from bff.config import SessionSettings
 from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
 from bff.errors import SessionFormatUnsupported, SessionStoreUnavailable
 from bff.models import LoginState, Session, TokenSet
+from bff.session.accounting import CREATED as _CREATED
+from bff.session.accounting import GETEX_ERRORS as _GETEX_ERRORS
+from bff.session.accounting import GETEX_TIME as _GETEX_TIME
+from bff.session.accounting import SessionEndReason, end_record
 from bff.session.memo import DecodedMemo
-from bff.session.record import UnsupportedFormat, decode_session_sized, decode_tokens, encode_session, encode_tokens
+from bff.session.record import UnsupportedFormat, decode_session_sized, encode_session
+from bff.session.refresh_records import open_refresh_result, seal_refresh_result
 from bff.session.store import SessionStore
-from bff.telemetry import metrics
 from bff.types import Clock, JSONObject, system_clock
 
 logger = logging.getLogger("bff.session")
@@ -69,15 +73,6 @@ _LOGOUT_DONE = b"done"
 DECODED_MEMO_BYTES = 64 * 1024 * 1024
 #: Store TTLs are whole milliseconds: a TTL within this of the idle timeout is the idle timeout.
 _TTL_RESOLUTION = 0.001
-
-#: Why bff ended a session (``bff_sessions_ended_total{reason}``).
-SessionEndReason = Literal[
-    "logout", "logout_everywhere", "backchannel", "expired", "revoked", "refresh_failed", "replaced"
-]
-_CREATED = metrics.SESSIONS_CREATED.labels()
-_ENDED = {reason: metrics.SESSIONS_ENDED.labels(reason=reason) for reason in get_args(SessionEndReason)}
-_GETEX_TIME = metrics.STORE_DURATION.labels(operation="get_and_touch")
-_GETEX_ERRORS = metrics.STORE_ERRORS.labels(operation="get_and_touch")
 
 
 def purpose_of(frontend: str) -> Callable[[str], str]:
@@ -300,10 +295,7 @@ class SessionManager:
         """Delete the record under ``key`` (indexes untouched: they prune themselves on read); True, and counted as
         ended for ``reason``, when there was one."""
         self._decoded.forget(key)
-        if not await self.store.delete(key):
-            return False
-        _ENDED[reason].inc()
-        return True
+        return await end_record(self.store, key, reason=reason)
 
     async def keys_for_sub(self, sub: str) -> list[str]:
         return await self._live_members(self._user_index(sub))
@@ -327,8 +319,7 @@ class SessionManager:
         that still holds the old tokens picks the new ones up instead of replaying a spent refresh token (which an
         IdP with reuse detection answers by revoking the whole token family)."""
         key = self._result_key(spent_refresh_token)
-        plaintext = encode_tokens(tokens, self._write_format)
-        await self.store.set(key, self._sessions.encrypt(plaintext, key.encode()), ttl)
+        await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
 
     async def mark_spending(self, refresh_token: str, ttl: float) -> None:
         """Note, for ``ttl`` seconds, that ``refresh_token`` is being presented to the IdP: until its refresh result
@@ -348,15 +339,7 @@ class SessionManager:
         blob = await self.store.get(key)
         if blob is None:
             return None
-        try:
-            return decode_tokens(self._sessions.decrypt(blob, key.encode()))
-        except UnsupportedFormat as exc:
-            logger.warning("refresh result has store format %d, which this release does not read", exc.number)
-            raise SessionFormatUnsupported(
-                f"this session was refreshed by a newer release of bff (store format {exc.number})"
-            ) from exc
-        except (DecryptionError, ValueError, KeyError, TypeError):
-            return None
+        return open_refresh_result(self._sessions, key, blob)
 
     # --- logout continuations -------------------------------------------------------------------------------------
 

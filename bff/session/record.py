@@ -98,7 +98,8 @@ def decode_session(plaintext: bytes) -> Session:
 def decode_session_sized(plaintext: bytes) -> tuple[Session, int]:
     """``decode_session``, and the length of the record's JSON text (what a memo of sessions weighs them by)."""
     text = _inflate(plaintext)
-    return _session_from_json(json.loads(text)), len(text)
+    # Records are UTF-8 JSON (RFC 8259 8.1): decoded directly, not sniffed for UTF-16/32 as json.loads(bytes) does.
+    return _session_from_json(json.loads(text.decode("utf-8"))), len(text)
 
 
 def _session_from_json(data: Any) -> Session:
@@ -186,13 +187,20 @@ def pack_jws(token: str) -> list[str] | None:
 
 
 def unpack_jws(parts: list[Any]) -> str:
-    if len(parts) != 3 or not all(isinstance(p, str) for p in parts):
+    if len(parts) != 3:
         raise TypeError("a packed JWS is three strings")
-    return f"{_b64(parts[0])}.{_b64(parts[1])}.{parts[2]}"
+    header, payload, signature = parts
+    if not (isinstance(header, str) and isinstance(payload, str) and isinstance(signature, str)):
+        raise TypeError("a packed JWS is three strings")
+    return f"{_b64(header)}.{_b64(payload)}.{signature}"
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")
+    """Unpadded base64url (RFC 4648 5) of ``text``'s UTF-8: ``base64.urlsafe_b64encode`` without its call layers."""
+    return binascii.b2a_base64(text.encode("utf-8"), newline=False).rstrip(b"=").translate(_URLSAFE).decode("ascii")
 
 
 def _b64_text(segment: str) -> str | None:

@@ -4,8 +4,9 @@ Cheap by construction: every field is one bff controls (numbers, the configured 
 hex handle) or is escaped here (the method, the path: ``json.encoder.encode_basestring_ascii``, the C escaper, so a
 hostile path of any bytes still gives one line of valid ASCII JSON). So the generic redaction filter, which scans
 whole messages with regular expressions, is not on this path. The query string is never written: its values are
-where secrets travel. Lines are buffered and written together ``FLUSH_DELAY`` after the first of them (or at
-``FLUSH_LINES``, and at exit): a write per request would cost more than the rest of the line.
+where secrets travel. A request's end keeps a tuple of plain values (a ``Record``); the lines are formatted in one
+loop and written together ``FLUSH_DELAY`` after the first of them (or at ``FLUSH_LINES``, and at exit): a write per
+request would cost more than the rest of the line.
 
 The session appears only as a handle: the first 12 characters of its store key, itself SHA-256 of the 256-bit
 session id (``bff.session.manager``), the same handle ``bff sessions list`` shows; it cannot be turned back into the
@@ -43,22 +44,28 @@ MAX_FRAGMENTS = 4096
 #: and again; new paths past the bound are escaped each time, never stored.
 MAX_PATHS = 1024
 MAX_CACHED_PATH = 256
+#: ``.000`` to ``.999``: the fraction of a millisecond count, looked up rather than formatted with a ``03d`` spec.
+_FRACTION = tuple(f".{i:03d}" for i in range(1000))
 _NO_TRACE = '"trace_id":null,"span_id":null,'
 _HEAD = '"severity_text":"INFO","body":"access","logger":"bff.access",'
 
 
-def _ms(us: int) -> str:
-    """Whole microseconds as a JSON number of milliseconds (``1234`` -> ``1.234``)."""
-    return f"{us // 1000}.{us % 1000:03d}"
+#: What a line shows, kept at the request's end and formatted at the flush: the end and start (``perf_counter()``),
+#: route, method, status, upstream status, error, raw path, request id, trace id, span id, session key, upstream
+#: error, upstream time, bytes in and out. Plain values only: nothing that refers back to the request.
+Record = tuple[
+    float, float, str, str, int, int | None, str | None, bytes, str | None, str | None, str | None, str | None,
+    str | None, float, int, int,
+]  # fmt: skip
 
 
 class AccessLog(BaseObserver):
     """Observer writing one access line per request (see the module docstring)."""
 
     def __init__(self, *, json: bool, stream: TextIO | None = None) -> None:
-        self._format = self._json_line if json else self._text_line
+        self._format = self._json_lines if json else self._text_lines
         self._stream = stream
-        self._lines: list[str] = []
+        self._records: list[Record] = []
         self._scheduled = False
         self._escaped: dict[str, str] = {}
         self._fragments: dict[tuple[str, str, int, int | None, str | None], str] = {}
@@ -67,7 +74,7 @@ class AccessLog(BaseObserver):
         self._session = "null"
         self._second = -1
         self._prefix = ""
-        self._ms = -1
+        self._next_ms = float("-inf")
         self._stamp = ""
         self._head = ""
         #: time() - perf_counter(), re-read once per second: one clock read per request gives both the duration and
@@ -76,8 +83,31 @@ class AccessLog(BaseObserver):
         atexit.register(self.flush)  # a process that stops without its lifespan end still writes its last lines
 
     def end(self, exchange: Exchange) -> None:
-        self._lines.append(self._format(exchange, perf_counter()))
-        if len(self._lines) >= FLUSH_LINES:
+        self.record(exchange, perf_counter())
+
+    def record(self, ex: Exchange, now: float) -> None:
+        """Keep what the line of ``ex`` (ended at ``now``, a ``perf_counter()``) shows; it is formatted at the flush."""
+        self._records.append(
+            (
+                now,
+                ex.started,
+                ex.route,
+                ex.method,
+                ex.status,
+                ex.upstream_status,
+                ex.error,
+                ex.path,
+                ex.request_id,
+                ex.trace_id,
+                ex.span_id,
+                ex.session_key,
+                ex.upstream_error,
+                ex.upstream_time,
+                ex.bytes_in,
+                ex.bytes_out,
+            )
+        )
+        if len(self._records) >= FLUSH_LINES:
             self.flush()
         elif not self._scheduled:
             try:
@@ -86,12 +116,16 @@ class AccessLog(BaseObserver):
             except RuntimeError:  # no loop (a synchronous caller): write now
                 self.flush()
 
+    def render(self) -> str:
+        """The lines of the records kept since the last flush, which are let go."""
+        records, self._records = self._records, []
+        return self._format(records)
+
     def flush(self) -> None:
         self._scheduled = False
-        if not self._lines:
+        if not self._records:
             return
-        text = "".join(self._lines)
-        self._lines.clear()
+        text = self.render()
         stream = self._stream or sys.stdout
         try:
             binary = getattr(stream, "buffer", None)
@@ -113,23 +147,20 @@ class AccessLog(BaseObserver):
                 self._escaped[value] = escaped
         return escaped
 
-    @staticmethod
-    def _path(exchange: Exchange) -> str:
-        return _escape(exchange.path.decode("utf-8", "backslashreplace"))
-
     def _timestamp(self, now: float) -> str:
         """RFC 3339 UTC with milliseconds of ``now`` (a ``perf_counter()``), formatted once per millisecond (the date
-        and second once per second); ``self._head`` is the JSON line's start up to its first per-request field."""
+        and second once per second): it holds until ``self._next_ms``. ``self._head`` is the JSON line's start up to
+        its first per-request field."""
         ms = int((now + self._offset) * 1000)
-        if ms != self._ms:
+        second = ms // 1000
+        if second != self._second:
+            self._offset = time() - perf_counter()
+            ms = int((now + self._offset) * 1000)
             second = ms // 1000
-            if second != self._second:
-                self._offset = time() - perf_counter()
-                ms = int((now + self._offset) * 1000)
-                second = ms // 1000
-                self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
-            self._ms, self._stamp = ms, f"{self._prefix}.{ms % 1000:03d}Z"
-            self._head = f'{{"timestamp":"{self._stamp}",{_HEAD}'
+            self._second, self._prefix = second, strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+        self._stamp = f"{self._prefix}{_FRACTION[ms % 1000]}Z"
+        self._head = f'{{"timestamp":"{self._stamp}",{_HEAD}'
+        self._next_ms = (ms + 1) / 1000 - self._offset
         return self._stamp
 
     def _escaped_path(self, path: bytes) -> str:
@@ -151,49 +182,64 @@ class AccessLog(BaseObserver):
             self._fragments[key] = fragment
         return fragment
 
-    def _json_line(self, ex: Exchange, now: float) -> str:
-        # Inline on purpose (no helper per field): this runs once per request. What a (route, method, status,
-        # upstream status, error) always gives is rendered once; request_id is a validated token or None, session
-        # keys are base64url: neither needs escaping.
-        key = (ex.route, ex.method, ex.status, ex.upstream_status, ex.error)
-        fragment = self._fragments.get(key) or self._fragment(key)
-        if int((now + self._offset) * 1000) != self._ms:
-            self._timestamp(now)
-        path = self._paths.get(ex.path) or self._escaped_path(ex.path)
-        trace_id, span_id = ex.trace_id, ex.span_id
-        if trace_id is None and span_id is None:
-            trace = _NO_TRACE
-        else:
-            trace = (
-                f'"trace_id":{"null" if trace_id is None else _escape(trace_id)},'
-                f'"span_id":{"null" if span_id is None else _escape(span_id)},'
+    def _json_lines(self, records: list[Record]) -> str:
+        # One loop over the batch, inline on purpose (no helper per field or line): what a (route, method, status,
+        # upstream status, error) always gives is rendered once and kept; request_id is a validated token or None,
+        # session keys are base64url: neither needs escaping. Durations are milliseconds with microsecond precision
+        # (the log convention's unit), rendered from whole microseconds: integer formatting costs a fraction of a
+        # fixed-point float's.
+        fragments, paths = self._fragments, self._paths
+        lines = []
+        for (
+            now, started, route, method, status, upstream, error, path, request_id,
+            trace_id, span_id, session, up_error, up_time, bytes_in, bytes_out,
+        ) in records:  # fmt: skip
+            fragment = fragments.get((route, method, status, upstream, error)) or self._fragment(
+                (route, method, status, upstream, error)
             )
-        session = ex.session_key
-        if session != self._session_key:
-            self._session_key = session
-            self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
-        # Milliseconds with microsecond precision (the log convention's unit), rendered from whole microseconds:
-        # integer formatting costs a fraction of a fixed-point float's.
-        if ex.upstream_status is None and ex.upstream_error is None:
-            up_ms = "null"
-        else:
-            up_ms = _ms(int(ex.upstream_time * 1e6))
-        request_id = "null" if ex.request_id is None else '"' + ex.request_id + '"'
-        return (
-            f'{self._head}"request_id":{request_id},{trace}'
-            f'"url.path":{path},{fragment}'
-            f'"duration_ms":{_ms(int((now - ex.started) * 1e6))},"bff.upstream.duration_ms":{up_ms},'
-            f'"http.request.body.size":{ex.bytes_in},"http.response.body.size":{ex.bytes_out},'
-            f'"bff.session":{self._session}}}\n'
-        )
+            if now >= self._next_ms:
+                self._timestamp(now)
+            escaped = paths.get(path) or self._escaped_path(path)
+            if trace_id is None and span_id is None:
+                trace = _NO_TRACE
+            else:
+                trace = (
+                    f'"trace_id":{"null" if trace_id is None else _escape(trace_id)},'
+                    f'"span_id":{"null" if span_id is None else _escape(span_id)},'
+                )
+            if session != self._session_key:
+                self._session_key = session
+                self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
+            us = int((now - started) * 1e6)
+            if upstream is None and up_error is None:  # no upstream call
+                up_ms = "null"
+            else:
+                up_us = int(up_time * 1e6)
+                up_ms = f"{up_us // 1000}{_FRACTION[up_us % 1000]}"
+            rid = "null" if request_id is None else '"' + request_id + '"'
+            lines.append(
+                f'{self._head}"request_id":{rid},{trace}'
+                f'"url.path":{escaped},{fragment}"duration_ms":{us // 1000}{_FRACTION[us % 1000]},'
+                f'"bff.upstream.duration_ms":{up_ms},'
+                f'"http.request.body.size":{bytes_in},"http.response.body.size":{bytes_out},'
+                f'"bff.session":{self._session}}}\n'
+            )
+        return "".join(lines)
 
-    def _text_line(self, ex: Exchange, now: float) -> str:
-        upstream = "-" if ex.upstream_status is None else str(ex.upstream_status)
-        return (
-            f"{self._timestamp(now)} INFO bff.access {self._cached(ex.method)} {self._path(ex)} {ex.status}"
-            f" route={self._cached(ex.route)} upstream={upstream} duration_ms={(now - ex.started) * 1000:.3f}"
-            f" upstream_ms={ex.upstream_time * 1000:.3f} in={ex.bytes_in} out={ex.bytes_out}"
-            f" error={ex.error or '-'} request_id={ex.request_id or '-'}"
-            f" trace_id={'-' if ex.trace_id is None else _escape(ex.trace_id)}"
-            f" session={session_handle(ex.session_key) or '-'}\n"
-        )
+    def _text_lines(self, records: list[Record]) -> str:
+        lines = []
+        for (
+            now, started, route, method, status, upstream, error, path, request_id,
+            trace_id, _, session, _, up_time, bytes_in, bytes_out,
+        ) in records:  # fmt: skip
+            stamp = self._stamp if now < self._next_ms else self._timestamp(now)
+            lines.append(
+                f"{stamp} INFO bff.access {self._cached(method)} "
+                f"{_escape(path.decode('utf-8', 'backslashreplace'))} {status}"
+                f" route={self._cached(route)} upstream={'-' if upstream is None else upstream}"
+                f" duration_ms={(now - started) * 1000:.3f} upstream_ms={up_time * 1000:.3f}"
+                f" in={bytes_in} out={bytes_out} error={error or '-'} request_id={request_id or '-'}"
+                f" trace_id={'-' if trace_id is None else _escape(trace_id)}"
+                f" session={session_handle(session) or '-'}\n"
+            )
+        return "".join(lines)

@@ -130,6 +130,11 @@ class TokenManager:
 
     # --- SocketSessions (bff.proxy.websocket) ----------------------------------------------------------------------
 
+    @property
+    def acr_values_allowed(self) -> tuple[str, ...]:
+        """``[oidc] acr_values_allowed``: the step-up challenges of a WebSocket handshake bff turns into a login."""
+        return self.idp.settings.acr_values_allowed
+
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         """The handshake's token under the route's policy, and the session the socket lives on (watched), if any."""
         token = await self.bearer(scope, route)

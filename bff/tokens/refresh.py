@@ -13,7 +13,8 @@ answers by revoking the whole token family, logging the user out).
    changed underneath us"); someone else may have refreshed already.
 5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
    refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
-   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md).
+   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md;
+   ``bff.tokens.spending``).
 6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
@@ -21,12 +22,13 @@ answers by revoking the whole token family, logging the user out).
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
    refresh never resurrects the session (the freshly issued refresh token is revoked instead). While the store
    fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
-   spent the old token, and losing the new one would make the next refresh present the spent one.
+   spent the old token, and losing the new one would make the next refresh present the spent one
+   (``bff.tokens.spending``).
 
 Token exchange (RFC 8693). A route with ``exchange`` gets its token through the same flight, keyed by the route: the
 same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set; under the
 lock the login's token is refreshed first (steps 2 and 5-7) when it expires soon, then exchanged, and one write stores
-both. A refused exchange (``TokenExchangeRefused``) never ends the session.
+both (``bff.tokens.exchange_flight``). A refused exchange (``TokenExchangeRefused``) never ends the session.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
@@ -42,7 +44,7 @@ and a flight still running past its deadline is abandoned and replaced.
 Metrics: each request that needs a refresh counts once in ``bff_token_refresh_total`` by what it got, and its wait
 in ``bff_token_refresh_duration_seconds``. ``ok`` when its flight called the IdP; ``joined`` when it used a refresh
 it did not make (it joined a flight of this process, or its flight found another process's result); a failure by
-what the flight recorded (``_Attempt``) or, failing that, by its class.
+what the flight recorded (``Attempt``) or, failing that, by its class.
 
 What remains: an IdP that takes the refresh token and never answers. At ``refresh_timeout`` the refresh is abandoned
 with its outcome unknown; the next attempt presents the same refresh token. An IdP with a reuse grace window (Auth0's
@@ -58,54 +60,37 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Literal, get_args
+from typing import get_args
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import (
     IdPUnavailable,
-    InvalidGrant,
     InvalidIdToken,
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
-    TokenExchangeDenied,
     TokenExchangeRefused,
 )
 from bff.models import Session, TokenSet
 from bff.oidc.provider import IdentityProvider
 from bff.session.manager import LoadedSession, SessionManager
 from bff.telemetry import metrics
+from bff.tokens.exchange_flight import Exchanger, count_exchange
+from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, RefreshOutcome, refresh_timeout, retry_soon
 from bff.tokens.idp_probe import IdPProbe
-from bff.tokens.route_tokens import expired, expiring, route_token_key, tokens_for
+from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
+from bff.tokens.spending import Spender
 from bff.types import Clock
 
 logger = logging.getLogger("bff.tokens")
 
-#: How long a refresh result stays readable for stragglers.
-RESULT_TTL = 60.0
-#: Polling interval bounds while another process holds the refresh lock.
-POLL_MIN, POLL_MAX = 0.02, 0.25
-#: Retry-After (seconds) of a 503 while a refresh is still in flight or the IdP is being probed.
-RETRY_SOON = 1
 #: How long stopping a background task (lock renewer, probe) waits for it; a store or IdP call it is inside is
 #: bounded by its own timeout, and nothing depends on it having stopped.
 STOP_GRACE = 0.5
 
 FlightKey = tuple[str, str | None]
-RefreshOutcome = Literal["ok", "joined", "invalid_grant", "idp_unavailable", "sub_mismatch", "error"]
 _OUTCOMES = {outcome: metrics.TOKEN_REFRESH.labels(outcome=outcome) for outcome in get_args(RefreshOutcome)}
-_EXCHANGE_OUTCOMES = {outcome: metrics.TOKEN_EXCHANGE.labels(outcome=outcome) for outcome in metrics.EXCHANGE_OUTCOMES}
 _DURATION = metrics.TOKEN_REFRESH_DURATION.labels()
-
-
-@dataclasses.dataclass(slots=True)
-class _Attempt:
-    """What a flight found out, for the metrics of the requests that wait for it."""
-
-    #: The flight used someone else's refresh (another process's, or a result a previous refresh left).
-    joined: bool = False
-    #: Why the flight failed, when the exception alone does not say (a SessionExpired has several causes).
-    failure: RefreshOutcome | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -115,7 +100,7 @@ class _Flight:
     task: asyncio.Task[LoadedSession]
     #: Loop time after which the task has overrun every deadline (a lost cancellation) and is replaced.
     abandon_at: float
-    attempt: _Attempt
+    attempt: Attempt
 
 
 class Refresher:
@@ -135,10 +120,9 @@ class Refresher:
         self._sleep = sleep
         self._inflight: dict[FlightKey, _Flight] = {}
         self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
-        #: Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests).
-        self.refresh_count = 0
-        #: Token exchanges (RFC 8693) this process made at the IdP.
-        self.exchange_count = 0
+        context = FlightContext(sessions, idp, self.probe, settings)
+        self._spender = Spender(context, sleep=sleep)
+        self._exchanger = Exchanger(context, clock=clock)
 
     async def refresh(
         self, loaded: LoadedSession, route: RouteSettings | None = None, *, stale_access_token: str | None
@@ -152,7 +136,7 @@ class Refresher:
         flight = self._inflight.get(key)
         joined = flight is not None and loop.time() <= flight.abandon_at
         if flight is None or not joined:
-            attempt = _Attempt()
+            attempt = Attempt()
             task = loop.create_task(
                 self._refresh_across_processes(loaded, route, route_key, stale_access_token, attempt)
             )
@@ -166,9 +150,7 @@ class Refresher:
         try:
             if not done:
                 outcome = "idp_unavailable"
-                error = IdPUnavailable("the identity provider has not answered the token refresh yet; it goes on")
-                error.retry_after = RETRY_SOON
-                raise error
+                raise retry_soon("the identity provider has not answered the token refresh yet; it goes on")
             try:
                 result = flight.task.result()
             except IdPUnavailable:
@@ -184,7 +166,7 @@ class Refresher:
             return result
         finally:
             if route is not None and route.exchange is not None:
-                _EXCHANGE_OUTCOMES[_exchange_outcome(outcome, refusal)].inc()
+                count_exchange(outcome, refusal)
             else:
                 _OUTCOMES[outcome].inc()
                 _DURATION.observe(perf_counter() - start)
@@ -201,9 +183,18 @@ class Refresher:
         return [flight.task for flight in self._inflight.values()]
 
     @property
+    def refresh_count(self) -> int:
+        """Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests)."""
+        return self._spender.refresh_count
+
+    @property
+    def exchange_count(self) -> int:
+        """Token exchanges (RFC 8693) this process made at the IdP."""
+        return self._exchanger.exchange_count
+
+    @property
     def _refresh_timeout(self) -> float:
-        """How long the IdP may take to answer a refresh: never less than a request waits for it."""
-        return max(self.settings.refresh_timeout, self.idp.settings.timeout)
+        return refresh_timeout(self.settings, self.idp)
 
     @property
     def _flight_limit(self) -> float:
@@ -234,7 +225,7 @@ class Refresher:
         route: RouteSettings | None,
         route_key: str | None,
         stale: str | None,
-        attempt: _Attempt,
+        attempt: Attempt,
     ) -> LoadedSession:
         exchanging = route is not None and route.exchange is not None
         if not exchanging and not loaded.session.tokens.refresh_token:
@@ -257,9 +248,7 @@ class Refresher:
                 attempt.joined = True
                 return current
             if loop.time() > deadline:
-                error = IdPUnavailable("another instance is still refreshing this session's tokens")
-                error.retry_after = RETRY_SOON
-                raise error
+                raise retry_soon("another instance is still refreshing this session's tokens")
             await self._sleep(poll)
             poll = min(poll * 2, POLL_MAX)
         stop = asyncio.Event()
@@ -312,7 +301,7 @@ class Refresher:
         current: LoadedSession,
         route: RouteSettings | None,
         route_key: str | None,
-        attempt: _Attempt,
+        attempt: Attempt,
         *,
         write_until: float,
     ) -> LoadedSession:
@@ -321,7 +310,10 @@ class Refresher:
         result: TokenSet | None = None
         if route is not None and route.exchange is not None:
             assert route_key is not None
-            updated, result = await self._exchanged(current, route, route_key)
+            # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
+            updated, result = await self._exchanger.exchanged(
+                current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
+            )
         elif route_key is None:
             result = await self._user_tokens(current, attempt)
             updated = session.evolve(tokens=result)
@@ -329,7 +321,7 @@ class Refresher:
             updated = await self._route_refreshed(current, route, route_key, attempt)
         # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
         # session write lands.
-        written = await self._store_rotated(current, updated, spent or "", result, write_until)
+        written = await self._spender.store_rotated(current, updated, spent or "", result, write_until)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
@@ -339,7 +331,7 @@ class Refresher:
             return await self._current(current)
         return written
 
-    async def _user_tokens(self, current: LoadedSession, attempt: _Attempt) -> TokenSet:
+    async def _user_tokens(self, current: LoadedSession, attempt: Attempt) -> TokenSet:
         """The login's tokens, refreshed (or taken from a refresh result whose session write did not land); the
         caller stores them, with the refresh result."""
         tokens = current.session.tokens
@@ -350,7 +342,7 @@ class Refresher:
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
             attempt.joined = True
         else:
-            new = await self._spend(current, spent, None, attempt)
+            new = await self._spender.spend(current, spent, None, attempt)
         # A new ID token must be about the same user; a remembered result was checked before it was saved.
         if new.id_token is not None and remembered is None:
             await self._check_same_user(current, new.id_token, new.access_token, attempt)
@@ -365,14 +357,14 @@ class Refresher:
         )
 
     async def _route_refreshed(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: _Attempt
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: Attempt
     ) -> Session:
         """A token of the route's own (RFC 8707 ``resource``, ``scopes``) from the login's refresh token."""
         session = current.session
         tokens = session.tokens
         spent = tokens.refresh_token
         assert spent is not None
-        new = await self._spend(current, spent, route, attempt)
+        new = await self._spender.spend(current, spent, route, attempt)
         route_token = TokenSet(
             access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
         )
@@ -385,146 +377,8 @@ class Refresher:
             route_tokens={**session.route_tokens, route_key: route_token},
         )
 
-    async def _exchanged(
-        self, current: LoadedSession, route: RouteSettings, route_key: str
-    ) -> tuple[Session, TokenSet | None]:
-        """The route's token exchanged (RFC 8693) for the session's current access token, refreshed first when it
-        expires soon, under the same lock: one write stores both. Also returns the refreshed login tokens, if any."""
-        session = current.session
-        tokens = session.tokens
-        refreshed = None
-        if expiring(tokens, self.settings.refresh_leeway, self.clock):
-            if tokens.refresh_token:
-                # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
-                tokens = refreshed = await self._user_tokens(current, _Attempt())
-            elif expired(tokens, self.clock):
-                await self.sessions.delete(current, reason="expired")
-                raise SessionExpired("the access token expired and the session has no refresh token")
-        exchanged = await self._call_exchange(tokens.access_token, route)
-        return session.evolve(tokens=tokens, route_tokens={**session.route_tokens, route_key: exchanged}), refreshed
-
-    async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
-        exchange = route.exchange
-        assert exchange is not None
-        if self.probe.down:
-            error = IdPUnavailable("the identity provider is failing; token exchanges resume as soon as it answers")
-            error.retry_after = RETRY_SOON
-            raise error
-        timeout = self._refresh_timeout
-        try:
-            try:
-                async with asyncio.timeout(timeout):
-                    new = await self.idp.client.token_exchange(
-                        subject_token,
-                        audience=exchange.audience,
-                        resource=exchange.resource,
-                        scope=exchange.scope,
-                        io_timeout=timeout,
-                    )
-            except TimeoutError as exc:
-                raise IdPUnavailable(f"token endpoint (token-exchange): no answer within {timeout:g}s") from exc
-        except IdPUnavailable as exc:
-            self.probe.failed()
-            exc.retry_after = RETRY_SOON
-            logger.warning("token exchange for route %s failed, keeping the session: %s", route.path, exc.message)
-            raise
-        except TokenExchangeRefused as exc:
-            # Not the session's end: the refusal is about this route's exchange (see bff.errors).
-            logger.warning(
-                "the identity provider refused the token exchange for route %s: %s", route.path, exc.oauth_error
-            )
-            raise
-        self.exchange_count += 1
-        return new
-
-    async def _spend(
-        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
-    ) -> TokenSet:
-        """Present ``spent`` to the IdP, marked in the store as being spent until its result is stored.
-
-        The lock alone does not keep a second refresher away when a store failover loses it while the holder is
-        still writing the result (the promoted replica may miss the lock's latest renewal, and the holder's writes
-        fail until it reconnects): a refresher that then finds the spent token in the session, no result and
-        this mark, answers 503 instead of presenting the token again (RFC 9700 4.14.2: the IdP would revoke the
-        family). The mark outlives the holder's retries; a failed IdP call removes it, as nothing was spent."""
-        if await self.sessions.is_spending(spent):
-            error = IdPUnavailable("another refresh spent this session's refresh token and is storing the result")
-            error.retry_after = RETRY_SOON
-            raise error
-        try:
-            # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
-            await self.sessions.mark_spending(spent, self._refresh_timeout + 2 * self.settings.refresh_lock_lease)
-            return await self._call_idp(current, spent, route, attempt)
-        except BaseException:
-            try:
-                await self.sessions.unmark_spending(spent)
-            except SessionStoreUnavailable as exc:
-                logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
-            raise
-
-    async def _store_rotated(
-        self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
-    ) -> LoadedSession | None:
-        """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
-        and renewed meanwhile). The IdP has spent the old refresh token: if the new one is lost (a store failing
-        over drops or refuses the write), the next refresh presents the spent one, and an IdP with reuse detection
-        revokes the whole family (RFC 9700 4.14.2). Both writes are idempotent: the refresh result is a plain SET,
-        and a compare-and-set that landed before its confirmation failed finds the record changed and returns None
-        (the caller then reloads the session that holds the new tokens)."""
-        loop = asyncio.get_running_loop()
-        pause = POLL_MIN
-        while True:
-            try:
-                if result is not None:
-                    await self.sessions.save_refresh_result(spent, result, RESULT_TTL)
-                return await self.sessions.replace(current, updated)
-            except SessionStoreUnavailable as exc:
-                if loop.time() + pause > until:
-                    logger.exception(
-                        "could not store the rotated tokens before the refresh deadline; the next refresh presents "
-                        "the spent refresh token: %s",
-                        exc.message,
-                    )
-                    raise
-                logger.warning("could not store the rotated tokens (trying again): %s", exc.message)
-            await self._sleep(pause)
-            pause = min(pause * 2, POLL_MAX)
-
-    async def _call_idp(
-        self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: _Attempt
-    ) -> TokenSet:
-        if self.probe.down:
-            error = IdPUnavailable("the identity provider is failing; refreshes resume as soon as it answers")
-            error.retry_after = RETRY_SOON
-            raise error
-        timeout = self._refresh_timeout
-        try:
-            try:
-                # httpx bounds each read and write; this bounds the whole call (an IdP trickling bytes).
-                async with asyncio.timeout(timeout):
-                    new = await self.idp.client.refresh(
-                        spent,
-                        scopes=route.scopes if route else (),
-                        resource=route.resource if route else None,
-                        io_timeout=timeout,
-                    )
-            except TimeoutError as exc:
-                raise IdPUnavailable(f"token endpoint (refresh_token): no answer within {timeout:g}s") from exc
-        except InvalidGrant as exc:
-            logger.info("refresh token refused by the IdP (%s); ending the session", exc.oauth_error or "invalid_grant")
-            attempt.failure = "invalid_grant"
-            await self.sessions.delete(current, reason="refresh_failed")
-            raise SessionExpired("the session expired or was revoked at the identity provider") from exc
-        except IdPUnavailable as exc:
-            self.probe.failed()
-            exc.retry_after = RETRY_SOON
-            logger.warning("token refresh failed, keeping the session: %s", exc.message)
-            raise
-        self.refresh_count += 1
-        return new
-
     async def _check_same_user(
-        self, current: LoadedSession, id_token: str, access_token: str, attempt: _Attempt
+        self, current: LoadedSession, id_token: str, access_token: str, attempt: Attempt
     ) -> None:
         """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
         against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
@@ -546,13 +400,6 @@ class Refresher:
             await self.idp.client.revoke(refresh_token, "refresh_token")
         except OAuthError as exc:
             logger.info("could not revoke an orphaned refresh token: %s", exc.error)
-
-
-def _exchange_outcome(outcome: RefreshOutcome, refusal: TokenExchangeRefused | None) -> str:
-    """A flight's outcome as ``bff_token_exchange_total`` counts it."""
-    if refusal is not None:
-        return "denied" if isinstance(refusal, TokenExchangeDenied) else "refused"
-    return outcome if outcome in ("ok", "joined", "idp_unavailable") else "error"
 
 
 async def _bounded_wait(task: asyncio.Task[None], what: str) -> None:

@@ -5,6 +5,8 @@ The library stays behind two small types, and its failures are translated where 
 fixed messages that carry no URL):
 
 - connect refused, handshake refused (not a 101, redirects included), a broken frame stream -> ``UpstreamError`` (502)
+  (a refused handshake is a ``HandshakeRefused`` carrying the status and header fields, for the caller to read a
+  ``WWW-Authenticate`` challenge)
 - the connect or handshake timed out                                                      -> ``UpstreamTimeout`` (504)
 
 It is a relay: no cookies are kept, no compression is negotiated (frames cross unchanged), no ``User-Agent`` is
@@ -19,10 +21,11 @@ the library's own (RFC 6455 4.1).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -35,6 +38,31 @@ FrameKind = Literal["text", "bytes", "close"]
 #: Close codes that may not be sent in a Close frame (RFC 6455 7.4.1: 1005, 1006 and 1015 are reserved for
 #: reporting; 1004 is reserved) or lie outside the ranges an endpoint may use (RFC 6455 7.4.2).
 _UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
+
+
+class HandshakeRefused(UpstreamError):
+    """The upstream answered the handshake with an HTTP status other than 101: still a 502 unless the caller makes
+    more of it (a step-up challenge, RFC 9470 3)."""
+
+    def __init__(self, message: str, *, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(message)
+        self.upstream_status = status  # not ``status``: bff's own answer stays a 502
+        self.upstream_headers = headers
+
+
+async def first_of(*work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` (a relay's directions) concurrently until one finishes; cancel the rest; re-raise a failure of
+    any."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def sendable_close_code(code: int | None, default: int = 1000) -> int:
@@ -147,8 +175,13 @@ class WebSocketClient:
                 ssl=tls,
             )
         except InvalidStatus as exc:
-            raise UpstreamError(
-                f"the upstream refused the WebSocket handshake (HTTP {exc.response.status_code})"
+            status = exc.response.status_code
+            raise HandshakeRefused(
+                f"the upstream refused the WebSocket handshake (HTTP {status})",
+                status=status,
+                headers=[
+                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.response.headers.raw_items()
+                ],
             ) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream did not answer the WebSocket handshake in time") from exc

@@ -3,7 +3,8 @@
 Timings of a few microseconds drown in this kind of VM's noise; instruction counts do not. Each observer set runs
 one request's hooks (``start``, ``upstream``, ``end``) in a loop under ``valgrind --tool=callgrind``, twice (LOW and
 HIGH iterations); the difference over HIGH - LOW is the count per request, start-up cancelled out. The access log
-formats its lines and keeps none (no write: the paired benchmark shows the write costs nothing it can see).
+formats its lines (at its flush, as in the server) and writes none (the paired benchmark shows the write costs
+nothing it can see).
 Needs ``valgrind``; prints one row per set, each including the sets above it.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -19,6 +19,7 @@ from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import BaseObserver, Observer, Observers
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
+from tests.bench.callgrind import instructions
 
 LOW, HIGH = 1000, 3000
 HEADERS = [
@@ -37,7 +38,7 @@ class _NoHooks(BaseObserver):
 def _log() -> AccessLog:
     log = AccessLog(json=True, stream=io.StringIO())
     log._scheduled = True  # never a timer: there is no event loop here
-    log.flush = log._lines.clear  # type: ignore[method-assign]
+    log.flush = log.render  # type: ignore[assignment,method-assign]  # formats every line, writes none
     return log
 
 
@@ -63,16 +64,6 @@ def _loop(name: str, count: int) -> None:
         observers.end(ex)
 
 
-def _instructions(valgrind: str, name: str, count: int) -> int:
-    command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    command += ["-m", "tests.bench.hook_instructions", "--loop", name, str(count)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    for line in result.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.rsplit(":", 1)[1].strip().replace(",", ""))
-    raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr}")
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--loop"]:
         _loop(argv[1], int(argv[2]))
@@ -82,7 +73,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("hook_instructions: needs valgrind (sudo apt-get install -y valgrind)\n")
         return 2
     for name in SETS:
-        per_request = (_instructions(valgrind, name, HIGH) - _instructions(valgrind, name, LOW)) / (HIGH - LOW)
+        loop = ("tests.bench.hook_instructions", "--loop", name)
+        high, low = (instructions(valgrind, *loop, str(n)) for n in (HIGH, LOW))
+        per_request = (high - low) / (HIGH - LOW)
         sys.stdout.write(f"{name:<20} {per_request:>8,.0f} instructions per request\n")
     return 0
 

@@ -28,6 +28,8 @@ FAPI2_METADATA: dict[str, Any] = {
     "token_endpoint_auth_methods_supported": ["private_key_jwt"],
     "dpop_signing_alg_values_supported": ["ES256"],
     "id_token_signing_alg_values_supported": ["PS256"],
+    "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+    "response_types_supported": ["code"],
 }
 
 
@@ -63,13 +65,21 @@ def fapi2_settings(tmp_path: Path, **extra: Any) -> OIDCSettings:
     return OIDCSettings(**values)
 
 
-def plan(settings: OIDCSettings, meta: ProviderMetadata) -> Any:
-    return plan_authorization(settings, meta, ClientAuth(settings, meta, httpx.AsyncClient(), clock=time.time))
+def client_auth(settings: OIDCSettings, meta: ProviderMetadata) -> ClientAuth:
+    return ClientAuth(settings, meta, httpx.AsyncClient(), clock=time.time)
+
+
+def plan(settings: OIDCSettings, meta: ProviderMetadata, **options: str) -> Any:
+    return plan_authorization(settings, meta, client_auth(settings, meta), **options)
+
+
+def problems_of(settings: OIDCSettings, meta: ProviderMetadata) -> list[str]:
+    return fapi2_problems(settings, meta, client_auth(settings, meta))
 
 
 def test_an_idp_with_every_capability_passes(tmp_path: Path) -> None:
     settings = fapi2_settings(tmp_path)
-    assert fapi2_problems(settings, metadata(**FAPI2_METADATA)) == []
+    assert problems_of(settings, metadata(**FAPI2_METADATA)) == []
     assert plan(settings, metadata(**FAPI2_METADATA)).par_endpoint == f"{ISSUER}/par"
 
 
@@ -83,23 +93,56 @@ def test_an_idp_with_every_capability_passes(tmp_path: Path) -> None:
         ({"token_endpoint_auth_methods_supported": ["client_secret_basic"]}, "does not list private_key_jwt"),
         ({"dpop_signing_alg_values_supported": ["RS256"]}, "ES256 in dpop_signing_alg_values_supported"),
         ({"id_token_signing_alg_values_supported": ["RS256"]}, "signs ID tokens with none of PS256, ES256"),
+        ({"token_endpoint_auth_signing_alg_values_supported": ["RS256"]}, "does not list ES256 (the client asser"),
+        ({"token_endpoint_auth_signing_alg_values_supported": None}, "token_endpoint_auth_signing_alg_values_sup"),
+        ({"response_types_supported": ["id_token"]}, "does not list code in response_types_supported"),
     ],
 )
 def test_each_missing_capability_is_one_line(tmp_path: Path, missing: dict[str, Any], expected: str) -> None:
-    problems = fapi2_problems(fapi2_settings(tmp_path), metadata(**{**FAPI2_METADATA, **missing}))
+    problems = problems_of(fapi2_settings(tmp_path), metadata(**{**FAPI2_METADATA, **missing}))
     assert len(problems) == 1, problems
     assert expected in problems[0]
 
 
 def test_without_dpop_the_tokens_must_be_certificate_bound(tmp_path: Path) -> None:
     settings = fapi2_settings(tmp_path, dpop=False, client_cert="/run/c.crt", client_key="/run/c.key")
-    problems = fapi2_problems(settings, metadata(**FAPI2_METADATA))
+    problems = problems_of(settings, metadata(**FAPI2_METADATA))
     assert problems == [
         "the IdP's metadata lacks tls_client_certificate_bound_access_tokens: true (RFC 8705 3.3), and dpop is off:"
         " its tokens would not be sender-constrained"
     ]
     bound = metadata(**FAPI2_METADATA, tls_client_certificate_bound_access_tokens=True)
-    assert fapi2_problems(settings, bound) == []
+    assert problems_of(settings, bound) == []
+
+
+def test_an_rsa_key_signs_assertions_ps256_and_other_curves_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "rsa").mkdir()
+    (tmp_path / "p384").mkdir()
+    rsa_key = key_file(tmp_path / "rsa", RSAKey.generate_key(2048, private=True))
+    rsa = fapi2_settings(tmp_path, private_key_file=rsa_key)
+    meta = metadata(**FAPI2_METADATA)
+    signing_key = client_auth(rsa, meta).signing_key
+    assert signing_key is not None
+    assert signing_key[1] == "PS256"
+    assert problems_of(rsa, meta) == [
+        "the IdP's metadata does not list PS256 (the client assertion's algorithm) in"
+        " token_endpoint_auth_signing_alg_values_supported (ES256), which profile = 'fapi2' requires (FAPI 2.0 SP"
+        " 5.4.1)"
+    ]
+    p384_key = key_file(tmp_path / "p384", ECKey.generate_key("P-384", private=True))
+    p384 = fapi2_settings(tmp_path, private_key_file=p384_key)
+    (problem,) = problems_of(p384, meta)
+    assert problem.startswith("private_key_file's key signs client assertions with ES384")
+
+
+def test_the_refusal_names_the_frontend(tmp_path: Path) -> None:
+    bare = {**FAPI2_METADATA, "authorization_response_iss_parameter_supported": None}
+    with pytest.raises(ConfigError) as caught:
+        plan(fapi2_settings(tmp_path), metadata(**bare), key="frontends['shop'].oidc")
+    assert caught.value.problems == [
+        "frontends['shop'].oidc: the IdP's metadata lacks authorization_response_iss_parameter_supported: true"
+        " (RFC 9207, FAPI 2.0 SP 5.3.2.2)"
+    ]
 
 
 def test_the_refusal_lists_every_problem_with_its_section(tmp_path: Path) -> None:

@@ -4,23 +4,21 @@ session cookie as Chromium does).
 
 What it proves: frames cross both ways with the user's token on the upstream handshake only; every refusal (no
 session, foreign or missing Origin, a route without ``websocket = true``) is an HTTP answer before the upstream sees
-any handshake, and an upstream that refuses its handshake is a 502; a browser that does not read holds the upstream
-back (backpressure, not buffering); ``max_message`` both ways and ``idle_timeout`` close with their documented
-codes; a session that ends anywhere (logout on the other instance, back-channel logout, ``bff sessions revoke``, a
-token that cannot be refreshed) closes the socket with 4401, while a token that can be refreshed keeps it open; a
-socket open at the shutdown deadline closes with 1012; debug logs of the handshake hold no token; and all of it
-under ``bff serve --workers 2``.
+any handshake, and an upstream that refuses its handshake is a 502 (with a step-up challenge: ``step_up_required``);
+a browser that does not read holds the upstream back (backpressure, not buffering); ``max_message`` both ways and
+``idle_timeout`` close with their documented codes; a session that ends anywhere (logout on the other instance,
+back-channel logout, ``bff sessions revoke``, a token that cannot be refreshed) closes the socket with 4401, while a
+token that can be refreshed keeps it open; a socket open at the shutdown deadline closes with 1012; debug logs of
+the handshake hold no token; and all of it under ``bff serve --workers 2``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +28,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.support.bff_process import expire_session_token, start_bff, wait_ready
+from tests.support.bff_process import (
+    RunningBff,
+    configure,
+    expire_session_token,
+    serving_bff,
+    start_bff,
+    wait_ready,
+)
 from tests.support.browser import Browser
-from tests.support.configs import write_config
 from tests.support.leak_guard import GUARD, fingerprint
 from tests.support.oidc_provider import TestProvider, running
 from tests.support.servers import free_port
@@ -84,16 +88,8 @@ class Stack:
 
 
 def write_bff_config(path: Path, port: int, redis_url: str, provider: TestProvider, upstream: str, idle: str) -> None:
-    write_config(
-        path,
-        port=port,
-        redis_url=redis_url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
-    )
-    with path.open("a") as f:
-        f.write(ROUTES.format(idle=idle, upstream=upstream))
+    extra = ROUTES.format(idle=idle, upstream=upstream)
+    configure(path, port, redis_url=redis_url, provider=provider, upstream=upstream, extra=extra)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +234,18 @@ async def test_an_upstream_that_refuses_the_handshake_is_a_502_to_the_browser(st
     assert handshake.token_fingerprint == fingerprint("")  # no Authorization at all
 
 
+async def test_an_upstream_step_up_challenge_on_the_handshake_is_step_up_required(stack: Stack) -> None:
+    cookie = await log_in(stack.origin())
+    status, body = await refusal(f"{stack.ws()}/api/step-up/feed", origin=stack.origin(), cookie=cookie)
+    assert (status, body["error"]) == (401, "step_up_required")
+    details: dict[str, object] = dict(body)  # max_age is a JSON number
+    assert (details["acr_values"], details["max_age"]) == ("mfa", 60)
+    assert body["login_url"].startswith("/bff/login?")
+    [handshake] = stack.upstream.handshakes
+    assert handshake.path == "/step-up/feed"  # the upstream refused it with the user's token
+    assert handshake.token_fingerprint in issued(stack.provider)
+
+
 async def test_a_browser_that_does_not_read_holds_the_upstream_back_instead_of_filling_bff(stack: Stack) -> None:
     """Backpressure: the upstream offers 64 MiB; while the browser reads nothing, the upstream's sends stall once
     the few buffers on the way are full (TCP's and at most a few messages in bff); then every message arrives, in
@@ -298,54 +306,55 @@ async def test_an_idle_socket_is_closed_with_4408(stack: Stack) -> None:
         assert await closed_with(ws) == 4408
 
 
-async def test_a_logout_on_the_other_instance_closes_the_socket_with_4401(stack: Stack) -> None:
-    cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/calm/logout-elsewhere", origin=stack.origin(0), cookie=cookie) as ws:
+async def logout_on_the_other_instance(stack: Stack, cookie: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{stack.origin(1)}/bff/logout", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
+    assert answer.status_code == 200, answer.text
+
+
+async def back_channel_logout(stack: Stack, cookie: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"{stack.origin(1)}/bff/backchannel-logout", data={"logout_token": stack.provider.mint_logout_token()}
+        )
+    assert answer.status_code == 200, answer.text
+
+
+async def bff_sessions_revoke(stack: Stack, cookie: str) -> None:
+    revoke = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bff", "sessions", "revoke", "--sub", "alice-0001", "--config", str(stack.configs[0]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(revoke.communicate(), BOUND * 3)
+    assert revoke.returncode == 0, output.decode()
+
+
+async def token_expired_and_cannot_be_refreshed(stack: Stack, cookie: str) -> None:
+    stack.provider.token_error = "invalid_grant"
+    await expire_session_token(stack.redis_url, stack.configs[0], cookie)
+
+
+@pytest.mark.parametrize(
+    ("instance", "end"),
+    [
+        (0, logout_on_the_other_instance),
+        (0, back_channel_logout),
+        (1, bff_sessions_revoke),
+        (0, token_expired_and_cannot_be_refreshed),
+    ],
+    ids=lambda value: getattr(value, "__name__", None),
+)
+async def test_a_session_that_ends_closes_the_socket_with_4401_and_the_upstream_side_with_1001(
+    stack: Stack, instance: int, end: Callable[[Stack, str], Awaitable[None]]
+) -> None:
+    cookie = await log_in(stack.origin(instance))
+    path = f"/{end.__name__}"
+    async with socket(f"{stack.ws(instance)}/calm{path}", origin=stack.origin(instance), cookie=cookie) as ws:
         await ws.send("hello")
         assert await ws.recv() == "hello"
-        async with httpx.AsyncClient() as http:
-            answer = await http.post(f"{stack.origin(1)}/bff/logout", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
-        assert answer.status_code == 200, answer.text
+        await end(stack, cookie)
         assert await closed_with(ws) == 4401
-    assert await upstream_close(stack.upstream, "/logout-elsewhere") == 1001  # bff ended the upstream side too
-
-
-async def test_a_back_channel_logout_closes_the_socket_with_4401(stack: Stack) -> None:
-    cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/calm/chat", origin=stack.origin(0), cookie=cookie) as ws:
-        await ws.send("hello")
-        assert await ws.recv() == "hello"
-        async with httpx.AsyncClient() as http:
-            answer = await http.post(
-                f"{stack.origin(1)}/bff/backchannel-logout",
-                data={"logout_token": stack.provider.mint_logout_token()},
-            )
-        assert answer.status_code == 200, answer.text
-        assert await closed_with(ws) == 4401
-
-
-async def test_bff_sessions_revoke_closes_the_socket_with_4401(stack: Stack) -> None:
-    cookie = await log_in(stack.origin(1))
-    async with socket(f"{stack.ws(1)}/calm/chat", origin=stack.origin(1), cookie=cookie) as ws:
-        await ws.send("hello")
-        assert await ws.recv() == "hello"
-        revoke = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bff", "sessions", "revoke", "--sub", "alice-0001", "--config", str(stack.configs[0]),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await asyncio.wait_for(revoke.communicate(), BOUND * 3)
-        assert revoke.returncode == 0, output.decode()
-        assert await closed_with(ws) == 4401
-
-
-async def test_a_token_that_expired_and_cannot_be_refreshed_closes_the_socket_with_4401(stack: Stack) -> None:
-    cookie = await log_in(stack.origin(0))
-    async with socket(f"{stack.ws(0)}/calm/chat", origin=stack.origin(0), cookie=cookie) as ws:
-        await ws.send("hello")
-        assert await ws.recv() == "hello"
-        stack.provider.token_error = "invalid_grant"
-        await expire_session_token(stack.redis_url, stack.configs[0], cookie)
-        assert await closed_with(ws) == 4401
+    assert await upstream_close(stack.upstream, path) == 1001  # bff ended the upstream side too
 
 
 async def test_a_token_about_to_expire_is_refreshed_and_the_socket_stays_open(stack: Stack) -> None:
@@ -365,75 +374,45 @@ async def test_a_token_about_to_expire_is_refreshed_and_the_socket_stays_open(st
     assert stack.provider.refresh_calls == refreshes + 1
 
 
+def own_bff(tmp_path: Path, redis_url: str, stack: Stack, idle: str, *args: str) -> AbstractContextManager[RunningBff]:
+    """A ``bff serve`` of the test's own (with the stack's routes, ``idle_timeout`` ``idle`` and ``args``), ready."""
+    extra = ROUTES.format(idle=idle, upstream=stack.upstream.url)
+    return serving_bff(
+        tmp_path, redis_url=redis_url, provider=stack.provider, upstream=stack.upstream.url, args=args, extra=extra
+    )
+
+
 async def test_a_socket_open_at_the_shutdown_deadline_closes_with_1012_both_ways(
     tmp_path: Path, redis_url: str, stack: Stack
 ) -> None:
-    port = free_port()
-    config = tmp_path / "bff.toml"
-    write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "1m")
     # write_config: drain_delay = "0s", shutdown_timeout = "2s", so the deadline comes 2 s after the stop signal.
-    log = tmp_path / "bff.log"
-    process = start_bff(config, port, log)
-    try:
-        wait_ready(port, process, log)
-        origin = f"http://127.0.0.1:{port}"
-        cookie = await log_in(origin)
-        async with socket(f"ws://127.0.0.1:{port}/api/shutdown", origin=origin, cookie=cookie) as ws:
+    with own_bff(tmp_path, redis_url, stack, "1m") as bff:
+        cookie = await log_in(bff.url)
+        async with socket(f"ws://127.0.0.1:{bff.port}/api/shutdown", origin=bff.url, cookie=cookie) as ws:
             await ws.send("hello")
             assert await ws.recv() == "hello"
-            process.terminate()
+            bff.process.terminate()
             assert await closed_with(ws) == 1012  # service restart: reconnect, to another instance
         assert await upstream_close(stack.upstream, "/shutdown") == 1012
-        assert await asyncio.to_thread(process.wait, BOUND) == 0
-    finally:
-        process.terminate()
-        process.wait(BOUND)
-
-
-def start_serve(config: Path, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``bff serve`` with more command-line arguments than ``start_bff`` passes."""
-    GUARD.watch_bff(f"http://127.0.0.1:{port}")
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--config", str(config), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        assert await asyncio.to_thread(bff.process.wait, BOUND) == 0
 
 
 async def test_debug_logs_of_a_relayed_handshake_hold_no_token(tmp_path: Path, redis_url: str, stack: Stack) -> None:
     """The WebSocket client logs each handshake's headers at debug level: bff's redaction masks the bearer token."""
-    port = free_port()
-    config = tmp_path / "bff.toml"
-    write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "1m")
-    log = tmp_path / "bff.log"
-    process = start_serve(config, port, log, "--log-level", "debug")
-    try:
-        wait_ready(port, process, log)
-        origin = f"http://127.0.0.1:{port}"
-        cookie = await log_in(origin)
-        async with socket(f"ws://127.0.0.1:{port}/api/logged", origin=origin, cookie=cookie) as ws:
+    with own_bff(tmp_path, redis_url, stack, "1m", "--log-level", "debug") as bff:
+        cookie = await log_in(bff.url)
+        async with socket(f"ws://127.0.0.1:{bff.port}/api/logged", origin=bff.url, cookie=cookie) as ws:
             await ws.send("whoami")
             assert await ws.recv() in issued(stack.provider)
-    finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, BOUND)
-    written = log.read_text()
+    written = bff.log.read_text()
     assert "websockets.client" in written or "> GET /logged" in written, written[-2000:]  # the handshake was logged
     assert not [t for t in stack.provider.issued_tokens() if t in written]
     assert cookie not in written
 
 
 async def test_works_under_workers_2(tmp_path: Path, redis_url: str, stack: Stack) -> None:
-    port = free_port()
-    config = tmp_path / "bff.toml"
-    write_bff_config(config, port, redis_url, stack.provider, stack.upstream.url, "30s")
-    log = tmp_path / "bff.log"
-    process = start_serve(config, port, log, "--workers", "2")
-    try:
-        wait_ready(port, process, log)
-        origin = f"http://127.0.0.1:{port}"
+    with own_bff(tmp_path, redis_url, stack, "30s", "--workers", "2") as bff:
+        origin, port = bff.url, bff.port
         cookie = await log_in(origin)
         async with (
             socket(f"ws://127.0.0.1:{port}/api/a", origin=origin, cookie=cookie) as a,
@@ -450,6 +429,3 @@ async def test_works_under_workers_2(tmp_path: Path, redis_url: str, stack: Stac
             assert [await closed_with(ws) for ws in (a, b, c, d)] == [4401] * 4
         status, body = await refusal(f"ws://127.0.0.1:{port}/api/a", origin=origin, cookie=cookie)
         assert (status, body["error"]) == (401, "unauthenticated")
-    finally:
-        process.terminate()
-        process.wait(10)

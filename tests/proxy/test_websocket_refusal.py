@@ -12,6 +12,7 @@ from bff.config import RouteSettings
 from bff.proxy.websocket import WebSocketProxy
 from bff.types import Message, Scope
 from bff.upstream import UpstreamClient
+from tests.support.asgi import websocket_handshake
 from tests.support.configs import base_document, make_config
 
 ORIGIN = "https://app.example.com"
@@ -19,6 +20,8 @@ ORIGIN = "https://app.example.com"
 
 class NoSessions:
     """A session seam that must not be reached: every refusal here happens before it."""
+
+    acr_values_allowed = ()
 
     async def open_socket(self, scope: Scope, route: RouteSettings) -> tuple[str | None, str | None]:
         raise AssertionError("the session seam was asked")
@@ -46,16 +49,7 @@ async def _call(scope: Scope) -> list[Message]:
     doc["routes"] = [{"path": "/api/live", "upstream": "https://live.example.net", "websocket": True}]
     config = make_config(doc)
     proxy = WebSocketProxy(config.routes, UpstreamClient(), NoSessions(), public_origin=ORIGIN, trusted_proxies=())
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await proxy(scope, receive, send)
-    return sent
+    return await websocket_handshake(proxy, scope)
 
 
 @pytest.mark.parametrize(

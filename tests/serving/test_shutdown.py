@@ -16,9 +16,11 @@ import signal
 import socket
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,11 +31,10 @@ from bff.config import load_config
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from bff.types import Receive, Scope, Send
-from tests.support.bff_process import expire_session_token, log_in, start_bff, wait_ready
-from tests.support.configs import write_config
+from tests.support.bff_process import configure, expire_session_token, log_in, start_bff, wait_ready
 from tests.support.dev_server import DevServer, DevServerState
 from tests.support.leak_guard import fingerprint
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import free_port, serve
 
@@ -91,12 +92,6 @@ def upstream() -> Iterator[Upstream]:
     api.release.set()
 
 
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 @dataclass
 class Bff:
     process: subprocess.Popen[bytes]
@@ -120,49 +115,65 @@ class Bff:
             pytest.fail(f"bff still running {within:g}s after SIGTERM:\n{self.log.read_text()[-3000:]}")
 
 
+@dataclass
+class Launcher:
+    """Starts ``bff serve`` processes on the test's Redis, IdP and upstream; kills those still running at the end."""
+
+    tmp_path: Path
+    redis_process: RedisProcess
+    provider: TestProvider
+    upstream: Upstream
+    started: list[Bff] = field(default_factory=list)
+
+    def __call__(
+        self,
+        *,
+        drain_delay: str = "0s",
+        shutdown_timeout: str = "2s",
+        workers: int = 1,
+        extra: str = "",
+        listen: int | None = None,
+        ready: bool = True,
+    ) -> Bff:
+        """``extra``: TOML appended to the config; ``listen``: serve on this port (``--listen``), not the config's;
+        ``ready``: wait until ``/readyz`` answers 200."""
+        configured = free_port()
+        name = f"bff{len(self.started)}"
+        config, log = self.tmp_path / f"{name}.toml", self.tmp_path / f"{name}.log"
+        configure(
+            config,
+            configured,
+            redis_url=self.redis_process.url,
+            provider=self.provider,
+            upstream=self.upstream.url,
+            extra=extra,
+            drain_delay=drain_delay,
+            shutdown_timeout=shutdown_timeout,
+        )
+        args = ["--workers", str(workers)] if workers > 1 else []
+        port = configured if listen is None else listen
+        if listen is not None:
+            args += ["--listen", f"127.0.0.1:{listen}"]
+        bff = Bff(start_bff(config, port, log, *args), port, config, log)
+        self.started.append(bff)
+        if ready:
+            wait_ready(port, bff.process, log)
+        return bff
+
+    async def logged_in(self, **options: Any) -> tuple[Bff, dict[str, str]]:
+        """A ready bff (``options``: as for a call) and the headers of an API call in a session logged in there."""
+        bff = self(**options)
+        return bff, {**XHR, "cookie": f"__Host-bff={await log_in(bff.port)}"}
+
+
 @pytest.fixture
-def bffs(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: Upstream
-) -> Iterator[list[Bff]]:
-    """A list the test fills through :func:`launch`; every process still running at the end is killed."""
-    started: list[Bff] = []
-    yield started
-    for bff in started:
+def launch(tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, upstream: Upstream) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path, redis_process, idp, upstream)
+    yield launcher
+    for bff in launcher.started:
         if bff.process.poll() is None:
             bff.process.kill()
             bff.process.wait(PATIENCE)
-
-
-def launch(
-    bffs: list[Bff],
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    *,
-    drain_delay: str,
-    shutdown_timeout: str,
-    workers: int = 1,
-) -> Bff:
-    port = free_port()
-    name = f"bff{len(bffs)}"
-    config = tmp_path / f"{name}.toml"
-    write_config(
-        config,
-        port=port,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream.url,
-        drain_delay=drain_delay,
-        shutdown_timeout=shutdown_timeout,
-    )
-    log = tmp_path / f"{name}.log"
-    process = start_bff(config, port, log, *(["--workers", str(workers)] if workers > 1 else []))
-    bff = Bff(process, port, config, log)
-    bffs.append(bff)
-    wait_ready(port, process, log)
-    return bff
 
 
 async def fresh_get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -188,6 +199,13 @@ async def until_refused(bff: Bff) -> list[int]:
             await asyncio.sleep(0.02)
 
 
+async def refresh_started(provider: TestProvider) -> None:
+    """Until the IdP has received a refresh token grant."""
+    async with asyncio.timeout(PATIENCE):
+        while not any(form.get("grant_type") == "refresh_token" for form in provider.token_requests):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 def idle_keep_alive_connection(bff: Bff) -> socket.socket:
     """A connection that had one answer and stays open, idle."""
     sock = socket.create_connection(("127.0.0.1", bff.port), timeout=PATIENCE)
@@ -201,26 +219,10 @@ def idle_keep_alive_connection(bff: Bff) -> socket.socket:
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_sigterm_drains_then_refuses_and_lets_requests_in_flight_finish(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    bffs: list[Bff],
-    workers: int,
+    upstream: Upstream, launch: Launcher, workers: int
 ) -> None:
     drain, grace = 2.0, 8.0
-    bff = launch(
-        bffs,
-        tmp_path,
-        redis_process,
-        provider,
-        upstream,
-        drain_delay=f"{drain:g}s",
-        shutdown_timeout=f"{grace:g}s",
-        workers=workers,
-    )
-    cookie = await log_in(bff.port)
-    api = {**XHR, "cookie": f"__Host-bff={cookie}"}
+    bff, api = await launch.logged_in(drain_delay=f"{drain:g}s", shutdown_timeout=f"{grace:g}s", workers=workers)
     async with httpx.AsyncClient(timeout=PATIENCE * 3) as http:
         in_flight = asyncio.ensure_future(http.get(f"{bff.url}/api/slow", headers=api))
         assert await asyncio.to_thread(upstream.arrived.wait, PATIENCE)
@@ -266,26 +268,10 @@ async def test_sigterm_drains_then_refuses_and_lets_requests_in_flight_finish(
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_an_event_stream_through_the_proxy_is_cut_at_the_deadline_and_bff_exits_0(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    bffs: list[Bff],
-    workers: int,
+    launch: Launcher, workers: int
 ) -> None:
     drain, grace = 0.5, 1.5
-    bff = launch(
-        bffs,
-        tmp_path,
-        redis_process,
-        provider,
-        upstream,
-        drain_delay=f"{drain:g}s",
-        shutdown_timeout=f"{grace:g}s",
-        workers=workers,
-    )
-    cookie = await log_in(bff.port)
-    api = {**XHR, "cookie": f"__Host-bff={cookie}"}
+    bff, api = await launch.logged_in(drain_delay=f"{drain:g}s", shutdown_timeout=f"{grace:g}s", workers=workers)
     seen = {"before": 0, "after": 0}
 
     async def read_until_the_end(stream: httpx.Response) -> None:
@@ -313,30 +299,20 @@ async def test_an_event_stream_through_the_proxy_is_cut_at_the_deadline_and_bff_
 
 @pytest.mark.parametrize("request_waits", [True, False], ids=["its-request-waiting", "its-request-gone"])
 async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    bffs: list[Bff],
-    request_waits: bool,
+    redis_process: RedisProcess, idp: TestProvider, launch: Launcher, request_waits: bool
 ) -> None:
     """Two instances on one Redis; the IdP takes 1.5 s to answer a refresh that the first instance started when it
     is told to stop. The refresh completes and is saved: the second instance serves the session with the new token,
     and the IdP saw one refresh and no reuse."""
-    stopping, other = (
-        launch(bffs, tmp_path, redis_process, provider, upstream, drain_delay="0.2s", shutdown_timeout="5s")
-        for _ in range(2)
-    )
+    stopping, other = (launch(drain_delay="0.2s", shutdown_timeout="5s") for _ in range(2))
     cookie = await log_in(stopping.port)
     old_token = await expire_session_token(redis_process.url, stopping.config, cookie)
-    provider.token_delay = 1.5
+    idp.token_delay = 1.5
     api = {**XHR, "cookie": f"__Host-bff={cookie}"}
 
     async with httpx.AsyncClient(timeout=PATIENCE if request_waits else 0.3) as http:
         request = asyncio.ensure_future(http.get(f"{stopping.url}/api/items", headers=api))
-        async with asyncio.timeout(PATIENCE):
-            while not any(form.get("grant_type") == "refresh_token" for form in provider.token_requests):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await refresh_started(idp)
         if not request_waits:
             with pytest.raises(httpx.TimeoutException):
                 await request  # the browser left; the refresh goes on without it
@@ -348,8 +324,8 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
 
     answer = await fresh_get(f"{other.url}/api/items", headers=api)
     assert (answer.status_code, answer.text) == (200, "ok")
-    assert provider.refresh_calls == 1
-    assert provider.reuse_detected == 0
+    assert idp.refresh_calls == 1
+    assert idp.reuse_detected == 0
     store = RedisStore.from_url(redis_process.url)
     try:
         sessions = SessionManager(store, load_config(stopping.config).session)
@@ -364,26 +340,20 @@ async def test_a_refresh_in_flight_at_sigterm_is_not_lost(
 
 
 async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_lock_released(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    bffs: list[Bff],
+    redis_process: RedisProcess, idp: TestProvider, launch: Launcher
 ) -> None:
     """The IdP takes longer than ``shutdown_timeout`` to answer a refresh whose request has left: bff does not wait
     past its deadline, and the refresh lock is released as the refresh is cancelled, not left to its 5 s lease, so
     that another instance may refresh at once."""
-    bff = launch(bffs, tmp_path, redis_process, provider, upstream, drain_delay="0.1s", shutdown_timeout="0.5s")
+    bff = launch(drain_delay="0.1s", shutdown_timeout="0.5s")
     cookie = await log_in(bff.port)
     await expire_session_token(redis_process.url, bff.config, cookie)
-    provider.token_delay = 4.0
+    idp.token_delay = 4.0
     async with httpx.AsyncClient(timeout=0.3) as http:
         request = asyncio.ensure_future(
             http.get(f"{bff.url}/api/items", headers={**XHR, "cookie": f"__Host-bff={cookie}"})
         )
-        async with asyncio.timeout(PATIENCE):
-            while not any(form.get("grant_type") == "refresh_token" for form in provider.token_requests):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await refresh_started(idp)
         with pytest.raises(httpx.TimeoutException):
             await request
     store = RedisStore.from_url(redis_process.url)
@@ -395,40 +365,19 @@ async def test_a_refresh_slower_than_the_shutdown_timeout_is_cancelled_and_its_l
         assert await store.ttl(lock_key) is not None  # held while the IdP takes its time
         bff.stop()
         assert bff.exit_status(within=0.6 + BOUND) == 0, bff.log.read_text()[-3000:]
-        assert provider.refresh_calls == 0  # bff stopped before the IdP answered ...
+        assert idp.refresh_calls == 0  # bff stopped before the IdP answered ...
         assert await store.ttl(lock_key) is None  # ... and released the lock on its way out
     finally:
         await store.aclose()
 
 
-async def test_serve_listen_overrides_the_config_and_a_drain_of_0s_stops_at_once(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-) -> None:
-    configured, given = free_port(), free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=configured,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream.url,
-    )
-    log = tmp_path / "bff.log"
-    bff = Bff(start_bff(config, given, log, "--listen", f"127.0.0.1:{given}"), given, config, log)
-    try:
-        wait_ready(given, bff.process, log)
-        with pytest.raises(httpx.ConnectError):
-            await fresh_get(f"http://127.0.0.1:{configured}/healthz")
-        bff.stop()
-        assert bff.exit_status(within=BOUND) == 0, log.read_text()[-3000:]
-    finally:
-        if bff.process.poll() is None:
-            bff.process.kill()
-            bff.process.wait(PATIENCE)
+async def test_serve_listen_overrides_the_config_and_a_drain_of_0s_stops_at_once(launch: Launcher) -> None:
+    bff = launch(listen=free_port())
+    configured = tomllib.loads(bff.config.read_text())["server"]["listen"]
+    with pytest.raises(httpx.ConnectError):
+        await fresh_get(f"http://{configured}/healthz")
+    bff.stop()
+    assert bff.exit_status(within=BOUND) == 0, bff.log.read_text()[-3000:]
 
 
 async def echo_until_closed(ws: websockets.ClientConnection, within: float) -> None:
@@ -440,34 +389,16 @@ async def echo_until_closed(ws: websockets.ClientConnection, within: float) -> N
 
 
 async def test_a_dev_server_websocket_outlives_the_listener_and_is_closed_1012_at_the_deadline(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-    bffs: list[Bff],
+    launch: Launcher,
 ) -> None:
     """The frontend dev server's hot-reload WebSocket, relayed by bff: it keeps working after the listener closed
     (requests in flight are not the only work a deadline protects), and at ``shutdown_timeout`` it is closed with
     1012 "service restart" (RFC 6455 7.4.1), which tells the page to reconnect, and bff exits 0."""
     state = DevServerState()
     with serve(DevServer(state), lifespan="off") as dev_server:
-        port = free_port()
-        config = tmp_path / "bff.toml"
-        write_config(
-            config,
-            port=port,
-            redis_url=redis_process.url,
-            idp_url=provider.issuer,
-            client_secret=provider.client_secret or "",
-            upstream=upstream.url,
-            drain_delay="0.2s",
-            shutdown_timeout="1.5s",
-        )
-        config.write_text(config.read_text() + f'\n[frontend]\ndev_server = "{dev_server}"\n')
-        log = tmp_path / "bff.log"
-        bff = Bff(start_bff(config, port, log), port, config, log)
-        bffs.append(bff)
-        wait_ready(port, bff.process, log)
+        frontend = f'[frontend]\ndev_server = "{dev_server}"'
+        bff = launch(drain_delay="0.2s", shutdown_timeout="1.5s", extra=frontend)
+        port, log = bff.port, bff.log
         async with websockets.connect(
             f"ws://127.0.0.1:{port}/@vite/client", origin=Origin(bff.url), open_timeout=PATIENCE
         ) as ws:
@@ -483,34 +414,13 @@ async def test_a_dev_server_websocket_outlives_the_listener_and_is_closed_1012_a
         assert bff.exit_status(within=BOUND) == 0, log.read_text()[-3000:]
 
 
-async def test_sigterm_while_the_workers_still_start_stops_them_cleanly(
-    tmp_path: Path,
-    redis_process: RedisProcess,
-    provider: TestProvider,
-    upstream: Upstream,
-) -> None:
+async def test_sigterm_while_the_workers_still_start_stops_them_cleanly(launch: Launcher) -> None:
     """A stop signal forwarded to workers that are still importing bff waits for them to be able to drain (it
     would otherwise kill them, and the supervisor would report a failure): every process exits 0."""
-    port = free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream.url,
-    )
-    log = tmp_path / "bff.log"
-    bff = Bff(start_bff(config, port, log, "--workers", "2"), port, config, log)
-    try:
-        async with asyncio.timeout(PATIENCE):
-            while "Started supervisor process" not in log.read_text():  # noqa: ASYNC110 - a log file has no event
-                await asyncio.sleep(0.01)
-        bff.stop()
-        assert bff.exit_status(within=PATIENCE) == 0, log.read_text()[-3000:]
-        assert "stopped with exit status" not in log.read_text()
-    finally:
-        if bff.process.poll() is None:
-            bff.process.kill()
-            bff.process.wait(PATIENCE)
+    bff = launch(workers=2, ready=False)
+    async with asyncio.timeout(PATIENCE):
+        while "Started supervisor process" not in bff.log.read_text():  # noqa: ASYNC110 - a log file has no event
+            await asyncio.sleep(0.01)
+    bff.stop()
+    assert bff.exit_status(within=PATIENCE) == 0, bff.log.read_text()[-3000:]
+    assert "stopped with exit status" not in bff.log.read_text()

@@ -1,9 +1,10 @@
 """A real WebSocket upstream on loopback (the ``websockets`` server in its own thread and event loop).
 
-It refuses a handshake without ``Authorization: Bearer`` (401), records every handshake it sees (never the token:
-its ``fingerprint``), and answers each message: ``whoami`` -> the fingerprint of the handshake's token, ``big:N`` ->
-a message of N bytes, ``ticks:N`` -> N numbered messages, ``flood:N:SIZE`` -> N messages of SIZE bytes as fast as
-the connection takes them (``flooded`` counts the sends that completed), anything else -> echoed unchanged.
+It refuses a handshake without ``Authorization: Bearer`` (401), a handshake to a path under ``/step-up`` with a 401
+that asks for a step-up (RFC 9470 3: ``acr_values="mfa"``, ``max_age=60``), records every handshake it sees (never
+the token: its ``fingerprint``), and answers each message: ``whoami`` -> the fingerprint of the handshake's token,
+``big:N`` -> a message of N bytes, ``ticks:N`` -> N numbered messages, ``flood:N:SIZE`` -> N messages of SIZE bytes
+as fast as the connection takes them (``flooded`` counts the sends that completed), anything else -> echoed unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.support.leak_guard import fingerprint
+
+#: The challenge of a handshake under ``/step-up`` (RFC 9470 3).
+STEP_UP_CHALLENGE = 'Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=60'
 
 
 @dataclass
@@ -47,6 +51,10 @@ def _check(upstream: WebSocketUpstream, connection: ServerConnection, request: R
     upstream.handshakes.append(Handshake(request.path, fingerprint(auth.removeprefix("Bearer ")), headers))
     if not auth.startswith("Bearer "):
         return connection.respond(HTTPStatus.UNAUTHORIZED, "bearer token required\n")
+    if request.path.startswith("/step-up"):
+        refusal = connection.respond(HTTPStatus.UNAUTHORIZED, "stronger login required\n")
+        refusal.headers["WWW-Authenticate"] = STEP_UP_CHALLENGE
+        return refusal
     return None
 
 

@@ -7,26 +7,20 @@ count is exact."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.asgi import ok_answer
-from tests.support.bff_process import expire_session_token, wait_ready
+from tests.support.bff_process import expire_session_token, serving_bff
+from tests.support.bff_process import scrape as scrape_text
 from tests.support.browser import Browser
-from tests.support.configs import write_config
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 XHR = {"X-CSRF": "1"}
 #: Longest wait for the workers' snapshots (written every second) to show in a scrape; only a failure waits this long.
@@ -36,7 +30,7 @@ STORM = 8
 
 def scrape(metrics_port: int) -> dict[str, dict[str, float]]:
     """The samples of the domain families: sample name -> {the one label's value (or ""): value}."""
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    text = scrape_text(metrics_port)
     out: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -61,40 +55,19 @@ def nonzero(samples: dict[str, dict[str, float]], name: str) -> dict[str, float]
     return {key: value for key, value in samples.get(name, {}).items() if value}
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 def test_two_workers_count_the_token_lifecycle_exactly(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
+    with serving_bff(
+        tmp_path,
         redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
-    )
-    config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-    origin = f"http://127.0.0.1:{port}"
-    log = tmp_path / "bff.log"
-    command = [sys.executable, "-m", "bff", "serve", "--config", str(config), "--workers", "2"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        wait_ready(port, process, log)
-        asyncio.run(_traffic(origin, metrics_port, redis_process.url, config, provider))
+        provider=idp,
+        upstream=ok_upstream,
+        args=["--workers", "2"],
+        metrics=True,
+    ) as bff:
+        metrics_port, config, origin = bff.metrics_port, bff.config, bff.url
+        asyncio.run(_traffic(origin, metrics_port, redis_process.url, config, idp))
         refreshes = {"ok": 1, "joined": STORM - 1, "idp_unavailable": 1}
         samples = until(
             metrics_port,
@@ -107,13 +80,6 @@ def test_two_workers_count_the_token_lifecycle_exactly(
         assert nonzero(samples, "bff_sessions_created_total") == {"": 1}
         assert nonzero(samples, "bff_token_refresh_total") == refreshes
         assert nonzero(samples, "bff_token_refresh_duration_seconds_count") == {"": STORM + 1}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 async def _traffic(origin: str, metrics_port: int, redis_url: str, config: Path, provider: TestProvider) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bff.telemetry.exchange import Observers
@@ -13,11 +15,11 @@ def test_every_observer_set_runs_a_request_through_its_hooks(name: str) -> None:
     hook_instructions._loop(name, 3)
 
 
-def test_the_access_log_of_the_harness_formats_and_keeps_nothing() -> None:
+def test_the_access_log_of_the_harness_formats_its_lines_and_keeps_nothing() -> None:
     log = hook_instructions._log()
     observers = Observers([log])
     scope = {"type": "http", "method": "GET", "path": "/a", "raw_path": b"/a", "headers": []}
     observers.end(observers.exchange(scope, "/api"))
-    assert len(log._lines) == 1
-    log.flush()
-    assert log._lines == []
+    assert len(log._records) == 1
+    assert json.loads(log.render())["url.path"] == "/a"
+    assert log._records == []

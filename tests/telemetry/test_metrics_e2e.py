@@ -9,23 +9,19 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.asgi import ok_answer
-from tests.support.bff_process import wait_ready
+from tests.support.bff_process import scrape as scrape_text
+from tests.support.bff_process import serving_bff, wait_ready
 from tests.support.browser import Browser
-from tests.support.configs import write_config
-from tests.support.oidc_provider import TestProvider, running
+from tests.support.oidc_provider import TestProvider
 from tests.support.redis_server import RedisProcess
-from tests.support.servers import free_port, serve
 
 XHR = {"X-CSRF": "1"}
 #: Longest wait for a worker's snapshot (written every second) to show in a scrape; only a failure waits this long.
@@ -33,20 +29,8 @@ BOUND = 15.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with serve(ok_answer, lifespan="off") as url:
-        yield url
-
-
-@pytest.fixture
-def provider() -> Iterator[TestProvider]:
-    with running(TestProvider()) as provider:
-        yield provider
-
-
 def scrape(metrics_port: int) -> Samples:
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    text = scrape_text(metrics_port)
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -91,26 +75,17 @@ async def login_and_call(origin: str, calls: int) -> None:
 
 
 def test_one_scrape_sums_the_workers_exactly(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
+    with serving_bff(
+        tmp_path,
         redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
-    )
-    config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-    origin = f"http://127.0.0.1:{port}"
-    log = tmp_path / "bff.log"
-    command = [sys.executable, "-m", "bff", "serve", "--config", str(config), "--workers", "2"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        wait_ready(port, process, log)
+        provider=idp,
+        upstream=ok_upstream,
+        args=["--workers", "2"],
+        metrics=True,
+    ) as bff:
+        port, metrics_port, process, log, origin = bff.port, bff.metrics_port, bff.process, bff.log, bff.url
         asyncio.run(login_and_call(origin, 6))
         api_ok = server("/api", 200)
         # The login ends on "/" (no frontend here: 404, unmatched), then one path of no route.
@@ -119,7 +94,7 @@ def test_one_scrape_sums_the_workers_exactly(
         assert samples[server("/api", 405, "_OTHER")] == 1
         assert samples[server("/bff/login", 302)] == 1
         assert samples[server("/bff/callback", 302)] == 1
-        upstream_address = upstream.removeprefix("http://")
+        upstream_address = ok_upstream.removeprefix("http://")
         client = {
             "server_address": upstream_address,
             "http_request_method": "GET",
@@ -157,44 +132,14 @@ def test_one_scrape_sums_the_workers_exactly(
 
         # The public origin does not serve the metrics.
         assert httpx.get(f"{origin}/metrics").status_code == 404
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def test_one_process_serves_its_live_values(
-    tmp_path: Path, redis_process: RedisProcess, provider: TestProvider, upstream: str
+    tmp_path: Path, redis_process: RedisProcess, idp: TestProvider, ok_upstream: str
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    config = tmp_path / "bff.toml"
-    write_config(
-        config,
-        port=port,
-        redis_url=redis_process.url,
-        idp_url=provider.issuer,
-        client_secret=provider.client_secret or "",
-        upstream=upstream,
-    )
-    config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-    log = tmp_path / "bff.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_ready(port, process, log)
+    with serving_bff(tmp_path, redis_url=redis_process.url, provider=idp, upstream=ok_upstream, metrics=True) as bff:
+        port, metrics_port = bff.port, bff.metrics_port
         for _ in range(3):
             assert httpx.get(f"http://127.0.0.1:{port}/api/x", headers=XHR).status_code == 401  # no session
         samples = scrape(metrics_port)  # no flush interval in one process: the values are read live
         assert samples[server("/api", 401)] == 3
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)

@@ -1,12 +1,22 @@
-"""Raw-socket upstreams on loopback for the data-plane client's tests: :func:`serving` serves one that keeps its
-connections' writers, :class:`EndlessAnswer` answers without end (the client must refuse it at its limit)."""
+"""Raw-socket upstreams on loopback for the data-plane client's tests: :func:`start` serves a handler,
+:func:`serving` serves one that keeps its connections' writers, :class:`EndlessAnswer` answers without end (the
+client must refuse it at its limit)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def start(handler: Handler, context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
+    """An ``asyncio.start_server`` on a free loopback port (TLS with ``context``): the server and its port."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
 
 
 class RawUpstream(Protocol):

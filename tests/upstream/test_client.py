@@ -16,7 +16,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httptools
@@ -29,12 +29,10 @@ from cryptography.x509.oid import NameOID
 from bff.errors import UpstreamError, UpstreamTimeout
 from bff.upstream import MAX_HEADER_BYTES, UpstreamClient, UpstreamResponse
 from bff.upstream.request_head import split_url
-from tests.upstream.raw_upstream import EndlessAnswer, serving
+from tests.upstream.raw_upstream import EndlessAnswer, serving, start
 
 BOUND = 5.0  # seconds a test waits for something that should happen at once; only a failure waits this long
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok"
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -75,18 +73,6 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await reader.read()  # reads the request, never answers, ends when the client gives up and closes
     writer.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[UpstreamClient]:
-    upstream_client = UpstreamClient()
-    yield upstream_client
-    await upstream_client.aclose()
-
-
-async def start(handler: Handler, context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
-    return server, server.sockets[0].getsockname()[1]
 
 
 async def get(client: UpstreamClient, url: str, **options: object) -> tuple[int, bytes]:

@@ -12,7 +12,6 @@ import itertools
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -30,10 +29,10 @@ from bff.upstream import UpstreamClient
 from bff.upstream.proxy import Tunnel
 from tests.proxy.conftest import StubBearer, run_proxy
 from tests.support.forward_proxy import forward_proxy
+from tests.upstream.raw_upstream import start
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 PASSWORD = "proxy-password-4711"
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def upstream_cert(directory: Path, name: str) -> tuple[Path, Path]:
@@ -77,18 +76,6 @@ class Upstream:
             pass
         finally:
             writer.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[UpstreamClient]:
-    upstream_client = UpstreamClient()
-    yield upstream_client
-    await upstream_client.aclose()
-
-
-async def start(handler: Handler, context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
-    return server, server.sockets[0].getsockname()[1]
 
 
 async def get(client: UpstreamClient, url: str, **options: object) -> tuple[int, bytes]:

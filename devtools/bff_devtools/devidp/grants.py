@@ -125,13 +125,19 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             code_challenge_method=data["code_challenge_method"],
             nonce=data.get("nonce"),
             acr=subject.acr,
+            dpop_jkt=data.get("dpop_jkt"),
         )
         wait(_services(self).codes.save, code, record)
 
     def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
         """Takes the code (one use, atomically); a code issued to another client is burnt and refused."""
         record = wait(_services(self).codes.take, code)
-        return StoredCode(record) if record is not None and record.client_id == client.client_id else None
+        if record is None or record.client_id != client.client_id:
+            return None
+        if record.dpop_jkt is not None and record.dpop_jkt != self.request.http.dpop_jkt:
+            # RFC 9449 10: a code bound to a DPoP key is redeemed with a proof of that key only (and is burnt).
+            raise InvalidGrantError("The code is bound to another DPoP key (dpop_jkt).")
+        return StoredCode(record)
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         """Nothing left to delete: ``query_authorization_code`` took it."""

@@ -5,7 +5,8 @@ The push is hostile input. It must be a form without repeated parameters (RFC 91
 client (the token endpoint's methods, authlib's client authentication), without a ``request_uri`` of its own, with
 the authenticated client's ``client_id`` if any, a registered ``redirect_uri`` and ``response_type=code``; a
 ``request`` object is verified (``client_keys``) and replaces the other parameters (RFC 9126 3). A DPoP proof, when
-sent, must verify (RFC 9449 10.1). The answer is ``201`` with a fresh ``request_uri`` and ``expires_in`` 60 s.
+sent, must verify and name the key of any ``dpop_jkt``, which then binds the code (RFC 9449 10.1). The answer
+is ``201`` with a fresh ``request_uri`` and ``expires_in`` 60 s.
 
 A ``request_uri`` is used once: ``/authorize`` takes it from the store (GETDEL), so a replayed or shared link
 fails. The parameters it stands for are then the request's, and only the client it was pushed by may use it.
@@ -72,11 +73,12 @@ class PushedRequests:
         if len(names) != len(set(names)):
             return _error("invalid_request", "a parameter is repeated (RFC 6749 3.1)")
         proofs = request.headers.getlist("dpop")
+        jkt = None
         if proofs:
             try:
                 if len(proofs) != 1:
                     return _error("invalid_dpop_proof", "more than one DPoP header")
-                self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/par")
+                jkt = self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/par")
             except UseNonce as exc:
                 return self._with_nonce(_error("use_dpop_nonce", exc.description))
             except InvalidProof as exc:
@@ -90,6 +92,11 @@ class PushedRequests:
             pushed = self.checked(client_id, params, pushed=True)
         except RequestRefused as refused:
             return _error(refused.error, refused.description)
+        if jkt is not None:
+            # RFC 9449 10.1: the proof's key binds the code; a dpop_jkt sent beside it must name that key.
+            if dict(pushed).get("dpop_jkt", jkt) != jkt:
+                return self._with_nonce(_error("invalid_dpop_proof", "dpop_jkt is not the DPoP proof's key"))
+            pushed = [(name, value) for name, value in pushed if name != "dpop_jkt"] + [("dpop_jkt", jkt)]
         request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
         await self._store.set(pushed_key(request_uri), json.dumps(pushed).encode(), PAR_TTL)
         answer = JSONResponse({"request_uri": request_uri, "expires_in": PAR_TTL}, status_code=201, headers=NO_STORE)

@@ -131,6 +131,8 @@ class AuthorizationCode(_Record):
     nonce: str | None = None
     #: The authentication context class of the login (``acr``).
     acr: str = ACR_PWD
+    #: RFC 9449 10: the thumbprint of the only DPoP key the code may be redeemed with.
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True)

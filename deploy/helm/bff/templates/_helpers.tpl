@@ -37,7 +37,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* bff.toml: the config values with the keys the chart owns; [[routes]] last, as arrays of tables. */}}
+{{/* bff.toml: the config values with the keys the chart owns; [[routes]] and [[frontends]] last, as arrays of
+tables (an entry's keys, then its [frontends.oidc] and [frontends.frontend], then its [[frontends.routes]]). */}}
 {{- define "bff.toml" -}}
 {{- $config := .Values.config -}}
 {{- $server := $config.server | default dict -}}
@@ -70,8 +71,18 @@ store = "${BFF_SESSION__STORE}"
 [metrics]
 listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | toJson }}
 {{- end }}
+{{- if $config.frontends }}
+{{- range $key := list "oidc" "routes" "frontend" }}
+{{- if hasKey $config $key }}
+{{- fail (printf "config.%s is per frontend with config.frontends: move it into each entry and set config.%s: null" $key $key) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $server "public_origin" }}
+{{- fail "config.server.public_origin is per frontend with config.frontends: set it in each entry and config.server.public_origin: null" }}
+{{- end }}
+{{- end }}
 {{- range $name, $table := $config }}
-{{- if not (has $name (list "server" "session" "routes")) }}
+{{- if not (has $name (list "server" "session" "routes" "frontends")) }}
 
 [{{ $name }}]
 {{- include "bff.tomlKeys" $table }}
@@ -81,5 +92,26 @@ listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | toJson }}
 
 [[routes]]
 {{- include "bff.tomlKeys" $route }}
+{{- end }}
+{{- range $entry := $config.frontends }}
+
+[[frontends]]
+{{- range $key, $value := $entry }}
+{{- if not (has $key (list "oidc" "routes" "frontend")) }}
+{{ $key }} = {{ include "bff.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- range $table := list "oidc" "frontend" }}
+{{- with get $entry $table }}
+
+[frontends.{{ $table }}]
+{{- include "bff.tomlKeys" . }}
+{{- end }}
+{{- end }}
+{{- range $route := $entry.routes }}
+
+[[frontends.routes]]
+{{- include "bff.tomlKeys" $route }}
+{{- end }}
 {{- end }}
 {{ end -}}
