@@ -56,6 +56,7 @@ from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.session.traced_store import TracedStore
 from bff.telemetry.access_log import AccessLog
+from bff.telemetry.builtin import BuiltinTelemetry
 from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
 from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
 from bff.telemetry.http_metrics import HttpMetrics
@@ -98,11 +99,13 @@ def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore
 
 def create_observers(config: Config) -> list[Observer]:
     """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``): the request
-    id first (the others read it), then the metrics, the access line last. None configured: the data plane skips
-    the seam entirely."""
+    id first (the others read it), then the metrics, the access line last; with metrics and the access log both on,
+    the three as one fused observer (one call per hook point). None configured: the data plane skips the seam."""
     metrics_on = config.metrics.address() is not None
     access_log = config.logging.access_log
     observers: list[Observer] = []
+    if metrics_on and access_log:  # the three built-ins fused: one call per hook point (bff.telemetry.builtin)
+        return [BuiltinTelemetry(AccessLog(json=config.logging.format == "json"))]
     if metrics_on or access_log:
         observers.append(RequestIds())
     if metrics_on:

@@ -56,7 +56,11 @@ class HttpMetrics(BaseObserver):
         return child
 
     def end(self, exchange: Exchange) -> None:
-        elapsed = perf_counter() - exchange.started
+        self.record(exchange, perf_counter())
+
+    def record(self, exchange: Exchange, now: float) -> None:
+        """Observe the request duration of ``exchange``, ended at ``now`` (a ``perf_counter()``)."""
+        elapsed = now - exchange.started
         # Keyed by the label, not the raw method: a client inventing methods must not grow this dict.
         method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
         key = (exchange.route, method, exchange.status)

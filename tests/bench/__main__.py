@@ -403,7 +403,7 @@ class TelemetryCost:
     def describe(self, duration: float) -> str:
         return (
             f"{self.ratio:.3f}x CPU/request ({statistics.median(self.cpu_on):.1f} vs "
-            f"{statistics.median(self.cpu_off):.1f} µs; rounds {min(self.ratios):.3f}-{max(self.ratios):.3f}, "
+            f"{statistics.median(self.cpu_off):.1f} µs; rounds {', '.join(f'{r:.3f}' for r in self.ratios)}, "
             f"{len(self.ratios)} of {duration:.0f} s), req/s {statistics.median(self.rps_ratios):.2f}x"
         )
 

@@ -5,7 +5,8 @@ one request's hooks (``start``, ``upstream``, ``end``) in a loop under ``valgrin
 HIGH iterations); the difference over HIGH - LOW is the count per request, start-up cancelled out. The access log
 formats its lines (at its flush, as in the server) and writes none (the paired benchmark shows the write costs
 nothing it can see).
-Needs ``valgrind``; prints one row per set, each including the sets above it.
+Needs ``valgrind``; prints one row per set, each including the sets above it;
+the last row is the same work as the one above it, by the fused observer the server declares.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from bff.telemetry.access_log import AccessLog
+from bff.telemetry.builtin import BuiltinTelemetry
 from bff.telemetry.exchange import BaseObserver, Observer, Observers
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
@@ -48,6 +50,7 @@ SETS: dict[str, Callable[[], list[Observer]]] = {
     "+ request ids": lambda: [RequestIds()],
     "+ metrics": lambda: [RequestIds(), HttpMetrics()],
     "+ JSON access log": lambda: [RequestIds(), HttpMetrics(), _log()],
+    "fused (as served)": lambda: [BuiltinTelemetry(_log())],
 }
 
 
