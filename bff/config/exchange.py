@@ -38,7 +38,7 @@ def read_exchange(
     if token not in ("user", "user_or_none"):
         r.problem(
             "exchange",
-            f"applies only to token = 'user' or 'user_or_none' (the user's token is exchanged), not {token!r}",
+            "applies only to token = 'user' or 'user_or_none' (the user's token is exchanged)",
         )
     if resource is not None or scopes:
         r.problem(
