@@ -20,14 +20,9 @@ from bff.config.oidc import read_oidc
 from bff.config.reader import HEADER_NAME, Reader
 from bff.config.routes import normalize_prefix, read_routes
 from bff.config.server import _public_origin
-from bff.config.settings import (
-    RESERVED_PREFIXES,
-    Config,
-    FrontendEntrySettings,
-    OIDCSettings,
-    RouteSettings,
-)
+from bff.config.settings import Config, FrontendEntrySettings, OIDCSettings, RouteSettings
 from bff.config.tokens import read_frontend
+from bff.config.values import RESERVED_PREFIXES
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 #: Top-level keys that belong to each frontend once ``[[frontends]]`` is used: (section, key or None for all).

@@ -7,14 +7,8 @@ from pathlib import Path
 from bff.config.client_tls import read_client_cert
 from bff.config.oidc_profile import read_authorization_options
 from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
-from bff.config.settings import (
-    ALLOWED_SIGNING_ALGS,
-    AUTH_METHODS,
-    TLS_AUTH_METHODS,
-    AuthMethod,
-    OIDCSettings,
-    Secret,
-)
+from bff.config.settings import OIDCSettings
+from bff.config.values import ALLOWED_SIGNING_ALGS, AUTH_METHODS, TLS_AUTH_METHODS, AuthMethod, Secret
 from bff.step_up import InvalidStepUp, parse_acr_values
 
 #: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bff.config.reader import Reader
-from bff.config.settings import (
+from bff.config.values import (
     FAPI2_SIGNING_ALGS,
     OIDC_PROFILES,
     PAR_MODES,

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 from bff.config.client_tls import read_client_cert
 from bff.config.exchange import read_exchange
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
-from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+from bff.config.settings import RouteSettings
+from bff.config.values import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, TokenPolicy
 from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.

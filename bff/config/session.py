@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bff.config.reader import HEADER_NAME, Reader, choose, parse_duration, parse_size, table
-from bff.config.settings import (
+from bff.config.settings import SessionSettings
+from bff.config.values import (
     MAX_PENDING_LOGINS,
     MAX_STORE_REPLICAS,
     MIN_KEY_LENGTH,
@@ -13,7 +14,6 @@ from bff.config.settings import (
     WRITE_FORMATS,
     SameSite,
     Secret,
-    SessionSettings,
 )
 
 #: Every scheme ``bff.session.redis_urls`` takes (the ``rediss+`` forms are Sentinel and Cluster over TLS).

@@ -18,7 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
-from bff.config.settings import TLS_AUTH_METHODS
+from bff.config.values import TLS_AUTH_METHODS
 from bff.errors import ConfigError, IdPUnavailable
 from bff.oidc._http import IdPRoute, metered
 from bff.oidc.discovery import ProviderMetadata
