@@ -7,7 +7,7 @@ list (``bff.oidc``'s algorithms, ``bff.session.record``'s store formats). Standa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 TokenPolicy = Literal["user", "client", "user_or_none", "none"]
 AuthMethod = Literal[
@@ -25,27 +25,21 @@ OIDCProfile = Literal["none", "fapi2"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
-AUTH_METHODS: tuple[AuthMethod, ...] = (
-    "client_secret_basic",
-    "client_secret_post",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "none",
-)
+# Each enumeration's members, in the Literal's order, for the validators to check against and name.
+TOKEN_POLICIES: tuple[TokenPolicy, ...] = get_args(TokenPolicy)
+AUTH_METHODS: tuple[AuthMethod, ...] = get_args(AuthMethod)
 #: RFC 8705 2: the client authenticates with the certificate of its TLS connection (``[oidc] client_cert``).
 TLS_AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
-SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
-PAR_MODES: tuple[ParMode, ...] = ("auto", "required", "off")
-REQUEST_OBJECT_MODES: tuple[RequestObjectMode, ...] = ("auto", "always", "off")
-OIDC_PROFILES: tuple[OIDCProfile, ...] = ("none", "fapi2")
+SAME_SITES: tuple[SameSite, ...] = get_args(SameSite)
+PAR_MODES: tuple[ParMode, ...] = get_args(ParMode)
+REQUEST_OBJECT_MODES: tuple[RequestObjectMode, ...] = get_args(RequestObjectMode)
+OIDC_PROFILES: tuple[OIDCProfile, ...] = get_args(OIDCProfile)
 #: FAPI 2.0 Security Profile 5.4.1: the only signing algorithms it allows.
 FAPI2_SIGNING_ALGS = ("PS256", "ES256", "EdDSA")
 #: Algorithms bff signs request objects with (RFC 9101), in order of preference.
 REQUEST_OBJECT_ALGS = ("PS256", "ES256", "RS256")
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
-LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 #: Asymmetric algorithms only (RFC 8725 3.1): "none" and HMAC are never accepted for ID or logout tokens.
 ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 #: Paths bff answers itself; a route may not shadow them.
