@@ -105,29 +105,42 @@ class MTLS:
     idp: IdP
     pki: TestPKI
     registered: Issued
+    self_signed: Issued
 
 
 @pytest.fixture(scope="module")
 def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MTLS]:
-    """The reference IdP over https, client spa-bff registered with tls_client_auth for subject CN=bff-client."""
+    """The reference IdP over https: client spa-bff registered with tls_client_auth for subject CN=bff-client, and
+    client self-signed with self_signed_tls_client_auth for one self-signed certificate."""
     tmp = tmp_path_factory.mktemp("mtls")
     pki = TestPKI(tmp / "pki")
-    registration = dataclasses.replace(
-        client(secret=None),
-        token_endpoint_auth_method="tls_client_auth",
-        tls_client_auth_subject_dn="CN=bff-client",
+    self_signed = pki.client("self-signed-bff", self_signed=True)
+    registrations = (
+        dataclasses.replace(
+            client(secret=None),
+            token_endpoint_auth_method="tls_client_auth",
+            tls_client_auth_subject_dn="CN=bff-client",
+        ),
+        dataclasses.replace(
+            client("self-signed", secret=None),
+            token_endpoint_auth_method="self_signed_tls_client_auth",
+            self_signed_certificates=(self_signed.x5t_s256,),
+        ),
     )
+    # Python's ssl verifies every client certificate: the self-signed one is trusted alongside the CA.
+    trusted = tmp / "client-trust.pem"
+    trusted.write_bytes(pki.ca.cert.read_bytes() + self_signed.cert.read_bytes())
     server = pki.server("idp")
-    with running_devidp(tmp / "idp", (registration,), tls=ServerTLS(server.cert, server.key, pki.ca.cert)) as idp:
-        yield MTLS(idp, pki, pki.client("bff-client", password=PASSPHRASE))
+    with running_devidp(tmp / "idp", registrations, tls=ServerTLS(server.cert, server.key, trusted)) as idp:
+        yield MTLS(idp, pki, pki.client("bff-client", password=PASSPHRASE), self_signed)
 
 
-def mtls_config(world: MTLS, cert: Issued, password: str | None = PASSPHRASE) -> Config:
+def mtls_config(world: MTLS, cert: Issued, password: str | None = PASSPHRASE, **oidc: Any) -> Config:
     tls: dict[str, Any] = {"client_cert": str(cert.cert), "client_key": str(cert.key)}
     if password is not None:
         tls["client_key_password"] = password
-    oidc = {"token_endpoint_auth_method": "tls_client_auth", "ca_bundle": str(world.pki.ca.cert), **tls}
-    config = config_for(world.idp.url, **oidc)
+    settings = {"token_endpoint_auth_method": "tls_client_auth", "ca_bundle": str(world.pki.ca.cert), **tls, **oidc}
+    config = config_for(world.idp.url, **settings)
     return dataclasses.replace(config, oidc=dataclasses.replace(config.oidc, client_secret=None))
 
 
@@ -147,6 +160,18 @@ async def test_tls_client_auth_with_another_certificate_fails_with_the_fix(mtls:
     assert "refused the client's credentials (tls_client_auth" in credentials.message
     assert "register tls_client_auth_subject_dn 'CN=someone-else'" in credentials.fix
     assert found["client.par"].status == "FAIL"
+
+
+@pytest.mark.parametrize("registered", [True, False], ids=["registered", "another"])
+async def test_self_signed_tls_client_auth(mtls: MTLS, registered: bool) -> None:
+    cert = mtls.self_signed if registered else mtls.pki.client("not-registered")
+    oidc = {"client_id": "self-signed", "token_endpoint_auth_method": "self_signed_tls_client_auth"}
+    credentials = client_checks(await run_doctor(mtls_config(mtls, cert, password=None, **oidc)))["client.credentials"]
+    if registered:
+        assert credentials.status == "PASS", credentials
+    else:
+        assert credentials.status == "FAIL", credentials
+        assert f"register [oidc] client_cert (x5t#S256 {cert.x5t_s256})" in credentials.fix
 
 
 async def test_tls_client_auth_without_a_certificate_the_idp_trusts_fails(mtls: MTLS, tmp_path: Path) -> None:
