@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from bff.cli.common import EXIT_UNAVAILABLE, load, one_frontend
+from bff.cli.common import EXIT_UNAVAILABLE, load
 
 if TYPE_CHECKING:
     from bff.cli.common import SubParsers
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bff.doctor import is_ok, render_json, render_table, run_doctor
 
-    config, _ = one_frontend(load(args), args.frontend or "")
-    checks = asyncio.run(run_doctor(config, url=args.url, call_timeout=args.timeout))
+    config = load(args)
+    checks = asyncio.run(run_doctor(config, url=args.url, call_timeout=args.timeout, frontend=args.frontend))
     if args.json:
         sys.stdout.write(render_json(checks, strict=args.strict))
     else:
@@ -40,7 +40,7 @@ def register(sub: SubParsers) -> None:
     doctor = sub.add_parser("doctor", help="check the IdP, client, Redis, upstreams and deployment before going live")
     doctor.add_argument("--config", help="TOML config file (default: $BFF_CONFIG)")
     doctor.add_argument("--url", help="the running deployment's origin, e.g. https://app.example.com")
-    doctor.add_argument("--frontend", help="with [[frontends]]: the frontend to check (its name)")
+    doctor.add_argument("--frontend", help="with [[frontends]]: check only this frontend (default: every one)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/doctor.md)")
     doctor.add_argument("--strict", action="store_true", help="exit 1 on a WARN too")
     doctor.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per network call (default 5)")
