@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 
 from bff.config import Config
-from bff.config.settings import TLS_AUTH_METHODS
+from bff.config.values import TLS_AUTH_METHODS
 from bff.doctor.credentials import Credentials, IdPCertificate, Unusable, credentials, credentials_fix
 from bff.doctor.probe import Answer, NoAnswer, call
 from bff.doctor.report import Check, failed, passed, skipped, warned

@@ -16,7 +16,7 @@ import httpx
 
 from bff.client_tls import ClientCertificate, check_certificate, thumbprint
 from bff.config import Config, OIDCSettings
-from bff.config.settings import TLS_AUTH_METHODS
+from bff.config.values import TLS_AUTH_METHODS
 from bff.errors import BffError, ConfigError
 from bff.idp_http import idp_client_cert
 from bff.oidc.client_auth import ClientAuth
