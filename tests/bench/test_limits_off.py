@@ -1,7 +1,8 @@
 """The benchmark's limits-off server (``tests.bench.limits_off``) against bff as served, on real sockets: what the
 edge limits refuse or time out, the limits-off protocol lets through, and it still serves keep-alive and pipelined
 requests and refuses malformed ones as bff does. Each limit is asked of both, so a "limits off" that quietly
-enforced them (or a bff that stopped enforcing them) fails here."""
+enforced them (or a bff that stopped enforcing them) fails here; and the benchmark row's own check (``LimitsCost``)
+fails unless bff as served refused the over-limit head and the limits-off one passed it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from dataclasses import replace
 import pytest
 
 from bff.serving import uvicorn_settings
+from tests.bench.limits import LimitsCost
 from tests.bench.limits_off import limits_off_settings
+from tests.bench.wrk import WrkResult
 from tests.serving.test_edge_limits import SMALL, closed_by_server, connect, hello, read_answer
 from tests.support import servers
 
@@ -84,3 +87,23 @@ def test_limits_off_still_refuses_a_malformed_request(monkeypatch: pytest.Monkey
         assert answer is not None
         assert answer.status == 400
         assert closed_by_server(sock)
+
+
+def _round(cpu: float, requests: int = 1000, non_2xx: int = 0) -> WrkResult:
+    return WrkResult(requests=requests, seconds=1.0, p50=0.001, p99=0.002, non_2xx=non_2xx, socket_errors=0, cpu=cpu)
+
+
+@pytest.mark.parametrize(
+    ("over_limit", "non_2xx", "ok"),
+    [((431, 200), 0, True), ((431, 431), 0, False), ((200, 200), 0, False), ((431, 200), 3, False)],
+)
+def test_the_row_checks_that_it_pairs_limits_on_with_limits_off(
+    over_limit: tuple[int, int], non_2xx: int, ok: bool
+) -> None:
+    cost = LimitsCost([(_round(0.103, non_2xx=non_2xx), _round(0.100)), (_round(0.104), _round(0.100))], 10, over_limit)
+    check, row = cost.outcomes()
+    assert check.ok is ok
+    assert check.kind == "check"
+    assert row.ok is None  # reported, no target
+    assert row.measured.startswith("1.035x CPU/request")
+    assert "1.030 (103.0/100.0 µs); 1.040 (104.0/100.0 µs)" in row.measured  # every round
