@@ -30,7 +30,7 @@ from bff.errors import (
     TokenExchangeRefused,
 )
 from bff.models import TokenSet
-from bff.oidc._http import OAUTH_ERROR_CODE, IdPRoute, json_object, metered
+from bff.oidc._http import OAUTH_ERROR_CODE, json_object, metered
 from bff.oidc.authorization import with_query
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
@@ -190,7 +190,10 @@ class OIDCClient:
             form["scope"] = scope
         what = "token endpoint (token-exchange)"
         try:
-            response = await self._post(self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout)
+            answer = await self.auth.post(
+                self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout
+            )
+            response = _checked(answer, what)
         except IdPUnavailable:
             raise
         except OAuthError as exc:
@@ -217,7 +220,8 @@ class OIDCClient:
             return
         form = {"token": token, "token_type_hint": token_type_hint}
         # RFC 7009 2.2: 200 whether or not the token was valid; the body is irrelevant.
-        await self._post(endpoint, form, what="revocation endpoint", route="idp:revocation")
+        what = "revocation endpoint"
+        _checked(await self.auth.post(endpoint, form, what=what, route="idp:revocation"), what)
 
     # --- internals ------------------------------------------------------------------------------------------------
 
@@ -229,27 +233,13 @@ class OIDCClient:
             form["resource"] = resource
         return form
 
-    async def _post(
-        self,
-        url: str,
-        form: dict[str, str],
-        *,
-        what: str,
-        route: IdPRoute,
-        io_timeout: float | None = None,
-        dpop: bool = False,
-    ) -> httpx.Response:
-        response = await self.auth.post(url, form, what=what, route=route, io_timeout=io_timeout, dpop=dpop)
-        if response.status_code != 200:
-            _raise_for_error(response, what)
-        return response
-
     async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
         what = f"token endpoint ({grant})"
         dpop = self.auth.dpop is not None
-        response = await self._post(
+        response = await self.auth.post(
             self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
         )
+        _checked(response, what)
         return self._token_set(json_object(response, what=what), what)
 
     def _token_set(self, data: JSONObject, what: str) -> TokenSet:
@@ -281,9 +271,12 @@ class OIDCClient:
         )
 
 
-def _raise_for_error(response: httpx.Response, what: str) -> None:
-    """Translate a non-200 answer from the token or revocation endpoint (RFC 6749 5.2, RFC 7009 2.2.1)."""
+def _checked(response: httpx.Response, what: str) -> httpx.Response:
+    """The token or revocation endpoint's answer when it is a 200; any other is translated (RFC 6749 5.2, RFC 7009
+    2.2.1)."""
     status = response.status_code
+    if status == 200:
+        return response
     if status == 429 or status >= 500:
         raise IdPUnavailable(f"{what}: HTTP {status}")
     if status not in (400, 401, 403):
