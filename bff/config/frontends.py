@@ -20,14 +20,9 @@ from bff.config.oidc import read_oidc
 from bff.config.reader import HEADER_NAME, Reader, tables
 from bff.config.routes import normalize_prefix, read_routes
 from bff.config.server import _public_origin
-from bff.config.settings import (
-    RESERVED_PREFIXES,
-    Config,
-    FrontendEntrySettings,
-    OIDCSettings,
-    RouteSettings,
-)
+from bff.config.settings import Config, FrontendEntrySettings, OIDCSettings, RouteSettings
 from bff.config.tokens import read_frontend
+from bff.config.values import RESERVED_PREFIXES
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 #: Top-level keys that belong to each frontend once ``[[frontends]]`` is used: (section, key or None for all).
@@ -75,9 +70,9 @@ def prepare_document(document: Mapping[str, Any], problems: list[str]) -> dict[s
 def _name(r: Reader, names: dict[str, int], index: int) -> str:
     name = r.get("name", str, "", required=True)
     if name and not NAME.match(name):
-        r.problem("name", f"must be 1-32 of [a-z0-9-], not starting or ending with '-', got {name!r}")
+        r.problem("name", "must be 1-32 of [a-z0-9-], not starting or ending with '-'")
     elif name in names:
-        r.problem("name", f"duplicates frontends[{names[name]}].name {name!r}")
+        r.problem("name", f"duplicates frontends[{names[name]}].name")
     elif name:
         names[name] = index
     return name
@@ -100,7 +95,7 @@ def _host(r: Reader, public_origin: str) -> str:
         return host
     netloc = urlsplit(public_origin).netloc.lower()
     if host != netloc:
-        r.problem("host", f"must be public_origin's host {netloc!r} (the Host header browsers send to it)")
+        r.problem("host", "must be public_origin's host (the Host header browsers send to it)")
     return host
 
 
@@ -109,7 +104,7 @@ def _path_prefix(r: Reader) -> str:
     if not raw:
         return raw
     if not raw.startswith("/") or any(c in raw for c in "?#%\\;@*") or any(s in (".", "..") for s in raw.split("/")):
-        r.problem("path_prefix", f"must be a plain absolute path like /shop, got {raw!r}")
+        r.problem("path_prefix", "must be a plain absolute path like /shop")
         return raw
     prefix = normalize_prefix(raw)
     if prefix == "/":
@@ -169,15 +164,14 @@ def _check_unique(entries: list[FrontendEntrySettings], problems: list[str]) -> 
         if entry.cookie_name in cookies:
             problems.append(
                 f"frontends[{index}].cookie_name: duplicates frontends[{cookies[entry.cookie_name]}].cookie_name "
-                f"{entry.cookie_name!r} (each frontend's cookie must be its own)"
+                "(each frontend's cookie must be its own)"
             )
         else:
             cookies[entry.cookie_name] = index
         selector = (entry.host, entry.path_prefix)
         if (entry.host or entry.path_prefix) and selector in selectors:
             problems.append(
-                f"frontends[{index}]: selects the same requests (host {entry.host or '*'!r}, path_prefix "
-                f"{entry.path_prefix or '/'!r}) as frontends[{selectors[selector]}]"
+                f"frontends[{index}]: selects the same requests (host, path_prefix) as frontends[{selectors[selector]}]"
             )
         else:
             selectors[selector] = index

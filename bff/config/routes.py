@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from bff.config.client_tls import read_client_cert
 from bff.config.exchange import read_exchange
 from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size, tables
-from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+from bff.config.settings import RouteSettings
+from bff.config.values import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, TokenPolicy
 from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
@@ -30,7 +31,7 @@ def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
         or any(c in path for c in "?#%\\;@*")
         or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
     ):
-        r.problem("path", f"must be a plain absolute path prefix like /api/orders, got {path!r}")
+        r.problem("path", "must be a plain absolute path prefix like /api/orders")
         return path
     path = normalize_prefix(path)
     if path == "/":
@@ -38,7 +39,7 @@ def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
     elif any(path == p or path.startswith(p + "/") for p in RESERVED_PREFIXES):
         r.problem("path", f"overlaps bff's own endpoints ({', '.join(RESERVED_PREFIXES)})")
     elif path in prefixes:
-        r.problem("path", f"duplicates routes[{prefixes[path]}].path {path!r}")
+        r.problem("path", f"duplicates routes[{prefixes[path]}].path")
     else:
         prefixes[path] = index
     return path
@@ -55,7 +56,7 @@ def _methods(r: Reader) -> tuple[str, ...]:
     methods = tuple(m.upper() for m in r.string_list("methods"))
     for i, m in enumerate(methods):
         if m not in HTTP_METHODS:
-            r.problem(f"methods[{i}]", f"unknown HTTP method {m!r}")
+            r.problem(f"methods[{i}]", f"expected one of {', '.join(HTTP_METHODS)}")
     return methods
 
 
@@ -64,7 +65,7 @@ def _header_rules(r: Reader) -> tuple[dict[str, str], tuple[str, ...]]:
     remove_headers = r.string_list("remove_headers")
     for name in [*set_headers, *remove_headers]:
         if not HEADER_NAME.match(name):
-            r.problem("set_headers", f"invalid header name {name!r}")
+            r.problem("set_headers", "a header name is not a valid field name (RFC 9110 5.1)")
         elif name.lower() in MANAGED_HEADERS:
             r.problem("set_headers", f"{name} is managed by bff and may not be set or removed per route")
     return set_headers, tuple(h.lower() for h in remove_headers)

@@ -18,7 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
-from bff.config.settings import TLS_AUTH_METHODS
+from bff.config.values import TLS_AUTH_METHODS
 from bff.errors import ConfigError, IdPUnavailable
 from bff.oidc._http import IdPRoute, metered
 from bff.oidc.discovery import ProviderMetadata
@@ -37,7 +37,9 @@ def load_signing_key(path: str) -> tuple[Key, str]:
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError([f"oidc.private_key_file: cannot read {path} ({exc.strerror or exc})"]) from exc
+        raise ConfigError(
+            [f"oidc.private_key_file: cannot read the file ({exc.strerror or type(exc).__name__})"]
+        ) from exc
     key_types: tuple[type[RSAKey] | type[ECKey], ...] = (RSAKey, ECKey)
     for key_type in key_types:
         try:
@@ -53,7 +55,7 @@ def load_signing_key(path: str) -> tuple[Key, str]:
                 break
             return key, alg
         return key, "RS256"
-    raise ConfigError([f"oidc.private_key_file: {path} is not a PEM RSA or EC (P-256/384/521) private key"])
+    raise ConfigError(["oidc.private_key_file: is not a PEM RSA or EC (P-256/384/521) private key"])
 
 
 class ClientAuth:
