@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from bff.config.client_tls import check_bound_routes
 from bff.config.oidc import read_oidc
 from bff.config.reader import HEADER_NAME, Reader, tables
-from bff.config.routes import normalize_prefix, read_routes
+from bff.config.routes import is_plain_path, normalize_prefix, read_routes
 from bff.config.server import _public_origin
 from bff.config.settings import Config, FrontendEntrySettings, OIDCSettings, RouteSettings
 from bff.config.tokens import read_frontend
@@ -103,7 +103,7 @@ def _path_prefix(r: Reader) -> str:
     raw = r.get("path_prefix", str)
     if not raw:
         return raw
-    if not raw.startswith("/") or any(c in raw for c in "?#%\\;@*") or any(s in (".", "..") for s in raw.split("/")):
+    if not is_plain_path(raw):
         r.problem("path_prefix", "must be a plain absolute path like /shop")
         return raw
     prefix = normalize_prefix(raw)

@@ -21,16 +21,22 @@ def normalize_prefix(path: str) -> str:
     return "/" + "/".join(seg for seg in path.split("/") if seg)
 
 
+def is_plain_path(path: str) -> bool:
+    """An absolute path without dot segments, query, fragment, escapes, parameters, wildcards, spaces or control
+    characters: what matches the raw request path byte for byte (RFC 3986 3.3)."""
+    return (
+        path.startswith("/")
+        and not any(seg in (".", "..") for seg in path.split("/"))
+        and not any(c in path for c in "?#%\\;@*")
+        and not any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
+    )
+
+
 def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
     path = r.get("path", str, "", required=True)
     if not path:
         return path
-    if (
-        not path.startswith("/")
-        or any(seg in (".", "..") for seg in path.split("/"))
-        or any(c in path for c in "?#%\\;@*")
-        or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
-    ):
+    if not is_plain_path(path):
         r.problem("path", "must be a plain absolute path prefix like /api/orders")
         return path
     path = normalize_prefix(path)
