@@ -296,6 +296,18 @@ def test_route_problems(route: dict[str, Any], expected: str) -> None:
     assert any(expected in p for p in found), found
 
 
+def test_routes_must_be_an_array_of_tables_and_each_entry_is_reported_in_order() -> None:
+    doc = base_document()
+    doc["routes"] = [{"path": "/x"}, "x", {"path": "/y", "upstream": "https://a.example"}, 7]
+    assert problems(doc) == [
+        "routes[0].upstream: is required",
+        "routes[1]: expected a table",
+        "routes[3]: expected a table",
+    ]
+    doc["routes"] = {"path": "/x"}
+    assert problems(doc) == ["routes: expected an array of tables ([[routes]])"]
+
+
 def test_trusted_audiences_default_to_none_and_are_read() -> None:
     assert parse_config(base_document(), env={}).oidc.trusted_audiences == ()
     doc = base_document()

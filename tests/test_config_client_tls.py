@@ -135,10 +135,8 @@ def test_a_certificate_bound_route_presents_the_idp_client_certificate(pki: Test
     ]
 
 
-def test_bff_check_reports_certificate_problems(
-    pki: TestPKI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    old = pki.client("cfg-check-old", expired=True)
+def tls_client_auth_file(tmp_path: Path, issued: Issued, oidc_extra: str = "") -> Path:
+    """A bff.toml whose client authenticates to the IdP with ``issued`` (``tls_client_auth``, RFC 8705 2)."""
     path = tmp_path / "bff.toml"
     path.write_text(f"""
 [server]
@@ -149,9 +147,18 @@ keys = ["{"k" * 40}"]
 issuer = "https://idp.example.com"
 client_id = "spa-bff"
 token_endpoint_auth_method = "tls_client_auth"
-client_cert = "{old.cert}"
-client_key = "{old.key}"
+client_cert = "{issued.cert}"
+client_key = "{issued.key}"
+{oidc_extra}
 """)
+    return path
+
+
+def test_bff_check_reports_certificate_problems(
+    pki: TestPKI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = pki.client("cfg-check-old", expired=True)
+    path = tls_client_auth_file(tmp_path, old)
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "oidc.client_cert: expired on " in err
@@ -160,20 +167,7 @@ client_key = "{old.key}"
 
 def test_bff_check_explain_masks_the_passphrase(pki: TestPKI, tmp_path: Path) -> None:
     locked = pki.client("cfg-explain", password=PASSPHRASE)
-    path = tmp_path / "bff.toml"
-    path.write_text(f"""
-[server]
-public_origin = "https://app.example.com"
-[session]
-keys = ["{"k" * 40}"]
-[oidc]
-issuer = "https://idp.example.com"
-client_id = "spa-bff"
-token_endpoint_auth_method = "tls_client_auth"
-client_cert = "{locked.cert}"
-client_key = "{locked.key}"
-client_key_password = "${{KEY_PASSWORD}}"
-""")
+    path = tls_client_auth_file(tmp_path, locked, 'client_key_password = "${KEY_PASSWORD}"')
     lines = explain_config(path, env={"KEY_PASSWORD": PASSPHRASE})
     assert any("client_key_password" in line for line in lines)
     assert not any(PASSPHRASE in line for line in lines)

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from bff.config.client_tls import check_bound_routes
 from bff.config.oidc import read_oidc
-from bff.config.reader import HEADER_NAME, Reader
-from bff.config.routes import normalize_prefix, read_routes
+from bff.config.reader import HEADER_NAME, Reader, tables
+from bff.config.routes import is_plain_path, normalize_prefix, read_routes
 from bff.config.server import _public_origin
 from bff.config.settings import Config, FrontendEntrySettings, OIDCSettings, RouteSettings
 from bff.config.tokens import read_frontend
@@ -103,7 +103,7 @@ def _path_prefix(r: Reader) -> str:
     raw = r.get("path_prefix", str)
     if not raw:
         return raw
-    if not raw.startswith("/") or any(c in raw for c in "?#%\\;@*") or any(s in (".", "..") for s in raw.split("/")):
+    if not is_plain_path(raw):
         r.problem("path_prefix", "must be a plain absolute path like /shop")
         return raw
     prefix = normalize_prefix(raw)
@@ -178,19 +178,9 @@ def _check_unique(entries: list[FrontendEntrySettings], problems: list[str]) -> 
 
 
 def read_frontends(root: Reader, check_routes: RouteCheck) -> tuple[FrontendEntrySettings, ...]:
-    root.seen.add("frontends")
-    raw: Any = root.data.get("frontends")
-    if not isinstance(raw, list) or not raw:
-        root.problem("frontends", "expected a non-empty array of tables ([[frontends]])")
-        return ()
-    entries: list[FrontendEntrySettings] = []
     names: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            root.problem(f"frontends[{index}]", "expected a table")
-            continue
-        r = Reader(item, root.key(f"frontends[{index}]"), root.problems, root.env, FrontendEntrySettings)
-        entries.append(_entry(r, index, names, check_routes))
+    rows = tables(root, "frontends", FrontendEntrySettings, required=True)
+    entries = [_entry(r, index, names, check_routes) for index, r in rows]
     _check_unique(entries, root.problems)
     return tuple(entries)
 

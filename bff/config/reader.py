@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -250,6 +250,22 @@ def table(parent: Reader, name: str, schema: type[Any] | None = None, *, require
         parent.problem(name, "expected a table")
         value = {}
     return Reader(value, parent.key(name), parent.problems, parent.env, schema)
+
+
+def tables(parent: Reader, name: str, schema: type[Any], *, required: bool = False) -> Iterator[tuple[int, Reader]]:
+    """An array of tables (``[[name]]``): each table's index and Reader, in order; an entry that is not a table is
+    a problem of its own, and so is a missing (when ``required``) or malformed array."""
+    parent.seen.add(name)
+    raw: Any = parent.data.get(name, [])
+    if not isinstance(raw, list) or (required and not raw):
+        expected = "a non-empty array of tables" if required else "an array of tables"
+        parent.problem(name, f"expected {expected} ([[{name}]])")
+        return
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            parent.problem(f"{name}[{index}]", "expected a table")
+            continue
+        yield index, Reader(item, parent.key(f"{name}[{index}]"), parent.problems, parent.env, schema)
 
 
 def existing_file(r: Reader, name: str) -> str | None:
