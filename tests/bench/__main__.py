@@ -380,8 +380,12 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
         theirs, ours = _at_once(ctx, (other, this), ctx.mode.duration, ctx.plan.load)
         if theirs.failures or ours.failures:
             raise RuntimeError(f"paired comparison: {theirs.failures} and {ours.failures} requests failed")
+        if not (theirs.rps and ours.rps and theirs.cpu_us_per_request and ours.cpu_us_per_request):
+            continue  # a round in which one server was starved gives no ratio: the others still do
         ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
         speedups.append(ours.rps / theirs.rps)
+    if not ratios:
+        raise RuntimeError("paired comparison: every round starved a server (no requests served): the machine is overloaded")
     return (
         f"Paired with {compare_with} (both on the server core at the same time, one wrk each, "
         f"{len(ratios)} rounds of {ctx.mode.duration:.0f} s): this tree's CPU/request is "
