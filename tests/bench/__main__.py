@@ -385,7 +385,7 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
         ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
         speedups.append(ours.rps / theirs.rps)
     if not ratios:
-        raise RuntimeError("paired comparison: every round starved a server (no requests served): the machine is overloaded")
+        raise RuntimeError("paired comparison: in every round a server served nothing (the machine is overloaded)")
     return (
         f"Paired with {compare_with} (both on the server core at the same time, one wrk each, "
         f"{len(ratios)} rounds of {ctx.mode.duration:.0f} s): this tree's CPU/request is "
