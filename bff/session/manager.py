@@ -174,8 +174,14 @@ class SessionManager:
     def _result_key(self, spent_refresh_token: str) -> str:
         return f"{self._prefix}r:{digest(spent_refresh_token)}"
 
-    def _spending_key(self, refresh_token: str) -> str:
+    def spending_key(self, refresh_token: str) -> str:
+        """The mark saying ``refresh_token`` is being presented to the IdP (``bff.tokens.spending``)."""
         return f"{self._prefix}p:{digest(refresh_token)}"
+
+    def renounced_key(self, refresh_token: str, mark: str) -> str:
+        """The note that the spending mark ``mark`` on ``refresh_token`` was renounced: its holder never got an
+        answer from the IdP, so the mark, wherever and whenever it lands, holds nothing back."""
+        return f"{self._prefix}q:{digest(f'{refresh_token} {mark}')}"
 
     # --- expiry --------------------------------------------------------------------------------------------------
 
@@ -320,17 +326,6 @@ class SessionManager:
         IdP with reuse detection answers by revoking the whole token family)."""
         key = self._result_key(spent_refresh_token)
         await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
-
-    async def mark_spending(self, refresh_token: str, ttl: float) -> None:
-        """Note, for ``ttl`` seconds, that ``refresh_token`` is being presented to the IdP: until its refresh result
-        is stored, nobody may present it again (see ``bff.tokens.refresh``)."""
-        await self.store.set(self._spending_key(refresh_token), b"1", ttl)
-
-    async def is_spending(self, refresh_token: str) -> bool:
-        return await self.store.get(self._spending_key(refresh_token)) is not None
-
-    async def unmark_spending(self, refresh_token: str) -> None:
-        await self.store.delete(self._spending_key(refresh_token))
 
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the

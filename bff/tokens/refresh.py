@@ -306,22 +306,25 @@ class Refresher:
         write_until: float,
     ) -> LoadedSession:
         session = current.session
-        spent = session.tokens.refresh_token
+        spent = session.tokens.refresh_token or ""
         result: TokenSet | None = None
-        if route is not None and route.exchange is not None:
-            assert route_key is not None
-            # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
-            updated, result = await self._exchanger.exchanged(
-                current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
-            )
-        elif route_key is None:
-            result = await self._user_tokens(current, attempt)
-            updated = session.evolve(tokens=result)
-        else:
-            updated = await self._route_refreshed(current, route, route_key, attempt)
-        # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
-        # session write lands.
-        written = await self._spender.store_rotated(current, updated, spent or "", result, write_until)
+        try:
+            if route is not None and route.exchange is not None:
+                assert route_key is not None
+                # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
+                updated, result = await self._exchanger.exchanged(
+                    current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
+                )
+            elif route_key is None:
+                result = await self._user_tokens(current, attempt)
+                updated = session.evolve(tokens=result)
+            else:
+                updated = await self._route_refreshed(current, route, route_key, attempt)
+            # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
+            # session write lands.
+            written = await self._spender.store_rotated(current, updated, spent, result, write_until)
+        finally:
+            self._spender.forget(spent)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
