@@ -39,6 +39,8 @@ logger = logging.getLogger("bff.tokens")
 
 #: How long a refresh result stays readable for stragglers.
 RESULT_TTL = 60.0
+#: The 503's message when another refresher holds the spending mark.
+MARK_HELD = "another refresh spent this session's refresh token and is storing the result"
 
 T = TypeVar("T")
 
@@ -69,7 +71,7 @@ class Spender:
             await self._renounce(spent, mark, ttl, until)  # unconfirmed: it may have landed, or land later
             raise
         if not claimed:
-            raise retry_soon("another refresh spent this session's refresh token and is storing the result")
+            raise retry_soon(MARK_HELD)
         try:
             await self._still_unspent(current, spent)
             new = await self._call_idp(current, spent, route, attempt)
