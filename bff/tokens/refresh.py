@@ -11,10 +11,10 @@ answers by revoking the whole token family, logging the user out).
    session to change (polling the store) instead of refreshing.
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
-5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
-   refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
-   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md;
-   ``bff.tokens.spending``).
+5. A *spending mark* on the refresh token, claimed before the IdP call, cleared once the result is stored and
+   renounced when the call fails: a refresher that finds another's mark, and no refresh result, answers 503
+   instead of presenting the token again. It covers a lock lost in a store failover while its holder is still
+   storing the result (docs/redis-ha.md; ``bff.tokens.spending``).
 6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
