@@ -12,12 +12,12 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import pytest
 
 from bff.config import RouteSettings, TokenSettings
-from bff.errors import SessionStoreUnavailable
+from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable
 from bff.session.redis_store import RedisStore
 from tests.faults.relay import Relay
 from tests.support.oidc_provider import TestProvider, running
@@ -36,15 +36,20 @@ SETTINGS = TokenSettings(refresh_lock_lease=0.3)
 
 
 class FaultyStore(RedisStore):
-    """A real ``RedisStore``; the first write to a key starting with ``fault_prefix`` sets ``fault`` off right
-    as the write reaches Redis (see ``_write_then_lose``), and a timer lifts it ``OUTAGE`` later."""
+    """A real ``RedisStore``; the first write to a key starting with ``fault_prefix`` meets the fault ``mode``:
+
+    * ``answer_lost``: the write reaches Redis, which applies it; its answer is held past the store's timeout, then
+      every connection is reset and new ones are refused (a partition) until a timer revives the relay ``OUTAGE``
+      later;
+    * ``lost``: the same partition, but the write never reached Redis;
+    * ``late``: the write fails at once, and reaches Redis only ``OUTAGE`` later (a write delayed in a stalled
+      server or a relay); the store works meanwhile."""
 
     fault_prefix = ""
-    #: Instead: the first such write fails at once, and reaches Redis only ``OUTAGE`` later (a delayed write).
-    late = False
+    mode: Literal["answer_lost", "lost", "late"] = "answer_lost"
     relay: Relay
     hits = 0
-    landed: asyncio.Task[bool] | None = None
+    landed: asyncio.Task[Any] | None = None
 
     def _arm(self, key: str) -> bool:
         hit = bool(self.fault_prefix) and key.startswith(self.fault_prefix) and not self.hits
@@ -53,36 +58,37 @@ class FaultyStore(RedisStore):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         if self._arm(key):
-            await self._write_then_lose(super().set(key, value, ttl))
+            await self._fault(super().set(key, value, ttl))
         await super().set(key, value, ttl)
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         if self._arm(key):
-            if self.late:
-                self.landed = asyncio.create_task(self._later(super().set_if_absent(key, value, ttl)))
-                raise SessionStoreUnavailable("session store: no answer (test fault)")
-            await self._write_then_lose(super().set_if_absent(key, value, ttl))
+            await self._fault(super().set_if_absent(key, value, ttl))
         return await super().set_if_absent(key, value, ttl)
 
-    @staticmethod
-    async def _later(write: Coroutine[Any, Any, bool]) -> bool:
-        await asyncio.sleep(OUTAGE)
-        return await write
-
-    async def _write_then_lose(self, write: Coroutine[Any, Any, object]) -> NoReturn:
-        """The write reaches Redis, which applies it; its answer is held past the store's timeout, then every
-        connection is reset and new ones are refused (a partition) until the timer revives the relay."""
-        self.relay.slow(STORE_TIMEOUT * 3)
-        try:
-            await write
-        except SessionStoreUnavailable:
-            pass
-        else:  # pragma: no cover - the answer is held past the timeout
-            pytest.fail("the write was confirmed although its answer was held")
-        self.relay.slow(0)
+    async def _fault(self, write: Coroutine[Any, Any, Any]) -> NoReturn:
+        if self.mode == "late":
+            self.landed = asyncio.create_task(self._later(write))
+            raise SessionStoreUnavailable("session store: no answer (test fault)")
+        if self.mode == "lost":
+            write.close()  # never sent
+        else:
+            self.relay.slow(STORE_TIMEOUT * 3)
+            try:
+                await write
+            except SessionStoreUnavailable:
+                pass
+            else:  # pragma: no cover - the answer is held past the timeout
+                pytest.fail("the write was confirmed although its answer was held")
+            self.relay.slow(0)
         self.relay.kill()
         threading.Timer(OUTAGE, self.relay.revive).start()
         raise SessionStoreUnavailable("session store: answer lost (test fault)")
+
+    @staticmethod
+    async def _later(write: Coroutine[Any, Any, Any]) -> Any:
+        await asyncio.sleep(OUTAGE)
+        return await write
 
 
 @dataclass
@@ -139,7 +145,10 @@ async def test_a_mark_whose_answer_was_lost_does_not_block_the_session_once_the_
     assert await _mark(world, spent) is None  # cleared once the result was stored
 
 
-async def test_a_result_whose_write_was_lost_is_written_again_and_the_mark_cleared(world: World) -> None:
+@pytest.mark.parametrize("mode", ["answer_lost", "lost"])
+async def test_a_result_whose_write_was_lost_is_written_again_and_the_mark_cleared(
+    world: World, mode: Literal["answer_lost", "lost"]
+) -> None:
     """The IdP rotated the refresh token, then the result's write is lost and the store goes away: the holder
     writes it again once the store is back (within its deadline), another process reads it instead of answering
     503 or presenting the spent token, and the mark is cleared."""
@@ -150,7 +159,7 @@ async def test_a_result_whose_write_was_lost_is_written_again_and_the_mark_clear
     spent = loaded.session.tokens.refresh_token
     assert spent is not None
     stale = await env.expire_access_token(session_id)
-    store.fault_prefix = "r:"  # the refresh result, written once the IdP answered
+    store.fault_prefix, store.mode = "r:", mode  # the refresh result, written once the IdP answered
     token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
     assert token != stale.session.tokens.access_token
     assert store.hits == 1
@@ -170,7 +179,7 @@ async def test_a_mark_that_lands_after_it_was_renounced_holds_nothing_back(world
     spent = loaded.session.tokens.refresh_token
     assert spent is not None
     stale = await env.expire_access_token(session_id)
-    store.fault_prefix, store.late = "p:", True
+    store.fault_prefix, store.mode = "p:", "late"
     with pytest.raises(SessionStoreUnavailable):
         await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
     assert store.landed is not None
@@ -181,3 +190,24 @@ async def test_a_mark_that_lands_after_it_was_renounced_holds_nothing_back(world
     assert env.provider.refresh_calls == 1
     assert env.provider.reuse_detected == 0
     assert await _mark(world, spent) is None
+
+
+async def test_a_result_lost_past_the_refresh_deadline_ends_the_session_once_the_mark_expires(world: World) -> None:
+    """The residual case of docs/redis-ha.md: the store stays away longer than the refresh deadline, so the holder
+    gives up with the rotated tokens unstored. The session answers 503 while the mark lives; once it expired, the
+    next refresh presents the spent token, the IdP detects the reuse and revokes the family, and the session ends
+    (401, log in again) rather than answering 503 for ever."""
+    env, store = world.env, world.store
+    deadline = TokenSettings(refresh_lock_lease=0.1, refresh_timeout=0.2)  # the holder gives up well within OUTAGE
+    manager = await env.manager(deadline, oidc_timeout=0.2)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    store.fault_prefix, store.mode = "r:", "lost"
+    with pytest.raises((IdPUnavailable, SessionStoreUnavailable)):
+        await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+    await asyncio.sleep(OUTAGE + 0.2)  # the store is back, the holder gave up, its mark expired
+    with pytest.raises(SessionExpired):
+        await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+    assert env.provider.refresh_calls == 2
+    assert env.provider.reuse_detected == 1
+    assert await env.sessions.load(session_id) is None
