@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from ipaddress import IPv4Network, IPv6Network
 from time import perf_counter
 from typing import Protocol
@@ -240,10 +241,8 @@ class Proxy:
         try:
             if route.dpop and token is not None:
                 assert self._dpop is not None
-
-                def resend(replay: RequestBody) -> Awaitable[UpstreamResponse | None]:
-                    return self._send(send, method, url, headers, replay, route, None, ex)
-
+                # A partial, not a closure: a closure would turn this method's locals into cells on every path.
+                resend = partial(self._send, send, method, url, headers, route=route, reader=None, ex=ex)
                 response, body = await self._dpop.nonce_retry(method, url, headers, body, reader, response, resend)
                 if response is None:
                     return
