@@ -241,11 +241,12 @@ class Proxy:
         try:
             if route.dpop and token is not None:
                 assert self._dpop is not None
-                # A partial, not a closure: a closure would turn this method's locals into cells on every path.
-                resend = partial(self._send, send, method, url, headers, route=route, reader=None, ex=ex)
-                response, body = await self._dpop.nonce_retry(method, url, headers, body, reader, response, resend)
-                if response is None:
-                    return
+                if self._dpop.challenged(url, response):
+                    # A partial, not a closure: a closure would turn this method's locals into cells on every path.
+                    resend = partial(self._send, send, method, url, headers, route=route, reader=None, ex=ex)
+                    response, body = await self._dpop.replay(method, url, headers, body, reader, response, resend)
+                    if response is None:
+                        return
             if token is not None and response.status == 401 and self._wants_refresh(route, response):
                 replayable, replay = replayable_body(body, reader)
                 if replayable:

@@ -40,7 +40,14 @@ class DPoPRetry:
         """A fresh proof bound to ``token`` (RFC 9449 4.2 ``ath``) and the DPoP authorization (7.1), in this order."""
         return [("dpop", self._prover.proof(method, url, access_token=token)), ("authorization", "DPoP " + token)]
 
-    async def nonce_retry(
+    def challenged(self, url: str, response: UpstreamResponse) -> bool:
+        """Keep the upstream's ``DPoP-Nonce``; True after a ``use_dpop_nonce`` challenge with one (RFC 9449 9)."""
+        kept = self._prover.remember_nonce(url, header_value(response.headers, b"dpop-nonce"))
+        return (
+            response.status == 401 and kept is not None and dpop_challenge_error(response.headers) == b"use_dpop_nonce"
+        )
+
+    async def replay(
         self,
         method: str,
         url: str,
@@ -50,13 +57,10 @@ class DPoPRetry:
         response: UpstreamResponse,
         resend: Resend,
     ) -> tuple[UpstreamResponse | None, RequestBody]:
-        """Keep the upstream's ``DPoP-Nonce``; after a ``use_dpop_nonce`` challenge, replay once with it (RFC 9449 9).
+        """After :meth:`challenged`, replay once with the nonce kept, if the body allows it (RFC 9449 9).
 
         ``headers`` end with this class's two headers, replaced in place for the replay. Returns the answer to relay
         and the body a later replay may send."""
-        kept = self._prover.remember_nonce(url, header_value(response.headers, b"dpop-nonce"))
-        if response.status != 401 or kept is None or dpop_challenge_error(response.headers) != b"use_dpop_nonce":
-            return response, body
         replayable, replay = replayable_body(body, reader)
         if not replayable:
             return response, body
