@@ -3,6 +3,7 @@
 One module per job, read in the order a request takes:
 
 - ``asgi``: :class:`Proxy`, the ASGI entry (what each request goes through, step by step);
+- ``dpop_retry``: a DPoP route's proof and authorization headers and its ``use_dpop_nonce`` replay (RFC 9449);
 - ``paths``: the allow-list on the raw path and query;
 - ``routes``: a configured route, precomputed (prefix, methods, header policy, transport options);
 - ``csrf``: the request guards against cross-site request forgery;

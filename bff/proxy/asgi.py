@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from ipaddress import IPv4Network, IPv6Network
 from time import perf_counter
 from typing import Protocol
@@ -53,14 +54,8 @@ from bff.proxy import outage_log
 from bff.proxy.challenges import asks_step_up, dpop_challenge_error, is_invalid_token_challenge, step_up_refusal
 from bff.proxy.csrf import check_csrf
 from bff.proxy.disconnect import DisconnectWatch
-from bff.proxy.headers import (
-    RESPONSE_DROP,
-    ForwardingPolicy,
-    IncomingHeaders,
-    header_value,
-    read_request_headers,
-    response_headers,
-)
+from bff.proxy.dpop_retry import DPoPRetry, ProofMaker
+from bff.proxy.headers import RESPONSE_DROP, ForwardingPolicy, IncomingHeaders, read_request_headers, response_headers
 from bff.proxy.paths import check_path, check_query
 from bff.proxy.request_body import ClientGone, RequestBodyReader, replayable_body
 from bff.proxy.responses import send_error
@@ -89,14 +84,6 @@ class BearerProvider(Protocol):
     async def refresh_bearer(self, scope: Scope, route: RouteSettings, rejected: str) -> str | None:
         """Called once after the upstream answered 401 to ``rejected``: a fresh token, or None (no retry)."""
         ...
-
-
-class ProofMaker(Protocol):
-    """The seam to bff's DPoP key (``bff.oidc.dpop.DPoPProver``, composed in the app): proofs and nonces."""
-
-    def proof(self, method: str, url: str, *, access_token: str | None = None, nonce: str | None = None) -> str: ...
-
-    def remember_nonce(self, url: str, value: str | bytes | None) -> str | None: ...
 
 
 def _no_headers(exc: BffError) -> list[tuple[bytes, bytes]]:
@@ -133,7 +120,7 @@ class Proxy:
         dpop_default = dpop is not None
         routes_ = (Route(r, client, owned, dpop_default=dpop_default) for r in routes)
         self._routes = longest_first(routes_)
-        self._dpop = dpop
+        self._dpop = None if dpop is None else DPoPRetry(dpop)
         self._client = client
         self._bearer = bearer
         self._public_origin = public_origin
@@ -192,7 +179,8 @@ class Proxy:
             headers += ex.upstream_headers
         if token is not None:
             if route.dpop:  # last two: a replay replaces them
-                headers += self._dpop_headers(scope["method"], url, token)
+                assert self._dpop is not None
+                headers += self._dpop.headers(scope["method"], url, token)
             else:
                 headers.append(("authorization", "Bearer " + token))  # last: a replay replaces it
 
@@ -252,10 +240,13 @@ class Proxy:
             return
         try:
             if route.dpop and token is not None:
-                retried = await self._dpop_nonce_retry(send, method, url, headers, body, reader, route, response, ex)
-                response, body = retried
-                if response is None:
-                    return
+                assert self._dpop is not None
+                if self._dpop.challenged(url, response):
+                    # A partial, not a closure: a closure would turn this method's locals into cells on every path.
+                    resend = partial(self._send, send, method, url, headers, route=route, reader=None, ex=ex)
+                    response, body = await self._dpop.replay(method, url, headers, body, reader, response, resend)
+                    if response is None:
+                        return
             if token is not None and response.status == 401 and self._wants_refresh(route, response):
                 replayable, replay = replayable_body(body, reader)
                 if replayable:
@@ -267,7 +258,8 @@ class Proxy:
                     if fresh is not None:
                         response.release()
                         if route.dpop:
-                            headers[-2:] = self._dpop_headers(method, url, fresh)
+                            assert self._dpop is not None
+                            headers[-2:] = self._dpop.headers(method, url, fresh)
                         else:
                             headers[-1] = ("authorization", "Bearer " + fresh)
                         response = await self._send(send, method, url, headers, replay, route, None, ex)
@@ -296,41 +288,6 @@ class Proxy:
         if is_invalid_token_challenge(response.headers):
             return True
         return route.settings.refresh_on_401 and not asks_step_up(response.headers)
-
-    def _dpop_headers(self, method: str, url: str, token: str) -> list[tuple[str, str]]:
-        """A fresh proof bound to ``token`` (RFC 9449 4.2 ``ath``) and the DPoP authorization (7.1), in this order."""
-        assert self._dpop is not None
-        return [("dpop", self._dpop.proof(method, url, access_token=token)), ("authorization", "DPoP " + token)]
-
-    async def _dpop_nonce_retry(
-        self,
-        send: Send,
-        method: str,
-        url: str,
-        headers: list[tuple[str, str]],
-        body: RequestBody,
-        reader: RequestBodyReader | None,
-        route: Route,
-        response: UpstreamResponse,
-        ex: Exchange | None,
-    ) -> tuple[UpstreamResponse | None, RequestBody]:
-        """Keep the upstream's ``DPoP-Nonce``; after a ``use_dpop_nonce`` challenge, replay once with it (RFC 9449 9).
-
-        Returns the answer to relay and the body a later replay may send."""
-        assert self._dpop is not None
-        kept = self._dpop.remember_nonce(url, header_value(response.headers, b"dpop-nonce"))
-        if response.status != 401 or kept is None or dpop_challenge_error(response.headers) != b"use_dpop_nonce":
-            return response, body
-        replayable, replay = replayable_body(body, reader)
-        if not replayable:
-            return response, body
-        response.release()
-        token = headers[-1][1].removeprefix("DPoP ")
-        headers[-2:] = self._dpop_headers(method, url, token)
-        fresh = await self._send(send, method, url, headers, replay, route, None, ex)
-        if fresh is not None:
-            self._dpop.remember_nonce(url, header_value(fresh.headers, b"dpop-nonce"))
-        return fresh, replay
 
     async def _send(
         self,

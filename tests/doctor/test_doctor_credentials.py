@@ -21,9 +21,9 @@ from bff.doctor import Check, run_doctor
 from bff_devtools.devidp import ClientRegistration
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import CLIENT_ID, REDIRECT_URI, IdP, client, running_devidp
+from tests.support.par_world import client_key
 from tests.support.pki import Issued, TestPKI
 from tests.support.servers import ServerTLS
-from tests.test_par_e2e import client_key
 
 PASSPHRASE = "doctor client key passphrase 0123456789"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.")

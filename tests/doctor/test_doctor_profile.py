@@ -19,7 +19,7 @@ from bff.oidc.profiles import plan_authorization
 from bff_devtools.devidp import ClientRegistration
 from tests.support.configs import base_document, make_config
 from tests.support.devidp import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, running_devidp
-from tests.test_par_e2e import client_key, dpop_key
+from tests.support.par_world import client_key, dpop_key
 
 
 def config_for(issuer: str, tmp_path: Path, **oidc: Any) -> Config:
