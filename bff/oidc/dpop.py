@@ -65,6 +65,7 @@ def valid_nonce(value: str | bytes | None) -> str | None:
             value = value.decode("ascii")
         except UnicodeDecodeError:
             return None
+    value = value.strip(" \t")  # a field value excludes its optional whitespace (RFC 9110 5.5)
     return value if _NONCE.fullmatch(value) else None
 
 
