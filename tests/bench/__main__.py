@@ -36,7 +36,7 @@ from tests.bench.wrk import Load, WrkResult, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import serve
-from tests.support.tracing import Collector
+from tests.support.tracing import Collector, ExportedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,6 +224,8 @@ TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
     ("metrics alone", lambda: f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'),
     ("JSON access log alone", lambda: '\n[logging]\nformat = "json"\naccess_log = true\n'),
 )
+#: The tracing row (every request sampled, exported to a local collector stub), loaded beside the no-target rows.
+TRACING = "tracing (every request sampled, OTLP/HTTP to a collector stub on loopback)"
 #: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
 MAX_TELEMETRY_RATIO = 1.08
 
@@ -238,7 +240,6 @@ BFF_NAMES = (
     "bff-telemetry-off",
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
-    "bff-tracing-off",
     *sessions.NAMES,
     "bff-memory",
 )
@@ -370,40 +371,17 @@ async def _websocket_echo(ctx: Context, stack: contextlib.ExitStack) -> EchoResu
         )
 
 
-async def _tracing(ctx: Context) -> tuple[list[Run], Outcome, str]:
-    """bff with tracing on (every request sampled, OTLP/HTTP to a local collector stub) and a plain bff, loaded at
-    the same time on the server core (paired, as ``_paired_comparison``): its own row, no target."""
-    collector = Collector()
-    with serve(collector, lifespan="off") as collector_url:
-        async with (
-            _bff(ctx, "bff-tracing-on", workers=1, source=ROOT, traces_to=collector_url) as on,
-            _bff(ctx, "bff-tracing-off", workers=1, source=ROOT) as off,
-        ):
-            _at_once(ctx, (on, off), ctx.mode.warmup, ctx.plan.load)
-            rounds = [_at_once(ctx, (on, off), ctx.mode.duration, ctx.plan.load) for _ in range(ctx.mode.stable_rounds)]
-            ratios = [(t.cpu_us_per_request or 0) / (p.cpu_us_per_request or 1) for t, p in rounds]
-            requests = sum(t.requests for t, _ in rounds)
-        spans = collector.spans()  # the process stopped: its last batch is exported
-    # One row: the round of the median ratio (every round's ratio is in the note).
-    median_round = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
-    runs = [
-        Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", rounds[median_round][0])
-    ]
+def _tracing_outcome(cost: TelemetryCost, spans: Sequence[ExportedSpan]) -> Outcome:
+    """The tracing row's check: the collector stub received the proxied requests' server spans."""
+    requests = sum(r.requests for r in cost.results)
     # Warm-up and login requests are traced too: more server spans than measured requests means none was dropped.
     served = sum(1 for s in spans if s.name == "GET /api")
-    check = Outcome(
+    return Outcome(
         "tracing on: the collector stub received the proxied requests' server spans",
         f"{served:,} server spans ({requests:,} requests measured)",
-        served > 0 and not any(t.failures for t, _ in rounds),
+        served > 0 and not any(r.failures for r in cost.results),
         "check",
     )
-    note = (
-        f"Tracing on (every request sampled, OTLP/HTTP to a collector stub on loopback) against tracing off, both on "
-        f"the server core at the same time, {len(ratios)} round(s) of {ctx.mode.duration:.0f} s: "
-        f"{statistics.median(ratios):.2f}x the CPU/request (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
-        f"{served:,} server spans exported for {requests:,} measured requests; no target."
-    )
-    return runs, check, note
 
 
 def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
@@ -433,10 +411,17 @@ class TelemetryCost:
     rps_ratios: list[float]
     cpu_on: list[float]
     cpu_off: list[float]
+    #: The bff with it on, each round.
+    results: tuple[WrkResult, ...] = ()
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def median_round(self) -> WrkResult:
+        """The on-bff's result in the round of the median ratio."""
+        return self.results[sorted(range(len(self.ratios)), key=self.ratios.__getitem__)[len(self.ratios) // 2]]
 
     def describe(self, duration: float) -> str:
         return (
@@ -446,23 +431,28 @@ class TelemetryCost:
         )
 
 
-async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
+async def _telemetry_costs(ctx: Context, traces_to: str | None = None) -> list[TelemetryCost]:
     """Each telemetry row: this tree's bff with it on and the same bff with it off on the server core at the same
     time, one wrk each, a few rounds (the paired comparison's method: a ratio the box's drift spares).
     The first row (held to its target, ``budget_rounds``) is paired alone; the others (no target,
-    ``stable_rounds``) are loaded together, beside one plain bff, so that they cost one set of rounds between them."""
-    groups = [([0], ctx.mode.budget_rounds), (list(range(1, len(TELEMETRY_ROWS))), ctx.mode.stable_rounds)]
+    ``stable_rounds``), and with ``traces_to`` tracing on (every request sampled, exported there), are loaded
+    together, beside one plain bff, so that they cost one set of rounds between them."""
+    # (what, the bff's name, its extra config, where it exports traces)
+    members: list[tuple[str, str, str, str | None]] = [
+        (what, f"bff-telemetry-on-{i}", config(), None) for i, (what, config) in enumerate(TELEMETRY_ROWS)
+    ]
+    if traces_to is not None:
+        members.append((TRACING, "bff-tracing-on", "", traces_to))
+    groups = [(members[:1], ctx.mode.budget_rounds), (members[1:], ctx.mode.stable_rounds)]
     costs = []
     for group, count in ((g, n) for g, n in groups if g):
-        whats = ", ".join(TELEMETRY_ROWS[i][0] for i in group)
+        whats = ", ".join(what for what, *_ in group)
         _progress(f"bff with {whats} on and off at the same time, {count} rounds")
         async with contextlib.AsyncExitStack() as stack:
             off = await stack.enter_async_context(_bff(ctx, "bff-telemetry-off", workers=1, source=ROOT))
             ons = [
-                await stack.enter_async_context(
-                    _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=TELEMETRY_ROWS[i][1]())
-                )
-                for i in group
+                await stack.enter_async_context(_bff(ctx, name, workers=1, source=ROOT, extra=extra, traces_to=traces))
+                for _, name, extra, traces in group
             ]
             _at_once(ctx, (off, *ons), ctx.mode.warmup, ctx.plan.load)
             rounds = []
@@ -471,12 +461,13 @@ async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
                 if plain.failures or any(o.failures for o in observed):
                     raise RuntimeError(f"telemetry ({whats}): requests failed")
                 rounds.append((plain, observed))
-            for k, i in enumerate(group):
-                cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
-                cpu_on = [observed[k].cpu_us_per_request or 0.0 for _, observed in rounds]
-                rps = [observed[k].rps / plain.rps for plain, observed in rounds]
-                ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
-                costs.append(TelemetryCost(TELEMETRY_ROWS[i][0], ratios, rps, cpu_on, cpu_off))
+        for k, (what, *_) in enumerate(group):
+            cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
+            cpu_on = [observed[k].cpu_us_per_request or 0.0 for _, observed in rounds]
+            rps = [observed[k].rps / plain.rps for plain, observed in rounds]
+            ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
+            results = tuple(observed[k] for _, observed in rounds)
+            costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off, results))
     return costs
 
 
@@ -554,7 +545,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
 
         many = f"{sessions.population(mode.smoke):,} sessions"
-        _progress(f"realistic case: bffs with one session and with {many}, loaded at the same time")
+        _progress(f"realistic case: three bffs started, {many} created")
         async with sessions.started(ctx, _one_worker(ctx)) as live:
             runs += _realistic(ctx, outcomes, notes, live.paired(ctx))
             _progress(f"peers: bff ({many}; one session), Apache httpd + mod_auth_openidc, Node BFF, each alone")
@@ -600,13 +591,14 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
                 _progress(f"bff and bff from {compare_with} at the same time, {mode.budget_rounds} rounds")
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
-        telemetry = await _telemetry_costs(ctx)
-
-        _progress("bff with tracing on and off, 1 worker each, at the same time")
-        tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
-        runs += tracing_runs
-        outcomes.append(tracing_check)
-        notes.append(tracing_note)
+        collector = Collector()
+        with serve(collector, lifespan="off") as collector_url:
+            telemetry = await _telemetry_costs(ctx, traces_to=collector_url)
+        tracing = next(cost for cost in telemetry if cost.what == TRACING)
+        runs.append(
+            Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", tracing.median_round)
+        )
+        outcomes.append(_tracing_outcome(tracing, collector.spans()))  # its bff stopped: its last batch is exported
 
         _progress("bff, 2 workers")
         cores2, threads2 = _load(ctx, 2)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tests.bench.client import each_once
+from tests.bench.parts import PARTS
 from tests.bench.report import Outcome, Run
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff
 from tests.bench.system import CpuPlan, cpu_seconds_each, process_tree
@@ -179,6 +180,7 @@ class Realistic:
                 cores=ctx.plan.load, plan=ctx.plan,
             )  # fmt: skip
 
+        PARTS.mark(f"realistic case: {mode.budget_rounds} rounds of the three bffs at the same time")
         at_once(mode.warmup)
         rounds = []
         for _ in range(mode.budget_rounds):
@@ -204,6 +206,7 @@ async def started(ctx: _Context, start: StartBff) -> AsyncIterator[Realistic]:
             script = rotating_cookies_script(directory, COOKIE_NAME, table)
             loads.append(Load(bff.url + API_PATH, {}, bff.process.pid, script))
         # Both passes at once: each bff's CPU is its own, and the pass is the client's work more than theirs.
+        PARTS.mark(f"realistic case: every one of {count:,} sessions sent once to two bffs")
         (cold_uniform, failed_uniform), (cold_zipf, failed_zipf) = await asyncio.gather(
             _every_session_once(uniform, cookies), _every_session_once(zipf, cookies)
         )
