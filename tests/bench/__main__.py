@@ -225,7 +225,7 @@ TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
     ("JSON access log alone", lambda: '\n[logging]\nformat = "json"\naccess_log = true\n'),
 )
 #: The tracing row (every request sampled, exported to a local collector stub), loaded beside the no-target rows.
-TRACING = "tracing (every request sampled, OTLP/HTTP to a collector stub on loopback)"
+TRACING = "tracing (100% sampled, OTLP/HTTP to a collector stub)"
 #: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
 MAX_TELEMETRY_RATIO = 1.08
 
