@@ -83,8 +83,8 @@ class Mode:
 
     @property
     def peer_duration(self) -> float:
-        """Half a row's duration, in whole seconds (wrk's): four contenders x three rounds stay within a minute."""
-        return float(max(1, math.ceil(self.duration / 2)))
+        """A third of a row's duration, in whole seconds (wrk's): four contenders x five rounds take a minute."""
+        return float(max(1, math.ceil(self.duration * 0.3)))
 
 
 #: Redis memory: 25,000 sessions make 75,000 keys, whose hash tables Redis sizes to 131,072 slots: the same fill
@@ -801,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 25000, smoke 2000)")
     parser.add_argument(
         "--rounds", type=int, help="rounds of every paired or interleaved measurement (default: 5, 3 for the steady "
-        "rows and the peers; smoke 1)"
+        "rows; smoke 1)"
     )  # fmt: skip
     parser.add_argument(
         "--only",

@@ -28,8 +28,8 @@ from tests.bench.wrk import Load, WrkResult, rotating_cookies_script
 #: bff's CPU per request in the realistic case may be at most this share of each peer's.
 MAX_PEER_CPU_RATIO = 0.35
 PEERS = ("apache", "node")
-#: Rounds in which every contender is loaded once, alone (the median of three spares one odd round).
-ROUNDS = 3
+#: Rounds in which every contender is loaded once, alone (the median of five spares two odd rounds).
+ROUNDS = 5
 
 #: One wrk run of ``load`` for ``seconds``, alone on the load cores, its server's CPU measured.
 Alone = Callable[[Load, float], WrkResult]
@@ -178,8 +178,8 @@ def peer_outcomes(comparison: Comparison) -> list[Outcome]:
 def note(comparison: Comparison) -> str:
     timed = [comparison.many, comparison.one, *(row for row in comparison.peers if row.results)]
     return (
-        f"Peers: {len(timed)} contenders ({', '.join(row.name for row in timed)}) each loaded alone on the server "
-        f"core, one after the other, by the same wrk script over a cookie table (32 connections), {comparison.rounds} "
+        f"Peers: {len(timed)} contenders (bff's two cases and each peer timed) each loaded alone on the server "
+        f"core, one after the other, by the same wrk script over a cookie table, {comparison.rounds} "
         f"round(s) of {comparison.duration:.0f} s after {comparison.warmup:.0f} s of warm-up for each peer (bff's "
         "were warm from the realistic rows); each peer's ratio is the median over rounds of bff's CPU/request in that "
         "round over the peer's."
