@@ -295,7 +295,7 @@ def test_fapi2_refuses_client_secrets_and_unbound_tokens_at_config_check() -> No
         make_config(doc)
     text = "\n".join(caught.value.problems)
     assert "oidc.par: must not be 'off'" in text
-    assert "oidc.id_token_signing_algs[0]: 'RS256' is refused by profile = 'fapi2'" in text
+    assert "oidc.id_token_signing_algs[0]: is refused by profile = 'fapi2'" in text
 
 
 def write_fapi2_config(tmp_path: Path, issuer: str, key_file: Path) -> Path:
