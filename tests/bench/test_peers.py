@@ -117,7 +117,7 @@ def test_bff_over_the_share_of_a_peers_cpu_fails_the_run() -> None:
     assert not near.failed(smoke=False)
     assert far.failed(smoke=False)
     assert not far.failed(smoke=True)
-    assert far.measured.startswith("0.38x")
+    assert far.measured.startswith("0.375x")
     assert far.measured.endswith("bff with one session: 0.19x")
 
 
@@ -127,7 +127,7 @@ def test_each_ratio_is_the_median_of_the_rounds_of_bff_over_the_peer_in_the_same
     peer = Row("peer", (_result(10_000, 10.0), _result(10_000, 20.0), _result(10_000, 5.0)), check="checked")
     _, target = peer_outcomes(_compare(peer, many=many))
     # Rounds 0.30x, 0.30x, 0.60x: the median is 0.30x; beside it, each row's median CPU per request.
-    assert target.measured.startswith("0.30x (rounds 0.30-0.60; 300 vs 1000 µs;")
+    assert target.measured.startswith("0.300x (rounds 0.30-0.60; 300 vs 1000 µs;")
     assert not target.failed(smoke=False)
     assert peer.median_round == peer.results[0]
 

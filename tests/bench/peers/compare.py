@@ -168,7 +168,7 @@ def peer_outcomes(comparison: Comparison) -> list[Outcome]:
             ratio = statistics.median(ratios)
             rps = statistics.median(m.rps / p.rps for m, p in zip(many.results, row.results, strict=True))
             measured = (
-                f"{ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}; {many.cpu_us:.0f} vs {row.cpu_us:.0f} µs;"
+                f"{ratio:.3f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}; {many.cpu_us:.0f} vs {row.cpu_us:.0f} µs;"
                 f" req/s {rps:.2f}x); bff with one session: {statistics.median(_ratios(one, row)):.2f}x"
             )
             outcomes.append(Outcome(target, measured, ratio <= MAX_PEER_CPU_RATIO))
