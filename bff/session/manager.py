@@ -7,8 +7,9 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
   replayed as cookies.
 * ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
-* ``{prefix}r:{digest(refresh token)}`` and ``{prefix}p:{digest(refresh token)}``: what a spent refresh token
-  was exchanged for, and the mark of one being presented (``bff.tokens.refresh``).
+* ``{prefix}r:{digest(refresh token)}``, ``{prefix}p:{digest(refresh token)}`` and ``{prefix}q:{digest(refresh
+  token and mark)}``: what a spent refresh token was exchanged for, the mark of one being presented, and the note
+  that such a mark was renounced (``bff.tokens.spending``).
 
 Beside the sessions, with the same key ring and prefix: ``logins`` (``bff.session.logins``: the sealed login state
 and its one-time marker) and ``logouts`` (``bff.session.logouts``: the logout URL's ``sid``, logout continuations,
@@ -140,8 +141,14 @@ class SessionManager:
     def _result_key(self, spent_refresh_token: str) -> str:
         return f"{self._prefix}r:{digest(spent_refresh_token)}"
 
-    def _spending_key(self, refresh_token: str) -> str:
+    def spending_key(self, refresh_token: str) -> str:
+        """The mark saying ``refresh_token`` is being presented to the IdP (``bff.tokens.spending``)."""
         return f"{self._prefix}p:{digest(refresh_token)}"
+
+    def renounced_key(self, refresh_token: str, mark: str) -> str:
+        """The note that the spending mark ``mark`` on ``refresh_token`` was renounced: its holder never got an
+        answer from the IdP, so the mark, wherever and whenever it lands, holds nothing back."""
+        return f"{self._prefix}q:{digest(f'{refresh_token} {mark}')}"
 
     # --- expiry --------------------------------------------------------------------------------------------------
 
@@ -286,17 +293,6 @@ class SessionManager:
         IdP with reuse detection answers by revoking the whole token family)."""
         key = self._result_key(spent_refresh_token)
         await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
-
-    async def mark_spending(self, refresh_token: str, ttl: float) -> None:
-        """Note, for ``ttl`` seconds, that ``refresh_token`` is being presented to the IdP: until its refresh result
-        is stored, nobody may present it again (see ``bff.tokens.refresh``)."""
-        await self.store.set(self._spending_key(refresh_token), b"1", ttl)
-
-    async def is_spending(self, refresh_token: str) -> bool:
-        return await self.store.get(self._spending_key(refresh_token)) is not None
-
-    async def unmark_spending(self, refresh_token: str) -> None:
-        await self.store.delete(self._spending_key(refresh_token))
 
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the
