@@ -66,11 +66,11 @@ class Mode:
     storm: int
     sessions: int
     idp_delay: float = 0.1
-    #: Rounds of each paired measurement whose figure is a target near its bound (the telemetry target row, the
-    #: realistic rows, ``--compare-with``), each ``duration`` long.
+    #: Rounds of each paired measurement that carries a target (the telemetry target row, the realistic rows, the
+    #: capped scaling, whose rounds count only where every cap bound) and of ``--compare-with``, ``duration`` each.
     budget_rounds: int = 5
-    #: Rounds of the paired rows whose figure held steady from round to round and run to run, far from any bound:
-    #: the telemetry features alone and tracing (no target), the capped scaling (1.9-2.0x against 1.7x).
+    #: Rounds of the paired rows without a target whose figure held steady from round to round and run to run: the
+    #: telemetry features alone and tracing.
     stable_rounds: int = 3
     #: Rounds of the peers' comparison (every contender alone once per round, ``peer_duration`` each).
     peer_rounds: int = peers.ROUNDS
@@ -345,7 +345,7 @@ async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
                 budgets.cap(pid, f"worker-{i}", WORKER_BUDGET)
             _at_once(ctx, (one, two), ctx.mode.warmup, cores)
             rounds, used = [], []
-            for _ in range(ctx.mode.stable_rounds):
+            for _ in range(ctx.mode.budget_rounds):
                 pair = _at_once(ctx, (one, two), ctx.mode.duration, cores)
                 rounds.append((pair[0], pair[1]))
                 # The busiest processes of each tree are its workers (a supervisor and a resource tracker idle).
