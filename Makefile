@@ -48,7 +48,7 @@ test-newest-python: $(STAMP) ## the fault suite again (but the Redis failovers),
 	$(NEWEST_VENV)/bin/python -m pip install --quiet -e . && \
 	BFF_FAULTS_PYTHON=$(NEWEST_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider -m 'not failover' tests/faults
 
-bench: $(STAMP) ## benchmark the data plane against nginx and its peers (Apache + mod_auth_openidc, a Node BFF), enforce the targets (< 10 min)
+bench: $(STAMP) ## benchmark the data plane against nginx and its peers (Apache + mod_auth_openidc, a Node BFF), enforce the targets (< 8 min)
 	$(BIN)/python -m tests.bench
 
 bench-smoke: $(STAMP) ## the benchmark in seconds: every part runs, only correctness is enforced (CI)

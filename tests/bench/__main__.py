@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import math
 import platform
 import statistics
 import sys
@@ -34,7 +36,7 @@ from tests.bench.wrk import Load, WrkResult, run_wrk, run_wrk_at_once
 from tests.support.configs import write_config
 from tests.support.redis_server import RedisProcess
 from tests.support.servers import serve
-from tests.support.tracing import Collector
+from tests.support.tracing import Collector, ExportedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,8 +66,14 @@ class Mode:
     storm: int
     sessions: int
     idp_delay: float = 0.1
-    #: Rounds of the budgeted scaling measurement (each ``duration`` long).
+    #: Rounds of each paired measurement that carries a target (the telemetry target row, the realistic rows, the
+    #: capped scaling, whose rounds count only where every cap bound) and of ``--compare-with``, ``duration`` each.
     budget_rounds: int = 5
+    #: Rounds of the paired rows without a target whose figure held steady from round to round and run to run: the
+    #: telemetry features alone and tracing.
+    stable_rounds: int = 3
+    #: Rounds of the peers' comparison (every contender alone once per round, ``peer_duration`` each).
+    peer_rounds: int = peers.ROUNDS
     #: Connections held open for the worker-memory and many-connections rows.
     many_connections: int = 2000
 
@@ -73,11 +81,19 @@ class Mode:
     def name(self) -> str:
         return "smoke" if self.smoke else "full"
 
+    @property
+    def peer_duration(self) -> float:
+        """A third of a row's duration, in whole seconds (wrk's): four contenders x five rounds take a minute."""
+        return float(max(1, math.ceil(self.duration * 0.3)))
 
-FULL = Mode(smoke=False, duration=10, warmup=3, connections=32, storm=500, sessions=100_000)
+
+#: Redis memory: 25,000 sessions make 75,000 keys, whose hash tables Redis sizes to 131,072 slots: the same fill
+#: (0.57) as 100,000 sessions' 300,000 keys in 524,288, so the bytes per session are those of 100,000.
+FULL = Mode(smoke=False, duration=10, warmup=3, connections=32, storm=500, sessions=25_000)
 SMOKE = Mode(
-    smoke=True, duration=1, warmup=1, connections=32, storm=20, sessions=2000, budget_rounds=1, many_connections=500
-)
+    smoke=True, duration=1, warmup=1, connections=32, storm=20, sessions=2000, budget_rounds=1, stable_rounds=1,
+    peer_rounds=1, many_connections=500,
+)  # fmt: skip
 
 
 @dataclass
@@ -211,6 +227,8 @@ TELEMETRY_ROWS: tuple[tuple[str, Callable[[], str]], ...] = (
     ("metrics alone", lambda: f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'),
     ("JSON access log alone", lambda: '\n[logging]\nformat = "json"\naccess_log = true\n'),
 )
+#: The tracing row (every request sampled, exported to a local collector stub), loaded beside the no-target rows.
+TRACING = "tracing (100% sampled, OTLP/HTTP to a collector stub)"
 #: Metrics and the JSON access log on may cost at most this much CPU per request of the same bff with them off.
 MAX_TELEMETRY_RATIO = 1.08
 
@@ -225,7 +243,6 @@ BFF_NAMES = (
     "bff-telemetry-off",
     *(f"bff-telemetry-on-{i}" for i in range(len(TELEMETRY_ROWS))),
     "bff-tracing-on",
-    "bff-tracing-off",
     *sessions.NAMES,
     "bff-memory",
     *limits.NAMES,
@@ -289,6 +306,28 @@ async def _worker_memory(ctx: Context) -> rss.WorkerMemory:
         return await rss.measure(bff, connections=mode.many_connections, sessions=MEMORY_SESSIONS, warm=64, load=load)
 
 
+async def _peers(ctx: Context, realistic: sessions.Realistic, peer_ports: dict[str, int]) -> peers.Comparison:
+    """bff's realistic case and its one-session case (two of the realistic rows' bffs, warm, with their scripts)
+    and the peers, each alone on the server core, in interleaved rounds (``peers/compare.py``)."""
+    cores, threads = _load(ctx, 1)
+
+    def alone(load: Load, seconds: float) -> WrkResult:
+        [result] = run_wrk_at_once(
+            ctx.tools["wrk"], [load], duration=seconds, connections=ctx.mode.connections, threads=threads,
+            cores=cores, plan=ctx.plan,
+        )  # fmt: skip
+        return result
+
+    one, many = realistic.loads[0], realistic.loads[1]
+    return await peers.run_peers(
+        idp=ctx.idp, redis_url=ctx.redis_url, upstream=ctx.upstream, peer_ports=peer_ports, workdir=ctx.workdir,
+        cache=ROOT / ".bench", cores=ctx.plan.server, plan=ctx.plan,
+        many=(f"bff, 1 worker, {realistic.sessions:,} sessions, uniform", many),
+        one=("bff, 1 worker, one session", one),
+        alone=alone, rounds=ctx.mode.peer_rounds, duration=ctx.mode.peer_duration, warmup=ctx.mode.warmup,
+    )  # fmt: skip
+
+
 async def _budgeted_scaling(ctx: Context) -> BudgetedScaling | str:
     """The scaling measurement for machines with fewer than 4 cores (see ``budget.py``); a string says why it
     cannot run here."""
@@ -336,40 +375,17 @@ async def _websocket_echo(ctx: Context, stack: contextlib.ExitStack) -> EchoResu
         )
 
 
-async def _tracing(ctx: Context) -> tuple[list[Run], Outcome, str]:
-    """bff with tracing on (every request sampled, OTLP/HTTP to a local collector stub) and a plain bff, loaded at
-    the same time on the server core (paired, as ``_paired_comparison``): its own row, no target."""
-    collector = Collector()
-    with serve(collector, lifespan="off") as collector_url:
-        async with (
-            _bff(ctx, "bff-tracing-on", workers=1, source=ROOT, traces_to=collector_url) as on,
-            _bff(ctx, "bff-tracing-off", workers=1, source=ROOT) as off,
-        ):
-            _at_once(ctx, (on, off), ctx.mode.warmup, ctx.plan.load)
-            rounds = [_at_once(ctx, (on, off), ctx.mode.duration, ctx.plan.load) for _ in range(ctx.mode.budget_rounds)]
-            ratios = [(t.cpu_us_per_request or 0) / (p.cpu_us_per_request or 1) for t, p in rounds]
-            requests = sum(t.requests for t, _ in rounds)
-        spans = collector.spans()  # the process stopped: its last batch is exported
-    # One row: the round of the median ratio (every round's ratio is in the note).
-    median_round = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
-    runs = [
-        Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", rounds[median_round][0])
-    ]
+def _tracing_outcome(cost: TelemetryCost, spans: Sequence[ExportedSpan]) -> Outcome:
+    """The tracing row's check: the collector stub received the proxied requests' server spans."""
+    requests = sum(r.requests for r in cost.results)
     # Warm-up and login requests are traced too: more server spans than measured requests means none was dropped.
     served = sum(1 for s in spans if s.name == "GET /api")
-    check = Outcome(
+    return Outcome(
         "tracing on: the collector stub received the proxied requests' server spans",
         f"{served:,} server spans ({requests:,} requests measured)",
-        served > 0 and not any(t.failures for t, _ in rounds),
+        served > 0 and not any(r.failures for r in cost.results),
         "check",
     )
-    note = (
-        f"Tracing on (every request sampled, OTLP/HTTP to a collector stub on loopback) against tracing off, both on "
-        f"the server core at the same time, {len(ratios)} round(s) of {ctx.mode.duration:.0f} s: "
-        f"{statistics.median(ratios):.2f}x the CPU/request (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
-        f"{served:,} server spans exported for {requests:,} measured requests; no target."
-    )
-    return runs, check, note
 
 
 def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
@@ -403,10 +419,17 @@ class TelemetryCost:
     rps_ratios: list[float]
     cpu_on: list[float]
     cpu_off: list[float]
+    #: The bff with it on, each round.
+    results: tuple[WrkResult, ...] = ()
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def median_round(self) -> WrkResult:
+        """The on-bff's result in the round of the median ratio."""
+        return self.results[sorted(range(len(self.ratios)), key=self.ratios.__getitem__)[len(self.ratios) // 2]]
 
     def describe(self, duration: float) -> str:
         return (
@@ -416,37 +439,43 @@ class TelemetryCost:
         )
 
 
-async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
+async def _telemetry_costs(ctx: Context, traces_to: str | None = None) -> list[TelemetryCost]:
     """Each telemetry row: this tree's bff with it on and the same bff with it off on the server core at the same
-    time, one wrk each, ``budget_rounds`` rounds (the paired comparison's method: a ratio the box's drift spares).
-    The first row (held to its target) is paired alone; the others are loaded together, beside one plain bff, so
-    that they cost one set of rounds between them."""
-    groups = [[0], list(range(1, len(TELEMETRY_ROWS)))]
+    time, one wrk each, a few rounds (the paired comparison's method: a ratio the box's drift spares).
+    The first row (held to its target, ``budget_rounds``) is paired alone; the others (no target,
+    ``stable_rounds``), and with ``traces_to`` tracing on (every request sampled, exported there), are loaded
+    together, beside one plain bff, so that they cost one set of rounds between them."""
+    # (what, the bff's name, its extra config, where it exports traces)
+    members: list[tuple[str, str, str, str | None]] = [
+        (what, f"bff-telemetry-on-{i}", config(), None) for i, (what, config) in enumerate(TELEMETRY_ROWS)
+    ]
+    if traces_to is not None:
+        members.append((TRACING, "bff-tracing-on", "", traces_to))
+    groups = [(members[:1], ctx.mode.budget_rounds), (members[1:], ctx.mode.stable_rounds)]
     costs = []
-    for group in (g for g in groups if g):
-        whats = ", ".join(TELEMETRY_ROWS[i][0] for i in group)
-        _progress(f"bff with {whats} on and off at the same time, {ctx.mode.budget_rounds} rounds")
+    for group, count in ((g, n) for g, n in groups if g):
+        whats = ", ".join(what for what, *_ in group)
+        _progress(f"bff with {whats} on and off at the same time, {count} rounds")
         async with contextlib.AsyncExitStack() as stack:
             off = await stack.enter_async_context(_bff(ctx, "bff-telemetry-off", workers=1, source=ROOT))
             ons = [
-                await stack.enter_async_context(
-                    _bff(ctx, f"bff-telemetry-on-{i}", workers=1, source=ROOT, extra=TELEMETRY_ROWS[i][1]())
-                )
-                for i in group
+                await stack.enter_async_context(_bff(ctx, name, workers=1, source=ROOT, extra=extra, traces_to=traces))
+                for _, name, extra, traces in group
             ]
             _at_once(ctx, (off, *ons), ctx.mode.warmup, ctx.plan.load)
             rounds = []
-            for _ in range(ctx.mode.budget_rounds):
+            for _ in range(count):
                 plain, *observed = _at_once(ctx, (off, *ons), ctx.mode.duration, ctx.plan.load)
                 if plain.failures or any(o.failures for o in observed):
                     raise RuntimeError(f"telemetry ({whats}): requests failed")
                 rounds.append((plain, observed))
-            for k, i in enumerate(group):
-                cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
-                cpu_on = [observed[k].cpu_us_per_request or 0.0 for _, observed in rounds]
-                rps = [observed[k].rps / plain.rps for plain, observed in rounds]
-                ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
-                costs.append(TelemetryCost(TELEMETRY_ROWS[i][0], ratios, rps, cpu_on, cpu_off))
+        for k, (what, *_) in enumerate(group):
+            cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
+            cpu_on = [observed[k].cpu_us_per_request or 0.0 for _, observed in rounds]
+            rps = [observed[k].rps / plain.rps for plain, observed in rounds]
+            ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
+            results = tuple(observed[k] for _, observed in rounds)
+            costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off, results))
     return costs
 
 
@@ -527,19 +556,15 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             _progress(f"refresh storm, 1 worker, {mode.storm} requests")
             storms["1 worker"] = await run_storm(bff, idp, concurrency=mode.storm, idp_delay=mode.idp_delay)
 
-        realistic = _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
-        runs += realistic
-        # The peers are compared with the realistic case: every request another of 10,000 sessions.
-        many, many_row = realistic[1].result, realistic[1].name
-
-        _progress("peers: Apache httpd + mod_auth_openidc, Node BFF")
-        peer_rows = await peers.run_peers(
-            idp=idp, redis_url=redis.url, upstream=ctx.upstream, peer_ports=peer_ports, workdir=workdir,
-            cache=ROOT / ".bench", cores=plan.server, plan=plan,
-            timed=lambda p: _wrk(ctx, p.url + API_PATH, p.headers, p.process.pid, cores, threads=threads),
-        )  # fmt: skip
-        runs += peers.peer_runs(peer_rows)
-        outcomes += peers.peer_outcomes(peer_rows, many, many_row)
+        many = f"{sessions.population(mode.smoke):,} sessions"
+        _progress(f"realistic case: three bffs started, {many} created")
+        async with sessions.started(ctx, _one_worker(ctx)) as live:
+            runs += _realistic(ctx, outcomes, notes, live.paired(ctx))
+            _progress(f"peers: bff ({many}; one session), Apache httpd + mod_auth_openidc, Node BFF, each alone")
+            comparison = await _peers(ctx, live, peer_ports)
+        runs += peers.peer_runs(comparison)
+        outcomes += peers.peer_outcomes(comparison)
+        notes.append(peers.note(comparison))
 
         _progress("worker memory: idle keep-alive connections, active sessions; p99 with many connections")
         worker_memory = await _worker_memory(ctx)
@@ -547,7 +572,8 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
         outcomes += worker_memory.outcomes(smoke=mode.smoke)
         if only == "peers":  # bff's rows, the peers' and the worker's memory: a few minutes
             PARTS.finish()
-            lines = [*runs_table(runs, baseline), "", *outcomes_table(outcomes, smoke=mode.smoke), "", *PARTS.table()]
+            lines = [*runs_table(runs, baseline), "", *[f"* {n}" for n in notes], ""]
+            lines += [*outcomes_table(outcomes, smoke=mode.smoke), "", *PARTS.table()]
             sys.stdout.write("\n".join(lines) + "\n")
             return 1 if any(o.failed(smoke=mode.smoke) for o in outcomes) else 0
 
@@ -577,14 +603,15 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
                 _progress(f"bff and bff from {compare_with} at the same time, {mode.budget_rounds} rounds")
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
-        telemetry = await _telemetry_costs(ctx)
+        collector = Collector()
+        with serve(collector, lifespan="off") as collector_url:
+            telemetry = await _telemetry_costs(ctx, traces_to=collector_url)
+        tracing = next(cost for cost in telemetry if cost.what == TRACING)
+        runs.append(
+            Run("bff, 1 worker, tracing on (100% sampled, exported to a local collector stub)", tracing.median_round)
+        )
+        outcomes.append(_tracing_outcome(tracing, collector.spans()))  # its bff stopped: its last batch is exported
         outcomes += await _limits(ctx, min(mode.budget_rounds, limits.FULL_ROUNDS))
-
-        _progress("bff with tracing on and off, 1 worker each, at the same time")
-        tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
-        runs += tracing_runs
-        outcomes.append(tracing_check)
-        notes.append(tracing_note)
 
         _progress("bff, 2 workers")
         cores2, threads2 = _load(ctx, 2)
@@ -763,8 +790,9 @@ def _print(
         f"* Sessions for the memory test: access token {memory.access_token_bytes} B, refresh token "
         f"{memory.refresh_token_bytes} B, ID token {memory.id_token_bytes} B; created in "
         f"{memory.create_seconds:.1f} s, "
-        f"all looked up in {memory.lookup_seconds:.1f} s; {memory.reclaimed_by_redis:.0%} of them removed by Redis's "
-        f"background expiry {memory.expiry_seconds:.1f} s after their TTL was cut to 1 s, the rest on access.",
+        f"all looked up in {memory.lookup_seconds:.1f} s, each read cutting its TTL to 1 s; "
+        f"{memory.reclaimed_by_redis:.0%} of them removed by Redis's background expiry {memory.expiry_seconds:.1f} s "
+        "after the last read, the rest on access.",
         "",
         *runs_table(runs, baseline),
         "",
@@ -793,8 +821,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the OpenID Provider (default: the reference IdP, bff_devtools.devidp, when it is there)",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 10, smoke 1)")
-    parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 100000, smoke 300)")
-    parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
+    parser.add_argument("--sessions", type=int, help="sessions for the Redis memory test (default: 25000, smoke 2000)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of every paired or interleaved measurement (default: 5, 3 for the steady "
+        "rows; smoke 1)"
+    )  # fmt: skip
     parser.add_argument(
         "--only",
         choices=["telemetry", "sessions", "peers", "limits"],
@@ -805,15 +836,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
     if args.duration or args.sessions or args.rounds:
-        mode = Mode(
-            smoke=mode.smoke,
+        rounds = args.rounds
+        mode = dataclasses.replace(
+            mode,
             duration=args.duration or mode.duration,
-            warmup=mode.warmup,
-            connections=mode.connections,
-            storm=mode.storm,
             sessions=args.sessions or mode.sessions,
-            budget_rounds=args.rounds or mode.budget_rounds,
-            many_connections=mode.many_connections,
+            budget_rounds=rounds or mode.budget_rounds,
+            stable_rounds=rounds or mode.stable_rounds,
+            peer_rounds=rounds or mode.peer_rounds,
         )
     compare = args.compare_with.resolve() if args.compare_with else None
     if compare is not None and not (compare / "bff" / "__init__.py").is_file():

@@ -9,7 +9,7 @@ active sessions, each divided by their count.
   ``DECODED_MEMO_BYTES``), after a first batch of other sessions did the same.
 
 The RSS is read once the worker has answered everything (a short settle), so it counts what stays, not transient
-buffers. The load comes from this process, one h11 client per connection.
+buffers. The load comes from this process, one h11 client per connection (``client.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import h11
 
+from tests.bench.client import Connection, each_once
 from tests.bench.report import Outcome, Run
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff
 from tests.bench.wrk import WrkResult
@@ -78,55 +78,17 @@ class Growth:
         )
 
 
-class _Connection:
-    """One HTTP/1.1 keep-alive connection (h11 over asyncio streams): httpx's pool slows down with the square of
-    the connections it holds, which thousands of them make minutes."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host
-        self.h11 = h11.Connection(h11.CLIENT)
-
-    @classmethod
-    async def open(cls, url: str) -> _Connection:
-        parts = urlsplit(url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        return cls(reader, writer, parts.netloc)
-
-    async def get(self, path: str, headers: Mapping[str, str]) -> int:
-        """GET ``path``; the status, once the whole answer is read (the connection stays open for the next)."""
-        if self.h11.our_state is h11.DONE:
-            self.h11.start_next_cycle()
-        fields = [("Host", self.host), *headers.items()]
-        self.writer.write(self.h11.send(h11.Request(method="GET", target=path, headers=fields)) or b"")
-        self.writer.write(self.h11.send(h11.EndOfMessage()) or b"")
-        await self.writer.drain()
-        status = 0
-        while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                self.h11.receive_data(await self.reader.read(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.EndOfMessage):
-                return status
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("the server closed the connection")
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def _open(url: str, path: str, headers: Mapping[str, str], count: int) -> tuple[list[_Connection], int]:
+async def _open(url: str, path: str, headers: Mapping[str, str], count: int) -> tuple[list[Connection], int]:
     """``count`` connections, each with one answered GET, left open; and how many did not answer 200. At most
     ``_AT_ONCE`` requests are in flight, as from clients that came one after another: what stays is what an idle
     connection holds, not the upstream connections a burst of ``count`` requests would open."""
     at_once = asyncio.Semaphore(_AT_ONCE)
 
-    async def one() -> tuple[_Connection | None, bool]:
+    async def one() -> tuple[Connection | None, bool]:
         async with at_once:
             try:
-                connection = await _Connection.open(url)
-                return connection, await connection.get(path, headers) == 200
+                connection = await Connection.open(url)
+                return connection, (await connection.get(path, headers))[0] == 200
             except (OSError, h11.ProtocolError):
                 return None, False
 
@@ -155,34 +117,16 @@ async def idle_connections(
     return Growth("idle keep-alive connection", count, before, after, failures + more), during
 
 
-async def _each_once(url: str, path: str, headers: Sequence[Mapping[str, str]], connections: int = 32) -> int:
-    """One GET per header set over ``connections`` keep-alive connections; how many did not answer 200."""
-    queue = list(reversed(headers))
-    failures = 0
-
-    async def worker() -> None:
-        nonlocal failures
-        connection = await _Connection.open(url)
-        try:
-            while queue:
-                failures += await connection.get(path, queue.pop()) != 200
-        finally:
-            connection.close()
-
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return failures
-
-
 async def active_sessions(url: str, path: str, cookie_name: str, cookies: Sequence[str], pid: int, warm: int) -> Growth:
     """RSS growth of ``pid`` per session used once: the first ``warm`` cookies warm up, the rest are counted."""
 
     def headers(values: Sequence[str]) -> list[dict[str, str]]:
         return [{"Cookie": f"{cookie_name}={value}", "X-CSRF": "1"} for value in values]
 
-    failures = await _each_once(url, path, headers(cookies[:warm]))
+    failures = len(await each_once(url, path, headers(cookies[:warm])))
     await asyncio.sleep(_SETTLE)
     before = rss_bytes(pid)
-    failures += await _each_once(url, path, headers(cookies[warm:]))
+    failures += len(await each_once(url, path, headers(cookies[warm:])))
     await asyncio.sleep(_SETTLE)
     after = rss_bytes(pid)
     return Growth("active session", len(cookies) - warm, before, after, failures)

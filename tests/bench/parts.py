@@ -1,5 +1,6 @@
 """The benchmark's clock: each progress line starts a part, which lasts until the next; the elapsed time of each
-part is printed at the end, and the whole run is held to a budget (``make bench`` under 10 minutes)."""
+part is printed at the end, and the whole run is held to a budget (``make bench`` under 8 minutes). Not to be confused
+with ``budget.py``: the CPU caps of the scaling measurement."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass, field
 
 from tests.bench.report import Outcome
 
-#: ``make bench`` (full mode) and ``make bench-smoke`` must finish within these many seconds.
-FULL_BUDGET = 600.0
-SMOKE_BUDGET = 90.0
+#: ``make bench`` must finish within 10 minutes: it is held to 8, so that a slower part fails here before the
+#: 10-minute rule breaks. ``make bench-smoke``'s budget is reported, not enforced (its parts are too short to time).
+FULL_BUDGET = 480.0
+SMOKE_BUDGET = 120.0
 
 
 @dataclass

@@ -9,22 +9,28 @@ generator's work per request is the same in every row; only the bff processes' C
 
 Before the rounds each 10,000-session bff is sent every session once (the state of a worker that has served these
 users for a while: each session's record decoded once); that pass is timed too, as the cold cost of a lookup that
-decodes. Worker memory (``VmRSS``) after the rounds shows what remembering the sessions costs.
+decodes (both bffs at once, over ``client.py``'s keep-alive connections). Worker memory (``VmRSS``) after the rounds
+shows what remembering the sessions costs.
+
+:func:`started` keeps the three bffs up while the caller works with them: the peers' comparison
+(``peers/compare.py``) loads the uniform one and the one-session one each alone, beside the peers, with the same
+scripts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import httpx
-
+from tests.bench.client import each_once
+from tests.bench.parts import PARTS
 from tests.bench.report import Outcome, Run
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff
 from tests.bench.system import CpuPlan, cpu_seconds_each, process_tree
@@ -39,8 +45,8 @@ ZIPF_S = 1.1
 TABLE = 50_000
 #: The realistic rows' CPU per request may be at most this much of the one-session row's (issue 18).
 MAX_RATIO = 1.2
-#: Requests in flight during the pass that sends every session once.
-WARM_CONCURRENCY = 16
+#: Keep-alive connections of the pass that sends every session once (one request in flight on each).
+WARM_CONNECTIONS = 16
 
 NAMES = ("bff-sessions-one", "bff-sessions-uniform", "bff-sessions-zipf")
 
@@ -70,6 +76,11 @@ class _Context(Protocol):
 
 
 StartBff = Callable[[str], AbstractAsyncContextManager[Bff]]
+
+
+def population(smoke: bool) -> int:
+    """The logged-in sessions of the many-session rows."""
+    return SMOKE_SESSIONS if smoke else SESSIONS
 
 
 def cookie_tables(cookies: Sequence[str], length: int, seed: int = 18) -> dict[str, list[str]]:
@@ -141,16 +152,49 @@ class SessionRows:
             f"precomputed cookie table, {len(self.rounds)} round(s) of {duration:.0f} s; {self.sessions:,} sessions "
             f"uniform {statistics.median(self.ratios(1)):.3f}x, Zipf-like {statistics.median(self.ratios(2)):.3f}x "
             f"the CPU/request of one session. Sending every session once first (each lookup decodes; a Python "
-            f"client, {WARM_CONCURRENCY} in flight, so less batching than under wrk): {self.cold_us[0]:.0f} and "
+            f"client, {WARM_CONNECTIONS} in flight to each of the two bffs at once, so less batching than under "
+            f"wrk): {self.cold_us[0]:.0f} and "
             f"{self.cold_us[1]:.0f} µs CPU/request. Worker memory (VmRSS) after the rounds: {mib[0]:.0f} MiB with "
             f"one session, {mib[1]:.0f} MiB uniform, {mib[2]:.0f} MiB Zipf-like."
         )
 
 
-async def measure(ctx: _Context, start: StartBff) -> SessionRows:
-    """The paired rows; ``start(name)``: a logged-in ``bff serve`` of this tree, one worker, on the server core."""
-    mode = ctx.mode
-    count = SMOKE_SESSIONS if mode.smoke else SESSIONS
+@dataclass(frozen=True)
+class Realistic:
+    """The three bffs of the rows (one session, uniform, Zipf-like), their sessions created, the two many-session
+    ones sent every session once; each with its wrk load over its cookie table."""
+
+    sessions: int
+    servers: tuple[Bff, Bff, Bff]
+    loads: tuple[Load, Load, Load]
+    cold_us: tuple[float, float]
+    cold_failures: list[str]
+
+    def paired(self, ctx: _Context) -> SessionRows:
+        """The interleaved rounds: all three loaded at the same time, ``budget_rounds`` times."""
+        mode = ctx.mode
+
+        def at_once(duration: float) -> list[WrkResult]:
+            return run_wrk_at_once(
+                ctx.tools["wrk"], self.loads, duration=duration, connections=mode.connections, threads=1,
+                cores=ctx.plan.load, plan=ctx.plan,
+            )  # fmt: skip
+
+        PARTS.mark(f"realistic case: {mode.budget_rounds} rounds of the three bffs at the same time")
+        at_once(mode.warmup)
+        rounds = []
+        for _ in range(mode.budget_rounds):
+            a, b, c = at_once(mode.duration)
+            rounds.append((a, b, c))
+        one, uniform, zipf = (_rss(bff) for bff in self.servers)
+        return SessionRows(self.sessions, rounds, self.cold_us, self.cold_failures, (one, uniform, zipf))
+
+
+@contextlib.asynccontextmanager
+async def started(ctx: _Context, start: StartBff) -> AsyncIterator[Realistic]:
+    """The rows' bffs, ready to be loaded; ``start(name)``: a logged-in ``bff serve`` of this tree, one worker, on
+    the server core. They stay up inside the block (the peers' comparison loads two of them alone)."""
+    count = population(ctx.mode.smoke)
     async with start(NAMES[0]) as one, start(NAMES[1]) as uniform, start(NAMES[2]) as zipf:
         servers = (one, uniform, zipf)
         cookies = await one.create_sessions(count)
@@ -161,40 +205,28 @@ async def measure(ctx: _Context, start: StartBff) -> SessionRows:
             directory.mkdir(exist_ok=True)
             script = rotating_cookies_script(directory, COOKIE_NAME, table)
             loads.append(Load(bff.url + API_PATH, {}, bff.process.pid, script))
-        (cold_uniform, failed_uniform), (cold_zipf, failed_zipf) = [
-            await _every_session_once(bff, cookies) for bff in (uniform, zipf)
-        ]
+        # Both passes at once: each bff's CPU is its own, and the pass is the client's work more than theirs.
+        PARTS.mark(f"realistic case: every one of {count:,} sessions sent once to two bffs")
+        (cold_uniform, failed_uniform), (cold_zipf, failed_zipf) = await asyncio.gather(
+            _every_session_once(uniform, cookies), _every_session_once(zipf, cookies)
+        )
+        yield Realistic(
+            count, servers, (loads[0], loads[1], loads[2]), (cold_uniform, cold_zipf), failed_uniform + failed_zipf
+        )
 
-        def at_once(duration: float) -> list[WrkResult]:
-            return run_wrk_at_once(
-                ctx.tools["wrk"], loads, duration=duration, connections=mode.connections, threads=1,
-                cores=ctx.plan.load, plan=ctx.plan,
-            )  # fmt: skip
 
-        at_once(mode.warmup)
-        rounds = []
-        for _ in range(mode.budget_rounds):
-            a, b, c = at_once(mode.duration)
-            rounds.append((a, b, c))
-        rss = (_rss(one), _rss(uniform), _rss(zipf))
-    return SessionRows(count, rounds, (cold_uniform, cold_zipf), failed_uniform + failed_zipf, rss)
+async def measure(ctx: _Context, start: StartBff) -> SessionRows:
+    """The paired rows alone (``--only sessions``)."""
+    async with started(ctx, start) as realistic:
+        return realistic.paired(ctx)
 
 
 async def _every_session_once(bff: Bff, cookies: Sequence[str]) -> tuple[float, list[str]]:
     """Each cookie's request once: the bff's CPU µs per request over the pass, and the answers other than 200."""
     pids = process_tree(bff.process.pid)
     before = sum(cpu_seconds_each(pids).values())
-    queue = iter(cookies)
-    failed: list[str] = []
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for cookie in queue:
-            answer = await client.get(API_PATH, headers={"Cookie": f"{COOKIE_NAME}={cookie}", "X-CSRF": "1"})
-            if answer.status_code != 200:
-                failed.append(f"{answer.status_code} {answer.text[:200]}")
-
-    async with httpx.AsyncClient(base_url=bff.url, timeout=30) as client:
-        await asyncio.gather(*(worker(client) for _ in range(WARM_CONCURRENCY)))
+    headers = [{"Cookie": f"{COOKIE_NAME}={cookie}", "X-CSRF": "1"} for cookie in cookies]
+    failed = await each_once(bff.url, API_PATH, headers, connections=WARM_CONNECTIONS)
     return (sum(cpu_seconds_each(pids).values()) - before) / len(cookies) * 1e6, failed
 
 

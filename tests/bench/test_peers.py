@@ -15,7 +15,7 @@ from starlette.routing import Route
 from tests.bench.nginx import UPSTREAM_BODY
 from tests.bench.parts import FULL_BUDGET, Parts
 from tests.bench.peers import Skipped, apache, check_proxy
-from tests.bench.peers.compare import PeerRow, peer_outcomes
+from tests.bench.peers.compare import Comparison, Row, peer_outcomes, peer_runs
 from tests.bench.wrk import WrkResult
 from tests.support.servers import serve
 
@@ -89,31 +89,60 @@ def _result(requests: int, cpu: float) -> WrkResult:
     return WrkResult(requests=requests, seconds=10, p50=0.01, p99=0.02, non_2xx=0, socket_errors=0, cpu=cpu)
 
 
+def _bff(*cpu: float) -> Row:
+    """bff's row with one round per CPU figure (seconds for 10,000 requests: 3.0 is 300 µs per request)."""
+    return Row("bff", tuple(_result(10_000, c) for c in cpu))
+
+
+def _compare(*peer_rows: Row, many: Row | None = None, one: Row | None = None) -> Comparison:
+    many = many or _bff(3.0)
+    return Comparison(many, one or _bff(*(1.5 for _ in many.results)), list(peer_rows), 1, 10, 3)
+
+
 def test_a_skipped_peer_is_said_so_and_its_target_not_enforced() -> None:
-    rows = [PeerRow("Apache", skipped="apache2 not found; install with: apt-get install -y apache2")]
-    [outcome] = peer_outcomes(rows, _result(10_000, 1.0), "bff")
+    rows = Row("Apache", skipped="apache2 not found; install with: apt-get install -y apache2")
+    [outcome] = peer_outcomes(_compare(rows))
     assert outcome.ok is None
     assert "SKIPPED: apache2 not found" in outcome.measured
     assert not outcome.failed(smoke=False)
 
 
 def test_bff_over_the_share_of_a_peers_cpu_fails_the_run() -> None:
-    bff = _result(10_000, 3.0)  # 300 µs per request
-    within, over = _result(10_000, 9.0), _result(10_000, 8.0)  # 900 and 800 µs: 0.33x and 0.375x
-    rows = [PeerRow("near", within, check="checked"), PeerRow("far", over, check="checked")]
-    near_check, near, far_check, far = peer_outcomes(rows, bff, "bff")
+    # 900 and 800 µs against bff's 300: 0.33x and 0.375x; bff's one session (150 µs): 0.17x and 0.19x.
+    within, over = _result(10_000, 9.0), _result(10_000, 8.0)
+    rows = [Row("near", (within,), check="checked"), Row("far", (over,), check="checked")]
+    near_check, near, far_check, far = peer_outcomes(_compare(*rows))
     assert near_check.ok
     assert far_check.ok
     assert not near.failed(smoke=False)
     assert far.failed(smoke=False)
     assert not far.failed(smoke=True)
-    assert far.measured.startswith("0.38x")
+    assert far.measured.startswith("0.375x")
+    assert far.measured.endswith("bff with one session: 0.19x")
+
+
+def test_each_ratio_is_the_median_of_the_rounds_of_bff_over_the_peer_in_the_same_round() -> None:
+    # The machine slows down in round 2 (everything costs twice as much) and is odd in round 3 for the peer alone.
+    many = _bff(3.0, 6.0, 3.0)
+    peer = Row("peer", (_result(10_000, 10.0), _result(10_000, 20.0), _result(10_000, 5.0)), check="checked")
+    _, target = peer_outcomes(_compare(peer, many=many))
+    # Rounds 0.30x, 0.30x, 0.60x: the median is 0.30x; beside it, each row's median CPU per request.
+    assert target.measured.startswith("0.300x (rounds 0.30-0.60; 300 vs 1000 µs;")
+    assert not target.failed(smoke=False)
+    assert peer.median_round == peer.results[0]
 
 
 def test_a_peer_that_did_not_start_fails_its_check_even_in_smoke() -> None:
-    rows = [PeerRow("Node BFF", check="did not start: node-bff exited with 1", check_ok=False)]
-    [check] = peer_outcomes(rows, _result(10_000, 1.0), "bff")
+    rows = Row("Node BFF", check="did not start: node-bff exited with 1", check_ok=False)
+    [check] = peer_outcomes(_compare(rows))
     assert check.failed(smoke=True)
+
+
+def test_the_table_has_bffs_two_cases_alone_and_each_timed_peer() -> None:
+    timed = Row("Node BFF", (_result(10_000, 6.0),), check="checked")
+    skipped = Row("Apache", skipped="not installed")
+    names = [run.name for run in peer_runs(_compare(timed, skipped))]
+    assert names == ["bff, alone", "bff, alone", "Node BFF, 1 process, one session"]
 
 
 def test_without_its_modules_apache_is_skipped_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
