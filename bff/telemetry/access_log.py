@@ -20,6 +20,7 @@ import atexit
 import sys
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
+from math import floor
 from time import gmtime, perf_counter, strftime, time
 from typing import TextIO
 
@@ -213,12 +214,12 @@ class AccessLog(BaseObserver):
             if session != self._session_key:
                 self._session_key = session
                 self._session = "null" if session is None else f'"{session.rpartition(":")[2][:12]}"'
-            us = int((now - started) * 1e6)
+            us = floor((now - started) * 1e6)  # floor, not int(): the same for durations, a cheaper call
             ms = us // 1000
             if upstream is None and up_error is None:  # no upstream call
                 up_ms = "null"
             else:
-                up_us = int(up_time * 1e6)
+                up_us = floor(up_time * 1e6)
                 up = up_us // 1000
                 up_ms = f"{_DECIMAL[up] if up < 1000 else up}{_FRACTION[up_us % 1000]}"
             rid = "null" if request_id is None else '"' + request_id + '"'
