@@ -7,131 +7,84 @@ Requests are dispatched by a small raw-ASGI router before any framework runs:
   costs more CPU than the whole proxy hop: docs/performance.md);
 * anything else -> the frontend (when configured) or ``404 {"error": "not_found"}``.
 
-The lifespan opens the store, the IdP and upstream HTTP clients, and loads the IdP metadata; if the IdP cannot be
-reached yet, the app still starts (``/readyz`` says 503) and keeps retrying with back-off.
+The implementations are chosen in ``bff.assembly``; the lifespan (``bff.lifespan``) opens the store, the IdP and
+upstream HTTP clients, and loads the IdP metadata; if the IdP cannot be reached yet, the app still starts
+(``/readyz`` says 503) and keeps retrying with back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.assembly import create_dpop, create_frontend, create_observers, create_proxies, create_store
 from bff.client_tls import check_client_certificates
-from bff.config import Config, FrontendSettings
+from bff.config import Config
 from bff.config.frontends import oidc_key
 from bff.endpoints.backchannel import BackchannelLogout
 from bff.endpoints.callback import Callback
-from bff.endpoints.common import SessionCookie, html_error, json_error
+from bff.endpoints.common import SessionCookie
+from bff.endpoints.exception_handlers import ExceptionHandlers
 from bff.endpoints.health import Drain, Readyz, healthz
 from bff.endpoints.login import Login, LoginCookies
 from bff.endpoints.logout import Logout
 from bff.endpoints.user import User
-from bff.errors import BffError, ConfigError, MethodNotAllowed, NotFound, ServiceUnavailable, SessionExpired
-from bff.frontend import Frontend
-from bff.frontend.dev_server import DevServerFrontend
-from bff.frontend.static import StaticFrontend
+from bff.errors import BffError, ConfigError, NotFound
 from bff.idp_http import create_idp_client, idp_client_cert
-from bff.oidc.dpop import DPoPProver, load_dpop_key
+from bff.lifespan import AppLifespan
 from bff.oidc.provider import IdentityProvider
-from bff.proxy import Proxy, send_error
-from bff.proxy.websocket import WebSocketProxy
+from bff.proxy import send_error
 from bff.session.manager import DECODED_MEMO_BYTES, SessionManager
 from bff.session.memory_store import MemoryStore
 from bff.session.metered_store import MeteredStore
 from bff.session.redis_store import RedisStore
 from bff.session.store import SessionStore
 from bff.session.traced_store import TracedStore
-from bff.telemetry.access_log import AccessLog
-from bff.telemetry.builtin import BuiltinTelemetry
 from bff.telemetry.exchange import EXCHANGE, FRONTEND, UNMATCHED, Exchange, Observer, Observers
-from bff.telemetry.exposition import FLUSH_INTERVAL, METRICS_DIR_ENV, set_build_info, write_snapshot
-from bff.telemetry.http_metrics import HttpMetrics
-from bff.telemetry.request_ids import RequestIds
+from bff.telemetry.exposition import METRICS_DIR_ENV
 from bff.telemetry.spans import load_tracing
 from bff.tokens import TokenManager
-from bff.tokens.manager import SHUTDOWN_GRACE
 from bff.types import ASGIApp, Clock, Message, Receive, Scope, Send, system_clock
 from bff.upstream import UpstreamClient
 from bff.upstream.traced import TracedUpstreamClient
-from bff.upstream.websocket import WebSocketClient
 
 if TYPE_CHECKING:
     from bff.telemetry.tracing import Tracing
 
-logger = logging.getLogger("bff.app")
+# What callers import from here; the factories live in bff.assembly.
+__all__ = [
+    "ACCESS_LOG_ENV",
+    "CONTROL_PATHS",
+    "BffApp",
+    "app_for_serving",
+    "app_from_env",
+    "create_app",
+    "create_dpop",
+    "create_frontend",
+    "create_observers",
+    "create_store",
+]
 
 #: Set to "1" by ``bff serve --access-log`` for its worker processes, which read the config file themselves.
 ACCESS_LOG_ENV = "BFF_ACCESS_LOG"
 CONTROL_PREFIX = "/bff/"
 CONTROL_PATHS = frozenset({"/bff", "/healthz", "/readyz"})
-#: Navigations (not XHR) get an HTML error page instead of JSON.
-NAVIGATION_PATHS = frozenset({"/bff/login", "/bff/callback"})
 #: Control-plane paths telemetry names as themselves (``http_route``); any other path under ``/bff/`` is unmatched.
 CONTROL_ROUTES = frozenset(
     {"/bff/login", "/bff/callback", "/bff/user", "/bff/logout", "/bff/backchannel-logout", "/healthz", "/readyz"}
 )
 
 
-def create_store(config: Config, *, clock: Clock = system_clock) -> SessionStore:
-    """The one place a store implementation is chosen (STYLE 2)."""
-    url = config.session.store
-    if urlsplit(url).scheme == "memory":
-        return MemoryStore(clock=clock)
-    session = config.session
-    return RedisStore.from_url(
-        url, timeout=session.store_timeout, max_reply=session.store_max_reply, replicas=session.store_replicas
-    )
-
-
-def create_observers(config: Config) -> list[Observer]:
-    """The per-request observers, declared as data in the order they run (``bff.telemetry.exchange``): the request
-    id first (the others read it), then the metrics, the access line last; with metrics and the access log both on,
-    the three as one fused observer (one call per hook point). None configured: the data plane skips the seam."""
-    metrics_on = config.metrics.address() is not None
-    access_log = config.logging.access_log
-    observers: list[Observer] = []
-    if metrics_on and access_log:  # the three built-ins fused: one call per hook point (bff.telemetry.builtin)
-        return [BuiltinTelemetry(AccessLog(json=config.logging.format == "json"))]
-    if metrics_on or access_log:
-        observers.append(RequestIds())
-    if metrics_on:
-        observers.append(HttpMetrics())
-    if access_log:
-        observers.append(AccessLog(json=config.logging.format == "json"))
-    return observers
-
-
-def create_frontend(settings: FrontendSettings | None, upstream: UpstreamClient) -> Frontend | None:
-    """The one place a frontend implementation is chosen: built files, a dev server, or none (404s)."""
-    if settings is not None and settings.directory:
-        return StaticFrontend(settings.directory)
-    if settings is not None and settings.dev_server:
-        return DevServerFrontend(settings.dev_server, upstream, WebSocketClient())
-    return None
-
-
-def create_dpop(config: Config, clock: Clock) -> DPoPProver | None:
-    """bff's DPoP key and nonce memory when ``[oidc] dpop`` (RFC 9449; docs/dpop.md), else None."""
-    if not config.oidc.dpop or not config.oidc.dpop_key_file:
-        return None
-    return DPoPProver(load_dpop_key(config.oidc.dpop_key_file), clock=clock)
-
-
-class BffApp:
+class BffApp(AppLifespan):
     """The ASGI application. Attributes expose the composed services to the CLI and tests."""
 
     def __init__(
@@ -183,6 +136,8 @@ class BffApp:
             self.store, config.session, clock=clock, prefix=store_prefix, frontend=frontend_name, memo_bytes=memo_bytes
         )
         self.cookie = SessionCookie(config, self.sessions)
+        self.login_cookies = LoginCookies(config, self.sessions, clock)
+        self._handlers = ExceptionHandlers(self.cookie, self.login_cookies)
         self.tokens = TokenManager(
             self.sessions,
             self.idp,
@@ -197,33 +152,16 @@ class BffApp:
         if self.tracing is not None:  # first: the other observers' work belongs to its server span
             observed.insert(0, self.tracing.observer())
         self.observers = Observers(observed)
-        self.proxy = Proxy(
-            config.routes,
+        # websockets: handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
+        self.proxy, self.websockets = create_proxies(
+            config,
             self.upstream,
             self.tokens,
-            public_origin=config.server.public_origin,
-            trusted_proxies=config.server.trusted_proxies,
-            error_headers=self._error_headers,
-            replay_limit=config.tokens.replay_limit,
+            error_headers=self._handlers.error_headers,
             dpop=self.dpop,
             observers=self.observers,
-            acr_values_allowed=config.oidc.acr_values_allowed,
-        )
-        #: WebSocket handshakes on ``websocket = true`` routes; None when no route accepts them (refused: 1008).
-        self.websockets = (
-            WebSocketProxy(
-                config.routes,
-                self.upstream,
-                self.tokens,
-                public_origin=config.server.public_origin,
-                trusted_proxies=config.server.trusted_proxies,
-                error_headers=self._error_headers,
-            )
-            if any(route.websocket for route in config.routes)
-            else None
         )
         self.frontend = create_frontend(config.frontend, self.upstream)
-        self.login_cookies = LoginCookies(config, self.sessions, clock)
         self._retry: asyncio.Task[None] | None = None
         #: Why the lifespan refused to start (logged already, one line per problem), if it did.
         self.refused: ConfigError | None = None
@@ -256,118 +194,9 @@ class BffApp:
         ]
         return Starlette(
             routes=routes,
-            exception_handlers={BffError: self._on_error, HTTPException: self._on_http_exception},
+            exception_handlers={BffError: self._handlers.on_error, HTTPException: self._handlers.on_http_exception},
             lifespan=self._lifespan,
         )
-
-    def _error_headers(self, exc: BffError) -> list[tuple[bytes, bytes]]:
-        """A session that ended (invalid_grant, reuse detected) also loses its cookie."""
-        return [self.cookie.clear_header()] if isinstance(exc, SessionExpired) else []
-
-    async def _on_error(self, request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BffError)
-        exchange: Exchange | None = request.scope.get(EXCHANGE)
-        if exchange is not None:
-            exchange.error = exc.error
-        if isinstance(exc, ServiceUnavailable):
-            logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        path = request.url.path
-        if path in NAVIGATION_PATHS or (path == "/bff/logout" and request.method == "GET"):
-            title = "Sign-out failed" if path == "/bff/logout" else "Sign-in failed"
-            response: Response = html_error(exc, title=title)
-        else:
-            response = json_error(exc)
-        if isinstance(exc, SessionExpired):
-            self.cookie.clear(response)
-        if path == "/bff/callback":  # a failed callback ends its login too: its login cookie goes
-            self.login_cookies.clear(request, response)
-        return response
-
-    async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        error: BffError
-        if exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-        else:
-            error = NotFound(f"no such endpoint: {request.url.path}")
-        exchange: Exchange | None = request.scope.get(EXCHANGE)
-        if exchange is not None:
-            exchange.error = error.error
-        return json_error(error)
-
-    # --- lifespan ------------------------------------------------------------------------------------------------
-
-    def lifespan(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Startup and shutdown for a host app that mounts this one: ``async with bff_app.lifespan(): ...``."""
-        return self._lifespan(self.control)
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
-            await self.idp.load()
-            logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
-        except ConfigError as exc:  # the IdP cannot serve [oidc] par/request_object/profile: do not start
-            _log_refusal(self.config.oidc.issuer, exc)
-            self.refused = exc
-            await self.http.aclose()  # the discovery call's connection; nothing else was opened yet
-            raise
-        except BffError as exc:
-            logger.warning("identity provider not reachable yet (%s); retrying in the background", exc.message)
-            self._retry = asyncio.create_task(self._keep_loading())
-        if self._metrics_dir is not None:
-            self._flusher = asyncio.create_task(self._flush_metrics(self._metrics_dir))
-        try:
-            yield
-        finally:
-            if self._flusher is not None:
-                self._flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._flusher
-            if self._retry is not None:
-                self._retry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._retry
-            if self.frontend is not None:
-                await self.frontend.aclose()
-            # Before the IdP client and the store it still uses; under bff serve, within shutdown_timeout.
-            await self.tokens.aclose(self.drain.time_left(asyncio.get_running_loop().time(), SHUTDOWN_GRACE))
-            await self.upstream.aclose()
-            await self.http.aclose()
-            if self._owns_store:
-                await self.store.aclose()
-            self.observers.flush()  # the access lines still buffered
-            if self._metrics_dir is not None:  # the last counts, after the last request
-                self._write_metrics(self._metrics_dir, stopped=True)
-            if self.tracing is not None and self._owns_store:
-                self.tracing.shutdown()  # the spans still buffered are exported
-
-    async def _flush_metrics(self, directory: Path) -> None:
-        """This worker's metrics for the supervisor's scrape (``bff.telemetry.exposition``), once per interval."""
-        set_build_info()
-        while True:
-            self._write_metrics(directory)
-            await asyncio.sleep(FLUSH_INTERVAL)
-
-    @staticmethod
-    def _write_metrics(directory: Path, *, stopped: bool = False) -> None:
-        try:
-            write_snapshot(directory, stopped=stopped)
-        except OSError as exc:  # the directory went away (the supervisor stopping): nothing to report to
-            logger.warning("cannot write the metrics snapshot: %s", exc.strerror or exc)
-
-    async def _keep_loading(self) -> None:
-        delay = 0.5
-        while not self.idp.ready:
-            await asyncio.sleep(delay)
-            try:
-                await self.idp.load()
-                logger.info("identity provider metadata loaded from %s", self.config.oidc.issuer)
-            except ConfigError as exc:  # stays not ready: serving this IdP would break [oidc] par/profile
-                _log_refusal(self.config.oidc.issuer, exc)
-                return
-            except BffError as exc:
-                delay = min(delay * 2, 30.0)
-                logger.warning("identity provider still not reachable (%s); next try in %.0fs", exc.message, delay)
 
     # --- dispatch ------------------------------------------------------------------------------------------------
 
@@ -466,9 +295,3 @@ def app_from_env() -> ASGIApp:
     if os.environ.get(ACCESS_LOG_ENV) == "1":  # bff serve --access-log
         config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, access_log=True))
     return app_for_serving(config, metrics_dir=os.environ.get(METRICS_DIR_ENV) or None)
-
-
-def _log_refusal(issuer: str, exc: ConfigError) -> None:
-    """One line per capability the IdP lacks (``bff.oidc.profiles``); no traceback, the problems say it all."""
-    lines = "\n".join(f"  - {problem}" for problem in exc.problems)
-    logger.error("the identity provider %s cannot serve this configuration:\n%s", issuer, lines)

@@ -48,7 +48,7 @@ def _read(path: str, where: str, name: str, problems: list[str]) -> bytes | None
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        problems.append(f"{where}.{name}: cannot read {path} ({exc.strerror or exc})")
+        problems.append(f"{where}.{name}: cannot read the file ({exc.strerror or type(exc).__name__})")
         return None
 
 
@@ -58,13 +58,11 @@ def _private_key(pem: bytes, spec: ClientCertificate, problems: list[str]) -> Pr
         return serialization.load_pem_private_key(pem, password=password)
     except TypeError:  # encrypted without a passphrase given, or a passphrase given for a plain key
         if password is None:
-            problems.append(f"{spec.where}.client_key: {spec.key} is encrypted: set client_key_password")
+            problems.append(f"{spec.where}.client_key: is encrypted: set client_key_password")
         else:
-            problems.append(f"{spec.where}.client_key_password: is set but {spec.key} is not encrypted")
+            problems.append(f"{spec.where}.client_key_password: is set but client_key is not encrypted")
     except ValueError:  # a wrong passphrase and a file that is no PEM key look alike to OpenSSL
-        problems.append(
-            f"{spec.where}.client_key: {spec.key} is not a PEM private key, or client_key_password is wrong"
-        )
+        problems.append(f"{spec.where}.client_key: is not a PEM private key, or client_key_password is wrong")
     return None
 
 
@@ -78,7 +76,7 @@ def check_certificate(spec: ClientCertificate, now: datetime) -> tuple[list[str]
     try:
         cert = x509.load_pem_x509_certificates(cert_pem)[0]  # the leaf first (RFC 8446 4.4.2), then its chain
     except ValueError:
-        problems.append(f"{spec.where}.client_cert: {spec.cert} is not a PEM certificate")
+        problems.append(f"{spec.where}.client_cert: is not a PEM certificate")
         return problems, None
     key = _private_key(key_pem, spec, problems)
     if key is None:
@@ -86,15 +84,11 @@ def check_certificate(spec: ClientCertificate, now: datetime) -> tuple[list[str]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
     if key.public_key().public_bytes(encoding, public) != cert.public_key().public_bytes(encoding, public):
-        problems.append(f"{spec.where}.client_key: {spec.key} is not the private key of client_cert {spec.cert}")
+        problems.append(f"{spec.where}.client_key: is not the private key of client_cert")
     if cert.not_valid_after_utc <= now:
-        problems.append(
-            f"{spec.where}.client_cert: {spec.cert} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-        )
+        problems.append(f"{spec.where}.client_cert: expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     elif cert.not_valid_before_utc > now:
-        problems.append(
-            f"{spec.where}.client_cert: {spec.cert} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
-        )
+        problems.append(f"{spec.where}.client_cert: is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
     return problems, cert
 
 

@@ -56,7 +56,7 @@ def test_server_edge_limits_have_safe_defaults_and_are_read() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("max_connections", 0, "server.max_connections: must be between 1 and 1000000, got 0"),
+        ("max_connections", 0, "server.max_connections: must be between 1 and 1000000"),
         ("max_connections", "many", "server.max_connections: expected int, got str"),
         ("header_timeout", "0s", "server.header_timeout: must be more than 0 and at most 5m"),
         ("header_timeout", "1h", "server.header_timeout: must be more than 0 and at most 5m"),
@@ -66,7 +66,7 @@ def test_server_edge_limits_have_safe_defaults_and_are_read() -> None:
         ("max_request_header_size", "512B", "server.max_request_header_size: must be between 1KiB and 1MiB"),
         ("max_request_header_size", "2MiB", "server.max_request_header_size: must be between 1KiB and 1MiB"),
         ("max_request_header_size", "big", "server.max_request_header_size: expected a size"),
-        ("max_request_headers", 0, "server.max_request_headers: must be between 1 and 10000, got 0"),
+        ("max_request_headers", 0, "server.max_request_headers: must be between 1 and 10000"),
         ("max_request_headers", True, "server.max_request_headers: expected int, got bool"),
     ],
 )
@@ -119,10 +119,10 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
         "session.same_site: SameSite=None is refused: it sends the session cookie on cross-site requests (CSRF)",
         "session.keys[0]: is too short (5 characters); use at least 32 random characters",
         "session.idle_timout: unknown key (did you mean `idle_timeout`? see config/ for every supported key)",
-        "routes[1].path: duplicates routes[0].path '/api/orders'",
-        "routes[1].upstream: must be an absolute http(s) URL, got 'ftp://x'",
+        "routes[1].path: duplicates routes[0].path",
+        "routes[1].upstream: must be an absolute http(s) URL",
         "routes[2].upstream: must not contain a wildcard",
-        "routes[2].token: expected one of user, client, user_or_none, none, got 'admin'",
+        "routes[2].token: expected one of user, client, user_or_none, none",
     ]
 
 
@@ -175,22 +175,22 @@ def test_not_toml(tmp_path: Path) -> None:
         ("session", "keys", [SESSION_KEY, SESSION_KEY], "contains the same key twice"),
         ("session", "idle_timeout", "soon", "expected a duration"),
         ("session", "idle_timeout", "13h", "must not exceed absolute_timeout"),
-        ("session", "max_pending_logins", 0, "session.max_pending_logins: must be between 1 and 20, got 0"),
-        ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20, got 21"),
+        ("session", "max_pending_logins", 0, "session.max_pending_logins: must be between 1 and 20"),
+        ("session", "max_pending_logins", 21, "session.max_pending_logins: must be between 1 and 20"),
         ("session", "max_pending_logins", "5", "session.max_pending_logins: expected int"),
         ("session", "login_timeout", "0s", "session.login_timeout: must be positive"),
         ("session", "write_format", 3, "session.write_format: must be 1 or 2 (the store formats this release writes"),
         ("session", "write_format", 0, "session.write_format: must be 1 or 2"),
         ("session", "write_format", "2", "session.write_format: expected int"),
         ("session", "write_format", True, "session.write_format: expected int"),
-        ("session", "store_replicas", -1, "session.store_replicas: must be between 0 and 16, got -1"),
-        ("session", "store_replicas", 17, "session.store_replicas: must be between 0 and 16, got 17"),
+        ("session", "store_replicas", -1, "session.store_replicas: must be between 0 and 16"),
+        ("session", "store_replicas", 17, "session.store_replicas: must be between 0 and 16"),
         ("session", "store_replicas", "1", "session.store_replicas: expected int"),
         ("oidc", "issuer", "http://idp.example.com", "must use https"),
         ("oidc", "token_endpoint_auth_method", "client_secret_jwt", "expected one of"),
         ("oidc", "token_endpoint_auth_method", "private_key_jwt", "private_key_file: is required"),
-        ("oidc", "id_token_signing_algs", ["HS256"], "'HS256' is refused"),
-        ("oidc", "id_token_signing_algs", ["none"], "'none' is refused"),
+        ("oidc", "id_token_signing_algs", ["HS256"], "id_token_signing_algs[0]: is refused"),
+        ("oidc", "id_token_signing_algs", ["none"], "id_token_signing_algs[0]: is refused"),
         ("oidc", "scopes", ["profile"], "must include 'openid'"),
         ("oidc", "redirect_uri", "https://evil.example/bff/callback", "must be on public_origin"),
         ("oidc", "post_logout_redirect_uri", "https://evil.example/", "must be on public_origin"),
@@ -223,10 +223,16 @@ def test_unsafe_or_invalid_settings_are_refused(section: str, key: str, value: A
         ({"path": "/x", "upstream": "http://orders.example.net"}, "must use https"),
         ({"path": "/x", "upstream": "https://a.example/?q=1"}, "must not contain a query string"),
         ({"path": "/x"}, "upstream: is required"),
-        ({"path": "/x", "upstream": "https://a.example", "methods": ["FETCH"]}, "unknown HTTP method"),
+        (
+            {"path": "/x", "upstream": "https://a.example", "methods": ["FETCH"]},
+            "methods[0]: expected one of GET, HEAD",
+        ),
         ({"path": "/x", "upstream": "https://a.example", "max_body": "lots"}, "expected a size"),
         ({"path": "/x", "upstream": "https://a.example", "set_headers": {"Authorization": "x"}}, "managed by bff"),
-        ({"path": "/x", "upstream": "https://a.example", "set_headers": {"bad name": "x"}}, "invalid header name"),
+        (
+            {"path": "/x", "upstream": "https://a.example", "set_headers": {"bad name": "x"}},
+            "set_headers: a header name is not a valid",
+        ),
         ({"path": "/x", "upstream": "https://a.example", "strip_prefx": False}, "strip_prefx: unknown key"),
         (
             {"path": "/x", "upstream": "https://a.example", "token": "user", "anonymous": True},
@@ -288,6 +294,18 @@ def test_route_problems(route: dict[str, Any], expected: str) -> None:
     doc["routes"].append(route)
     found = problems(doc)
     assert any(expected in p for p in found), found
+
+
+def test_routes_must_be_an_array_of_tables_and_each_entry_is_reported_in_order() -> None:
+    doc = base_document()
+    doc["routes"] = [{"path": "/x"}, "x", {"path": "/y", "upstream": "https://a.example"}, 7]
+    assert problems(doc) == [
+        "routes[0].upstream: is required",
+        "routes[1]: expected a table",
+        "routes[3]: expected a table",
+    ]
+    doc["routes"] = {"path": "/x"}
+    assert problems(doc) == ["routes: expected an array of tables ([[routes]])"]
 
 
 def test_trusted_audiences_default_to_none_and_are_read() -> None:
@@ -403,7 +421,7 @@ def test_refresh_timeout_defaults_to_a_minute_and_is_at_least_the_oidc_timeout()
     doc["oidc"]["timeout"] = "2m"
     assert make_config(doc).tokens.refresh_timeout == 120.0  # never below the request's own deadline
     doc["tokens"] = {"refresh_timeout": "30s"}
-    assert problems(doc) == ["tokens.refresh_timeout: must be at least oidc.timeout (120s)"]
+    assert problems(doc) == ["tokens.refresh_timeout: must be at least oidc.timeout"]
     doc["oidc"]["timeout"] = "5s"
     assert make_config(doc).tokens.refresh_timeout == 30.0
     doc["tokens"] = {"refresh_timeout": "11m"}
@@ -415,12 +433,12 @@ def test_refresh_timeout_defaults_to_a_minute_and_is_at_least_the_oidc_timeout()
 @pytest.mark.parametrize(
     ("listen", "expected"),
     [
-        ("9464", "metrics.listen: expected host:port (e.g. 0.0.0.0:9464), got '9464'"),
+        ("9464", "metrics.listen: expected host:port (e.g. 0.0.0.0:9464)"),
         (":9464", "metrics.listen: expected host:port"),
         ("0.0.0.0:70000", "metrics.listen: expected host:port"),
         ("0.0.0.0:x", "metrics.listen: expected host:port"),
-        ("127.0.0.1:8000", "metrics.listen: '127.0.0.1:8000' is the [server] listen address"),
-        ("0.0.0.0:8000", "metrics.listen: '0.0.0.0:8000' is the [server] listen address"),
+        ("127.0.0.1:8000", "metrics.listen: is the [server] listen address"),
+        ("0.0.0.0:8000", "metrics.listen: is the [server] listen address"),
         (9464, "metrics.listen: expected str, got int"),
     ],
 )
@@ -491,4 +509,6 @@ dpop_key_file = "{key}"
 """)
     for command in ("check", "serve"):
         assert main([command, "--config", str(path)]) == 2
-        assert f"oidc.dpop_key_file: {key} is not a PEM EC private key" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "oidc.dpop_key_file: is not a PEM EC private key" in err
+        assert str(key) not in err

@@ -65,22 +65,22 @@ def test_the_passphrase_comes_from_the_environment_and_never_shows(pki: TestPKI)
 def test_a_wrong_or_missing_passphrase_is_named(pki: TestPKI) -> None:
     locked = pki.client("cfg-locked2", password=PASSPHRASE)
     wrong = problems_of(with_certs(route=locked, route__client_key_password="not it"))
-    assert wrong == [f"routes[0].client_key: {locked.key} is not a PEM private key, or client_key_password is wrong"]
+    assert wrong == ["routes[0].client_key: is not a PEM private key, or client_key_password is wrong"]
     assert "not it" not in repr(wrong)
     missing = problems_of(with_certs(route=locked))
-    assert missing == [f"routes[0].client_key: {locked.key} is encrypted: set client_key_password"]
+    assert missing == ["routes[0].client_key: is encrypted: set client_key_password"]
 
 
 def test_a_key_of_another_certificate_is_refused(pki: TestPKI) -> None:
     alice, bob = pki.client("cfg-a"), pki.client("cfg-b")
     doc = with_certs(route=alice, route__client_key=str(bob.key))
-    assert problems_of(doc) == [f"routes[0].client_key: {bob.key} is not the private key of client_cert {alice.cert}"]
+    assert problems_of(doc) == ["routes[0].client_key: is not the private key of client_cert"]
 
 
 def test_an_expired_certificate_is_refused(pki: TestPKI) -> None:
     old = pki.client("cfg-old", expired=True)
     (problem,) = problems_of(with_certs(oidc=old))
-    assert problem.startswith(f"oidc.client_cert: {old.cert} expired on ")
+    assert problem.startswith("oidc.client_cert: expired on ")
 
 
 def test_unreadable_or_foreign_files_are_named(pki: TestPKI, tmp_path: Path) -> None:
@@ -88,13 +88,13 @@ def test_unreadable_or_foreign_files_are_named(pki: TestPKI, tmp_path: Path) -> 
     garbage = tmp_path / "not-a-cert.pem"
     garbage.write_text("hello")
     assert problems_of(with_certs(route=alice, route__client_cert=str(tmp_path / "nope.pem"))) == [
-        f"routes[0].client_cert: file not found: {tmp_path / 'nope.pem'}"
+        "routes[0].client_cert: file not found"
     ]
     assert problems_of(with_certs(route=alice, route__client_cert=str(garbage))) == [
-        f"routes[0].client_cert: {garbage} is not a PEM certificate"
+        "routes[0].client_cert: is not a PEM certificate"
     ]
     assert problems_of(with_certs(route=alice, route__client_key=str(garbage))) == [
-        f"routes[0].client_key: {garbage} is not a PEM private key, or client_key_password is wrong"
+        "routes[0].client_key: is not a PEM private key, or client_key_password is wrong"
     ]
 
 
@@ -135,43 +135,39 @@ def test_a_certificate_bound_route_presents_the_idp_client_certificate(pki: Test
     ]
 
 
+def tls_client_auth_file(tmp_path: Path, issued: Issued, oidc_extra: str = "") -> Path:
+    """A bff.toml whose client authenticates to the IdP with ``issued`` (``tls_client_auth``, RFC 8705 2)."""
+    path = tmp_path / "bff.toml"
+    path.write_text(f"""
+[server]
+public_origin = "https://app.example.com"
+[session]
+keys = ["{"k" * 40}"]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa-bff"
+token_endpoint_auth_method = "tls_client_auth"
+client_cert = "{issued.cert}"
+client_key = "{issued.key}"
+{oidc_extra}
+""")
+    return path
+
+
 def test_bff_check_reports_certificate_problems(
     pki: TestPKI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = pki.client("cfg-check-old", expired=True)
-    path = tmp_path / "bff.toml"
-    path.write_text(f"""
-[server]
-public_origin = "https://app.example.com"
-[session]
-keys = ["{"k" * 40}"]
-[oidc]
-issuer = "https://idp.example.com"
-client_id = "spa-bff"
-token_endpoint_auth_method = "tls_client_auth"
-client_cert = "{old.cert}"
-client_key = "{old.key}"
-""")
+    path = tls_client_auth_file(tmp_path, old)
     assert main(["check", "--config", str(path)]) == 2
-    assert f"oidc.client_cert: {old.cert} expired on " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "oidc.client_cert: expired on " in err
+    assert str(old.cert) not in err  # a path may come from the environment
 
 
 def test_bff_check_explain_masks_the_passphrase(pki: TestPKI, tmp_path: Path) -> None:
     locked = pki.client("cfg-explain", password=PASSPHRASE)
-    path = tmp_path / "bff.toml"
-    path.write_text(f"""
-[server]
-public_origin = "https://app.example.com"
-[session]
-keys = ["{"k" * 40}"]
-[oidc]
-issuer = "https://idp.example.com"
-client_id = "spa-bff"
-token_endpoint_auth_method = "tls_client_auth"
-client_cert = "{locked.cert}"
-client_key = "{locked.key}"
-client_key_password = "${{KEY_PASSWORD}}"
-""")
+    path = tls_client_auth_file(tmp_path, locked, 'client_key_password = "${KEY_PASSWORD}"')
     lines = explain_config(path, env={"KEY_PASSWORD": PASSPHRASE})
     assert any("client_key_password" in line for line in lines)
     assert not any(PASSPHRASE in line for line in lines)

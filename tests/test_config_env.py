@@ -67,10 +67,69 @@ def test_typed_values_are_written_as_in_the_file() -> None:
 def test_a_bad_value_gets_the_file_validators_message_and_the_variable_name() -> None:
     found = problems({"BFF_SESSION__STORE": "postgres://db", "BFF_SERVER__MAX_CONNECTIONS": "0"})
     assert found == [
-        "server.max_connections (from BFF_SERVER__MAX_CONNECTIONS): must be between 1 and 1000000, got 0",
+        "server.max_connections (from BFF_SERVER__MAX_CONNECTIONS): must be between 1 and 1000000",
         "session.store (from BFF_SESSION__STORE): expected memory://, redis://, rediss://, unix://, redis+sentinel://, "
-        "rediss+sentinel://, redis+cluster:// or rediss+cluster://, got scheme 'postgres'",
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://",
     ]
+
+
+#: Stands for a secret put into the wrong variable: no problem may repeat it.
+LEAKED = "s3cr3t-0123456789"
+#: The same, for keys that take numbers.
+LEAKED_NUMBER = "987654321"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"BFF_SESSION__IDLE_TIMEOUT": LEAKED}, "session.idle_timeout"),
+        ({"BFF_SERVER__HEADER_TIMEOUT": f"{LEAKED}s"}, "server.header_timeout"),
+        ({"BFF_TOKENS__REFRESH_LEEWAY": LEAKED}, "tokens.refresh_leeway"),
+        ({"BFF_ROUTES__0__MAX_BODY": LEAKED}, "routes[0].max_body"),
+        ({"BFF_SESSION__SAME_SITE": LEAKED}, "session.same_site"),
+        ({"BFF_ROUTES__0__TOKEN": LEAKED}, "routes[0].token"),
+        ({"BFF_OIDC__TOKEN_ENDPOINT_AUTH_METHOD": LEAKED}, "oidc.token_endpoint_auth_method"),
+        ({"BFF_LOGGING__LEVEL": LEAKED}, "logging.level"),
+        ({"BFF_ROUTES__0__UPSTREAM": f"ftp://user:{LEAKED}@x"}, "routes[0].upstream"),
+        ({"BFF_OIDC__ISSUER": LEAKED}, "oidc.issuer"),
+        ({"BFF_OIDC__REDIRECT_URI": f"https://{LEAKED}.example/cb"}, "oidc.redirect_uri"),
+        ({"BFF_SESSION__STORE": f"{LEAKED}://x"}, "session.store"),
+        ({"BFF_SERVER__LISTEN": f"{LEAKED}:x"}, "server.listen"),
+        ({"BFF_SERVER__LISTEN": f"[{LEAKED}]:80"}, "server.listen"),
+        ({"BFF_SERVER__TRUSTED_PROXIES": f'["{LEAKED}"]'}, "server.trusted_proxies[0]"),
+        ({"BFF_ROUTES__0__PATH": f"/{LEAKED}/../x"}, "routes[0].path"),
+        ({"BFF_ROUTES__0__METHODS": f'["{LEAKED}"]'}, "routes[0].methods[0]"),
+        ({"BFF_ROUTES__0__SET_HEADERS": f'{{ "Authorization: {LEAKED}" = "x" }}'}, "routes[0].set_headers"),
+        ({"BFF_OIDC__ID_TOKEN_SIGNING_ALGS": f'["{LEAKED}"]'}, "oidc.id_token_signing_algs[0]"),
+        (
+            {"BFF_OIDC__TOKEN_ENDPOINT_AUTH_METHOD": "private_key_jwt", "BFF_OIDC__PRIVATE_KEY_FILE": f"/{LEAKED}"},
+            "oidc.private_key_file",
+        ),
+        ({"BFF_FRONTEND__DIRECTORY": f"/{LEAKED}"}, "frontend.directory"),
+        ({"BFF_SERVER__MAX_CONNECTIONS": LEAKED_NUMBER}, "server.max_connections"),
+        ({"BFF_SESSION__MAX_PENDING_LOGINS": LEAKED_NUMBER}, "session.max_pending_logins"),
+        ({"BFF_SESSION__WRITE_FORMAT": LEAKED_NUMBER}, "session.write_format"),
+        ({"BFF_SESSION__STORE_REPLICAS": LEAKED_NUMBER}, "session.store_replicas"),
+        ({"BFF_TOKENS__REFRESH_TIMEOUT": LEAKED_NUMBER}, "tokens.refresh_timeout"),
+    ],
+)
+def test_a_problem_names_the_key_and_never_repeats_a_value_from_the_environment(env: dict[str, str], key: str) -> None:
+    """An override's value may be a secret set in the wrong variable: the problem says which key and what it
+    expects, never what the variable holds."""
+    found = problems(env)
+    assert any(p.startswith(f"{key} (from BFF_") for p in found), found
+    for problem in found:
+        assert LEAKED not in problem
+        assert LEAKED_NUMBER not in problem
+
+
+def test_a_value_the_file_reads_from_the_environment_is_never_repeated() -> None:
+    doc = base_document()
+    doc["session"]["idle_timeout"] = "${IDLE}"
+    doc["routes"][0]["upstream"] = "${UPSTREAM}"
+    found = problems({"IDLE": LEAKED, "UPSTREAM": f"https://user:{LEAKED}@orders.example.net"}, doc)
+    assert [p.partition(":")[0] for p in found] == ["session.idle_timeout", "routes[0].upstream"]
+    assert not [p for p in found if LEAKED in p]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bff.config import parse_config
-from bff.config.settings import Secret
+from bff.config.values import Secret
 from bff.errors import ConfigError
 from tests.test_config import CONFIG_DIR, EXAMPLE_ENV
 from tests.test_config_frontends import entry, multi_document

@@ -55,7 +55,7 @@ def test_the_websocket_keys_are_read() -> None:
         ({"idle_timeout": "1m"}, "routes[0].idle_timeout: applies only to a route with websocket = true"),
         ({"session_check": "1s"}, "routes[0].session_check: applies only to a route with websocket = true"),
         ({"websocket": "yes"}, "routes[0].websocket: expected bool, got str"),
-        ({"websocket": True, "max_message": 0}, "routes[0].max_message: must be between 1 byte and 64MiB, got 0"),
+        ({"websocket": True, "max_message": 0}, "routes[0].max_message: must be between 1 byte and 64MiB"),
         ({"websocket": True, "max_message": "65MiB"}, "routes[0].max_message: must be between 1 byte and 64MiB"),
         ({"websocket": True, "max_message": "big"}, "routes[0].max_message: expected a size like 64KiB"),
         ({"websocket": True, "idle_timeout": 0}, "routes[0].idle_timeout: must be longer than 0s"),

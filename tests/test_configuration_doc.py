@@ -76,6 +76,8 @@ problem with its key path), and `BFF_<SECTION>__<KEY>` variables override single
 - A *duration* is `250ms`, `30s`, `15m`, `12h`, `1d` or a number of seconds; a *size* is `512B`, `64KiB`, `10MiB`,
   `1GiB` (or `KB`/`MB`/`GB`, powers of 1000) or a number of bytes.
 - A key with the default *required* must be set.
+- A problem names the key and what it expects, never the value it found: a value may be a secret (from `${VAR}`
+  or an override below), so none is repeated, from the file or the environment.
 """
 
 
@@ -96,8 +98,7 @@ Every key can be set from the environment, without templating the file (twelve-f
   file (`30s`, `64KiB`, or a number), arrays as TOML arrays (`["10.0.0.0/8", "192.168.0.0/16"]`) and tables as
   TOML inline tables (`{ "X-Tenant" = "acme" }`). `${VAR}` in a value is expanded as in the file.
 - **Validation** is the file's: the same validator and message, with the variable named
-  (`session.store (from BFF_SESSION__STORE): expected memory://, ...`). A value is never printed in a problem
-  (it may be a secret).
+  (`session.store (from BFF_SESSION__STORE): expected memory://, ...`). A value is never printed in a problem.
 - **Which variables are overrides:** every `BFF_*` variable whose name holds `__`; an unknown one
   (`BFF_SESSION__STROE`) is an error with the nearest name suggested. A variable that names a section alone
   (`BFF_SESSION`) or spells a key with single underscores (`BFF_SESSION_STORE`) is an error too, unless the file

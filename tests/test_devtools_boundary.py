@@ -142,7 +142,7 @@ def _copied(context: list[str]) -> list[str]:
 
 def test_the_production_image_copies_no_devtools() -> None:
     context = _build_context()
-    assert "bff/cli.py" in context
+    assert "bff/cli/__init__.py" in context
     assert not [p for p in context if p.startswith("devtools/") or "devidp" in p or "/demo/" in p]
     copied = _copied(context)
     assert "pyproject.toml" in copied

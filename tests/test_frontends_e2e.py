@@ -226,10 +226,16 @@ async def test_sessions_admin_acts_on_one_frontend(
     assert await user_with(browser, world.a, f"__Host-a={value_a}") == (200, "")  # same sub at a: untouched
 
 
-async def test_doctor_checks_the_frontend_it_is_given(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_doctor_checks_every_frontend_or_the_one_it_is_given(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["doctor", "--config", str(world.config), "--json", "--timeout", "5"]
-    assert await asyncio.to_thread(main, args) == 2
-    assert "--frontend: required (one of: a, b, c)" in capsys.readouterr().err
+    await asyncio.to_thread(main, args)
+    every = json.loads(capsys.readouterr().out)
+    assert {c["frontend"] for c in every["checks"]} == {"a", "b", "c", None}
+    issuers = {c["frontend"]: c["message"] for c in every["checks"] if c["id"] == "idp.discovery.issuer"}
+    for name, idp in (("a", world.idp1), ("b", world.idp2), ("c", world.idp1)):
+        assert idp.url in issuers[name], issuers
     await asyncio.to_thread(main, [*args, "--frontend", "b"])
     report = capsys.readouterr().out
     assert world.idp2.url in report

@@ -256,6 +256,18 @@ async def sign_in(browser: Browser, w: World) -> dict[str, str]:
     return {**XHR, "cookie": f"__Host-bff={browser.cookies(w.url('/'))['__Host-bff']}"}
 
 
+#: One bff instance (:func:`world`), the SPA's request headers once alice signed in through it, an HTTP client.
+SignedIn = tuple[World, dict[str, str], httpx.AsyncClient]
+
+
+@pytest.fixture
+async def signed_in(tmp_path: Path, redis_process: RedisProcess, browser: Browser) -> AsyncIterator[SignedIn]:
+    with world(tmp_path, redis_process) as w:
+        headers = await sign_in(browser, w)
+        async with httpx.AsyncClient(timeout=10) as http:
+            yield w, headers, http
+
+
 @contextlib.asynccontextmanager
 async def sessions_of(w: World) -> AsyncIterator[SessionManager]:
     """A SessionManager of the test's own on the processes' store and key ring."""
@@ -291,36 +303,34 @@ async def expire_user_token(w: World, headers: dict[str, str]) -> str:
 
 
 async def test_each_exchange_route_gets_a_token_for_its_own_audience_and_no_other_routes_token(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
+    signed_in: SignedIn,
 ) -> None:
-    with world(tmp_path, redis_process) as w:
-        headers = await sign_in(browser, w)
-        async with httpx.AsyncClient(timeout=10) as http:
-            answers: dict[str, set[str]] = {}
-            for path in (
-                "/api",
-                "/orders",
-                "/billing",
-                "/orders-mirror",
-                "/orders",
-                "/billing",
-                "/orders-mirror",
-                "/api",
-            ):
-                response = await http.get(w.url(path + "/x"), headers=headers)
-                assert response.status_code == 200, (path, response.text)
-                answers.setdefault(path, set()).add(response.json()["token"])
-        assert {p: len(tokens) for p, tokens in answers.items()} == {p: 1 for p in answers}
-        assert w.tap.exchanges == 3, "one exchange per route, then the cached token"
-        # Every API saw only tokens for itself (its aud check let each request through), and no token reached two
-        # APIs, not even the two routes that exchange for the same audience.
-        seen = {name: set(api.seen) for name, api in w.apis.items() if api.seen}
-        assert set(seen) == {"demo-api", "orders-api", "orders-mirror", "billing-api"}
-        assert sum(len(tokens) for tokens in seen.values()) == len(set().union(*seen.values())) == 4
-        # The subject of both exchanges was the login's access token (the one the plain route got).
-        assert set(w.tap.subjects) == seen["demo-api"]
-        assert w.counts("bff_token_exchange_total") == {"ok": 3}
-        assert w.counts("bff_token_refresh_total") == {}
+    w, headers, http = signed_in
+    answers: dict[str, set[str]] = {}
+    for path in (
+        "/api",
+        "/orders",
+        "/billing",
+        "/orders-mirror",
+        "/orders",
+        "/billing",
+        "/orders-mirror",
+        "/api",
+    ):
+        response = await http.get(w.url(path + "/x"), headers=headers)
+        assert response.status_code == 200, (path, response.text)
+        answers.setdefault(path, set()).add(response.json()["token"])
+    assert {p: len(tokens) for p, tokens in answers.items()} == {p: 1 for p in answers}
+    assert w.tap.exchanges == 3, "one exchange per route, then the cached token"
+    # Every API saw only tokens for itself (its aud check let each request through), and no token reached two
+    # APIs, not even the two routes that exchange for the same audience.
+    seen = {name: set(api.seen) for name, api in w.apis.items() if api.seen}
+    assert set(seen) == {"demo-api", "orders-api", "orders-mirror", "billing-api"}
+    assert sum(len(tokens) for tokens in seen.values()) == len(set().union(*seen.values())) == 4
+    # The subject of both exchanges was the login's access token (the one the plain route got).
+    assert set(w.tap.subjects) == seen["demo-api"]
+    assert w.counts("bff_token_exchange_total") == {"ok": 3}
+    assert w.counts("bff_token_refresh_total") == {}
 
 
 @pytest.mark.parametrize("login_expired", [False, True], ids=["login-token-valid", "login-token-expired"])
@@ -347,94 +357,78 @@ async def test_many_concurrent_requests_through_two_instances_exchange_once(
         assert sum(counted.values()) <= CONCURRENT
 
 
-async def test_an_expired_exchanged_token_is_exchanged_again_with_the_current_user_token(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
-) -> None:
-    with world(tmp_path, redis_process) as w:
-        headers = await sign_in(browser, w)
-        async with httpx.AsyncClient(timeout=10) as http:
-            first = await http.get(w.url("/orders/1"), headers=headers)
-            assert first.status_code == 200, first.text
-            # Both the exchanged token and the login's token expire; the IdP must get a fresh subject token.
-            await expire_route_token(w, headers, "/orders")
-            old_user_token = await expire_user_token(w, headers)
-            second = await http.get(w.url("/orders/1"), headers=headers)
-            assert second.status_code == 200, second.text
-            plain = await http.get(w.url("/api/1"), headers=headers)
-        assert second.json()["token"] != first.json()["token"]
-        assert w.tap.exchanges == 2
-        assert w.tap.grants["refresh_token"] == 1, "the login's token was refreshed once, for the exchange"
-        assert w.tap.subjects == [fingerprint(old_user_token), plain.json()["token"]]
-        assert w.counts("bff_token_exchange_total") == {"ok": 2}
-        assert w.counts("bff_token_refresh_total") == {}, "the login's refresh for an exchange is the exchange's"
+async def test_an_expired_exchanged_token_is_exchanged_again_with_the_current_user_token(signed_in: SignedIn) -> None:
+    w, headers, http = signed_in
+    first = await http.get(w.url("/orders/1"), headers=headers)
+    assert first.status_code == 200, first.text
+    # Both the exchanged token and the login's token expire; the IdP must get a fresh subject token.
+    await expire_route_token(w, headers, "/orders")
+    old_user_token = await expire_user_token(w, headers)
+    second = await http.get(w.url("/orders/1"), headers=headers)
+    assert second.status_code == 200, second.text
+    plain = await http.get(w.url("/api/1"), headers=headers)
+    assert second.json()["token"] != first.json()["token"]
+    assert w.tap.exchanges == 2
+    assert w.tap.grants["refresh_token"] == 1, "the login's token was refreshed once, for the exchange"
+    assert w.tap.subjects == [fingerprint(old_user_token), plain.json()["token"]]
+    assert w.counts("bff_token_exchange_total") == {"ok": 2}
+    assert w.counts("bff_token_refresh_total") == {}, "the login's refresh for an exchange is the exchange's"
 
 
-async def test_an_upstream_401_re_exchanges_once_and_never_loops(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
-) -> None:
-    with world(tmp_path, redis_process) as w:
-        headers = await sign_in(browser, w)
-        orders = w.apis["orders-api"]
-        async with httpx.AsyncClient(timeout=10) as http:
-            first = await http.get(w.url("/orders/1"), headers=headers)
-            orders.rejected.add(first.json()["token"])  # revoked, as far as the API knows
-            second = await http.get(w.url("/orders/1"), headers=headers)
-            assert second.status_code == 200, second.text
-            assert second.json()["token"] != first.json()["token"]
-            assert w.tap.exchanges == 2
-            # An API that refuses every token: one re-exchange, then its 401 goes to the browser.
-            orders.rejected.update({second.json()["token"]})
-            orders.audience = "nobody"
-            third = await http.get(w.url("/orders/1"), headers=headers)
-        assert third.status_code == 401
-        assert w.tap.exchanges == 3
-        assert w.tap.grants["refresh_token"] == 0, "a route's 401 re-exchanges; it does not refresh the login"
-        assert w.counts("bff_token_exchange_total") == {"ok": 3}
+async def test_an_upstream_401_re_exchanges_once_and_never_loops(signed_in: SignedIn) -> None:
+    w, headers, http = signed_in
+    orders = w.apis["orders-api"]
+    first = await http.get(w.url("/orders/1"), headers=headers)
+    orders.rejected.add(first.json()["token"])  # revoked, as far as the API knows
+    second = await http.get(w.url("/orders/1"), headers=headers)
+    assert second.status_code == 200, second.text
+    assert second.json()["token"] != first.json()["token"]
+    assert w.tap.exchanges == 2
+    # An API that refuses every token: one re-exchange, then its 401 goes to the browser.
+    orders.rejected.update({second.json()["token"]})
+    orders.audience = "nobody"
+    third = await http.get(w.url("/orders/1"), headers=headers)
+    assert third.status_code == 401
+    assert w.tap.exchanges == 3
+    assert w.tap.grants["refresh_token"] == 0, "a route's 401 re-exchanges; it does not refresh the login"
+    assert w.counts("bff_token_exchange_total") == {"ok": 3}
 
 
-async def test_a_refused_exchange_is_a_clear_502_and_the_session_lives_on(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
-) -> None:
-    with world(tmp_path, redis_process) as w:
-        headers = await sign_in(browser, w)
-        async with httpx.AsyncClient(timeout=10) as http:
-            refused = await http.get(w.url("/ledger/1"), headers=headers)
-            assert refused.status_code == 502
-            assert refused.json()["error"] == "token_exchange_refused"
-            assert "invalid_target" in refused.json()["message"]
-            assert refused.headers["content-type"] == "application/json"
-            assert w.apis["ledger-api"].seen == [], "nothing was forwarded"
-            assert (await http.get(w.url("/orders/1"), headers=headers)).status_code == 200
-            assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200
-            assert (await http.get(w.url("/bff/user"), headers=headers)).status_code == 200
-        assert w.counts("bff_token_exchange_total") == {"refused": 1, "ok": 1}
-        log = w.logs[0].read_text()
-        assert "refused the token exchange for route /ledger: invalid_target" in log
-        assert all(token.removeprefix("sha256:") not in log for token in w.apis["demo-api"].seen)
+async def test_a_refused_exchange_is_a_clear_502_and_the_session_lives_on(signed_in: SignedIn) -> None:
+    w, headers, http = signed_in
+    refused = await http.get(w.url("/ledger/1"), headers=headers)
+    assert refused.status_code == 502
+    assert refused.json()["error"] == "token_exchange_refused"
+    assert "invalid_target" in refused.json()["message"]
+    assert refused.headers["content-type"] == "application/json"
+    assert w.apis["ledger-api"].seen == [], "nothing was forwarded"
+    assert (await http.get(w.url("/orders/1"), headers=headers)).status_code == 200
+    assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200
+    assert (await http.get(w.url("/bff/user"), headers=headers)).status_code == 200
+    assert w.counts("bff_token_exchange_total") == {"refused": 1, "ok": 1}
+    log = w.logs[0].read_text()
+    assert "refused the token exchange for route /ledger: invalid_target" in log
+    assert all(token.removeprefix("sha256:") not in log for token in w.apis["demo-api"].seen)
 
 
-async def test_an_idp_that_is_down_is_a_503_and_exchanges_resume_when_it_answers(
-    tmp_path: Path, redis_process: RedisProcess, browser: Browser
-) -> None:
-    with world(tmp_path, redis_process) as w:
-        headers = await sign_in(browser, w)
-        async with httpx.AsyncClient(timeout=10) as http:
-            w.tap.down = True
-            down = await http.get(w.url("/orders/1"), headers=headers)
-            assert down.status_code == 503
-            assert down.json()["error"] == "temporarily_unavailable"
-            assert down.headers["retry-after"] == "1"
-            assert w.apis["orders-api"].seen == []
-            assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200, "the session lives on"
-            w.tap.down = False
-            for _ in range(200):  # the IdP probe notices the IdP is back (Retry-After: 1)
-                resumed = await http.get(w.url("/orders/1"), headers=headers)
-                if resumed.status_code != 503:
-                    break
-                await asyncio.sleep(0.05)
-        assert resumed.status_code == 200, resumed.text
-        assert resumed.json()["aud"] == "orders-api"
-        assert w.tap.exchanges == 1
-        counted = w.counts("bff_token_exchange_total")
-        assert counted.pop("ok") == 1
-        assert set(counted) == {"idp_unavailable"}
+async def test_an_idp_that_is_down_is_a_503_and_exchanges_resume_when_it_answers(signed_in: SignedIn) -> None:
+    w, headers, http = signed_in
+    w.tap.down = True
+    down = await http.get(w.url("/orders/1"), headers=headers)
+    assert down.status_code == 503
+    assert down.json()["error"] == "temporarily_unavailable"
+    assert down.headers["retry-after"] == "1"
+    assert w.apis["orders-api"].seen == []
+    assert (await http.get(w.url("/api/1"), headers=headers)).status_code == 200, "the session lives on"
+    w.tap.down = False
+    for _ in range(200):  # the IdP probe notices the IdP is back (Retry-After: 1)
+        resumed = await http.get(w.url("/orders/1"), headers=headers)
+        if resumed.status_code != 503:
+            break
+        await asyncio.sleep(0.05)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["aud"] == "orders-api"
+    assert w.tap.exchanges == 1
+    counted = w.counts("bff_token_exchange_total")
+    assert counted.pop("ok") == 1
+    assert set(counted) == {"idp_unavailable"}

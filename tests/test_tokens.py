@@ -512,6 +512,11 @@ class UnconfirmedWritesStore(MemoryStore):
         self._fail(key)
         await super().set(key, value, ttl)
 
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        taken = await super().set_if_absent(key, value, ttl) if self.lands else False
+        self._fail(key)
+        return taken or await super().set_if_absent(key, value, ttl)
+
     async def compare_and_set(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
         self._fail(key)
         return await super().compare_and_set(key, expected, value, ttl)

@@ -12,6 +12,7 @@ Secrets are wrapped in :class:`Secret`, whose ``repr`` hides the value.
 The package, one job per module:
 
 * ``settings``: the frozen dataclasses, one per section, where every default is stated (and nowhere else);
+* ``values``: what they are made of: the enumerations a key may take, the allow-lists and bounds, ``Secret``;
 * ``env``: the per-key environment overrides, merged into the document before validation;
 * ``reader``: the table walker that records problems with their key paths, and the value parsers;
 * ``server``, ``session``, ``oidc``, ``routes``, ``tokens``, ``logs``, ``metrics``, ``tracing``: one validator per
@@ -39,6 +40,22 @@ from bff.config.routes import normalize_prefix, read_routes
 from bff.config.server import read_server
 from bff.config.session import read_session
 from bff.config.settings import (
+    Config,
+    ExchangeSettings,
+    FrontendEntrySettings,
+    FrontendSettings,
+    LoggingSettings,
+    MetricsSettings,
+    OIDCSettings,
+    RouteSettings,
+    ServerSettings,
+    SessionSettings,
+    TokenSettings,
+    TracingSettings,
+)
+from bff.config.tokens import read_frontend, read_tokens
+from bff.config.tracing import read_tracing
+from bff.config.values import (
     ALLOWED_SIGNING_ALGS,
     AUTH_METHODS,
     HTTP_METHODS,
@@ -50,26 +67,12 @@ from bff.config.settings import (
     SAME_SITES,
     TOKEN_POLICIES,
     AuthMethod,
-    Config,
-    ExchangeSettings,
-    FrontendEntrySettings,
-    FrontendSettings,
     LogFormat,
-    LoggingSettings,
     LogLevel,
-    MetricsSettings,
-    OIDCSettings,
-    RouteSettings,
     SameSite,
     Secret,
-    ServerSettings,
-    SessionSettings,
     TokenPolicy,
-    TokenSettings,
-    TracingSettings,
 )
-from bff.config.tokens import read_frontend, read_tokens
-from bff.config.tracing import read_tracing
 from bff.errors import ConfigError
 
 __all__ = [

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bff.config.reader import Reader, existing_file
-from bff.config.settings import RouteSettings, Secret
+from bff.config.settings import RouteSettings
+from bff.config.values import Secret
 
 
 @dataclass(frozen=True)

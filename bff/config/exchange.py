@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from bff.config.reader import Reader, check_url, table
-from bff.config.settings import ExchangeSettings, TokenPolicy
+from bff.config.settings import ExchangeSettings
+from bff.config.values import TokenPolicy
 
 #: RFC 6749 3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -38,7 +39,7 @@ def read_exchange(
     if token not in ("user", "user_or_none"):
         r.problem(
             "exchange",
-            f"applies only to token = 'user' or 'user_or_none' (the user's token is exchanged), not {token!r}",
+            "applies only to token = 'user' or 'user_or_none' (the user's token is exchanged)",
         )
     if resource is not None or scopes:
         r.problem(

@@ -17,17 +17,12 @@ from urllib.parse import urlsplit
 
 from bff.config.client_tls import check_bound_routes
 from bff.config.oidc import read_oidc
-from bff.config.reader import HEADER_NAME, Reader
-from bff.config.routes import normalize_prefix, read_routes
+from bff.config.reader import HEADER_NAME, Reader, tables
+from bff.config.routes import is_plain_path, normalize_prefix, read_routes
 from bff.config.server import _public_origin
-from bff.config.settings import (
-    RESERVED_PREFIXES,
-    Config,
-    FrontendEntrySettings,
-    OIDCSettings,
-    RouteSettings,
-)
+from bff.config.settings import Config, FrontendEntrySettings, OIDCSettings, RouteSettings
 from bff.config.tokens import read_frontend
+from bff.config.values import RESERVED_PREFIXES
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 #: Top-level keys that belong to each frontend once ``[[frontends]]`` is used: (section, key or None for all).
@@ -75,9 +70,9 @@ def prepare_document(document: Mapping[str, Any], problems: list[str]) -> dict[s
 def _name(r: Reader, names: dict[str, int], index: int) -> str:
     name = r.get("name", str, "", required=True)
     if name and not NAME.match(name):
-        r.problem("name", f"must be 1-32 of [a-z0-9-], not starting or ending with '-', got {name!r}")
+        r.problem("name", "must be 1-32 of [a-z0-9-], not starting or ending with '-'")
     elif name in names:
-        r.problem("name", f"duplicates frontends[{names[name]}].name {name!r}")
+        r.problem("name", f"duplicates frontends[{names[name]}].name")
     elif name:
         names[name] = index
     return name
@@ -100,7 +95,7 @@ def _host(r: Reader, public_origin: str) -> str:
         return host
     netloc = urlsplit(public_origin).netloc.lower()
     if host != netloc:
-        r.problem("host", f"must be public_origin's host {netloc!r} (the Host header browsers send to it)")
+        r.problem("host", "must be public_origin's host (the Host header browsers send to it)")
     return host
 
 
@@ -108,8 +103,8 @@ def _path_prefix(r: Reader) -> str:
     raw = r.get("path_prefix", str)
     if not raw:
         return raw
-    if not raw.startswith("/") or any(c in raw for c in "?#%\\;@*") or any(s in (".", "..") for s in raw.split("/")):
-        r.problem("path_prefix", f"must be a plain absolute path like /shop, got {raw!r}")
+    if not is_plain_path(raw):
+        r.problem("path_prefix", "must be a plain absolute path like /shop")
         return raw
     prefix = normalize_prefix(raw)
     if prefix == "/":
@@ -169,34 +164,23 @@ def _check_unique(entries: list[FrontendEntrySettings], problems: list[str]) -> 
         if entry.cookie_name in cookies:
             problems.append(
                 f"frontends[{index}].cookie_name: duplicates frontends[{cookies[entry.cookie_name]}].cookie_name "
-                f"{entry.cookie_name!r} (each frontend's cookie must be its own)"
+                "(each frontend's cookie must be its own)"
             )
         else:
             cookies[entry.cookie_name] = index
         selector = (entry.host, entry.path_prefix)
         if (entry.host or entry.path_prefix) and selector in selectors:
             problems.append(
-                f"frontends[{index}]: selects the same requests (host {entry.host or '*'!r}, path_prefix "
-                f"{entry.path_prefix or '/'!r}) as frontends[{selectors[selector]}]"
+                f"frontends[{index}]: selects the same requests (host, path_prefix) as frontends[{selectors[selector]}]"
             )
         else:
             selectors[selector] = index
 
 
 def read_frontends(root: Reader, check_routes: RouteCheck) -> tuple[FrontendEntrySettings, ...]:
-    root.seen.add("frontends")
-    raw: Any = root.data.get("frontends")
-    if not isinstance(raw, list) or not raw:
-        root.problem("frontends", "expected a non-empty array of tables ([[frontends]])")
-        return ()
-    entries: list[FrontendEntrySettings] = []
     names: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            root.problem(f"frontends[{index}]", "expected a table")
-            continue
-        r = Reader(item, root.key(f"frontends[{index}]"), root.problems, root.env, FrontendEntrySettings)
-        entries.append(_entry(r, index, names, check_routes))
+    rows = tables(root, "frontends", FrontendEntrySettings, required=True)
+    entries = [_entry(r, index, names, check_routes) for index, r in rows]
     _check_unique(entries, root.problems)
     return tuple(entries)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bff.config.reader import Reader, table
-from bff.config.settings import LOG_FORMATS, LOG_LEVELS, LoggingSettings
+from bff.config.settings import LoggingSettings
+from bff.config.values import LOG_FORMATS, LOG_LEVELS
 
 
 def read_logging(root: Reader) -> LoggingSettings:

@@ -16,11 +16,11 @@ def read_metrics(root: Reader, server: ServerSettings) -> MetricsSettings:
         host, sep, port = listen.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            r.problem("listen", f"expected host:port (e.g. 0.0.0.0:9464), got {listen!r}")
+            r.problem("listen", "expected host:port (e.g. 0.0.0.0:9464)")
             listen = ""
         elif int(port) == server.port and (host == server.host or {host, server.host} & _ANY_HOST):
             # The metrics must never be reachable through the public origin, so never on the public listener.
-            r.problem("listen", f"{listen!r} is the [server] listen address; give the metrics a port of their own")
+            r.problem("listen", "is the [server] listen address; give the metrics a port of their own")
             listen = ""
         else:
             listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -7,14 +7,8 @@ from pathlib import Path
 from bff.config.client_tls import read_client_cert
 from bff.config.oidc_profile import read_authorization_options
 from bff.config.reader import Reader, check_url, existing_file, origin_of, parse_duration, table
-from bff.config.settings import (
-    ALLOWED_SIGNING_ALGS,
-    AUTH_METHODS,
-    TLS_AUTH_METHODS,
-    AuthMethod,
-    OIDCSettings,
-    Secret,
-)
+from bff.config.settings import OIDCSettings
+from bff.config.values import ALLOWED_SIGNING_ALGS, AUTH_METHODS, TLS_AUTH_METHODS, AuthMethod, Secret
 from bff.step_up import InvalidStepUp, parse_acr_values
 
 #: Authorization-request parameters bff sets itself (OAuth 2.0, OIDC Core 3.1.2.1, RFC 7636): never overridable.
@@ -41,13 +35,13 @@ def _check_credentials(r: Reader, method: AuthMethod, secret_value: str, key_fil
         if not key_file:
             r.problem("private_key_file", "is required for private_key_jwt")
         elif not Path(key_file).is_file():
-            r.problem("private_key_file", f"file not found: {key_file}")
+            r.problem("private_key_file", "file not found")
 
 
 def _on_origin(r: Reader, name: str, url: str, public_origin: str) -> None:
     """Report ``url`` unless it is a valid URL on ``public_origin`` (a redirect target of this client)."""
     if check_url(r, name, url) and public_origin and origin_of(url) != public_origin:
-        r.problem(name, f"must be on public_origin {public_origin}")
+        r.problem(name, "must be on public_origin")
 
 
 def _redirect_uri(r: Reader, public_origin: str) -> str:
@@ -78,7 +72,7 @@ def _signing_algs(r: Reader) -> tuple[str, ...]:
         if alg not in ALLOWED_SIGNING_ALGS:
             r.problem(
                 f"id_token_signing_algs[{i}]",
-                f"{alg!r} is refused; allowed: {', '.join(ALLOWED_SIGNING_ALGS)} (never 'none' or HS*, RFC 8725 3.1)",
+                f"is refused; allowed: {', '.join(ALLOWED_SIGNING_ALGS)} (never 'none' or HS*, RFC 8725 3.1)",
             )
     if not algs:
         r.problem("id_token_signing_algs", "must not be empty")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bff.config.reader import Reader
-from bff.config.settings import (
+from bff.config.values import (
     FAPI2_SIGNING_ALGS,
     OIDC_PROFILES,
     PAR_MODES,
@@ -78,7 +78,6 @@ def _check_fapi2(
         if alg not in FAPI2_SIGNING_ALGS:
             r.problem(
                 f"id_token_signing_algs[{i}]",
-                f"{alg!r} is refused by profile = 'fapi2'; allowed: {', '.join(FAPI2_SIGNING_ALGS)}"
-                " (FAPI 2.0 SP 5.4.1)",
+                f"is refused by profile = 'fapi2'; allowed: {', '.join(FAPI2_SIGNING_ALGS)} (FAPI 2.0 SP 5.4.1)",
             )
     return "required", algs

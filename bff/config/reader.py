@@ -3,7 +3,8 @@ raising at the first one (oauth2-proxy ``pkg/validation`` style), plus the value
 
 A :class:`Reader` walks one table against the settings dataclass it fills (its ``schema``): a key the document
 leaves out takes that dataclass's default, so defaults are stated once, on the dataclasses. A key the table does
-not know is a problem, with the nearest known key suggested (``difflib``). Standard library only.
+not know is a problem, with the nearest known key suggested (``difflib``). A problem names the key and what it
+expects, never the value found: a value may be a secret (``${VAR}``, an override). Standard library only.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -69,7 +70,7 @@ def parse_duration(value: object) -> float:
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"expected a duration like 30s, 15m or 12h, got {value!r}")
+    raise ValueError("expected a duration like 30s, 15m or 12h")
 
 
 def parse_size(value: object) -> int:
@@ -83,7 +84,7 @@ def parse_size(value: object) -> int:
         m = _SIZE.match(value)
         if m:
             return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    raise ValueError(f"expected a size like 64KiB or 10MiB, got {value!r}")
+    raise ValueError("expected a size like 64KiB or 10MiB")
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -173,7 +174,7 @@ class Reader:
         value = self.get(name, str, fallback)
         chosen = choose(value, options)
         if chosen is None:
-            self.problem(name, f"expected one of {', '.join(options)}, got {value!r}")
+            self.problem(name, f"expected one of {', '.join(options)}")
             return default
         return chosen
 
@@ -251,11 +252,27 @@ def table(parent: Reader, name: str, schema: type[Any] | None = None, *, require
     return Reader(value, parent.key(name), parent.problems, parent.env, schema)
 
 
+def tables(parent: Reader, name: str, schema: type[Any], *, required: bool = False) -> Iterator[tuple[int, Reader]]:
+    """An array of tables (``[[name]]``): each table's index and Reader, in order; an entry that is not a table is
+    a problem of its own, and so is a missing (when ``required``) or malformed array."""
+    parent.seen.add(name)
+    raw: Any = parent.data.get(name, [])
+    if not isinstance(raw, list) or (required and not raw):
+        expected = "a non-empty array of tables" if required else "an array of tables"
+        parent.problem(name, f"expected {expected} ([[{name}]])")
+        return
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            parent.problem(f"{name}[{index}]", "expected a table")
+            continue
+        yield index, Reader(item, parent.key(f"{name}[{index}]"), parent.problems, parent.env, schema)
+
+
 def existing_file(r: Reader, name: str) -> str | None:
     """An optional path key that must name an existing file."""
     path = r.optional(name)
     if path and not Path(path).is_file():
-        r.problem(name, f"file not found: {path}")
+        r.problem(name, "file not found")
     return path
 
 
@@ -268,7 +285,7 @@ def check_url(r: Reader, name: str, url: str, *, allow_http_loopback: bool = Tru
         r.problem(name, "is not a valid URL (a malformed IPv6 literal in brackets or port?)")
         return False
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        r.problem(name, f"must be an absolute http(s) URL, got {url!r}")
+        r.problem(name, "must be an absolute http(s) URL")
         return False
     if parts.username or parts.password:
         r.problem(name, "must not carry credentials in the URL")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 from urllib.parse import urlsplit
 
 from bff.config.client_tls import read_client_cert
 from bff.config.exchange import read_exchange
-from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size
-from bff.config.settings import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, RouteSettings, TokenPolicy
+from bff.config.reader import HEADER_NAME, Reader, check_url, existing_file, parse_duration, parse_size, tables
+from bff.config.settings import RouteSettings
+from bff.config.values import HTTP_METHODS, RESERVED_PREFIXES, TOKEN_POLICIES, TokenPolicy
 from bff.config.websocket_routes import read_websocket_keys
 
 #: Headers bff itself manages on a proxied request: a route may neither set nor remove them.
@@ -21,17 +21,23 @@ def normalize_prefix(path: str) -> str:
     return "/" + "/".join(seg for seg in path.split("/") if seg)
 
 
+def is_plain_path(path: str) -> bool:
+    """An absolute path without dot segments, query, fragment, escapes, parameters, wildcards, spaces or control
+    characters: what matches the raw request path byte for byte (RFC 3986 3.3)."""
+    return (
+        path.startswith("/")
+        and not any(seg in (".", "..") for seg in path.split("/"))
+        and not any(c in path for c in "?#%\\;@*")
+        and not any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
+    )
+
+
 def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
     path = r.get("path", str, "", required=True)
     if not path:
         return path
-    if (
-        not path.startswith("/")
-        or any(seg in (".", "..") for seg in path.split("/"))
-        or any(c in path for c in "?#%\\;@*")
-        or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path)
-    ):
-        r.problem("path", f"must be a plain absolute path prefix like /api/orders, got {path!r}")
+    if not is_plain_path(path):
+        r.problem("path", "must be a plain absolute path prefix like /api/orders")
         return path
     path = normalize_prefix(path)
     if path == "/":
@@ -39,7 +45,7 @@ def _path(r: Reader, index: int, prefixes: dict[str, int]) -> str:
     elif any(path == p or path.startswith(p + "/") for p in RESERVED_PREFIXES):
         r.problem("path", f"overlaps bff's own endpoints ({', '.join(RESERVED_PREFIXES)})")
     elif path in prefixes:
-        r.problem("path", f"duplicates routes[{prefixes[path]}].path {path!r}")
+        r.problem("path", f"duplicates routes[{prefixes[path]}].path")
     else:
         prefixes[path] = index
     return path
@@ -56,7 +62,7 @@ def _methods(r: Reader) -> tuple[str, ...]:
     methods = tuple(m.upper() for m in r.string_list("methods"))
     for i, m in enumerate(methods):
         if m not in HTTP_METHODS:
-            r.problem(f"methods[{i}]", f"unknown HTTP method {m!r}")
+            r.problem(f"methods[{i}]", f"expected one of {', '.join(HTTP_METHODS)}")
     return methods
 
 
@@ -65,7 +71,7 @@ def _header_rules(r: Reader) -> tuple[dict[str, str], tuple[str, ...]]:
     remove_headers = r.string_list("remove_headers")
     for name in [*set_headers, *remove_headers]:
         if not HEADER_NAME.match(name):
-            r.problem("set_headers", f"invalid header name {name!r}")
+            r.problem("set_headers", "a header name is not a valid field name (RFC 9110 5.1)")
         elif name.lower() in MANAGED_HEADERS:
             r.problem("set_headers", f"{name} is managed by bff and may not be set or removed per route")
     return set_headers, tuple(h.lower() for h in remove_headers)
@@ -188,17 +194,5 @@ def _route(r: Reader, index: int, prefixes: dict[str, int]) -> RouteSettings:
 
 
 def read_routes(root: Reader) -> tuple[RouteSettings, ...]:
-    root.seen.add("routes")
-    raw: Any = root.data.get("routes", [])
-    if not isinstance(raw, list):
-        root.problem("routes", "expected an array of tables ([[routes]])")
-        return ()
-    routes: list[RouteSettings] = []
     prefixes: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            root.problem(f"routes[{index}]", "expected a table")
-            continue
-        r = Reader(item, root.key(f"routes[{index}]"), root.problems, root.env, RouteSettings)
-        routes.append(_route(r, index, prefixes))
-    return tuple(routes)
+    return tuple(_route(r, index, prefixes) for index, r in tables(root, "routes", RouteSettings))

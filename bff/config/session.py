@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bff.config.reader import HEADER_NAME, Reader, choose, parse_duration, parse_size, table
-from bff.config.settings import (
+from bff.config.settings import SessionSettings
+from bff.config.values import (
     MAX_PENDING_LOGINS,
     MAX_STORE_REPLICAS,
     MIN_KEY_LENGTH,
@@ -13,7 +14,6 @@ from bff.config.settings import (
     WRITE_FORMATS,
     SameSite,
     Secret,
-    SessionSettings,
 )
 
 #: Every scheme ``bff.session.redis_urls`` takes (the ``rediss+`` forms are Sentinel and Cluster over TLS).
@@ -40,8 +40,8 @@ def _store(r: Reader) -> str:
     if scheme not in STORE_SCHEMES:
         r.problem(
             "store",
-            f"expected memory://, redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
-            f"redis+cluster:// or rediss+cluster://, got scheme {scheme!r}",
+            "expected memory://, redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+            "redis+cluster:// or rediss+cluster://",
         )
     return store
 
@@ -65,7 +65,7 @@ def _same_site(r: Reader) -> SameSite:
         return default
     same_site = choose(value, SAME_SITES)
     if same_site is None:
-        r.problem("same_site", f"expected 'strict' or 'lax', got {value!r}")
+        r.problem("same_site", "expected 'strict' or 'lax'")
         return default
     return same_site
 
@@ -73,7 +73,7 @@ def _same_site(r: Reader) -> SameSite:
 def _max_pending_logins(r: Reader) -> int:
     value = r.get("max_pending_logins", int)
     if not 1 <= value <= MAX_PENDING_LOGINS:
-        r.problem("max_pending_logins", f"must be between 1 and {MAX_PENDING_LOGINS}, got {value}")
+        r.problem("max_pending_logins", f"must be between 1 and {MAX_PENDING_LOGINS}")
         return int(r.default("max_pending_logins"))
     return value
 
@@ -90,7 +90,7 @@ def _write_format(r: Reader) -> int:
     if value not in WRITE_FORMATS:
         r.problem(
             "write_format",
-            f"must be 1 or 2 (the store formats this release writes; the previous release reads only 1), got {value}",
+            "must be 1 or 2 (the store formats this release writes; the previous release reads only 1)",
         )
         return int(r.default("write_format"))
     return value
@@ -99,7 +99,7 @@ def _write_format(r: Reader) -> int:
 def _store_replicas(r: Reader, store: str) -> int:
     value = r.get("store_replicas", int)
     if not 0 <= value <= MAX_STORE_REPLICAS:
-        r.problem("store_replicas", f"must be between 0 and {MAX_STORE_REPLICAS}, got {value}")
+        r.problem("store_replicas", f"must be between 0 and {MAX_STORE_REPLICAS}")
         return int(r.default("store_replicas"))
     if "store_replicas" not in r.data:  # the default suits every store
         return value

@@ -1,8 +1,8 @@
 """The configuration's value objects: one frozen dataclass per TOML section, each default stated here once.
 
 The validators (``bff.config.server`` and its siblings) read a missing key's default from these dataclasses, so a
-default changed here is the default everywhere, in ``docs/configuration.md`` too (a test compares them).
-Standard library only.
+default changed here is the default everywhere, in ``docs/configuration.md`` too (a test compares them). The
+enumerations, bounds and :class:`Secret` they are made of are ``bff.config.values``. Standard library only.
 """
 
 from __future__ import annotations
@@ -10,80 +10,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
-TokenPolicy = Literal["user", "client", "user_or_none", "none"]
-AuthMethod = Literal[
-    "client_secret_basic",
-    "client_secret_post",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "none",
-]
-SameSite = Literal["strict", "lax"]
-ParMode = Literal["auto", "required", "off"]
-RequestObjectMode = Literal["auto", "always", "off"]
-OIDCProfile = Literal["none", "fapi2"]
-LogFormat = Literal["text", "json"]
-LogLevel = Literal["debug", "info", "warning", "error"]
-
-TOKEN_POLICIES: tuple[TokenPolicy, ...] = ("user", "client", "user_or_none", "none")
-AUTH_METHODS: tuple[AuthMethod, ...] = (
-    "client_secret_basic",
-    "client_secret_post",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "none",
+from bff.config.values import (
+    AuthMethod,
+    LogFormat,
+    LogLevel,
+    OIDCProfile,
+    ParMode,
+    RequestObjectMode,
+    SameSite,
+    Secret,
+    TokenPolicy,
 )
-#: RFC 8705 2: the client authenticates with the certificate of its TLS connection (``[oidc] client_cert``).
-TLS_AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
-SAME_SITES: tuple[SameSite, ...] = ("strict", "lax")
-PAR_MODES: tuple[ParMode, ...] = ("auto", "required", "off")
-REQUEST_OBJECT_MODES: tuple[RequestObjectMode, ...] = ("auto", "always", "off")
-OIDC_PROFILES: tuple[OIDCProfile, ...] = ("none", "fapi2")
-#: FAPI 2.0 Security Profile 5.4.1: the only signing algorithms it allows.
-FAPI2_SIGNING_ALGS = ("PS256", "ES256", "EdDSA")
-#: Algorithms bff signs request objects with (RFC 9101), in order of preference.
-REQUEST_OBJECT_ALGS = ("PS256", "ES256", "RS256")
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
-LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
-#: Asymmetric algorithms only (RFC 8725 3.1): "none" and HMAC are never accepted for ID or logout tokens.
-ALLOWED_SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-#: Paths bff answers itself; a route may not shadow them.
-RESERVED_PREFIXES = ("/bff", "/healthz", "/readyz")
-MIN_KEY_LENGTH = 32
-#: Bound of ``[session] store_replicas``: more replicas than a Redis deployment has would fail every write.
-MAX_STORE_REPLICAS = 16
-#: Bound of ``[session] max_pending_logins``: each pending login is a cookie of up to ~3 KB on every request.
-MAX_PENDING_LOGINS = 20
-#: Store formats this release writes (``[session] write_format``); it reads these and every older one.
-WRITE_FORMATS = (1, 2)
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-class Secret:
-    """A string that never shows itself in ``repr``/``str`` (Starlette's ``datastructures.Secret``)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ def read_tokens(root: Reader, oidc_timeout: float) -> TokenSettings:
         r.problem("refresh_lock_lease", "must be at least 100ms")
     if refresh_timeout < oidc_timeout:
         # A refresh cut short before the request's own deadline would leave its outcome unknown for nothing.
-        r.problem("refresh_timeout", f"must be at least oidc.timeout ({oidc_timeout:g}s)")
+        r.problem("refresh_timeout", "must be at least oidc.timeout")
     if refresh_timeout > 600:
         r.problem("refresh_timeout", "must not exceed 10m (the session's refresh lock is held that long)")
     if replay > 10 * 1024 * 1024:
@@ -39,7 +39,7 @@ def read_frontend(root: Reader) -> FrontendSettings | None:
     if directory and dev_server:
         r.problem("directory", "set either directory or dev_server, not both")
     if directory and not Path(directory).is_dir():
-        r.problem("directory", f"directory not found: {directory}")
+        r.problem("directory", "directory not found")
     if dev_server:
         check_url(r, "dev_server", dev_server)
     r.finish()

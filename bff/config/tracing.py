@@ -52,7 +52,7 @@ def otel_environment_problems(env: Mapping[str, str]) -> list[str]:
     problems = []
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
     if sampler and sampler not in SAMPLERS:
-        problems.append(f"OTEL_TRACES_SAMPLER: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        problems.append(f"OTEL_TRACES_SAMPLER: expected one of {', '.join(SAMPLERS)}")
     if sampler.endswith("traceidratio") and "OTEL_TRACES_SAMPLER_ARG" in env:
         try:
             ratio = float(env["OTEL_TRACES_SAMPLER_ARG"])

@@ -44,7 +44,10 @@ COOKIE_IDS = (
 )
 
 
-async def check_browser(config: Config, url: str, http: httpx.AsyncClient, secrets: Sequence[str]) -> list[Check]:
+async def check_browser(
+    config: Config, url: str, http: httpx.AsyncClient, secrets: Sequence[str], *, path_prefix: str = ""
+) -> list[Check]:
+    """``path_prefix``: the ``[[frontends]]`` entry's, under which its pages and ``/bff/*`` are served."""
     base = url.rstrip("/")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -52,7 +55,7 @@ async def check_browser(config: Config, url: str, http: httpx.AsyncClient, secre
     seen: list[Answer] = []
 
     async def get(path: str, headers: dict[str, str], method: str = "GET") -> Answer | NoAnswer:
-        answer = await call(http, method, base + path, headers=headers)
+        answer = await call(http, method, base + path_prefix + path, headers=headers)
         if isinstance(answer, Answer):
             seen.append(answer)
         return answer
@@ -60,7 +63,7 @@ async def check_browser(config: Config, url: str, http: httpx.AsyncClient, secre
     home = await get("/", {**NAVIGATION, "Accept": "text/html"})
     if isinstance(home, NoAnswer):
         return [failed("browser.reachable", home.reason, f"start the deployment or fix --url {url}")]
-    checks = [passed("browser.reachable", f"{base}/ answered HTTP {home.status}"), _origin(config, base)]
+    checks = [passed("browser.reachable", f"{home.url} answered HTTP {home.status}"), _origin(config, base)]
     checks.append(_hsts(home, parts.scheme, parts.hostname))
     checks += _html(home)
     login = await get("/bff/login", NAVIGATION)

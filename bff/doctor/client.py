@@ -5,7 +5,8 @@
   error page itself, since it must not redirect to an unregistered URI (RFC 6749 4.1.2.1).
 * ``client.credentials``: a token request with the client's credentials and a code that cannot exist. RFC 6749 5.2:
   ``invalid_client`` means the credentials were refused, ``invalid_grant`` that they were accepted and only the
-  code was not.
+  code was not. Every ``token_endpoint_auth_method`` is probed, with bff's own client authentication
+  (``bff.doctor.credentials``): a secret, a ``private_key_jwt`` assertion, or the TLS client certificate.
 * ``client.par``: when the IdP has a pushed authorization request endpoint (RFC 9126), a dry PAR checks both at
   once: 201 means the client, its credentials and its redirect URI are all accepted.
 """
@@ -16,25 +17,35 @@ import base64
 import json
 import secrets
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
 from bff.config import Config
+from bff.config.values import TLS_AUTH_METHODS
+from bff.doctor.credentials import Credentials, IdPCertificate, Unusable, credentials, credentials_fix
 from bff.doctor.probe import Answer, NoAnswer, call
 from bff.doctor.report import Check, failed, passed, skipped, warned
-from bff.types import JSONObject
+from bff.types import Clock, JSONObject, system_clock
 
 IDS = ("client.redirect_uri", "client.credentials", "client.par")
 #: The code of the dry token request: no IdP ever issued it.
 PROBE_CODE = "bff-doctor-probe"
 
 
-async def check_client(config: Config, http: httpx.AsyncClient, metadata: JSONObject | None) -> list[Check]:
+async def check_client(
+    config: Config,
+    http: httpx.AsyncClient,
+    metadata: JSONObject | None,
+    *,
+    certificate: IdPCertificate | None = None,
+    clock: Clock = system_clock,
+) -> list[Check]:
+    """``http`` is the IdP client, presenting ``certificate`` (``[oidc] client_cert``) when it is usable."""
     if metadata is None:
         return [skipped(i, "the IdP's discovery document is not usable (see idp.*)") for i in IDS]
     params = _authorization_params(config)
-    auth = _client_auth(config)
+    auth = credentials(config, http, metadata, certificate or IdPCertificate(), clock)
     checks: list[Check] = []
     if metadata.get("require_pushed_authorization_requests") is True:
         checks.append(
@@ -42,14 +53,18 @@ async def check_client(config: Config, http: httpx.AsyncClient, metadata: JSONOb
         )
     else:
         checks.append(await _redirect_uri(config, http, _string(metadata, "authorization_endpoint"), params))
-    checks.append(await _credentials(config, http, _string(metadata, "token_endpoint"), auth))
+    if isinstance(auth, Unusable):
+        checks.append(failed("client.credentials", f"bff cannot authenticate as the client: {auth.message}", auth.fix))
+    else:
+        checks.append(await _credentials(config, http, auth))
     par = _string(metadata, "pushed_authorization_request_endpoint")
     if not par:
         checks.append(skipped("client.par", "the IdP has no pushed_authorization_request_endpoint (RFC 9126)"))
-    elif auth is None:
-        checks.append(skipped("client.par", _unprobed(config)))
+    elif isinstance(auth, Unusable):
+        checks.append(skipped("client.par", "bff cannot authenticate as the client (see client.credentials)"))
     else:
-        checks.append(await _par(config, http, par, params, auth))
+        endpoint = auth.endpoint("pushed_authorization_request_endpoint", par)
+        checks.append(await _par(config, http, endpoint, params, auth))
     return checks
 
 
@@ -70,26 +85,6 @@ def _authorization_params(config: Config) -> dict[str, str]:
         "code_challenge": base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode(),
         "code_challenge_method": "S256",
     }
-
-
-def _client_auth(config: Config) -> tuple[dict[str, str], dict[str, str]] | None:
-    """(form fields, headers) that authenticate the client, for the methods the doctor can probe; else None."""
-    oidc = config.oidc
-    secret = oidc.client_secret.reveal() if oidc.client_secret is not None else ""
-    method = oidc.token_endpoint_auth_method
-    if method == "client_secret_basic":
-        # RFC 6749 2.3.1: form-urlencoded before base64.
-        pair = f"{quote_plus(oidc.client_id, safe='')}:{quote_plus(secret, safe='')}"
-        return {}, {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
-    if method == "client_secret_post":
-        return {"client_id": oidc.client_id, "client_secret": secret}, {}
-    if method == "none":
-        return {"client_id": oidc.client_id}, {}
-    return None
-
-
-def _unprobed(config: Config) -> str:
-    return f"token_endpoint_auth_method {config.oidc.token_endpoint_auth_method} is not probed by the doctor"
 
 
 def _oauth_error(answer: Answer) -> tuple[str, str]:
@@ -144,33 +139,37 @@ async def _redirect_uri(config: Config, http: httpx.AsyncClient, endpoint: str, 
     )
 
 
-async def _credentials(
-    config: Config,
-    http: httpx.AsyncClient,
-    endpoint: str,
-    auth: tuple[dict[str, str], dict[str, str]] | None,
-) -> Check:
-    if auth is None:
-        return skipped("client.credentials", _unprobed(config))
-    form, headers = auth
-    data = {
-        **form,
-        "grant_type": "authorization_code",
-        "code": PROBE_CODE,
-        "redirect_uri": config.oidc.redirect_uri,
-        "code_verifier": "bff-doctor-probe-" + "v" * 40,
-    }
+def _unreachable_fix(config: Config, what: str) -> str:
+    if config.oidc.token_endpoint_auth_method in TLS_AUTH_METHODS:
+        return f"make the {what} reachable, with a TLS server that trusts the CA of [oidc] client_cert (RFC 8705 2)"
+    return f"make the {what} reachable"
+
+
+async def _credentials(config: Config, http: httpx.AsyncClient, auth: Credentials) -> Check:
+    endpoint = auth.endpoint("token_endpoint", auth.metadata.token_endpoint)
+    method = config.oidc.token_endpoint_auth_method
+    data, headers = auth.form(
+        {
+            "grant_type": "authorization_code",
+            "code": PROBE_CODE,
+            "redirect_uri": config.oidc.redirect_uri,
+            "code_verifier": "bff-doctor-probe-" + "v" * 40,
+        }
+    )
     answer = await call(http, "POST", endpoint, data=data, headers=headers)
     if isinstance(answer, NoAnswer):
-        return failed("client.credentials", answer.reason, "make the token endpoint reachable")
+        return failed("client.credentials", answer.reason, _unreachable_fix(config, "token endpoint"))
     error, description = _oauth_error(answer)
     if error == "invalid_grant":
-        return passed("client.credentials", "client credentials accepted (the probe's code was refused, as it must)")
+        return passed(
+            "client.credentials", f"client credentials ({method}) accepted (the probe's code was refused, as it must)"
+        )
     if error in ("invalid_client", "unauthorized_client") or (answer.status == 401 and not error):
         return failed(
             "client.credentials",
-            f"the token endpoint refused the client's credentials (HTTP {answer.status} {error or 'no error code'})",
-            "set [oidc] client_secret (and token_endpoint_auth_method) to the client's registration at the IdP",
+            f"the token endpoint refused the client's credentials ({method}; HTTP {answer.status}"
+            f" {error or 'no error code'})",
+            credentials_fix(config, auth.certificate, auth.auth),
         )
     said = f"{error}: {description}" if error else "no OAuth error code"
     return warned(
@@ -185,12 +184,12 @@ async def _par(
     http: httpx.AsyncClient,
     endpoint: str,
     params: dict[str, str],
-    auth: tuple[dict[str, str], dict[str, str]],
+    auth: Credentials,
 ) -> Check:
-    form, headers = auth
-    answer = await call(http, "POST", endpoint, data={**params, **form}, headers=headers)
+    data, headers = auth.form(params)
+    answer = await call(http, "POST", endpoint, data=data, headers=headers)
     if isinstance(answer, NoAnswer):
-        return failed("client.par", answer.reason, "make the pushed authorization request endpoint reachable")
+        return failed("client.par", answer.reason, _unreachable_fix(config, "pushed authorization request endpoint"))
     if answer.status == 201:
         return passed("client.par", "pushed authorization request accepted: client, credentials and redirect URI")
     error, description = _oauth_error(answer)
@@ -198,7 +197,7 @@ async def _par(
         return failed(
             "client.par",
             f"the PAR endpoint refused the client's credentials (HTTP {answer.status} {error})",
-            "set [oidc] client_secret (and token_endpoint_auth_method) to the client's registration at the IdP",
+            credentials_fix(config, auth.certificate, auth.auth),
         )
     return failed(
         "client.par",

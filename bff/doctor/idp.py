@@ -35,6 +35,8 @@ IDS = (
     "idp.clock_skew",
 )
 
+MTLS_FIX = ", and that the IdP trusts the CA of [oidc] client_cert (it drops connections with a certificate it refuses)"
+
 
 @dataclass(frozen=True)
 class IdPFindings:
@@ -46,7 +48,7 @@ class IdPFindings:
 async def check_idp(config: Config, http: httpx.AsyncClient, clock: Clock) -> IdPFindings:
     url = discovery_url(config.oidc.issuer)
     answer = await call(http, "GET", url, headers={"Accept": "application/json"})
-    document = _document(answer)
+    document = _document(answer, certificate=bool(config.oidc.client_cert))
     if isinstance(document, Check):
         return IdPFindings([document, *(skipped(i, "the discovery document could not be read") for i in IDS[1:])], None)
     checks = [passed("idp.discovery.fetch", f"{url} answered a JSON document")]
@@ -107,10 +109,13 @@ async def check_idp(config: Config, http: httpx.AsyncClient, clock: Clock) -> Id
     return IdPFindings(checks, document)
 
 
-def _document(answer: Answer | NoAnswer) -> JSONObject | Check:
+def _document(answer: Answer | NoAnswer, *, certificate: bool) -> JSONObject | Check:
     fix = "check [oidc] issuer, the network path to the IdP and [oidc] ca_bundle"
     if isinstance(answer, NoAnswer):
-        return failed("idp.discovery.fetch", answer.reason, fix)
+        # bff presents [oidc] client_cert on every IdP connection (RFC 8705 2); under TLS 1.3 an IdP that refuses
+        # it closes the connection after the handshake, which looks like any other dropped connection.
+        mtls = certificate and answer.url.startswith("https://")
+        return failed("idp.discovery.fetch", answer.reason, fix + (MTLS_FIX if mtls else ""))
     if answer.status != 200:
         return failed("idp.discovery.fetch", f"{answer.url} answered HTTP {answer.status}", fix)
     try:

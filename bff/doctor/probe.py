@@ -41,8 +41,11 @@ class NoAnswer:
     tls: bool = False
 
 
-def client(timeout: float, ca_bundle: str | None = None) -> httpx.AsyncClient:
-    return create_idp_client(timeout=timeout, ca_bundle=ca_bundle)
+def client(
+    timeout: float, ca_bundle: str | None = None, client_cert: tuple[str, str, str | None] | None = None
+) -> httpx.AsyncClient:
+    """``client_cert``: presented on every TLS connection, as bff's IdP client does (RFC 8705 2)."""
+    return create_idp_client(timeout=timeout, ca_bundle=ca_bundle, client_cert=client_cert)
 
 
 async def call(

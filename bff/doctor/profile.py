@@ -8,28 +8,25 @@ from __future__ import annotations
 import httpx
 
 from bff.config import Config
+from bff.doctor.credentials import Unusable, client_auth
 from bff.doctor.report import Check, failed, passed, skipped
-from bff.errors import BffError, ConfigError
-from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
 from bff.oidc.profiles import fapi2_problems, request_problems
-from bff.types import JSONObject, system_clock
+from bff.types import Clock, JSONObject, system_clock
 
 IDS = ("idp.par", "idp.fapi2")
 
 
-def check_profile(config: Config, http: httpx.AsyncClient, document: JSONObject | None) -> list[Check]:
+def check_profile(
+    config: Config, http: httpx.AsyncClient, document: JSONObject | None, clock: Clock = system_clock
+) -> list[Check]:
     if document is None:
         return [skipped(i, "the IdP's discovery document is not usable (see idp.*)") for i in IDS]
     settings = config.oidc
-    try:
-        metadata = ProviderMetadata.from_json(document, issuer=settings.issuer)
-        auth = ClientAuth(settings, metadata, http, clock=system_clock)
-    except ConfigError as exc:
-        fix = "fix [oidc] as the message says"
-        return [failed(i, "; ".join(exc.problems)[:500], fix) for i in IDS]
-    except BffError as exc:
-        return [failed(i, exc.message[:500], "fix the IdP's discovery document") for i in IDS]
+    found = client_auth(config, http, document, clock)
+    if isinstance(found, Unusable):
+        return [failed(i, found.message, found.fix) for i in IDS]
+    metadata, auth = found
     request = request_problems(settings, metadata, auth)
     checks = [_par(settings.par, settings.request_object, metadata, request)]
     if settings.profile != "fapi2":

@@ -64,12 +64,12 @@ class BackchannelLogout:
         claims = await self.idp.validate_logout_token(token)
         issuer, jti = str(claims["iss"]), str(claims["jti"])
         until = self._acceptable_until(claims)
-        if not await self.sessions.begin_logout_token(issuer, jti, until):
+        if not await self.sessions.logouts.begin_token(issuer, jti, until):
             raise InvalidLogoutToken("logout_token was already used (jti replay)")
         sid = _string_or_none(claims.get("sid"))
         sub = _string_or_none(claims.get("sub"))
         ended = await self._end_sessions(sid=sid, sub=sub)
-        await self.sessions.finish_logout_token(issuer, jti, until)
+        await self.sessions.logouts.finish_token(issuer, jti, until)
         logger.info("back-channel logout ended %d session(s) (by %s)", ended, "sid" if sid else "sub")
         return Response(status_code=200, headers=NO_STORE)
 

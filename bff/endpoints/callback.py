@@ -88,7 +88,7 @@ class Callback:
             raise InvalidState("the callback has no state parameter")
         client = self.idp.client
         login = self.login_cookies.read(request, state)
-        if not await self.sessions.consume_login(login):
+        if not await self.sessions.logins.consume(login):
             raise InvalidState("this login was already used; start the login again")
 
         error = params.get("error")

@@ -3,7 +3,7 @@
 
 The login state (state, nonce, code_verifier, returnTo, start time) never enters the store: ``/bff/login`` is
 public, and anything it stored would be memory that anyone can fill. It is sealed (AES-256-GCM, ``SessionManager.
-seal_login``) into a login cookie of its own, named after the state: ``{session cookie}-login-{digest(state)}``,
+logins.seal``) into a login cookie of its own, named after the state: ``{session cookie}-login-{digest(state)}``,
 ``__Host-``, HttpOnly, ``SameSite=Lax`` (the IdP's redirect back is a cross-site top-level navigation) and
 ``Max-Age=login_timeout``. So:
 
@@ -13,7 +13,7 @@ seal_login``) into a login cookie of its own, named after the state: ``{session 
   and nothing is shared that two answers could overwrite;
 * one browser keeps at most ``max_pending_logins`` of them: starting one more drops the oldest (and any that
   expired or do not open), so its cookies stay a few KB;
-* the callback consumes the state with a one-time marker in the store (``SessionManager.consume_login``) and drops
+* the callback consumes the state with a one-time marker in the store (``SessionManager.logins.consume``) and drops
   the cookie, whatever the outcome.
 
 A step-up login (RFC 9470) also carries ``acr_values`` and ``max_age`` (``bff.endpoints.step_up``).
@@ -69,7 +69,7 @@ class LoginCookies:
         """Add ``login``'s cookie to ``response``, and drop the browser's oldest pending logins beyond the cap, the
         expired ones and any login cookie that does not open."""
         name = self.name_for(login.state)
-        sealed = self.sessions.seal_login(login, name)
+        sealed = self.sessions.logins.seal(login, name)
         now = self.clock()
         live: list[tuple[float, str, int]] = []
         stale: list[str] = []
@@ -95,7 +95,7 @@ class LoginCookies:
 
     def read(self, request: Request, state: str) -> LoginState:
         """The pending login of ``state`` that this browser holds, checked; ``InvalidState`` otherwise. The caller
-        still has to consume it (``SessionManager.consume_login``) before acting on it."""
+        still has to consume it (``SessionManager.logins.consume``) before acting on it."""
         name = self.name_for(state)
         sealed = read_cookie(_cookie_header(request), name)
         if sealed is None:
@@ -121,7 +121,7 @@ class LoginCookies:
     def _open(self, name: str, sealed: str) -> LoginState | None:
         if len(sealed) > MAX_LOGIN_COOKIE:
             return None
-        return self.sessions.open_login(sealed, name)
+        return self.sessions.logins.open(sealed, name)
 
     def _live(self, login: LoginState, now: float) -> bool:
         return login.created_at - _CLOCK_LEEWAY <= now < login.created_at + self.timeout

@@ -70,14 +70,14 @@ class Logout:
         target = self.home
         if current is not None:
             sid = request.query_params.get("sid")
-            if not sid or not self.sessions.check_logout_sid(current.session_id, sid):
+            if not sid or not self.sessions.logouts.check_sid(current.session_id, sid):
                 raise CsrfRejected("logout needs the sid parameter from /bff/user's logout_url")
             target = self._end_session_url(current) or target
             await self._end(current)
         else:
             sid = request.query_params.get("sid")
             session_id = self.cookie.session_id(request)
-            if sid and session_id is not None and self.sessions.check_logout_sid(session_id, sid):
+            if sid and session_id is not None and self.sessions.logouts.check_sid(session_id, sid):
                 await self._end_unreadable(session_id)
         response = RedirectResponse(target, status_code=302, headers=_REDIRECT_HEADERS)
         self.cookie.clear(response)
@@ -91,7 +91,7 @@ class Logout:
             url = self._end_session_url(current)
             if url is not None:
                 # Saved before the session is deleted: if the store fails, nothing has changed and a retry works.
-                handle = await self.sessions.save_logout_redirect(url, LOGOUT_HANDLE_TTL)
+                handle = await self.sessions.logouts.save_redirect(url, LOGOUT_HANDLE_TTL)
                 target = f"{self.config.server.public_origin}/bff/logout?handle={handle}"
             await self._end(current)
         elif (session_id := self.cookie.session_id(request)) is not None:
@@ -101,7 +101,7 @@ class Logout:
         return response
 
     async def _continue(self, handle: str) -> Response:
-        url = await self.sessions.take_logout_redirect(handle) if 0 < len(handle) <= MAX_HANDLE else None
+        url = await self.sessions.logouts.take_redirect(handle) if 0 < len(handle) <= MAX_HANDLE else None
         if url is None:
             raise LogoutExpired(
                 "this sign-out link was already used or has expired: you are signed out of this application, "

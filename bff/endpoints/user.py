@@ -52,6 +52,6 @@ class User:
             },
             "logout_url": request.scope.get(PATH_PREFIX, "")
             + "/bff/logout?sid="
-            + quote(self.sessions.logout_sid(current.session_id), safe=""),
+            + quote(self.sessions.logouts.sid_for(current.session_id), safe=""),
         }
         return JSONResponse(body, headers=NO_STORE)

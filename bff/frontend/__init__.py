@@ -1,6 +1,6 @@
 """The SPA's own files, for every path bff does not handle itself (HTTP adapter layer, beside the proxy).
 
-Two implementations, chosen in ``bff.app`` from ``[frontend]`` (STYLE 2):
+Two implementations, chosen in ``bff.assembly`` from ``[frontend]`` (STYLE 2):
 
 - :class:`~bff.frontend.static.StaticFrontend` (``directory = "dist"``): the built files, with an ``index.html``
   fallback for client-side routes, cache headers per kind of file and security headers;

@@ -1,5 +1,5 @@
-"""The OAuth 2.0 / OpenID Connect client: authorization URL, code exchange, refresh, client credentials, revocation
-and the end-session URL.
+"""The OAuth 2.0 / OpenID Connect client: code exchange, refresh, client credentials, token exchange, revocation and
+the end-session URL (a login's authorization request is ``bff.oidc.authorization``'s).
 
 The IdP's answers are translated here, where they enter (the core of this module):
 
@@ -16,13 +16,11 @@ Messages name the endpoint, the grant and the OAuth error code; never a token, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-from bff.config import OIDCSettings
 from bff.errors import (
     IdPUnavailable,
     InvalidGrant,
@@ -32,12 +30,11 @@ from bff.errors import (
     TokenExchangeRefused,
 )
 from bff.models import TokenSet
-from bff.oidc._http import OAUTH_ERROR_CODE, IdPRoute, json_object, metered
-from bff.oidc.authorization import authorization_params, with_query
+from bff.oidc._http import OAUTH_ERROR_CODE, json_object, metered
+from bff.oidc.authorization import with_query
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
-from bff.oidc.dpop import DPoPProver
-from bff.types import Clock, JSONObject
+from bff.types import JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +45,6 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S10
 _SUBJECT_REFUSED = frozenset({"invalid_grant", "invalid_token"})
 #: Codes that, although sent as OAuth errors, say the IdP is down rather than the request wrong (RFC 6749 4.1.2.1).
 _TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
-_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 def _seconds(data: JSONObject, name: str, what: str) -> float | None:
@@ -75,59 +71,33 @@ def _optional_string(data: JSONObject, name: str, what: str) -> str | None:
 class OIDCClient:
     """Talks to one IdP's token, revocation and logout endpoints with the configured client authentication.
 
-    ``http`` is owned by the caller (the app's lifespan), built by :func:`bff.idp_http.create_idp_client`.
+    ``auth`` holds the settings, the IdP's metadata, the clock, the DPoP prover and the HTTP client, which is owned by
+    the caller (the app's lifespan), built by :func:`bff.idp_http.create_idp_client`.
     """
 
-    def __init__(
-        self,
-        settings: OIDCSettings,
-        metadata: ProviderMetadata,
-        http: httpx.AsyncClient,
-        *,
-        clock: Clock,
-        dpop: DPoPProver | None = None,
-    ) -> None:
-        self._settings = settings
-        #: Set when ``[oidc] dpop``: every token request carries a proof and must be answered with a DPoP token.
-        self._dpop = dpop
-        self._metadata = metadata
-        self._http = http
-        self._clock = clock
+    def __init__(self, auth: ClientAuth) -> None:
         #: The client authentication and the POST every back-channel call goes through (the PAR client's too).
-        self.auth = ClientAuth(settings, metadata, http, clock=clock, dpop=dpop)
+        self.auth = auth
         # RFC 8705 5: a client that presents a certificate uses the IdP's mTLS aliases where it has them.
-        aliases = metadata.mtls_endpoint_aliases if settings.client_cert else {}
+        metadata = auth.metadata
+        aliases = metadata.mtls_endpoint_aliases if auth.settings.client_cert else {}
         self._token_endpoint = aliases.get("token_endpoint", metadata.token_endpoint)
         self._revocation_endpoint = aliases.get("revocation_endpoint", metadata.revocation_endpoint)
 
     @property
     def metadata(self) -> ProviderMetadata:
-        return self._metadata
+        return self.auth.metadata
 
     # --- front channel --------------------------------------------------------------------------------------------
-
-    def authorization_url(
-        self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str, extra: Mapping[str, str] = _NO_PARAMS
-    ) -> str:
-        """The authorization request in the browser's URL (Core 3.1.2.1, RFC 7636 4.3), without PAR or JAR."""
-        params = authorization_params(
-            self._settings,
-            state=state,
-            nonce=nonce,
-            code_challenge=code_challenge,
-            redirect_uri=redirect_uri,
-            extra=extra,
-        )
-        return with_query(self._metadata.authorization_endpoint, params)
 
     def end_session_url(
         self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None, state: str | None = None
     ) -> str | None:
         """RP-Initiated Logout 1.0 section 2; None when the IdP has no ``end_session_endpoint``."""
-        endpoint = self._metadata.end_session_endpoint
+        endpoint = self.auth.metadata.end_session_endpoint
         if endpoint is None:
             return None
-        params = {"client_id": self._settings.client_id}
+        params = {"client_id": self.auth.settings.client_id}
         if id_token_hint:
             params["id_token_hint"] = id_token_hint
         if post_logout_redirect_uri:
@@ -177,7 +147,7 @@ class OIDCClient:
                 "idp:token",
                 "POST",
                 endpoint,
-                self._http.post(
+                self.auth.http.post(
                     endpoint,
                     data={},
                     headers={"Accept": "application/json"},
@@ -220,7 +190,10 @@ class OIDCClient:
             form["scope"] = scope
         what = "token endpoint (token-exchange)"
         try:
-            response = await self._post(self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout)
+            answer = await self.auth.post(
+                self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout
+            )
+            response = _checked(answer, what)
         except IdPUnavailable:
             raise
         except OAuthError as exc:
@@ -247,7 +220,8 @@ class OIDCClient:
             return
         form = {"token": token, "token_type_hint": token_type_hint}
         # RFC 7009 2.2: 200 whether or not the token was valid; the body is irrelevant.
-        await self._post(endpoint, form, what="revocation endpoint", route="idp:revocation")
+        what = "revocation endpoint"
+        _checked(await self.auth.post(endpoint, form, what=what, route="idp:revocation"), what)
 
     # --- internals ------------------------------------------------------------------------------------------------
 
@@ -259,27 +233,13 @@ class OIDCClient:
             form["resource"] = resource
         return form
 
-    async def _post(
-        self,
-        url: str,
-        form: dict[str, str],
-        *,
-        what: str,
-        route: IdPRoute,
-        io_timeout: float | None = None,
-        dpop: bool = False,
-    ) -> httpx.Response:
-        response = await self.auth.post(url, form, what=what, route=route, io_timeout=io_timeout, dpop=dpop)
-        if response.status_code != 200:
-            _raise_for_error(response, what)
-        return response
-
     async def _token_request(self, form: dict[str, str], grant: str, *, io_timeout: float | None = None) -> TokenSet:
         what = f"token endpoint ({grant})"
-        dpop = self._dpop is not None
-        response = await self._post(
+        dpop = self.auth.dpop is not None
+        response = await self.auth.post(
             self._token_endpoint, form, what=what, route="idp:token", io_timeout=io_timeout, dpop=dpop
         )
+        _checked(response, what)
         return self._token_set(json_object(response, what=what), what)
 
     def _token_set(self, data: JSONObject, what: str) -> TokenSet:
@@ -290,18 +250,19 @@ class OIDCClient:
         token_type = data.get("token_type")
         # RFC 6749 5.1: token_type is case insensitive. With DPoP, only a DPoP token will do (RFC 9449 5): a Bearer
         # answer means the IdP did not bind it, and bff fails closed rather than send an unbound token.
-        expected = "dpop" if self._dpop is not None else "bearer"
+        bound = self.auth.dpop is not None
+        expected = "dpop" if bound else "bearer"
         if not isinstance(token_type, str) or token_type.lower() != expected:
-            if self._dpop is not None and isinstance(token_type, str) and token_type.lower() == "bearer":
+            if bound and isinstance(token_type, str) and token_type.lower() == "bearer":
                 raise OAuthError(f"{what}: token_type is Bearer, not DPoP (the IdP did not bind the token)")
-            raise IdPUnavailable(f"{what}: token_type is not {'DPoP' if self._dpop is not None else 'Bearer'}")
-        now = self._clock()
+            raise IdPUnavailable(f"{what}: token_type is not {'DPoP' if bound else 'Bearer'}")
+        now = self.auth.clock()
         expires_in = _seconds(data, "expires_in", what)
         # Keycloak sends refresh_expires_in = 0 for offline tokens: "does not expire", not "already expired".
         refresh_expires_in = _seconds(data, "refresh_expires_in", what) or None
         return TokenSet(
             access_token=access_token,
-            token_type="DPoP" if self._dpop is not None else "Bearer",
+            token_type="DPoP" if bound else "Bearer",
             expires_at=None if expires_in is None else now + expires_in,
             refresh_token=_optional_string(data, "refresh_token", what),
             refresh_expires_at=None if refresh_expires_in is None else now + refresh_expires_in,
@@ -310,9 +271,12 @@ class OIDCClient:
         )
 
 
-def _raise_for_error(response: httpx.Response, what: str) -> None:
-    """Translate a non-200 answer from the token or revocation endpoint (RFC 6749 5.2, RFC 7009 2.2.1)."""
+def _checked(response: httpx.Response, what: str) -> httpx.Response:
+    """The token or revocation endpoint's answer when it is a 200; any other is translated (RFC 6749 5.2, RFC 7009
+    2.2.1)."""
     status = response.status_code
+    if status == 200:
+        return response
     if status == 429 or status >= 500:
         raise IdPUnavailable(f"{what}: HTTP {status}")
     if status not in (400, 401, 403):

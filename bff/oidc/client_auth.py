@@ -18,7 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from bff.config import OIDCSettings
-from bff.config.settings import TLS_AUTH_METHODS
+from bff.config.values import TLS_AUTH_METHODS
 from bff.errors import ConfigError, IdPUnavailable
 from bff.oidc._http import IdPRoute, metered
 from bff.oidc.discovery import ProviderMetadata
@@ -37,7 +37,9 @@ def load_signing_key(path: str) -> tuple[Key, str]:
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError([f"oidc.private_key_file: cannot read {path} ({exc.strerror or exc})"]) from exc
+        raise ConfigError(
+            [f"oidc.private_key_file: cannot read the file ({exc.strerror or type(exc).__name__})"]
+        ) from exc
     key_types: tuple[type[RSAKey] | type[ECKey], ...] = (RSAKey, ECKey)
     for key_type in key_types:
         try:
@@ -53,7 +55,7 @@ def load_signing_key(path: str) -> tuple[Key, str]:
                 break
             return key, alg
         return key, "RS256"
-    raise ConfigError([f"oidc.private_key_file: {path} is not a PEM RSA or EC (P-256/384/521) private key"])
+    raise ConfigError(["oidc.private_key_file: is not a PEM RSA or EC (P-256/384/521) private key"])
 
 
 class ClientAuth:
@@ -68,11 +70,12 @@ class ClientAuth:
         clock: Clock,
         dpop: DPoPProver | None = None,
     ) -> None:
-        self._settings = settings
-        self._metadata = metadata
-        self._http = http
-        self._clock = clock
-        self._dpop = dpop
+        #: What the client is, where the IdP's endpoints are, how it calls and signs: ``OIDCClient`` reads them too.
+        self.settings = settings
+        self.metadata = metadata
+        self.http = http
+        self.clock = clock
+        self.dpop = dpop
         #: The client's private key and its JWS algorithm: private_key_jwt assertions and request objects (RFC 9101).
         self.signing_key: tuple[Key, str] | None = None
         method = settings.token_endpoint_auth_method
@@ -89,7 +92,7 @@ class ClientAuth:
 
     def apply(self, form: dict[str, str], headers: dict[str, str]) -> None:
         """Add the client's credentials to a request (RFC 6749 2.3, OIDC Core 9)."""
-        settings = self._settings
+        settings = self.settings
         method = settings.token_endpoint_auth_method
         secret = settings.client_secret.reveal() if settings.client_secret is not None else ""
         if method == "client_secret_basic":
@@ -114,12 +117,12 @@ class ClientAuth:
         (FAPI 2.0 SP 5.3.2.1), which some other IdPs refuse."""
         assert self.signing_key is not None
         key, alg = self.signing_key
-        now = int(self._clock())
-        client_id = self._settings.client_id
+        now = int(self.clock())
+        client_id = self.settings.client_id
         claims = {
             "iss": client_id,
             "sub": client_id,
-            "aud": self._metadata.issuer if self._settings.profile == "fapi2" else self._metadata.token_endpoint,
+            "aud": self.metadata.issuer if self.settings.profile == "fapi2" else self.metadata.token_endpoint,
             "jti": secrets.token_urlsafe(32),
             "iat": now,
             "exp": now + ASSERTION_TTL,
@@ -151,8 +154,8 @@ class ClientAuth:
             return False
         if not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
             return False
-        assert self._dpop is not None
-        return self._dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
+        assert self.dpop is not None
+        return self.dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
 
     async def _post_once(
         self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None, dpop: bool
@@ -160,20 +163,20 @@ class ClientAuth:
         headers = {"Accept": "application/json"}
         self.apply(form, headers)
         if dpop:
-            assert self._dpop is not None
-            headers["DPoP"] = self._dpop.proof("POST", url)
+            assert self.dpop is not None
+            headers["DPoP"] = self.dpop.proof("POST", url)
         try:
             if io_timeout is None:
-                call = self._http.post(url, data=form, headers=headers)
+                call = self.http.post(url, data=form, headers=headers)
             else:
                 limits = httpx.Timeout(io_timeout, connect=min(io_timeout, 5.0))
-                call = self._http.post(url, data=form, headers=headers, timeout=limits)
+                call = self.http.post(url, data=form, headers=headers, timeout=limits)
             response = await metered(route, "POST", url, call)
         except httpx.TimeoutException as exc:
             raise IdPUnavailable(f"{what}: timed out") from exc
         except httpx.HTTPError as exc:
             raise IdPUnavailable(f"{what}: request failed ({type(exc).__name__})") from exc
         if dpop and 200 <= response.status_code < 300:
-            assert self._dpop is not None
-            self._dpop.remember_nonce(url, response.headers.get("dpop-nonce"))  # RFC 9449 8.2: a fresh nonce
+            assert self.dpop is not None
+            self.dpop.remember_nonce(url, response.headers.get("dpop-nonce"))  # RFC 9449 8.2: a fresh nonce
         return response

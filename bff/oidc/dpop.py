@@ -73,13 +73,13 @@ def load_dpop_key(path: str) -> ECKey:
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError([f"oidc.dpop_key_file: cannot read {path} ({exc.strerror or exc})"]) from exc
+        raise ConfigError([f"oidc.dpop_key_file: cannot read the file ({exc.strerror or type(exc).__name__})"]) from exc
     try:
         key = ECKey.import_key(pem)
     except (JoseError, ValueError, TypeError) as exc:
-        raise ConfigError([f"oidc.dpop_key_file: {path} is not a PEM EC private key"]) from exc
+        raise ConfigError(["oidc.dpop_key_file: is not a PEM EC private key"]) from exc
     if not key.is_private or key.curve_name != "P-256":
-        raise ConfigError([f"oidc.dpop_key_file: {path} must be an EC P-256 private key (ES256, RFC 7518 3.4)"])
+        raise ConfigError(["oidc.dpop_key_file: must be an EC P-256 private key (ES256, RFC 7518 3.4)"])
     return key
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bff.config import OIDCSettings
-from bff.config.settings import FAPI2_SIGNING_ALGS, REQUEST_OBJECT_ALGS, TLS_AUTH_METHODS
+from bff.config.values import FAPI2_SIGNING_ALGS, REQUEST_OBJECT_ALGS, TLS_AUTH_METHODS
 from bff.errors import ConfigError
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata

@@ -13,6 +13,7 @@ from bff.config import OIDCSettings
 from bff.errors import NotReady
 from bff.oidc.authorization import AuthorizationRequests
 from bff.oidc.client import OIDCClient
+from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata, discovery_url, fetch_metadata
 from bff.oidc.dpop import DPoPProver
 from bff.oidc.id_token import validate_id_token, validate_logout_token
@@ -50,7 +51,7 @@ class IdentityProvider:
         and ``ConfigError`` when its metadata cannot serve ``[oidc] par``, ``request_object`` or ``profile``
         (``bff.oidc.profiles``): bff must not start then."""
         metadata = await fetch_metadata(self.http, self.settings.issuer)
-        client = OIDCClient(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop)
+        client = OIDCClient(ClientAuth(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop))
         plan = plan_authorization(self.settings, metadata, client.auth, key=self.config_key)
         signer = None
         if plan.request_object_alg is not None and client.auth.signing_key is not None:

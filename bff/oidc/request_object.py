@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, RSAKey
 
-from bff.config.settings import REQUEST_OBJECT_ALGS
+from bff.config.values import REQUEST_OBJECT_ALGS
 from bff.types import Clock
 
 #: RFC 9101 10.8: the ``typ`` of a request object.

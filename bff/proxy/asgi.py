@@ -64,7 +64,7 @@ from bff.proxy.headers import (
 from bff.proxy.paths import check_path, check_query
 from bff.proxy.request_body import ClientGone, RequestBodyReader, replayable_body
 from bff.proxy.responses import send_error
-from bff.proxy.routes import Route
+from bff.proxy.routes import Route, longest_first, match_route
 from bff.telemetry.exchange import NO_OBSERVERS, UNMATCHED, Exchange, Observers
 from bff.types import PATH_PREFIX, Receive, Scope, Send
 from bff.upstream import RequestBody, UpstreamClient, UpstreamResponse
@@ -132,7 +132,7 @@ class Proxy:
         owned = observers.owned_headers
         dpop_default = dpop is not None
         routes_ = (Route(r, client, owned, dpop_default=dpop_default) for r in routes)
-        self._routes = sorted(routes_, key=lambda r: len(r.prefix), reverse=True)
+        self._routes = longest_first(routes_)
         self._dpop = dpop
         self._client = client
         self._bearer = bearer
@@ -147,14 +147,8 @@ class Proxy:
 
     def match(self, path: str) -> RouteSettings | None:
         """The route for a path: prefix match on segment boundaries, longest prefix wins."""
-        route = self._match(path.encode("utf-8"))
+        route = match_route(self._routes, path.encode("utf-8"))
         return None if route is None else route.settings
-
-    def _match(self, raw_path: bytes) -> Route | None:
-        for route in self._routes:
-            if route.matches(raw_path):
-                return route
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - the app routes only HTTP here
@@ -165,7 +159,7 @@ class Proxy:
         try:
             check_path(raw_path)
             check_query(query)
-            route = self._match(raw_path)
+            route = match_route(self._routes, raw_path)
             if self._observers:  # after routing, before the session is read (the seam: bff.telemetry.exchange)
                 ex = self._observers.exchange(scope, UNMATCHED if route is None else route.label)
             if route is None:
@@ -192,10 +186,7 @@ class Proxy:
         url = route.base + raw_path[route.strip :].decode("ascii")
         if query:
             url += "?" + query.decode("ascii")
-        headers = incoming.forward
-        client = scope.get("client")
-        headers += self._forwarding.headers(client[0] if client else None, incoming.forwarding)
-        headers += route.extra
+        headers = self._forwarding.upstream_headers(incoming, scope.get("client"), route.extra)
         if ex is not None:
             ex.server_address = route.address
             headers += ex.upstream_headers

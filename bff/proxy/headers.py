@@ -129,29 +129,37 @@ class ForwardingPolicy:
             self._verdicts[peer] = verdict
         return verdict
 
-    def headers(self, peer: str | None, client: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    def upstream_headers(
+        self, incoming: IncomingHeaders, client: tuple[str, int] | None, extra: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """What goes upstream before the bearer token: the browser's fields after hygiene (``incoming.forward``,
+        extended in place), ``X-Forwarded-*`` for the TCP peer ``client`` (the ASGI scope's) and the route's
+        ``extra`` (``set_headers``). One method without helper calls: it runs on every proxied request."""
+        out = incoming.forward
+        peer = client[0] if client else None
         if peer is None:  # a Unix socket: no address to report, nothing to trust
-            return [("x-forwarded-proto", self._proto), ("x-forwarded-host", self._host)]
-        if not (self._trusted and self.is_trusted(peer)):
-            return [("x-forwarded-for", peer), ("x-forwarded-proto", self._proto), ("x-forwarded-host", self._host)]
-        chain: list[str] = []
-        out: list[tuple[str, str]] = []
-        proto, host = self._proto, self._host
-        for name, raw_value in client:
-            value = raw_value.decode("latin-1")
-            if name == b"x-forwarded-for":
-                chain.append(value)
-            elif name == b"x-forwarded-proto":
-                proto = value
-            elif name == b"x-forwarded-host":
-                host = value
-            elif name == b"forwarded":
-                chain_value = f'for="[{peer}]"' if ":" in peer else f"for={peer}"  # RFC 7239 6: quote IPv6
-                out.append(("forwarded", f"{value}, {chain_value}"))
-            else:
-                out.append((name.decode("latin-1"), value))
-        chain.append(peer)
-        out += [("x-forwarded-for", ", ".join(chain)), ("x-forwarded-proto", proto), ("x-forwarded-host", host)]
+            out += [("x-forwarded-proto", self._proto), ("x-forwarded-host", self._host)]
+        elif not (self._trusted and self.is_trusted(peer)):
+            out += [("x-forwarded-for", peer), ("x-forwarded-proto", self._proto), ("x-forwarded-host", self._host)]
+        else:
+            chain: list[str] = []
+            proto, host = self._proto, self._host
+            for name, raw_value in incoming.forwarding:
+                value = raw_value.decode("latin-1")
+                if name == b"x-forwarded-for":
+                    chain.append(value)
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                elif name == b"x-forwarded-host":
+                    host = value
+                elif name == b"forwarded":
+                    chain_value = f'for="[{peer}]"' if ":" in peer else f"for={peer}"  # RFC 7239 6: quote IPv6
+                    out.append(("forwarded", f"{value}, {chain_value}"))
+                else:
+                    out.append((name.decode("latin-1"), value))
+            chain.append(peer)
+            out += [("x-forwarded-for", ", ".join(chain)), ("x-forwarded-proto", proto), ("x-forwarded-host", host)]
+        out += extra
         return out
 
 

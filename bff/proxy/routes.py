@@ -6,6 +6,7 @@ longest prefix first, so the first match is the most specific.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from bff.config import HTTP_METHODS, RouteSettings, normalize_prefix
@@ -82,3 +83,16 @@ class Route:
     def matches(self, raw_path: bytes) -> bool:
         n = len(self.prefix)
         return raw_path.startswith(self.prefix) and (len(raw_path) == n or raw_path[n] == 0x2F)  # "/"
+
+
+def longest_first(routes: Iterable[Route]) -> list[Route]:
+    """The routes longest prefix first, so the first match is the most specific."""
+    return sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+
+
+def match_route(routes: Sequence[Route], raw_path: bytes) -> Route | None:
+    """The first of ``routes`` (:func:`longest_first`) that matches ``raw_path``."""
+    for route in routes:
+        if route.matches(raw_path):
+            return route
+    return None

@@ -51,7 +51,7 @@ from bff.proxy.csrf import check_same_origin
 from bff.proxy.headers import ForwardingPolicy, read_request_headers
 from bff.proxy.paths import check_path, check_query
 from bff.proxy.responses import error_headers, error_payload
-from bff.proxy.routes import Route
+from bff.proxy.routes import Route, longest_first, match_route
 from bff.types import PATH_PREFIX, Receive, Scope, Send
 from bff.upstream import UpstreamClient
 from bff.upstream.websocket import (
@@ -125,19 +125,13 @@ class WebSocketProxy:
         websockets: WebSocketClient | None = None,
     ) -> None:
         # Every route competes for the longest prefix, so a nested HTTP-only route is never shadowed by its parent.
-        self._routes = sorted((Route(r, client) for r in routes), key=lambda r: len(r.prefix), reverse=True)
+        self._routes = longest_first(Route(r, client) for r in routes)
         self._sessions = sessions
         self._public_origin = public_origin
         self._forwarding = ForwardingPolicy(public_origin, trusted_proxies)
         self._error_headers = error_headers
         # Few messages wait in the library: backpressure reaches the upstream before memory grows.
         self._websockets = websockets or WebSocketClient(max_queue=4)
-
-    def _match(self, raw_path: bytes) -> Route | None:
-        for route in self._routes:
-            if route.matches(raw_path):
-                return route
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -147,7 +141,7 @@ class WebSocketProxy:
         try:
             check_path(raw_path)
             check_query(query)
-            route = self._match(raw_path)
+            route = match_route(self._routes, raw_path)
             if route is None:
                 raise NotFound("no route for this path")
             if not route.settings.websocket:
@@ -164,10 +158,7 @@ class WebSocketProxy:
         url = _ws_url(route.base) + raw_path[route.strip :].decode("ascii")
         if query:
             url += "?" + query.decode("ascii")
-        headers = incoming.forward
-        client = scope.get("client")
-        headers += self._forwarding.headers(client[0] if client else None, incoming.forwarding)
-        headers += route.extra
+        headers = self._forwarding.upstream_headers(incoming, scope.get("client"), route.extra)
         if token is not None:
             headers.append(("authorization", "Bearer " + token))
         settings = route.settings

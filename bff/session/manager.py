@@ -5,16 +5,15 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
 * ``{prefix}s:{digest(session id)}``: the encrypted session record. The session id itself (256 bits from
   ``secrets``) lives only in the browser's signed cookie; the store sees its SHA-256, so a store dump cannot be
   replayed as cookies.
-* ``{prefix}l:{digest(state)}``: the one-time marker of a login state that a callback used, kept only while that
-  state could still be presented (``login_timeout`` from its start). Pending logins themselves are not stored: each
-  is sealed (``seal_login``) into a login cookie of the browser that started it, so an anonymous ``GET /bff/login``
-  costs the store nothing, however many arrive.
 * ``{prefix}u:{digest(sub)}`` and ``{prefix}i:{digest(sid)}``: sets of session keys of one user and of one IdP
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
-* ``{prefix}o:{digest(handle)}``: where a logout continues at the IdP (its end-session URL, which holds the ID
-  token), one-time and short-lived, so that the browser only ever sees the opaque handle.
-* ``{prefix}j:{digest([issuer, jti])}``: a back-channel logout token that was acted on, kept until the token
-  would expire, so a replay is refused (Back-Channel Logout 1.0 section 2.6 step 7).
+* ``{prefix}r:{digest(refresh token)}``, ``{prefix}p:{digest(refresh token)}`` and ``{prefix}q:{digest(refresh
+  token and mark)}``: what a spent refresh token was exchanged for, the mark of one being presented, and the note
+  that such a mark was renounced (``bff.tokens.spending``).
+
+Beside the sessions, with the same key ring and prefix: ``logins`` (``bff.session.logins``: the sealed login state
+and its one-time marker) and ``logouts`` (``bff.session.logouts``: the logout URL's ``sid``, logout continuations,
+the back-channel logout token blocklist).
 
 Metrics: sessions created and ended (by reason, counted where bff deletes a record it found, so a session is
 ended once however many requests race to end it), and the per-request ``get_and_touch``, metered inline in
@@ -34,11 +33,6 @@ delete.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +42,13 @@ from bff.config import SessionSettings
 from bff.cookies import SESSION_SALT, CookieSigner
 from bff.crypto import DecryptionError, Encryptor, derive_keys, digest, random_id
 from bff.errors import SessionFormatUnsupported, SessionStoreUnavailable
-from bff.models import LoginState, Session, TokenSet
+from bff.models import Session, TokenSet
 from bff.session.accounting import CREATED as _CREATED
 from bff.session.accounting import GETEX_ERRORS as _GETEX_ERRORS
 from bff.session.accounting import GETEX_TIME as _GETEX_TIME
 from bff.session.accounting import SessionEndReason, end_record
+from bff.session.logins import LoginStates
+from bff.session.logouts import LogoutRecords
 from bff.session.memo import DecodedMemo
 from bff.session.record import UnsupportedFormat, decode_session_sized, encode_session
 from bff.session.refresh_records import open_refresh_result, seal_refresh_result
@@ -62,12 +58,6 @@ from bff.types import Clock, JSONObject, system_clock
 logger = logging.getLogger("bff.session")
 
 SESSION_ENCRYPTION = "bff session record encryption v1"
-LOGIN_ENCRYPTION = "bff login state encryption v1"
-LOGOUT_SID = "bff logout sid v1"
-LOGOUT_REDIRECT_ENCRYPTION = "bff logout redirect encryption v1"
-#: Values of a back-channel logout token's blocklist entry (``{prefix}j:...``).
-_LOGOUT_PENDING = b"pending"
-_LOGOUT_DONE = b"done"
 #: Estimated bytes of decoded session records kept per process (``bff.session.memo``): room for the benchmark's
 #: 10,000 sessions with realistic tokens, within the Helm chart's memory limit (docs/performance.md).
 DECODED_MEMO_BYTES = 64 * 1024 * 1024
@@ -112,10 +102,9 @@ class SessionManager:
         # frontend issued verifies at another, whatever the cookie's name or the store key.
         bind = purpose_of(frontend)
         self._sessions = Encryptor(derive_keys(ring, bind(SESSION_ENCRYPTION)))
-        self._logins = Encryptor(derive_keys(ring, bind(LOGIN_ENCRYPTION)))
-        self._logout_keys = derive_keys(ring, bind(LOGOUT_SID))
-        self._logout_redirects = Encryptor(derive_keys(ring, bind(LOGOUT_REDIRECT_ENCRYPTION)))
         self._cookie = CookieSigner(ring, bind(SESSION_SALT))
+        self.logins = LoginStates(store, ring, bind, prefix=prefix, clock=clock, login_timeout=settings.login_timeout)
+        self.logouts = LogoutRecords(store, ring, bind, prefix=prefix, clock=clock)
         # The records decoded last, checked against the store's bytes on every read (see bff.session.memo).
         self._decoded: DecodedMemo[Session | int | None] = DecodedMemo(self._decrypt, memo_bytes)
 
@@ -128,22 +117,6 @@ class SessionManager:
         """The session id in a cookie value, or None when absent or badly signed (then the store is not touched)."""
         return self._cookie.unsign(value)
 
-    def logout_sid(self, session_id: str) -> str:
-        """The ``sid`` query parameter of this session's ``logout_url``: a GET logout must carry it (a CSRF guard,
-        as in Duende BFF). Derived from the session id with a keyed hash, so it reveals nothing about the id."""
-        return self._logout_sid(self._logout_keys[-1], session_id)
-
-    def check_logout_sid(self, session_id: str, candidate: str) -> bool:
-        return any(
-            hmac.compare_digest(self._logout_sid(k, session_id).encode(), candidate.encode("utf-8", "replace"))
-            for k in self._logout_keys
-        )
-
-    @staticmethod
-    def _logout_sid(key: bytes, session_id: str) -> str:
-        mac = hmac.new(key, session_id.encode(), hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
-
     # --- keys ----------------------------------------------------------------------------------------------------
 
     def key_for(self, session_id: str) -> str:
@@ -154,12 +127,6 @@ class SessionManager:
 
     def _sid_index(self, sid: str) -> str:
         return f"{self._prefix}i:{digest(sid)}"
-
-    def _logout_redirect_key(self, handle: str) -> str:
-        return f"{self._prefix}o:{digest(handle)}"
-
-    def _login_key(self, state: str) -> str:
-        return f"{self._prefix}l:{digest(state)}"
 
     @staticmethod
     def handle_for(session_key: str) -> str:
@@ -174,8 +141,14 @@ class SessionManager:
     def _result_key(self, spent_refresh_token: str) -> str:
         return f"{self._prefix}r:{digest(spent_refresh_token)}"
 
-    def _spending_key(self, refresh_token: str) -> str:
+    def spending_key(self, refresh_token: str) -> str:
+        """The mark saying ``refresh_token`` is being presented to the IdP (``bff.tokens.spending``)."""
         return f"{self._prefix}p:{digest(refresh_token)}"
+
+    def renounced_key(self, refresh_token: str, mark: str) -> str:
+        """The note that the spending mark ``mark`` on ``refresh_token`` was renounced: its holder never got an
+        answer from the IdP, so the mark, wherever and whenever it lands, holds nothing back."""
+        return f"{self._prefix}q:{digest(f'{refresh_token} {mark}')}"
 
     # --- expiry --------------------------------------------------------------------------------------------------
 
@@ -321,17 +294,6 @@ class SessionManager:
         key = self._result_key(spent_refresh_token)
         await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
 
-    async def mark_spending(self, refresh_token: str, ttl: float) -> None:
-        """Note, for ``ttl`` seconds, that ``refresh_token`` is being presented to the IdP: until its refresh result
-        is stored, nobody may present it again (see ``bff.tokens.refresh``)."""
-        await self.store.set(self._spending_key(refresh_token), b"1", ttl)
-
-    async def is_spending(self, refresh_token: str) -> bool:
-        return await self.store.get(self._spending_key(refresh_token)) is not None
-
-    async def unmark_spending(self, refresh_token: str) -> None:
-        await self.store.delete(self._spending_key(refresh_token))
-
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the
         token again instead could make the IdP revoke the token family (RFC 9700 4.14.2)."""
@@ -340,88 +302,6 @@ class SessionManager:
         if blob is None:
             return None
         return open_refresh_result(self._sessions, key, blob)
-
-    # --- logout continuations -------------------------------------------------------------------------------------
-
-    async def save_logout_redirect(self, url: str, ttl: float) -> str:
-        """Keep ``url`` (the IdP's end-session URL) for ``ttl`` seconds; returns the opaque one-time handle to it."""
-        handle = random_id(32)
-        key = self._logout_redirect_key(handle)
-        await self.store.set(key, self._logout_redirects.encrypt(url.encode(), key.encode()), ttl)
-        return handle
-
-    async def take_logout_redirect(self, handle: str) -> str | None:
-        """The URL saved under ``handle``, consumed: a second call, an expired or an unknown handle gives None."""
-        key = self._logout_redirect_key(handle)
-        blob = await self.store.take(key)
-        if blob is None:
-            return None
-        try:
-            url = self._logout_redirects.decrypt(blob, key.encode()).decode()
-        except (DecryptionError, UnicodeDecodeError):
-            logger.warning("unreadable logout continuation discarded")
-            return None
-        if not url:
-            logger.warning("unreadable logout continuation discarded")
-            return None
-        if url[0] < " ":
-            # Format 1 is the URL itself; a later format starts with its number, a byte no URL starts with.
-            logger.warning("logout continuation has store format %d, which this release does not read", ord(url[0]))
-            return None
-        return url
-
-    # --- back-channel logout tokens --------------------------------------------------------------------------------
-
-    def _logout_token_key(self, issuer: str, jti: str) -> str:
-        # jti is unique per issuer only (Back-Channel Logout 1.0 section 2.4), so the key names both.
-        return f"{self._prefix}j:{digest(json.dumps([issuer, jti]))}"
-
-    async def begin_logout_token(self, issuer: str, jti: str, until: float) -> bool:
-        """Claim the logout token ``jti`` of ``issuer`` before acting on it (section 2.6 step 7: refuse replays).
-
-        The claim lives until ``until`` (epoch seconds: when the token stops being acceptable), so the blocklist
-        expires with the tokens it guards. True when the token may be acted on: its first delivery, or a retry of a
-        delivery whose logout never finished (its claim is still "pending": the store failed halfway, or a Redis
-        timeout left it unknown whether the claim was written). False when a logout with this ``jti`` completed.
-        """
-        key = self._logout_token_key(issuer, jti)
-        ttl = max(until - self.clock(), 1.0)
-        if await self.store.set_if_absent(key, _LOGOUT_PENDING, ttl):
-            return True
-        return await self.store.get(key) != _LOGOUT_DONE
-
-    async def finish_logout_token(self, issuer: str, jti: str, until: float) -> None:
-        """Mark the logout token as acted on: from now on ``begin_logout_token`` refuses it."""
-        await self.store.set(self._logout_token_key(issuer, jti), _LOGOUT_DONE, max(until - self.clock(), 1.0))
-
-    # --- login state ---------------------------------------------------------------------------------------------
-
-    def seal_login(self, login: LoginState, name: str) -> str:
-        """``login`` encrypted and authenticated (AES-256-GCM) for the cookie ``name``: a cookie value. The name is
-        the associated data, so a sealed login moved under another cookie name does not open."""
-        plaintext = json.dumps(login.to_json(), separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(self._logins.encrypt(plaintext, name.encode())).rstrip(b"=").decode("ascii")
-
-    def open_login(self, sealed: str, name: str) -> LoginState | None:
-        """The login sealed in the cookie ``name``, or None when the value was not sealed by this key ring for that
-        name (tampered, truncated, foreign, or sealed with a key removed from the ring)."""
-        try:
-            blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
-            login = LoginState.from_json(json.loads(self._logins.decrypt(blob, name.encode())))
-        except (binascii.Error, DecryptionError, ValueError, KeyError, TypeError):
-            return None
-        if not all(isinstance(v, str) for v in (login.state, login.nonce, login.code_verifier, login.return_to)):
-            return None
-        if not isinstance(login.created_at, int | float) or isinstance(login.created_at, bool):
-            return None
-        return login
-
-    async def consume_login(self, login: LoginState) -> bool:
-        """Mark ``login`` used. True the first time, False ever after, on every instance that shares the store: a
-        state is one-time (RFC 6749 10.12, RFC 9700 4.7.1), even for whoever kept a copy of its login cookie. The
-        marker lives as long as the login could still be presented, then expires with it."""
-        ttl = login.created_at + self.settings.login_timeout - self.clock()
-        return await self.store.set_if_absent(self._login_key(login.state), b"1", max(ttl, 1.0))
 
     # --- encryption ----------------------------------------------------------------------------------------------
 

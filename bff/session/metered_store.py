@@ -1,4 +1,4 @@
-"""``MeteredStore``: any ``SessionStore`` with each call timed and each failure counted, chosen in ``app.py``.
+"""``MeteredStore``: any ``SessionStore`` with each call timed and each failure counted, wrapped in ``app.py``.
 
 One observation of ``bff_store_operation_duration_seconds{operation}`` per call, failed or not, and one count of
 ``bff_store_errors_total{operation}`` per call that raised ``SessionStoreUnavailable`` (the store's one failure,

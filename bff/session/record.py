@@ -32,7 +32,7 @@ import json
 import zlib
 from typing import Any
 
-from bff.config.settings import WRITE_FORMATS
+from bff.config.values import WRITE_FORMATS
 from bff.models import Session, TokenSet
 from bff.types import JSONObject
 

@@ -11,10 +11,10 @@ answers by revoking the whole token family, logging the user out).
    session to change (polling the store) instead of refreshing.
 4. Under the lock: reload and check again (oauth2-proxy ``stored_session.go``: "Reload the session in case it was
    changed underneath us"); someone else may have refreshed already.
-5. A *spending mark* on the refresh token, written before the IdP call and removed when the call fails: a
-   refresher that finds it, and no refresh result, answers 503 instead of presenting the token again. It covers a
-   lock lost in a store failover while its holder is still storing the result (docs/redis-ha.md;
-   ``bff.tokens.spending``).
+5. A *spending mark* on the refresh token, claimed before the IdP call, cleared once the result is stored and
+   renounced when the call fails: a refresher that finds another's mark, and no refresh result, answers 503
+   instead of presenting the token again. It covers a lock lost in a store failover while its holder is still
+   storing the result (docs/redis-ha.md; ``bff.tokens.spending``).
 6. The IdP call. ``invalid_grant`` (revoked, expired, reuse detected) ends the session: deleted, cookie cleared,
    401 ``session_expired``. Timeouts, 5xx and garbage keep the session: 503 with ``Retry-After``, and the IdP is
    marked down until it answers again (``bff.tokens.idp_probe``).
@@ -306,22 +306,25 @@ class Refresher:
         write_until: float,
     ) -> LoadedSession:
         session = current.session
-        spent = session.tokens.refresh_token
+        spent = session.tokens.refresh_token or ""
         result: TokenSet | None = None
-        if route is not None and route.exchange is not None:
-            assert route_key is not None
-            # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
-            updated, result = await self._exchanger.exchanged(
-                current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
-            )
-        elif route_key is None:
-            result = await self._user_tokens(current, attempt)
-            updated = session.evolve(tokens=result)
-        else:
-            updated = await self._route_refreshed(current, route, route_key, attempt)
-        # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
-        # session write lands.
-        written = await self._spender.store_rotated(current, updated, spent or "", result, write_until)
+        try:
+            if route is not None and route.exchange is not None:
+                assert route_key is not None
+                # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
+                updated, result = await self._exchanger.exchanged(
+                    current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
+                )
+            elif route_key is None:
+                result = await self._user_tokens(current, attempt)
+                updated = session.evolve(tokens=result)
+            else:
+                updated = await self._route_refreshed(current, route, route_key, attempt)
+            # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
+            # session write lands.
+            written = await self._spender.store_rotated(current, updated, spent, result, write_until)
+        finally:
+            self._spender.forget(spent)
         if written is None:
             # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
             # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.

@@ -6,12 +6,17 @@ a second refresher away when a store failover loses the lock while its holder is
 promoted replica may miss the lock's latest renewal, and the holder's writes fail until it reconnects;
 docs/redis-ha.md). Two more guards cover that window:
 
-* The *spending mark* (``spend``): written before the IdP call, removed when the call fails (nothing was spent). A
-  refresher that finds it, and no refresh result, answers 503 instead of presenting the token again.
+* The *spending mark* (``spend``): a random value claimed with ``SET NX`` before the IdP call, so at most one
+  refresher holds it; a refresher that finds another's mark, and no refresh result, answers 503 instead of
+  presenting the token again. Its holder clears it once the result is stored. When the IdP call fails, or the claim
+  itself went unconfirmed (it may still land, even later than the holder's next write), the holder *renounces* it:
+  it writes a note naming the mark, again and again while the store fails, until its deadline. A mark with such a
+  note holds nothing back, whichever of the two lands first, and the next refresher removes it.
 * The *rotated write* (``store_rotated``): the refresh result and the compare-and-set of the new tokens, retried while
   the store fails until the refresh's deadline. The IdP has spent the old token: losing the new one would make the
   next refresh present the spent one.
 
+So once the store is back, the holder's pending write lands at its next retry, and the session is served again.
 Both because an IdP with reuse detection answers a spent refresh token by revoking the whole token family, logging
 the user out (RFC 9700 4.14.2).
 """
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from bff.config import RouteSettings
 from bff.errors import IdPUnavailable, InvalidGrant, SessionExpired, SessionStoreUnavailable
@@ -32,6 +39,10 @@ logger = logging.getLogger("bff.tokens")
 
 #: How long a refresh result stays readable for stragglers.
 RESULT_TTL = 60.0
+#: The 503's message when another refresher holds the spending mark.
+MARK_HELD = "another refresh spent this session's refresh token and is storing the result"
+
+T = TypeVar("T")
 
 
 class Spender:
@@ -40,55 +51,128 @@ class Spender:
         self._sleep = sleep
         #: Refresh calls this process made to the IdP.
         self.refresh_count = 0
+        #: The spending marks this process holds on refresh tokens the IdP has spent, until their results are stored.
+        self._marks: dict[str, bytes] = {}
 
     async def spend(
         self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: Attempt
     ) -> TokenSet:
-        """Present ``spent`` to the IdP, marked in the store as being spent until its result is stored.
-
-        A refresher that finds the spent token in the session, no result and this mark, answers 503 instead of
-        presenting the token again (RFC 9700 4.14.2: the IdP would revoke the family). The mark outlives the
-        holder's retries; a failed IdP call removes it, as nothing was spent."""
-        if await self.context.sessions.is_spending(spent):
-            raise retry_soon("another refresh spent this session's refresh token and is storing the result")
+        """Present ``spent`` to the IdP, holding its spending mark (see the module docstring) until the result is
+        stored (``store_rotated``) or, when the call fails, renouncing it (RFC 9700 4.14.2: a token presented twice
+        makes the IdP revoke the family)."""
+        lease = self.context.settings.refresh_lock_lease
+        # The mark outlives its holder's last retry (the refresh deadline plus a lease) by a lease.
+        ttl = self.context.refresh_timeout + 2 * lease
+        until = asyncio.get_running_loop().time() + self.context.refresh_timeout + lease
+        mark = secrets.token_urlsafe(16).encode("ascii")
         try:
-            # A mark the store did not confirm may still have landed: it is removed like one after a failed call.
-            await self.context.sessions.mark_spending(
-                spent, self.context.refresh_timeout + 2 * self.context.settings.refresh_lock_lease
-            )
-            return await self._call_idp(current, spent, route, attempt)
-        except BaseException:
-            try:
-                await self.context.sessions.unmark_spending(spent)
-            except SessionStoreUnavailable as exc:
-                logger.warning("could not clear a refresh token's spending mark (it expires): %s", exc.message)
+            claimed = await self._claim(spent, mark, ttl)
+        except SessionStoreUnavailable:
+            await self._renounce(spent, mark, ttl, until)  # unconfirmed: it may have landed, or land later
             raise
+        if not claimed:
+            raise retry_soon(MARK_HELD)
+        try:
+            await self._still_unspent(current, spent)
+            new = await self._call_idp(current, spent, route, attempt)
+        except BaseException as exc:
+            # A cancellation (shutdown) tries once; anything else until the deadline.
+            await self._renounce(spent, mark, ttl, until if isinstance(exc, Exception) else 0.0)
+            raise
+        self._marks[spent] = mark
+        return new
 
     async def store_rotated(
         self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
     ) -> LoadedSession | None:
         """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
-        and renewed meanwhile). The IdP has spent the old refresh token: if the new one is lost (a store failing
-        over drops or refuses the write), the next refresh presents the spent one, and an IdP with reuse detection
-        revokes the whole family (RFC 9700 4.14.2). Both writes are idempotent: the refresh result is a plain SET,
-        and a compare-and-set that landed before its confirmation failed finds the record changed and returns None
-        (the caller then reloads the session that holds the new tokens)."""
+        and renewed meanwhile), then clear this refresh's spending mark. The IdP has spent the old refresh token: if
+        the new one is lost (a store failing over drops or refuses the write), the next refresh presents the spent
+        one, and an IdP with reuse detection revokes the whole family (RFC 9700 4.14.2). Both writes are
+        idempotent: the refresh result is a plain SET, and a compare-and-set that landed before its confirmation
+        failed finds the record changed and returns None (the caller then reloads the session that holds the new
+        tokens)."""
+        sessions = self.context.sessions
+
+        async def write() -> LoadedSession | None:
+            if result is not None:
+                await sessions.save_refresh_result(spent, result, RESULT_TTL)
+            return await sessions.replace(current, updated)
+
+        try:
+            written = await self._retrying(write, until, "the rotated tokens")
+        except SessionStoreUnavailable as exc:
+            logger.exception(
+                "could not store the rotated tokens before the refresh deadline; the next refresh presents the "
+                "spent refresh token once its spending mark expires: %s",
+                exc.message,
+            )
+            raise
+        if (mark := self._marks.pop(spent, None)) is not None:
+            try:
+                await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
+            except SessionStoreUnavailable as exc:  # harmless: the result is stored, and the mark expires
+                logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
+        return written
+
+    def forget(self, spent: str) -> None:
+        """This flight ends without storing a result for ``spent``: its mark, if any, is left to expire."""
+        self._marks.pop(spent, None)
+
+    async def _claim(self, spent: str, mark: bytes, ttl: float) -> bool:
+        """Take the spending mark on ``spent``: True when it is ``mark``'s, False when another refresher holds it.
+        A renounced mark is removed and taken."""
+        sessions = self.context.sessions
+        store, key = sessions.store, sessions.spending_key(spent)
+        for _ in range(2):  # a renounced mark, removed, may be taken by someone else first: then it is theirs
+            if await store.set_if_absent(key, mark, ttl):
+                return True
+            holder = await store.get(key)
+            if holder == mark:  # ours: a connection error retried a SET NX that had landed
+                return True
+            if holder is None:
+                continue  # expired meanwhile
+            renounced = sessions.renounced_key(spent, holder.decode("ascii", "replace"))
+            if await store.get(renounced) is None:
+                return False
+            await store.compare_and_set(key, holder, b"", 0)
+        return False
+
+    async def _still_unspent(self, current: LoadedSession, spent: str) -> None:
+        """The mark is ours, but its previous holder may have stored its result and cleared it since the session
+        was read: read it again (a holder clears its mark only after the session write)."""
+        now = await self.context.sessions.load_key(current.key, strict=True)
+        if now is None:
+            raise SessionExpired("the session ended (logged out elsewhere or expired)")
+        if now.session.tokens.refresh_token != spent:
+            raise retry_soon("another refresh stored this session's new tokens just now")
+
+    async def _renounce(self, spent: str, mark: bytes, ttl: float, until: float) -> None:
+        """Note that ``mark`` holds nothing back, and remove it if it is there, until the store confirms (or
+        ``until``: then the mark, if it landed, expires on its own). The note outlives a mark that lands late."""
+        sessions = self.context.sessions
+        renounced = sessions.renounced_key(spent, mark.decode("ascii"))
+
+        async def write() -> None:
+            await sessions.store.set(renounced, b"1", 2 * ttl)
+            await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
+
+        try:
+            await self._retrying(write, until, "that a refresh token was not spent")
+        except SessionStoreUnavailable as exc:
+            logger.warning("could not renounce a refresh token's spending mark (it expires): %s", exc.message)
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]], until: float, what: str) -> T:
+        """``write()``, again and again while the store fails, until ``until``; then its last failure is raised."""
         loop = asyncio.get_running_loop()
         pause = POLL_MIN
         while True:
             try:
-                if result is not None:
-                    await self.context.sessions.save_refresh_result(spent, result, RESULT_TTL)
-                return await self.context.sessions.replace(current, updated)
+                return await write()
             except SessionStoreUnavailable as exc:
                 if loop.time() + pause > until:
-                    logger.exception(
-                        "could not store the rotated tokens before the refresh deadline; the next refresh presents "
-                        "the spent refresh token: %s",
-                        exc.message,
-                    )
                     raise
-                logger.warning("could not store the rotated tokens (trying again): %s", exc.message)
+                logger.warning("could not store %s (trying again): %s", what, exc.message)
             await self._sleep(pause)
             pause = min(pause * 2, POLL_MAX)
 

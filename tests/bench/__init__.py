@@ -34,7 +34,11 @@
   (``TELEMETRY_ROWS``; a tracing row joins it there; metrics alone and the access log alone are loaded together
   beside one plain bff). ``--only telemetry`` runs just these rows (with
   ``--rounds`` and ``--duration``), in about a minute and a half; ``python -m tests.bench.hook_instructions``
-  counts the CPU instructions of the observers' hooks per request under callgrind (noise-free, no server).
+  counts the CPU instructions of the observers' hooks per request under callgrind (noise-free, no server);
+* the edge limits' cost (``limits.py``): this tree's bff as served and the same bff with the edge limits' per-request
+  checks off (``limits_off.py``, a launcher the product never runs), loaded at the same time, the telemetry rows'
+  way; no target. ``--only limits`` runs just it; ``python -m tests.bench.protocol_instructions`` counts the
+  protocol's instructions per request with the limits on and off.
 
 ``--only peers`` runs nginx, bff's one-worker rows, the peers and the worker's memory (a few minutes). Every
 part's elapsed time is printed at the end (``parts.py``), and the whole run is held to 10 minutes (90 s smoke).

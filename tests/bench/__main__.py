@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.bench import limits, nginx, redis_memory, sessions
 from tests.bench import memory as rss
-from tests.bench import nginx, redis_memory, sessions
 from tests.bench.budget import cpu_budgets
 from tests.bench.idp import NAMES as IDP_NAMES
 from tests.bench.idp import IdP, Kind, default_kind, start_idp
@@ -131,8 +131,10 @@ async def _bff(
     extra: str = "",
     traces_to: str | None = None,
     server_extra: str = "",
+    module: str = "bff",
 ) -> AsyncIterator[Bff]:
-    """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there."""
+    """``bff serve`` logged in; ``traces_to``: with ``[tracing]`` on, every request sampled, exported there;
+    ``module``: as ``start_bff``'s."""
     port = ctx.ports[name]
     # Another tree gets a database of its own: an older bff may not read what this one writes (its index encoding,
     # its record format), nor need it to.
@@ -178,6 +180,7 @@ async def _bff(
         workdir=ctx.workdir,
         source=source,
         extra_env=env,
+        module=module,
     )
     try:
         await bff.log_in()
@@ -225,6 +228,7 @@ BFF_NAMES = (
     "bff-tracing-off",
     *sessions.NAMES,
     "bff-memory",
+    *limits.NAMES,
 )
 
 
@@ -376,8 +380,12 @@ def _paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) 
         theirs, ours = _at_once(ctx, (other, this), ctx.mode.duration, ctx.plan.load)
         if theirs.failures or ours.failures:
             raise RuntimeError(f"paired comparison: {theirs.failures} and {ours.failures} requests failed")
+        if not (theirs.rps and ours.rps and theirs.cpu_us_per_request and ours.cpu_us_per_request):
+            continue  # a round in which one server was starved gives no ratio: the others still do
         ratios.append((ours.cpu_us_per_request or 0) / (theirs.cpu_us_per_request or 1))
         speedups.append(ours.rps / theirs.rps)
+    if not ratios:
+        raise RuntimeError("paired comparison: in every round a server served nothing (the machine is overloaded)")
     return (
         f"Paired with {compare_with} (both on the server core at the same time, one wrk each, "
         f"{len(ratios)} rounds of {ctx.mode.duration:.0f} s): this tree's CPU/request is "
@@ -482,6 +490,10 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
             lines = outcomes_table(_telemetry_outcomes(costs, mode), smoke=mode.smoke)
             sys.stdout.write("\n".join(lines) + "\n")
             return 1 if any(o.failed(smoke=mode.smoke) for o in _telemetry_outcomes(costs, mode)) else 0
+        if only == "limits":  # the paired limits row alone
+            limit_outcomes = await _limits(ctx, mode.budget_rounds)
+            sys.stdout.write("\n".join(outcomes_table(limit_outcomes, smoke=mode.smoke)) + "\n")
+            return 1 if any(o.failed(smoke=mode.smoke) for o in limit_outcomes) else 0
         if only == "sessions":  # the realistic rows, and with --compare-with the paired one-session comparison
             realistic = _realistic(ctx, outcomes, notes, await sessions.measure(ctx, _one_worker(ctx)))
             if compare_with is not None:
@@ -566,6 +578,7 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
                 notes.append(_paired_comparison(ctx, compare_with, other, again))
 
         telemetry = await _telemetry_costs(ctx)
+        outcomes += await _limits(ctx, min(mode.budget_rounds, limits.FULL_ROUNDS))
 
         _progress("bff with tracing on and off, 1 worker each, at the same time")
         tracing_runs, tracing_check, tracing_note = await _tracing(ctx)
@@ -617,6 +630,16 @@ async def bench(mode: Mode, compare_with: Path | None, idp_kind: Kind, only: str
 
 def _one_worker(ctx: Context) -> sessions.StartBff:
     return lambda name: _bff(ctx, name, workers=1, source=ROOT)
+
+
+async def _limits(ctx: Context, rounds: int) -> list[Outcome]:
+    """The paired "limits on vs off" row (``tests.bench.limits``): its outcomes."""
+    cost = await limits.measure(
+        lambda name, module: _bff(ctx, name, workers=1, source=ROOT, module=module),
+        lambda servers, seconds: _at_once(ctx, servers, seconds, ctx.plan.load),
+        warmup=ctx.mode.warmup, duration=ctx.mode.duration, rounds=rounds,
+    )  # fmt: skip
+    return cost.outcomes()
 
 
 def _realistic(ctx: Context, outcomes: list[Outcome], notes: list[str], rows: sessions.SessionRows) -> list[Run]:
@@ -774,10 +797,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds of each paired measurement (default: 5, smoke 1)")
     parser.add_argument(
         "--only",
-        choices=["telemetry", "sessions", "peers"],
+        choices=["telemetry", "sessions", "peers", "limits"],
         help="run only this part (telemetry: the paired TELEMETRY_ROWS comparison; sessions: one session against "
         "10,000, paired, and with --compare-with the paired one-session comparison; peers: nginx, bff's 1-worker "
-        "and realistic rows, the peers and the worker's memory)",
+        "and realistic rows, the peers and the worker's memory; limits: the paired limits on vs off row)",
     )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL

@@ -12,7 +12,6 @@ the last row is the same work as the one above it, by the fused observer the ser
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from bff.telemetry.builtin import BuiltinTelemetry
 from bff.telemetry.exchange import BaseObserver, Observer, Observers
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.request_ids import RequestIds
-from tests.bench.callgrind import instructions
+from tests.bench.callgrind import per_request
 
 LOW, HIGH = 1000, 3000
 HEADERS = [
@@ -68,18 +67,7 @@ def _loop(name: str, count: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--loop"]:
-        _loop(argv[1], int(argv[2]))
-        return 0
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        sys.stderr.write("hook_instructions: needs valgrind (sudo apt-get install -y valgrind)\n")
-        return 2
-    for name in SETS:
-        loop = ("tests.bench.hook_instructions", "--loop", name)
-        high, low = (instructions(valgrind, *loop, str(n)) for n in (HIGH, LOW))
-        per_request = (high - low) / (HIGH - LOW)
-        sys.stdout.write(f"{name:<20} {per_request:>8,.0f} instructions per request\n")
+    per_request(argv, "tests.bench.hook_instructions", _loop, list(SETS), LOW, HIGH)
     return 0
 
 

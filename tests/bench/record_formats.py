@@ -18,7 +18,7 @@ import timeit
 from collections.abc import Callable
 
 from bff.config import Secret, SessionSettings
-from bff.config.settings import WRITE_FORMATS
+from bff.config.values import WRITE_FORMATS
 from bff.models import Session
 from bff.session.manager import SessionManager
 from bff.session.memory_store import MemoryStore

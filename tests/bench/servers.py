@@ -147,9 +147,11 @@ async def start_bff(
     workdir: Path,
     source: Path,
     extra_env: Mapping[str, str] | None = None,
+    module: str = "bff",
 ) -> Bff:
-    """Start ``bff serve`` from the source tree ``source`` and wait for ``/readyz`` 200 (timed)."""
-    command = [python, "-m", "bff", "serve", "--config", str(config), "--workers", str(workers)]
+    """Start ``bff serve`` from the source tree ``source`` and wait for ``/readyz`` 200 (timed); ``module``: what
+    ``python -m`` runs, ``bff`` or a launcher that takes the same arguments (``tests.bench.limits_off``)."""
+    command = [python, "-m", module, "serve", "--config", str(config), "--workers", str(workers)]
     command += ["--log-level", "warning"]
     env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})}
     process = Process(name, pinned(command, cores, plan), workdir / f"{name}.log", env=env, cwd=str(source))

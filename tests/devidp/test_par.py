@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from bff_devtools.devidp import ClientRegistration
-from bff_devtools.devidp.client_keys import InvalidRequestObject, verify_request_object
+from bff_devtools.devidp.client_keys import InvalidRequestObject, request_object_replay_cache, verify_request_object
 from tests.support.devidp import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, IdP, OAuthClient, query_of
 
 BASIC = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
@@ -139,9 +139,13 @@ def request_object(
     return jwt.encode({"alg": "ES256", "typ": "oauth-authz-req+jwt", **(header or {})}, body, key)
 
 
-def test_a_good_request_object_gives_its_parameters() -> None:
-    params = dict(verify_request_object(request_object(), REGISTRATION, issuer=ISSUER, now=NOW + 10))
+def test_a_good_request_object_gives_its_parameters_once() -> None:
+    replay = request_object_replay_cache(10)
+    token = request_object()
+    params = dict(verify_request_object(token, REGISTRATION, issuer=ISSUER, now=NOW + 10, replay=replay))
     assert params == {"client_id": CLIENT_ID, "response_type": "code", "scope": "openid", "max_age": "60"}
+    with pytest.raises(InvalidRequestObject, match="jti was used before"):
+        verify_request_object(token, REGISTRATION, issuer=ISSUER, now=NOW + 20, replay=replay)
 
 
 def _unsigned() -> str:
@@ -165,6 +169,7 @@ def _unsigned() -> str:
         request_object(drop="exp"),
         request_object(drop="nbf"),
         request_object(claims={"exp": True}),
+        request_object(drop="jti"),
         request_object(claims={"request_uri": "urn:x"}),
         request_object(claims={"claims": {"userinfo": {}}}),
         request_object(claims={"pad": "x" * 20_000}),
@@ -172,14 +177,16 @@ def _unsigned() -> str:
         "a.b",
     ],
     ids=["other-key", "typ", "aud", "iss", "client_id", "expired", "not-yet", "too-long-lived", "no-exp", "no-nbf",
-         "bool-exp", "nested", "object-claim", "huge", "alg-none", "not-jwt"],
+         "bool-exp", "no-jti", "nested", "object-claim", "huge", "alg-none", "not-jwt"],
 )  # fmt: skip
 def test_a_bad_request_object_is_refused(token: str) -> None:
     with pytest.raises(InvalidRequestObject):
-        verify_request_object(token, REGISTRATION, issuer=ISSUER, now=NOW + 10)
+        verify_request_object(token, REGISTRATION, issuer=ISSUER, now=NOW + 10, replay=request_object_replay_cache(1))
 
 
 def test_a_client_without_keys_cannot_send_request_objects() -> None:
     bare = ClientRegistration(CLIENT_ID, CLIENT_SECRET, redirect_uris=(REDIRECT_URI,))
     with pytest.raises(InvalidRequestObject, match="no registered keys"):
-        verify_request_object(request_object(), bare, issuer=ISSUER, now=time.time())
+        verify_request_object(
+            request_object(), bare, issuer=ISSUER, now=time.time(), replay=request_object_replay_cache(1)
+        )

@@ -327,12 +327,12 @@ async def test_the_blocklist_entry_expires_with_the_token(fake_clock: FakeClock,
     sessions = SessionManager(memory_store, make_config().session, clock=fake_clock)
     until = fake_clock() + 100
     issuer = "https://idp.example.com"
-    assert await sessions.begin_logout_token(issuer, "j-1", until)
-    assert await sessions.begin_logout_token(issuer, "j-1", until)  # pending: a retry of an unfinished logout
-    await sessions.finish_logout_token(issuer, "j-1", until)
-    assert not await sessions.begin_logout_token(issuer, "j-1", until)  # done: a replay
-    assert await sessions.begin_logout_token("https://other-idp.example.com", "j-1", until)  # jti is per issuer
+    assert await sessions.logouts.begin_token(issuer, "j-1", until)
+    assert await sessions.logouts.begin_token(issuer, "j-1", until)  # pending: a retry of an unfinished logout
+    await sessions.logouts.finish_token(issuer, "j-1", until)
+    assert not await sessions.logouts.begin_token(issuer, "j-1", until)  # done: a replay
+    assert await sessions.logouts.begin_token("https://other-idp.example.com", "j-1", until)  # jti is per issuer
     fake_clock.advance(99)
-    assert not await sessions.begin_logout_token(issuer, "j-1", until)
+    assert not await sessions.logouts.begin_token(issuer, "j-1", until)
     fake_clock.advance(2)
-    assert await sessions.begin_logout_token(issuer, "j-1", until + 100)  # expired with the token: forgotten
+    assert await sessions.logouts.begin_token(issuer, "j-1", until + 100)  # expired with the token: forgotten

@@ -89,7 +89,7 @@ async def run(ops: list[Op]) -> None:
 
     def size(login: LoginState) -> int:
         name = logins.name_for(login.state)
-        return len(name) + len(sessions.seal_login(login, name))
+        return len(name) + len(sessions.logins.seal(login, name))
 
     started: list[LoginState] = []
     model: list[LoginState] = []  # the logins that should still complete, oldest first
@@ -124,7 +124,7 @@ async def run(ops: list[Op]) -> None:
             expected = login in model and clock() < login.created_at + TIMEOUT
             try:
                 taken = logins.read(req, login.state)
-                succeeded = await sessions.consume_login(taken)
+                succeeded = await sessions.logins.consume(taken)
             except InvalidState:
                 succeeded = False
             response = Response()

@@ -27,7 +27,9 @@ from bff.errors import (
 )
 from bff.idp_http import create_idp_client
 from bff.models import TokenSet
+from bff.oidc.authorization import AuthorizationRequests
 from bff.oidc.client import OIDCClient
+from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata, fetch_metadata
 from bff.oidc.id_token import validate_id_token
 from bff.oidc.jwks import JwksCache, TokenSource
@@ -63,13 +65,19 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def make_client(provider: TestProvider, http: httpx.AsyncClient, clock: FakeClock, **settings: Any) -> OIDCClient:
     secret = Secret(provider.client_secret) if provider.client_secret else None
     oidc = OIDCSettings(issuer=provider.issuer, client_id=provider.client_id, client_secret=secret, **settings)
-    return OIDCClient(oidc, await fetch_metadata(http, provider.issuer), http, clock=clock)
+    return OIDCClient(ClientAuth(oidc, await fetch_metadata(http, provider.issuer), http, clock=clock))
+
+
+def plain_requests(client: OIDCClient) -> AuthorizationRequests:
+    """A login's authorization request as bff sends it to an IdP without PAR or signed request objects."""
+    auth = client.auth
+    return AuthorizationRequests(auth.settings, auth.metadata.authorization_endpoint, par=None, signer=None)
 
 
 async def log_in(client: OIDCClient, http: httpx.AsyncClient, *, verifier: str | None = None) -> TokenSet:
     """Run the authorization request against the provider and exchange the code, as the callback would."""
     code_verifier, state = new_code_verifier(), new_state()
-    url = client.authorization_url(
+    url = await plain_requests(client).url(
         state=state, nonce="n-1", code_challenge=s256_challenge(code_verifier), redirect_uri=REDIRECT_URI
     )
     answer = await http.get(url)
@@ -225,7 +233,7 @@ async def test_private_key_jwt_needs_a_private_key(tmp_path: Path) -> None:
     )
     async with create_idp_client() as http:
         with pytest.raises(ConfigError, match="not a PEM RSA or EC"):
-            OIDCClient(oidc, METADATA, http, clock=time.time)
+            ClientAuth(oidc, METADATA, http, clock=time.time)
 
 
 @pytest.mark.parametrize(("knob", "value", "error"), [("token_error", "invalid_client", OAuthError),
@@ -246,7 +254,7 @@ async def test_authorize_error_comes_back_to_the_redirect_uri(
 ) -> None:
     idp.authorize_error = "access_denied"
     client = await make_client(idp, http, clock)
-    url = client.authorization_url(
+    url = await plain_requests(client).url(
         state="s", nonce="n", code_challenge=s256_challenge("v" * 43), redirect_uri=REDIRECT_URI
     )
     location = (await http.get(url)).headers["location"]
@@ -259,14 +267,14 @@ async def test_authorize_error_comes_back_to_the_redirect_uri(
 
 def unit_client(http: httpx.AsyncClient, clock: FakeClock, **settings: Any) -> OIDCClient:
     oidc = OIDCSettings(issuer=ISSUER, client_id="spa-bff", client_secret=Secret(SECRET), **settings)
-    return OIDCClient(oidc, METADATA, http, clock=clock)
+    return OIDCClient(ClientAuth(oidc, METADATA, http, clock=clock))
 
 
 async def test_authorization_url_keeps_the_endpoint_query_and_protects_protocol_parameters(
     http: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     client = unit_client(http, clock, extra_auth_params={"prompt": "login"})
-    url = client.authorization_url(
+    url = await plain_requests(client).url(
         state="st", nonce="no", code_challenge="ch", redirect_uri=REDIRECT_URI, extra={"login_hint": "a", "state": "x"}
     )
     assert url.startswith(f"{ISSUER}/authorize?")
@@ -287,7 +295,9 @@ async def test_end_session_url(http: httpx.AsyncClient, clock: FakeClock) -> Non
         "post_logout_redirect_uri": ["https://app.example.com/"], "state": ["s"],
     }  # fmt: skip
     oidc = OIDCSettings(issuer=ISSUER, client_id="spa-bff", client_secret=Secret(SECRET))
-    no_endpoint = OIDCClient(oidc, dataclasses.replace(METADATA, end_session_endpoint=None), http, clock=clock)
+    no_endpoint = OIDCClient(
+        ClientAuth(oidc, dataclasses.replace(METADATA, end_session_endpoint=None), http, clock=clock)
+    )
     assert no_endpoint.end_session_url(id_token_hint="idt", post_logout_redirect_uri=None) is None
 
 

@@ -15,6 +15,7 @@ import respx
 from bff.config import OIDCSettings, Secret
 from bff.errors import ConfigError
 from bff.oidc.client import OIDCClient
+from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
 from tests.support.clock import FakeClock
 
@@ -51,7 +52,7 @@ def settings(method: str, cert: str | None = "/run/client.crt", **extra: object)
 async def test_the_certificate_authenticates_and_only_client_id_is_sent(method: str) -> None:
     aliases = {"token_endpoint": "https://mtls.idp.example.com/token"}
     async with httpx.AsyncClient() as http:
-        client = OIDCClient(settings(method), metadata(aliases), http, clock=FakeClock(time.time()))
+        client = OIDCClient(ClientAuth(settings(method), metadata(aliases), http, clock=FakeClock(time.time())))
         with respx.mock(assert_all_called=True) as router:
             route = router.post("https://mtls.idp.example.com/token").respond(json=ANSWER)
             await client.refresh("RT-unit")
@@ -69,11 +70,10 @@ async def test_aliases_are_used_only_with_a_client_certificate_and_only_if_https
     secret = Secret("unit-test-client-secret-0123456789abcdef")
     async with httpx.AsyncClient() as http:
         with_cert = OIDCClient(
-            settings("client_secret_basic", client_secret=secret), metadata(aliases), http, clock=time.time
+            ClientAuth(settings("client_secret_basic", client_secret=secret), metadata(aliases), http, clock=time.time)
         )
-        without = OIDCClient(
-            settings("client_secret_basic", cert=None, client_secret=secret), metadata(aliases), http, clock=time.time
-        )
+        without_settings = settings("client_secret_basic", cert=None, client_secret=secret)
+        without = OIDCClient(ClientAuth(without_settings, metadata(aliases), http, clock=time.time))
         with respx.mock(assert_all_called=True) as router:
             alias = router.post("https://mtls.idp.example.com/token").respond(json=ANSWER)
             plain = router.post(f"{ISSUER}/token").respond(json=ANSWER)
@@ -91,4 +91,4 @@ def test_malformed_aliases_are_ignored(aliases: object) -> None:
 
 def test_tls_client_auth_without_a_certificate_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"oidc.client_cert: is required for tls_client_auth"):
-        OIDCClient(settings("tls_client_auth", cert=None), metadata(None), httpx.AsyncClient(), clock=time.time)
+        ClientAuth(settings("tls_client_auth", cert=None), metadata(None), httpx.AsyncClient(), clock=time.time)

@@ -17,6 +17,7 @@ from joserfc.jwk import ECKey, RSAKey
 from bff.config import OIDCSettings, Secret
 from bff.errors import ConfigError, IdPUnavailable, OAuthError
 from bff.oidc.client import OIDCClient
+from bff.oidc.client_auth import ClientAuth
 from bff.oidc.dpop import DPoPProver, load_dpop_key
 from tests.oidc.test_client import METADATA, REFRESH_TOKEN, SECRET
 from tests.support.clock import FakeClock
@@ -35,7 +36,7 @@ def dpop_client(http: httpx.AsyncClient) -> tuple[OIDCClient, DPoPProver]:
     clock = FakeClock(1_800_000_000)
     prover = DPoPProver(ECKey.generate_key("P-256", private=True), clock=clock)
     oidc = OIDCSettings(issuer=ISSUER, client_id="spa-bff", client_secret=Secret(SECRET), dpop=True)
-    return OIDCClient(oidc, METADATA, http, clock=clock, dpop=prover), prover
+    return OIDCClient(ClientAuth(oidc, METADATA, http, clock=clock, dpop=prover)), prover
 
 
 def claims_of(request: httpx.Request) -> dict[str, object]:

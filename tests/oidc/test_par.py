@@ -18,7 +18,6 @@ from joserfc.jwk import ECKey
 from bff.config import OIDCSettings, Secret
 from bff.errors import ConfigError, IdPUnavailable, PushedAuthorizationFailed
 from bff.oidc.authorization import AuthorizationRequests
-from bff.oidc.client import OIDCClient
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
 from bff.oidc.dpop import DPoPProver
@@ -56,10 +55,10 @@ def auth_for(config: OIDCSettings, meta: ProviderMetadata) -> ClientAuth:
 
 def requests(http: httpx.AsyncClient, dpop: DPoPProver | None = None) -> AuthorizationRequests:
     config, meta = settings(), metadata()
-    client = OIDCClient(config, meta, http, clock=time.time, dpop=dpop)
-    plan = plan_authorization(config, meta, client.auth)
+    auth = ClientAuth(config, meta, http, clock=time.time, dpop=dpop)
+    plan = plan_authorization(config, meta, auth)
     assert plan.par_endpoint == PAR
-    par = PushedAuthorization(client.auth, PAR, dpop=dpop is not None)
+    par = PushedAuthorization(auth, PAR, dpop=dpop is not None)
     return AuthorizationRequests(config, meta.authorization_endpoint, par=par, signer=None)
 
 

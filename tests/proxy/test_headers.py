@@ -10,6 +10,7 @@ from bff.errors import BadRequest
 from bff.proxy.headers import (
     REQUEST_DROP,
     ForwardingPolicy,
+    IncomingHeaders,
     read_request_headers,
     request_drop_set,
     response_headers,
@@ -17,6 +18,12 @@ from bff.proxy.headers import (
 
 TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
 CLIENT_CLAIMS = [(b"x-forwarded-for", b"203.0.113.9"), (b"forwarded", b"for=203.0.113.9"), (b"x-real-ip", b"1.2.3.4")]
+
+
+def forwarded(policy: ForwardingPolicy, peer: str | None) -> list[tuple[str, str]]:
+    """The fields ``policy`` adds for a request from ``peer`` (None: a Unix socket) that carries CLIENT_CLAIMS."""
+    incoming = IncomingHeaders([], {}, None, False, list(CLIENT_CLAIMS))
+    return policy.upstream_headers(incoming, None if peer is None else (peer, 50123), [])
 
 
 def test_request_headers_split() -> None:
@@ -61,7 +68,7 @@ def test_route_drop_set_is_case_insensitive() -> None:
 
 def test_untrusted_peer_claims_are_replaced() -> None:
     policy = ForwardingPolicy("https://app.example", TRUSTED)
-    assert policy.headers("198.51.100.1", CLIENT_CLAIMS) == [
+    assert forwarded(policy, "198.51.100.1") == [
         ("x-forwarded-for", "198.51.100.1"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "app.example"),
@@ -70,12 +77,12 @@ def test_untrusted_peer_claims_are_replaced() -> None:
 
 def test_no_trusted_proxies_configured() -> None:
     policy = ForwardingPolicy("https://app.example", [])
-    assert policy.headers("10.1.2.3", CLIENT_CLAIMS)[0] == ("x-forwarded-for", "10.1.2.3")
+    assert forwarded(policy, "10.1.2.3")[0] == ("x-forwarded-for", "10.1.2.3")
 
 
 def test_unix_socket_peer_reports_no_address() -> None:
     policy = ForwardingPolicy("https://app.example:8443", TRUSTED)
-    assert policy.headers(None, CLIENT_CLAIMS) == [
+    assert forwarded(policy, None) == [
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "app.example:8443"),
     ]
@@ -84,11 +91,21 @@ def test_unix_socket_peer_reports_no_address() -> None:
 
 def test_trusted_ipv6_peer_is_chained_and_quoted() -> None:
     policy = ForwardingPolicy("https://app.example", TRUSTED)
-    headers = dict(policy.headers("2001:db8::7", CLIENT_CLAIMS))
+    headers = dict(forwarded(policy, "2001:db8::7"))
     assert headers["x-forwarded-for"] == "203.0.113.9, 2001:db8::7"
     assert headers["forwarded"] == 'for=203.0.113.9, for="[2001:db8::7]"'  # RFC 7239 6: IPv6 is quoted
     assert headers["x-real-ip"] == "1.2.3.4"
     assert headers["x-forwarded-proto"] == "https"
+
+
+@pytest.mark.parametrize("peer", ["10.1.2.3", "198.51.100.1", None], ids=["trusted", "untrusted", "unix-socket"])
+def test_the_browsers_fields_come_first_and_the_routes_set_headers_last(peer: str | None) -> None:
+    policy = ForwardingPolicy("https://app.example", TRUSTED)
+    incoming = IncomingHeaders([("accept", "*/*")], {}, None, False, list(CLIENT_CLAIMS))
+    out = policy.upstream_headers(incoming, None if peer is None else (peer, 50123), [("x-route", "1")])
+    assert out[0] == ("accept", "*/*")
+    assert out[1:-1] == forwarded(policy, peer)
+    assert out[-1] == ("x-route", "1")
 
 
 def test_trust_verdicts_are_cached_and_bounded() -> None:

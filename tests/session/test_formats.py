@@ -226,10 +226,10 @@ async def test_a_logout_continuation_in_an_unknown_format_is_not_followed(
     """Format 1 is the URL itself: anything starting with a control byte is a later format, never a Location."""
     store = MemoryStore()
     sessions = manager_for(fixture("format1.json"), store)
-    handle = await sessions.save_logout_redirect("https://idp.example.com/logout", 60)
-    assert await sessions.take_logout_redirect(handle) == "https://idp.example.com/logout"
-    key = sessions._logout_redirect_key(handle)
-    await store.set(key, sessions._logout_redirects.encrypt(plaintext, key.encode()), 60)
+    handle = await sessions.logouts.save_redirect("https://idp.example.com/logout", 60)
+    assert await sessions.logouts.take_redirect(handle) == "https://idp.example.com/logout"
+    key = sessions.logouts._redirect_key(handle)
+    await store.set(key, sessions.logouts._redirects.encrypt(plaintext, key.encode()), 60)
     with caplog.at_level(logging.WARNING, logger="bff.session"):
-        assert await sessions.take_logout_redirect(handle) is None
+        assert await sessions.logouts.take_redirect(handle) is None
     assert "logout continuation" in caplog.text

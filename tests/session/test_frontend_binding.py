@@ -42,9 +42,9 @@ async def test_a_record_copied_under_another_frontends_key_does_not_decrypt(redi
 async def test_a_login_sealed_for_one_frontend_does_not_open_at_another(redis_store: RedisStore) -> None:
     a, b = managers(redis_store)
     login = LoginState(state="st", nonce="n", code_verifier="v", return_to="/", created_at=0.0)
-    sealed = a.seal_login(login, "__Host-a-login")
-    assert a.open_login(sealed, "__Host-a-login") == login
-    assert b.open_login(sealed, "__Host-a-login") is None
+    sealed = a.logins.seal(login, "__Host-a-login")
+    assert a.logins.open(sealed, "__Host-a-login") == login
+    assert b.logins.open(sealed, "__Host-a-login") is None
 
 
 async def test_indexes_of_colliding_sub_and_sid_list_only_the_frontends_own_sessions(redis_store: RedisStore) -> None:

@@ -75,31 +75,31 @@ async def test_cookie_values(manager: SessionManager) -> None:
 
 
 async def test_logout_sid(manager: SessionManager) -> None:
-    sid = manager.logout_sid("the-id")
+    sid = manager.logouts.sid_for("the-id")
     assert "the-id" not in sid
-    assert manager.check_logout_sid("the-id", sid)
-    assert not manager.check_logout_sid("other-id", sid)
-    assert not manager.check_logout_sid("the-id", "")
-    assert not manager.check_logout_sid("the-id", "\u00e9" * 3)
+    assert manager.logouts.check_sid("the-id", sid)
+    assert not manager.logouts.check_sid("other-id", sid)
+    assert not manager.logouts.check_sid("the-id", "")
+    assert not manager.logouts.check_sid("the-id", "\u00e9" * 3)
 
 
 async def test_logout_redirects_are_one_time_encrypted_and_bound_to_their_key(manager: SessionManager) -> None:
     url = "https://idp.example.com/logout?id_token_hint=ID-secret-value"
-    handle = await manager.save_logout_redirect(url, 60)
-    other = await manager.save_logout_redirect(url, 60)
+    handle = await manager.logouts.save_redirect(url, 60)
+    other = await manager.logouts.save_redirect(url, 60)
     assert handle != other
     assert len(handle) >= 43
-    key = manager._logout_redirect_key(handle)
+    key = manager.logouts._redirect_key(handle)
     assert handle not in key
     raw = await manager.store.get(key)
     assert raw is not None
     assert b"ID-secret-value" not in raw
     # A record copied under another handle's key does not decrypt (the key is the associated data).
-    await manager.store.set(manager._logout_redirect_key(other), raw, 60)
-    assert await manager.take_logout_redirect(other) is None
-    assert await manager.take_logout_redirect(handle) == url
-    assert await manager.take_logout_redirect(handle) is None
-    assert await manager.take_logout_redirect("unknown") is None
+    await manager.store.set(manager.logouts._redirect_key(other), raw, 60)
+    assert await manager.logouts.take_redirect(other) is None
+    assert await manager.logouts.take_redirect(handle) == url
+    assert await manager.logouts.take_redirect(handle) is None
+    assert await manager.logouts.take_redirect("unknown") is None
 
 
 async def test_key_rotation_keeps_sessions_readable(memory_store: MemoryStore, fake_clock: FakeClock) -> None:
@@ -230,23 +230,23 @@ async def test_indexes_by_sub_and_sid(manager: SessionManager) -> None:
 
 async def test_a_sealed_login_opens_only_under_its_own_name(manager: SessionManager) -> None:
     login = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=1.0)
-    sealed = manager.seal_login(login, "__Host-bff-login-a")
-    assert manager.open_login(sealed, "__Host-bff-login-a") == login
+    sealed = manager.logins.seal(login, "__Host-bff-login-a")
+    assert manager.logins.open(sealed, "__Host-bff-login-a") == login
     assert "v" * 43 not in sealed  # encrypted, not just signed: the verifier stays secret
-    assert manager.open_login(sealed, "__Host-bff-login-b") is None  # moved under another name
+    assert manager.logins.open(sealed, "__Host-bff-login-b") is None  # moved under another name
     flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
     for bad in (flipped, sealed[:-4], "", "!!!", "AAAA" * 40):
-        assert manager.open_login(bad, "__Host-bff-login-a") is None
+        assert manager.logins.open(bad, "__Host-bff-login-a") is None
 
 
 async def test_a_login_is_consumed_once(manager: SessionManager) -> None:
     now = manager.clock()
     login = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=now)
-    assert await manager.consume_login(login)
-    assert not await manager.consume_login(login)
+    assert await manager.logins.consume(login)
+    assert not await manager.logins.consume(login)
     other = LoginState(state="st-" + uuid4().hex, nonce="n", code_verifier="v" * 43, return_to="/x", created_at=now)
-    assert await manager.consume_login(other)
+    assert await manager.logins.consume(other)
     # The marker lives only as long as the login could be presented.
-    ttl = await manager.store.ttl(manager._login_key(login.state))
+    ttl = await manager.store.ttl(manager.logins._key(login.state))
     assert ttl is not None
     assert 0 < ttl <= manager.settings.login_timeout

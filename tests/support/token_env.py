@@ -58,7 +58,7 @@ class TokenEnv:
             idp = self.idps[0]
         self.provider.login_as = user
         verifier, nonce = new_code_verifier(), new_nonce()
-        url = idp.client.authorization_url(
+        url = await idp.authorization.url(
             state=new_state(), nonce=nonce, code_challenge=s256_challenge(verifier), redirect_uri=REDIRECT_URI
         )
         answer = await self.clients[0].get(url)

@@ -5,7 +5,8 @@ relies on, so that bff can be shown (and tested) against an IdP that does things
 
 * authorization code flow with PKCE required (S256 only) and RFC 9207 ``iss`` in every authorization response;
   pushed authorization requests (RFC 9126, single-use ``request_uri``) and signed request objects (RFC 9101),
-  either of which it can require; ``private_key_jwt`` for clients registered with a JWK Set;
+  either of which it can require; ``private_key_jwt`` for clients registered with a JWK Set; a request object or
+  client assertion is accepted once (its ``jti``, remembered until its ``exp`` in a bounded cache);
 * asymmetric signing only (ES256, or RS256), keys in files (0600), ``kid`` = RFC 7638 thumbprint, rotation that
   keeps retired keys published until their tokens expire;
 * RFC 9068 JWT access tokens, small and without personal data; opaque refresh tokens stored as hashes, rotated on
@@ -23,8 +24,8 @@ it. Standards work is authlib's (``AuthorizationServer``, its grants, ``CodeChal
 Modules, from the bottom up: ``settings``, ``passwords``, ``keys``, ``minter`` (JWTs), ``records`` (store keys
 and records), ``storage`` (codes, login forms, blocklist), ``families`` (refresh-token families), ``accounts``,
 ``backchannel``, ``sessions`` (the IdP's browser sessions), ``issuer`` (what the token endpoints do), ``models``,
-``client_keys`` (``private_key_jwt``, request objects), ``oauth`` (the Starlette adapter for authlib), ``grants``,
-``pages`` (HTML), ``par``, ``login``, ``endpoints``, ``admin``,
+``replay`` (used ``jti`` values), ``client_keys`` (``private_key_jwt``, request objects), ``oauth`` (the
+Starlette adapter for authlib), ``grants``, ``pages`` (HTML), ``par``, ``login``, ``endpoints``, ``admin``,
 ``app`` (composition), ``cli``.
 
     from bff_devtools.devidp import DevIdPSettings, ClientRegistration, create_devidp_app

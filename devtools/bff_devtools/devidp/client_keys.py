@@ -4,21 +4,27 @@ authlib's ``JWTBearerClientAssertion``) and its signed request objects (RFC 9101
 A request object is hostile input: at most :data:`MAX_REQUEST_OBJECT` characters, signed with one of
 :data:`REQUEST_OBJECT_ALGS` by a registered key, ``typ: oauth-authz-req+jwt`` (RFC 9101 10.8), ``iss`` and
 ``client_id`` the client, ``aud`` this issuer, ``exp`` and ``nbf`` present, current and at most an hour apart (FAPI
-2.0 Message Signing 5.3.1), and no nested ``request`` or ``request_uri`` (RFC 9101 4). Its claims become the
-authorization request's parameters; nothing outside it is used (RFC 9101 5).
+2.0 Message Signing 5.3.1), no nested ``request`` or ``request_uri`` (RFC 9101 4), and a ``jti`` not used before
+(the ``replay`` cache, answered ``invalid_request_object``). Its claims become the authorization request's
+parameters; nothing outside it is used (RFC 9101 5).
+
+A ``private_key_jwt`` assertion (:class:`PrivateKeyJWT`) needs ``jti`` and ``exp`` (OpenID Connect Core 9), at most
+:data:`MAX_ASSERTION_LIFETIME` ahead, and is accepted once (RFC 7523 3 item 7); anything else is ``invalid_client``
+(RFC 7523 3.2).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from bff.types import Clock
+from bff_devtools.devidp.replay import ReplayCache, ReplayRefused
 from bff_devtools.devidp.settings import ClientRegistration
 
 #: RFC 9101 10.8.
@@ -27,6 +33,10 @@ REQUEST_OBJECT_ALGS = ("PS256", "ES256", "RS256")
 MAX_REQUEST_OBJECT = 16 * 1024
 #: Longest ``exp - nbf`` of a request object.
 MAX_LIFETIME = 3600
+#: Longest ``exp - now`` of a client assertion: it is made for one request, so a few minutes are plenty, and a
+#: captured one is useless soon after (RFC 7523 3 item 4 lets the server limit the window).
+MAX_ASSERTION_LIFETIME = 300
+#: The clock skew allowed on ``exp`` and ``nbf``.
 LEEWAY = 30
 #: Registered claims of the object that are not authorization parameters.
 _JWT_CLAIMS = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti", "sub"})
@@ -45,10 +55,15 @@ def client_keys(registration: ClientRegistration) -> KeySet:
         raise InvalidRequestObject("the client's registered keys are unusable") from exc
 
 
+def request_object_replay_cache(capacity: int) -> ReplayCache:
+    return ReplayCache("request object", max_lifetime=MAX_LIFETIME, skew=LEEWAY, capacity=capacity)
+
+
 def verify_request_object(
-    token: str, registration: ClientRegistration, *, issuer: str, now: float
+    token: str, registration: ClientRegistration, *, issuer: str, now: float, replay: ReplayCache
 ) -> list[tuple[str, str]]:
-    """The authorization parameters of a signed request object, or raises :class:`InvalidRequestObject`."""
+    """The authorization parameters of a signed request object, or raises :class:`InvalidRequestObject`; its
+    ``jti`` is then used up in ``replay``."""
     if len(token) > MAX_REQUEST_OBJECT or token.count(".") != 2:
         raise InvalidRequestObject("the request object is not a signed JWT of at most 16 KB")
     try:
@@ -78,6 +93,10 @@ def verify_request_object(
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidRequestObject(f"the request object's {name[:40]!r} is not a string")
         params.append((name, str(value)))
+    try:  # last: only an object that passed every other check uses up its jti
+        replay.use(client_id, claims.get("jti"), exp, now=now)
+    except ReplayRefused as exc:
+        raise InvalidRequestObject(str(exc)) from exc
     return params
 
 
@@ -87,17 +106,18 @@ def _seconds(value: object) -> int | None:
 
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]  # authlib is untyped
     """``private_key_jwt`` (OpenID Connect Core 9): the assertion's audience may be the token endpoint, the issuer
-    or the PAR endpoint (RFC 9126 2); each ``jti`` is accepted once while the assertion could be valid."""
+    or the PAR endpoint (RFC 9126 2); each ``jti`` is accepted once while the assertion could be valid, and at most
+    ``capacity`` are remembered at a time."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, issuer: str, *, clock: Clock) -> None:
+    def __init__(self, issuer: str, *, clock: Clock, capacity: int) -> None:
         super().__init__(validate_jti=True, leeway=LEEWAY)
         self._audiences = [f"{issuer}/token", issuer, f"{issuer}/par"]
         self._clock = clock
-        # authlib calls this from worker threads: the replay memory has a lock of its own.
-        self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}
+        self._replay = ReplayCache(
+            "client assertion", max_lifetime=MAX_ASSERTION_LIFETIME, skew=LEEWAY, capacity=capacity
+        )
 
     def get_audiences(self) -> list[str]:
         return self._audiences
@@ -109,12 +129,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]  # authlib 
             return KeySet([])
 
     def validate_jti(self, claims: Any, jti: Any) -> bool:
-        now = self._clock()
-        key = f"{claims.get('sub')}:{jti}"
-        with self._lock:
-            self._seen = {k: until for k, until in self._seen.items() if until > now}
-            if key in self._seen:
-                return False
-            exp = claims.get("exp")
-            self._seen[key] = (exp if isinstance(exp, int) else now) + LEEWAY
-            return True
+        """authlib's hook, called after the signature and ``iss``/``sub``/``aud``/``exp`` checks."""
+        try:
+            self._replay.use(str(claims.get("sub")), jti, claims.get("exp"), now=self._clock())
+        except ReplayRefused as exc:
+            # RFC 7523 3.2: a client assertion that is not valid is invalid_client.
+            raise InvalidClientError(description=str(exc)) from exc
+        return True

@@ -272,9 +272,10 @@ class DevAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             self.register_extension(self._issuer_parameter)
         for method in TLS_METHODS:
             self.register_client_auth_method(method, authenticate_by_certificate(method))
-        self.register_client_auth_method(
-            PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(services.settings.issuer, clock=services.clock)
+        private_key_jwt = PrivateKeyJWT(
+            services.settings.issuer, clock=services.clock, capacity=services.settings.jti_cache_size
         )
+        self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, private_key_jwt)
 
     # --- the integration contract ---------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 The push is hostile input. It must be a form without repeated parameters (RFC 9126 2.1), from an authenticated
 client (the token endpoint's methods, authlib's client authentication), without a ``request_uri`` of its own, with
 the authenticated client's ``client_id`` if any, a registered ``redirect_uri`` and ``response_type=code``; a
-``request`` object is verified (``client_keys``) and replaces the other parameters (RFC 9126 3). A DPoP proof, when
+``request`` object is verified (``client_keys``; its ``jti`` once, in this IdP's ``replay`` cache) and replaces
+the other parameters (RFC 9126 3). A DPoP proof, when
 sent, must verify and name the key of any ``dpop_jkt``, which then binds the code (RFC 9449 10.1). The answer
 is ``201`` with a fresh ``request_uri`` and ``expires_in`` 60 s.
 
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from bff.session.store import SessionStore
 from bff.types import Clock
-from bff_devtools.devidp.client_keys import InvalidRequestObject, verify_request_object
+from bff_devtools.devidp.client_keys import InvalidRequestObject, request_object_replay_cache, verify_request_object
 from bff_devtools.devidp.oauth import FORM, DevAuthorizationServer, HttpRequest, run_in_thread
 from bff_devtools.devidp.records import pushed_key
 from bff_devtools.devidp.settings import DevIdPSettings
@@ -63,6 +64,8 @@ class PushedRequests:
         self._store = store
         self._dpop = dpop
         self._clock = clock
+        # One memory of used request object jtis for PAR and /authorize: an object pushed once cannot be sent again.
+        self._replay = request_object_replay_cache(settings.jti_cache_size)
 
     async def push(self, request: Request) -> Response:
         """RFC 9126 2.1 and 2.2."""
@@ -121,7 +124,11 @@ class PushedRequests:
         if "request" in params:
             try:
                 opened = verify_request_object(
-                    params["request"], registration, issuer=self._settings.issuer, now=self._clock()
+                    params["request"],
+                    registration,
+                    issuer=self._settings.issuer,
+                    now=self._clock(),
+                    replay=self._replay,
                 )
             except InvalidRequestObject as exc:
                 raise RequestRefused("invalid_request_object", str(exc)) from exc

@@ -146,6 +146,9 @@ class DevIdPSettings:
     #: Send ``iss`` in authorization responses and advertise it (RFC 9207); off only to test clients against an
     #: IdP without it.
     iss_parameter: bool = True
+    #: How many request object ``jti`` values, and as many client assertion ones, are remembered at a time (each
+    #: until its ``exp``): beyond that, new ones are refused until old ones expire.
+    jti_cache_size: int = 10_000
 
     def __post_init__(self) -> None:
         problems = [
@@ -158,6 +161,8 @@ class DevIdPSettings:
             problems.append("refresh_reuse_grace: must be between 0 and 5m (a longer window defeats reuse detection)")
         if self.require_pushed_authorization_requests and not self.par:
             problems.append("require_pushed_authorization_requests: needs par (the /par endpoint)")
+        if self.jti_cache_size < 1:
+            problems.append("jti_cache_size: must be at least 1")
         if self.alg not in ALGS:
             problems.append(f"alg: must be one of {', '.join(ALGS)}, got {self.alg!r}")
         if problems:
