@@ -1,12 +1,14 @@
 """``python -m tests.bench.request_instructions``: CPU instructions per whole proxied request, telemetry on and off.
 
 Two ``bff serve`` processes of this tree (one worker each) run under ``valgrind --tool=callgrind`` with
-instrumentation off until they are logged in and warmed up; then the counters are zeroed, wrk sends requests for
-``--duration`` seconds, and the counters are dumped: instructions over wrk's request count. Everything the server
-does for a request is counted (uvicorn's protocol, the proxy, the store read, the upstream call, the hooks, the
-access log's flush), deterministically where timings on a loaded machine are not; the idle event loop's few
-instructions are included. Valgrind runs ~50x slower, so the access log's 50 ms flush writes fewer lines at a time
-than at full speed: the "on" figure is a little high. Needs valgrind, wrk, nginx, redis-server.
+instrumentation off until they are logged in and warmed up; then the counters are zeroed, wrk (one connection
+each) sends requests for ``--duration`` seconds, and the counters are dumped; ``--idle`` seconds without requests
+give each server's instructions per second at rest, taken off the loaded window (the two answer at different rates).
+Everything the server does for a request is counted (uvicorn's protocol, the proxy, the store read, the upstream
+call, the hooks, the access log's flush), without the timing noise of a shared machine; the count still moves by a
+few thousand per request with the rate valgrind leaves. Valgrind runs ~50x slower, so the access log's 50 ms flush
+writes a few lines at a time instead of ~250: the "on" figure is a few thousand high. Needs valgrind, wrk, nginx,
+redis-server.
 """
 
 from __future__ import annotations
