@@ -439,7 +439,8 @@ async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
             for _ in range(ctx.mode.budget_rounds):
                 plain, *observed = _at_once(ctx, (off, *ons), ctx.mode.duration, ctx.plan.load)
                 if plain.failures or any(o.failures for o in observed):
-                    raise RuntimeError(f"telemetry ({whats}): requests failed")
+                    counts = "; ".join(f"{r.non_2xx} non-2xx, {r.socket_errors} socket" for r in (plain, *observed))
+                    raise RuntimeError(f"telemetry ({whats}): requests failed (off, then on: {counts})")
                 rounds.append((plain, observed))
             for k, i in enumerate(group):
                 cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
@@ -447,6 +448,8 @@ async def _telemetry_costs(ctx: Context) -> list[TelemetryCost]:
                 rps = [observed[k].rps / plain.rps for plain, observed in rounds]
                 ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
                 costs.append(TelemetryCost(TELEMETRY_ROWS[i][0], ratios, rps, cpu_on, cpu_off))
+                # Printed as each group ends: a later group that fails does not take this row's figures with it.
+                sys.stderr.write(f"bench: {costs[-1].what} on: {costs[-1].describe(ctx.mode.duration)}\n")
     return costs
 
 
