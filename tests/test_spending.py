@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 import pytest
+import redis.asyncio
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable
@@ -211,3 +212,24 @@ async def test_a_result_lost_past_the_refresh_deadline_ends_the_session_once_the
     assert env.provider.refresh_calls == 2
     assert env.provider.reuse_detected == 1
     assert await env.sessions.load(session_id) is None
+
+
+async def test_a_refresh_result_outlives_the_spending_mark(world: World, redis_process: RedisProcess) -> None:
+    """A straggler that finds the mark expired must still find the result: were the result gone first, it would
+    present the spent refresh token and the IdP would revoke the family. So the result lives at least as long as the
+    longest mark, whatever the refresh deadline."""
+    env = world.env
+    lease = 2.0
+    manager = await env.manager(TokenSettings(refresh_lock_lease=lease), oidc_timeout=120)
+    session_id, loaded = await env.login()
+    spent = loaded.session.tokens.refresh_token
+    assert spent is not None
+    stale = await env.expire_access_token(session_id)
+    await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
+    client = redis.asyncio.Redis.from_url(redis_process.url)
+    try:
+        result_ttl = await client.pttl(world.store._prefix + env.sessions._result_key(spent)) / 1000
+    finally:
+        await client.aclose()
+    mark_ttl = 120 + 2 * lease  # the refresh deadline (the IdP timeout here) plus two leases
+    assert result_ttl > mark_ttl

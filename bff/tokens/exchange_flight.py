@@ -4,6 +4,8 @@ A route with ``exchange`` gets its token through the same flight as a refresh (`
 route: the same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set.
 Under the lock the login's token is refreshed first when it expires soon, then exchanged, and one write stores both.
 A refused exchange (``TokenExchangeRefused``) never ends the session: the refusal is about this route's exchange.
+A failed exchange (refused, or the IdP failing) never loses the login's tokens refreshed for it: they are stored
+all the same, then the failure answers.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class Exchanger:
         route: RouteSettings,
         route_key: str,
         refresh_login: Callable[[LoadedSession], Awaitable[TokenSet]],
-    ) -> tuple[Session, TokenSet | None]:
+    ) -> tuple[Session, TokenSet | None, Exception | None]:
         """The route's token exchanged (RFC 8693) for the session's current access token, refreshed first (by
         ``refresh_login``) when it expires soon, under the same lock: one write stores both. Also returns the
-        refreshed login tokens, if any."""
+        refreshed login tokens, if any, and the exchange's failure: the caller stores the refreshed tokens, then
+        raises it."""
         session = current.session
         tokens = session.tokens
         refreshed = None
@@ -51,8 +54,14 @@ class Exchanger:
             elif expired(tokens, self.clock):
                 await self.context.sessions.delete(current, reason="expired")
                 raise SessionExpired("the access token expired and the session has no refresh token")
-        exchanged = await self._call_exchange(tokens.access_token, route)
-        return session.evolve(tokens=tokens, route_tokens={**session.route_tokens, route_key: exchanged}), refreshed
+        try:
+            exchanged = await self._call_exchange(tokens.access_token, route)
+        except Exception as exc:  # noqa: BLE001 - raised by the caller once the refreshed tokens are stored
+            # The IdP has spent the login's refresh token for this exchange: losing the new one would make the next
+            # refresh present the spent one, and the IdP revoke the family (RFC 9700 4.14.2).
+            return session.evolve(tokens=tokens), refreshed, exc
+        route_tokens = {**session.route_tokens, route_key: exchanged}
+        return session.evolve(tokens=tokens, route_tokens=route_tokens), refreshed, None
 
     async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
         exchange = route.exchange

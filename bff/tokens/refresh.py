@@ -5,7 +5,8 @@ answers by revoking the whole token family, logging the user out).
 1. Single-flight in the process: concurrent callers for one session join the same task. The task runs on its own:
    neither a browser that leaves nor a request that gives up waiting cancels it.
 2. A short-lived *refresh result* keyed by a hash of the spent refresh token: a straggler that still holds the old
-   tokens picks up the new ones.
+   tokens picks up the new ones, and so does a refresh whose session still holds the spent token because the
+   session write was lost (a route's own refresh adopts the login's new tokens first, then refreshes from them).
 3. Single-flight across processes and instances: a store lock with a lease, renewed every third of the lease while
    the IdP call runs, so a slow IdP cannot let a second refresher in. Whoever does not get the lock waits for the
    session to change (polling the store) instead of refreshing.
@@ -28,7 +29,8 @@ answers by revoking the whole token family, logging the user out).
 Token exchange (RFC 8693). A route with ``exchange`` gets its token through the same flight, keyed by the route: the
 same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set; under the
 lock the login's token is refreshed first (steps 2 and 5-7) when it expires soon, then exchanged, and one write stores
-both (``bff.tokens.exchange_flight``). A refused exchange (``TokenExchangeRefused``) never ends the session.
+both (``bff.tokens.exchange_flight``). A refused exchange (``TokenExchangeRefused``) never ends the session, and a
+failed one never loses the login's tokens refreshed for it: they are stored (step 7), then the failure answers.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
@@ -65,7 +67,6 @@ from typing import get_args
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import (
     IdPUnavailable,
-    InvalidIdToken,
     OAuthError,
     SessionExpired,
     SessionStoreUnavailable,
@@ -78,6 +79,7 @@ from bff.telemetry import metrics
 from bff.tokens.exchange_flight import Exchanger, count_exchange
 from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, RefreshOutcome, refresh_timeout, retry_soon
 from bff.tokens.idp_probe import IdPProbe
+from bff.tokens.rotation import Rotation
 from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
 from bff.tokens.spending import Spender
 from bff.types import Clock
@@ -122,6 +124,7 @@ class Refresher:
         self.probe = IdPProbe(idp, io_timeout=self._refresh_timeout)
         context = FlightContext(sessions, idp, self.probe, settings)
         self._spender = Spender(context, sleep=sleep)
+        self._rotation = Rotation(context, self._spender)
         self._exchanger = Exchanger(context, clock=clock)
 
     async def refresh(
@@ -305,96 +308,59 @@ class Refresher:
         *,
         write_until: float,
     ) -> LoadedSession:
-        session = current.session
-        spent = session.tokens.refresh_token or ""
+        spent = current.session.tokens.refresh_token or ""
         result: TokenSet | None = None
+        failure: Exception | None = None
         try:
             if route is not None and route.exchange is not None:
                 assert route_key is not None
                 # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
-                updated, result = await self._exchanger.exchanged(
-                    current, route, route_key, lambda loaded: self._user_tokens(loaded, Attempt())
+                updated, result, failure = await self._exchanger.exchanged(
+                    current, route, route_key, lambda loaded: self._rotation.login_tokens(loaded, Attempt())
                 )
+                if failure is not None and result is None:
+                    raise failure  # nothing was rotated: nothing to store
             elif route_key is None:
-                result = await self._user_tokens(current, attempt)
-                updated = session.evolve(tokens=result)
+                result = await self._rotation.login_tokens(current, attempt)
+                updated = current.session.evolve(tokens=result)
             else:
-                updated = await self._route_refreshed(current, route, route_key, attempt)
+                current = await self._adopted(current, write_until)
+                spent = current.session.tokens.refresh_token or ""
+                updated = await self._rotation.route_session(current, route, route_key, attempt)
             # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
             # session write lands.
             written = await self._spender.store_rotated(current, updated, spent, result, write_until)
         finally:
             self._spender.forget(spent)
         if written is None:
-            # Deleted (logout, back-channel logout) or rewritten underneath us despite the lock: never resurrect.
-            # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
-            if await self.sessions.load_key(current.key, strict=True) is None:
-                await self._revoke_quietly(updated.tokens.refresh_token)
-                raise SessionExpired("the session ended while its tokens were being refreshed")
-            return await self._current(current)
+            written = await self._reloaded(current, updated)
+        if failure is not None:
+            raise failure  # the exchange's error, once the login's tokens refreshed for it are stored
         return written
 
-    async def _user_tokens(self, current: LoadedSession, attempt: Attempt) -> TokenSet:
-        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land); the
-        caller stores them, with the refresh result."""
-        tokens = current.session.tokens
-        spent = tokens.refresh_token
-        assert spent is not None
-        remembered = await self.sessions.load_refresh_result(spent)
-        if remembered is not None:
-            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
-            attempt.joined = True
-        else:
-            new = await self._spender.spend(current, spent, None, attempt)
-        # A new ID token must be about the same user; a remembered result was checked before it was saved.
-        if new.id_token is not None and remembered is None:
-            await self._check_same_user(current, new.id_token, new.access_token, attempt)
-        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
-        # kept when the IdP did not rotate it (RFC 6749 6).
-        return dataclasses.replace(
-            new,
-            refresh_token=new.refresh_token or spent,
-            refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
-            id_token=new.id_token or tokens.id_token,
-            scope=new.scope or tokens.scope,
-        )
+    async def _adopted(self, current: LoadedSession, write_until: float) -> LoadedSession:
+        """When a refresh spent the session's refresh token and stored its result but not the session: the session
+        with the login's tokens from that result, stored (else ``current``). A route's own refresh then presents
+        the new refresh token, never the spent one (RFC 9700 4.14.2)."""
+        remembered = await self._rotation.remembered(current)
+        if remembered is None:
+            return current
+        spent = current.session.tokens.refresh_token or ""
+        adopted = current.session.evolve(tokens=remembered)
+        written = await self._spender.store_rotated(current, adopted, spent, None, write_until)
+        if written is None:
+            await self._reloaded(current, adopted)
+            raise retry_soon("another refresh stored this session's new tokens just now")
+        return written
 
-    async def _route_refreshed(
-        self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: Attempt
-    ) -> Session:
-        """A token of the route's own (RFC 8707 ``resource``, ``scopes``) from the login's refresh token."""
-        session = current.session
-        tokens = session.tokens
-        spent = tokens.refresh_token
-        assert spent is not None
-        new = await self._spender.spend(current, spent, route, attempt)
-        route_token = TokenSet(
-            access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
-        )
-        return session.evolve(
-            tokens=dataclasses.replace(
-                tokens,
-                refresh_token=new.refresh_token or spent,
-                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
-            ),
-            route_tokens={**session.route_tokens, route_key: route_token},
-        )
-
-    async def _check_same_user(
-        self, current: LoadedSession, id_token: str, access_token: str, attempt: Attempt
-    ) -> None:
-        """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
-        against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
-        this user's any more and ends."""
-        try:
-            claims = await self.idp.validate_id_token(id_token, nonce=None, access_token=access_token)
-        except InvalidIdToken as exc:
-            await self.sessions.delete(current, reason="refresh_failed")
-            raise SessionExpired("the refreshed ID token is invalid") from exc
-        if claims.get("sub") != current.session.sub:
-            attempt.failure = "sub_mismatch"
-            await self.sessions.delete(current, reason="refresh_failed")
-            raise SessionExpired("the refreshed ID token names another user")
+    async def _reloaded(self, current: LoadedSession, updated: Session) -> LoadedSession:
+        """After a compare-and-set that found the record changed: the session as it is now, or ``SessionExpired``
+        when it was deleted (logout, back-channel logout) despite the lock, never resurrected."""
+        # Strict: a record rewritten by a newer release has not ended, and its refresh token must live on.
+        if await self.sessions.load_key(current.key, strict=True) is None:
+            await self._revoke_quietly(updated.tokens.refresh_token)
+            raise SessionExpired("the session ended while its tokens were being refreshed")
+        return await self._current(current)
 
     async def _revoke_quietly(self, refresh_token: str | None) -> None:
         if not refresh_token:

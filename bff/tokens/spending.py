@@ -37,7 +37,7 @@ from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, call_t
 
 logger = logging.getLogger("bff.tokens")
 
-#: How long a refresh result stays readable for stragglers.
+#: How long a refresh result stays readable for stragglers, at least (longer when a spending mark may live longer).
 RESULT_TTL = 60.0
 #: The 503's message when another refresher holds the spending mark.
 MARK_HELD = "another refresh spent this session's refresh token and is storing the result"
@@ -93,10 +93,12 @@ class Spender:
         failed finds the record changed and returns None (the caller then reloads the session that holds the new
         tokens)."""
         sessions = self.context.sessions
+        # Outlive the longest spending mark by a lease: a straggler that finds the mark gone still finds the result.
+        result_ttl = max(RESULT_TTL, self.context.refresh_timeout + 3 * self.context.settings.refresh_lock_lease)
 
         async def write() -> LoadedSession | None:
             if result is not None:
-                await sessions.save_refresh_result(spent, result, RESULT_TTL)
+                await sessions.save_refresh_result(spent, result, result_ttl)
             return await sessions.replace(current, updated)
 
         try:

@@ -124,6 +124,8 @@ class TestProvider:
     authorize_error: str | None = None
     token_error: str | None = None
     fail_token_endpoint_with: int | None = None
+    #: Like ``fail_token_endpoint_with``, for token exchanges (RFC 8693) only: the other grants still work.
+    fail_exchanges_with: int | None = None
     token_delay: float = 0.0
     #: When set, token answers wait until this event is set (another thread's test releases them).
     token_gate: threading.Event | None = None
@@ -300,9 +302,12 @@ class TestProvider:
             await asyncio.sleep(self.token_delay)
         if self.token_gate is not None:
             await asyncio.to_thread(self.token_gate.wait, 30)
-        if self.fail_token_endpoint_with is not None:
+        failing = self.fail_token_endpoint_with
+        if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange":
+            failing = failing or self.fail_exchanges_with
+        if failing is not None:
             html = "<html><body><h1>Bad Gateway</h1></body></html>"
-            return HTMLResponse(html, status_code=self.fail_token_endpoint_with)
+            return HTMLResponse(html, status_code=failing)
         try:
             answer = self._grant(request, form)
         except _Refused as refused:

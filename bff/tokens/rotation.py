@@ -1,0 +1,99 @@
+"""``Rotation``: what one refresh grant makes of a session's tokens, for the single-flight core
+(``bff.tokens.refresh``), which holds the session's lock and stores the outcome.
+
+* The login's tokens (``login_tokens``): taken from the refresh result a previous refresh left when its session
+  write did not land (``remembered``), or fetched with the refresh grant through the ``Spender``. The new refresh
+  token replaces the old one atomically with the new access token (RFC 6749 6), and a new ID token must be about
+  the same user (OpenID Connect Core 12.2).
+* A route's own token (``route_session``: RFC 8707 ``resource``, ``scopes``), from the login's refresh token. Its
+  caller first adopts a refresh result that token left (``remembered``), so that the route's refresh presents the
+  new refresh token, never the spent one (RFC 9700 4.14.2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bff.config import RouteSettings
+from bff.errors import InvalidIdToken, SessionExpired
+from bff.models import Session, TokenSet
+from bff.session.manager import LoadedSession
+from bff.tokens.flight import Attempt, FlightContext
+from bff.tokens.spending import Spender
+
+
+class Rotation:
+    def __init__(self, context: FlightContext, spender: Spender) -> None:
+        self.context = context
+        self._spender = spender
+
+    async def remembered(self, current: LoadedSession) -> TokenSet | None:
+        """The login's tokens a previous refresh got for the session's refresh token and stored as its result,
+        when its session write did not land; None when there is none."""
+        spent = current.session.tokens.refresh_token
+        assert spent is not None
+        return await self.context.sessions.load_refresh_result(spent)
+
+    async def login_tokens(self, current: LoadedSession, attempt: Attempt) -> TokenSet:
+        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land); the
+        caller stores them, with the refresh result."""
+        tokens = current.session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        remembered = await self.remembered(current)
+        if remembered is not None:
+            new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
+            attempt.joined = True
+        else:
+            new = await self._spender.spend(current, spent, None, attempt)
+        # A new ID token must be about the same user; a remembered result was checked before it was saved.
+        if new.id_token is not None and remembered is None:
+            await self._check_same_user(current, new.id_token, new.access_token, attempt)
+        # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
+        # kept when the IdP did not rotate it (RFC 6749 6).
+        return dataclasses.replace(
+            new,
+            refresh_token=new.refresh_token or spent,
+            refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            id_token=new.id_token or tokens.id_token,
+            scope=new.scope or tokens.scope,
+        )
+
+    async def route_session(
+        self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: Attempt
+    ) -> Session:
+        """The session with a token of the route's own (RFC 8707 ``resource``, ``scopes``) from the login's refresh
+        token, which the IdP rotates."""
+        session = current.session
+        tokens = session.tokens
+        spent = tokens.refresh_token
+        assert spent is not None
+        new = await self._spender.spend(current, spent, route, attempt)
+        route_token = TokenSet(
+            access_token=new.access_token, token_type=new.token_type, expires_at=new.expires_at, scope=new.scope
+        )
+        return session.evolve(
+            tokens=dataclasses.replace(
+                tokens,
+                refresh_token=new.refresh_token or spent,
+                refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
+            ),
+            route_tokens={**session.route_tokens, route_key: route_token},
+        )
+
+    async def _check_same_user(
+        self, current: LoadedSession, id_token: str, access_token: str, attempt: Attempt
+    ) -> None:
+        """OpenID Connect Core 12.2: a refreshed ID token is validated like the first (audiences, ``at_hash``
+        against the refreshed access token) and its ``sub`` must be the session's; otherwise the session is not
+        this user's any more and ends."""
+        sessions = self.context.sessions
+        try:
+            claims = await self.context.idp.validate_id_token(id_token, nonce=None, access_token=access_token)
+        except InvalidIdToken as exc:
+            await sessions.delete(current, reason="refresh_failed")
+            raise SessionExpired("the refreshed ID token is invalid") from exc
+        if claims.get("sub") != current.session.sub:
+            attempt.failure = "sub_mismatch"
+            await sessions.delete(current, reason="refresh_failed")
+            raise SessionExpired("the refreshed ID token names another user")
