@@ -11,8 +11,9 @@ observers are configured, fill in what happened, and call every observer at thre
 * ``end(exchange)``: the answer is complete, refused, failed, or the browser left (``status`` 0: nothing was sent).
 
 Hooks are plain functions, not coroutines (no await on the hot path), and must not raise: one that does is logged
-and the request goes on. Observers are declared as data in ``bff.app`` (``create_observers``); a user adds one by
-passing it to ``BffApp(observers=...)``, without touching the proxy.
+and the request goes on (an observer that declares ``guards_itself`` catches and logs its own ``upstream``
+and ``end`` failures, see :class:`Observers`). Observers are declared as data in ``bff.app``
+(``create_observers``); a user adds one by passing it to ``BffApp(observers=...)``, without touching the proxy.
 """
 
 from __future__ import annotations
@@ -136,9 +137,14 @@ def _hooks(observers: Sequence[Observer], name: str) -> tuple[Hook, ...]:
 
 
 class Observers:
-    """The configured observers, called in order (so an observer may read what an earlier one set)."""
+    """The configured observers, called in order (so an observer may read what an earlier one set).
 
-    __slots__ = ("_all", "_end", "_start", "_upstream", "owned_headers")
+    ``exchange`` (the start), ``upstream`` and ``end`` run every observer's hook of that point, each failure logged.
+    When the only observer declares ``guards_itself`` (its hooks catch their own failures: the fused built-in one),
+    ``upstream`` and ``end`` are its own hooks, called without the loop: one Python call fewer each per request.
+    """
+
+    __slots__ = ("_all", "_end", "_start", "_upstream", "end", "owned_headers", "upstream")
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._all = tuple(observers)
@@ -150,6 +156,10 @@ class Observers:
         self.owned_headers: frozenset[bytes] = frozenset().union(
             *(getattr(o, "owned_headers", frozenset()) for o in observers)
         )
+        self.upstream: Hook = self._upstream_each
+        self.end: Hook = self._end_each
+        if len(observers) == 1 and getattr(observers[0], "guards_itself", False):
+            self.upstream, self.end = observers[0].upstream, observers[0].end
 
     def __bool__(self) -> bool:
         return bool(self._all)
@@ -165,14 +175,14 @@ class Observers:
                 logger.exception("observer hook %s failed at the request start", hook.__qualname__)
         return exchange
 
-    def upstream(self, exchange: Exchange) -> None:
+    def _upstream_each(self, exchange: Exchange) -> None:
         for hook in self._upstream:
             try:
                 hook(exchange)
             except Exception:
                 logger.exception("observer hook %s failed at an upstream answer", hook.__qualname__)
 
-    def end(self, exchange: Exchange) -> None:
+    def _end_each(self, exchange: Exchange) -> None:
         for hook in self._end:
             try:
                 hook(exchange)

@@ -7,12 +7,15 @@ costs one tuple, one dict lookup and one ``observe`` per histogram: no label val
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from time import perf_counter
 
 from bff.telemetry import metrics
 from bff.telemetry.exchange import BaseObserver, Exchange
 from bff.telemetry.metrics import BUCKETS, STANDARD_METHODS, CounterChild, HistogramChild
+
+logger = logging.getLogger(__name__)
 
 #: ``http_response_status_code`` of a request whose browser left before any answer was sent (nginx's convention).
 CLIENT_CLOSED = 499
@@ -27,27 +30,30 @@ class HttpMetrics(BaseObserver):
         self._errors: dict[tuple[str, str], CounterChild] = {}
 
     def upstream(self, exchange: Exchange) -> None:
-        status = exchange.upstream_status
-        route = exchange.route
-        if status is None:
-            self._error(route, exchange.upstream_error or "bad_response").inc()
-            return
-        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
-        key = (exchange.server_address, method, route, status)
-        child = self._client.get(key)
-        if child is None:
-            child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
-                server_address=exchange.server_address,
-                http_request_method=method,
-                http_response_status_code=str(status),
-                bff_route=route,
-            )
-        # HistogramChild.observe, inline: a Python call is a good part of this hook's cost per request.
-        seconds = exchange.upstream_duration
-        child.counts[bisect_left(BUCKETS, seconds)] += 1
-        child.sum += seconds
-        if status >= 500:
-            self._error(route, "status_5xx").inc()
+        try:  # guards itself (``Observers``): the fused observer's upstream is called without the seam's loop
+            status = exchange.upstream_status
+            route = exchange.route
+            if status is None:
+                self._error(route, exchange.upstream_error or "bad_response").inc()
+                return
+            method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
+            key = (exchange.server_address, method, route, status)
+            child = self._client.get(key)
+            if child is None:
+                child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
+                    server_address=exchange.server_address,
+                    http_request_method=method,
+                    http_response_status_code=str(status),
+                    bff_route=route,
+                )
+            # HistogramChild.observe, inline: a Python call is a good part of this hook's cost per request.
+            seconds = exchange.upstream_duration
+            child.counts[bisect_left(BUCKETS, seconds)] += 1
+            child.sum += seconds
+            if status >= 500:
+                self._error(route, "status_5xx").inc()
+        except Exception:
+            logger.exception("the metrics hook failed at an upstream answer")
 
     def _error(self, route: str, kind: str) -> CounterChild:
         child = self._errors.get((route, kind))

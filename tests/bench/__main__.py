@@ -467,7 +467,8 @@ async def _telemetry_costs(ctx: Context, traces_to: str | None = None) -> list[T
             for _ in range(count):
                 plain, *observed = _at_once(ctx, (off, *ons), ctx.mode.duration, ctx.plan.load)
                 if plain.failures or any(o.failures for o in observed):
-                    raise RuntimeError(f"telemetry ({whats}): requests failed")
+                    counts = "; ".join(f"{r.non_2xx} non-2xx, {r.socket_errors} socket" for r in (plain, *observed))
+                    raise RuntimeError(f"telemetry ({whats}): requests failed (off, then on: {counts})")
                 rounds.append((plain, observed))
         for k, (what, *_) in enumerate(group):
             cpu_off = [plain.cpu_us_per_request or 1.0 for plain, _ in rounds]
@@ -476,6 +477,8 @@ async def _telemetry_costs(ctx: Context, traces_to: str | None = None) -> list[T
             ratios = [on / base for on, base in zip(cpu_on, cpu_off, strict=True)]
             results = tuple(observed[k] for _, observed in rounds)
             costs.append(TelemetryCost(what, ratios, rps, cpu_on, cpu_off, results))
+            # Printed as each group ends: a later group that fails does not take this row's figures with it.
+            sys.stderr.write(f"bench: {costs[-1].what} on: {costs[-1].describe(ctx.mode.duration)}\n")
     return costs
 
 

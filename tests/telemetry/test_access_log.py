@@ -58,6 +58,26 @@ def test_the_json_fields() -> None:
     assert record["timestamp"].endswith("Z")
 
 
+@given(
+    st.integers(min_value=0, max_value=10**10),
+    st.integers(min_value=0, max_value=10**10),
+    st.integers(min_value=0, max_value=2**40),
+    st.integers(min_value=0, max_value=2**40),
+)
+def test_durations_and_sizes_render_as_their_decimal_text(us: int, up_us: int, size_in: int, size_out: int) -> None:
+    # Below 1000 the integer parts come from a table, above they are formatted: both must give the same digits.
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream)
+    ex = finished(exchange())
+    ex.started, ex.upstream_time, ex.bytes_in, ex.bytes_out = 0.0, up_us / 1e6, size_in, size_out
+    log.record(ex, us / 1e6)
+    (line,) = lines(log, stream)
+    whole, upstream = int(us / 1e6 * 1e6), int(up_us / 1e6 * 1e6)
+    assert f'"duration_ms":{whole // 1000}.{whole % 1000:03d},' in line
+    assert f'"bff.upstream.duration_ms":{upstream // 1000}.{upstream % 1000:03d},' in line
+    assert f'"http.request.body.size":{size_in},"http.response.body.size":{size_out},' in line
+
+
 def test_a_refusal_has_no_upstream_fields() -> None:
     stream = io.StringIO()
     log = AccessLog(json=True, stream=stream)

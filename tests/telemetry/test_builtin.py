@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,7 @@ from bff.app import create_observers
 from bff.telemetry import metrics
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.builtin import BuiltinTelemetry
-from bff.telemetry.exchange import Observers
+from bff.telemetry.exchange import Exchange, Observers
 from bff.telemetry.http_metrics import HttpMetrics
 from bff.telemetry.metrics import sample_value
 from bff.telemetry.request_ids import RAW_HEADER, RequestIds
@@ -68,3 +69,26 @@ def test_one_request_through_the_fused_hooks() -> None:
     assert seconds is not None
     assert 0 <= seconds * 1000 - record["duration_ms"] < 0.001
     assert sample_value("bff_upstream_errors_total", {"bff_route": "/api", "kind": "status_5xx"}) == 1
+
+
+class _Failing(AccessLog):
+    def record(self, ex: Exchange, now: float) -> None:
+        raise RuntimeError("boom")
+
+
+def test_the_fused_observer_is_called_directly_and_a_failing_hook_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    fused = BuiltinTelemetry(_Failing(json=True, stream=io.StringIO()))
+    observers = Observers([fused])
+    assert (observers.upstream, observers.end) == (fused.upstream, fused.end)  # no loop: it guards itself
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "raw_path": b"/api/x", "headers": []}
+    ex = observers.exchange(scope, "/api")
+    ex.upstream_status, ex.upstream_duration = 200, "not a number"  # type: ignore[assignment]  # a broken hook
+    with caplog.at_level(logging.ERROR):
+        observers.upstream(ex)
+        observers.end(ex)
+    failures = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert failures == [
+        "the metrics hook failed at an upstream answer",
+        "the built-in telemetry hook failed at the request end",
+    ]
+    assert Observers([fused, RequestIds()]).end != fused.end  # with another observer: the seam's loop
