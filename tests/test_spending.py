@@ -19,6 +19,7 @@ import redis.asyncio
 
 from bff.config import RouteSettings, TokenSettings
 from bff.errors import IdPUnavailable, SessionExpired, SessionStoreUnavailable
+from bff.session.manager import LoadedSession
 from bff.session.redis_store import RedisStore
 from tests.faults.relay import Relay
 from tests.support.oidc_provider import TestProvider, running
@@ -119,6 +120,14 @@ async def world(provider: TestProvider, redis_process: RedisProcess) -> AsyncIte
         relay.close()
 
 
+async def _logged_in_and_expired(env: TokenEnv) -> tuple[str, LoadedSession]:
+    """A new session whose access token has expired: its refresh token (the one a refresh spends) and the session."""
+    session_id, loaded = await env.login()
+    spent = loaded.session.tokens.refresh_token
+    assert spent is not None
+    return spent, await env.expire_access_token(session_id)
+
+
 async def _mark(world: World, refresh_token: str) -> bytes | None:
     return await world.store.get(world.env.sessions.spending_key(refresh_token))
 
@@ -129,10 +138,7 @@ async def test_a_mark_whose_answer_was_lost_does_not_block_the_session_once_the_
     next request refreshes at once instead of answering 503 ("another refresh spent ...") until the mark expires."""
     env, store = world.env, world.store
     manager = await env.manager(SETTINGS, oidc_timeout=OUTAGE * 4)
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
-    assert spent is not None
-    stale = await env.expire_access_token(session_id)
+    spent, stale = await _logged_in_and_expired(env)
     store.fault_prefix = "p:"  # the spending mark
     with pytest.raises(SessionStoreUnavailable):
         await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
@@ -156,10 +162,7 @@ async def test_a_result_whose_write_was_lost_is_written_again_and_the_mark_clear
     env, store = world.env, world.store
     here = await env.manager(SETTINGS, oidc_timeout=OUTAGE * 4)
     there = await env.manager(SETTINGS, oidc_timeout=OUTAGE * 4)
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
-    assert spent is not None
-    stale = await env.expire_access_token(session_id)
+    spent, stale = await _logged_in_and_expired(env)
     store.fault_prefix, store.mode = "r:", mode  # the refresh result, written once the IdP answered
     token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
     assert token != stale.session.tokens.access_token
@@ -176,10 +179,7 @@ async def test_a_mark_that_lands_after_it_was_renounced_holds_nothing_back(world
     it, so the next refresher removes it and refreshes."""
     env, store = world.env, world.store
     manager = await env.manager(SETTINGS, oidc_timeout=OUTAGE * 4)
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
-    assert spent is not None
-    stale = await env.expire_access_token(session_id)
+    spent, stale = await _logged_in_and_expired(env)
     store.fault_prefix, store.mode = "p:", "late"
     with pytest.raises(SessionStoreUnavailable):
         await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
@@ -221,10 +221,7 @@ async def test_a_refresh_result_outlives_the_spending_mark(world: World, redis_p
     env = world.env
     lease = 2.0
     manager = await env.manager(TokenSettings(refresh_lock_lease=lease), oidc_timeout=120)
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
-    assert spent is not None
-    stale = await env.expire_access_token(session_id)
+    spent, stale = await _logged_in_and_expired(env)
     await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
     client = redis.asyncio.Redis.from_url(redis_process.url)
     try:
