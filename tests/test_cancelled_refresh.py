@@ -22,6 +22,7 @@ from bff.session.redis_store import RedisStore
 from bff.tokens.refresh import STOP_GRACE
 from tests.support.oidc_provider import TestProvider
 from tests.support.token_env import TokenEnv, token_env
+from tests.test_rotated_tokens import presented_refresh_tokens
 
 pytestmark = pytest.mark.redis
 
@@ -60,10 +61,6 @@ async def held(redis_url: str) -> AsyncIterator[HeldStore]:
 async def env(idp: TestProvider, held: HeldStore) -> AsyncIterator[TokenEnv]:
     async with token_env(idp, held) as env:
         yield env
-
-
-def presented_refresh_tokens(provider: TestProvider) -> list[str]:
-    return [r["refresh_token"] for r in provider.token_requests if r.get("grant_type") == "refresh_token"]
 
 
 async def _cancellation_delivered(tasks: set[asyncio.Task[object]]) -> None:

@@ -13,8 +13,9 @@ docs/redis-ha.md). Two more guards cover that window:
   it writes a note naming the mark, again and again while the store fails, until its deadline. A mark with such a
   note holds nothing back, whichever of the two lands first, and the next refresher removes it.
 * The *rotated write* (``store_rotated``): the refresh result and the compare-and-set of the new tokens, retried while
-  the store fails until the refresh's deadline. The IdP has spent the old token: losing the new one would make the
-  next refresh present the spent one.
+  the store fails until the refresh's deadline, in a task of its own that a cancelled flight (a shutdown) waits for
+  instead of stopping. The IdP has spent the old token: losing the new one would make the next refresh present the
+  spent one.
 
 So once the store is back, the holder's pending write lands at its next retry, and the session is served again.
 Both because an IdP with reuse detection answers a spent refresh token by revoking the whole token family, logging
