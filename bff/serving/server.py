@@ -13,7 +13,8 @@ On the first SIGTERM or SIGINT:
    "service restart" (RFC 6455 7.4.1), and tasks that still run are cancelled;
 4. the lifespan's shutdown: refreshes still in flight (their request gone) get what is left of
    ``shutdown_timeout`` (at least half a second) to save what the IdP answers, then are cancelled, releasing their
-   store locks so that another instance can refresh;
+   store locks so that another instance can refresh (a write of tokens the IdP already rotated goes on to its
+   refresh deadline);
 5. the process exits 0: unlike uvicorn's, the captured signal is not raised again, so an orchestrator sees a clean
    stop.
 

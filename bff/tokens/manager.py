@@ -208,8 +208,9 @@ class TokenManager:
 
     async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Shutdown: give refreshes in flight up to ``grace`` seconds to store what the IdP answered, then stop them
-        (each releases its store lock as it ends) and the probe. Bounded: nothing here waits on a cancellation
-        being honoured."""
+        (each releases its store lock as it ends) and the probe. A write of rotated tokens already under way is not
+        stopped: it gets until its refresh deadline. Bounded: nothing here waits on a cancellation being
+        honoured."""
         probe = self._refresher.probe
         probe.close()
         flights = self._refresher.in_flight()
@@ -220,8 +221,11 @@ class TokenManager:
         ]
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=STOP_GRACE)
+        # The IdP has spent the refresh tokens these writes store: they go on to their deadline (RFC 9700 4.14.2).
+        storing = self._refresher.storing()
+        if tasks or storing:
+            last = max(storing.values(), default=0.0) - asyncio.get_running_loop().time()
+            await asyncio.wait([*tasks, *storing], timeout=max(STOP_GRACE, last))
 
 
 def exchange_outcome(exc: BaseException) -> str:

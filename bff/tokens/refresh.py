@@ -185,6 +185,10 @@ class Refresher:
         """The refreshes running in this process (for shutdown)."""
         return [flight.task for flight in self._inflight.values()]
 
+    def storing(self) -> dict[asyncio.Task[LoadedSession | None], float]:
+        """The writes of rotated tokens still running, each with its deadline (for shutdown: see ``Spender``)."""
+        return self._spender.storing()
+
     @property
     def refresh_count(self) -> int:
         """Refresh calls this process made to the IdP (for the demo SPA's "refreshed" indicator and tests)."""

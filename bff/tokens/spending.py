@@ -13,8 +13,9 @@ docs/redis-ha.md). Two more guards cover that window:
   it writes a note naming the mark, again and again while the store fails, until its deadline. A mark with such a
   note holds nothing back, whichever of the two lands first, and the next refresher removes it.
 * The *rotated write* (``store_rotated``): the refresh result and the compare-and-set of the new tokens, retried while
-  the store fails until the refresh's deadline. The IdP has spent the old token: losing the new one would make the
-  next refresh present the spent one.
+  the store fails until the refresh's deadline, in a task of its own that a cancelled flight (a shutdown) waits for
+  instead of stopping. The IdP has spent the old token: losing the new one would make the next refresh present the
+  spent one.
 
 So once the store is back, the holder's pending write lands at its next retry, and the session is served again.
 Both because an IdP with reuse detection answers a spent refresh token by revoking the whole token family, logging
@@ -53,6 +54,8 @@ class Spender:
         self.refresh_count = 0
         #: The spending marks this process holds on refresh tokens the IdP has spent, until their results are stored.
         self._marks: dict[str, bytes] = {}
+        #: The writes of rotated tokens running (``store_rotated``), each with its deadline, held until they end.
+        self._storing: dict[asyncio.Task[LoadedSession | None], float] = {}
 
     async def spend(
         self, current: LoadedSession, spent: str, route: RouteSettings | None, attempt: Attempt
@@ -87,11 +90,42 @@ class Spender:
     ) -> LoadedSession | None:
         """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
         and renewed meanwhile), then clear this refresh's spending mark. The IdP has spent the old refresh token: if
-        the new one is lost (a store failing over drops or refuses the write), the next refresh presents the spent
-        one, and an IdP with reuse detection revokes the whole family (RFC 9700 4.14.2). Both writes are
-        idempotent: the refresh result is a plain SET, and a compare-and-set that landed before its confirmation
-        failed finds the record changed and returns None (the caller then reloads the session that holds the new
-        tokens)."""
+        the new one is lost (a store failing over drops or refuses the write, a shutdown cancels the flight), the
+        next refresh presents the spent one, and an IdP with reuse detection revokes the whole family (RFC 9700
+        4.14.2). So the write runs in a task of its own that the caller's cancellation does not reach: a cancelled
+        caller waits for it (until ``until``), then ends cancelled. Both writes are idempotent: the refresh result
+        is a plain SET, and a compare-and-set that landed before its confirmation failed finds the record changed
+        and returns None (the caller then reloads the session that holds the new tokens)."""
+        loop = asyncio.get_running_loop()
+        mark = self._marks.pop(spent, None)  # the write's now: a flight that ends first must not forget it
+        task = loop.create_task(self._store(current, updated, spent, result, until, mark))
+        self._storing[task] = until
+        task.add_done_callback(self._stored)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():  # the caller was cancelled, not the write: hold the lock until it lands
+                await asyncio.wait({task}, timeout=max(until - loop.time(), 0.0))
+            raise
+
+    def storing(self) -> dict[asyncio.Task[LoadedSession | None], float]:
+        """The writes of rotated tokens still running, each with its deadline (for shutdown)."""
+        return dict(self._storing)
+
+    def _stored(self, task: asyncio.Task[LoadedSession | None]) -> None:
+        del self._storing[task]
+        if not task.cancelled():
+            task.exception()  # seen: a caller cancelled meanwhile no longer retrieves it
+
+    async def _store(
+        self,
+        current: LoadedSession,
+        updated: Session,
+        spent: str,
+        result: TokenSet | None,
+        until: float,
+        mark: bytes | None,
+    ) -> LoadedSession | None:
         sessions = self.context.sessions
         # Outlive the longest spending mark by a lease: a straggler that finds the mark gone still finds the result.
         result_ttl = max(RESULT_TTL, self.context.refresh_timeout + 3 * self.context.settings.refresh_lock_lease)
@@ -110,7 +144,7 @@ class Spender:
                 exc.message,
             )
             raise
-        if (mark := self._marks.pop(spent, None)) is not None:
+        if mark is not None:
             try:
                 await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
             except SessionStoreUnavailable as exc:  # harmless: the result is stored, and the mark expires

@@ -1,0 +1,158 @@
+"""A refresh cancelled after the IdP answered, against a real Redis and the real test OpenID Provider (rotating
+refresh tokens, revoking the whole family when one is presented again).
+
+The IdP has spent the old refresh token once it answered: the write of what it answered (refresh result, session,
+mark cleared) must land even when the flight is cancelled meanwhile (a shutdown past ``shutdown_timeout``), and a
+browser that leaves must not cancel the flight other requests share. Each case holds the first write of the refresh
+result until the cancellation was delivered, then checks the session holds the new tokens and no refresh token
+reached the IdP twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Literal
+from uuid import uuid4
+
+import pytest
+
+from bff.config import RouteSettings, TokenSettings
+from bff.session.redis_store import RedisStore
+from bff.tokens.refresh import STOP_GRACE
+from tests.support.oidc_provider import TestProvider
+from tests.support.token_env import TokenEnv, token_env
+from tests.test_rotated_tokens import presented_refresh_tokens
+
+pytestmark = pytest.mark.redis
+
+ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
+
+
+class HeldStore(RedisStore):
+    """A real ``RedisStore`` whose first write of a refresh result (``r:`` key) waits until ``release`` is set;
+    ``reached`` says it is waiting."""
+
+    reached: asyncio.Event
+    release: asyncio.Event
+    held = 0
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if key.startswith("r:") and not self.held:
+            self.held += 1
+            self.reached.set()
+            await self.release.wait()
+        await super().set(key, value, ttl)
+
+
+@pytest.fixture
+async def held(redis_url: str) -> AsyncIterator[HeldStore]:
+    store = HeldStore.from_url(redis_url, prefix=f"t{uuid4().hex}:")
+    assert isinstance(store, HeldStore)
+    store.reached, store.release = asyncio.Event(), asyncio.Event()
+    try:
+        yield store
+    finally:
+        store.release.set()
+        await store.aclose()
+
+
+@pytest.fixture
+async def env(idp: TestProvider, held: HeldStore) -> AsyncIterator[TokenEnv]:
+    async with token_env(idp, held) as env:
+        yield env
+
+
+async def _cancellation_delivered(tasks: set[asyncio.Task[object]]) -> None:
+    """Until one of ``tasks`` (the flight among them) has been asked to cancel."""
+    while not any(task.cancelling() for task in tasks):  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(0.01)
+
+
+async def _assert_rotated_and_stored(env: TokenEnv, session_id: str, spent: str) -> str:
+    """The session holds the rotated tokens, the mark is cleared, and the next refresh (another process) presents
+    the new refresh token: the IdP saw each refresh token once and detected no reuse. Returns the new access
+    token."""
+    stored = await env.sessions.load(session_id)
+    assert stored is not None, "the session lives on"
+    rotated = stored.session.tokens.refresh_token
+    assert rotated not in (None, spent), "the rotated refresh token was stored"
+    assert await env.sessions.store.get(env.sessions.spending_key(spent)) is None, "the mark was cleared"
+    other = await env.manager()
+    expired = await env.expire_access_token(session_id)
+    assert await asyncio.wait_for(other.access_token(expired, ROUTE), 5) != expired.session.tokens.access_token
+    assert presented_refresh_tokens(env.provider) == [spent, rotated]
+    assert env.provider.reuse_detected == 0
+    return stored.session.tokens.access_token
+
+
+@pytest.mark.parametrize("release", ["at_once", "after_stop_grace"])
+async def test_a_shutdown_cancelling_the_flight_after_the_idp_answered_still_stores_the_rotated_tokens(
+    env: TokenEnv, held: HeldStore, release: Literal["at_once", "after_stop_grace"]
+) -> None:
+    """The shutdown cancels a flight whose IdP call has answered while its write is still on the way (a store
+    slower than the shutdown's grace, too): the write lands all the same, and the shutdown waits for it, instead of
+    leaving the spent refresh token in the session for the next refresh to present (reuse: the family revoked, the
+    user logged out)."""
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    request = asyncio.create_task(manager.access_token(stale, ROUTE))
+    await asyncio.wait_for(held.reached.wait(), 5)  # the IdP answered; the result's write is on its way
+    assert presented_refresh_tokens(env.provider) == [spent]
+    running = asyncio.all_tasks()
+    closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
+    await asyncio.wait_for(_cancellation_delivered(running), 5)
+    if release == "at_once":
+        held.release.set()
+    else:  # later than the shutdown waits for a cancelled flight to stop
+        asyncio.get_running_loop().call_later(2 * STOP_GRACE, held.release.set)
+    await asyncio.wait_for(closing, 5)
+    assert held.release.is_set(), "the shutdown waited for the write"
+    await asyncio.wait({request}, timeout=5)
+    assert request.done()
+    await _assert_rotated_and_stored(env, session_id, spent)
+
+
+async def test_a_write_that_never_lands_does_not_hold_the_shutdown_past_the_refresh_deadline(
+    env: TokenEnv, held: HeldStore
+) -> None:
+    """The write the shutdown waits for is bounded by the refresh deadline: a store that never answers cannot keep
+    the process from stopping."""
+    manager = await env.manager(TokenSettings(refresh_timeout=0.5, refresh_lock_lease=0.3), oidc_timeout=0.5)
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    request = asyncio.create_task(manager.access_token(stale, ROUTE))
+    await asyncio.wait_for(held.reached.wait(), 5)
+    await asyncio.wait_for(manager.aclose(grace=0), 5)
+    assert not held.release.is_set()
+    left = asyncio.all_tasks() - {asyncio.current_task()}
+    held.release.set()  # the write, left to finish on its own, ends now
+    await asyncio.wait(left, timeout=5)
+    assert request.done()
+    assert all(task.done() for task in left)
+
+
+async def test_a_browser_that_leaves_does_not_cancel_the_flight_another_request_shares(
+    env: TokenEnv, held: HeldStore
+) -> None:
+    """The flight runs in a task of its own: cancelling the request that started it (its browser left) neither
+    cancels the write of the rotated tokens nor fails the request that joined it."""
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    leaving = asyncio.create_task(manager.access_token(stale, ROUTE))
+    await asyncio.wait_for(held.reached.wait(), 5)
+    staying = asyncio.create_task(manager.access_token(stale, ROUTE))
+    await asyncio.sleep(0)  # the second request joins the flight
+    leaving.cancel()
+    await asyncio.wait({leaving}, timeout=5)
+    assert leaving.cancelled()
+    held.release.set()
+    token = await asyncio.wait_for(staying, 5)
+    assert env.provider.refresh_calls == 1
+    assert token == await _assert_rotated_and_stored(env, session_id, spent)
