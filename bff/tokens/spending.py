@@ -63,9 +63,8 @@ class Spender:
         """Present ``spent`` to the IdP, holding its spending mark (see the module docstring) until the result is
         stored (``store_rotated``) or, when the call fails, renouncing it (RFC 9700 4.14.2: a token presented twice
         makes the IdP revoke the family)."""
+        ttl = self._mark_ttl()
         lease = self.context.settings.refresh_lock_lease
-        # The mark outlives its holder's last retry (the refresh deadline plus a lease) by a lease.
-        ttl = self.context.refresh_timeout + 2 * lease
         until = asyncio.get_running_loop().time() + self.context.refresh_timeout + lease
         mark = secrets.token_urlsafe(16).encode("ascii")
         try:
@@ -128,7 +127,7 @@ class Spender:
     ) -> LoadedSession | None:
         sessions = self.context.sessions
         # Outlive the longest spending mark by a lease: a straggler that finds the mark gone still finds the result.
-        result_ttl = max(RESULT_TTL, self.context.refresh_timeout + 3 * self.context.settings.refresh_lock_lease)
+        result_ttl = max(RESULT_TTL, self._mark_ttl() + self.context.settings.refresh_lock_lease)
 
         async def write() -> LoadedSession | None:
             if result is not None:
@@ -150,6 +149,11 @@ class Spender:
             except SessionStoreUnavailable as exc:  # harmless: the result is stored, and the mark expires
                 logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
         return written
+
+    def _mark_ttl(self) -> float:
+        """A spending mark's lifetime: it outlives its holder's last retry (the refresh deadline plus a lease) by a
+        lease."""
+        return self.context.refresh_timeout + 2 * self.context.settings.refresh_lock_lease
 
     def forget(self, spent: str) -> None:
         """This flight ends without storing a result for ``spent``: its mark, if any, is left to expire."""
