@@ -36,16 +36,8 @@ class HttpMetrics(BaseObserver):
             if status is None:
                 self._error(route, exchange.upstream_error or "bad_response").inc()
                 return
-            method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
-            key = (exchange.server_address, method, route, status)
-            child = self._client.get(key)
-            if child is None:
-                child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
-                    server_address=exchange.server_address,
-                    http_request_method=method,
-                    http_response_status_code=str(status),
-                    bff_route=route,
-                )
+            key = (exchange.server_address, exchange.method, route, status)
+            child = self._client.get(key) or self.client_child(exchange.server_address, exchange.method, route, status)
             # HistogramChild.observe, inline: a Python call is a good part of this hook's cost per request.
             seconds = exchange.upstream_duration
             child.counts[bisect_left(BUCKETS, seconds)] += 1
@@ -54,6 +46,21 @@ class HttpMetrics(BaseObserver):
                 self._error(route, "status_5xx").inc()
         except Exception:
             logger.exception("the metrics hook failed at an upstream answer")
+
+    def client_child(self, server_address: str, method: str, route: str, status: int) -> HistogramChild:
+        """The upstream-call histogram of a (server address, method, route, status), kept under that key for a
+        standard method (a client inventing methods must not grow this)."""
+        label = method if method in STANDARD_METHODS else "_OTHER"
+        key = (server_address, label, route, status)
+        child = self._client.get(key)
+        if child is None:
+            child = self._client[key] = metrics.HTTP_CLIENT_DURATION.labels(
+                server_address=server_address,
+                http_request_method=label,
+                http_response_status_code=str(status),
+                bff_route=route,
+            )
+        return child
 
     def _error(self, route: str, kind: str) -> CounterChild:
         child = self._errors.get((route, kind))
@@ -67,15 +74,23 @@ class HttpMetrics(BaseObserver):
     def record(self, exchange: Exchange, now: float) -> None:
         """Observe the request duration of ``exchange``, ended at ``now`` (a ``perf_counter()``)."""
         elapsed = now - exchange.started
-        # Keyed by the label, not the raw method: a client inventing methods must not grow this dict.
-        method = exchange.method if exchange.method in STANDARD_METHODS else "_OTHER"
-        key = (exchange.route, method, exchange.status)
+        child = self._server.get((exchange.route, exchange.method, exchange.status))
+        if child is None:
+            child = self.server_child(exchange.route, exchange.method, exchange.status)
+        child.counts[bisect_left(BUCKETS, elapsed)] += 1  # HistogramChild.observe, inline (as in upstream())
+        child.sum += elapsed
+
+    def server_child(self, route: str, method: str, status: int) -> HistogramChild:
+        """The request-duration histogram of a (route, method, status), kept under that key for a standard method.
+
+        Keyed by the method as sent only when it is its own label: a client inventing methods must not grow this."""
+        standard = method in STANDARD_METHODS
+        key = (route, method if standard else "_OTHER", status)
         child = self._server.get(key)
         if child is None:
             child = self._server[key] = metrics.HTTP_SERVER_DURATION.labels(
-                http_request_method=method,
-                http_route=exchange.route,
-                http_response_status_code=str(exchange.status or CLIENT_CLOSED),
+                http_request_method=key[1],
+                http_route=route,
+                http_response_status_code=str(status or CLIENT_CLOSED),
             )
-        child.counts[bisect_left(BUCKETS, elapsed)] += 1  # HistogramChild.observe, inline (as in upstream())
-        child.sum += elapsed
+        return child

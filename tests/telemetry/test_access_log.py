@@ -8,6 +8,7 @@ import datetime
 import io
 import json
 import time
+from unittest import mock
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,7 +71,8 @@ def test_durations_and_sizes_render_as_their_decimal_text(us: int, up_us: int, s
     log = AccessLog(json=True, stream=stream)
     ex = finished(exchange())
     ex.started, ex.upstream_time, ex.bytes_in, ex.bytes_out = 0.0, up_us / 1e6, size_in, size_out
-    log.record(ex, us / 1e6)
+    with mock.patch.object(access_log, "perf_counter", return_value=us / 1e6):  # the request ends at us µs
+        log.end(ex)
     (line,) = lines(log, stream)
     whole, upstream = int(us / 1e6 * 1e6), int(up_us / 1e6 * 1e6)
     assert f'"duration_ms":{whole // 1000}.{whole % 1000:03d},' in line
@@ -211,19 +213,21 @@ def test_the_timestamp_is_the_wall_clock_time_of_the_request_end() -> None:
     assert before - 0.001 <= parsed <= after
 
 
-def test_a_repeated_hostile_path_stays_valid_json_and_the_path_cache_is_bounded() -> None:
+def test_a_repeated_hostile_path_stays_valid_json_and_the_fragment_cache_is_bounded() -> None:
     stream = io.StringIO()
     log = AccessLog(json=True, stream=stream)
     hostile = b'/api/"\n\xff\x00</script>'
-    for path in (hostile, hostile, *(b"/api/items/%d" % i for i in range(access_log.MAX_PATHS + 10)), hostile):
+    paths = (hostile, hostile, *(b"/api/items/%d" % i for i in range(access_log.MAX_FRAGMENTS + 10)), hostile)
+    for path in paths:
         log.end(finished(exchange(path)))
     records = [json.loads(line) for line in lines(log, stream)]
-    assert len(records) == access_log.MAX_PATHS + 13
+    assert len(records) == access_log.MAX_FRAGMENTS + 13
     assert [r["url.path"] for r in records[:2]] == [hostile.decode("utf-8", "backslashreplace")] * 2
     assert records[-1]["url.path"] == hostile.decode("utf-8", "backslashreplace")
-    assert records[-2]["url.path"] == f"/api/items/{access_log.MAX_PATHS + 9}"
-    assert len(log._paths) == access_log.MAX_PATHS
+    assert records[-2]["url.path"] == f"/api/items/{access_log.MAX_FRAGMENTS + 9}"
+    assert len(log._fragments) == access_log.MAX_FRAGMENTS
+    log._fragments.clear()
     long = b"/api/" + b"x" * access_log.MAX_CACHED_PATH
     log.end(finished(exchange(long)))
-    log.flush()  # the line is formatted here: only then could its path be kept
-    assert long not in log._paths
+    assert json.loads(lines(log, stream)[-1])["url.path"] == long.decode()
+    assert log._fragments == {}  # a long path is rendered, never kept

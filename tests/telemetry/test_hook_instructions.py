@@ -20,6 +20,6 @@ def test_the_access_log_of_the_harness_formats_its_lines_and_keeps_nothing() -> 
     observers = Observers([log])
     scope = {"type": "http", "method": "GET", "path": "/a", "raw_path": b"/a", "headers": []}
     observers.end(observers.exchange(scope, "/api"))
-    assert len(log._records) == 1
+    assert len(log._lines) == 1
     assert json.loads(log.render())["url.path"] == "/a"
-    assert log._records == []
+    assert log._lines == []
