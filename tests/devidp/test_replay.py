@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 
 from bff_devtools.devidp import ClientRegistration
 from bff_devtools.devidp.client_keys import LEEWAY, MAX_ASSERTION_LIFETIME
-from bff_devtools.devidp.replay import MAX_JTI, ReplayCache, ReplayRefused
+from bff_devtools.replay import MAX_JTI, ReplayCache, ReplayRefused
 from tests.support.devidp import REDIRECT_URI, IdP, pkce_pair, running_devidp
 
 CLIENT = "signed-client"

@@ -24,7 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from bff.types import Clock
-from bff_devtools.devidp.replay import ReplayCache, ReplayRefused
+from bff_devtools.replay import ReplayCache, ReplayRefused
 from bff_devtools.devidp.settings import ClientRegistration
 
 #: RFC 9101 10.8.
