@@ -154,6 +154,11 @@ class Refresher:
             if not done:
                 outcome = "idp_unavailable"
                 raise retry_soon("the identity provider has not answered the token refresh yet; it goes on")
+            if flight.task.cancelled():
+                # The shutdown stopped the shared flight, not this request: answer it, never re-raise the flight's
+                # CancelledError here (the session is kept; the next request, maybe on another pod, refreshes).
+                outcome = "idp_unavailable"
+                raise retry_soon("the token refresh was stopped: bff is shutting down; try again")
             try:
                 result = flight.task.result()
             except IdPUnavailable:
