@@ -204,7 +204,7 @@ async def test_requests_waiting_on_a_flight_the_shutdown_cancels_are_answered_50
         assert "shutting down" in error.message
         response = json_error(error)
         assert response.status_code == 503
-        assert json.loads(response.body)["error"] == "temporarily_unavailable"
+        assert json.loads(bytes(response.body))["error"] == "temporarily_unavailable"
         assert response.headers["retry-after"] == "1"
     assert presented_refresh_tokens(env.provider) == [stale.session.tokens.refresh_token], "one flight, shared"
     assert deltas.by(counter, "outcome") == {"idp_unavailable": 2}
