@@ -6,20 +6,28 @@ mark cleared) must land even when the flight is cancelled meanwhile (a shutdown 
 browser that leaves must not cancel the flight other requests share. Each case holds the first write of the refresh
 result until the cancellation was delivered, then checks the session holds the new tokens and no refresh token
 reached the IdP twice.
+
+The requests waiting on a flight the shutdown cancels were not cancelled themselves: each gets a 503
+``temporarily_unavailable`` with ``Retry-After`` (as at its deadline), never the flight's ``CancelledError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Literal
 from uuid import uuid4
 
 import pytest
 
-from bff.config import RouteSettings, TokenSettings
+from bff.config import ExchangeSettings, RouteSettings, TokenSettings
+from bff.endpoints.common import json_error
+from bff.errors import IdPUnavailable
 from bff.session.redis_store import RedisStore
 from bff.tokens.refresh import STOP_GRACE
+from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider
 from tests.support.token_env import TokenEnv, token_env
 from tests.test_rotated_tokens import presented_refresh_tokens
@@ -27,6 +35,8 @@ from tests.test_rotated_tokens import presented_refresh_tokens
 pytestmark = pytest.mark.redis
 
 ROUTE = RouteSettings(path="/api", upstream="https://api.example.net")
+#: A route whose token the IdP exchanges (RFC 8693): its flight refreshes the login's token first.
+ORDERS = RouteSettings(path="/orders", upstream="https://orders.example.net", exchange=ExchangeSettings("orders-api"))
 
 
 class HeldStore(RedisStore):
@@ -156,3 +166,47 @@ async def test_a_browser_that_leaves_does_not_cancel_the_flight_another_request_
     token = await asyncio.wait_for(staying, 5)
     assert env.provider.refresh_calls == 1
     assert token == await _assert_rotated_and_stored(env, session_id, spent)
+
+
+@pytest.mark.parametrize(
+    ("route", "counter"),
+    [(ROUTE, "bff_token_refresh_total"), (ORDERS, "bff_token_exchange_total")],
+    ids=["refresh", "exchange"],
+)
+async def test_requests_waiting_on_a_flight_the_shutdown_cancels_are_answered_503(
+    env: TokenEnv, route: RouteSettings, counter: str
+) -> None:
+    """The IdP holds its answer; the request that started the flight and one that joined it are waiting when the
+    shutdown (``shutdown_timeout`` spent) cancels the flight. Neither request was cancelled: each gets the 503 a
+    request gets at its deadline, saying the refresh was stopped, and counts ``idp_unavailable`` once."""
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    stale = await env.expire_access_token(session_id)
+    gate = threading.Event()
+    env.provider.token_gate = gate
+    deltas = MetricDeltas()
+    try:
+        started = asyncio.create_task(manager.access_token(stale, route))
+        while not presented_refresh_tokens(env.provider):  # noqa: ASYNC110 - the IdP runs in another thread
+            await asyncio.sleep(0.01)
+        assert manager._refresher.joins(stale, route)
+        joined = asyncio.create_task(manager.access_token(stale, route))
+        await asyncio.sleep(0)  # the second request joins the flight and waits on it
+        await asyncio.wait_for(manager.aclose(grace=0), 5)
+        await asyncio.wait({started, joined}, timeout=5)
+    finally:
+        gate.set()
+    for request in (started, joined):
+        assert request.done()
+        assert not request.cancelled(), "the request was not cancelled: it answers"
+        error = request.exception()
+        assert isinstance(error, IdPUnavailable)
+        assert "shutting down" in error.message
+        response = json_error(error)
+        assert response.status_code == 503
+        assert json.loads(bytes(response.body))["error"] == "temporarily_unavailable"
+        assert response.headers["retry-after"] == "1"
+    assert presented_refresh_tokens(env.provider) == [stale.session.tokens.refresh_token], "one flight, shared"
+    assert deltas.by(counter, "outcome") == {"idp_unavailable": 2}
+    other = "bff_token_exchange_total" if counter == "bff_token_refresh_total" else "bff_token_refresh_total"
+    assert deltas.changes(other) == {}

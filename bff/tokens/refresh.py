@@ -41,7 +41,8 @@ with reuse detection (RFC 9700 4.14.2) would answer by revoking the whole family
 being honoured: the lock renewer stops on a flag (a cancel only wakes it early; CPython 3.11's ``asyncio.wait_for``,
 which redis-py uses, can swallow one), every wait for a task is bounded (``asyncio.wait`` with a timeout), the
 renewer stops renewing once the refresh overran its deadline (so no lock outlives ``refresh_timeout`` plus a lease),
-and a flight still running past its deadline is abandoned and replaced.
+and a flight still running past its deadline is abandoned and replaced. A flight the shutdown cancels answers
+the requests waiting on it (not cancelled themselves) as their deadline would: 503 ``temporarily_unavailable``.
 
 Metrics: each request that needs a refresh counts once in ``bff_token_refresh_total`` by what it got, and its wait
 in ``bff_token_refresh_duration_seconds``. ``ok`` when its flight called the IdP; ``joined`` when it used a refresh
@@ -154,6 +155,11 @@ class Refresher:
             if not done:
                 outcome = "idp_unavailable"
                 raise retry_soon("the identity provider has not answered the token refresh yet; it goes on")
+            if flight.task.cancelled():
+                # The shutdown stopped the shared flight, not this request: answer it, never re-raise the flight's
+                # CancelledError here (the session is kept; the next request, maybe on another pod, refreshes).
+                outcome = "idp_unavailable"
+                raise retry_soon("the token refresh was stopped: bff is shutting down; try again")
             try:
                 result = flight.task.result()
             except IdPUnavailable:

@@ -251,3 +251,32 @@ async def test_a_closed_connection_refuses_commands(redis_url: str) -> None:
     await conn.aclose()
     with pytest.raises(ConnectionError):
         await conn(b"PING")
+
+
+async def test_a_command_sharing_a_connect_whose_caller_is_cancelled_gets_a_connection_error() -> None:
+    """The first command connects for every command that waits meanwhile; its caller cancelled (a browser that left,
+    a shutdown) ends the connect, and the commands sharing it get a ``ConnectionError`` (503, retried), never the
+    other caller's cancellation."""
+    authenticating = threading.Event()
+
+    def never_answer(client: socket.socket) -> None:  # the connect stays in its handshake
+        with contextlib.suppress(OSError):
+            client.recv(65536)
+            authenticating.set()
+            while client.recv(65536):  # until the other side closes
+                pass
+
+    with fake_server(never_answer) as port:
+        conn = PipelinedConnection(Address(port=port, password=PASSWORD), timeout=5)
+        try:
+            connecting = asyncio.create_task(conn(b"GET", b"a"))
+            while not authenticating.is_set():  # noqa: ASYNC110 - the server runs in another thread
+                await asyncio.sleep(0.01)
+            sharing = asyncio.create_task(conn(b"GET", b"b"))
+            await asyncio.sleep(0)  # it waits on that connect
+            connecting.cancel()
+            [result] = await wait_all([sharing])
+        finally:
+            await conn.aclose()
+    assert connecting.cancelled()
+    assert isinstance(result, ConnectionError), result
