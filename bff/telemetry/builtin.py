@@ -18,7 +18,7 @@ from time import perf_counter
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, Exchange
 from bff.telemetry.http_metrics import HttpMetrics
-from bff.telemetry.request_ids import HEADER, RAW_HEADER, SAFE, RequestIdGenerator, RequestIds
+from bff.telemetry.request_ids import RequestIdGenerator, RequestIds, assign
 from bff.types import Scope
 
 logger = logging.getLogger(__name__)
@@ -42,24 +42,8 @@ class BuiltinTelemetry(RequestIds, HttpMetrics):
         """The request's exchange (also at ``scope[EXCHANGE]``), its request id set: ``Exchange()`` and the start
         hook in one call."""
         ex = Exchange(scope, route, perf_counter())
-        headers = ex.headers
         try:
-            # RequestIds.start, inline.
-            received = None
-            for name, value in headers:
-                if name == RAW_HEADER:
-                    received = value
-                    break
-            if received is not None and SAFE.fullmatch(received) is not None:
-                upstream, browser = (HEADER, received.decode("ascii")), (RAW_HEADER, received)
-            else:
-                try:
-                    upstream, browser = next(self._ids.pairs)
-                except StopIteration:
-                    upstream, browser = self._ids.refill()
-            ex.request_id = upstream[1]
-            ex.upstream_headers.append(upstream)
-            ex.response_headers.append(browser)
+            assign(ex, self._ids)
         except Exception:
             logger.exception("the built-in telemetry hook failed at the request start")
         scope[EXCHANGE] = ex

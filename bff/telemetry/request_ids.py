@@ -76,18 +76,23 @@ class RequestIds(BaseObserver):
         self._ids = generate or RequestIdGenerator()
 
     def start(self, exchange: Exchange) -> None:
-        received = None
-        for name, value in exchange.headers:
-            if name == RAW_HEADER:
-                received = value
-                break
-        if received is not None and SAFE.fullmatch(received) is not None:
-            upstream, browser = (HEADER, received.decode("ascii")), (RAW_HEADER, received)
-        else:
-            try:
-                upstream, browser = next(self._ids.pairs)
-            except StopIteration:
-                upstream, browser = self._ids.refill()
-        exchange.request_id = upstream[1]
-        exchange.upstream_headers.append(upstream)
-        exchange.response_headers.append(browser)
+        assign(exchange, self._ids)
+
+
+def assign(exchange: Exchange, ids: RequestIdGenerator) -> None:
+    """Set ``exchange.request_id`` (the browser's own when safe, else the next of ``ids``) and its two header fields."""
+    received = None
+    for name, value in exchange.headers:
+        if name == RAW_HEADER:
+            received = value
+            break
+    if received is not None and SAFE.fullmatch(received) is not None:
+        upstream, browser = (HEADER, received.decode("ascii")), (RAW_HEADER, received)
+    else:
+        try:
+            upstream, browser = next(ids.pairs)
+        except StopIteration:
+            upstream, browser = ids.refill()
+    exchange.request_id = upstream[1]
+    exchange.upstream_headers.append(upstream)
+    exchange.response_headers.append(browser)
