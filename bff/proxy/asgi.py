@@ -129,6 +129,7 @@ class Proxy:
         self._replay_limit = replay_limit
         self._outages = outage_log.OutageLog(outage_log.OUTAGE_LOG_INTERVAL)
         self._observers = observers
+        self._observing = bool(observers)  # a plain attribute: Observers.__bool__ is a Python call per request
         self._response_drop = RESPONSE_DROP | observers.owned_headers
         self._acr_values_allowed = tuple(acr_values_allowed)
 
@@ -147,7 +148,7 @@ class Proxy:
             check_path(raw_path)
             check_query(query)
             route = match_route(self._routes, raw_path)
-            if self._observers:  # after routing, before the session is read (the seam: bff.telemetry.exchange)
+            if self._observing:  # after routing, before the session is read (the seam: bff.telemetry.exchange)
                 ex = self._observers.exchange(scope, UNMATCHED if route is None else route.label)
             if route is None:
                 raise NotFound("no route for this path")
@@ -163,7 +164,7 @@ class Proxy:
                 raise PayloadTooLarge(f"the request body exceeds {route.max_body} bytes")
             token = await self._bearer.bearer(scope, route.settings)
         except BffError as exc:
-            if self._observers and ex is None:  # refused before routing: an invalid path
+            if self._observing and ex is None:  # refused before routing: an invalid path
                 ex = self._observers.exchange(scope, UNMATCHED)
             await self._refuse(send, exc, None, ex)
             if ex is not None:
@@ -301,13 +302,12 @@ class Proxy:
         ex: Exchange | None,
     ) -> UpstreamResponse | None:
         """The upstream's answer, or None once the browser has been answered (or has left)."""
-        if ex is not None:
-            ex.upstream_started = perf_counter()
+        started = 0.0 if ex is None else perf_counter()
         try:
             response = await self._client.send(method, url, headers, body, route.options)
         except UpstreamError as exc:
             if ex is not None:
-                ex.upstream_duration = perf_counter() - ex.upstream_started
+                ex.upstream_duration = perf_counter() - started
                 ex.upstream_time += ex.upstream_duration
                 ex.upstream_status = None
             # A failure of our own body stream surfaces as a broken upstream request: report the real cause.
@@ -323,7 +323,7 @@ class Proxy:
                 ex.error = CLIENT_GONE
             return None
         if ex is not None:
-            ex.upstream_duration = perf_counter() - ex.upstream_started
+            ex.upstream_duration = perf_counter() - started
             ex.upstream_time += ex.upstream_duration
             ex.upstream_status = response.status
             self._observers.upstream(ex)

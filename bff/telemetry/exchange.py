@@ -61,7 +61,6 @@ class Exchange:
         "upstream_duration",
         "upstream_error",
         "upstream_headers",
-        "upstream_started",
         "upstream_status",
         "upstream_time",
     )
@@ -87,9 +86,8 @@ class Exchange:
         self.server_address = ""
         #: The last upstream answer's status; None before one (or when the upstream failed).
         self.upstream_status: int | None = None
-        #: When the last upstream call started, how long it took to its answer's head (or failure), and the time
-        #: spent in upstream calls so far (both calls after a 401 and a replay).
-        self.upstream_started = 0.0
+        #: How long the last upstream call took to its answer's head (or failure), and the time spent in upstream
+        #: calls so far (both calls after a 401 and a replay).
         self.upstream_duration = 0.0
         self.upstream_time = 0.0
         #: ``connect_error``, ``timeout`` or ``bad_response`` when the last upstream call failed.

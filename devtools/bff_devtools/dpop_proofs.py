@@ -5,9 +5,12 @@ A proof is verified with the public key in its own header: that is what DPoP mea
 
 - ``typ`` is ``dpop+jwt``; ``alg`` is on the allow-list (ES256, RS256 by default: never ``none`` or HMAC, RFC 8725
   3.1) and matches the key type; the ``jwk`` is a public key (no private member, RFC 9449 4.3 step 7);
-- ``htm`` and ``htu`` match the request (``htu`` without query and fragment), ``iat`` is within ``window`` seconds
-  of now, ``jti`` was not seen within that window (replay cache, 11.1), ``ath`` matches the access token when one
-  is presented (4.3 step 12), ``nonce`` is one this server issued when nonces are demanded (8, 9).
+- ``htm`` and ``htu`` match the request (``htu`` without query and fragment), ``iat`` is a finite number at most
+  ``window`` seconds ahead of now and less than ``window`` seconds behind it, ``ath`` matches the access token when
+  one is presented (4.3 step 12), ``nonce`` is one this server issued when nonces are demanded (8, 9);
+- ``jti`` was not used before by the same key while the proof can be accepted, that is until ``window`` seconds
+  after its ``iat`` (11.1). The memory is a bounded :class:`~bff_devtools.replay.ReplayCache`: when it is full of
+  live proofs a new one is refused (the server is busy) rather than a live ``jti`` forgotten.
 
 Failures raise :class:`InvalidProof` (or :class:`UseNonce`) with a short description that never quotes the proof.
 """
@@ -18,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import Collection
 from typing import Any
@@ -28,6 +32,7 @@ from joserfc.jwk import ECKey, Key, RSAKey
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
 
 from bff.types import Clock
+from bff_devtools.replay import MAX_JTI, ReplayCache, ReplayRefused
 
 PROOF_TYP = "dpop+jwt"
 _KEY_TYPES: dict[str, type[ECKey] | type[RSAKey]] = {"ES256": ECKey, "RS256": RSAKey}
@@ -57,6 +62,16 @@ def htu_of(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
 
 
+def _seconds(value: object) -> float:
+    """A JSON number as a float; NaN for anything else (a boolean, a string, an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float: json.loads reads a few hundred digits
+        return math.nan
+
+
 class Nonces:
     """Server nonces: the current one and the one before it are accepted; a new one every ``lifetime`` seconds."""
 
@@ -82,7 +97,8 @@ class Nonces:
 
 
 class ProofVerifier:
-    """Checks DPoP proofs for one server (see the module docstring); remembers ``jti`` values for ``window``."""
+    """Checks DPoP proofs for one server (see the module docstring); remembers at most ``max_remembered`` live
+    ``jti`` values."""
 
     def __init__(
         self,
@@ -102,8 +118,8 @@ class ProofVerifier:
         self._registry.max_header_length = 2048
         self._window = window
         self.nonces = nonces
-        self._seen: dict[str, float] = {}
-        self._max_remembered = max_remembered
+        # An entry lives at most two windows: a proof may be made a window ahead of this server's clock.
+        self._used = ReplayCache("DPoP proof", max_lifetime=math.ceil(2 * window), skew=0, capacity=max_remembered)
 
     def verify(self, proof: str, *, method: str, url: str, access_token: str | None = None) -> str:
         """The RFC 7638 thumbprint of the proof's key, or raises."""
@@ -127,8 +143,9 @@ class ProofVerifier:
             raise InvalidProof("the DPoP proof is malformed") from exc
         if not isinstance(claims, dict):
             raise InvalidProof("the DPoP proof is malformed")
-        self._check_claims(claims, method, url, access_token)
-        return key.thumbprint()
+        thumbprint = key.thumbprint()
+        self._check_claims(claims, thumbprint, method, url, access_token)
+        return thumbprint
 
     def _header_key(self, header: dict[str, Any]) -> Key:
         if header.get("typ") != PROOF_TYP:
@@ -147,16 +164,21 @@ class ProofVerifier:
             raise InvalidProof("the DPoP proof's jwk is not a public key")
         return key
 
-    def _check_claims(self, claims: dict[str, Any], method: str, url: str, access_token: str | None) -> None:
+    def _check_claims(
+        self, claims: dict[str, Any], thumbprint: str, method: str, url: str, access_token: str | None
+    ) -> None:
         jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
-        if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
             raise InvalidProof("the DPoP proof has no jti")
         if htm != method:
             raise InvalidProof("the DPoP proof's htm does not match the request")
         if not isinstance(htu, str) or htu_of(htu) != htu_of(url):
             raise InvalidProof("the DPoP proof's htu does not match the request")
-        now = self._clock()
-        if isinstance(iat, bool) or not isinstance(iat, int | float) or abs(now - iat) > self._window:
+        now, issued = self._clock(), _seconds(iat)
+        # RFC 9449 11.1: accepted from a window before iat (clock skew) until a window after it, not from then on
+        # (as a JWT is not from its exp, RFC 7519 4.1.4); the jti is remembered exactly that long.
+        until = issued + self._window
+        if not issued - now <= self._window or until <= now:  # "not <=": NaN (json.loads reads it) is refused
             raise InvalidProof("the DPoP proof's iat is outside the accepted window")
         if access_token is not None:
             ath = claims.get("ath")
@@ -166,14 +188,8 @@ class ProofVerifier:
             raise InvalidProof("the DPoP proof has an ath but no access token was presented")
         if self.nonces is not None and not self.nonces.accepts(claims.get("nonce")):
             raise UseNonce("the DPoP proof lacks the server's current nonce")
-        self._remember(jti, now)
-
-    def _remember(self, jti: str, now: float) -> None:
-        if len(self._seen) >= self._max_remembered:
-            self._seen = {j: t for j, t in self._seen.items() if t > now}
-            if len(self._seen) >= self._max_remembered:
-                raise InvalidProof("too many DPoP proofs to remember; try again")
-        expiry = self._seen.get(jti)
-        if expiry is not None and expiry > now:
-            raise InvalidProof("the DPoP proof's jti was used before")
-        self._seen[jti] = now + 2 * self._window
+        try:  # last: only a proof that passed every other check uses up its jti
+            # RFC 7519 4.1.7: a jti is unique per issuer, here the key that signed the proof.
+            self._used.remember(thumbprint, jti, until, now=now)
+        except ReplayRefused as exc:
+            raise InvalidProof(str(exc)) from exc

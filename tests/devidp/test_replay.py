@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 
 from bff_devtools.devidp import ClientRegistration
 from bff_devtools.devidp.client_keys import LEEWAY, MAX_ASSERTION_LIFETIME
-from bff_devtools.devidp.replay import MAX_JTI, ReplayCache, ReplayRefused
+from bff_devtools.replay import MAX_JTI, ReplayCache, ReplayRefused
 from tests.support.devidp import REDIRECT_URI, IdP, pkce_pair, running_devidp
 
 CLIENT = "signed-client"
@@ -194,7 +194,7 @@ def test_a_flood_keeps_the_cache_at_its_capacity_and_expired_entries_make_room()
         assert len(jtis) <= 1000
     # Accepted: the first second's thousand, then a thousand once those expired (exp + skew, 90 s later).
     assert len(refusals) == 98_000, "no live entry was dropped to make room"
-    assert set(refusals) == {"too many client assertions to remember; try again later"}
+    assert set(refusals) == {"the server is busy: too many client assertions to remember; try again later"}
     later = NOW + 100 + 90  # every entry has passed its exp + skew
     jtis.use("c", "fresh", later + 60, now=later)
     assert len(jtis) == 1

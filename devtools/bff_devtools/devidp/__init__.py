@@ -24,9 +24,9 @@ it. Standards work is authlib's (``AuthorizationServer``, its grants, ``CodeChal
 Modules, from the bottom up: ``settings``, ``passwords``, ``keys``, ``minter`` (JWTs), ``records`` (store keys
 and records), ``storage`` (codes, login forms, blocklist), ``families`` (refresh-token families), ``accounts``,
 ``backchannel``, ``sessions`` (the IdP's browser sessions), ``issuer`` (what the token endpoints do), ``models``,
-``replay`` (used ``jti`` values), ``client_keys`` (``private_key_jwt``, request objects), ``oauth`` (the
-Starlette adapter for authlib), ``grants``, ``pages`` (HTML), ``par``, ``login``, ``endpoints``, ``admin``,
-``app`` (composition), ``cli``.
+``client_keys`` (``private_key_jwt``, request objects; their used ``jti`` values in ``bff_devtools.replay``),
+``oauth`` (the Starlette adapter for authlib), ``grants``, ``pages`` (HTML), ``par``, ``login``, ``endpoints``,
+``admin``, ``app`` (composition), ``cli``.
 
     from bff_devtools.devidp import DevIdPSettings, ClientRegistration, create_devidp_app
 

@@ -24,8 +24,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from bff.types import Clock
-from bff_devtools.devidp.replay import ReplayCache, ReplayRefused
 from bff_devtools.devidp.settings import ClientRegistration
+from bff_devtools.replay import ReplayCache, ReplayRefused
 
 #: RFC 9101 10.8.
 REQUEST_OBJECT_TYP = "oauth-authz-req+jwt"

@@ -58,7 +58,7 @@ class ProtocolEndpoints:
         self._blocklist = blocklist
         self._clock = clock
         nonces = Nonces(clock=clock) if settings.dpop_nonce else None
-        self._dpop = ProofVerifier(clock=clock, nonces=nonces)
+        self._dpop = ProofVerifier(clock=clock, nonces=nonces, max_remembered=settings.jti_cache_size)
 
     @property
     def dpop_verifier(self) -> ProofVerifier:

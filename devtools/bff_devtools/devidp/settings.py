@@ -146,8 +146,9 @@ class DevIdPSettings:
     #: Send ``iss`` in authorization responses and advertise it (RFC 9207); off only to test clients against an
     #: IdP without it.
     iss_parameter: bool = True
-    #: How many request object ``jti`` values, and as many client assertion ones, are remembered at a time (each
-    #: until its ``exp``): beyond that, new ones are refused until old ones expire.
+    #: How many request object ``jti`` values, as many client assertion ones and as many DPoP proof ones are
+    #: remembered at a time (each until its message expires): beyond that, new ones are refused until old ones
+    #: expire.
     jti_cache_size: int = 10_000
 
     def __post_init__(self) -> None:
