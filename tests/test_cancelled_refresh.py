@@ -5,7 +5,8 @@ The IdP has spent the old refresh token once it answered: the write of what it a
 mark cleared) must land even when the flight is cancelled meanwhile (a shutdown past ``shutdown_timeout``), and a
 browser that leaves must not cancel the flight other requests share. Each case holds the first write of the refresh
 result until the cancellation was delivered, then checks the session holds the new tokens and no refresh token
-reached the IdP twice.
+reached the IdP twice. Two more hold the steps between the IdP's answer and that write: the refreshed ID token's
+check (its JWKS fetch), and a token exchange (RFC 8693) made after the login's token was refreshed for it.
 
 The requests waiting on a flight the shutdown cancels were not cancelled themselves: each gets a 503
 ``temporarily_unavailable`` with ``Retry-After`` (as at its deadline), never the flight's ``CancelledError``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 from uuid import uuid4
 
@@ -30,7 +31,7 @@ from bff.tokens.refresh import STOP_GRACE
 from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider
 from tests.support.token_env import TokenEnv, token_env
-from tests.test_rotated_tokens import presented_refresh_tokens
+from tests.test_rotated_tokens import EXCHANGE_GRANT, grants_since, presented_refresh_tokens
 
 pytestmark = pytest.mark.redis
 
@@ -121,6 +122,75 @@ async def test_a_shutdown_cancelling_the_flight_after_the_idp_answered_still_sto
         asyncio.get_running_loop().call_later(2 * STOP_GRACE, held.release.set)
     await asyncio.wait_for(closing, 5)
     assert held.release.is_set(), "the shutdown waited for the write"
+    await asyncio.wait({request}, timeout=5)
+    assert request.done()
+    await _assert_rotated_and_stored(env, session_id, spent)
+
+
+async def _until_presented(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - the IdP runs in another thread
+        await asyncio.sleep(0.01)
+
+
+async def test_a_shutdown_cancelling_the_flight_while_the_refreshed_id_token_is_checked_still_stores_the_rotated_tokens(
+    env: TokenEnv, held: HeldStore
+) -> None:
+    """The refreshed ID token is signed with a key bff has not seen, so its check (OpenID Connect Core 12.2) fetches
+    the JWKS, which the IdP holds until the shutdown has cancelled the flight, and later than the shutdown waits for
+    a cancelled flight to stop. The check and the write go on all the same, and the shutdown waits for them."""
+    held.release.set()  # the store writes at once: the step held is the JWKS fetch
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    env.provider.rotate_key()  # the refreshed ID token names a kid bff's JWKS cache does not hold
+    gate = threading.Event()
+    env.provider.jwks_gate = gate
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    fetches = env.provider.jwks_requests
+    try:
+        request = asyncio.create_task(manager.access_token(stale, ROUTE))
+        await asyncio.wait_for(_until_presented(lambda: env.provider.jwks_requests > fetches), 5)
+        assert presented_refresh_tokens(env.provider) == [spent], "the IdP answered the refresh"
+        running = asyncio.all_tasks()
+        closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
+        await asyncio.wait_for(_cancellation_delivered(running), 5)
+        asyncio.get_running_loop().call_later(2 * STOP_GRACE, gate.set)
+        await asyncio.wait_for(closing, 5)
+        assert gate.is_set(), "the shutdown waited for the check and the write"
+    finally:
+        gate.set()
+    await asyncio.wait({request}, timeout=5)
+    assert request.done()
+    await _assert_rotated_and_stored(env, session_id, spent)
+
+
+async def test_a_shutdown_cancelling_an_exchange_after_the_login_refresh_still_stores_the_rotated_tokens(
+    env: TokenEnv, held: HeldStore
+) -> None:
+    """An exchange route's flight refreshes the login's expired token first (the IdP rotates the refresh token),
+    then the IdP holds the exchange's answer until the shutdown has cancelled the flight. The rotated login tokens
+    are in the store all the same, and the next refresh presents the new refresh token."""
+    held.release.set()  # the store writes at once: the step held is the exchange
+    manager = await env.manager()
+    session_id, _ = await env.login()
+    gate = threading.Event()
+    env.provider.exchange_gate = gate
+    stale = await env.expire_access_token(session_id)
+    spent = stale.session.tokens.refresh_token
+    assert spent is not None
+    start = len(env.provider.token_requests)
+    try:
+        request = asyncio.create_task(manager.access_token(stale, ORDERS))
+        await asyncio.wait_for(_until_presented(lambda: EXCHANGE_GRANT in grants_since(env.provider, start)), 5)
+        assert grants_since(env.provider, start) == ["refresh_token", EXCHANGE_GRANT]
+        running = asyncio.all_tasks()
+        closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
+        await asyncio.wait_for(_cancellation_delivered(running), 5)
+        gate.set()  # the exchange answers now, to a flight that was cancelled
+        await asyncio.wait_for(closing, 5)
+    finally:
+        gate.set()
     await asyncio.wait({request}, timeout=5)
     assert request.done()
     await _assert_rotated_and_stored(env, session_id, spent)

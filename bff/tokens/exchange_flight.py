@@ -2,10 +2,11 @@
 
 A route with ``exchange`` gets its token through the same flight as a refresh (``bff.tokens.refresh``), keyed by the
 route: the same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set.
-Under the lock the login's token is refreshed first when it expires soon, then exchanged, and one write stores both.
-A refused exchange (``TokenExchangeRefused``) never ends the session: the refusal is about this route's exchange.
-A failed exchange (refused, or the IdP failing) never loses the login's tokens refreshed for it: they are stored
-all the same, then the failure answers.
+Under the lock the login's token is refreshed and stored first when it expires soon, then exchanged, and a second
+write stores the exchanged token. The IdP has spent the old refresh token once it answered: with the new one stored
+before the exchange, neither a failed exchange (refused, or the IdP failing) nor a cancelled one (a shutdown) can
+lose it (RFC 9700 4.14.2), and the shutdown never waits for an exchange. A refused exchange
+(``TokenExchangeRefused``) never ends the session: the refusal is about this route's exchange.
 """
 
 from __future__ import annotations
@@ -39,29 +40,21 @@ class Exchanger:
         current: LoadedSession,
         route: RouteSettings,
         route_key: str,
-        refresh_login: Callable[[LoadedSession], Awaitable[TokenSet]],
-    ) -> tuple[Session, TokenSet | None, Exception | None]:
-        """The route's token exchanged (RFC 8693) for the session's current access token, refreshed first (by
-        ``refresh_login``) when it expires soon, under the same lock: one write stores both. Also returns the
-        refreshed login tokens, if any, and the exchange's failure: the caller stores the refreshed tokens, then
-        raises it."""
-        session = current.session
-        tokens = session.tokens
-        refreshed = None
+        refresh_login: Callable[[LoadedSession], Awaitable[LoadedSession]],
+    ) -> tuple[LoadedSession, Session]:
+        """The route's token exchanged (RFC 8693) for the session's current access token, refreshed and stored
+        first (by ``refresh_login``) when it expires soon, under the same lock. Returns the session as stored and
+        the session with the exchanged token, for the caller to store."""
+        tokens = current.session.tokens
         if expiring(tokens, self.context.settings.refresh_leeway, self.clock):
             if tokens.refresh_token:
-                tokens = refreshed = await refresh_login(current)
+                current = await refresh_login(current)
             elif expired(tokens, self.clock):
                 await self.context.sessions.delete(current, reason="expired")
                 raise SessionExpired("the access token expired and the session has no refresh token")
-        try:
-            exchanged = await self._call_exchange(tokens.access_token, route)
-        except Exception as exc:  # noqa: BLE001 - raised by the caller once the refreshed tokens are stored
-            # The IdP has spent the login's refresh token for this exchange: losing the new one would make the next
-            # refresh present the spent one, and the IdP revoke the family (RFC 9700 4.14.2).
-            return session.evolve(tokens=tokens), refreshed, exc
-        route_tokens = {**session.route_tokens, route_key: exchanged}
-        return session.evolve(tokens=tokens, route_tokens=route_tokens), refreshed, None
+        session = current.session
+        exchanged = await self._call_exchange(session.tokens.access_token, route)
+        return current, session.evolve(route_tokens={**session.route_tokens, route_key: exchanged})
 
     async def _call_exchange(self, subject_token: str, route: RouteSettings) -> TokenSet:
         exchange = route.exchange

@@ -22,15 +22,14 @@ answers by revoking the whole token family, logging the user out).
 7. A compare-and-set write of the new tokens (new refresh token atomically with the new access token; the old one
    kept when the IdP did not rotate it). A CAS on a deleted session fails: a logout or back-channel logout racing a
    refresh never resurrects the session (the freshly issued refresh token is revoked instead). While the store
-   fails, the refresh result and this write are retried, under the lock, until the refresh's deadline: the IdP has
-   spent the old token, and losing the new one would make the next refresh present the spent one
-   (``bff.tokens.spending``).
+   fails, the refresh result and this write are retried, under the lock, until the refresh's deadline, in a task
+   that a cancelled flight waits for, the refreshed ID token's check first: the IdP has spent the old token, and
+   losing the new one would make the next refresh present the spent one (``bff.tokens.spending``).
 
 Token exchange (RFC 8693). A route with ``exchange`` gets its token through the same flight, keyed by the route: the
-same lock (one flight per session at a time across instances), reload-and-recheck and compare-and-set; under the
-lock the login's token is refreshed first (steps 2 and 5-7) when it expires soon, then exchanged, and one write stores
-both (``bff.tokens.exchange_flight``). A refused exchange (``TokenExchangeRefused``) never ends the session, and a
-failed one never loses the login's tokens refreshed for it: they are stored (step 7), then the failure answers.
+same lock, reload-and-recheck and compare-and-set; under the lock the login's token is refreshed and stored first
+(steps 2 and 5-7) when it expires soon, then exchanged (``bff.tokens.exchange_flight``). A refused, failed or
+cancelled exchange never loses the login's tokens refreshed for it, and a refused one never ends the session.
 
 Deadlines. A request waits for a refresh at most ``[oidc] timeout`` (the user-facing deadline), then answers 503
 ``temporarily_unavailable`` with ``Retry-After: 1``. The refresh itself goes on, holding and renewing the lock, until
@@ -80,7 +79,7 @@ from bff.telemetry import metrics
 from bff.tokens.exchange_flight import Exchanger, count_exchange
 from bff.tokens.flight import POLL_MAX, POLL_MIN, Attempt, FlightContext, RefreshOutcome, refresh_timeout, retry_soon
 from bff.tokens.idp_probe import IdPProbe
-from bff.tokens.rotation import Rotation
+from bff.tokens.rotation import Check, Rotation
 from bff.tokens.route_tokens import expiring, route_token_key, tokens_for
 from bff.tokens.spending import Spender
 from bff.types import Clock
@@ -319,34 +318,44 @@ class Refresher:
         write_until: float,
     ) -> LoadedSession:
         spent = current.session.tokens.refresh_token or ""
-        result: TokenSet | None = None
-        failure: Exception | None = None
         try:
             if route is not None and route.exchange is not None:
                 assert route_key is not None
                 # The login's refresh is this flight's means, not its outcome: its own attempt, not counted.
-                updated, result, failure = await self._exchanger.exchanged(
-                    current, route, route_key, lambda loaded: self._rotation.login_tokens(loaded, Attempt())
+                current, updated = await self._exchanger.exchanged(
+                    current, route, route_key, lambda loaded: self._login_refreshed(loaded, Attempt(), write_until)
                 )
-                if failure is not None and result is None:
-                    raise failure  # nothing was rotated: nothing to store
             elif route_key is None:
-                result = await self._rotation.login_tokens(current, attempt)
-                updated = current.session.evolve(tokens=result)
+                return await self._login_refreshed(current, attempt, write_until)
             else:
                 current = await self._adopted(current, write_until)
                 spent = current.session.tokens.refresh_token or ""
                 updated = await self._rotation.route_session(current, route, route_key, attempt)
-            # With the login's tokens refreshed, stragglers holding the spent token find the result, even before the
-            # session write lands.
-            written = await self._spender.store_rotated(current, updated, spent, result, write_until)
+            return await self._written(current, updated, None, write_until)
         finally:
             self._spender.forget(spent)
-        if written is None:
-            written = await self._reloaded(current, updated)
-        if failure is not None:
-            raise failure  # the exchange's error, once the login's tokens refreshed for it are stored
-        return written
+
+    async def _login_refreshed(self, current: LoadedSession, attempt: Attempt, write_until: float) -> LoadedSession:
+        """The login's tokens refreshed and stored, the refreshed ID token checked by the write (OpenID Connect Core
+        12.2): nothing between the IdP's answer and the write can be cancelled (RFC 9700 4.14.2)."""
+        result, check = await self._rotation.login_tokens(current, attempt)
+        # With the refresh result stored, stragglers holding the spent token find it, even before the session write.
+        updated = current.session.evolve(tokens=result)
+        return await self._written(current, updated, result, write_until, check=check)
+
+    async def _written(
+        self,
+        current: LoadedSession,
+        updated: Session,
+        result: TokenSet | None,
+        write_until: float,
+        *,
+        check: Check | None = None,
+    ) -> LoadedSession:
+        """``updated`` stored in place of ``current`` (``Spender.store_rotated``), or the session as it is now."""
+        spent = current.session.tokens.refresh_token or ""
+        written = await self._spender.store_rotated(current, updated, spent, result, write_until, check=check)
+        return written if written is not None else await self._reloaded(current, updated)
 
     async def _adopted(self, current: LoadedSession, write_until: float) -> LoadedSession:
         """When a refresh spent the session's refresh token and stored its result but not the session: the session

@@ -4,7 +4,8 @@
 * The login's tokens (``login_tokens``): taken from the refresh result a previous refresh left when its session
   write did not land (``remembered``), or fetched with the refresh grant through the ``Spender``. The new refresh
   token replaces the old one atomically with the new access token (RFC 6749 6), and a new ID token must be about
-  the same user (OpenID Connect Core 12.2).
+  the same user (OpenID Connect Core 12.2): a check that may fetch the IdP's keys, so it runs in the task of the
+  write that stores the tokens (``Spender.store_rotated``), where a cancellation of the flight cannot lose them.
 * A route's own token (``route_session``: RFC 8707 ``resource``, ``scopes``), from the login's refresh token. Its
   caller first adopts a refresh result that token left (``remembered``), so that the route's refresh presents the
   new refresh token, never the spent one (RFC 9700 4.14.2).
@@ -13,6 +14,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings
 from bff.errors import InvalidIdToken, SessionExpired
@@ -20,6 +23,9 @@ from bff.models import Session, TokenSet
 from bff.session.manager import LoadedSession
 from bff.tokens.flight import Attempt, FlightContext
 from bff.tokens.spending import Spender
+
+#: What new tokens must pass before they are stored; run by the write that stores them.
+Check = Callable[[], Awaitable[None]]
 
 
 class Rotation:
@@ -34,9 +40,10 @@ class Rotation:
         assert spent is not None
         return await self.context.sessions.load_refresh_result(spent)
 
-    async def login_tokens(self, current: LoadedSession, attempt: Attempt) -> TokenSet:
-        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land); the
-        caller stores them, with the refresh result."""
+    async def login_tokens(self, current: LoadedSession, attempt: Attempt) -> tuple[TokenSet, Check | None]:
+        """The login's tokens, refreshed (or taken from a refresh result whose session write did not land), and the
+        check they must pass first (None: nothing to check); the caller stores them, with the refresh result, running
+        the check in the write's task (``Spender.store_rotated``)."""
         tokens = current.session.tokens
         spent = tokens.refresh_token
         assert spent is not None
@@ -47,8 +54,9 @@ class Rotation:
         else:
             new = await self._spender.spend(current, spent, None, attempt)
         # A new ID token must be about the same user; a remembered result was checked before it was saved.
+        check = None
         if new.id_token is not None and remembered is None:
-            await self._check_same_user(current, new.id_token, new.access_token, attempt)
+            check = functools.partial(self._check_same_user, current, new.id_token, new.access_token, attempt)
         # Rotation: the new refresh token replaces the old one atomically with the new access token; the old one is
         # kept when the IdP did not rotate it (RFC 6749 6).
         return dataclasses.replace(
@@ -57,7 +65,7 @@ class Rotation:
             refresh_expires_at=new.refresh_expires_at if new.refresh_token else tokens.refresh_expires_at,
             id_token=new.id_token or tokens.id_token,
             scope=new.scope or tokens.scope,
-        )
+        ), check
 
     async def route_session(
         self, current: LoadedSession, route: RouteSettings | None, route_key: str, attempt: Attempt

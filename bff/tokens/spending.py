@@ -14,8 +14,9 @@ docs/redis-ha.md). Two more guards cover that window:
   note holds nothing back, whichever of the two lands first, and the next refresher removes it.
 * The *rotated write* (``store_rotated``): the refresh result and the compare-and-set of the new tokens, retried while
   the store fails until the refresh's deadline, in a task of its own that a cancelled flight (a shutdown) waits for
-  instead of stopping. The IdP has spent the old token: losing the new one would make the next refresh present the
-  spent one.
+  instead of stopping; the refreshed ID token's check runs first in that task, so nothing between the IdP's answer
+  and the write can be cancelled. The IdP has spent the old token: losing the new one would make the next refresh
+  present the spent one.
 
 So once the store is back, the holder's pending write lands at its next retry, and the session is served again.
 Both because an IdP with reuse detection answers a spent refresh token by revoking the whole token family, logging
@@ -85,19 +86,28 @@ class Spender:
         return new
 
     async def store_rotated(
-        self, current: LoadedSession, updated: Session, spent: str, result: TokenSet | None, until: float
+        self,
+        current: LoadedSession,
+        updated: Session,
+        spent: str,
+        result: TokenSet | None,
+        until: float,
+        *,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> LoadedSession | None:
         """Write what the IdP answered, again and again while the store fails, until ``until`` (the lock is held
         and renewed meanwhile), then clear this refresh's spending mark. The IdP has spent the old refresh token: if
         the new one is lost (a store failing over drops or refuses the write, a shutdown cancels the flight), the
         next refresh presents the spent one, and an IdP with reuse detection revokes the whole family (RFC 9700
-        4.14.2). So the write runs in a task of its own that the caller's cancellation does not reach: a cancelled
-        caller waits for it (until ``until``), then ends cancelled. Both writes are idempotent: the refresh result
-        is a plain SET, and a compare-and-set that landed before its confirmation failed finds the record changed
-        and returns None (the caller then reloads the session that holds the new tokens)."""
+        4.14.2). So the write, and the ``check`` the new tokens must pass before it (the refreshed ID token's, which
+        may fetch the IdP's keys), run in a task of its own that the caller's cancellation does not reach: a
+        cancelled caller waits for it (until ``until``), then ends cancelled. A failed check stores nothing. Both
+        writes are idempotent: the refresh result is a plain SET, and a compare-and-set that landed before its
+        confirmation failed finds the record changed and returns None (the caller then reloads the session that
+        holds the new tokens)."""
         loop = asyncio.get_running_loop()
         mark = self._marks.pop(spent, None)  # the write's now: a flight that ends first must not forget it
-        task = loop.create_task(self._store(current, updated, spent, result, until, mark))
+        task = loop.create_task(self._store(current, updated, spent, result, until, mark, check))
         self._storing[task] = until
         task.add_done_callback(self._stored)
         try:
@@ -124,8 +134,11 @@ class Spender:
         result: TokenSet | None,
         until: float,
         mark: bytes | None,
+        check: Callable[[], Awaitable[None]] | None,
     ) -> LoadedSession | None:
         sessions = self.context.sessions
+        if check is not None:
+            await check()
         # Outlive the longest spending mark by a lease: a straggler that finds the mark gone still finds the result.
         result_ttl = max(RESULT_TTL, self._mark_ttl() + self.context.settings.refresh_lock_lease)
 

@@ -129,6 +129,10 @@ class TestProvider:
     token_delay: float = 0.0
     #: When set, token answers wait until this event is set (another thread's test releases them).
     token_gate: threading.Event | None = None
+    #: Like ``token_gate``, for token exchanges (RFC 8693) only: the other grants answer at once.
+    exchange_gate: threading.Event | None = None
+    #: When set, JWKS answers wait until this event is set.
+    jwks_gate: threading.Event | None = None
     revocation_fails: bool = False
     omit_revocation_endpoint: bool = False
     # --- records --------------------------------------------------------------------------------------------------
@@ -260,6 +264,8 @@ class TestProvider:
 
     async def _jwks(self, request: Request) -> Response:
         self.jwks_requests += 1
+        if self.jwks_gate is not None:
+            await asyncio.to_thread(self.jwks_gate.wait, 30)
         return JSONResponse(self.jwks())
 
     async def _authorize(self, request: Request) -> Response:
@@ -304,6 +310,8 @@ class TestProvider:
             await asyncio.to_thread(self.token_gate.wait, 30)
         failing = self.fail_token_endpoint_with
         if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange":
+            if self.exchange_gate is not None:
+                await asyncio.to_thread(self.exchange_gate.wait, 30)
             failing = failing or self.fail_exchanges_with
         if failing is not None:
             html = "<html><body><h1>Bad Gateway</h1></body></html>"
