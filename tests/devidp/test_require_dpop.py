@@ -4,7 +4,6 @@ does for a client registered with ``dpop_bound_access_tokens`` (RFC 9449 5.2), a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
