@@ -113,7 +113,7 @@ def _registration_fix(config: Config) -> str:
 
 async def _redirect_uri(config: Config, http: httpx.AsyncClient, endpoint: str, params: dict[str, str]) -> Check:
     url = f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
-    answer = await call(http, "GET", url)
+    answer = await call(http, "GET", url, shown=endpoint)  # the query may carry a signed request object
     if isinstance(answer, NoAnswer):
         return failed("client.redirect_uri", answer.reason, "make the authorization endpoint reachable")
     location = answer.headers.get("location", "")

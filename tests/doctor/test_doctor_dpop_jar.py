@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from joserfc.jwk import ECKey
 
 from bff.doctor import run_doctor
+from bff.doctor.client import check_client
 from bff_devtools.devidp import ClientRegistration
 from tests.doctor.test_doctor_credentials import assert_nothing_secret, client_checks, config_for
 from tests.support.devidp import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, IdP, running_devidp
 from tests.support.par_world import client_key, dpop_key
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module", params=["proof", "proof and nonce"])
@@ -105,3 +108,22 @@ async def test_an_unusable_dpop_key_fails_without_a_probe(dpop_idp: IdP, tmp_pat
     assert "oidc.dpop_key_file: must be an EC P-256 private key" in found["client.credentials"].message
     assert str(public) not in found["client.credentials"].message
     assert found["client.par"].status == "SKIP"
+
+
+async def test_an_unreachable_authorization_endpoint_is_named_without_the_request_object(
+    jar_idp: tuple[IdP, Path],
+) -> None:
+    """The failure names the endpoint, not the URL whose query carries the signed request object."""
+    idp, key_file = jar_idp
+    config = config_for(
+        idp.url, token_endpoint_auth_method="private_key_jwt", private_key_file=str(key_file), request_object="always"
+    )
+    async with httpx.AsyncClient() as http:
+        document = (await http.get(f"{idp.url}/.well-known/openid-configuration")).json()
+        closed = f"http://127.0.0.1:{free_port()}/authorize"
+        document["authorization_endpoint"] = closed
+        checks = await check_client(config, http, document)
+    found = client_checks(checks)
+    assert found["client.redirect_uri"].status == "FAIL", found["client.redirect_uri"]
+    assert f"cannot reach {closed} (" in found["client.redirect_uri"].message
+    assert_nothing_secret(checks, key_file.read_text())
