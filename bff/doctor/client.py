@@ -52,7 +52,9 @@ async def check_client(
             skipped("client.redirect_uri", "the IdP takes authorization requests by PAR only: see client.par")
         )
     else:
-        checks.append(await _redirect_uri(config, http, _string(metadata, "authorization_endpoint"), params))
+        endpoint = _string(metadata, "authorization_endpoint")
+        sent = params if isinstance(auth, Unusable) else auth.authorization(params, pushed=False)
+        checks.append(await _redirect_uri(config, http, endpoint, sent))
     if isinstance(auth, Unusable):
         checks.append(failed("client.credentials", f"bff cannot authenticate as the client: {auth.message}", auth.fix))
     else:
@@ -64,7 +66,7 @@ async def check_client(
         checks.append(skipped("client.par", "bff cannot authenticate as the client (see client.credentials)"))
     else:
         endpoint = auth.endpoint("pushed_authorization_request_endpoint", par)
-        checks.append(await _par(config, http, endpoint, params, auth))
+        checks.append(await _par(config, http, endpoint, auth.authorization(params, pushed=True), auth))
     return checks
 
 
@@ -111,7 +113,7 @@ def _registration_fix(config: Config) -> str:
 
 async def _redirect_uri(config: Config, http: httpx.AsyncClient, endpoint: str, params: dict[str, str]) -> Check:
     url = f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
-    answer = await call(http, "GET", url)
+    answer = await call(http, "GET", url, shown=endpoint)  # the query may carry a signed request object
     if isinstance(answer, NoAnswer):
         return failed("client.redirect_uri", answer.reason, "make the authorization endpoint reachable")
     location = answer.headers.get("location", "")
@@ -148,15 +150,13 @@ def _unreachable_fix(config: Config, what: str) -> str:
 async def _credentials(config: Config, http: httpx.AsyncClient, auth: Credentials) -> Check:
     endpoint = auth.endpoint("token_endpoint", auth.metadata.token_endpoint)
     method = config.oidc.token_endpoint_auth_method
-    data, headers = auth.form(
-        {
-            "grant_type": "authorization_code",
-            "code": PROBE_CODE,
-            "redirect_uri": config.oidc.redirect_uri,
-            "code_verifier": "bff-doctor-probe-" + "v" * 40,
-        }
-    )
-    answer = await call(http, "POST", endpoint, data=data, headers=headers)
+    fields = {
+        "grant_type": "authorization_code",
+        "code": PROBE_CODE,
+        "redirect_uri": config.oidc.redirect_uri,
+        "code_verifier": "bff-doctor-probe-" + "v" * 40,
+    }
+    answer = await auth.post(http, endpoint, fields)
     if isinstance(answer, NoAnswer):
         return failed("client.credentials", answer.reason, _unreachable_fix(config, "token endpoint"))
     error, description = _oauth_error(answer)
@@ -186,8 +186,7 @@ async def _par(
     params: dict[str, str],
     auth: Credentials,
 ) -> Check:
-    data, headers = auth.form(params)
-    answer = await call(http, "POST", endpoint, data=data, headers=headers)
+    answer = await auth.post(http, endpoint, params)
     if isinstance(answer, NoAnswer):
         return failed("client.par", answer.reason, _unreachable_fix(config, "pushed authorization request endpoint"))
     if answer.status == 201:

@@ -4,7 +4,10 @@ Every method is probed with bff's own code: ``bff.oidc.client_auth.ClientAuth`` 
 ``private_key_jwt`` assertion (RFC 7523 3) with ``[oidc] private_key_file``, or names the client for the
 ``tls_client_auth`` methods, whose certificate (``[oidc] client_cert``, checked by ``bff.client_tls``) the IdP
 client presents on every connection (RFC 8705 2), as bff's does. The endpoints are the IdP's mTLS aliases when a
-certificate is configured (RFC 8705 5). Nothing here ever reaches a message: no secret, key or assertion.
+certificate is configured (RFC 8705 5). With ``[oidc] dpop`` every dry request carries a proof from bff's
+``DPoPProver`` with ``dpop_key_file`` and is replayed once with the IdP's nonce after ``use_dpop_nonce`` (RFC 9449
+4, 8); with ``[oidc] request_object`` the authorization parameters travel as the request object bff's
+``RequestObjectSigner`` signs (RFC 9101). Nothing here ever reaches a message: no secret, key, assertion or proof.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import httpx
 from bff.client_tls import ClientCertificate, check_certificate, thumbprint
 from bff.config import Config, OIDCSettings
 from bff.config.values import TLS_AUTH_METHODS
+from bff.doctor.probe import Answer, NoAnswer, call
 from bff.errors import BffError, ConfigError
 from bff.idp_http import idp_client_cert
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
+from bff.oidc.dpop import DPoPProver, load_dpop_key
+from bff.oidc.profiles import request_object_signer
+from bff.oidc.request_object import RequestObjectSigner
 from bff.types import Clock, JSONObject
 
 #: What a ``[oidc] client_cert`` is given to the IdP client as: certificate file, key file, key passphrase.
@@ -78,6 +85,10 @@ class Credentials:
     auth: ClientAuth
     metadata: ProviderMetadata
     certificate: IdPCertificate
+    #: bff's DPoP key and the IdP's nonces when ``[oidc] dpop``.
+    dpop: DPoPProver | None = None
+    #: What signs the request objects when ``[oidc] request_object`` and the IdP call for them.
+    signer: RequestObjectSigner | None = None
 
     def endpoint(self, name: str, default: str) -> str:
         """RFC 8705 5: with a client certificate, bff calls the IdP's mTLS alias of an endpoint where it has one."""
@@ -89,6 +100,32 @@ class Credentials:
         form, headers = dict(fields), {"Accept": "application/json"}
         self.auth.apply(form, headers)
         return form, headers
+
+    def authorization(self, params: dict[str, str], *, pushed: bool) -> dict[str, str]:
+        """An authorization request's ``params`` as a login sends them: bound to bff's DPoP key (RFC 9449 10),
+        carried in a signed request object when one is called for (RFC 9101)."""
+        params = dict(params)
+        if self.dpop is not None:
+            params["dpop_jkt"] = self.dpop.jkt
+        return params if self.signer is None else self.signer.request(params, pushed=pushed)
+
+    async def post(self, http: httpx.AsyncClient, url: str, fields: dict[str, str]) -> Answer | NoAnswer:
+        """POST ``fields`` with the client's credentials, and a DPoP proof when ``[oidc] dpop``, replayed once with
+        the IdP's nonce after ``use_dpop_nonce`` (RFC 9449 8), as bff's token requests and pushes are."""
+        answer = await self._post_once(http, url, fields)
+        if (
+            self.dpop is not None
+            and isinstance(answer, Answer)
+            and self.dpop.nonce_demanded(url, answer.status, answer.body, answer.headers.get("dpop-nonce"))
+        ):
+            answer = await self._post_once(http, url, fields)  # a fresh proof, with the nonce, and fresh credentials
+        return answer
+
+    async def _post_once(self, http: httpx.AsyncClient, url: str, fields: dict[str, str]) -> Answer | NoAnswer:
+        data, headers = self.form(fields)
+        if self.dpop is not None:
+            headers["DPoP"] = self.dpop.proof("POST", url)
+        return await call(http, "POST", url, data=data, headers=headers)
 
 
 def credentials(
@@ -106,7 +143,14 @@ def credentials(
     if method in TLS_AUTH_METHODS and certificate.files is None:
         return Unusable(f"{method} needs [oidc] client_cert and client_key", "set both (RFC 8705 2)")
     metadata, auth = found
-    return Credentials(auth, metadata, certificate)
+    dpop = None
+    if config.oidc.dpop and config.oidc.dpop_key_file:
+        try:
+            dpop = DPoPProver(load_dpop_key(config.oidc.dpop_key_file), clock=clock)
+        except ConfigError as exc:
+            return Unusable("; ".join(exc.problems)[:500], "set [oidc] dpop_key_file to a PEM EC P-256 private key")
+    signer = request_object_signer(config.oidc, metadata, auth, clock)
+    return Credentials(auth, metadata, certificate, dpop, signer)
 
 
 def credentials_fix(config: Config, certificate: IdPCertificate, auth: ClientAuth | None) -> str:

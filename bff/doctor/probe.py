@@ -56,7 +56,10 @@ async def call(
     headers: Mapping[str, str] | None = None,
     data: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
+    shown: str | None = None,
 ) -> Answer | NoAnswer:
+    """``shown``: how messages name ``url`` (e.g. without a query that carries a request object)."""
+    shown = url if shown is None else shown
     try:
         async with http.stream(method, url, headers=headers, data=data, auth=auth or httpx.USE_CLIENT_DEFAULT) as r:
             body = b""
@@ -66,14 +69,14 @@ async def call(
                     break
             return Answer(url, r.status_code, r.headers, body[:MAX_BODY])
     except (httpx.InvalidURL, ValueError) as exc:
-        return NoAnswer(url, f"cannot call {url[:200]!r}: not a usable URL ({str(exc)[:100]})")
+        return NoAnswer(shown, f"cannot call {shown[:200]!r}: not a usable URL ({str(exc)[:100]})")
     except httpx.TimeoutException:
-        return NoAnswer(url, f"no answer from {url} within the timeout")
+        return NoAnswer(shown, f"no answer from {shown} within the timeout")
     except httpx.HTTPError as exc:
         verify = _tls_failure(exc)
         if verify is not None:
-            return NoAnswer(url, f"TLS handshake with {url} failed: {verify}", tls=True)
-        return NoAnswer(url, f"cannot reach {url} ({type(exc).__name__}: {str(exc)[:200] or 'no detail'})")
+            return NoAnswer(shown, f"TLS handshake with {shown} failed: {verify}", tls=True)
+        return NoAnswer(shown, f"cannot reach {shown} ({type(exc).__name__}: {str(exc)[:200] or 'no detail'})")
 
 
 def _tls_failure(exc: BaseException) -> str | None:

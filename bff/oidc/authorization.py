@@ -101,12 +101,7 @@ class AuthorizationRequests:
         )
         client_id = self._settings.client_id
         if self._signer is not None:
-            # RFC 9101 5: client_id beside the object; OpenID Connect Core 6.1: response_type and scope too, unless
-            # the request is pushed (RFC 9126 3: the pushed object is all there is).
-            request = self._signer.sign(params)
-            params = {"client_id": client_id, "request": request}
-            if self._par is None:
-                params.update(response_type="code", scope=" ".join(self._settings.scopes))
+            params = self._signer.request(params, pushed=self._par is not None)
         if self._par is None:
             return with_query(self._endpoint, params)
         pushed = await self._par.push(params)

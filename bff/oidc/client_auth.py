@@ -141,21 +141,11 @@ class ClientAuth:
     ) -> httpx.Response:
         """POST ``form`` with the client's credentials (and a DPoP proof when ``dpop``); the answer, unjudged."""
         response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
-        if dpop and response.status_code == 400 and self._wants_nonce(url, response):
-            # RFC 9449 8: the server demands a nonce; one retry with it (a fresh proof and client assertion).
+        status, nonce = response.status_code, response.headers.get("dpop-nonce")
+        if dpop and self.dpop is not None and self.dpop.nonce_demanded(url, status, response.content, nonce):
+            # RFC 9449 8: one retry with the nonce (a fresh proof and client assertion).
             response = await self._post_once(url, dict(form), what=what, route=route, io_timeout=io_timeout, dpop=dpop)
         return response
-
-    def _wants_nonce(self, url: str, response: httpx.Response) -> bool:
-        """True for an ``use_dpop_nonce`` error carrying a valid ``DPoP-Nonce`` (RFC 9449 8), now remembered."""
-        try:
-            body = response.json()
-        except ValueError:
-            return False
-        if not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
-            return False
-        assert self.dpop is not None
-        return self.dpop.remember_nonce(url, response.headers.get("dpop-nonce")) is not None
 
     async def _post_once(
         self, url: str, form: dict[str, str], *, what: str, route: IdPRoute, io_timeout: float | None, dpop: bool

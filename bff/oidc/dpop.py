@@ -111,6 +111,19 @@ class DPoPProver:
         payload = json.dumps(claims, separators=(",", ":"))
         return jws.serialize_compact(self._header, payload, self._key, algorithms=[ALG])
 
+    def nonce_demanded(self, url: str, status: int, body: bytes, nonce: str | None) -> bool:
+        """True for a 400 ``use_dpop_nonce`` answer from ``url`` carrying a valid ``DPoP-Nonce``, now remembered:
+        the caller replays its request once, with a fresh proof (RFC 9449 8)."""
+        if status != 400:
+            return False
+        try:
+            data = json.loads(body)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            return False
+        if not isinstance(data, dict) or data.get("error") != "use_dpop_nonce":
+            return False
+        return self.remember_nonce(url, nonce) is not None
+
     def nonce_for(self, url: str) -> str | None:
         return self._nonces.get(origin_of(url))
 

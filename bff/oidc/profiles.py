@@ -16,7 +16,8 @@ from bff.errors import ConfigError
 from bff.oidc.client_auth import ClientAuth
 from bff.oidc.discovery import ProviderMetadata
 from bff.oidc.dpop import ALG as DPOP_ALG
-from bff.oidc.request_object import request_object_alg
+from bff.oidc.request_object import RequestObjectSigner, request_object_alg
+from bff.types import Clock
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,19 @@ def plan_authorization(
         par_endpoint=_par_endpoint(settings, metadata, []),
         request_object_alg=_request_object_alg(settings, metadata, auth, []),
     )
+
+
+def request_object_signer(
+    settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth, clock: Clock
+) -> RequestObjectSigner | None:
+    """What signs this client's request objects when ``[oidc] request_object`` and the IdP call for them (RFC
+    9101), with the plan's algorithm; None for plain parameters, or when the key cannot sign one (a problem
+    :func:`authorization_problems` names)."""
+    alg = _request_object_alg(settings, metadata, auth, [])
+    if alg is None or auth.signing_key is None:
+        return None
+    key = auth.signing_key[0]
+    return RequestObjectSigner(key, alg, client_id=settings.client_id, audience=metadata.issuer, clock=clock)
 
 
 def authorization_problems(settings: OIDCSettings, metadata: ProviderMetadata, auth: ClientAuth) -> list[str]:

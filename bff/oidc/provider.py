@@ -19,8 +19,7 @@ from bff.oidc.dpop import DPoPProver
 from bff.oidc.id_token import validate_id_token, validate_logout_token
 from bff.oidc.jwks import JwksCache, TokenSource
 from bff.oidc.par import PushedAuthorization
-from bff.oidc.profiles import plan_authorization
-from bff.oidc.request_object import RequestObjectSigner
+from bff.oidc.profiles import plan_authorization, request_object_signer
 from bff.types import Clock, JSONObject, system_clock
 
 
@@ -53,16 +52,7 @@ class IdentityProvider:
         metadata = await fetch_metadata(self.http, self.settings.issuer)
         client = OIDCClient(ClientAuth(self.settings, metadata, self.http, clock=self.clock, dpop=self.dpop))
         plan = plan_authorization(self.settings, metadata, client.auth, key=self.config_key)
-        signer = None
-        if plan.request_object_alg is not None and client.auth.signing_key is not None:
-            key = client.auth.signing_key[0]
-            signer = RequestObjectSigner(
-                key,
-                plan.request_object_alg,
-                client_id=self.settings.client_id,
-                audience=metadata.issuer,
-                clock=self.clock,
-            )
+        signer = request_object_signer(self.settings, metadata, client.auth, self.clock)
         par = None
         if plan.par_endpoint is not None:
             par = PushedAuthorization(client.auth, plan.par_endpoint, dpop=self.dpop is not None)

@@ -66,3 +66,12 @@ class RequestObjectSigner:
         }
         header = {"alg": self.alg, "typ": REQUEST_OBJECT_TYP, "kid": self._key.kid}
         return jwt.encode(header, claims, self._key, algorithms=[self.alg])
+
+    def request(self, params: Mapping[str, str], *, pushed: bool) -> dict[str, str]:
+        """The parameters that carry ``params`` as a signed request object. RFC 9101 5: ``client_id`` beside the
+        object; OpenID Connect Core 6.1: ``response_type`` and ``scope`` too, unless the request is pushed (RFC 9126
+        3: the pushed object is all there is)."""
+        carried = {"client_id": self._client_id, "request": self.sign(params)}
+        if not pushed:
+            carried.update(response_type=params["response_type"], scope=params["scope"])
+        return carried

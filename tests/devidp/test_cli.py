@@ -101,6 +101,11 @@ def test_dpop_nonce_is_off_unless_asked_for() -> None:
     assert build_settings(parse("--dpop-nonce"), environ={})[0].dpop_nonce is True
 
 
+def test_require_dpop_is_off_unless_asked_for() -> None:
+    assert build_settings(parse(), environ={})[0].require_dpop is False
+    assert build_settings(parse("--require-dpop"), environ={})[0].require_dpop is True
+
+
 def test_mutual_tls_flags() -> None:
     """``--ssl-*`` serve https asking for optional client certificates (shown to the app through the ASGI TLS
     extension); ``--tls-client-auth-subject-dn`` registers the client for tls_client_auth and bound tokens."""

@@ -88,6 +88,11 @@ def add_devidp_parser(subparsers: SubParsers) -> None:
         action="store_true",
         help="demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): use_dpop_nonce first",
     )
+    parser.add_argument(
+        "--require-dpop",
+        action="store_true",
+        help="refuse token requests without a DPoP proof (RFC 9449 5.2 dpop_bound_access_tokens): invalid_dpop_proof",
+    )
     parser.add_argument("--ssl-certfile", help="serve https with this PEM certificate (and --ssl-keyfile)")
     parser.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
     parser.add_argument(
@@ -174,6 +179,7 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         clients=(client,),
         refresh_reuse_grace=args.refresh_reuse_grace,
         dpop_nonce=args.dpop_nonce,
+        require_dpop=args.require_dpop,
         par=args.par,
         require_pushed_authorization_requests=args.require_par,
         require_signed_request_object=args.require_signed_request_object,

@@ -137,6 +137,9 @@ class ProtocolEndpoints:
             except InvalidProof as exc:
                 return self._dpop_error("invalid_dpop_proof", exc.description)
             http = dataclasses.replace(http, dpop_jkt=jkt)
+        elif self._settings.require_dpop:
+            # RFC 9449 5.2: a client bound to DPoP must prove possession on every token request.
+            return self._dpop_error("invalid_dpop_proof", "a DPoP proof is required")
         response = await run_in_thread(self._server.token_response, http)
         answer = response.to_starlette()
         if self._dpop.nonces is not None:

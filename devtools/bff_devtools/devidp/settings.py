@@ -137,6 +137,9 @@ class DevIdPSettings:
     refresh_reuse_grace: float = 0
     #: Demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 8): ``use_dpop_nonce`` first.
     dpop_nonce: bool = False
+    #: Refuse token requests that carry no DPoP proof, as for a client registered with ``dpop_bound_access_tokens``
+    #: (RFC 9449 5.2): ``invalid_dpop_proof``.
+    require_dpop: bool = False
     #: Serve and advertise the pushed authorization request endpoint ``/par`` (RFC 9126).
     par: bool = True
     #: Accept authorization requests only through ``/par`` (RFC 9126 5 ``require_pushed_authorization_requests``).
