@@ -3,6 +3,7 @@ through a real proxy it replaces the browser's header upstream and the upstream'
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -123,3 +124,36 @@ def test_through_the_proxy_a_refusal_carries_the_id_too(ids_url: str) -> None:
         response = client.get("/api/echo", headers={"X-Request-Id": "refused-1"})
     assert response.status_code == 401
     assert response.headers.get_list("x-request-id") == ["refused-1"]
+
+
+def test_ids_stay_unique_across_batches_and_each_pair_carries_its_own_id() -> None:
+    from bff.telemetry.request_ids import BATCH, RAW_HEADER
+
+    observer = RequestIds(RequestIdGenerator())
+    exchanges = [started([], observer) for _ in range(2 * BATCH + 3)]
+    ids = [ex.request_id for ex in exchanges]
+    assert len(set(ids)) == len(ids)
+    for ex in exchanges:
+        assert ex.request_id is not None
+        assert ex.upstream_headers == [("x-request-id", ex.request_id)]
+        assert ex.response_headers == [(RAW_HEADER, ex.request_id.encode("ascii"))]
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    # The parent's unused batch must not be handed out again in the child (two processes, one id).
+    generate = RequestIdGenerator()
+    parent_first = generate()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then exit without pytest's teardown
+        try:
+            os.write(write, generate().encode("ascii"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 200).decode("ascii")
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent_next = generate()
+    assert child.split("-")[0] != parent_first.split("-")[0]
+    assert child not in (parent_first, parent_next)
