@@ -106,8 +106,7 @@ async def test_a_shutdown_cancelling_the_flight_after_the_idp_answered_still_sto
     leaving the spent refresh token in the session for the next refresh to present (reuse: the family revoked, the
     user logged out)."""
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     request = asyncio.create_task(manager.access_token(stale, ROUTE))
@@ -140,11 +139,10 @@ async def test_a_shutdown_cancelling_the_flight_while_the_refreshed_id_token_is_
     a cancelled flight to stop. The check and the write go on all the same, and the shutdown waits for them."""
     held.release.set()  # the store writes at once: the step held is the JWKS fetch
     manager = await env.manager()
-    session_id, _ = await env.login()
+    session_id, stale = await env.expired_login()
     env.provider.rotate_key()  # the refreshed ID token names a kid bff's JWKS cache does not hold
     gate = threading.Event()
     env.provider.jwks_gate = gate
-    stale = await env.expire_access_token(session_id)
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     fetches = env.provider.jwks_requests
@@ -173,10 +171,9 @@ async def test_a_shutdown_cancelling_an_exchange_after_the_login_refresh_still_s
     are in the store all the same, and the next refresh presents the new refresh token."""
     held.release.set()  # the store writes at once: the step held is the exchange
     manager = await env.manager()
-    session_id, _ = await env.login()
+    session_id, stale = await env.expired_login()
     gate = threading.Event()
     env.provider.exchange_gate = gate
-    stale = await env.expire_access_token(session_id)
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     start = len(env.provider.token_requests)
@@ -202,8 +199,7 @@ async def test_a_write_that_never_lands_does_not_hold_the_shutdown_past_the_refr
     """The write the shutdown waits for is bounded by the refresh deadline: a store that never answers cannot keep
     the process from stopping."""
     manager = await env.manager(TokenSettings(refresh_timeout=0.5, refresh_lock_lease=0.3), oidc_timeout=0.5)
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     request = asyncio.create_task(manager.access_token(stale, ROUTE))
     await asyncio.wait_for(held.reached.wait(), 5)
     await asyncio.wait_for(manager.aclose(grace=0), 5)
@@ -221,8 +217,7 @@ async def test_a_browser_that_leaves_does_not_cancel_the_flight_another_request_
     """The flight runs in a task of its own: cancelling the request that started it (its browser left) neither
     cancels the write of the rotated tokens nor fails the request that joined it."""
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     leaving = asyncio.create_task(manager.access_token(stale, ROUTE))
@@ -250,8 +245,7 @@ async def test_requests_waiting_on_a_flight_the_shutdown_cancels_are_answered_50
     shutdown (``shutdown_timeout`` spent) cancels the flight. Neither request was cancelled: each gets the 503 a
     request gets at its deadline, saying the refresh was stopped, and counts ``idp_unavailable`` once."""
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     gate = threading.Event()
     env.provider.token_gate = gate
     deltas = MetricDeltas()

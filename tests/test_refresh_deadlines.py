@@ -24,8 +24,6 @@ import httpx
 import pytest
 
 from bff.app import BffApp
-from bff.session.manager import SessionManager
-from bff.session.redis_store import RedisStore
 from bff.types import Message, Receive, Scope, Send
 from bff_devtools.devidp import ClientRegistration, DevIdPSettings, create_devidp_app
 from tests.support.asgi import read_body, replaying, token_fingerprint_answer
@@ -34,7 +32,7 @@ from tests.support.configs import base_document, make_config
 from tests.support.devidp import FORM, login_tx
 from tests.support.leak_guard import fingerprint
 from tests.support.servers import serve
-from tests.support.sessions import expire_access_token
+from tests.support.sessions import expire_in_store
 from tests.support.stack import bound_socket
 
 XHR = {"X-CSRF": "1"}
@@ -123,15 +121,8 @@ async def sign_in(browser: Browser, w: World) -> None:
 
 async def expire(w: World, browser: Browser) -> str:
     """Expire the session's access token in Redis (as bff sees it); returns it."""
-    store = RedisStore.from_url(w.redis_url)
-    try:
-        prefix = w.bff.sessions.key_for("x").rpartition("s:")[0]
-        ours = SessionManager(store, w.bff.config.session, prefix=prefix)
-        session_id = ours.session_id_from_cookie(browser.cookies(w.url)["__Host-bff"])
-        assert session_id is not None
-        return (await expire_access_token(ours, session_id)).session.tokens.access_token
-    finally:
-        await store.aclose()
+    expired = await expire_in_store(w.bff, w.redis_url, browser.cookies(w.url)["__Host-bff"])
+    return expired.session.tokens.access_token
 
 
 async def timed(browser: Browser, url: str) -> tuple[float, httpx.Response]:

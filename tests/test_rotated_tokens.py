@@ -73,8 +73,7 @@ async def test_a_failed_exchange_keeps_the_login_tokens_refreshed_for_it(
     them would leave the spent refresh token in the session, blocked by its mark until it expires, then presented
     again, and the IdP would revoke the family."""
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     if failure == "failing":
@@ -112,8 +111,7 @@ async def test_a_route_refresh_adopts_a_stored_result_whose_session_write_was_lo
     refreshes its token from the new refresh token, whether the spent token's mark is still held or has expired:
     instead of answering 503 while the mark lives, then presenting the spent token (reuse: the family revoked)."""
     here, there = await env.manager(), await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     refreshed = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)

@@ -122,10 +122,10 @@ async def world(provider: TestProvider, redis_process: RedisProcess) -> AsyncIte
 
 async def _logged_in_and_expired(env: TokenEnv) -> tuple[str, LoadedSession]:
     """A new session whose access token has expired: its refresh token (the one a refresh spends) and the session."""
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
+    _, stale = await env.expired_login()
+    spent = stale.session.tokens.refresh_token
     assert spent is not None
-    return spent, await env.expire_access_token(session_id)
+    return spent, stale
 
 
 async def _mark(world: World, refresh_token: str) -> bytes | None:
@@ -201,8 +201,7 @@ async def test_a_result_lost_past_the_refresh_deadline_ends_the_session_once_the
     env, store = world.env, world.store
     deadline = TokenSettings(refresh_lock_lease=0.1, refresh_timeout=0.2)  # the holder gives up well within OUTAGE
     manager = await env.manager(deadline, oidc_timeout=0.2)
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     store.fault_prefix, store.mode = "r:", "lost"
     with pytest.raises((IdPUnavailable, SessionStoreUnavailable)):
         await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)

@@ -48,8 +48,7 @@ async def test_a_fresh_token_is_used_as_is(env: TokenEnv) -> None:
 
 async def test_concurrent_requests_in_one_process_refresh_once(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*(manager.access_token(stale, ROUTE) for _ in range(50))), 20)
     assert deltas.by(REFRESHES, "outcome") == {"ok": 1, "joined": 49}  # each request once, by what it got
@@ -65,8 +64,7 @@ async def test_concurrent_requests_in_one_process_refresh_once(env: TokenEnv) ->
 
 async def test_concurrent_requests_across_processes_refresh_once(env: TokenEnv) -> None:
     managers = [await env.manager() for _ in range(3)]
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     calls = [m.access_token(stale, ROUTE) for m in managers for _ in range(20)]
     deltas = MetricDeltas()
     tokens = await asyncio.wait_for(asyncio.gather(*calls), 20)
@@ -80,8 +78,7 @@ async def test_concurrent_requests_across_processes_refresh_once(env: TokenEnv) 
 async def test_a_slow_idp_does_not_let_a_second_refresher_in(env: TokenEnv) -> None:
     settings = TokenSettings(refresh_lock_lease=0.3)  # the IdP takes 4 leases to answer
     managers = [await env.manager(settings) for _ in range(3)]
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     env.provider.token_delay = 1.2
     tokens = await asyncio.wait_for(
         asyncio.gather(*(m.access_token(stale, ROUTE) for m in managers for _ in range(10))), 20
@@ -93,8 +90,7 @@ async def test_a_slow_idp_does_not_let_a_second_refresher_in(env: TokenEnv) -> N
 
 async def test_a_straggler_with_the_old_tokens_does_not_replay(env: TokenEnv) -> None:
     manager, other = await env.manager(), await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     deltas = MetricDeltas()
     first = await manager.access_token(stale, ROUTE)
     # `stale` is what a request read before the refresh landed: it must get the new token, not spend the old one.
@@ -108,8 +104,7 @@ async def test_a_result_left_by_an_earlier_refresh_is_used_and_counted_joined(en
     """An earlier refresh spent the token and saved its result, but its session write never landed: the next one
     takes that result instead of presenting the spent token again, and did not refresh itself."""
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     spent = stale.session.tokens.refresh_token
     assert spent is not None
     left = TokenSet(
@@ -135,9 +130,8 @@ async def test_refresh_without_rotation_keeps_the_refresh_token(env: TokenEnv) -
 
 async def test_invalid_grant_ends_the_session(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, loaded = await env.login()
-    stale = await env.expire_access_token(session_id)
-    await env.idps[0].client.revoke(loaded.session.tokens.refresh_token or "")  # e.g. revoked by an admin
+    session_id, stale = await env.expired_login()
+    await env.idps[0].client.revoke(stale.session.tokens.refresh_token or "")  # e.g. revoked by an admin
     with pytest.raises(SessionExpired):
         await manager.access_token(stale, ROUTE)
     assert await env.sessions.load(session_id) is None
@@ -145,10 +139,9 @@ async def test_invalid_grant_ends_the_session(env: TokenEnv) -> None:
 
 async def test_reuse_detected_by_the_idp_ends_the_session(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token or ""
+    session_id, stale = await env.expired_login()
+    spent = stale.session.tokens.refresh_token or ""
     await env.idps[0].client.refresh(spent)  # someone else spent it (a stolen copy)
-    stale = await env.expire_access_token(session_id)
     with pytest.raises(SessionExpired):
         await manager.access_token(stale, ROUTE)
     assert env.provider.reuse_detected == 1
@@ -157,8 +150,7 @@ async def test_reuse_detected_by_the_idp_ends_the_session(env: TokenEnv) -> None
 
 async def test_an_idp_outage_keeps_the_session_and_backs_off(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.fail_token_endpoint_with = 503
     with pytest.raises(IdPUnavailable) as info:
         await manager.access_token(stale, ROUTE)
@@ -180,8 +172,7 @@ async def test_an_outage_during_a_proactive_refresh_uses_the_still_valid_token(e
 
 async def test_a_logout_racing_a_refresh_does_not_resurrect_the_session(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.token_delay = 0.5
     refresh = asyncio.ensure_future(manager.access_token(stale, ROUTE))
     await asyncio.sleep(0.2)
@@ -195,8 +186,7 @@ async def test_a_logout_racing_a_refresh_does_not_resurrect_the_session(env: Tok
 
 async def test_a_refreshed_id_token_for_another_user_ends_the_session(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.id_token_claims_override = {"sub": "mallory-0666"}
     with pytest.raises(SessionExpired, match="another user"):
         await manager.access_token(stale, ROUTE)
@@ -216,8 +206,7 @@ async def test_a_refreshed_id_token_that_fails_validation_ends_the_session(
     env: TokenEnv, override: dict[str, object], message: str
 ) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.id_token_claims_override = override
     with pytest.raises(SessionExpired, match=message):
         await manager.access_token(stale, ROUTE)
@@ -307,8 +296,7 @@ async def test_a_lost_cancellation_of_the_lock_renewer_does_not_hang_the_refresh
     store = CancelSwallowingStore()
     async with token_env(provider, store) as env:
         manager = await env.manager(TokenSettings(refresh_lock_lease=0.3))
-        session_id, _ = await env.login()
-        stale = await env.expire_access_token(session_id)
+        _, stale = await env.expired_login()
         env.provider.token_delay = 0.4  # the renewer is inside extend_lock when the refresh ends
         token = await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
         assert token != stale.session.tokens.access_token
@@ -330,9 +318,8 @@ async def _wait_for_refresh(env: TokenEnv, session_id: str, stale: str, limit: f
 
 async def test_a_refresh_slower_than_the_timeout_answers_503_in_time_and_its_result_is_kept(env: TokenEnv) -> None:
     here, there = await env.manager(oidc_timeout=0.5), await env.manager(oidc_timeout=0.5)  # two processes
-    session_id, loaded = await env.login()
-    spent = loaded.session.tokens.refresh_token
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
+    spent = stale.session.tokens.refresh_token
     env.provider.token_delay = 1.5  # slower than the user-facing timeout, well within the refresh's own deadline
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -360,8 +347,7 @@ async def test_a_refresh_slower_than_the_timeout_answers_503_in_time_and_its_res
 
 async def test_requests_joining_a_slow_refresh_each_answer_within_their_deadline(env: TokenEnv) -> None:
     manager = await env.manager(oidc_timeout=0.4)
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     env.provider.token_delay = 1.2
     loop = asyncio.get_running_loop()
 
@@ -384,8 +370,7 @@ async def test_requests_joining_a_slow_refresh_each_answer_within_their_deadline
 
 async def test_refreshing_resumes_as_soon_as_the_idp_is_back(env: TokenEnv) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.fail_token_endpoint_with = 503
     loop = asyncio.get_running_loop()
     outage_ends = loop.time() + 3.2
@@ -416,8 +401,7 @@ async def test_refreshing_resumes_as_soon_as_the_idp_is_back(env: TokenEnv) -> N
 async def test_the_probe_stops_on_close(provider: TestProvider) -> None:
     async with token_env(provider, MemoryStore()) as env:
         manager = await env.manager()
-        session_id, _ = await env.login()
-        stale = await env.expire_access_token(session_id)
+        _, stale = await env.expired_login()
         env.provider.fail_token_endpoint_with = 502
         with pytest.raises(IdPUnavailable):
             await manager.access_token(stale, ROUTE)
@@ -436,8 +420,7 @@ async def test_a_refresh_stuck_past_every_deadline_frees_its_lock_and_is_replace
     time, the lock's renewer gives up at the deadline so the lease runs out, and a later request starts afresh."""
     settings = TokenSettings(refresh_lock_lease=0.3, refresh_timeout=0.6)
     manager = await env.manager(settings, oidc_timeout=0.3)
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    _, stale = await env.expired_login()
     client = env.idps[0].client
     real_refresh = client.refresh
     stuck = True
@@ -477,8 +460,7 @@ async def test_a_refresh_stuck_past_every_deadline_frees_its_lock_and_is_replace
 
 async def test_shutdown_lets_a_refresh_in_flight_store_what_the_idp_answered(env: TokenEnv) -> None:
     manager = await env.manager(oidc_timeout=0.3)
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     env.provider.token_delay = 1.0
     with pytest.raises(IdPUnavailable):
         await manager.access_token(stale, ROUTE)
@@ -529,8 +511,7 @@ async def test_rotated_tokens_the_store_did_not_confirm_are_written_again_not_lo
     store = UnconfirmedWritesStore()
     async with token_env(provider, store) as env:
         here, there = await env.manager(), await env.manager()
-        session_id, _ = await env.login()
-        stale = await env.expire_access_token(session_id)
+        session_id, stale = await env.expired_login()
         store.fail_prefixes = ("s:", "r:")  # the session record and the refresh result
         store.failures = 3
         token = await asyncio.wait_for(here.access_token(stale, ROUTE), 5)
@@ -554,8 +535,7 @@ async def test_a_refresh_whose_lock_a_failover_lost_is_not_repeated_while_its_re
     store = UnconfirmedWritesStore()
     async with token_env(provider, store) as env:
         here, there = await env.manager(oidc_timeout=0.3), await env.manager(oidc_timeout=0.3)
-        session_id, _ = await env.login()
-        stale = await env.expire_access_token(session_id)
+        session_id, stale = await env.expired_login()
         lock_key = env.sessions.refresh_lock_key(stale.key)
         # The session record and the refresh result fail (key_for: "s:...", the result: "r:..."); the rest works.
         assert stale.key.startswith("s:")
@@ -585,8 +565,7 @@ async def test_a_spending_mark_the_store_did_not_confirm_does_not_block_the_next
     store = UnconfirmedWritesStore()
     async with token_env(provider, store) as env:
         manager = await env.manager()
-        session_id, _ = await env.login()
-        stale = await env.expire_access_token(session_id)
+        _, stale = await env.expired_login()
         store.fail_prefixes, store.lands, store.failures = ("p:",), True, 1
         with pytest.raises(SessionStoreUnavailable):
             await asyncio.wait_for(manager.access_token(stale, ROUTE), 5)
@@ -623,8 +602,7 @@ async def test_an_exchange_on_an_expired_login_token_without_a_refresh_token_end
     env: TokenEnv,
 ) -> None:
     manager = await env.manager()
-    session_id, _ = await env.login()
-    stale = await env.expire_access_token(session_id)
+    session_id, stale = await env.expired_login()
     no_refresh = stale.session.evolve(
         tokens=TokenSet(access_token=stale.session.tokens.access_token, expires_at=stale.session.tokens.expires_at)
     )

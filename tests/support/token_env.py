@@ -73,6 +73,15 @@ class TokenEnv:
     async def expire_access_token(self, session_id: str) -> LoadedSession:
         return await expire_access_token(self.sessions, session_id)
 
+    async def expired_login(self, user: str = "alice") -> tuple[str, LoadedSession]:
+        """``login``, then ``expire_access_token``: returns the session's id and the stale session as stored.
+
+        Only the stored access token's ``expires_at`` is in the past; its refresh and ID tokens are as issued and
+        unspent, nothing was refreshed, and no clock moved (the provider's included). Makes a first manager if there
+        is none yet, as ``login`` does."""
+        session_id, _ = await self.login(user)
+        return session_id, await self.expire_access_token(session_id)
+
 
 @contextlib.asynccontextmanager
 async def token_env(provider: TestProvider, store: SessionStore) -> AsyncIterator[TokenEnv]:
