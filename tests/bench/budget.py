@@ -5,7 +5,7 @@ benchmark pins two workers to two cores of their own and the load to the rest. W
 says more about the machine than about bff: the load (wrk, the upstream, Redis) keeps ~0.45 of a core busy at one
 worker's rate, so 1.7x that rate would need ~2.5 cores on a 2-core box, however bff is built. There, the benchmark
 runs a one-worker and a two-worker bff at the same time, every worker capped at the same fraction of a core, their
-total well under the machine (``__main__._budgeted_scaling``): each worker has a "core" of its own, and both
+total well under the machine (``throughput.budgeted_scaling``): each worker has a "core" of its own, and both
 servers see the same machine at the same moment (this box's speed drifts by tens of percent between runs, so two
 runs one after the other would compare the drift). A cap that a worker did not use up means the worker was not
 what limited the throughput: such a round does not count.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from bff.config import ServerSettings
+from tests.bench.context import ROOT, Context, at_once, logged_in_bff
 from tests.bench.parts import PARTS
 from tests.bench.report import Outcome
 from tests.bench.servers import Bff
@@ -88,3 +89,13 @@ async def measure(start: StartBff, at_once: AtOnce, *, warmup: float, duration: 
             limits_on, limits_off = at_once((on, off), duration)
             measured.append((limits_on, limits_off))
     return LimitsCost(measured, duration, over_limit)
+
+
+async def measure_paired(ctx: Context, rounds: int) -> list[Outcome]:
+    """The paired "limits on vs off" row (``tests.bench.limits``): its outcomes."""
+    cost = await measure(
+        lambda name, module: logged_in_bff(ctx, name, workers=1, source=ROOT, module=module),
+        lambda servers, seconds: at_once(ctx, servers, seconds, ctx.plan.load),
+        warmup=ctx.mode.warmup, duration=ctx.mode.duration, rounds=rounds,
+    )  # fmt: skip
+    return cost.outcomes()

@@ -24,6 +24,7 @@ from typing import TypeVar
 import h11
 
 from tests.bench.client import Connection, each_once
+from tests.bench.context import ROOT, Context, load_cores, logged_in_bff, wrk
 from tests.bench.report import Outcome, Run
 from tests.bench.servers import API_PATH, COOKIE_NAME, Bff
 from tests.bench.wrk import WrkResult
@@ -179,3 +180,21 @@ async def measure(
     idle, result = await idle_connections(bff.url, API_PATH, bff.headers, bff.process.pid, connections, while_open=load)
     name = f"bff, 1 worker, valid session, {connections:,} more connections open and idle"
     return WorkerMemory(idle, active, Run(name, result))
+
+
+#: Sessions the worker-memory row touches: each is decoded once and memoised.
+MEMORY_SESSIONS = 1_024
+
+
+async def measure_worker(ctx: Context) -> WorkerMemory:
+    """A bff whose idle connections outlive the measurement: its memory per connection and session, and the usual
+    wrk load while those connections stay open."""
+    mode = ctx.mode
+    cores, threads = load_cores(ctx, 1)
+
+    def load() -> WrkResult:
+        return wrk(ctx, bff.url + API_PATH, bff.headers, bff.process.pid, cores, threads=threads)
+
+    extra = 'keep_alive_timeout = "120s"'
+    async with logged_in_bff(ctx, "bff-memory", workers=1, source=ROOT, server_extra=extra) as bff:
+        return await measure(bff, connections=mode.many_connections, sessions=MEMORY_SESSIONS, warm=64, load=load)

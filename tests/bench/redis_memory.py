@@ -33,6 +33,7 @@ from bff.config import Secret, SessionSettings
 from bff.session.manager import SessionManager
 from bff.session.redis_store import RedisStore
 from tests.bench.coalescing import CoalescingRedis
+from tests.bench.report import Outcome
 from tests.support.configs import SESSION_KEY
 from tests.support.realistic_tokens import realistic_tokens
 from tests.support.redis_server import RedisProcess, command
@@ -223,3 +224,24 @@ async def _measure(
         indexes_pruned=indexes_pruned,
         command_calls=command_calls(port),
     )
+
+
+MAX_SESSION_BYTES = 2048
+
+
+def memory_outcomes(memory: MemoryResult) -> list[Outcome]:
+    return [
+        Outcome(
+            f"Redis: <= {MAX_SESSION_BYTES:,} B per session, indexes included",
+            f"{memory.bytes_per_session:,.0f} B",
+            memory.bytes_per_session <= MAX_SESSION_BYTES,
+        ),
+        Outcome(
+            f"Redis: {memory.sessions:,} sessions created, looked up, expired; no O(N) command",
+            f"{memory.lookups_found:,} found; expired: {'yes' if memory.expired else 'no'}; indexes pruned: "
+            f"{'yes' if memory.indexes_pruned else 'no'}; O(N) commands: {', '.join(memory.o_n_commands) or 'none'}; "
+            f"{memory.calls_per_session:.1f} commands/session",
+            memory.correct,
+            "check",
+        ),
+    ]

@@ -2,7 +2,7 @@
 
 Three bff processes of this tree (one worker each, all on the server core) are loaded at the same time, one wrk
 each, in interleaved rounds: run after run this machine's speed drifts by tens of percent, but servers loaded
-together see the same machine, so the ratio of their CPU per request is steady (as ``_paired_comparison``). Every wrk
+together see the same machine, so the ratio of their CPU per request is steady (as ``comparison.py``). Every wrk
 runs the same Lua script over a precomputed cookie table (``rotating_cookies_script``): one cookie repeated, a
 uniform draw over the sessions, or a Zipf-like draw (weight of the k-th session ``1 / k**s``), so the load
 generator's work per request is the same in every row; only the bff processes' CPU is counted.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from tests.bench.idp import IdP
+from tests.bench.report import Outcome, ms
 from tests.bench.servers import API_PATH, Bff
 
 
@@ -114,3 +115,21 @@ async def run_storm(bff: Bff, idp: IdP, *, concurrency: int, idp_delay: float) -
         refresh_refused=int(after["refresh_refused"] - before["refresh_refused"]),
         token_changed=current is not None and current != expired,
     )
+
+
+def storm_outcomes(name: str, storm: StormResult) -> list[Outcome]:
+    return [
+        Outcome(
+            f"refresh storm ({name}): {storm.concurrency} concurrent requests, one expired token -> 1 IdP refresh, "
+            "all 200",
+            f"{storm.refreshes} refresh(es), {storm.storm.ok}/{storm.concurrency} OK, refused {storm.refresh_refused}, "
+            f"new token stored: {'yes' if storm.token_changed else 'no'}",
+            storm.correct,
+            "check",
+        ),
+        Outcome(
+            f"refresh storm ({name}): p99 < 2 x IdP latency + normal p99",
+            f"{ms(storm.storm.p99)} < 2 x {ms(storm.idp_latency)} + {ms(storm.normal.p99)} = {ms(storm.p99_bound)}",
+            storm.storm.p99 < storm.p99_bound,
+        ),
+    ]

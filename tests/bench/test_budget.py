@@ -1,5 +1,5 @@
 """CPU budgets (``tests.bench.budget``) against a directory laid out as a cgroup mount, and the rule by which the
-budgeted scaling measurement counts its rounds (``tests.bench.__main__``). ``make bench-smoke`` caps real workers."""
+budgeted scaling measurement counts its rounds (``tests.bench.throughput``). ``make bench-smoke`` caps real workers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.__main__ import BudgetedScaling
 from tests.bench.budget import PERIOD_US, CpuBudgets, cpu_budgets
+from tests.bench.throughput import BudgetedScaling
 from tests.bench.wrk import WrkResult
 
 
