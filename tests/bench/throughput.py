@@ -13,7 +13,7 @@ from tests.bench.report import Outcome, ms
 from tests.bench.servers import Bff
 from tests.bench.wrk import WrkResult
 
-# Issue 6's targets.
+# The single-worker throughput and scaling targets (docs/performance.md).
 MIN_RPS = 3500
 MAX_CPU_US = 250
 MIN_NGINX_RATIO = 0.08
