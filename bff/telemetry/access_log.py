@@ -26,7 +26,7 @@ from time import gmtime, perf_counter, strftime, time
 from typing import TextIO
 
 from bff.telemetry.exchange import BaseObserver, Exchange
-from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.http_metrics import HttpMetrics, last_call
 from bff.telemetry.metrics import BUCKETS, HistogramChild
 
 logger = logging.getLogger(__name__)
@@ -170,10 +170,10 @@ class AccessLog(BaseObserver):
         if self._metrics is None:
             fragment: Fragment = (text, None, None)
         else:
-            # An answer below 400 is its exchange's last upstream call (a replay follows only a 401): observed here,
-            # not at the answer (``bff.telemetry.builtin``). A route's label names one upstream, so one address.
+            # The exchange's last upstream call (``last_call``) is observed here, not at its answer
+            # (``bff.telemetry.builtin``). A route's label names one upstream, so one address.
             client = None
-            if upstream is not None and upstream < 400:
+            if upstream is not None and last_call(upstream):
                 client = self._metrics.client_child(server_address, method, route, upstream)
             fragment = (text, self._metrics.server_child(route, method, status), client)
         if len(path) <= MAX_CACHED_PATH and len(self._fragments) < MAX_FRAGMENTS:
@@ -240,7 +240,7 @@ class AccessLog(BaseObserver):
         try:
             now = perf_counter()
             if self._metrics is not None:
-                self._metrics.record(ex, now)
+                self._metrics.record_with_last_call(ex, now)
             stamp = self._stamp if now < self._next_ms else self._timestamp(now)
             upstream, request_id, trace_id = ex.upstream_status, ex.request_id, ex.trace_id
             self._keep(

@@ -17,7 +17,7 @@ from time import perf_counter
 
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, Exchange
-from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.http_metrics import HttpMetrics, last_call
 from bff.telemetry.request_ids import RequestIdGenerator, RequestIds, assign
 from bff.types import Scope
 
@@ -50,8 +50,7 @@ class BuiltinTelemetry(RequestIds, HttpMetrics):
         return ex
 
     def upstream(self, exchange: Exchange) -> None:
-        status = exchange.upstream_status
-        if status is None or status >= 400:  # below 400 it is the last call: the end observes it, with the line
+        if not last_call(exchange.upstream_status):  # the last call is observed at the end, with the line
             HttpMetrics.upstream(self, exchange)
 
     def flush(self) -> None:

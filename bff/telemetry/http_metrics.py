@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
+def last_call(upstream_status: int | None) -> bool:
+    """Whether an upstream answer is its exchange's last call: one below 400, since the proxy replays only after a
+    401. The fused observer observes such an answer at the request's end, with the access line, any other at once."""
+    return upstream_status is not None and upstream_status < 400
+
+
 class HttpMetrics(BaseObserver):
     """Observer recording the HTTP server and client metrics of every observed request."""
 
@@ -79,6 +85,14 @@ class HttpMetrics(BaseObserver):
             child = self.server_child(exchange.route, exchange.method, exchange.status)
         child.counts[bisect_left(BUCKETS, elapsed)] += 1  # HistogramChild.observe, inline (as in upstream())
         child.sum += elapsed
+
+    def record_with_last_call(self, exchange: Exchange, now: float) -> None:
+        """``record``, and the last upstream call's duration when it is left to the end (``last_call``)."""
+        self.record(exchange, now)
+        status = exchange.upstream_status
+        if status is not None and last_call(status):
+            child = self.client_child(exchange.server_address, exchange.method, exchange.route, status)
+            child.observe(exchange.upstream_duration)
 
     def server_child(self, route: str, method: str, status: int) -> HistogramChild:
         """The request-duration histogram of a (route, method, status), kept under that key for a standard method.

@@ -104,11 +104,13 @@ def client(status: str) -> float | None:
     return sample_value("http_client_request_duration_seconds_count", {**labels, "bff_route": "/api"})
 
 
+@pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
 @pytest.mark.parametrize("answers", [[200], [401, 200], [401, 401, 200], [401], [503], [None], [401, None]])
-def test_every_upstream_call_is_observed_once(answers: list[int | None]) -> None:
-    """An answer below 400 is observed at the end, with the line; any other at once (a replay follows it)."""
+def test_every_upstream_call_is_observed_once(answers: list[int | None], json_lines: bool) -> None:
+    """An answer below 400 is observed at the end, with the line (JSON or text); any other at once (a replay
+    follows it)."""
     stream = io.StringIO()
-    observers = Observers([BuiltinTelemetry(AccessLog(json=True, stream=stream))])
+    observers = Observers([BuiltinTelemetry(AccessLog(json=json_lines, stream=stream))])
     scope = {"type": "http", "method": "GET", "path": "/api/x", "raw_path": b"/api/x", "headers": []}
     ex = observers.exchange(scope, "/api")
     ex.server_address = "up:1"
