@@ -17,7 +17,7 @@ from time import perf_counter
 
 from bff.telemetry.access_log import AccessLog
 from bff.telemetry.exchange import EXCHANGE, Exchange
-from bff.telemetry.http_metrics import HttpMetrics, last_call
+from bff.telemetry.http_metrics import LAST_CALL_BELOW, HttpMetrics
 from bff.telemetry.request_ids import RequestIdGenerator, RequestIds, assign
 from bff.types import Scope
 
@@ -50,7 +50,8 @@ class BuiltinTelemetry(RequestIds, HttpMetrics):
         return ex
 
     def upstream(self, exchange: Exchange) -> None:
-        if not last_call(exchange.upstream_status):  # the last call is observed at the end, with the line
+        status = exchange.upstream_status
+        if status is None or status >= LAST_CALL_BELOW:  # ``last_call``, inline: the last is observed at the end
             HttpMetrics.upstream(self, exchange)
 
     def flush(self) -> None:

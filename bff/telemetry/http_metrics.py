@@ -21,10 +21,14 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
+#: An upstream answer below this is its exchange's last call: the proxy replays only after a 401. The fused observer
+#: observes such an answer at the request's end, with the access line, any other at once (``last_call``).
+LAST_CALL_BELOW = 400
+
+
 def last_call(upstream_status: int | None) -> bool:
-    """Whether an upstream answer is its exchange's last call: one below 400, since the proxy replays only after a
-    401. The fused observer observes such an answer at the request's end, with the access line, any other at once."""
-    return upstream_status is not None and upstream_status < 400
+    """Whether an upstream answer is its exchange's last call (``LAST_CALL_BELOW``)."""
+    return upstream_status is not None and upstream_status < LAST_CALL_BELOW
 
 
 class HttpMetrics(BaseObserver):
