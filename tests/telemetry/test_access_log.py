@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from bff.telemetry import access_log
 from bff.telemetry.access_log import FLUSH_DELAY, FLUSH_LINES, AccessLog
 from bff.telemetry.exchange import Exchange
+from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.metrics import STANDARD_METHODS
 
 
 def exchange(path: bytes = b"/api/items/7", method: str = "GET", route: str = "/api") -> Exchange:
@@ -105,6 +107,31 @@ def test_any_path_method_or_route_gives_one_line_of_valid_json(path: bytes, meth
     assert record["url.path"] == path.decode("utf-8", "backslashreplace")
     assert (record["http.request.method"], record["http.route"]) == (method, route)
     assert set(record) >= {"url.path", "request_id", "http.route"}
+
+
+@given(path=st.binary(min_size=1, max_size=300), method=st.text(max_size=20), json_lines=st.booleans())
+def test_with_metrics_any_path_or_method_gives_one_line_and_only_bounded_labels(
+    path: bytes, method: str, json_lines: bool
+) -> None:
+    """The fused observer's end (the line and both histograms from one cache entry): one valid line, and a method a
+    client invents is labelled ``_OTHER``, never itself."""
+    stream = io.StringIO()
+    log = AccessLog(json=json_lines, stream=stream)
+    metrics = HttpMetrics()
+    log.observe_durations(metrics)
+    ex = finished(exchange(path, method))
+    ex.server_address = "up:1"
+    log.end(ex)
+    log.flush()
+    text = stream.getvalue()
+    assert text.count("\n") == 1
+    assert text.endswith("\n")
+    assert text.isascii()
+    if json_lines:
+        assert json.loads(text)["url.path"] == path.decode("utf-8", "backslashreplace")
+    label = method if method in STANDARD_METHODS else "_OTHER"
+    assert {key[1] for key in metrics._server} == {label}
+    assert {key[1] for key in metrics._client} == {label}
 
 
 @given(path=st.binary(min_size=1, max_size=300))
