@@ -18,7 +18,6 @@ import asyncio
 import atexit
 import logging
 import sys
-from bisect import bisect_left
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from math import floor
@@ -27,7 +26,7 @@ from typing import TextIO
 
 from bff.telemetry.exchange import BaseObserver, Exchange
 from bff.telemetry.http_metrics import HttpMetrics, last_call
-from bff.telemetry.metrics import BUCKETS, HistogramChild
+from bff.telemetry.metrics import HistogramChild, fold_pending
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +114,8 @@ class AccessLog(BaseObserver):
 
     def flush(self) -> None:
         self._scheduled = False
+        if self._metrics is not None:
+            fold_pending()
         if not self._lines:
             return
         text = self.render()
@@ -191,13 +192,10 @@ class AccessLog(BaseObserver):
             key = (ex.route, ex.method, ex.status, ex.upstream_status, ex.error, ex.path)
             text, histogram, client = self._fragments.get(key) or self._fragment(key, ex.server_address)
             seconds = now - ex.started
-            if histogram is not None:  # HistogramChild.observe, inline (one call fewer per request)
-                histogram.counts[bisect_left(BUCKETS, seconds)] += 1
-                histogram.sum += seconds
+            if histogram is not None:  # counted at the flush, a batch at a time (HistogramChild)
+                histogram.pending.append(seconds)
                 if client is not None:
-                    upstream_seconds = ex.upstream_duration
-                    client.counts[bisect_left(BUCKETS, upstream_seconds)] += 1
-                    client.sum += upstream_seconds
+                    client.pending.append(ex.upstream_duration)
             if now >= self._next_ms:
                 self._timestamp(now)
             trace_id = ex.trace_id

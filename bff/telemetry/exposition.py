@@ -61,7 +61,8 @@ def snapshot() -> Snapshot:
             children: list[tuple[tuple[str, ...], metrics.Child]] = list(metric.children.items())
             for key, child in children:
                 if isinstance(child, HistogramChild):
-                    rows.append((list(key), [*child.counts, child.sum]))
+                    counts, total = child.values()
+                    rows.append((list(key), [*counts, total]))
                 else:
                     rows.append((list(key), child.value))
         out[metric.name] = rows

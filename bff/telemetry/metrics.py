@@ -2,8 +2,9 @@
 
 The hot path touches only plain Python: ``METRIC.labels(**kw)`` is called once, where a route or an outcome is
 bound at start, and the child it returns is kept; ``child.inc()`` is an add and ``child.observe(seconds)`` a
-``bisect`` into one short bucket list. No locks (one event loop per process; a scrape thread reading a value
-mid-update sees the previous or the next one), no mmap, no label lookups per request.
+``bisect`` into one short bucket list. No lock per request (one event loop per process; a scrape thread reading a
+value mid-update sees the previous or the next one; a histogram's batch of pending observations is folded under a
+lock, see ``HistogramChild``), no mmap, no label lookups per request.
 
 ``prometheus_client`` renders these values (``bff.telemetry.exposition``); under ``bff serve --workers N`` each
 worker writes a snapshot of its values that the scrape sums (``bff.telemetry.metrics_files``). Names and labels
@@ -13,7 +14,8 @@ closed set or from the configuration, never from a request (no user, session, to
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -61,23 +63,80 @@ class GaugeChild:
         self.value -= n
 
 
-class HistogramChild:
-    """``counts[i]``: observations in bucket ``i`` alone (``le=BUCKETS[i]``; the last is ``+Inf``), not cumulative."""
+#: Held while a histogram's pending observations are folded in, and while a reader (a scrape thread) copies a
+#: histogram's values: a reader never sees an observation both pending and counted, or neither.
+_FOLDING = threading.Lock()
 
-    __slots__ = ("counts", "sum")
+
+class HistogramChild:
+    """``counts[i]``: observations in bucket ``i`` alone (``le=BUCKETS[i]``; the last is ``+Inf``), not cumulative.
+
+    ``observe`` counts at once. The access log's end hook (its hottest caller) appends to ``pending`` instead, and
+    its flush counts the batch (``fold_pending``): a sort and one ``bisect`` per bucket bound, in C, instead of one
+    ``bisect`` and two additions per request. ``values`` includes what is pending, so no reader sees the difference.
+    """
+
+    __slots__ = ("counts", "pending", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
+        self.pending: list[float] = []
 
     def observe(self, seconds: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bucket (Prometheus ``le`` is inclusive).
         self.counts[bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
 
+    def fold(self) -> None:
+        """Count the pending observations. Those appended meanwhile (by another thread) stay pending: the list is
+        never replaced, only its counted head is removed."""
+        with _FOLDING:
+            pending = self.pending
+            batch = pending[:]
+            del pending[: len(batch)]
+            self.counts[:], self.sum = _counted(self.counts, batch), self.sum + sum(batch)
+
+    def values(self) -> tuple[list[int], float]:
+        """(counts, sum) now, the pending observations included; safe from any thread."""
+        with _FOLDING:
+            counts, total, pending = list(self.counts), self.sum, list(self.pending)
+        return (_counted(counts, pending), total + sum(pending)) if pending else (counts, total)
+
+    def clear(self) -> None:
+        with _FOLDING:
+            self.counts[:] = [0] * len(self.counts)
+            self.sum = 0.0
+            self.pending.clear()
+
     @property
     def count(self) -> int:
-        return sum(self.counts)
+        return sum(self.values()[0])
+
+
+def fold_pending() -> None:
+    """Fold every histogram's pending observations (``HistogramChild``): the access log's flush calls this, at most
+    every ``FLUSH_DELAY``, so its cost is the number of histogram children, not of requests."""
+    for metric in REGISTRY:
+        if isinstance(metric, Histogram):
+            for child in list(metric.children.values()):
+                if child.pending:
+                    child.fold()
+
+
+def _counted(counts: list[int], observations: list[float]) -> list[int]:
+    """``counts`` plus ``observations`` (sorted here): each bucket gets the observations up to its bound that the
+    bucket below did not take (bisect_right: ``le`` is inclusive)."""
+    if not observations:
+        return counts
+    observations.sort()
+    out, below = list(counts), 0
+    for i, bound in enumerate(BUCKETS):
+        upto = bisect_right(observations, bound, below)
+        out[i] += upto - below
+        below = upto
+    out[-1] += len(observations) - below
+    return out
 
 
 Child = CounterChild | GaugeChild | HistogramChild
@@ -332,12 +391,13 @@ def samples(
     for key, child in children.items():
         labels = dict(zip(metric.labelnames, key, strict=True))
         if isinstance(child, HistogramChild):
+            counts, total = child.values()
             cumulative = 0
-            for bound, count in zip((*BUCKETS, float("inf")), child.counts, strict=True):
+            for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
                 yield metric.name + "_bucket", {**labels, "le": _le(bound)}, float(cumulative)
             yield metric.name + "_count", labels, float(cumulative)
-            yield metric.name + "_sum", labels, child.sum
+            yield metric.name + "_sum", labels, total
         else:
             yield metric.name, labels, child.value
 
@@ -367,7 +427,6 @@ def reset_for_tests() -> None:
     for metric in REGISTRY:
         for child in metric.children.values():
             if isinstance(child, HistogramChild):
-                child.counts[:] = [0] * len(child.counts)
-                child.sum = 0.0
+                child.clear()
             else:
                 child.value = 0.0

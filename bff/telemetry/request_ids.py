@@ -1,9 +1,10 @@
 """``X-Request-Id``: the browser's own when it is a short safe token, else a new one; sent upstream and back.
 
-A new id is this process's random prefix and a decimal counter (``3f9c2a1b7d04e6a5-26``): unique across processes
-and restarts without a ``uuid4`` (a system call) per request. A received id is kept only if it is 1 to 64 characters of
-``A-Z a-z 0-9 . _ : -`` (a UUID, a W3C trace id, an ALB ``Root=1-...`` suffix all fit); anything else is replaced,
-never echoed, so the header cannot carry markup, a line break or a secret of the caller's into logs or answers.
+A new id is this process's random prefix and a decimal counter from 1000 (``3f9c2a1b7d04e6a5-1026``): unique across
+processes and restarts without a ``uuid4`` (a system call) per request. A received id is kept only if it is 1 to 64
+characters of ``A-Z a-z 0-9 . _ : -`` (a UUID, a W3C trace id, an ALB ``Root=1-...`` suffix all fit); anything else is
+replaced, never echoed, so the header cannot carry markup, a line break or a secret of the caller's into logs or
+answers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from itertools import repeat
 
 from bff.telemetry.exchange import BaseObserver, Exchange
 
@@ -26,17 +26,18 @@ def is_valid(value: bytes) -> bool:
     return SAFE.fullmatch(value) is not None
 
 
-#: Ids are made this many at a time (in C: ``str.join``, ``split``, ``zip``), with both header fields of each.
-BATCH = 256
-#: One request's header fields: the upstream request's (``str``) and the browser's answer's (``bytes``).
-HeaderPair = tuple[tuple[str, str], tuple[bytes, bytes]]
+#: Ids are made this many at a time, by one ``str.join`` and two ``split``: a batch is the counter's ``BATCH`` values
+#: ``n * BATCH`` to ``n * BATCH + BATCH - 1``, whose last three digits come from ``_LOW``. ``str(int)`` per id would
+#: cost more than the rest of the id together (a division per digit).
+BATCH = 1000
+_LOW = tuple(f"{i:03d}" for i in range(BATCH))
 
 
 class RequestIdGenerator:
     """Process prefix plus counter; a forked child draws a prefix of its own.
 
-    ``next(generator.pairs)`` is the next id's header pair (StopIteration: ``refill()`` gives it and the next batch).
-    Made a batch at a time: a per-request f-string, ``encode`` and two tuples cost several times as much."""
+    ``next(generator.ids)`` is the next id, as ``str`` (the upstream request's and the log's) and as ``bytes`` (the
+    browser's answer's); StopIteration: ``refill()`` gives it and makes the next batch."""
 
     def __init__(self) -> None:
         self._reseed()
@@ -44,26 +45,23 @@ class RequestIdGenerator:
 
     def _reseed(self) -> None:
         self.prefix = os.urandom(8).hex() + "-"
-        self._next = 1  # decimal: int to str has a fast path, hex a format spec
-        self.pairs: Iterator[HeaderPair] = iter(())
+        self._batch = 1  # the counter starts at BATCH: every id has at least four digits
+        self.ids: Iterator[tuple[str, bytes]] = iter(())
 
-    def refill(self) -> HeaderPair:
-        """A new batch; its first pair."""
-        start, self._next = self._next, self._next + BATCH
-        prefix = self.prefix
-        text = prefix + ("\n" + prefix).join(map(str, range(start, self._next)))
-        upstream = zip(repeat(HEADER), text.split("\n"))
-        browser = zip(repeat(RAW_HEADER), text.encode("ascii").split(b"\n"))
-        self.pairs = zip(list(upstream), list(browser), strict=True)
-        return next(self.pairs)
+    def refill(self) -> tuple[str, bytes]:
+        """A new batch; its first id."""
+        head = self.prefix + str(self._batch)
+        self._batch += 1
+        text = head + ("\n" + head).join(_LOW)
+        self.ids = zip(text.split("\n"), text.encode("ascii").split(b"\n"), strict=True)
+        return next(self.ids)
 
     def __call__(self) -> str:
         """The next id."""
         try:
-            pair = next(self.pairs)
+            return next(self.ids)[0]
         except StopIteration:
-            pair = self.refill()
-        return pair[0][1]
+            return self.refill()[0]
 
 
 class RequestIds(BaseObserver):
@@ -87,12 +85,12 @@ def assign(exchange: Exchange, ids: RequestIdGenerator) -> None:
             received = value
             break
     if received is not None and SAFE.fullmatch(received) is not None:
-        upstream, browser = (HEADER, received.decode("ascii")), (RAW_HEADER, received)
+        request_id, raw = received.decode("ascii"), received
     else:
         try:
-            upstream, browser = next(ids.pairs)
+            request_id, raw = next(ids.ids)
         except StopIteration:
-            upstream, browser = ids.refill()
-    exchange.request_id = upstream[1]
-    exchange.upstream_headers.append(upstream)
-    exchange.response_headers.append(browser)
+            request_id, raw = ids.refill()
+    exchange.request_id = request_id
+    exchange.upstream_headers.append((HEADER, request_id))
+    exchange.response_headers.append((RAW_HEADER, raw))

@@ -3,8 +3,8 @@
 Timings of a few microseconds drown in this kind of VM's noise; instruction counts do not. Each observer set runs
 one request's hooks (``start``, ``upstream``, ``end``) in a loop under ``valgrind --tool=callgrind``, twice (LOW and
 HIGH iterations); the difference over HIGH - LOW is the count per request, start-up cancelled out. The access log
-formats each line at the request's end, as in the server, and writes none: its flush only joins them (the paired
-benchmark shows the write costs nothing it can see).
+formats each line at the request's end, as in the server, and writes none: its flush folds the histograms' pending
+observations and joins the lines (the paired benchmark shows the write costs nothing it can see).
 Needs ``valgrind``; prints one row per set, each including the sets above it;
 the last row is the same work as the one above it, by the fused observer the server declares.
 """
@@ -19,6 +19,7 @@ from bff.telemetry.access_log import AccessLog
 from bff.telemetry.builtin import BuiltinTelemetry
 from bff.telemetry.exchange import BaseObserver, Observer, Observers
 from bff.telemetry.http_metrics import HttpMetrics
+from bff.telemetry.metrics import fold_pending
 from bff.telemetry.request_ids import RequestIds
 from tests.bench.callgrind import per_request
 
@@ -39,7 +40,12 @@ class _NoHooks(BaseObserver):
 def _log() -> AccessLog:
     log = AccessLog(json=True, stream=io.StringIO())
     log._scheduled = True  # never a timer: there is no event loop here
-    log.flush = log.render  # type: ignore[assignment,method-assign]  # joins the lines, writes none
+
+    def flush() -> None:  # folds and joins, writes none
+        fold_pending()
+        log.render()
+
+    log.flush = flush  # type: ignore[method-assign]
     return log
 
 

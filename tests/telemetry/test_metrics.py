@@ -37,6 +37,56 @@ def test_a_value_on_a_bound_falls_in_that_bucket(seconds: float, index: int) -> 
     assert child.sum == seconds
 
 
+_DURATIONS = st.floats(min_value=0, max_value=100, allow_nan=False) | st.sampled_from(BUCKETS)
+
+
+@given(st.lists(_DURATIONS, max_size=80), st.integers(min_value=0, max_value=80))
+def test_pending_observations_count_as_observed_ones_before_and_after_a_fold(values: list[float], cut: int) -> None:
+    # The access log appends to ``pending`` and folds at its flush: no reader may see the difference.
+    observed, head, deferred = HistogramChild(), HistogramChild(), HistogramChild()
+    for value in values:
+        observed.observe(value)
+    for value in values[:cut]:
+        head.observe(value)
+    deferred.pending.extend(values[:cut])
+    assert deferred.values()[0] == head.counts  # pending, not folded yet
+    deferred.fold()
+    deferred.pending.extend(values[cut:])
+    assert deferred.values()[0] == observed.counts
+    assert deferred.count == len(values)
+    assert deferred.values()[1] == pytest.approx(observed.sum)
+    deferred.fold()
+    assert deferred.counts == observed.counts
+    assert deferred.pending == []
+
+
+def test_a_fold_keeps_what_is_appended_after_it_took_its_batch() -> None:
+    # Another thread may append while a fold runs: the list is never replaced, only its counted head removed.
+    child = HistogramChild()
+    child.pending.extend([0.002, 0.2])
+    pending = child.pending
+    child.fold()
+    pending.append(3.0)
+    assert child.pending == [3.0]
+    assert child.values()[0][BUCKETS.index(5.0)] == 1
+    assert sum(child.counts) == 2
+
+
+def test_samples_and_fold_pending_include_pending_observations() -> None:
+    metric = metrics.HTTP_SERVER_DURATION
+    child = metric.labels(http_request_method="GET", http_route="/t", http_response_status_code="200")
+    child.pending.extend([0.004, 0.004, 40.0])
+    labels = {"http_request_method": "GET", "http_route": "/t", "http_response_status_code": "200"}
+    name = metric.name
+    assert sample_value(f"{name}_bucket", {**labels, "le": "0.005"}) == 2.0
+    assert sample_value(f"{name}_count", labels) == 3.0
+    metrics.fold_pending()
+    assert child.pending == []
+    assert child.counts[BUCKETS.index(0.005)] == 2
+    assert child.counts[-1] == 1
+    assert sample_value(f"{name}_count", labels) == 3.0
+
+
 @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=50))
 def test_cumulative_buckets_match_a_direct_count(values: list[float]) -> None:
     metric = Histogram("t_seconds", "test")
