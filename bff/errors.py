@@ -168,6 +168,11 @@ class SessionExpired(Unauthenticated):
     error = "session_expired"
 
 
+class SubjectChanged(SessionExpired):
+    """A refreshed ID token names another user than the session's (OpenID Connect Core 12.2): the session ended. The
+    browser sees ``session_expired``; telemetry says ``sub_mismatch``."""
+
+
 class SessionFormatUnsupported(Unauthenticated):
     """The session record is in a format this release does not read (docs/storage-formats.md). The record is left
     in the store: an instance of the release that wrote it still serves the session."""

@@ -30,6 +30,7 @@ from bff.errors import (
     InvalidGrant,
     SessionExpired,
     SessionFormatUnsupported,
+    SubjectChanged,
     TokenExchangeDenied,
     TokenExchangeRefused,
     Unauthenticated,
@@ -246,4 +247,6 @@ def refresh_outcome(exc: BaseException) -> str:
         return "idp_unavailable"
     if isinstance(exc, SessionExpired) and isinstance(exc.__cause__, InvalidGrant):
         return "invalid_grant"
+    if isinstance(exc, SubjectChanged):
+        return "sub_mismatch"
     return "error"

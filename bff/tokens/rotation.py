@@ -18,7 +18,7 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from bff.config import RouteSettings
-from bff.errors import InvalidIdToken, SessionExpired
+from bff.errors import InvalidIdToken, SessionExpired, SubjectChanged
 from bff.models import Session, TokenSet
 from bff.session.manager import LoadedSession
 from bff.tokens.flight import Attempt, FlightContext
@@ -104,4 +104,4 @@ class Rotation:
         if claims.get("sub") != current.session.sub:
             attempt.failure = "sub_mismatch"
             await sessions.delete(current, reason="refresh_failed")
-            raise SessionExpired("the refreshed ID token names another user")
+            raise SubjectChanged("the refreshed ID token names another user")

@@ -384,6 +384,18 @@ async def test_a_refresh_while_the_idp_fails_says_idp_unavailable(traced: Traced
     assert dict(server.attributes or {})["error.type"] == "temporarily_unavailable"
 
 
+async def test_a_refreshed_id_token_for_another_user_says_sub_mismatch(traced: Traced, browser: Browser) -> None:
+    # The span names the outcome the metric counts (bff_token_refresh_total{outcome="sub_mismatch"}), not "error".
+    await expired_session(traced, browser)
+    traced.stack.provider.id_token_claims_override = {"sub": "mallory-0666"}
+    response = await browser.request("GET", f"{traced.stack.url}/api/items", headers=XHR)
+    assert response.status_code == 401
+    refresh = one(traced.spans(), "token refresh")
+    assert dict(refresh.attributes or {})["bff.refresh.outcome"] == "sub_mismatch"
+    assert refresh.status.status_code == StatusCode.ERROR
+    assert_no_secret(traced.spans(), *traced.stack.provider.issued_tokens())
+
+
 async def test_a_store_that_cannot_be_reached_fails_its_span_with_bffs_code() -> None:
     exporter = InMemorySpanExporter()
     store = TracedStore(
