@@ -9,7 +9,9 @@ It owns the store keys, serialisation, encryption, expiry and the indexes:
   session, so "log out everywhere" and back-channel logout never scan the keyspace.
 * ``{prefix}r:{digest(refresh token)}``, ``{prefix}p:{digest(refresh token)}`` and ``{prefix}q:{digest(refresh
   token and mark)}``: what a spent refresh token was exchanged for, the mark of one being presented, and the note
-  that such a mark was renounced (``bff.tokens.spending``).
+  that such a mark was renounced (``bff.tokens.spending``); ``{prefix}v:{digest(refresh token)}``: what it was
+  exchanged for when the new ID token could not be checked yet (the IdP's keys did not answer), never served before
+  a later refresh checks it.
 
 Beside the sessions, with the same key ring and prefix: ``logins`` (``bff.session.logins``: the sealed login state
 and its one-time marker) and ``logouts`` (``bff.session.logouts``: the logout URL's ``sid``, logout continuations,
@@ -140,6 +142,9 @@ class SessionManager:
 
     def _result_key(self, spent_refresh_token: str) -> str:
         return f"{self._prefix}r:{digest(spent_refresh_token)}"
+
+    def _unchecked_key(self, spent_refresh_token: str) -> str:
+        return f"{self._prefix}v:{digest(spent_refresh_token)}"
 
     def spending_key(self, refresh_token: str) -> str:
         """The mark saying ``refresh_token`` is being presented to the IdP (``bff.tokens.spending``)."""
@@ -298,6 +303,22 @@ class SessionManager:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the
         token again instead could make the IdP revoke the token family (RFC 9700 4.14.2)."""
         key = self._result_key(spent_refresh_token)
+        blob = await self.store.get(key)
+        if blob is None:
+            return None
+        return open_refresh_result(self._sessions, key, blob)
+
+    async def save_unchecked_refresh_result(self, spent_refresh_token: str, tokens: TokenSet, ttl: float) -> None:
+        """Keep what a refresh token was exchanged for when the new ID token could not be checked (OpenID Connect
+        Core 12.2; the IdP's keys did not answer): the IdP has spent the old token, so the next refresh checks these
+        again (``load_unchecked_refresh_result``) instead of presenting it (RFC 9700 4.14.2). Sealed like a refresh
+        result, under a key of its own: nothing reads it as one."""
+        key = self._unchecked_key(spent_refresh_token)
+        await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
+
+    async def load_unchecked_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
+        """What ``save_unchecked_refresh_result`` kept, to be checked before any use."""
+        key = self._unchecked_key(spent_refresh_token)
         blob = await self.store.get(key)
         if blob is None:
             return None

@@ -328,7 +328,7 @@ class Refresher:
             elif route_key is None:
                 return await self._login_refreshed(current, attempt, write_until)
             else:
-                current = await self._adopted(current, write_until)
+                current = await self._adopted(current, attempt, write_until)
                 spent = current.session.tokens.refresh_token or ""
                 updated = await self._rotation.route_session(current, route, route_key, attempt)
             return await self._written(current, updated, None, write_until)
@@ -357,11 +357,11 @@ class Refresher:
         written = await self._spender.store_rotated(current, updated, spent, result, write_until, check=check)
         return written if written is not None else await self._reloaded(current, updated)
 
-    async def _adopted(self, current: LoadedSession, write_until: float) -> LoadedSession:
+    async def _adopted(self, current: LoadedSession, attempt: Attempt, write_until: float) -> LoadedSession:
         """When a refresh spent the session's refresh token and stored its result but not the session: the session
         with the login's tokens from that result, stored (else ``current``). A route's own refresh then presents
         the new refresh token, never the spent one (RFC 9700 4.14.2)."""
-        remembered = await self._rotation.remembered(current)
+        remembered = await self._rotation.remembered(current, attempt)
         if remembered is None:
             return current
         spent = current.session.tokens.refresh_token or ""

@@ -6,6 +6,8 @@
   token replaces the old one atomically with the new access token (RFC 6749 6), and a new ID token must be about
   the same user (OpenID Connect Core 12.2): a check that may fetch the IdP's keys, so it runs in the task of the
   write that stores the tokens (``Spender.store_rotated``), where a cancellation of the flight cannot lose them.
+  When that check cannot finish (the IdP's keys do not answer), the tokens are kept unchecked and ``remembered``
+  checks them at the next refresh: the IdP has spent the old refresh token.
 * A route's own token (``route_session``: RFC 8707 ``resource``, ``scopes``), from the login's refresh token. Its
   caller first adopts a refresh result that token left (``remembered``), so that the route's refresh presents the
   new refresh token, never the spent one (RFC 9700 4.14.2).
@@ -33,12 +35,21 @@ class Rotation:
         self.context = context
         self._spender = spender
 
-    async def remembered(self, current: LoadedSession) -> TokenSet | None:
+    async def remembered(self, current: LoadedSession, attempt: Attempt) -> TokenSet | None:
         """The login's tokens a previous refresh got for the session's refresh token and stored as its result,
-        when its session write did not land; None when there is none."""
+        when its session write did not land; None when there is none. Tokens kept unchecked (their ID token's check
+        could not finish: the IdP's keys did not answer) are checked first, as ``_check_same_user``."""
         spent = current.session.tokens.refresh_token
         assert spent is not None
-        return await self.context.sessions.load_refresh_result(spent)
+        sessions = self.context.sessions
+        result = await sessions.load_refresh_result(spent)
+        if result is not None:
+            return result
+        unchecked = await sessions.load_unchecked_refresh_result(spent)
+        if unchecked is None or unchecked.id_token is None:
+            return None
+        await self._check_same_user(current, unchecked.id_token, unchecked.access_token, attempt)
+        return unchecked
 
     async def login_tokens(self, current: LoadedSession, attempt: Attempt) -> tuple[TokenSet, Check | None]:
         """The login's tokens, refreshed (or taken from a refresh result whose session write did not land), and the
@@ -47,13 +58,14 @@ class Rotation:
         tokens = current.session.tokens
         spent = tokens.refresh_token
         assert spent is not None
-        remembered = await self.remembered(current)
+        remembered = await self.remembered(current, attempt)
         if remembered is not None:
             new = remembered  # a previous refresh spent this token but its write did not land; reuse its result
             attempt.joined = True
         else:
             new = await self._spender.spend(current, spent, None, attempt)
-        # A new ID token must be about the same user; a remembered result was checked before it was saved.
+        # A new ID token must be about the same user; a remembered result was checked (before it was saved, or by
+        # ``remembered``).
         check = None
         if new.id_token is not None and remembered is None:
             check = functools.partial(self._check_same_user, current, new.id_token, new.access_token, attempt)

@@ -41,6 +41,9 @@ logger = logging.getLogger("bff.tokens")
 
 #: How long a refresh result stays readable for stragglers, at least (longer when a spending mark may live longer).
 RESULT_TTL = 60.0
+#: How long tokens whose refreshed ID token could not be checked are kept for a later refresh to check: an outage of
+#: the IdP's keys longer than this loses them (the next refresh then presents the spent token).
+UNCHECKED_TTL = 3600.0
 #: The 503's message when another refresher holds the spending mark.
 MARK_HELD = "another refresh spent this session's refresh token and is storing the result"
 
@@ -137,10 +140,15 @@ class Spender:
         check: Callable[[], Awaitable[None]] | None,
     ) -> LoadedSession | None:
         sessions = self.context.sessions
-        if check is not None:
-            await check()
         # Outlive the longest spending mark by a lease: a straggler that finds the mark gone still finds the result.
         result_ttl = max(RESULT_TTL, self._mark_ttl() + self.context.settings.refresh_lock_lease)
+        if check is not None:
+            try:
+                await check()
+            except IdPUnavailable:
+                if result is not None:
+                    await self._keep_unchecked(spent, result, until, mark)
+                raise
 
         async def write() -> LoadedSession | None:
             if result is not None:
@@ -162,6 +170,30 @@ class Spender:
             except SessionStoreUnavailable as exc:  # harmless: the result is stored, and the mark expires
                 logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
         return written
+
+    async def _keep_unchecked(self, spent: str, result: TokenSet, until: float, mark: bytes | None) -> None:
+        """The new ID token could not be checked (the IdP's keys did not answer): serve none of ``result``, but keep
+        it for the next refresh to check (``Rotation.remembered``) rather than lose it (the IdP has spent ``spent``),
+        and clear the mark once it is kept, as a stored result does."""
+        sessions = self.context.sessions
+
+        async def write() -> None:
+            await sessions.save_unchecked_refresh_result(spent, result, UNCHECKED_TTL)
+
+        try:
+            await self._retrying(write, until, "the rotated tokens whose ID token could not be checked")
+        except SessionStoreUnavailable as exc:
+            logger.exception("could not keep the rotated tokens whose ID token could not be checked: %s", exc.message)
+            return
+        logger.warning(
+            "the refreshed ID token could not be checked (the IdP's keys did not answer); its tokens are"
+            " kept for the next refresh to check"
+        )
+        if mark is not None:
+            try:
+                await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
+            except SessionStoreUnavailable as exc:  # harmless: the next refresh finds the kept tokens first
+                logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
 
     def _mark_ttl(self) -> float:
         """A spending mark's lifetime: it outlives its holder's last retry (the refresh deadline plus a lease) by a

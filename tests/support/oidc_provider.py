@@ -133,6 +133,8 @@ class TestProvider:
     exchange_gate: threading.Event | None = None
     #: When set, JWKS answers wait until this event is set.
     jwks_gate: threading.Event | None = None
+    #: When set, the JWKS endpoint answers this status (an outage of the IdP's keys).
+    fail_jwks_with: int | None = None
     revocation_fails: bool = False
     omit_revocation_endpoint: bool = False
     # --- records --------------------------------------------------------------------------------------------------
@@ -266,6 +268,8 @@ class TestProvider:
         self.jwks_requests += 1
         if self.jwks_gate is not None:
             await asyncio.to_thread(self.jwks_gate.wait, 30)
+        if self.fail_jwks_with is not None:
+            return JSONResponse({"error": "unavailable"}, status_code=self.fail_jwks_with)
         return JSONResponse(self.jwks())
 
     async def _authorize(self, request: Request) -> Response:
