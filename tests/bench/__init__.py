@@ -1,4 +1,4 @@
-"""The data-plane benchmark (issue 6): ``make bench`` (a few minutes, targets enforced) and ``make bench-smoke``
+"""The data-plane benchmark: ``make bench`` (a few minutes, targets enforced) and ``make bench-smoke``
 (seconds, every part exercised, only correctness checked; CI runs it).
 
 ``python -m tests.bench [--smoke] [--compare-with DIR]`` runs, on loopback:

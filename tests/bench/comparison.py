@@ -11,7 +11,7 @@ from tests.bench.servers import Bff
 
 def paired_comparison(ctx: Context, compare_with: Path, other: Bff, this: Bff) -> str:
     """Both trees' bff on the server core at the same time, one wrk each: run after run, this box's speed drifts by
-    tens of percent, but two servers loaded together see the same machine, so their ratio is steady (issue 6)."""
+    tens of percent, but two servers loaded together see the same machine, so their ratio is steady."""
     ratios, speedups = [], []
     for _ in range(ctx.mode.budget_rounds):
         theirs, ours = at_once(ctx, (other, this), ctx.mode.duration, ctx.plan.load)

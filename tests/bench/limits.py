@@ -1,4 +1,4 @@
-"""The edge limits' cost (issue 18's "limits" row): this tree's bff as served against the same bff with the edge
+"""The edge limits' cost (the "limits" row): this tree's bff as served against the same bff with the edge
 limits' per-request checks off (``tests.bench.limits_off``: head bytes and fields counted, the head, body and
 keep-alive deadlines), both one worker on the server core at the same time, one wrk each, a few rounds: the ratio of
 their CPU per request, every round listed (the telemetry rows' method). No target: the row is reported.

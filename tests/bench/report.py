@@ -1,4 +1,4 @@
-"""The benchmark's output: the throughput table and the targets of issue 6, as Markdown (the README's
+"""The benchmark's output: the throughput table and the data plane's targets, as Markdown (the README's
 "Performance" section is a copy of it)."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ SMOKE_SESSIONS = 500
 ZIPF_S = 1.1
 #: Cookies in each precomputed table (wrk cycles through it).
 TABLE = 50_000
-#: The realistic rows' CPU per request may be at most this much of the one-session row's (issue 18).
+#: The realistic rows' CPU per request may be at most this much of the one-session row's.
 MAX_RATIO = 1.2
 #: Keep-alive connections of the pass that sends every session once (one request in flight on each).
 WARM_CONNECTIONS = 16

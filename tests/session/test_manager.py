@@ -163,7 +163,7 @@ async def test_a_sliding_read_is_one_store_call_until_the_absolute_timeout_is_ne
     session_id, _ = await manager.create(sub="alice", sid=None, claims={}, tokens=TOKENS)
     key = manager.key_for(session_id)
     assert await manager.load(session_id) is not None
-    assert store.calls == ["get_and_touch"]  # issue 6: one round trip per proxied request
+    assert store.calls == ["get_and_touch"]  # one round trip per proxied request
     assert await store.ttl(key) == 600
     fake_clock.advance(500)  # 500 s of absolute lifetime left, less than the idle timeout
     store.calls.clear()

@@ -36,7 +36,7 @@ def test_realistic_tokens_round_trip_and_shrink() -> None:
     encoded = encode_session(session)
     assert decode_session(encoded) == session
     as_json = json.dumps(session.to_json(), separators=(",", ":")).encode()
-    assert len(encoded) < 0.6 * len(as_json)  # the point of the format (issue 6: Redis memory per session)
+    assert len(encoded) < 0.6 * len(as_json)  # the point of the format (Redis memory per session)
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ async def test_a_hung_redis_costs_one_timeout_not_retries(silent_port: int) -> N
 
 
 async def test_a_hung_redis_fails_the_pipelined_read_with_a_timeout(silent_port: int) -> None:
-    # get_and_touch goes over bff's own pipelined connection (issue 6): its timeout is a timeout too, never retried.
+    # get_and_touch goes over bff's own pipelined connection: its timeout is a timeout too, never retried.
     store = RedisStore.from_url(f"redis://:{SECRET}@127.0.0.1:{silent_port}/0", timeout=0.2)
     try:
         with pytest.raises(SessionStoreUnavailable) as info:
@@ -158,7 +158,7 @@ async def test_pooled_connections_survive_a_restart_nobody_saw(redis_process: Re
         await asyncio.sleep(0.05)  # let the loop see the connections close, as it would in a real pause
         await asyncio.to_thread(redis_process.start)
         assert await asyncio.gather(*(store.get(f"k{i}") for i in range(5))) == [None] * 5  # nothing persisted
-        # The pipelined connection of get_and_touch (issue 6) died with Redis too: it reconnects as well.
+        # The pipelined connection of get_and_touch died with Redis too: it reconnects as well.
         await store.set("k0", b"v", 60)
         assert await store.get_and_touch("k0", 60) == b"v"
         await asyncio.to_thread(redis_process.stop)
@@ -315,7 +315,7 @@ async def test_keys_live_under_the_prefix_and_all_expire(redis_url: str, raw: Re
 @pytest.mark.redis
 async def test_an_index_is_a_small_hash(redis_url: str, raw: Redis) -> None:
     # A one-member hash is a listpack (~170 bytes) where a set of strings is a hashtable (~280 bytes) before Redis 7.2:
-    # every session has two indexes (issue 6: Redis memory per session).
+    # every session has two indexes (Redis memory per session).
     prefix = f"t{uuid4().hex}:"
     store = RedisStore.from_url(redis_url, prefix=prefix)
     try:
@@ -328,7 +328,7 @@ async def test_an_index_is_a_small_hash(redis_url: str, raw: Redis) -> None:
 
 @pytest.mark.redis
 async def test_an_index_written_as_a_set_is_still_read_and_updated(redis_url: str, raw: Redis) -> None:
-    # Indexes were sets before issue 6; those live on until their sessions' absolute timeout.
+    # Indexes were sets in earlier releases; those live on until their sessions' absolute timeout.
     prefix = f"t{uuid4().hex}:"
     await raw.sadd(prefix + "index", "a", "b")
     await raw.pexpire(prefix + "index", 60_000)

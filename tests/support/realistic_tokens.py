@@ -1,6 +1,6 @@
 """Tokens of realistic size and entropy, as a Keycloak-like IdP issues them: an RS256 JWT access token of ~800 bytes,
 an opaque 43-byte refresh token and an ~900-byte ID token, each with its own identifiers and signature. Used where
-sizes matter: the compact session record's tests and the benchmark's Redis memory measurement (issue 6)."""
+sizes matter: the compact session record's tests and the benchmark's Redis memory measurement."""
 
 from __future__ import annotations
 
