@@ -24,6 +24,7 @@ import json
 import math
 import secrets
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -96,6 +97,14 @@ class Nonces:
         )
 
 
+@dataclass(frozen=True)
+class UsedProof:
+    """A proof that passed: its key's RFC 7638 thumbprint and the ``jti`` it used up."""
+
+    jkt: str
+    jti: str
+
+
 class ProofVerifier:
     """Checks DPoP proofs for one server (see the module docstring); remembers at most ``max_remembered`` live
     ``jti`` values."""
@@ -123,6 +132,15 @@ class ProofVerifier:
 
     def verify(self, proof: str, *, method: str, url: str, access_token: str | None = None) -> str:
         """The RFC 7638 thumbprint of the proof's key, or raises."""
+        return self.use(proof, method=method, url=url, access_token=access_token).jkt
+
+    def release(self, used: UsedProof) -> None:
+        """The request ``used`` came with was refused before the proof served (its client failed to authenticate):
+        its ``jti`` holds no room in the memory (a flood from someone who cannot authenticate fills nothing)."""
+        self._used.release(used.jkt, used.jti)
+
+    def use(self, proof: str, *, method: str, url: str, access_token: str | None = None) -> UsedProof:
+        """``verify``, with the ``jti`` it used up (for ``release``)."""
         if len(proof) > MAX_PROOF or proof.count(".") != 2:
             raise InvalidProof("the DPoP proof is not a signed JWT")
         try:
@@ -144,8 +162,7 @@ class ProofVerifier:
         if not isinstance(claims, dict):
             raise InvalidProof("the DPoP proof is malformed")
         thumbprint = key.thumbprint()
-        self._check_claims(claims, thumbprint, method, url, access_token)
-        return thumbprint
+        return UsedProof(thumbprint, self._check_claims(claims, thumbprint, method, url, access_token))
 
     def _header_key(self, header: dict[str, Any]) -> Key:
         if header.get("typ") != PROOF_TYP:
@@ -166,7 +183,8 @@ class ProofVerifier:
 
     def _check_claims(
         self, claims: dict[str, Any], thumbprint: str, method: str, url: str, access_token: str | None
-    ) -> None:
+    ) -> str:
+        """The proof's ``jti``, used up, once every claim holds."""
         jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
             raise InvalidProof("the DPoP proof has no jti")
@@ -193,3 +211,4 @@ class ProofVerifier:
             self._used.remember(thumbprint, jti, until, now=now)
         except ReplayRefused as exc:
             raise InvalidProof(str(exc)) from exc
+        return jti

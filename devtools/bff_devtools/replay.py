@@ -82,7 +82,14 @@ class ReplayCache:
             self._until[key] = until
             heapq.heappush(self._expiries, (until, key))
 
+    def release(self, issuer: str, jti: str) -> None:
+        """``jti`` of ``issuer`` did not serve after all (the request it came with was refused before it was used:
+        its client failed to authenticate): it no longer takes room, and may be accepted again."""
+        with self._lock:
+            self._until.pop((issuer, jti), None)
+
     def _forget_expired(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
-            _, key = heapq.heappop(self._expiries)
-            del self._until[key]
+            until, key = heapq.heappop(self._expiries)
+            if self._until.get(key) == until:  # not released, or released and remembered again since
+                del self._until[key]

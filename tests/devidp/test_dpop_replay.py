@@ -164,3 +164,26 @@ async def test_the_idp_refuses_new_proofs_when_full_and_still_refuses_replays(
         await http.post(par_url, data={"client_id": CLIENT_ID}, headers={"DPoP": prover.proof("POST", par_url)}), BUSY
     )
     refused(await http.post(token_url, data=form, headers={"DPoP": used[0]}), "jti was used before")
+
+
+@pytest.mark.parametrize("endpoint", ["token", "par"])
+async def test_proofs_sent_with_a_client_that_fails_to_authenticate_do_not_fill_the_memory(
+    idp: IdP, endpoint: str
+) -> None:
+    """A flood of valid proofs from someone who cannot authenticate as a client holds no jti once refused: the
+    memory keeps its room for clients that can (before, each held its jti for two windows: "busy" for everyone)."""
+    prover = DPoPProver(ECKey.generate_key("P-256", private=True), clock=system_clock)
+    url = f"{idp.url}/{endpoint}"
+    form = {"grant_type": "client_credentials"} if endpoint == "token" else {"client_id": CLIENT_ID}
+    async with httpx.AsyncClient(auth=(CLIENT_ID, "not-the-secret")) as stranger:
+        for _ in range(2 * CACHE_SIZE):
+            answer = await stranger.post(url, data=form, headers={"DPoP": prover.proof("POST", url)})
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"] == "invalid_client"
+    # The memory (one for both endpoints) has room for a client that authenticates; a proof that served is used up.
+    token_url, token_form = f"{idp.url}/token", {"grant_type": "client_credentials"}
+    async with httpx.AsyncClient(auth=(CLIENT_ID, CLIENT_SECRET)) as client:
+        used = prover.proof("POST", token_url)
+        answer = await client.post(token_url, data=token_form, headers={"DPoP": used})
+        assert answer.status_code == 200, answer.text
+        refused(await client.post(token_url, data=token_form, headers={"DPoP": used}), "jti was used before")

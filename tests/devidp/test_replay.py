@@ -225,3 +225,15 @@ def test_the_cache_refuses_unusable_claims(jti: object, exp: object, message: st
     jtis.use("c", "j", NOW + 330, now=NOW)  # the cap itself, skew included, is accepted
     with pytest.raises(ValueError, match="at least 1"):
         cache(capacity=0)
+
+
+def test_a_released_jti_takes_no_room_and_its_old_expiry_does_not_forget_it_used_again() -> None:
+    jtis = cache(capacity=1)
+    jtis.remember("k", "j", NOW + 10, now=NOW)
+    jtis.release("k", "j")  # its request was refused before the jti served
+    assert len(jtis) == 0
+    jtis.remember("k", "j", NOW + 100, now=NOW + 1)  # room for it, and accepted again
+    with pytest.raises(ReplayRefused, match="used before"):
+        jtis.remember("k", "j", NOW + 100, now=NOW + 50)  # past the released entry's expiry: still remembered
+    jtis.release("k", "never-seen")  # nothing to release: nothing happens
+    assert len(jtis) == 1

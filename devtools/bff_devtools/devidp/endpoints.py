@@ -22,7 +22,7 @@ from bff_devtools.devidp.accounts import user_claims
 from bff_devtools.devidp.client_keys import REQUEST_OBJECT_ALGS
 from bff_devtools.devidp.keys import KeyRing
 from bff_devtools.devidp.minter import ACCESS_TOKEN_TYP, TokenMinter
-from bff_devtools.devidp.oauth import DevAuthorizationServer, HttpRequest, run_in_thread
+from bff_devtools.devidp.oauth import DevAuthorizationServer, HttpRequest, OAuthResponse, run_in_thread
 from bff_devtools.devidp.pages import error_page, logout_confirm_page, message_page
 from bff_devtools.devidp.sessions import BrowserSessions
 from bff_devtools.devidp.settings import TOKEN_EXCHANGE, DevIdPSettings
@@ -127,20 +127,23 @@ class ProtocolEndpoints:
         """RFC 6749 3.2; errors per 5.2 (``invalid_client`` is 401 when the client tried HTTP Basic)."""
         http = await HttpRequest.read(request, issuer=self._settings.issuer)
         proofs = request.headers.getlist("dpop")
+        used = None
         if proofs:
             try:
                 if len(proofs) != 1:  # RFC 9449 4.3 step 1: exactly one DPoP header
                     raise InvalidProof("more than one DPoP header")  # noqa: TRY301 - answered below like the rest
-                jkt = self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/token")
+                used = self._dpop.use(proofs[0], method="POST", url=f"{self._settings.issuer}/token")
             except UseNonce as exc:
                 return self._dpop_error("use_dpop_nonce", exc.description)
             except InvalidProof as exc:
                 return self._dpop_error("invalid_dpop_proof", exc.description)
-            http = dataclasses.replace(http, dpop_jkt=jkt)
+            http = dataclasses.replace(http, dpop_jkt=used.jkt)
         elif self._settings.require_dpop:
             # RFC 9449 5.2: a client bound to DPoP must prove possession on every token request.
             return self._dpop_error("invalid_dpop_proof", "a DPoP proof is required")
         response = await run_in_thread(self._server.token_response, http)
+        if used is not None and _client_refused(response):
+            self._dpop.release(used)  # its jti was held for the call; a client that failed to authenticate holds none
         answer = response.to_starlette()
         if self._dpop.nonces is not None:
             answer.headers["DPoP-Nonce"] = self._dpop.nonces.current()
@@ -208,3 +211,8 @@ class ProtocolEndpoints:
                 status_code=403, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"', **NO_STORE}
             )
         return JSONResponse(user_claims(user, scope), headers=NO_STORE)
+
+
+def _client_refused(response: OAuthResponse) -> bool:
+    """Whether the token endpoint refused the client itself (RFC 6749 5.2 ``invalid_client``)."""
+    return isinstance(response.body, dict) and response.body.get("error") == "invalid_client"

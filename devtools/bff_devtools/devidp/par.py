@@ -76,19 +76,22 @@ class PushedRequests:
         if len(names) != len(set(names)):
             return _error("invalid_request", "a parameter is repeated (RFC 6749 3.1)")
         proofs = request.headers.getlist("dpop")
-        jkt = None
+        used = None
         if proofs:
             try:
                 if len(proofs) != 1:
                     return _error("invalid_dpop_proof", "more than one DPoP header")
-                jkt = self._dpop.verify(proofs[0], method="POST", url=f"{self._settings.issuer}/par")
+                used = self._dpop.use(proofs[0], method="POST", url=f"{self._settings.issuer}/par")
             except UseNonce as exc:
                 return self._with_nonce(_error("use_dpop_nonce", exc.description))
             except InvalidProof as exc:
                 return self._with_nonce(_error("invalid_dpop_proof", exc.description))
+        jkt = None if used is None else used.jkt
         try:
             client_id = await run_in_thread(self._server.authenticate_pushing_client, http)
         except OAuth2Error as error:
+            if used is not None:
+                self._dpop.release(used)  # a client that failed to authenticate holds no jti
             return _error("invalid_client", str(error.description or error.error), status=401)
         params = {name: value for name, value in http.params if name not in _CLIENT_AUTH_FIELDS}
         try:
