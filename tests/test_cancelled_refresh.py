@@ -27,6 +27,7 @@ from bff.config import ExchangeSettings, RouteSettings, TokenSettings
 from bff.endpoints.common import json_error
 from bff.errors import IdPUnavailable
 from bff.session.redis_store import RedisStore
+from bff.tokens.manager import TokenManager
 from bff.tokens.refresh import STOP_GRACE
 from tests.support.metric_deltas import MetricDeltas
 from tests.support.oidc_provider import TestProvider
@@ -74,6 +75,17 @@ async def env(idp: TestProvider, held: HeldStore) -> AsyncIterator[TokenEnv]:
         yield env
 
 
+async def _shut_down_cancelling_the_flight(manager: TokenManager, release: Callable[[], object]) -> None:
+    """Stop ``manager`` with its shutdown grace spent, so the refresh flight is cancelled; once the cancellation was
+    delivered, ``release`` lets go of what the test held (the IdP's answer, a write). Returns when the shutdown
+    ended."""
+    running = asyncio.all_tasks()
+    closing = asyncio.create_task(manager.aclose(grace=0))
+    await asyncio.wait_for(_cancellation_delivered(running), 5)
+    release()
+    await asyncio.wait_for(closing, 5)
+
+
 async def _cancellation_delivered(tasks: set[asyncio.Task[object]]) -> None:
     """Until one of ``tasks`` (the flight among them) has been asked to cancel."""
     while not any(task.cancelling() for task in tasks):  # noqa: ASYNC110 - no event to wait on
@@ -112,14 +124,11 @@ async def test_a_shutdown_cancelling_the_flight_after_the_idp_answered_still_sto
     request = asyncio.create_task(manager.access_token(stale, ROUTE))
     await asyncio.wait_for(held.reached.wait(), 5)  # the IdP answered; the result's write is on its way
     assert presented_refresh_tokens(env.provider) == [spent]
-    running = asyncio.all_tasks()
-    closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
-    await asyncio.wait_for(_cancellation_delivered(running), 5)
     if release == "at_once":
-        held.release.set()
+        await _shut_down_cancelling_the_flight(manager, held.release.set)
     else:  # later than the shutdown waits for a cancelled flight to stop
-        asyncio.get_running_loop().call_later(2 * STOP_GRACE, held.release.set)
-    await asyncio.wait_for(closing, 5)
+        loop = asyncio.get_running_loop()
+        await _shut_down_cancelling_the_flight(manager, lambda: loop.call_later(2 * STOP_GRACE, held.release.set))
     assert held.release.is_set(), "the shutdown waited for the write"
     await asyncio.wait({request}, timeout=5)
     assert request.done()
@@ -150,11 +159,8 @@ async def test_a_shutdown_cancelling_the_flight_while_the_refreshed_id_token_is_
         request = asyncio.create_task(manager.access_token(stale, ROUTE))
         await asyncio.wait_for(_until_presented(lambda: env.provider.jwks_requests > fetches), 5)
         assert presented_refresh_tokens(env.provider) == [spent], "the IdP answered the refresh"
-        running = asyncio.all_tasks()
-        closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
-        await asyncio.wait_for(_cancellation_delivered(running), 5)
-        asyncio.get_running_loop().call_later(2 * STOP_GRACE, gate.set)
-        await asyncio.wait_for(closing, 5)
+        loop = asyncio.get_running_loop()
+        await _shut_down_cancelling_the_flight(manager, lambda: loop.call_later(2 * STOP_GRACE, gate.set))
         assert gate.is_set(), "the shutdown waited for the check and the write"
     finally:
         gate.set()
@@ -181,11 +187,8 @@ async def test_a_shutdown_cancelling_an_exchange_after_the_login_refresh_still_s
         request = asyncio.create_task(manager.access_token(stale, ORDERS))
         await asyncio.wait_for(_until_presented(lambda: EXCHANGE_GRANT in grants_since(env.provider, start)), 5)
         assert grants_since(env.provider, start) == ["refresh_token", EXCHANGE_GRANT]
-        running = asyncio.all_tasks()
-        closing = asyncio.create_task(manager.aclose(grace=0))  # shutdown_timeout spent: the flight is cancelled
-        await asyncio.wait_for(_cancellation_delivered(running), 5)
-        gate.set()  # the exchange answers now, to a flight that was cancelled
-        await asyncio.wait_for(closing, 5)
+        # The exchange answers once the flight was cancelled.
+        await _shut_down_cancelling_the_flight(manager, gate.set)
     finally:
         gate.set()
     await asyncio.wait({request}, timeout=5)
