@@ -296,33 +296,30 @@ class SessionManager:
         """Remember, briefly, what a refresh token was exchanged for, keyed by a hash of the spent token: a request
         that still holds the old tokens picks the new ones up instead of replaying a spent refresh token (which an
         IdP with reuse detection answers by revoking the whole token family)."""
-        key = self._result_key(spent_refresh_token)
-        await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
+        await self._seal_tokens(self._result_key(spent_refresh_token), tokens, ttl)
 
     async def load_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """Raises ``SessionFormatUnsupported`` for a result in a format this release does not read: spending the
         token again instead could make the IdP revoke the token family (RFC 9700 4.14.2)."""
-        key = self._result_key(spent_refresh_token)
-        blob = await self.store.get(key)
-        if blob is None:
-            return None
-        return open_refresh_result(self._sessions, key, blob)
+        return await self._open_tokens(self._result_key(spent_refresh_token))
 
     async def save_unchecked_refresh_result(self, spent_refresh_token: str, tokens: TokenSet, ttl: float) -> None:
         """Keep what a refresh token was exchanged for when the new ID token could not be checked (OpenID Connect
         Core 12.2; the IdP's keys did not answer): the IdP has spent the old token, so the next refresh checks these
         again (``load_unchecked_refresh_result``) instead of presenting it (RFC 9700 4.14.2). Sealed like a refresh
         result, under a key of its own: nothing reads it as one."""
-        key = self._unchecked_key(spent_refresh_token)
-        await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
+        await self._seal_tokens(self._unchecked_key(spent_refresh_token), tokens, ttl)
 
     async def load_unchecked_refresh_result(self, spent_refresh_token: str) -> TokenSet | None:
         """What ``save_unchecked_refresh_result`` kept, to be checked before any use."""
-        key = self._unchecked_key(spent_refresh_token)
+        return await self._open_tokens(self._unchecked_key(spent_refresh_token))
+
+    async def _seal_tokens(self, key: str, tokens: TokenSet, ttl: float) -> None:
+        await self.store.set(key, seal_refresh_result(self._sessions, key, tokens, self._write_format), ttl)
+
+    async def _open_tokens(self, key: str) -> TokenSet | None:
         blob = await self.store.get(key)
-        if blob is None:
-            return None
-        return open_refresh_result(self._sessions, key, blob)
+        return None if blob is None else open_refresh_result(self._sessions, key, blob)
 
     # --- encryption ----------------------------------------------------------------------------------------------
 

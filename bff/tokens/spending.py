@@ -164,12 +164,18 @@ class Spender:
                 exc.message,
             )
             raise
-        if mark is not None:
-            try:
-                await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
-            except SessionStoreUnavailable as exc:  # harmless: the result is stored, and the mark expires
-                logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
+        await self._clear_mark(spent, mark)
         return written
+
+    async def _clear_mark(self, spent: str, mark: bytes | None) -> None:
+        """Once what ``spent`` was exchanged for is stored: its mark, if this refresh holds one, is removed."""
+        if mark is None:
+            return
+        sessions = self.context.sessions
+        try:
+            await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
+        except SessionStoreUnavailable as exc:  # harmless: what it holds back is stored, and the mark expires
+            logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
 
     async def _keep_unchecked(self, spent: str, result: TokenSet, until: float, mark: bytes | None) -> None:
         """The new ID token could not be checked (the IdP's keys did not answer): serve none of ``result``, but keep
@@ -189,11 +195,7 @@ class Spender:
             "the refreshed ID token could not be checked (the IdP's keys did not answer); its tokens are"
             " kept for the next refresh to check"
         )
-        if mark is not None:
-            try:
-                await sessions.store.compare_and_set(sessions.spending_key(spent), mark, b"", 0)
-            except SessionStoreUnavailable as exc:  # harmless: the next refresh finds the kept tokens first
-                logger.warning("could not clear a spent refresh token's mark: %s", exc.message)
+        await self._clear_mark(spent, mark)
 
     def _mark_ttl(self) -> float:
         """A spending mark's lifetime: it outlives its holder's last retry (the refresh deadline plus a lease) by a

@@ -91,7 +91,7 @@ def request_head(
     if not _TOKEN.fullmatch(method):
         raise ValueError("the method is not an RFC 9110 token")
     lines = [f"{method} {target} HTTP/1.1\r\nhost: {authority}\r\n"]
-    #: What the caller gave that is written as it is: the method and names are tokens, the rest is bff's own text.
+    # What the caller gave that is written as it is: the method and names are tokens, the rest is bff's own text.
     written = [target, authority]
     declared: str | None = None
     for raw_name, value in headers:
